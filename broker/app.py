@@ -1,0 +1,118 @@
+"""Wiring: engines, lease manager, warm pool and reconciler, started and stopped as one unit."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from types import TracebackType
+
+from broker.clock import Clock, LoopClock
+from broker.config import Settings
+from broker.engines.base import Engine, Session
+from broker.events import LeaseObserver, ObserverList
+from broker.lease import EngineName, LeaseSpec
+from broker.leases import LeaseManager
+from broker.pool import WarmPool
+from broker.reconciler import Reconciler
+
+log = logging.getLogger("broker.app")
+
+
+def build_engines(settings: Settings) -> dict[EngineName, Engine]:
+    """One adapter per enabled engine; each adapter module is imported only when enabled."""
+    engines: dict[EngineName, Engine] = {}
+    for name in settings.engines:
+        if name is EngineName.CHROMIUM:
+            from broker.engines import chromium
+
+            engines[name] = chromium.create(
+                settings.chromium_path, settings.chromium_args, settings.headless
+            )
+        elif name is EngineName.FIREFOX:
+            from broker.engines import firefox
+
+            engines[name] = firefox.create(settings.firefox_path, settings.headless)
+        elif name is EngineName.CAMOUFOX:
+            from broker.engines import camoufox
+
+            engines[name] = camoufox.create(settings.headless)
+    return engines
+
+
+class Broker:
+    """`async with Broker(settings) as broker:` runs everything; exiting drains and closes it all."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        engines: dict[EngineName, Engine] | None = None,
+        clock: Clock | None = None,
+        observers: list[LeaseObserver] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.engines = engines if engines is not None else build_engines(settings)
+        self.observers = ObserverList(observers)
+        self.manager = LeaseManager(
+            self.engines, clock or LoopClock(), settings.limits(), self.observers
+        )
+        self.pools: list[WarmPool] = []
+        default = self.engines.get(settings.default_engine)
+        if default is not None and settings.warm_pool_size > 0 and default.availability().available:
+            self.pools.append(WarmPool(default, settings.default_isolation, settings.warm_pool_size))
+        self.manager.set_warm_source(self._take_warm)
+        self.reconciler = Reconciler(
+            self.manager, list(self.engines.values()), self.pools, self.observers
+        )
+        self._background: list[asyncio.Task[None]] = []
+        self._stopped = False
+
+    def _take_warm(self, spec: LeaseSpec) -> Session | None:
+        for pool in self.pools:
+            session = pool.take(spec)
+            if session is not None:
+                return session
+        return None
+
+    @property
+    def warm_pool_size(self) -> int:
+        return sum(len(pool) for pool in self.pools)
+
+    async def __aenter__(self) -> Broker:
+        for pool in self.pools:
+            await pool.__aenter__()
+        self._background.append(
+            asyncio.get_running_loop().create_task(
+                self.reconciler.run_forever(self.settings.reconcile_interval_s)
+            )
+        )
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.shutdown(grace_s=0.0)
+
+    async def shutdown(self, grace_s: float) -> None:
+        """Drain leases through the one release path, then close pools and browsers. Idempotent."""
+        if self._stopped:
+            return
+        self._stopped = True
+        try:
+            await self.manager.drain(grace_s)
+        finally:
+            for task in self._background:
+                task.cancel()
+            for task in self._background:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            for pool in self.pools:
+                await pool.close()
+            for engine in self.engines.values():
+                try:
+                    await engine.close()
+                except Exception:
+                    log.exception("closing engine %s failed", engine.name.value)

@@ -1,0 +1,323 @@
+"""Protobuf messages to domain objects and back, validating every field on the way in."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+
+from browserbroker.v1 import broker_pb2 as pb
+from google.protobuf.duration_pb2 import Duration
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from broker.config import Settings
+from broker.errors import FieldViolation, InvalidArgument
+from broker.lease import (
+    ContextOptions,
+    EngineName,
+    Isolation,
+    Lease,
+    LeaseSpec,
+    ProxySettings,
+    ReleaseOutcome,
+    ReleaseReason,
+    Viewport,
+)
+from broker.runs import OnCancel, RunOptions
+from broker.steps import (
+    Action,
+    Click,
+    Evaluate,
+    Fill,
+    GetAttribute,
+    GetContent,
+    GetText,
+    Goto,
+    Pdf,
+    Press,
+    Screenshot,
+    Step,
+    StepErrorKind,
+    StepOutcome,
+    WaitForLoadState,
+    WaitForSelector,
+    validate_action,
+)
+
+MAX_LABELS = 16
+MAX_HEADERS = 64
+_LABEL_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$")
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}$")
+
+ENGINE_FROM_PB = {
+    pb.ENGINE_CHROMIUM: EngineName.CHROMIUM,
+    pb.ENGINE_FIREFOX: EngineName.FIREFOX,
+    pb.ENGINE_CAMOUFOX: EngineName.CAMOUFOX,
+}
+ENGINE_TO_PB = {v: k for k, v in ENGINE_FROM_PB.items()}
+ISOLATION_FROM_PB = {pb.ISOLATION_CONTEXT: Isolation.CONTEXT, pb.ISOLATION_BROWSER: Isolation.BROWSER}
+ISOLATION_TO_PB = {v: k for k, v in ISOLATION_FROM_PB.items()}
+REASON_TO_PB = {
+    ReleaseReason.CLIENT_RELEASE: pb.RELEASE_REASON_CLIENT_RELEASE,
+    ReleaseReason.TTL_EXPIRED: pb.RELEASE_REASON_TTL_EXPIRED,
+    ReleaseReason.IDLE_TIMEOUT: pb.RELEASE_REASON_IDLE_TIMEOUT,
+    ReleaseReason.RUN_CANCELLED: pb.RELEASE_REASON_RUN_CANCELLED,
+    ReleaseReason.ENGINE_CRASHED: pb.RELEASE_REASON_ENGINE_CRASHED,
+    ReleaseReason.PAGE_CRASHED: pb.RELEASE_REASON_PAGE_CRASHED,
+    ReleaseReason.SHUTDOWN: pb.RELEASE_REASON_SHUTDOWN,
+    ReleaseReason.ACQUIRE_FAILED: pb.RELEASE_REASON_ACQUIRE_FAILED,
+    ReleaseReason.DRIFT_REPAIRED: pb.RELEASE_REASON_DRIFT_REPAIRED,
+}
+ERROR_KIND_TO_PB = {
+    StepErrorKind.TIMEOUT: pb.STEP_ERROR_KIND_TIMEOUT,
+    StepErrorKind.SCRIPT_ERROR: pb.STEP_ERROR_KIND_SCRIPT_ERROR,
+    StepErrorKind.NAVIGATION: pb.STEP_ERROR_KIND_NAVIGATION,
+    StepErrorKind.SELECTOR: pb.STEP_ERROR_KIND_SELECTOR,
+    StepErrorKind.UNSUPPORTED: pb.STEP_ERROR_KIND_UNSUPPORTED,
+    StepErrorKind.BROWSER: pb.STEP_ERROR_KIND_BROWSER,
+}
+
+
+def seconds(duration: Duration) -> float:
+    return duration.seconds + duration.nanos / 1e9
+
+
+def duration(value_s: float) -> Duration:
+    d = Duration()
+    d.FromNanoseconds(round(value_s * 1e9))
+    return d
+
+
+def timestamp(value: datetime) -> Timestamp:
+    t = Timestamp()
+    t.FromDatetime(value)
+    return t
+
+
+def _bounded_duration(
+    field_name: str, value: Duration, default_s: float, max_s: float, out: list[FieldViolation]
+) -> float:
+    if value.seconds < 0 or value.nanos < 0:
+        out.append(FieldViolation(field_name, "must not be negative"))
+        return default_s
+    value_s = seconds(value)
+    if value_s == 0:
+        return default_s
+    if value_s > max_s:
+        out.append(FieldViolation(field_name, f"{value_s:g}s exceeds the maximum of {max_s:g}s"))
+    elif value_s < 1:
+        out.append(FieldViolation(field_name, f"{value_s:g}s is below the minimum of 1s"))
+    return value_s
+
+
+def lease_spec(request: pb.AcquireRequest, settings: Settings) -> LeaseSpec:
+    out: list[FieldViolation] = []
+    if request.engine == pb.ENGINE_UNSPECIFIED:
+        engine = settings.default_engine
+    elif request.engine in ENGINE_FROM_PB:
+        engine = ENGINE_FROM_PB[request.engine]
+    else:
+        out.append(FieldViolation("engine", f"unknown engine value {request.engine}"))
+        engine = settings.default_engine
+    if request.isolation == pb.ISOLATION_UNSPECIFIED:
+        isolation = settings.default_isolation
+    elif request.isolation in ISOLATION_FROM_PB:
+        isolation = ISOLATION_FROM_PB[request.isolation]
+    else:
+        out.append(FieldViolation("isolation", f"unknown isolation value {request.isolation}"))
+        isolation = settings.default_isolation
+    ttl_s = _bounded_duration("ttl", request.ttl, settings.default_ttl_s, settings.max_ttl_s, out)
+    idle_s = _bounded_duration(
+        "idle_timeout",
+        request.idle_timeout,
+        settings.default_idle_timeout_s,
+        settings.max_idle_timeout_s,
+        out,
+    )
+    context = _context_options(request.context, out)
+    if len(request.labels) > MAX_LABELS:
+        out.append(FieldViolation("labels", f"at most {MAX_LABELS} labels"))
+    for key, value in request.labels.items():
+        if not _LABEL_KEY.match(key):
+            out.append(FieldViolation(f"labels[{key[:64]!r}]", "key must be 1-63 of [A-Za-z0-9._/-]"))
+        if len(value) > 256:
+            out.append(FieldViolation(f"labels[{key[:64]!r}]", "value longer than 256 characters"))
+    if out:
+        raise InvalidArgument(out)
+    return LeaseSpec(
+        engine=engine,
+        isolation=isolation,
+        ttl_s=ttl_s,
+        idle_timeout_s=idle_s,
+        context=context,
+        labels=tuple(sorted(request.labels.items())),
+    )
+
+
+def _context_options(msg: pb.ContextOptions, out: list[FieldViolation]) -> ContextOptions:
+    viewport = None
+    if msg.HasField("viewport"):
+        w, h = msg.viewport.width, msg.viewport.height
+        if not (1 <= w <= 10_000 and 1 <= h <= 10_000):
+            out.append(FieldViolation("context.viewport", f"{w}x{h} is outside 1..10000"))
+        viewport = Viewport(w, h)
+    if len(msg.user_agent) > 1024:
+        out.append(FieldViolation("context.user_agent", "longer than 1024 characters"))
+    if msg.locale and not re.fullmatch(r"[A-Za-z]{2,8}(-[A-Za-z0-9]{1,8})*", msg.locale):
+        out.append(FieldViolation("context.locale", f"{msg.locale!r} is not a BCP 47 tag"))
+    if msg.timezone_id and not _valid_timezone(msg.timezone_id):
+        out.append(FieldViolation("context.timezone_id", f"{msg.timezone_id!r} is not an IANA zone"))
+    if len(msg.extra_http_headers) > MAX_HEADERS:
+        out.append(FieldViolation("context.extra_http_headers", f"at most {MAX_HEADERS} headers"))
+    for name, value in msg.extra_http_headers.items():
+        if not _HEADER_NAME.match(name) or "\n" in value or "\r" in value or len(value) > 8192:
+            out.append(
+                FieldViolation(f"context.extra_http_headers[{name[:64]!r}]", "invalid header")
+            )
+    proxy = None
+    if msg.HasField("proxy"):
+        if not re.fullmatch(r"(https?|socks5)://[^\s/]+(:\d+)?/?", msg.proxy.server):
+            out.append(
+                FieldViolation("context.proxy.server", f"{msg.proxy.server!r} is not scheme://host:port")
+            )
+        proxy = ProxySettings(msg.proxy.server, msg.proxy.username, msg.proxy.password, msg.proxy.bypass)
+    return ContextOptions(
+        viewport=viewport,
+        user_agent=msg.user_agent,
+        locale=msg.locale,
+        timezone_id=msg.timezone_id,
+        extra_http_headers=tuple(sorted(msg.extra_http_headers.items())),
+        proxy=proxy,
+        ignore_https_errors=msg.ignore_https_errors,
+        java_script_disabled=msg.java_script_disabled,
+    )
+
+
+def _valid_timezone(name: str) -> bool:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
+
+
+def _action(step: pb.Step) -> Action | None:
+    kind = step.WhichOneof("action")
+    if kind == "goto":
+        return Goto(step.goto.url, step.goto.wait_until or "load")
+    if kind == "click":
+        return Click(step.click.selector)
+    if kind == "fill":
+        return Fill(step.fill.selector, step.fill.value)
+    if kind == "press":
+        return Press(step.press.selector, step.press.key)
+    if kind == "wait_for_selector":
+        return WaitForSelector(step.wait_for_selector.selector, step.wait_for_selector.state or "visible")
+    if kind == "wait_for_load_state":
+        return WaitForLoadState(step.wait_for_load_state.state or "load")
+    if kind == "evaluate":
+        return Evaluate(step.evaluate.expression, step.evaluate.arg_json)
+    if kind == "get_content":
+        return GetContent()
+    if kind == "get_text":
+        return GetText(step.get_text.selector)
+    if kind == "get_attribute":
+        return GetAttribute(step.get_attribute.selector, step.get_attribute.name)
+    if kind == "screenshot":
+        return Screenshot(step.screenshot.full_page)
+    if kind == "pdf":
+        return Pdf()
+    return None
+
+
+def run_options(request: pb.RunRequest, settings: Settings) -> RunOptions:
+    out: list[FieldViolation] = []
+    if not request.lease_id:
+        out.append(FieldViolation("lease_id", "must not be empty"))
+    if not request.token:
+        out.append(FieldViolation("token", "must not be empty"))
+    if not request.steps:
+        out.append(FieldViolation("steps", "must hold at least one step"))
+    if len(request.steps) > settings.max_steps_per_run:
+        out.append(
+            FieldViolation("steps", f"{len(request.steps)} steps exceed the limit of {settings.max_steps_per_run}")
+        )
+    steps: list[Step] = []
+    for i, step_pb in enumerate(request.steps):
+        action = _action(step_pb)
+        if action is None:
+            out.append(FieldViolation(f"steps[{i}]", "no action set (unknown or missing step kind)"))
+            continue
+        name = step_pb.WhichOneof("action")
+        out.extend(validate_action(f"steps[{i}].{name}", action))
+        timeout_s = _bounded_duration(
+            f"steps[{i}].timeout", step_pb.timeout, 0.0, settings.max_run_timeout_s, out
+        )
+        steps.append(Step(action, timeout_s))
+    if request.on_cancel not in (pb.ON_CANCEL_UNSPECIFIED, pb.ON_CANCEL_KEEP_LEASE, pb.ON_CANCEL_RELEASE_LEASE):
+        out.append(FieldViolation("on_cancel", f"unknown value {request.on_cancel}"))
+    if out:
+        raise InvalidArgument(out)
+    on_cancel = (
+        OnCancel.RELEASE_LEASE if request.on_cancel == pb.ON_CANCEL_RELEASE_LEASE else OnCancel.KEEP_LEASE
+    )
+    return RunOptions(tuple(steps), on_cancel, request.continue_on_error)
+
+
+def check_lease_ref(lease_id: str, token: str) -> None:
+    out: list[FieldViolation] = []
+    if not lease_id:
+        out.append(FieldViolation("lease_id", "must not be empty"))
+    elif len(lease_id) > 128:
+        out.append(FieldViolation("lease_id", "longer than 128 characters"))
+    if not token:
+        out.append(FieldViolation("token", "must not be empty"))
+    elif len(token) > 256:
+        out.append(FieldViolation("token", "longer than 256 characters"))
+    if out:
+        raise InvalidArgument(out)
+
+
+def acquire_response(lease: Lease) -> pb.AcquireResponse:
+    assert lease.expires_at_wall is not None
+    return pb.AcquireResponse(
+        lease_id=lease.id,
+        token=lease.token,
+        expires_at=timestamp(lease.expires_at_wall),
+        engine=ENGINE_TO_PB[lease.spec.engine],
+        isolation=ISOLATION_TO_PB[lease.spec.isolation],
+        ttl=duration(lease.spec.ttl_s),
+        idle_timeout=duration(lease.spec.idle_timeout_s),
+        warm=lease.warm,
+        queue_wait=duration(lease.queue_wait_s),
+    )
+
+
+def step_result(outcome: StepOutcome) -> pb.StepResult:
+    result = pb.StepResult(
+        index=outcome.index,
+        action=outcome.action,
+        ok=outcome.ok,
+        duration=duration(outcome.duration_s),
+        url=outcome.url,
+        http_status=outcome.http_status,
+        text=outcome.text,
+        found=outcome.found,
+        json=outcome.json,
+        data=outcome.data,
+    )
+    if outcome.error_kind is not None:
+        result.error.CopyFrom(
+            pb.StepError(kind=ERROR_KIND_TO_PB[outcome.error_kind], message=outcome.error_message)
+        )
+    return result
+
+
+def release_response(outcome: ReleaseOutcome) -> pb.ReleaseResponse:
+    return pb.ReleaseResponse(
+        released_now=outcome.released_now,
+        reason=REASON_TO_PB[outcome.reason],
+        released_at=timestamp(outcome.released_at),
+    )
+

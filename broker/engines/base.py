@@ -1,0 +1,80 @@
+"""The engine protocol every browser adapter implements, and what the broker asks of a session."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from broker.lease import ContextOptions, EngineName, Isolation
+from broker.steps import Step, StepOutcome
+
+# Called at most once when a session dies on its own; the argument is the cause.
+LostCallback = Callable[["Session", str], None]
+
+ENGINE_CRASHED = "engine_crashed"
+PAGE_CRASHED = "page_crashed"
+
+
+@dataclass
+class EngineCensus:
+    """The engine's own view of what is open, for status and reconciliation."""
+
+    browsers: int = 0
+    contexts: int = 0
+    pages: int = 0
+    browser_pids: list[int] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Availability:
+    available: bool
+    detail: str
+
+
+class Session(Protocol):
+    """One isolated browser session (a context and its page, maybe a browser of its own)."""
+
+    engine: EngineName
+    isolation: Isolation
+
+    @property
+    def alive(self) -> bool: ...
+
+    def set_lost_callback(self, callback: LostCallback | None) -> None:
+        """Who to tell when the session dies on its own (browser crash, page crash)."""
+        ...
+
+    async def execute(self, index: int, step: Step, timeout_s: float) -> StepOutcome:
+        """Run one step; browser failures come back as a failed StepOutcome, not an exception."""
+        ...
+
+    async def reset_page(self) -> None:
+        """Close the current page, which stops its navigations and scripts, and open a new one."""
+        ...
+
+    async def close(self) -> None:
+        """Close everything the session owns; escalates to killing its browser if it must."""
+        ...
+
+
+class Engine(Protocol):
+    name: EngineName
+
+    def availability(self) -> Availability:
+        """Whether this engine can open sessions here, and if not, why."""
+        ...
+
+    async def open_session(self, isolation: Isolation, options: ContextOptions) -> Session:
+        """A new ready session; cleans up whatever it half-built if it fails or is cancelled."""
+        ...
+
+    def live_sessions(self) -> list[Session]:
+        """Sessions this engine opened that are not closed, from the browser's side."""
+        ...
+
+    def census(self) -> EngineCensus: ...
+
+    async def close(self) -> None:
+        """Close every session and browser; idempotent."""
+        ...

@@ -1,0 +1,423 @@
+"""The Playwright-backed engine shared by Chromium, Firefox and Camoufox.
+
+An adapter supplies only how to launch a browser; this module owns the browsers, the sessions
+(context + page) lent on them, step execution, crash detection and the kill escalation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import psutil
+from playwright.async_api import (
+    Browser,
+    BrowserContext,
+    Error as PlaywrightError,
+    Page,
+    Playwright,
+    TimeoutError as PlaywrightTimeout,
+    async_playwright,
+)
+
+from broker.engines.base import (
+    ENGINE_CRASHED,
+    PAGE_CRASHED,
+    Availability,
+    EngineCensus,
+    LostCallback,
+)
+from broker.errors import Unavailable
+from broker.lease import ContextOptions, EngineName, Isolation
+from broker.steps import (
+    Click,
+    Evaluate,
+    Fill,
+    GetAttribute,
+    GetContent,
+    GetText,
+    Goto,
+    Pdf,
+    Press,
+    Screenshot,
+    Step,
+    StepErrorKind,
+    StepOutcome,
+    WaitForLoadState,
+    WaitForSelector,
+)
+
+log = logging.getLogger("broker.engines")
+
+Launcher = Callable[[Playwright], Awaitable[Browser]]
+
+CLOSE_TIMEOUT_S = 5.0
+
+
+class PlaywrightSession:
+    """A context and its current page; with ISOLATION_BROWSER also a browser of its own."""
+
+    def __init__(
+        self,
+        engine: PlaywrightEngine,
+        browser: Browser,
+        context: BrowserContext,
+        page: Page,
+        isolation: Isolation,
+    ) -> None:
+        self.engine_ref = engine
+        self.engine: EngineName = engine.name
+        self.isolation = isolation
+        self.browser = browser
+        self.context = context
+        self.page = page
+        self._lost_callback: LostCallback | None = None
+        self._closing = False
+        self._lost = False
+        self._watch_page(page)
+
+    @property
+    def alive(self) -> bool:
+        return not (self._closing or self._lost) and self.browser.is_connected()
+
+    def set_lost_callback(self, callback: LostCallback | None) -> None:
+        self._lost_callback = callback
+
+    def _watch_page(self, page: Page) -> None:
+        page.on("crash", lambda _page: self.mark_lost(PAGE_CRASHED))
+
+    def mark_lost(self, cause: str) -> None:
+        """The session died on its own. Tells the owner once; intentional closes are not losses."""
+        if self._closing or self._lost:
+            return
+        self._lost = True
+        log.warning("session lost", extra={"engine": self.engine.value, "cause": cause})
+        if self._lost_callback is not None:
+            self._lost_callback(self, cause)
+
+    async def execute(self, index: int, step: Step, timeout_s: float) -> StepOutcome:
+        outcome = StepOutcome(index=index, action=step.name)
+        started = time.perf_counter()
+        try:
+            await self._perform(step, timeout_s, outcome)
+        except (PlaywrightTimeout, TimeoutError):
+            outcome.ok = False
+            outcome.error_kind = StepErrorKind.TIMEOUT
+            outcome.error_message = f"{step.name} did not finish within {timeout_s:.3f}s"
+        except PlaywrightError as exc:
+            outcome.ok = False
+            outcome.error_kind = _classify(step, exc)
+            outcome.error_message = _first_line(exc.message)
+            self._check_alive()
+        except _Unsupported as exc:
+            outcome.ok = False
+            outcome.error_kind = StepErrorKind.UNSUPPORTED
+            outcome.error_message = str(exc)
+        outcome.duration_s = time.perf_counter() - started
+        if not self.page.is_closed():
+            outcome.url = self.page.url
+        return outcome
+
+    def _check_alive(self) -> None:
+        """After a browser error, find out at once whether the session itself died."""
+        if not self.browser.is_connected():
+            self.mark_lost(ENGINE_CRASHED)
+        elif self.page.is_closed() and not self._closing:
+            self.mark_lost(PAGE_CRASHED)
+
+    async def _perform(self, step: Step, timeout_s: float, out: StepOutcome) -> None:
+        page = self.page
+        ms = max(1.0, timeout_s * 1000)
+        match step.action:
+            case Goto(url=url, wait_until=wait_until):
+                response = await page.goto(url, wait_until=wait_until, timeout=ms)  # type: ignore[arg-type]
+                out.http_status = response.status if response is not None else 0
+            case Click(selector=selector):
+                await page.click(selector, timeout=ms)
+            case Fill(selector=selector, value=value):
+                await page.fill(selector, value, timeout=ms)
+            case Press(selector=selector, key=key):
+                await page.press(selector, key, timeout=ms)
+            case WaitForSelector(selector=selector, state=state):
+                await page.wait_for_selector(selector, state=state, timeout=ms)  # type: ignore[arg-type]
+            case WaitForLoadState(state=state):
+                await page.wait_for_load_state(state, timeout=ms)  # type: ignore[arg-type]
+            case Evaluate(expression=expression, arg_json=arg_json):
+                # Playwright has no timeout for evaluate; the Run's cancellation stops the script.
+                async with asyncio.timeout(timeout_s):
+                    if arg_json:
+                        value = await page.evaluate(expression, json.loads(arg_json))
+                    else:
+                        value = await page.evaluate(expression)
+                out.json = json.dumps(value, default=str)
+            case GetContent():
+                async with asyncio.timeout(timeout_s):
+                    out.text = await page.content()
+            case GetText(selector=selector):
+                out.text = await page.locator(selector).first.inner_text(timeout=ms)
+            case GetAttribute(selector=selector, name=name):
+                value = await page.locator(selector).first.get_attribute(name, timeout=ms)
+                out.found = value is not None
+                out.text = value or ""
+            case Screenshot(full_page=full_page):
+                out.data = await page.screenshot(full_page=full_page, timeout=ms, type="png")
+            case Pdf():
+                if not self.engine_ref.supports_pdf:
+                    raise _Unsupported(f"pdf is not supported by {self.engine.value}")
+                async with asyncio.timeout(timeout_s):
+                    out.data = await page.pdf()
+
+    async def reset_page(self) -> None:
+        old = self.page
+        # Closing the page aborts its pending navigations and running scripts in the browser.
+        self._closing = True
+        try:
+            await old.close(run_before_unload=False)
+        finally:
+            self._closing = False
+        self.page = await self.context.new_page()
+        self._watch_page(self.page)
+
+    async def close(self) -> None:
+        if self._closing and self not in self.engine_ref.sessions:
+            return
+        self._closing = True
+        try:
+            await self.engine_ref.close_session(self)
+        finally:
+            self.engine_ref.sessions.discard(self)
+
+
+class _Unsupported(Exception):
+    pass
+
+
+def _first_line(message: str) -> str:
+    return message.strip().splitlines()[0] if message.strip() else "browser error"
+
+
+def _classify(step: Step, exc: PlaywrightError) -> StepErrorKind:
+    message = exc.message
+    if isinstance(step.action, Evaluate):
+        return StepErrorKind.SCRIPT_ERROR
+    if isinstance(step.action, Goto) and ("net::" in message or "NS_ERROR" in message):
+        return StepErrorKind.NAVIGATION
+    if "selector" in message.lower() or "Unexpected token" in message:
+        return StepErrorKind.SELECTOR
+    return StepErrorKind.BROWSER
+
+
+def context_kwargs(options: ContextOptions) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {}
+    if options.viewport is not None:
+        kwargs["viewport"] = {"width": options.viewport.width, "height": options.viewport.height}
+    if options.user_agent:
+        kwargs["user_agent"] = options.user_agent
+    if options.locale:
+        kwargs["locale"] = options.locale
+    if options.timezone_id:
+        kwargs["timezone_id"] = options.timezone_id
+    if options.extra_http_headers:
+        kwargs["extra_http_headers"] = dict(options.extra_http_headers)
+    if options.proxy is not None:
+        proxy = {"server": options.proxy.server}
+        for key in ("username", "password", "bypass"):
+            if getattr(options.proxy, key):
+                proxy[key] = getattr(options.proxy, key)
+        kwargs["proxy"] = proxy
+    if options.ignore_https_errors:
+        kwargs["ignore_https_errors"] = True
+    if options.java_script_disabled:
+        kwargs["java_script_enabled"] = False
+    return kwargs
+
+
+class PlaywrightEngine:
+    """Browsers of one kind: a shared browser for context isolation, and dedicated ones."""
+
+    supports_pdf = False
+
+    def __init__(
+        self,
+        name: EngineName,
+        launcher: Launcher,
+        executable: str,
+        availability: Availability,
+        launch_timeout_s: float = 30.0,
+    ) -> None:
+        self.name = name
+        self._launcher = launcher
+        self._executable = executable
+        self._availability = availability
+        self._launch_timeout_s = launch_timeout_s
+        self._playwright: Playwright | None = None
+        self._shared: Browser | None = None
+        self._launch_lock = asyncio.Lock()
+        self._shared_launch_lock = asyncio.Lock()
+        self._browser_pids: dict[Browser, int] = {}
+        self.sessions: set[PlaywrightSession] = set()
+        self._closed = False
+
+    # ------------------------------------------------------------- lifecycle
+
+    def availability(self) -> Availability:
+        return self._availability
+
+    async def _ensure_playwright(self) -> Playwright:
+        if self._playwright is None:
+            self._playwright = await async_playwright().start()
+        return self._playwright
+
+    async def _launch(self) -> Browser:
+        """Launch one browser and learn its PID (launches are serialized, so the new PID is it)."""
+        if self._closed:
+            raise Unavailable(f"{self.name.value} engine is closed")
+        async with self._launch_lock:
+            playwright = await self._ensure_playwright()
+            before = set(self._top_level_pids())
+            try:
+                async with asyncio.timeout(self._launch_timeout_s):
+                    browser = await self._launcher(playwright)
+            except (PlaywrightError, TimeoutError) as exc:
+                raise Unavailable(f"{self.name.value} failed to launch: {exc}") from exc
+            new_pids = [pid for pid in self._top_level_pids() if pid not in before]
+            if new_pids:
+                self._browser_pids[browser] = new_pids[0]
+            browser.on("disconnected", self._on_disconnected)
+            log.info("browser launched", extra={"engine": self.name.value, "pids": new_pids})
+            return browser
+
+    async def _shared_browser(self) -> Browser:
+        if self._shared is not None and self._shared.is_connected():
+            return self._shared
+        async with self._shared_launch_lock:
+            if self._shared is None or not self._shared.is_connected():
+                self._shared = await self._launch()
+            return self._shared
+
+    def _on_disconnected(self, browser: Browser) -> None:
+        self._browser_pids.pop(browser, None)
+        if browser is self._shared:
+            self._shared = None  # relaunched on the next demand
+        for session in list(self.sessions):
+            if session.browser is browser:
+                session.mark_lost(ENGINE_CRASHED)
+
+    async def open_session(self, isolation: Isolation, options: ContextOptions) -> PlaywrightSession:
+        browser: Browser | None = None
+        context: BrowserContext | None = None
+        try:
+            if isolation is Isolation.BROWSER:
+                browser = await self._launch()
+            else:
+                browser = await self._shared_browser()
+            context = await browser.new_context(**context_kwargs(options))
+            page = await context.new_page()
+            await page.evaluate("1")  # the renderer is up: the first step pays no start-up
+            session = PlaywrightSession(self, browser, context, page, isolation)
+            self.sessions.add(session)
+            return session
+        except BaseException:
+            # Half-built: close what exists, even when cancelled, then let the error through.
+            await asyncio.shield(self._discard(browser if isolation is Isolation.BROWSER else None, context))
+            raise
+
+    async def _discard(self, dedicated: Browser | None, context: BrowserContext | None) -> None:
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                if context is not None:
+                    await context.close()
+                if dedicated is not None:
+                    await dedicated.close()
+
+    async def close_session(self, session: PlaywrightSession) -> None:
+        """Close context, then a dedicated browser; kill the process if a graceful close fails."""
+        dedicated = session.browser if session.isolation is Isolation.BROWSER else None
+        try:
+            async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                await session.context.close()
+                if dedicated is not None:
+                    await dedicated.close()
+        except (PlaywrightError, TimeoutError) as exc:
+            if not session.browser.is_connected():
+                return  # already gone: nothing left to close
+            log.warning("graceful close failed, escalating", extra={"error": str(exc)})
+            if dedicated is not None:
+                self._kill(dedicated)
+            else:
+                with contextlib.suppress(PlaywrightError, TimeoutError):
+                    async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                        await session.page.close()
+
+    def _kill(self, browser: Browser) -> None:
+        pid = self._browser_pids.pop(browser, None)
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for session in list(self.sessions):
+            await session.close()
+        browsers = [b for b in (self._shared, *self._browser_pids) if b is not None]
+        for browser in set(browsers):
+            try:
+                async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                    await browser.close()
+            except (PlaywrightError, TimeoutError):
+                self._kill(browser)
+        self._shared = None
+        if self._playwright is not None:
+            with contextlib.suppress(Exception):
+                await self._playwright.stop()
+            self._playwright = None
+
+    # ----------------------------------------------------------------- views
+
+    def live_sessions(self) -> list[PlaywrightSession]:
+        return [s for s in self.sessions if s.alive]
+
+    def census(self) -> EngineCensus:
+        browsers = {self._shared} if self._shared is not None else set()
+        browsers |= {s.browser for s in self.sessions}
+        connected = [b for b in browsers if b.is_connected()]
+        contexts = [c for b in connected for c in b.contexts]
+        pages = sum(len(c.pages) for c in contexts)
+        return EngineCensus(
+            browsers=len(self._top_level_pids()),
+            contexts=len(contexts),
+            pages=pages,
+            browser_pids=self._top_level_pids(),
+        )
+
+    def _top_level_pids(self) -> list[int]:
+        """This engine's browser processes among our descendants (not their helper processes)."""
+        return browser_processes(self._executable)
+
+
+def browser_processes(executable: str) -> list[int]:
+    real = os.path.realpath(executable)
+    pids: list[int] = []
+    try:
+        children = psutil.Process().children(recursive=True)
+    except psutil.Error:
+        return pids
+    for proc in children:
+        try:
+            cmdline = proc.cmdline()
+        except psutil.Error:
+            continue
+        if not cmdline or any(a.startswith("--type=") or a == "-contentproc" for a in cmdline):
+            continue
+        if os.path.realpath(cmdline[0]) == real or os.path.basename(cmdline[0]) == os.path.basename(real):
+            pids.append(proc.pid)
+    return pids

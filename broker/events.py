@@ -1,0 +1,49 @@
+"""Lease lifecycle events, so telemetry and audit trails watch the lease logic without living in it."""
+
+from __future__ import annotations
+
+from broker.lease import Lease, ReleaseOutcome
+
+
+class LeaseObserver:
+    """Override what you need; every hook is synchronous and must not raise or block."""
+
+    def lease_queued(self, queued: int) -> None: ...
+
+    def lease_granted(self, lease: Lease) -> None: ...
+
+    def lease_extended(self, lease: Lease) -> None: ...
+
+    def lease_released(self, lease: Lease, outcome: ReleaseOutcome) -> None: ...
+
+    def drift_repaired(self, what: str, detail: str) -> None: ...
+
+
+class ObserverList(LeaseObserver):
+    """Fans each event out to several observers."""
+
+    def __init__(self, observers: list[LeaseObserver] | None = None) -> None:
+        self.observers: list[LeaseObserver] = list(observers or [])
+
+    def add(self, observer: LeaseObserver) -> None:
+        self.observers.append(observer)
+
+    def lease_queued(self, queued: int) -> None:
+        for o in self.observers:
+            o.lease_queued(queued)
+
+    def lease_granted(self, lease: Lease) -> None:
+        for o in self.observers:
+            o.lease_granted(lease)
+
+    def lease_extended(self, lease: Lease) -> None:
+        for o in self.observers:
+            o.lease_extended(lease)
+
+    def lease_released(self, lease: Lease, outcome: ReleaseOutcome) -> None:
+        for o in self.observers:
+            o.lease_released(lease, outcome)
+
+    def drift_repaired(self, what: str, detail: str) -> None:
+        for o in self.observers:
+            o.drift_repaired(what, detail)

@@ -1,0 +1,434 @@
+"""The lease table, the capacity queue, expiry, and the one release path.
+
+Capacity in use is `len(self._active)`: the table is the only record of what is lent. A lease enters
+the table when it is admitted (before its session exists) and leaves it in `release()`, the single
+function that ends leases, whatever the cause.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections import OrderedDict, deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from broker.clock import Clock
+from broker.engines.base import ENGINE_CRASHED, PAGE_CRASHED, Engine, Session
+from broker.errors import (
+    DeadlineExceeded,
+    EngineNotInstalled,
+    InvalidArgument,
+    LeaseEnded,
+    LeaseNotFound,
+    PermissionDenied,
+    QueueFull,
+    Unavailable,
+)
+from broker.events import LeaseObserver, ObserverList
+from broker.lease import EngineName, Isolation, Lease, LeaseSpec, ReleaseOutcome, ReleaseReason
+
+log = logging.getLogger("broker.leases")
+
+_LOST_REASONS = {ENGINE_CRASHED: ReleaseReason.ENGINE_CRASHED, PAGE_CRASHED: ReleaseReason.PAGE_CRASHED}
+
+
+@dataclass(frozen=True)
+class Limits:
+    capacity: int = 8
+    queue_limit: int = 64
+    default_ttl_s: float = 300.0
+    max_ttl_s: float = 3600.0
+    default_idle_timeout_s: float = 120.0
+    max_idle_timeout_s: float = 3600.0
+    # TTL expiries are pulled earlier by up to this fraction of the TTL (capped by max_jitter_s),
+    # so a burst of leases granted together does not end in one burst of browser closes.
+    ttl_jitter_fraction: float = 0.1
+    max_jitter_s: float = 30.0
+    tombstone_ttl_s: float = 600.0
+    tombstone_max: int = 10_000
+    cleanup_timeout_s: float = 10.0
+
+
+@dataclass(eq=False)
+class _Waiter:
+    spec: LeaseSpec
+    queued_at: float
+    future: asyncio.Future[Lease] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+SessionSource = Callable[[LeaseSpec], Session | None]
+
+
+class LeaseManager:
+    def __init__(
+        self,
+        engines: dict[EngineName, Engine],
+        clock: Clock,
+        limits: Limits,
+        observers: LeaseObserver | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.engines = engines
+        self.clock = clock
+        self.limits = limits
+        self.observers = observers or ObserverList()
+        self._rng = rng or random.Random()
+        self._active: dict[str, Lease] = {}
+        self._tombstones: OrderedDict[str, tuple[Lease, float]] = OrderedDict()
+        self._waiters: deque[_Waiter] = deque()
+        self._cleanups: set[asyncio.Task[None]] = set()
+        self._closing: dict[Session, asyncio.Task[None]] = {}
+        self._draining = False
+        self._warm_source: SessionSource | None = None
+        # Recent cold-session open times, for not starting launches that cannot finish in time.
+        self._open_times: deque[float] = deque(maxlen=32)
+        self._lease_seconds: deque[float] = deque(maxlen=64)
+
+    # ----------------------------------------------------------------- views
+
+    @property
+    def active_count(self) -> int:
+        return len(self._active)
+
+    @property
+    def queued_count(self) -> int:
+        return sum(1 for w in self._waiters if not w.future.done())
+
+    @property
+    def draining(self) -> bool:
+        return self._draining
+
+    def active_leases(self) -> list[Lease]:
+        return list(self._active.values())
+
+    def owned_sessions(self) -> set[Session]:
+        """Sessions the broker accounts for: lent out, or being closed."""
+        owned = {lease.session for lease in self._active.values() if lease.session is not None}
+        return owned | set(self._closing)
+
+    def set_warm_source(self, source: SessionSource | None) -> None:
+        self._warm_source = source
+
+    # --------------------------------------------------------------- acquire
+
+    async def acquire(self, spec: LeaseSpec, timeout_s: float | None) -> Lease:
+        """Admit (maybe after queueing), then attach a session; bounded by the caller's deadline."""
+        if self._draining:
+            raise Unavailable("broker is shutting down")
+        engine = self.engines.get(spec.engine)
+        if engine is None:
+            raise EngineNotInstalled(spec.engine.value, "not enabled on this broker")
+        availability = engine.availability()
+        if not availability.available:
+            raise EngineNotInstalled(spec.engine.value, availability.detail)
+        started = self.clock.now()
+        deadline = None if timeout_s is None else started + timeout_s
+        lease = await self._admit(spec, timeout_s)
+        lease.queue_wait_s = self.clock.now() - started
+        try:
+            session, warm = await self._open_session(engine, spec, deadline)
+        except BaseException:
+            self.release(lease, ReleaseReason.ACQUIRE_FAILED)
+            raise
+        self._attach(lease, session, warm)
+        if lease.released is not None:
+            # Drained while the session was being opened: the release path already closed it.
+            raise Unavailable("broker is shutting down")
+        return lease
+
+    async def _admit(self, spec: LeaseSpec, timeout_s: float | None) -> Lease:
+        if len(self._active) < self.limits.capacity and not self.queued_count:
+            return self._new_lease(spec)
+        if timeout_s is not None and timeout_s <= 0:
+            raise DeadlineExceeded("deadline passed before capacity was free")
+        if self.queued_count >= self.limits.queue_limit:
+            raise QueueFull(self.limits.queue_limit, self._retry_hint())
+        waiter = _Waiter(spec, self.clock.now())
+        self._waiters.append(waiter)
+        self.observers.lease_queued(self.queued_count)
+        try:
+            async with asyncio.timeout(timeout_s):
+                return await waiter.future
+        except TimeoutError:
+            self._abandon(waiter)
+            raise DeadlineExceeded("deadline passed while waiting for capacity") from None
+        except BaseException:
+            self._abandon(waiter)
+            raise
+
+    def _abandon(self, waiter: _Waiter) -> None:
+        """The caller gave up: leave the queue at once, and give back a slot granted meanwhile."""
+        if not waiter.future.done():
+            waiter.future.cancel()
+        with contextlib.suppress(ValueError):
+            self._waiters.remove(waiter)
+        if not waiter.future.cancelled() and waiter.future.exception() is None:
+            self.release(waiter.future.result(), ReleaseReason.ACQUIRE_FAILED)
+        self.observers.lease_queued(self.queued_count)
+
+    def _new_lease(self, spec: LeaseSpec) -> Lease:
+        now = self.clock.now()
+        lease = Lease(spec=spec, granted_at=now, last_activity=now)
+        self._active[lease.id] = lease
+        return lease
+
+    def _grant_waiters(self) -> None:
+        while self._waiters and len(self._active) < self.limits.capacity and not self._draining:
+            waiter = self._waiters.popleft()
+            if waiter.future.done():  # gave up already
+                continue
+            waiter.future.set_result(self._new_lease(waiter.spec))
+        self.observers.lease_queued(self.queued_count)
+
+    def _retry_hint(self) -> float:
+        typical = sorted(self._lease_seconds)[len(self._lease_seconds) // 2] if self._lease_seconds else 1.0
+        return max(0.5, typical * (self.queued_count + 1) / max(1, self.limits.capacity))
+
+    async def _open_session(
+        self, engine: Engine, spec: LeaseSpec, deadline: float | None
+    ) -> tuple[Session, bool]:
+        if self._warm_source is not None:
+            warm = self._warm_source(spec)
+            if warm is not None:
+                return warm, True
+        remaining = None if deadline is None else deadline - self.clock.now()
+        expected = self.expected_open_s()
+        if remaining is not None and expected is not None and remaining < expected:
+            raise DeadlineExceeded(
+                f"a new {spec.engine.value} session takes about {expected:.2f}s; "
+                f"only {max(0.0, remaining):.2f}s of the deadline remain"
+            )
+        started = self.clock.now()
+        async with asyncio.timeout(remaining):
+            try:
+                session = await engine.open_session(spec.isolation, spec.context)
+            except TimeoutError:
+                raise DeadlineExceeded("deadline passed while opening the browser session") from None
+        self._open_times.append(self.clock.now() - started)
+        return session, False
+
+    def expected_open_s(self) -> float | None:
+        if len(self._open_times) < 3:
+            return None
+        return sorted(self._open_times)[len(self._open_times) // 2]
+
+    def _attach(self, lease: Lease, session: Session, warm: bool) -> None:
+        lease.session = session
+        lease.warm = warm
+        if lease.released is not None:
+            self._schedule_close(session)
+            return
+        session.set_lost_callback(self._on_session_lost)
+        now = self.clock.now()
+        lease.last_activity = now
+        self._set_ttl(lease, lease.spec.ttl_s, jitter=True)
+        self._arm_idle(lease)
+        self.observers.lease_granted(lease)
+
+    # ------------------------------------------------------------ lookups
+
+    def get(self, lease_id: str, token: str) -> Lease:
+        """The active lease, or the error that says why it cannot be used."""
+        lease = self._find(lease_id)
+        if lease is None or (lease.session is None and lease.released is None):
+            raise LeaseNotFound(lease_id)
+        if not lease.token_matches(token):
+            raise PermissionDenied(lease_id)
+        if lease.released is not None:
+            raise LeaseEnded(
+                lease_id, lease.released.reason.value, lease.released.released_at.isoformat()
+            )
+        return lease
+
+    def _find(self, lease_id: str) -> Lease | None:
+        if lease_id in self._active:
+            return self._active[lease_id]
+        tomb = self._tombstones.get(lease_id)
+        return tomb[0] if tomb else None
+
+    def lookup_for_release(self, lease_id: str, token: str) -> Lease:
+        lease = self._find(lease_id)
+        if lease is None or (lease.session is None and lease.released is None):
+            raise LeaseNotFound(lease_id)
+        if not lease.token_matches(token):
+            raise PermissionDenied(lease_id)
+        return lease
+
+    # ------------------------------------------------------------- expiry
+
+    def keep_alive(self, lease: Lease, ttl_s: float) -> None:
+        if ttl_s < 0 or ttl_s > self.limits.max_ttl_s:
+            raise InvalidArgument.single(
+                "ttl", f"must be between 0 and {self.limits.max_ttl_s:g}s, got {ttl_s:g}s"
+            )
+        self.touch(lease)
+        self._set_ttl(lease, ttl_s or lease.spec.ttl_s, jitter=False)
+        self.observers.lease_extended(lease)
+
+    def touch(self, lease: Lease) -> None:
+        lease.last_activity = self.clock.now()
+
+    def _set_ttl(self, lease: Lease, ttl_s: float, jitter: bool) -> None:
+        if lease.ttl_timer is not None:
+            lease.ttl_timer.cancel()
+        spread = 0.0
+        if jitter:
+            spread = self._rng.uniform(
+                0.0, min(ttl_s * self.limits.ttl_jitter_fraction, self.limits.max_jitter_s)
+            )
+        effective = ttl_s - spread
+        lease.expires_at = self.clock.now() + effective
+        lease.expires_at_wall = self.clock.wall() + timedelta(seconds=effective)
+        lease.ttl_timer = self.clock.call_later(
+            effective, lambda: self.release(lease, ReleaseReason.TTL_EXPIRED)
+        )
+
+    def _arm_idle(self, lease: Lease) -> None:
+        due = lease.last_activity + lease.spec.idle_timeout_s
+        lease.idle_timer = self.clock.call_later(due - self.clock.now(), lambda: self._idle_check(lease))
+
+    def _idle_check(self, lease: Lease) -> None:
+        if lease.released is not None:
+            return
+        idle_for = self.clock.now() - lease.last_activity
+        if lease.runs_in_flight == 0 and idle_for >= lease.spec.idle_timeout_s:
+            self.release(lease, ReleaseReason.IDLE_TIMEOUT)
+        else:
+            if lease.runs_in_flight:
+                lease.last_activity = self.clock.now()  # a running Run is activity
+            self._arm_idle(lease)
+
+    def _on_session_lost(self, session: Session, cause: str) -> None:
+        for lease in list(self._active.values()):
+            if lease.session is session:
+                self.release(lease, _LOST_REASONS.get(cause, ReleaseReason.ENGINE_CRASHED))
+
+    # -------------------------------------------------- the one release path
+
+    def release(self, lease: Lease, reason: ReleaseReason) -> ReleaseOutcome:
+        """End `lease` for `reason`. The first call wins; later calls return its outcome unchanged.
+
+        Synchronous on purpose: between the check and the removal there is no await, so no other
+        cause can interleave. Browser cleanup runs afterwards in a task of its own.
+        """
+        if lease.released is not None:
+            return ReleaseOutcome(lease.released.reason, lease.released.released_at, False)
+        outcome = ReleaseOutcome(reason, self.clock.wall(), True)
+        # Record why before cancelling anything, so whoever sees the cancellation knows the cause.
+        lease.released = outcome
+        self._active.pop(lease.id, None)
+        self._tombstones[lease.id] = (lease, self.clock.now())
+        for timer in (lease.ttl_timer, lease.idle_timer):
+            if timer is not None:
+                timer.cancel()
+        current = asyncio.current_task()
+        for task in list(lease.run_tasks):
+            if task is not current:
+                task.cancel()
+        if lease.session is not None:
+            lease.session.set_lost_callback(None)
+            self._schedule_close(lease.session)
+            self._lease_seconds.append(self.clock.now() - lease.granted_at)
+        self._prune_tombstones()
+        self._grant_waiters()
+        if lease.session is not None:
+            self.observers.lease_released(lease, outcome)
+        log.info(
+            "lease released",
+            extra={"lease_id": lease.id, "reason": reason.value, "active": len(self._active)},
+        )
+        return outcome
+
+    async def wait_closed(self, lease: Lease) -> None:
+        """Wait (bounded by the cleanup timeout) until a released lease's browser side is closed."""
+        task = self._closing.get(lease.session) if lease.session is not None else None
+        if task is not None:
+            await asyncio.shield(task)
+
+    def close_orphan(self, session: Session) -> None:
+        """Close a session no lease owns (found by the reconciler)."""
+        self._schedule_close(session)
+
+    def _schedule_close(self, session: Session) -> None:
+        if session in self._closing:
+            return
+        task = asyncio.get_running_loop().create_task(self._close_session(session))
+        self._closing[session] = task
+        self._cleanups.add(task)
+        task.add_done_callback(self._cleanups.discard)
+
+    async def _close_session(self, session: Session) -> None:
+        try:
+            async with asyncio.timeout(self.limits.cleanup_timeout_s):
+                await session.close()
+        except Exception:
+            # The slot is already free; the engine escalates and the reconciler double-checks.
+            log.exception("closing a released session failed")
+        finally:
+            self._closing.pop(session, None)
+
+    def _prune_tombstones(self) -> None:
+        cutoff = self.clock.now() - self.limits.tombstone_ttl_s
+        while self._tombstones:
+            _, released_at = next(iter(self._tombstones.values()))
+            if len(self._tombstones) <= self.limits.tombstone_max and released_at >= cutoff:
+                break
+            self._tombstones.popitem(last=False)
+
+    # ------------------------------------------------------------ shutdown
+
+    async def drain(self, grace_s: float) -> None:
+        """Refuse new leases, let running Runs finish within `grace_s`, then end every lease."""
+        self._draining = True
+        for waiter in list(self._waiters):
+            if not waiter.future.done():
+                waiter.future.set_exception(Unavailable("broker is shutting down"))
+        self._waiters.clear()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(grace_s):
+                while any(lease.runs_in_flight for lease in self._active.values()):
+                    await asyncio.sleep(0.05)
+        for lease in list(self._active.values()):
+            self.release(lease, ReleaseReason.SHUTDOWN)
+        await self.wait_all_closed()
+
+    async def wait_all_closed(self) -> None:
+        while self._cleanups:
+            await asyncio.gather(*list(self._cleanups), return_exceptions=True)
+
+    async def run_cleanup(self, work: Awaitable[None]) -> None:
+        """Await `work` to completion even if the caller is cancelled meanwhile (bounded)."""
+        task = asyncio.ensure_future(work)
+        self._cleanups.add(task)
+        task.add_done_callback(self._cleanups.discard)
+        await _await_shielded(task, self.limits.cleanup_timeout_s)
+
+
+async def _await_shielded(task: asyncio.Future[None], timeout_s: float) -> None:
+    """Wait for `task` through any number of cancellations, up to `timeout_s`; then re-cancel."""
+    cancelled = False
+    loop = asyncio.get_running_loop()
+    give_up = loop.time() + timeout_s
+    while not task.done():
+        remaining = give_up - loop.time()
+        if remaining <= 0:
+            task.cancel()
+            break
+        try:
+            await asyncio.wait_for(asyncio.shield(task), remaining)
+        except asyncio.CancelledError:
+            cancelled = True
+        except Exception:
+            break
+    if task.done() and not task.cancelled():
+        exc = task.exception()
+        if exc is not None:
+            log.warning("cleanup failed: %r", exc)
+    if cancelled:
+        raise asyncio.CancelledError

@@ -1,0 +1,105 @@
+"""The warm pool: sessions opened ahead of demand, so a warm Acquire is a table operation.
+
+Refilled in the background, never on the caller's path. Serves leases that ask for its engine
+and isolation with default context options; anything else opens a fresh session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+
+from broker.engines.base import Engine, Session
+from broker.lease import ContextOptions, Isolation, LeaseSpec
+
+log = logging.getLogger("broker.pool")
+
+MAX_BACKOFF_S = 30.0
+
+
+class WarmPool:
+    def __init__(self, engine: Engine, isolation: Isolation, size: int) -> None:
+        self.engine = engine
+        self.isolation = isolation
+        self.size = size
+        self._ready: deque[Session] = deque()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+        self.filled = asyncio.Event()
+        self._closers: set[asyncio.Task[None]] = set()
+
+    def sessions(self) -> list[Session]:
+        return list(self._ready)
+
+    def __len__(self) -> int:
+        return len(self._ready)
+
+    def take(self, spec: LeaseSpec) -> Session | None:
+        """A ready session for `spec`, or None; never waits."""
+        if spec.engine is not self.engine.name or spec.isolation is not self.isolation:
+            return None
+        if not spec.context.is_default:
+            return None
+        while self._ready:
+            session = self._ready.popleft()
+            self._wake.set()
+            if session.alive:
+                session.set_lost_callback(None)
+                return session
+        return None
+
+    async def __aenter__(self) -> WarmPool:
+        if self.size > 0:
+            self._task = asyncio.get_running_loop().create_task(self._refill_forever())
+            self._wake.set()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        while self._ready:
+            session = self._ready.popleft()
+            with contextlib.suppress(Exception):
+                await session.close()
+        await asyncio.gather(*self._closers, return_exceptions=True)
+
+    def _on_lost(self, session: Session, cause: str) -> None:
+        with contextlib.suppress(ValueError):
+            self._ready.remove(session)
+        self._wake.set()
+        closer = asyncio.get_running_loop().create_task(session.close())
+        self._closers.add(closer)
+        closer.add_done_callback(self._closers.discard)
+
+    async def _refill_forever(self) -> None:
+        backoff = 0.5
+        while not self._closed:
+            await self._wake.wait()
+            self._wake.clear()
+            while len(self._ready) < self.size and not self._closed:
+                try:
+                    session = await self.engine.open_session(self.isolation, ContextOptions())
+                except Exception as exc:
+                    log.warning("warm pool refill failed; retrying in %.1fs: %s", backoff, exc)
+                    await asyncio.sleep(backoff)
+                    backoff = min(MAX_BACKOFF_S, backoff * 2)
+                    continue
+                backoff = 0.5
+                if self._closed:
+                    await session.close()
+                    return
+                session.set_lost_callback(self._on_lost)
+                self._ready.append(session)
+            if len(self._ready) >= self.size:
+                self.filled.set()
+

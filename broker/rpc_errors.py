@@ -1,0 +1,141 @@
+"""The error contract: one table from domain errors to gRPC status codes, with rich details."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, NoReturn, TypeVar
+
+import grpc
+from google.protobuf import any_pb2, duration_pb2
+from google.rpc import error_details_pb2, status_pb2
+from grpc import aio
+
+from broker.errors import (
+    BrokerError,
+    Cancelled,
+    DeadlineExceeded,
+    EngineNotInstalled,
+    InvalidArgument,
+    LeaseEnded,
+    LeaseNotFound,
+    PermissionDenied,
+    QueueFull,
+    SessionCrashed,
+    Unavailable,
+)
+
+log = logging.getLogger("broker.rpc")
+
+DOMAIN = "browserbroker.v1"
+
+STATUS_FOR: dict[type[BrokerError], grpc.StatusCode] = {
+    InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
+    LeaseNotFound: grpc.StatusCode.NOT_FOUND,
+    PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
+    LeaseEnded: grpc.StatusCode.FAILED_PRECONDITION,
+    EngineNotInstalled: grpc.StatusCode.FAILED_PRECONDITION,
+    QueueFull: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
+    Cancelled: grpc.StatusCode.CANCELLED,
+    Unavailable: grpc.StatusCode.UNAVAILABLE,
+    SessionCrashed: grpc.StatusCode.ABORTED,
+}
+
+
+def status_code(error: BrokerError) -> grpc.StatusCode:
+    for cls in type(error).__mro__:
+        if cls in STATUS_FOR:
+            return STATUS_FOR[cls]
+    return grpc.StatusCode.INTERNAL
+
+
+def _pack(message: Any) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(message)
+    return packed
+
+
+def _details(error: BrokerError) -> list[any_pb2.Any]:
+    match error:
+        case InvalidArgument(violations=violations):
+            return [
+                _pack(
+                    error_details_pb2.BadRequest(
+                        field_violations=[
+                            error_details_pb2.BadRequest.FieldViolation(
+                                field=v.field, description=v.description
+                            )
+                            for v in violations
+                        ]
+                    )
+                )
+            ]
+        case LeaseEnded():
+            info = {"lease_id": error.lease_id, "release_reason": error.reason, "released_at": error.released_at_iso}
+            return [_pack(error_details_pb2.ErrorInfo(reason="LEASE_ENDED", domain=DOMAIN, metadata=info))]
+        case QueueFull():
+            delay = duration_pb2.Duration()
+            delay.FromMilliseconds(round(error.retry_after_s * 1000))
+            return [
+                _pack(error_details_pb2.RetryInfo(retry_delay=delay)),
+                _pack(error_details_pb2.QuotaFailure(violations=[
+                    error_details_pb2.QuotaFailure.Violation(
+                        subject="acquire_queue", description=f"{error.queue_limit} callers already waiting"
+                    )
+                ])),
+            ]
+        case SessionCrashed():
+            info = {"lease_id": error.lease_id, "cause": error.cause, "lease_fate": error.lease_fate}
+            return [_pack(error_details_pb2.ErrorInfo(reason="SESSION_CRASHED", domain=DOMAIN, metadata=info))]
+        case EngineNotInstalled():
+            info = {"engine": error.engine, "detail": error.detail}
+            return [_pack(error_details_pb2.ErrorInfo(reason="ENGINE_UNAVAILABLE", domain=DOMAIN, metadata=info))]
+    return []
+
+
+async def abort(context: aio.ServicerContext[Any, Any], error: BrokerError) -> NoReturn:
+    code = status_code(error)
+    status = status_pb2.Status(code=code.value[0], message=str(error), details=_details(error))
+    await context.abort(
+        code, str(error), trailing_metadata=(("grpc-status-details-bin", status.SerializeToString()),)
+    )
+    raise AssertionError("unreachable")  # context.abort always raises
+
+
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
+Self = TypeVar("Self")
+
+
+def unary(
+    handler: Callable[[Self, Req, aio.ServicerContext[Req, Resp]], Awaitable[Resp]],
+) -> Callable[[Self, Req, aio.ServicerContext[Req, Resp]], Awaitable[Resp]]:
+    """Maps domain errors raised by a unary handler to their status."""
+
+    @functools.wraps(handler)
+    async def wrapper(self: Self, request: Req, context: aio.ServicerContext[Req, Resp]) -> Resp:
+        try:
+            return await handler(self, request, context)
+        except BrokerError as error:
+            await abort(context, error)
+
+    return wrapper
+
+
+def streaming(
+    handler: Callable[[Self, Req, aio.ServicerContext[Req, Resp]], AsyncIterator[Resp]],
+) -> Callable[[Self, Req, aio.ServicerContext[Req, Resp]], AsyncIterator[Resp]]:
+    """Maps domain errors raised by a server-streaming handler to their status."""
+
+    @functools.wraps(handler)
+    async def wrapper(self: Self, request: Req, context: aio.ServicerContext[Req, Resp]) -> AsyncIterator[Resp]:
+        try:
+            async for item in handler(self, request, context):
+                yield item
+        except BrokerError as error:
+            await abort(context, error)
+
+    return wrapper
+

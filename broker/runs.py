@@ -1,0 +1,186 @@
+"""Running steps on a lease: one Run at a time, bounded by the caller's deadline, stoppable.
+
+A Run executes in a task of its own, owned by its lease, and streams step outcomes through a
+queue. When the caller's deadline passes or it cancels, the Run's task is cancelled and, still
+holding the lease's run lock, it stops the work *in the browser* (closing the page aborts its
+navigations and scripts) before the next Run may touch the session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from enum import StrEnum
+
+from broker.errors import DeadlineExceeded, LeaseEnded, SessionCrashed, Unavailable
+from broker.lease import Lease, ReleaseReason
+from broker.leases import LeaseManager
+from broker.steps import Step, StepOutcome
+
+log = logging.getLogger("broker.runs")
+
+# Playwright's own timeout for a step ends this much before the Run's deadline, so the browser
+# gives up first and the broker's backstop rarely has to.
+STEP_DEADLINE_MARGIN_S = 0.05
+
+
+class OnCancel(StrEnum):
+    KEEP_LEASE = "keep_lease"
+    RELEASE_LEASE = "release_lease"
+
+
+class CancelCause(StrEnum):
+    DEADLINE = "deadline_exceeded"
+    CLIENT_CANCELLED = "client_cancelled"
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    steps: tuple[Step, ...]
+    on_cancel: OnCancel = OnCancel.KEEP_LEASE
+    continue_on_error: bool = False
+
+
+class _End:
+    pass
+
+
+_END = _End()
+
+
+class Run:
+    def __init__(
+        self,
+        manager: LeaseManager,
+        lease: Lease,
+        options: RunOptions,
+        timeout_s: float,
+        default_step_timeout_s: float,
+    ) -> None:
+        self.manager = manager
+        self.lease = lease
+        self.options = options
+        self.timeout_s = timeout_s
+        self.default_step_timeout_s = default_step_timeout_s
+        self.cause: CancelCause | None = None
+        self.stopped_in_browser = False
+        self._deadline = 0.0
+        self._queue: asyncio.Queue[StepOutcome | _End] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        # Run deadlines are the caller's real time (the event loop's clock), not the lease clock.
+        loop = asyncio.get_running_loop()
+        self._deadline = loop.time() + self.timeout_s
+        self._task = loop.create_task(self._execute())
+        self.lease.run_tasks.add(self._task)
+        self.lease.runs_in_flight += 1
+        self.lease.run_count += 1
+        # A done-callback, not a `finally`: it also runs when the task is cancelled before it starts.
+        self._task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        lease = self.lease
+        lease.runs_in_flight -= 1
+        lease.run_tasks.discard(task)
+        if lease.released is None:
+            self.manager.touch(lease)
+        self._queue.put_nowait(_END)
+
+    async def results(self) -> AsyncIterator[StepOutcome]:
+        """Step outcomes as they complete; raises the Run's failure, mapped to a domain error."""
+        assert self._task is not None, "start() first"
+        while True:
+            item = await self._queue.get()
+            if isinstance(item, _End):
+                break
+            yield item
+        await asyncio.wait({self._task})
+        self._raise_failure(self._task)
+
+    async def cancel(self, cause: CancelCause) -> None:
+        """The caller gave up: record why, stop the work in the browser, wait for that (bounded)."""
+        if self.cause is None:
+            self.cause = cause
+        task = self._task
+        if task is None or task.done():
+            return
+        task.cancel()
+        await self.manager.run_cleanup(_wait_done(task))
+
+    def _raise_failure(self, task: asyncio.Task[None]) -> None:
+        released = self.lease.released
+        if task.cancelled() or released is not None:
+            if released is None:
+                raise DeadlineExceeded(f"run {self.cause or 'cancelled'}")
+            if released.reason in (ReleaseReason.ENGINE_CRASHED, ReleaseReason.PAGE_CRASHED):
+                raise SessionCrashed(self.lease.id, released.reason.value, "released")
+            if released.reason is ReleaseReason.SHUTDOWN:
+                raise Unavailable("broker is shutting down; the lease was released")
+            if released.reason is ReleaseReason.RUN_CANCELLED and self.cause is not None:
+                raise DeadlineExceeded(f"run {self.cause.value}; the lease was released")
+            raise LeaseEnded(
+                self.lease.id, released.reason.value, released.released_at.isoformat()
+            )
+        exc = task.exception()
+        if isinstance(exc, TimeoutError):
+            raise DeadlineExceeded("the run's deadline passed") from None
+        if exc is not None:
+            raise exc
+
+    async def _execute(self) -> None:
+        lease = self.lease
+        async with asyncio.timeout(self.timeout_s), lease.run_lock:
+            if lease.released is not None or lease.session is None:
+                return  # results() reports the lease's end
+            try:
+                await self._run_steps()
+            except asyncio.CancelledError:
+                if self.cause is None and asyncio.get_running_loop().time() >= self._deadline:
+                    self.cause = CancelCause.DEADLINE
+                await self.manager.run_cleanup(self._stop_in_browser())
+                raise
+
+    async def _run_steps(self) -> None:
+        lease = self.lease
+        session = lease.session
+        assert session is not None
+        for index, step in enumerate(self.options.steps):
+            remaining = self._deadline - asyncio.get_running_loop().time() - STEP_DEADLINE_MARGIN_S
+            if remaining <= 0:
+                raise TimeoutError
+            step_timeout = min(step.timeout_s or self.default_step_timeout_s, remaining)
+            outcome = await session.execute(index, step, step_timeout)
+            lease.step_count += 1
+            if lease.released is not None:
+                return  # the session died under the step; results() reports why
+            self.manager.touch(lease)
+            self._queue.put_nowait(outcome)
+            if not outcome.ok and not self.options.continue_on_error:
+                return
+
+    async def _stop_in_browser(self) -> None:
+        """Abort what the browser is doing for this Run, then leave the lease as the policy says."""
+        lease = self.lease
+        if lease.released is not None:
+            return  # the release path is closing the whole session
+        if self.options.on_cancel is OnCancel.RELEASE_LEASE:
+            self.manager.release(lease, ReleaseReason.RUN_CANCELLED)
+            await self.manager.wait_closed(lease)
+            self.stopped_in_browser = True
+            return
+        session = lease.session
+        assert session is not None
+        try:
+            await session.reset_page()
+            self.stopped_in_browser = True
+        except Exception:
+            log.exception("could not reset the page after a cancelled run; ending the lease")
+            self.manager.release(lease, ReleaseReason.RUN_CANCELLED)
+            await self.manager.wait_closed(lease)
+
+
+async def _wait_done(task: asyncio.Task[None]) -> None:
+    await asyncio.wait({task})

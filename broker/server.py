@@ -1,0 +1,81 @@
+"""The daemon: gRPC server with health and reflection, and graceful shutdown on SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable
+from pathlib import Path
+
+from browserbroker.v1 import broker_pb2, broker_pb2_grpc
+from grpc import aio
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from broker.app import Broker
+from broker.config import Settings
+from broker.service import BrokerService
+
+log = logging.getLogger("broker.server")
+
+SERVICE_NAME = broker_pb2.DESCRIPTOR.services_by_name["BrowserBrokerService"].full_name
+
+
+async def serve(
+    settings: Settings,
+    stop: asyncio.Event | None = None,
+    on_ready: Callable[[int], None] | None = None,
+    broker: Broker | None = None,
+) -> None:
+    """Run until `stop` is set (or SIGTERM/SIGINT), then drain and exit cleanly."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):
+            pass  # not the main thread (tests): the caller sets `stop`
+
+    async with broker or Broker(settings) as running:
+        server = aio.server(
+            options=[
+                ("grpc.max_receive_message_length", settings.max_message_bytes),
+                ("grpc.max_send_message_length", settings.max_message_bytes),
+            ]
+        )
+        broker_pb2_grpc.add_BrowserBrokerServiceServicer_to_server(BrokerService(running), server)
+        health_servicer = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        )
+        port = server.add_insecure_port(settings.listen)
+        if port == 0:
+            raise OSError(f"could not bind {settings.listen}")
+        await server.start()
+        for name in ("", SERVICE_NAME):
+            await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        host = settings.listen.rpartition(":")[0]
+        log.info("broker listening", extra={"address": f"{host}:{port}", "port": port})
+        if on_ready is not None:
+            on_ready(port)
+        try:
+            await stop.wait()
+        finally:
+            log.info("shutting down", extra={"grace_s": settings.shutdown_grace_s})
+            # Health first, so load balancers stop sending; then drain leases; then the server.
+            await health_servicer.enter_graceful_shutdown()
+            await running.shutdown(settings.shutdown_grace_s)
+            await server.stop(grace=1.0)
+            log.info("stopped")
+
+
+def write_port_file(path: Path) -> Callable[[int], None]:
+    def write(port: int) -> None:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(f"{port}\n")
+        tmp.replace(path)
+
+    return write
+

@@ -1,0 +1,96 @@
+"""The gRPC servicer: decodes requests, calls the lease manager, encodes replies. Nothing else."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+from browserbroker.v1 import broker_pb2 as pb
+from browserbroker.v1 import broker_pb2_grpc
+from grpc import aio
+
+from broker import convert
+from broker.app import Broker
+from broker.lease import ReleaseReason
+from broker.rpc_errors import streaming, unary
+from broker.runs import CancelCause, Run
+
+Context = aio.ServicerContext[Any, Any]
+
+
+class BrokerService(broker_pb2_grpc.BrowserBrokerServiceServicer):
+    def __init__(self, broker: Broker) -> None:
+        self.broker = broker
+        self.manager = broker.manager
+        self.settings = broker.settings
+
+    @unary
+    async def Acquire(self, request: pb.AcquireRequest, context: Context) -> pb.AcquireResponse:
+        spec = convert.lease_spec(request, self.settings)
+        lease = await self.manager.acquire(spec, context.time_remaining())
+        return convert.acquire_response(lease)
+
+    @streaming
+    async def Run(self, request: pb.RunRequest, context: Context) -> AsyncIterator[pb.RunResponse]:
+        options = convert.run_options(request, self.settings)
+        lease = self.manager.get(request.lease_id, request.token)
+        remaining = context.time_remaining()
+        timeout_s = self.settings.max_run_timeout_s if remaining is None else remaining
+        run = Run(self.manager, lease, options, timeout_s, self.settings.default_step_timeout_s)
+        run.start()
+        try:
+            async for outcome in run.results():
+                yield pb.RunResponse(step=convert.step_result(outcome))
+        except asyncio.CancelledError:
+            # The caller's deadline passed or it cancelled/disconnected: stop the browser work.
+            left = context.time_remaining()
+            cause = CancelCause.DEADLINE if left is not None and left <= 0 else CancelCause.CLIENT_CANCELLED
+            await run.cancel(cause)
+            raise
+
+    @unary
+    async def KeepAlive(self, request: pb.KeepAliveRequest, context: Context) -> pb.KeepAliveResponse:
+        convert.check_lease_ref(request.lease_id, request.token)
+        lease = self.manager.get(request.lease_id, request.token)
+        self.manager.keep_alive(lease, convert.seconds(request.ttl))
+        assert lease.expires_at_wall is not None
+        return pb.KeepAliveResponse(expires_at=convert.timestamp(lease.expires_at_wall))
+
+    @unary
+    async def Release(self, request: pb.ReleaseRequest, context: Context) -> pb.ReleaseResponse:
+        convert.check_lease_ref(request.lease_id, request.token)
+        lease = self.manager.lookup_for_release(request.lease_id, request.token)
+        outcome = self.manager.release(lease, ReleaseReason.CLIENT_RELEASE)
+        if outcome.released_now:
+            # Answer once the browser side is closed, so a released slot is really free.
+            await self.manager.wait_closed(lease)
+        return convert.release_response(outcome)
+
+    @unary
+    async def GetStatus(self, request: pb.GetStatusRequest, context: Context) -> pb.GetStatusResponse:
+        engines = []
+        for name, engine in self.broker.engines.items():
+            availability = engine.availability()
+            census = engine.census()
+            engines.append(
+                pb.EngineStatus(
+                    engine=convert.ENGINE_TO_PB[name],
+                    available=availability.available,
+                    detail=availability.detail,
+                    browsers=census.browsers,
+                    contexts=census.contexts,
+                    pages=census.pages,
+                )
+            )
+        return pb.GetStatusResponse(
+            capacity=self.manager.limits.capacity,
+            active_leases=self.manager.active_count,
+            queued=self.manager.queued_count,
+            queue_limit=self.manager.limits.queue_limit,
+            warm_pool_size=self.broker.warm_pool_size,
+            draining=self.manager.draining,
+            engines=engines,
+            default_engine=convert.ENGINE_TO_PB[self.settings.default_engine],
+            drift_repairs=self.broker.reconciler.repairs,
+        )
