@@ -17,7 +17,7 @@ from enum import StrEnum
 from broker.errors import DeadlineExceeded, LeaseEnded, SessionCrashed, Unavailable
 from broker.lease import Lease, ReleaseReason
 from broker.leases import LeaseManager
-from broker.steps import Step, StepOutcome
+from broker.steps import Step, StepErrorKind, StepOutcome
 
 log = logging.getLogger("broker.runs")
 
@@ -45,6 +45,10 @@ class RunOptions:
 
 class _End:
     pass
+
+
+class _DeadlineReached(Exception):
+    """A step timed out because the Run's deadline capped it."""
 
 
 _END = _End()
@@ -137,10 +141,15 @@ class Run:
                 return  # results() reports the lease's end
             try:
                 await self._run_steps()
-            except asyncio.CancelledError:
-                if self.cause is None and asyncio.get_running_loop().time() >= self._deadline:
+            except (asyncio.CancelledError, _DeadlineReached) as stopped:
+                if self.cause is None and (
+                    isinstance(stopped, _DeadlineReached)
+                    or asyncio.get_running_loop().time() >= self._deadline
+                ):
                     self.cause = CancelCause.DEADLINE
                 await self.manager.run_cleanup(self._stop_in_browser())
+                if isinstance(stopped, _DeadlineReached):
+                    raise TimeoutError from None
                 raise
 
     async def _run_steps(self) -> None:
@@ -151,11 +160,15 @@ class Run:
             remaining = self._deadline - asyncio.get_running_loop().time() - STEP_DEADLINE_MARGIN_S
             if remaining <= 0:
                 raise TimeoutError
-            step_timeout = min(step.timeout_s or self.default_step_timeout_s, remaining)
-            outcome = await session.execute(index, step, step_timeout)
+            wanted = step.timeout_s or self.default_step_timeout_s
+            capped_by_deadline = remaining < wanted
+            outcome = await session.execute(index, step, min(wanted, remaining))
             lease.step_count += 1
             if lease.released is not None:
                 return  # the session died under the step; results() reports why
+            if capped_by_deadline and outcome.error_kind is StepErrorKind.TIMEOUT:
+                # The browser gave up because the Run's deadline is here: that ends the Run.
+                raise _DeadlineReached
             self.manager.touch(lease)
             self._queue.put_nowait(outcome)
             if not outcome.ok and not self.options.continue_on_error:

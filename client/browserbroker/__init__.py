@@ -1,0 +1,73 @@
+"""Python client for the browser-session broker.
+
+    from browserbroker import BrokerClient, steps
+
+    with BrokerClient("127.0.0.1:50051") as client, client.lease(ttl=60) as lease:
+        result = lease.run(steps.goto("https://example.org"), steps.text("h1"), timeout=30)
+        print(result[1].text)
+"""
+
+from browserbroker import steps
+from browserbroker._requests import LeaseGrant
+from browserbroker.aio import AsyncBrokerClient, AsyncLease
+from browserbroker.errors import (
+    BrokerError,
+    CancelledError,
+    DeadlineExceededError,
+    EngineUnavailableError,
+    FailedPreconditionError,
+    FieldViolation,
+    InvalidArgumentError,
+    LeaseEndedError,
+    LeaseNotFoundError,
+    PermissionDeniedError,
+    QueueFullError,
+    SessionCrashedError,
+    UnavailableError,
+)
+from browserbroker.models import (
+    Engine,
+    Isolation,
+    OnCancel,
+    ReleaseResult,
+    RunResult,
+    StepFailedError,
+    StepResult,
+)
+from browserbroker.sync import BrokerClient, Lease
+from browserbroker.v1.broker_pb2 import ContextOptions, Proxy, Viewport
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AsyncBrokerClient",
+    "AsyncLease",
+    "BrokerClient",
+    "BrokerError",
+    "CancelledError",
+    "ContextOptions",
+    "DeadlineExceededError",
+    "Engine",
+    "EngineUnavailableError",
+    "FailedPreconditionError",
+    "FieldViolation",
+    "InvalidArgumentError",
+    "Isolation",
+    "Lease",
+    "LeaseEndedError",
+    "LeaseGrant",
+    "LeaseNotFoundError",
+    "OnCancel",
+    "PermissionDeniedError",
+    "Proxy",
+    "QueueFullError",
+    "ReleaseResult",
+    "RunResult",
+    "SessionCrashedError",
+    "StepFailedError",
+    "StepResult",
+    "UnavailableError",
+    "Viewport",
+    "__version__",
+    "steps",
+]

@@ -1,0 +1,86 @@
+"""Request building shared by the async and the sync client."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+from google.protobuf.duration_pb2 import Duration
+
+from browserbroker.models import Engine, Isolation, OnCancel
+from browserbroker.v1 import broker_pb2 as pb
+
+
+def duration(seconds: float) -> Duration:
+    d = Duration()
+    d.FromNanoseconds(round(seconds * 1e9))
+    return d
+
+
+@dataclass(frozen=True)
+class LeaseGrant:
+    lease_id: str
+    token: str
+    expires_at: datetime
+    engine: Engine
+    isolation: Isolation
+    ttl_s: float
+    idle_timeout_s: float
+    warm: bool
+    queue_wait_s: float
+
+    @classmethod
+    def from_pb(cls, msg: pb.AcquireResponse) -> LeaseGrant:
+        return cls(
+            lease_id=msg.lease_id,
+            token=msg.token,
+            expires_at=msg.expires_at.ToDatetime(),
+            engine=Engine(msg.engine),
+            isolation=Isolation(msg.isolation),
+            ttl_s=msg.ttl.ToNanoseconds() / 1e9,
+            idle_timeout_s=msg.idle_timeout.ToNanoseconds() / 1e9,
+            warm=msg.warm,
+            queue_wait_s=msg.queue_wait.ToNanoseconds() / 1e9,
+        )
+
+
+def acquire_request(
+    engine: Engine,
+    isolation: Isolation,
+    ttl_s: float | None,
+    idle_timeout_s: float | None,
+    context: pb.ContextOptions | None,
+    labels: Mapping[str, str] | None,
+) -> pb.AcquireRequest:
+    request = pb.AcquireRequest(engine=engine.value, isolation=isolation.value, labels=dict(labels or {}))
+    if ttl_s is not None:
+        request.ttl.CopyFrom(duration(ttl_s))
+    if idle_timeout_s is not None:
+        request.idle_timeout.CopyFrom(duration(idle_timeout_s))
+    if context is not None:
+        request.context.CopyFrom(context)
+    return request
+
+
+def run_request(
+    grant: LeaseGrant, steps: Iterable[pb.Step], on_cancel: OnCancel, continue_on_error: bool
+) -> pb.RunRequest:
+    return pb.RunRequest(
+        lease_id=grant.lease_id,
+        token=grant.token,
+        steps=list(steps),
+        on_cancel=on_cancel.value,
+        continue_on_error=continue_on_error,
+    )
+
+
+def keep_alive_request(grant: LeaseGrant, ttl_s: float | None) -> pb.KeepAliveRequest:
+    request = pb.KeepAliveRequest(lease_id=grant.lease_id, token=grant.token)
+    if ttl_s is not None:
+        request.ttl.CopyFrom(duration(ttl_s))
+    return request
+
+
+def release_request(grant: LeaseGrant) -> pb.ReleaseRequest:
+    return pb.ReleaseRequest(lease_id=grant.lease_id, token=grant.token)

@@ -1,0 +1,140 @@
+"""A local HTTP server with the fixture pages the browser tests drive. Nothing leaves the machine.
+
+Pages that keep "pinging" let a test see from the server's side when the browser stopped working.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import defaultdict
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+FORM = b"""<!doctype html><html><head><title>Fixture form</title></head><body>
+<h1 id="title">Fixture</h1>
+<input id="name" type="text">
+<button id="go" onclick="document.getElementById('out').textContent = 'Hello, ' +
+  document.getElementById('name').value">Go</button>
+<p id="out"></p>
+<a id="link" href="/form.html?second=1" data-kind="internal">again</a>
+</body></html>"""
+
+PING_LOOP = """<!doctype html><html><body><h1>timer loop</h1><script>
+setInterval(() => fetch('/ping?id={id}').catch(() => {{}}), 10);
+</script></body></html>"""
+
+PING_SCRIPT = """<!doctype html><html><body><h1>slow script</h1><script>
+function spin() {{
+  let last = 0;
+  for (;;) {{
+    const now = performance.now();
+    if (now - last > 10) {{
+      const x = new XMLHttpRequest();
+      x.open('GET', '/ping?id={id}', false);
+      try {{ x.send(); }} catch (e) {{}}
+      last = now;
+    }}
+  }}
+}}
+</script></body></html>"""
+
+
+class PingLog:
+    """Arrival times (time.monotonic, system-wide) of pings, per id."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._times: dict[str, list[float]] = defaultdict(list)
+
+    def record(self, ping_id: str) -> None:
+        with self._lock:
+            self._times[ping_id].append(time.monotonic())
+
+    def times(self, ping_id: str) -> list[float]:
+        with self._lock:
+            return list(self._times[ping_id])
+
+
+class FixtureSite:
+    def __init__(self) -> None:
+        self.pings = PingLog()
+        self._stopping = threading.Event()
+        site = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                site.handle(self)
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}/{path.lstrip('/')}"
+
+    def start(self) -> FixtureSite:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._server.shutdown()
+        self._server.server_close()
+
+    def handle(self, req: BaseHTTPRequestHandler) -> None:
+        parts = urlsplit(req.path)
+        query = {k: v[0] for k, v in parse_qs(parts.query).items()}
+        ping_id = query.get("id", "default")
+        if parts.path == "/form.html":
+            self._send(req, 200, FORM)
+        elif parts.path == "/ping":
+            self.pings.record(ping_id)
+            self._send(req, 204, b"")
+        elif parts.path == "/ping-loop.html":
+            self._send(req, 200, PING_LOOP.format(id=ping_id).encode())
+        elif parts.path == "/ping-script.html":
+            self._send(req, 200, PING_SCRIPT.format(id=ping_id).encode())
+        elif parts.path == "/slow":
+            # The response never arrives in time: a navigation that hangs.
+            self._stopping.wait(float(query.get("seconds", "30")))
+            self._send(req, 200, b"<h1>finally</h1>")
+        elif parts.path == "/slow-stream":
+            self._stream(req, ping_id)
+        else:
+            self._send(req, 404, b"not found")
+
+    def _stream(self, req: BaseHTTPRequestHandler, ping_id: str) -> None:
+        """A page that keeps loading: one chunk every 10 ms, each one a ping, until the browser hangs up."""
+        req.send_response(200)
+        req.send_header("Content-Type", "text/html")
+        req.send_header("Cache-Control", "no-store")
+        req.end_headers()
+        try:
+            req.wfile.write(b"<!doctype html><html><body><h1>streaming</h1>" + b" " * 2048)
+            while not self._stopping.is_set():
+                req.wfile.write(b"<p>.</p>\n")
+                req.wfile.flush()
+                self.pings.record(ping_id)
+                time.sleep(0.01)
+        except OSError:
+            return  # the browser closed the connection: the navigation was stopped
+
+    @staticmethod
+    def _send(req: BaseHTTPRequestHandler, status: int, body: bytes) -> None:
+        try:
+            req.send_response(status)
+            req.send_header("Content-Type", "text/html; charset=utf-8")
+            req.send_header("Content-Length", str(len(body)))
+            req.send_header("Cache-Control", "no-store")
+            req.end_headers()
+            req.wfile.write(body)
+        except OSError:
+            pass

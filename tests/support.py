@@ -1,0 +1,146 @@
+"""Running brokers for tests: in-process (to look inside) or as a subprocess (to signal it)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+
+from broker.app import Broker
+from broker.config import Settings
+from broker.engines.playwright_engine import PlaywrightEngine
+from broker.server import serve
+from browserbroker import AsyncBrokerClient
+
+ROOT = Path(__file__).resolve().parent.parent
+BROKER_BIN = Path(sys.executable).parent / "browser-broker"
+BROWSER_NAMES = ("chromium", "chrome", "headless_shell", "firefox", "firefox-esr", "camoufox")
+
+
+def browser_descendants(pid: int) -> list[psutil.Process]:
+    """Browser processes (any kind, any helper) below `pid`."""
+    try:
+        children = psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+    return [p for p in children if _is_browser(p)]
+
+
+def _is_browser(proc: psutil.Process) -> bool:
+    try:
+        return os.path.basename(proc.exe() or proc.name()) in BROWSER_NAMES or proc.name() in BROWSER_NAMES
+    except psutil.Error:
+        return False
+
+
+@dataclass
+class InProcessBroker:
+    settings: Settings
+    broker: Broker
+    stop: asyncio.Event
+    task: asyncio.Task[None]
+    address: str
+    client: AsyncBrokerClient
+    # Set by tests that end on purpose with leases still lent (e.g. shutdown tests).
+    allow_leases_at_teardown: bool = False
+
+    async def check_no_leftovers(self) -> None:
+        """No lease, and no context or page beyond the warm pool's, is left open."""
+        manager = self.broker.manager
+        await manager.wait_all_closed()
+        assert manager.active_count == 0, f"leases left: {[l.id for l in manager.active_leases()]}"
+        assert manager.queued_count == 0
+        pooled = self.broker.warm_pool_size
+        for engine in self.broker.engines.values():
+            census = engine.census()
+            if isinstance(engine, PlaywrightEngine):
+                mine = sum(len(p) for p in self.broker.pools if p.engine is engine)
+                assert census.contexts == mine, f"{engine.name}: {census.contexts} contexts, pool {pooled}"
+                assert census.pages == mine, f"{engine.name}: {census.pages} pages, pool {pooled}"
+
+    async def shutdown(self) -> None:
+        self.stop.set()
+        await asyncio.wait_for(self.task, 60)
+        await self.client.close()
+
+
+async def start_in_process(**overrides: object) -> InProcessBroker:
+    values: dict[str, object] = {"listen": "127.0.0.1:0", "warm_pool_size": 0, "log_level": "WARNING"}
+    values.update(overrides)
+    settings = Settings(**values)  # type: ignore[arg-type]
+    broker = Broker(settings)
+    stop = asyncio.Event()
+    ready: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(serve(settings, stop=stop, on_ready=ready.set_result, broker=broker))
+    done, _ = await asyncio.wait({task, ready}, timeout=60, return_when=asyncio.FIRST_COMPLETED)
+    if task in done:
+        task.result()
+    port = ready.result()
+    address = f"127.0.0.1:{port}"
+    return InProcessBroker(settings, broker, stop, task, address, AsyncBrokerClient(address))
+
+
+@dataclass
+class BrokerProcess:
+    """`browser-broker serve` as a child process, on a free port."""
+
+    args: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    proc: subprocess.Popen[bytes] | None = None
+    port: int = 0
+    log_path: Path | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self, timeout_s: float = 60) -> BrokerProcess:
+        workdir = Path(tempfile.mkdtemp(prefix="broker-test-"))
+        port_file = workdir / "port"
+        self.log_path = workdir / "broker.log"
+        log = self.log_path.open("wb")
+        self.proc = subprocess.Popen(
+            [str(BROKER_BIN), "serve", "--listen", "127.0.0.1:0", "--port-file", str(port_file), *self.args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **self.env},
+        )
+        deadline = time.monotonic() + timeout_s
+        while not port_file.exists():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"broker did not start:\n{self.log()}")
+            time.sleep(0.05)
+        self.port = int(port_file.read_text())
+        return self
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path else ""
+
+    def browsers(self) -> list[psutil.Process]:
+        assert self.proc is not None
+        return browser_descendants(self.proc.pid)
+
+    def signal(self, sig: signal.Signals) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def wait(self, timeout_s: float = 60) -> int:
+        assert self.proc is not None
+        return self.proc.wait(timeout_s)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
