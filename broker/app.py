@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Mapping
 from types import TracebackType
 
 from broker.clock import Clock, LoopClock
@@ -46,12 +47,12 @@ class Broker:
     def __init__(
         self,
         settings: Settings,
-        engines: dict[EngineName, Engine] | None = None,
+        engines: Mapping[EngineName, Engine] | None = None,
         clock: Clock | None = None,
         observers: list[LeaseObserver] | None = None,
     ) -> None:
         self.settings = settings
-        self.engines = engines if engines is not None else build_engines(settings)
+        self.engines = dict(engines) if engines is not None else build_engines(settings)
         self.observers = ObserverList(observers)
         self.manager = LeaseManager(
             self.engines, clock or LoopClock(), settings.limits(), self.observers
@@ -59,7 +60,9 @@ class Broker:
         self.pools: list[WarmPool] = []
         default = self.engines.get(settings.default_engine)
         if default is not None and settings.warm_pool_size > 0 and default.availability().available:
-            self.pools.append(WarmPool(default, settings.default_isolation, settings.warm_pool_size))
+            self.pools.append(
+                WarmPool(default, settings.default_isolation, settings.warm_pool_size)
+            )
         self.manager.set_warm_source(self._take_warm)
         self.reconciler = Reconciler(
             self.manager, list(self.engines.values()), self.pools, self.observers

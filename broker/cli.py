@@ -43,7 +43,9 @@ def _find_browser(args: argparse.Namespace) -> int:
     from broker.engines.discovery import BrowserNotFound, find_browser, playwright_managed
 
     try:
-        exe = find_browser(args.kind, args.path, None if args.path else playwright_managed(args.kind))
+        exe = find_browser(
+            args.kind, args.path, None if args.path else playwright_managed(args.kind)
+        )
     except BrowserNotFound as exc:
         print(exc, file=sys.stderr)
         return 1
@@ -57,11 +59,17 @@ def main(argv: list[str] | None = None) -> int:
 
     serve = sub.add_parser("serve", help="run the broker daemon")
     serve.add_argument("--config", type=Path, help="TOML settings file (keys as in BROKER_* vars)")
-    serve.add_argument("--listen", help="host:port to bind (default 127.0.0.1:50051; port 0 picks one)")
+    serve.add_argument(
+        "--listen", help="host:port to bind (default 127.0.0.1:50051; port 0 picks one)"
+    )
     serve.add_argument("--capacity", type=int, help="maximum concurrent leases")
     serve.add_argument("--queue-limit", type=int, help="Acquire calls allowed to wait")
-    serve.add_argument("--warm-pool-size", type=int, help="ready sessions kept for the default engine")
-    serve.add_argument("--engines", help="comma-separated engines to enable (chromium,firefox,camoufox)")
+    serve.add_argument(
+        "--warm-pool-size", type=int, help="ready sessions kept for the default engine"
+    )
+    serve.add_argument(
+        "--engines", help="comma-separated engines to enable (chromium,firefox,camoufox)"
+    )
     serve.add_argument("--default-engine", help="engine for requests that name none")
     serve.add_argument("--default-ttl", type=float, help="lease TTL in seconds when none is asked")
     serve.add_argument("--max-ttl", type=float, help="largest TTL a client may ask for, seconds")

@@ -41,7 +41,9 @@ class Settings(BaseSettings):
     ttl_jitter_fraction: float = Field(0.1, ge=0, le=0.5)
     max_jitter_s: float = Field(30.0, ge=0)
     default_step_timeout_s: float = Field(30.0, gt=0)
-    max_run_timeout_s: float = Field(600.0, gt=0, description="bound for a Run sent without deadline")
+    max_run_timeout_s: float = Field(
+        600.0, gt=0, description="bound for a Run sent without deadline"
+    )
     max_steps_per_run: int = Field(100, ge=1, le=10_000)
     shutdown_grace_s: float = Field(10.0, ge=0, description="time running Runs get on SIGTERM")
     reconcile_interval_s: float = Field(30.0, gt=0)

@@ -54,7 +54,10 @@ ENGINE_FROM_PB = {
     pb.ENGINE_CAMOUFOX: EngineName.CAMOUFOX,
 }
 ENGINE_TO_PB = {v: k for k, v in ENGINE_FROM_PB.items()}
-ISOLATION_FROM_PB = {pb.ISOLATION_CONTEXT: Isolation.CONTEXT, pb.ISOLATION_BROWSER: Isolation.BROWSER}
+ISOLATION_FROM_PB = {
+    pb.ISOLATION_CONTEXT: Isolation.CONTEXT,
+    pb.ISOLATION_BROWSER: Isolation.BROWSER,
+}
 ISOLATION_TO_PB = {v: k for k, v in ISOLATION_FROM_PB.items()}
 REASON_TO_PB = {
     ReleaseReason.CLIENT_RELEASE: pb.RELEASE_REASON_CLIENT_RELEASE,
@@ -138,7 +141,9 @@ def lease_spec(request: pb.AcquireRequest, settings: Settings) -> LeaseSpec:
         out.append(FieldViolation("labels", f"at most {MAX_LABELS} labels"))
     for key, value in request.labels.items():
         if not _LABEL_KEY.match(key):
-            out.append(FieldViolation(f"labels[{key[:64]!r}]", "key must be 1-63 of [A-Za-z0-9._/-]"))
+            out.append(
+                FieldViolation(f"labels[{key[:64]!r}]", "key must be 1-63 of [A-Za-z0-9._/-]")
+            )
         if len(value) > 256:
             out.append(FieldViolation(f"labels[{key[:64]!r}]", "value longer than 256 characters"))
     if out:
@@ -165,7 +170,9 @@ def _context_options(msg: pb.ContextOptions, out: list[FieldViolation]) -> Conte
     if msg.locale and not re.fullmatch(r"[A-Za-z]{2,8}(-[A-Za-z0-9]{1,8})*", msg.locale):
         out.append(FieldViolation("context.locale", f"{msg.locale!r} is not a BCP 47 tag"))
     if msg.timezone_id and not _valid_timezone(msg.timezone_id):
-        out.append(FieldViolation("context.timezone_id", f"{msg.timezone_id!r} is not an IANA zone"))
+        out.append(
+            FieldViolation("context.timezone_id", f"{msg.timezone_id!r} is not an IANA zone")
+        )
     if len(msg.extra_http_headers) > MAX_HEADERS:
         out.append(FieldViolation("context.extra_http_headers", f"at most {MAX_HEADERS} headers"))
     for name, value in msg.extra_http_headers.items():
@@ -177,9 +184,13 @@ def _context_options(msg: pb.ContextOptions, out: list[FieldViolation]) -> Conte
     if msg.HasField("proxy"):
         if not re.fullmatch(r"(https?|socks5)://[^\s/]+(:\d+)?/?", msg.proxy.server):
             out.append(
-                FieldViolation("context.proxy.server", f"{msg.proxy.server!r} is not scheme://host:port")
+                FieldViolation(
+                    "context.proxy.server", f"{msg.proxy.server!r} is not scheme://host:port"
+                )
             )
-        proxy = ProxySettings(msg.proxy.server, msg.proxy.username, msg.proxy.password, msg.proxy.bypass)
+        proxy = ProxySettings(
+            msg.proxy.server, msg.proxy.username, msg.proxy.password, msg.proxy.bypass
+        )
     return ContextOptions(
         viewport=viewport,
         user_agent=msg.user_agent,
@@ -213,7 +224,9 @@ def _action(step: pb.Step) -> Action | None:
     if kind == "press":
         return Press(step.press.selector, step.press.key)
     if kind == "wait_for_selector":
-        return WaitForSelector(step.wait_for_selector.selector, step.wait_for_selector.state or "visible")
+        return WaitForSelector(
+            step.wait_for_selector.selector, step.wait_for_selector.state or "visible"
+        )
     if kind == "wait_for_load_state":
         return WaitForLoadState(step.wait_for_load_state.state or "load")
     if kind == "evaluate":
@@ -241,13 +254,18 @@ def run_options(request: pb.RunRequest, settings: Settings) -> RunOptions:
         out.append(FieldViolation("steps", "must hold at least one step"))
     if len(request.steps) > settings.max_steps_per_run:
         out.append(
-            FieldViolation("steps", f"{len(request.steps)} steps exceed the limit of {settings.max_steps_per_run}")
+            FieldViolation(
+                "steps",
+                f"{len(request.steps)} steps exceed the limit of {settings.max_steps_per_run}",
+            )
         )
     steps: list[Step] = []
     for i, step_pb in enumerate(request.steps):
         action = _action(step_pb)
         if action is None:
-            out.append(FieldViolation(f"steps[{i}]", "no action set (unknown or missing step kind)"))
+            out.append(
+                FieldViolation(f"steps[{i}]", "no action set (unknown or missing step kind)")
+            )
             continue
         name = step_pb.WhichOneof("action")
         out.extend(validate_action(f"steps[{i}].{name}", action))
@@ -255,12 +273,18 @@ def run_options(request: pb.RunRequest, settings: Settings) -> RunOptions:
             f"steps[{i}].timeout", step_pb.timeout, 0.0, settings.max_run_timeout_s, out
         )
         steps.append(Step(action, timeout_s))
-    if request.on_cancel not in (pb.ON_CANCEL_UNSPECIFIED, pb.ON_CANCEL_KEEP_LEASE, pb.ON_CANCEL_RELEASE_LEASE):
+    if request.on_cancel not in (
+        pb.ON_CANCEL_UNSPECIFIED,
+        pb.ON_CANCEL_KEEP_LEASE,
+        pb.ON_CANCEL_RELEASE_LEASE,
+    ):
         out.append(FieldViolation("on_cancel", f"unknown value {request.on_cancel}"))
     if out:
         raise InvalidArgument(out)
     on_cancel = (
-        OnCancel.RELEASE_LEASE if request.on_cancel == pb.ON_CANCEL_RELEASE_LEASE else OnCancel.KEEP_LEASE
+        OnCancel.RELEASE_LEASE
+        if request.on_cancel == pb.ON_CANCEL_RELEASE_LEASE
+        else OnCancel.KEEP_LEASE
     )
     return RunOptions(tuple(steps), on_cancel, request.continue_on_error)
 
@@ -320,4 +344,3 @@ def release_response(outcome: ReleaseOutcome) -> pb.ReleaseResponse:
         reason=REASON_TO_PB[outcome.reason],
         released_at=timestamp(outcome.released_at),
     )
-

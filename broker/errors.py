@@ -88,4 +88,6 @@ class SessionCrashed(BrokerError):
     lease_fate: str = field(default="released")
 
     def __str__(self) -> str:
-        return f"{self.cause} during Run on lease {self.lease_id!r}; the lease was {self.lease_fate}"
+        return (
+            f"{self.cause} during Run on lease {self.lease_id!r}; the lease was {self.lease_fate}"
+        )

@@ -12,7 +12,7 @@ import contextlib
 import logging
 import random
 from collections import OrderedDict, deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -29,11 +29,14 @@ from broker.errors import (
     Unavailable,
 )
 from broker.events import LeaseObserver, ObserverList
-from broker.lease import EngineName, Isolation, Lease, LeaseSpec, ReleaseOutcome, ReleaseReason
+from broker.lease import EngineName, Lease, LeaseSpec, ReleaseOutcome, ReleaseReason
 
 log = logging.getLogger("broker.leases")
 
-_LOST_REASONS = {ENGINE_CRASHED: ReleaseReason.ENGINE_CRASHED, PAGE_CRASHED: ReleaseReason.PAGE_CRASHED}
+_LOST_REASONS = {
+    ENGINE_CRASHED: ReleaseReason.ENGINE_CRASHED,
+    PAGE_CRASHED: ReleaseReason.PAGE_CRASHED,
+}
 
 
 @dataclass(frozen=True)
@@ -68,7 +71,7 @@ SessionSource = Callable[[LeaseSpec], Session | None]
 class LeaseManager:
     def __init__(
         self,
-        engines: dict[EngineName, Engine],
+        engines: Mapping[EngineName, Engine],
         clock: Clock,
         limits: Limits,
         observers: LeaseObserver | None = None,
@@ -187,7 +190,11 @@ class LeaseManager:
         self.observers.lease_queued(self.queued_count)
 
     def _retry_hint(self) -> float:
-        typical = sorted(self._lease_seconds)[len(self._lease_seconds) // 2] if self._lease_seconds else 1.0
+        typical = (
+            sorted(self._lease_seconds)[len(self._lease_seconds) // 2]
+            if self._lease_seconds
+            else 1.0
+        )
         return max(0.5, typical * (self.queued_count + 1) / max(1, self.limits.capacity))
 
     async def _open_session(
@@ -209,7 +216,9 @@ class LeaseManager:
             try:
                 session = await engine.open_session(spec.isolation, spec.context)
             except TimeoutError:
-                raise DeadlineExceeded("deadline passed while opening the browser session") from None
+                raise DeadlineExceeded(
+                    "deadline passed while opening the browser session"
+                ) from None
         self._open_times.append(self.clock.now() - started)
         return session, False
 
@@ -285,13 +294,16 @@ class LeaseManager:
         effective = ttl_s - spread
         lease.expires_at = self.clock.now() + effective
         lease.expires_at_wall = self.clock.wall() + timedelta(seconds=effective)
-        lease.ttl_timer = self.clock.call_later(
-            effective, lambda: self.release(lease, ReleaseReason.TTL_EXPIRED)
-        )
+        def expire() -> None:
+            self.release(lease, ReleaseReason.TTL_EXPIRED)
+
+        lease.ttl_timer = self.clock.call_later(effective, expire)
 
     def _arm_idle(self, lease: Lease) -> None:
         due = lease.last_activity + lease.spec.idle_timeout_s
-        lease.idle_timer = self.clock.call_later(due - self.clock.now(), lambda: self._idle_check(lease))
+        lease.idle_timer = self.clock.call_later(
+            due - self.clock.now(), lambda: self._idle_check(lease)
+        )
 
     def _idle_check(self, lease: Lease) -> None:
         if lease.released is not None:
@@ -390,10 +402,9 @@ class LeaseManager:
             if not waiter.future.done():
                 waiter.future.set_exception(Unavailable("broker is shutting down"))
         self._waiters.clear()
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(grace_s):
-                while any(lease.runs_in_flight for lease in self._active.values()):
-                    await asyncio.sleep(0.05)
+        running = [task for lease in self._active.values() for task in lease.run_tasks]
+        if running and grace_s > 0:
+            await asyncio.wait(running, timeout=grace_s)
         for lease in list(self._active.values()):
             self.release(lease, ReleaseReason.SHUTDOWN)
         await self.wait_all_closed()

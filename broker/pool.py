@@ -102,4 +102,3 @@ class WarmPool:
                 self._ready.append(session)
             if len(self._ready) >= self.size:
                 self.filled.set()
-

@@ -49,7 +49,10 @@ class Reconciler:
             session = lease.session
             if session is not None and not session.alive:
                 report.dead_leases += 1
-                self._repaired("dead_lease", f"lease {lease.id} on a {session.engine.value} session that is gone")
+                self._repaired(
+                    "dead_lease",
+                    f"lease {lease.id} on a {session.engine.value} session that is gone",
+                )
                 self.manager.release(lease, ReleaseReason.DRIFT_REPAIRED)
         owned: set[Session] = self.manager.owned_sessions()
         for pool in self.pools:
@@ -58,7 +61,9 @@ class Reconciler:
             for session in engine.live_sessions():
                 if session not in owned:
                     report.orphan_sessions += 1
-                    self._repaired("orphan_session", f"{engine.name.value} session owned by no lease")
+                    self._repaired(
+                        "orphan_session", f"{engine.name.value} session owned by no lease"
+                    )
                     self.manager.close_orphan(session)
         return report
 

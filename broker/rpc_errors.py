@@ -73,25 +73,54 @@ def _details(error: BrokerError) -> list[any_pb2.Any]:
                 )
             ]
         case LeaseEnded():
-            info = {"lease_id": error.lease_id, "release_reason": error.reason, "released_at": error.released_at_iso}
-            return [_pack(error_details_pb2.ErrorInfo(reason="LEASE_ENDED", domain=DOMAIN, metadata=info))]
+            info = {
+                "lease_id": error.lease_id,
+                "release_reason": error.reason,
+                "released_at": error.released_at_iso,
+            }
+            return [
+                _pack(
+                    error_details_pb2.ErrorInfo(reason="LEASE_ENDED", domain=DOMAIN, metadata=info)
+                )
+            ]
         case QueueFull():
             delay = duration_pb2.Duration()
             delay.FromMilliseconds(round(error.retry_after_s * 1000))
             return [
                 _pack(error_details_pb2.RetryInfo(retry_delay=delay)),
-                _pack(error_details_pb2.QuotaFailure(violations=[
-                    error_details_pb2.QuotaFailure.Violation(
-                        subject="acquire_queue", description=f"{error.queue_limit} callers already waiting"
+                _pack(
+                    error_details_pb2.QuotaFailure(
+                        violations=[
+                            error_details_pb2.QuotaFailure.Violation(
+                                subject="acquire_queue",
+                                description=f"{error.queue_limit} callers already waiting",
+                            )
+                        ]
                     )
-                ])),
+                ),
             ]
         case SessionCrashed():
-            info = {"lease_id": error.lease_id, "cause": error.cause, "lease_fate": error.lease_fate}
-            return [_pack(error_details_pb2.ErrorInfo(reason="SESSION_CRASHED", domain=DOMAIN, metadata=info))]
+            info = {
+                "lease_id": error.lease_id,
+                "cause": error.cause,
+                "lease_fate": error.lease_fate,
+            }
+            return [
+                _pack(
+                    error_details_pb2.ErrorInfo(
+                        reason="SESSION_CRASHED", domain=DOMAIN, metadata=info
+                    )
+                )
+            ]
         case EngineNotInstalled():
             info = {"engine": error.engine, "detail": error.detail}
-            return [_pack(error_details_pb2.ErrorInfo(reason="ENGINE_UNAVAILABLE", domain=DOMAIN, metadata=info))]
+            return [
+                _pack(
+                    error_details_pb2.ErrorInfo(
+                        reason="ENGINE_UNAVAILABLE", domain=DOMAIN, metadata=info
+                    )
+                )
+            ]
     return []
 
 
@@ -99,7 +128,9 @@ async def abort(context: aio.ServicerContext[Any, Any], error: BrokerError) -> N
     code = status_code(error)
     status = status_pb2.Status(code=code.value[0], message=str(error), details=_details(error))
     await context.abort(
-        code, str(error), trailing_metadata=(("grpc-status-details-bin", status.SerializeToString()),)
+        code,
+        str(error),
+        trailing_metadata=(("grpc-status-details-bin", status.SerializeToString()),),
     )
     raise AssertionError("unreachable")  # context.abort always raises
 
@@ -130,7 +161,9 @@ def streaming(
     """Maps domain errors raised by a server-streaming handler to their status."""
 
     @functools.wraps(handler)
-    async def wrapper(self: Self, request: Req, context: aio.ServicerContext[Req, Resp]) -> AsyncIterator[Resp]:
+    async def wrapper(
+        self: Self, request: Req, context: aio.ServicerContext[Req, Resp]
+    ) -> AsyncIterator[Resp]:
         try:
             async for item in handler(self, request, context):
                 yield item
@@ -138,4 +171,3 @@ def streaming(
             await abort(context, error)
 
     return wrapper
-

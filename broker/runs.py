@@ -125,9 +125,7 @@ class Run:
                 raise Unavailable("broker is shutting down; the lease was released")
             if released.reason is ReleaseReason.RUN_CANCELLED and self.cause is not None:
                 raise DeadlineExceeded(f"run {self.cause.value}; the lease was released")
-            raise LeaseEnded(
-                self.lease.id, released.reason.value, released.released_at.isoformat()
-            )
+            raise LeaseEnded(self.lease.id, released.reason.value, released.released_at.isoformat())
         exc = task.exception()
         if isinstance(exc, TimeoutError):
             raise DeadlineExceeded("the run's deadline passed") from None

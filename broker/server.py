@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 from collections.abc import Callable
@@ -32,10 +33,9 @@ async def serve(
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        try:
+        # Outside the main thread (tests) this fails, and the caller sets `stop` instead.
+        with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
-        except (NotImplementedError, RuntimeError):
-            pass  # not the main thread (tests): the caller sets `stop`
 
     async with broker or Broker(settings) as running:
         server = aio.server(
@@ -45,7 +45,7 @@ async def serve(
             ]
         )
         broker_pb2_grpc.add_BrowserBrokerServiceServicer_to_server(BrokerService(running), server)
-        health_servicer = health.aio.HealthServicer()
+        health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
@@ -78,4 +78,3 @@ def write_port_file(path: Path) -> Callable[[int], None]:
         tmp.replace(path)
 
     return write
-

@@ -45,12 +45,18 @@ class BrokerService(broker_pb2_grpc.BrowserBrokerServiceServicer):
         except asyncio.CancelledError:
             # The caller's deadline passed or it cancelled/disconnected: stop the browser work.
             left = context.time_remaining()
-            cause = CancelCause.DEADLINE if left is not None and left <= 0 else CancelCause.CLIENT_CANCELLED
+            cause = (
+                CancelCause.DEADLINE
+                if left is not None and left <= 0
+                else CancelCause.CLIENT_CANCELLED
+            )
             await run.cancel(cause)
             raise
 
     @unary
-    async def KeepAlive(self, request: pb.KeepAliveRequest, context: Context) -> pb.KeepAliveResponse:
+    async def KeepAlive(
+        self, request: pb.KeepAliveRequest, context: Context
+    ) -> pb.KeepAliveResponse:
         convert.check_lease_ref(request.lease_id, request.token)
         lease = self.manager.get(request.lease_id, request.token)
         self.manager.keep_alive(lease, convert.seconds(request.ttl))
@@ -68,7 +74,9 @@ class BrokerService(broker_pb2_grpc.BrowserBrokerServiceServicer):
         return convert.release_response(outcome)
 
     @unary
-    async def GetStatus(self, request: pb.GetStatusRequest, context: Context) -> pb.GetStatusResponse:
+    async def GetStatus(
+        self, request: pb.GetStatusRequest, context: Context
+    ) -> pb.GetStatusResponse:
         engines = []
         for name, engine in self.broker.engines.items():
             availability = engine.availability()

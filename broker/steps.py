@@ -179,15 +179,13 @@ def _balanced(selector: str) -> bool:
         elif ch == "\\":
             escaped = True
         elif quote:
-            if ch == quote:
-                quote = ""
+            quote = "" if ch == quote else quote
         elif ch in "\"'":
             quote = ch
         elif ch in "([{":
             stack.append(ch)
-        elif ch in closing:
-            if not stack or stack.pop() != closing[ch]:
-                return False
+        elif ch in closing and (not stack or stack.pop() != closing[ch]):
+            return False
     return not stack and not quote
 
 
@@ -196,7 +194,9 @@ def _check_text(field_name: str, value: str, limit: int, out: list[FieldViolatio
         out.append(FieldViolation(field_name, f"longer than {limit} characters"))
 
 
-def _check_choice(field_name: str, value: str, allowed: frozenset[str], out: list[FieldViolation]) -> None:
+def _check_choice(
+    field_name: str, value: str, allowed: frozenset[str], out: list[FieldViolation]
+) -> None:
     if value not in allowed:
         out.append(FieldViolation(field_name, f"{value!r} is not one of {sorted(allowed)}"))
 
@@ -209,7 +209,8 @@ def validate_url(field_name: str, url: str) -> FieldViolation | None:
     parts = urlsplit(url)
     if parts.scheme not in URL_SCHEMES:
         return FieldViolation(
-            field_name, f"{url[:200]!r} is not an absolute URL with a scheme in {sorted(URL_SCHEMES)}"
+            field_name,
+            f"{url[:200]!r} is not an absolute URL with a scheme in {sorted(URL_SCHEMES)}",
         )
     if parts.scheme in {"http", "https"} and not parts.hostname:
         return FieldViolation(field_name, f"{url[:200]!r} has no host")

@@ -70,4 +70,3 @@ def live_broker() -> Iterator[BrokerProcess]:
     yield process
     process.stop()
     assert not [p for p in process.browsers() if p.is_running()]
-

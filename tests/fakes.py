@@ -40,7 +40,9 @@ class FakeClock:
 
     def call_later(self, delay: float, callback: Callable[[], None]) -> FakeTimer:
         timer = FakeTimer()
-        heapq.heappush(self._timers, (self._now + max(0.0, delay), next(self._seq), timer, callback))
+        heapq.heappush(
+            self._timers, (self._now + max(0.0, delay), next(self._seq), timer, callback)
+        )
         return timer
 
     def advance(self, seconds: float) -> None:
@@ -131,7 +133,9 @@ class FakeEngine:
         return [s for s in self.open_sessions if s.alive]
 
     def census(self) -> EngineCensus:
-        return EngineCensus(browsers=1, contexts=len(self.open_sessions), pages=len(self.open_sessions))
+        return EngineCensus(
+            browsers=1, contexts=len(self.open_sessions), pages=len(self.open_sessions)
+        )
 
     async def close(self) -> None:
         self.closed = True

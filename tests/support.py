@@ -11,14 +11,15 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psutil
+from browserbroker import AsyncBrokerClient
 
 from broker.app import Broker
 from broker.config import Settings
 from broker.engines.playwright_engine import PlaywrightEngine
 from broker.server import serve
-from browserbroker import AsyncBrokerClient
 
 ROOT = Path(__file__).resolve().parent.parent
 BROKER_BIN = Path(sys.executable).parent / "browser-broker"
@@ -36,7 +37,10 @@ def browser_descendants(pid: int) -> list[psutil.Process]:
 
 def _is_browser(proc: psutil.Process) -> bool:
     try:
-        return os.path.basename(proc.exe() or proc.name()) in BROWSER_NAMES or proc.name() in BROWSER_NAMES
+        return (
+            os.path.basename(proc.exe() or proc.name()) in BROWSER_NAMES
+            or proc.name() in BROWSER_NAMES
+        )
     except psutil.Error:
         return False
 
@@ -56,14 +60,16 @@ class InProcessBroker:
         """No lease, and no context or page beyond the warm pool's, is left open."""
         manager = self.broker.manager
         await manager.wait_all_closed()
-        assert manager.active_count == 0, f"leases left: {[l.id for l in manager.active_leases()]}"
+        assert manager.active_count == 0, f"leases left: {[lease.id for lease in manager.active_leases()]}"
         assert manager.queued_count == 0
         pooled = self.broker.warm_pool_size
         for engine in self.broker.engines.values():
             census = engine.census()
             if isinstance(engine, PlaywrightEngine):
                 mine = sum(len(p) for p in self.broker.pools if p.engine is engine)
-                assert census.contexts == mine, f"{engine.name}: {census.contexts} contexts, pool {pooled}"
+                assert census.contexts == mine, (
+                    f"{engine.name}: {census.contexts} contexts, pool {pooled}"
+                )
                 assert census.pages == mine, f"{engine.name}: {census.pages} pages, pool {pooled}"
 
     async def shutdown(self) -> None:
@@ -73,14 +79,19 @@ class InProcessBroker:
 
 
 async def start_in_process(**overrides: object) -> InProcessBroker:
-    values: dict[str, object] = {"listen": "127.0.0.1:0", "warm_pool_size": 0, "log_level": "WARNING"}
+    values: dict[str, object] = {
+        "listen": "127.0.0.1:0",
+        "warm_pool_size": 0,
+        "log_level": "WARNING",
+    }
     values.update(overrides)
     settings = Settings(**values)  # type: ignore[arg-type]
     broker = Broker(settings)
     stop = asyncio.Event()
     ready: asyncio.Future[int] = asyncio.get_running_loop().create_future()
     task = asyncio.create_task(serve(settings, stop=stop, on_ready=ready.set_result, broker=broker))
-    done, _ = await asyncio.wait({task, ready}, timeout=60, return_when=asyncio.FIRST_COMPLETED)
+    waiting: set[asyncio.Future[Any]] = {task, ready}
+    done, _ = await asyncio.wait(waiting, timeout=60, return_when=asyncio.FIRST_COMPLETED)
     if task in done:
         task.result()
     port = ready.result()
@@ -108,7 +119,15 @@ class BrokerProcess:
         self.log_path = workdir / "broker.log"
         log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
-            [str(BROKER_BIN), "serve", "--listen", "127.0.0.1:0", "--port-file", str(port_file), *self.args],
+            [
+                str(BROKER_BIN),
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--port-file",
+                str(port_file),
+                *self.args,
+            ],
             stdout=log,
             stderr=subprocess.STDOUT,
             env={**os.environ, **self.env},

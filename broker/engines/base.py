@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -69,7 +69,7 @@ class Engine(Protocol):
         """A new ready session; cleans up whatever it half-built if it fails or is cancelled."""
         ...
 
-    def live_sessions(self) -> list[Session]:
+    def live_sessions(self) -> Sequence[Session]:
         """Sessions this engine opened that are not closed, from the browser's side."""
         ...
 

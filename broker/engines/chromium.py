@@ -28,9 +28,13 @@ class ChromiumEngine(PlaywrightEngine):
     supports_pdf = True
 
 
-def create(explicit_path: str | None, extra_args: list[str], headless: bool = True) -> PlaywrightEngine:
+def create(
+    explicit_path: str | None, extra_args: list[str], headless: bool = True
+) -> PlaywrightEngine:
     try:
-        exe = find_browser("chromium", explicit_path, None if explicit_path else playwright_managed("chromium"))
+        exe = find_browser(
+            "chromium", explicit_path, None if explicit_path else playwright_managed("chromium")
+        )
     except BrowserNotFound as exc:
         return ChromiumEngine(EngineName.CHROMIUM, _unavailable, "", Availability(False, str(exc)))
     args = list(SERVER_ARGS)

@@ -58,7 +58,9 @@ def find_browser(kind: str, explicit: str | None, managed: str | None) -> Browse
     """Resolve the executable for `kind` ("chromium" or "firefox") in the documented order."""
     if explicit:
         if not (Path(explicit).is_file() and os.access(explicit, os.X_OK)):
-            raise BrowserNotFound(f"configured {kind} executable {explicit!r} is not an executable file")
+            raise BrowserNotFound(
+                f"configured {kind} executable {explicit!r} is not an executable file"
+            )
         return BrowserExecutable(explicit, "setting")
     if managed:
         return BrowserExecutable(managed, "playwright")

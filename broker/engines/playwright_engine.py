@@ -20,11 +20,15 @@ import psutil
 from playwright.async_api import (
     Browser,
     BrowserContext,
-    Error as PlaywrightError,
     Page,
     Playwright,
-    TimeoutError as PlaywrightTimeout,
     async_playwright,
+)
+from playwright.async_api import (
+    Error as PlaywrightError,
+)
+from playwright.async_api import (
+    TimeoutError as PlaywrightTimeout,
 )
 
 from broker.engines.base import (
@@ -163,9 +167,9 @@ class PlaywrightSession:
             case GetText(selector=selector):
                 out.text = await page.locator(selector).first.inner_text(timeout=ms)
             case GetAttribute(selector=selector, name=name):
-                value = await page.locator(selector).first.get_attribute(name, timeout=ms)
-                out.found = value is not None
-                out.text = value or ""
+                attribute = await page.locator(selector).first.get_attribute(name, timeout=ms)
+                out.found = attribute is not None
+                out.text = attribute or ""
             case Screenshot(full_page=full_page):
                 out.data = await page.screenshot(full_page=full_page, timeout=ms, type="png")
             case Pdf():
@@ -310,7 +314,9 @@ class PlaywrightEngine:
             if session.browser is browser:
                 session.mark_lost(ENGINE_CRASHED)
 
-    async def open_session(self, isolation: Isolation, options: ContextOptions) -> PlaywrightSession:
+    async def open_session(
+        self, isolation: Isolation, options: ContextOptions
+    ) -> PlaywrightSession:
         browser: Browser | None = None
         context: BrowserContext | None = None
         try:
@@ -326,7 +332,9 @@ class PlaywrightEngine:
             return session
         except BaseException:
             # Half-built: close what exists, even when cancelled, then let the error through.
-            await asyncio.shield(self._discard(browser if isolation is Isolation.BROWSER else None, context))
+            await asyncio.shield(
+                self._discard(browser if isolation is Isolation.BROWSER else None, context)
+            )
             raise
 
     async def _discard(self, dedicated: Browser | None, context: BrowserContext | None) -> None:
@@ -418,6 +426,8 @@ def browser_processes(executable: str) -> list[int]:
             continue
         if not cmdline or any(a.startswith("--type=") or a == "-contentproc" for a in cmdline):
             continue
-        if os.path.realpath(cmdline[0]) == real or os.path.basename(cmdline[0]) == os.path.basename(real):
+        if os.path.realpath(cmdline[0]) == real or os.path.basename(cmdline[0]) == os.path.basename(
+            real
+        ):
             pids.append(proc.pid)
     return pids

@@ -1,10 +1,10 @@
 """Python client for the browser-session broker.
 
-    from browserbroker import BrokerClient, steps
+from browserbroker import BrokerClient, steps
 
-    with BrokerClient("127.0.0.1:50051") as client, client.lease(ttl=60) as lease:
-        result = lease.run(steps.goto("https://example.org"), steps.text("h1"), timeout=30)
-        print(result[1].text)
+with BrokerClient("127.0.0.1:50051") as client, client.lease(ttl=60) as lease:
+    result = lease.run(steps.goto("https://example.org"), steps.text("h1"), timeout=30)
+    print(result[1].text)
 """
 
 from browserbroker import steps

@@ -53,7 +53,9 @@ def acquire_request(
     context: pb.ContextOptions | None,
     labels: Mapping[str, str] | None,
 ) -> pb.AcquireRequest:
-    request = pb.AcquireRequest(engine=engine.value, isolation=isolation.value, labels=dict(labels or {}))
+    request = pb.AcquireRequest(
+        engine=engine.value, isolation=isolation.value, labels=dict(labels or {})
+    )
     if ttl_s is not None:
         request.ttl.CopyFrom(duration(ttl_s))
     if idle_timeout_s is not None:

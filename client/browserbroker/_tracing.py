@@ -8,9 +8,9 @@ except ImportError:  # the SDK works without OpenTelemetry
     _propagate = None  # type: ignore[assignment]
 
 
-def trace_metadata() -> list[tuple[str, str]]:
+def trace_metadata() -> tuple[tuple[str, str], ...]:
     if _propagate is None:
-        return []
+        return ()
     carrier: dict[str, str] = {}
     _propagate.inject(carrier)
-    return list(carrier.items())
+    return tuple(carrier.items())

@@ -100,7 +100,9 @@ def _with_expiry(grant: LeaseGrant, expires_at: datetime) -> LeaseGrant:
 class AsyncBrokerClient:
     """A connection to a broker. `target` is "host:port"; pass `channel` to bring your own."""
 
-    def __init__(self, target: str = "127.0.0.1:50051", *, channel: aio.Channel | None = None) -> None:
+    def __init__(
+        self, target: str = "127.0.0.1:50051", *, channel: aio.Channel | None = None
+    ) -> None:
         self.channel = channel or aio.insecure_channel(target)
         self.stub = broker_pb2_grpc.BrowserBrokerServiceStub(self.channel)
 
@@ -108,12 +110,15 @@ class AsyncBrokerClient:
         return self
 
     async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         await self.close()
 
     async def close(self) -> None:
-        await self.channel.close()
+        await self.channel.close(grace=None)
 
     async def _call(
         self, method: aio.UnaryUnaryMultiCallable[Req, Resp], request: Req, timeout: float | None
@@ -164,7 +169,9 @@ class AsyncBrokerClient:
         )
         keeper = None
         if keep_alive_every:
-            keeper = asyncio.get_running_loop().create_task(_keep_alive_loop(lease, keep_alive_every))
+            keeper = asyncio.get_running_loop().create_task(
+                _keep_alive_loop(lease, keep_alive_every)
+            )
         try:
             yield lease
         finally:

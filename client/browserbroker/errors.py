@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 
@@ -104,8 +105,8 @@ class _Details:
 def _parse_details(error: grpc.RpcError) -> _Details:
     """Rich details (google.rpc.*) when googleapis-common-protos is installed; else nothing."""
     parsed = _Details()
-    trailing = error.trailing_metadata() if hasattr(error, "trailing_metadata") else None
-    raw = next((v for k, v in (trailing or ()) if k == "grpc-status-details-bin"), None)
+    trailing: Any = error.trailing_metadata() if hasattr(error, "trailing_metadata") else None
+    raw = next((value for key, value in (trailing or ()) if key == "grpc-status-details-bin"), None)
     if not isinstance(raw, bytes):
         return parsed
     try:
@@ -121,7 +122,9 @@ def _parse_details(error: grpc.RpcError) -> _Details:
             parsed.reason = info.reason
             parsed.metadata.update(info.metadata)
         elif detail.Unpack(bad):
-            parsed.violations += [FieldViolation(v.field, v.description) for v in bad.field_violations]
+            parsed.violations += [
+                FieldViolation(v.field, v.description) for v in bad.field_violations
+            ]
         elif detail.Unpack(retry):
             parsed.retry_after_s = retry.retry_delay.seconds + retry.retry_delay.nanos / 1e9
     return parsed

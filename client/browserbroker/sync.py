@@ -56,7 +56,7 @@ class Lease:
         except grpc.RpcError as error:
             raise from_rpc_error(error) from None
         finally:
-            call.cancel()  # stops the browser work if the iterator is abandoned
+            call.cancel()  # type: ignore[no-untyped-call]  # stops the browser work if the iterator is abandoned
 
     def run(
         self,
@@ -68,7 +68,10 @@ class Lease:
         return RunResult(
             list(
                 self.stream(
-                    *steps, timeout=timeout, on_cancel=on_cancel, continue_on_error=continue_on_error
+                    *steps,
+                    timeout=timeout,
+                    on_cancel=on_cancel,
+                    continue_on_error=continue_on_error,
                 )
             )
         )
@@ -90,7 +93,9 @@ class Lease:
 class BrokerClient:
     """A blocking connection to a broker. `target` is "host:port"."""
 
-    def __init__(self, target: str = "127.0.0.1:50051", *, channel: grpc.Channel | None = None) -> None:
+    def __init__(
+        self, target: str = "127.0.0.1:50051", *, channel: grpc.Channel | None = None
+    ) -> None:
         self.channel = channel or grpc.insecure_channel(target)
         self.stub = broker_pb2_grpc.BrowserBrokerServiceStub(self.channel)
 
@@ -98,7 +103,10 @@ class BrokerClient:
         return self
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         self.close()
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-
 from browserbroker import (
     DeadlineExceededError,
     LeaseEndedError,
     OnCancel,
     steps,
 )
+
 from tests.conftest import BrokerFactory
 from tests.fixture_site import FixtureSite
 from tests.support import InProcessBroker
@@ -72,8 +72,12 @@ async def test_two_runs_on_one_lease_take_turns(
 ) -> None:
     async with chromium_broker.client.lease() as lease:
         await lease.run(steps.goto(fixture_server.url("form.html")), timeout=30)
-        slow = "new Promise(r => { window.order = (window.order || '') + 'a'; setTimeout(r, 500); })"
-        first = asyncio.create_task(lease.run(steps.evaluate(slow), steps.evaluate("window.order += 'A'"), timeout=30))
+        slow = (
+            "new Promise(r => { window.order = (window.order || '') + 'a'; setTimeout(r, 500); })"
+        )
+        first = asyncio.create_task(
+            lease.run(steps.evaluate(slow), steps.evaluate("window.order += 'A'"), timeout=30)
+        )
         await asyncio.sleep(0.1)
         second = asyncio.create_task(lease.run(steps.evaluate("window.order += 'b'"), timeout=30))
         await asyncio.gather(first, second)
@@ -81,7 +85,9 @@ async def test_two_runs_on_one_lease_take_turns(
         assert order[0].value == "aAb"  # the second Run waited for the whole first one
 
 
-async def test_capacity_queue_serves_waiter_when_a_lease_ends(broker_factory: BrokerFactory) -> None:
+async def test_capacity_queue_serves_waiter_when_a_lease_ends(
+    broker_factory: BrokerFactory,
+) -> None:
     running = await broker_factory(capacity=1)
     client = running.client
     held = await client.acquire()
@@ -144,7 +150,9 @@ async def test_deadline_with_release_policy_ends_the_lease(
     lease = await chromium_broker.client.acquire()
     with pytest.raises(DeadlineExceededError):
         await lease.run(
-            steps.goto(fixture_server.url("slow?seconds=20")), timeout=1, on_cancel=OnCancel.RELEASE_LEASE
+            steps.goto(fixture_server.url("slow?seconds=20")),
+            timeout=1,
+            on_cancel=OnCancel.RELEASE_LEASE,
         )
     outcome = await lease.release()
     assert not outcome.released_now and outcome.reason == "run_cancelled"

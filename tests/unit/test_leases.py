@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
@@ -15,7 +16,9 @@ SPEC = LeaseSpec(EngineName.CHROMIUM, Isolation.CONTEXT, ttl_s=60, idle_timeout_
 LONG_IDLE = LeaseSpec(EngineName.CHROMIUM, Isolation.CONTEXT, ttl_s=60, idle_timeout_s=600)
 
 
-def make(capacity: int = 2, queue_limit: int = 4, **kw: float) -> tuple[LeaseManager, FakeEngine, FakeClock, ReleaseRecorder]:
+def make(
+    capacity: int = 2, queue_limit: int = 4, **kw: Any
+) -> tuple[LeaseManager, FakeEngine, FakeClock, ReleaseRecorder]:
     engine = FakeEngine()
     clock = FakeClock()
     recorder = ReleaseRecorder()
@@ -71,7 +74,9 @@ async def test_keep_alive_extends_ttl_and_counts_as_activity() -> None:
     manager.keep_alive(lease, 60)
     clock.advance(25)  # 50s since grant: past the idle timeout had KeepAlive not counted
     assert lease.released is None
-    clock.advance(40)  # TTL renewed at t=25 for 60s: ends at t=85... but idle (30s after t=25) first
+    clock.advance(
+        40
+    )  # TTL renewed at t=25 for 60s: ends at t=85... but idle (30s after t=25) first
     assert lease.released is not None
     assert lease.released.reason is ReleaseReason.IDLE_TIMEOUT
     await manager.wait_all_closed()
@@ -129,7 +134,7 @@ async def test_full_queue_answers_at_once_with_retry_hint() -> None:
 
 
 async def test_slot_granted_while_waiter_is_cancelled_goes_back() -> None:
-    manager, _, _, recorder = make(capacity=1)
+    manager, _, _, _ = make(capacity=1)
     held = await manager.acquire(SPEC, None)
     waiter = asyncio.create_task(manager.acquire(SPEC, 5))
     await asyncio.sleep(0)
