@@ -81,6 +81,18 @@ class Broker:
     def warm_pool_size(self) -> int:
         return sum(len(pool) for pool in self.pools)
 
+    def gauges(self) -> dict[str, float]:
+        """Current levels for the metrics' gauges, from the lease table and the engines."""
+        censuses = [engine.census() for engine in self.engines.values()]
+        return {
+            "broker.leases.active": self.manager.active_count,
+            "broker.queue.depth": self.manager.queued_count,
+            "broker.pool.size": self.warm_pool_size,
+            "broker.browsers": sum(c.browsers for c in censuses),
+            "broker.contexts": sum(c.contexts for c in censuses),
+            "broker.pages": sum(c.pages for c in censuses),
+        }
+
     async def __aenter__(self) -> Broker:
         for pool in self.pools:
             await pool.__aenter__()

@@ -54,6 +54,9 @@ class Settings(BaseSettings):
     chromium_args: list[str] = Field(default_factory=list)
     firefox_path: str | None = None
     headless: bool = True
+    prometheus_port: int | None = Field(
+        None, ge=1, le=65535, description="serve Prometheus metrics on 127.0.0.1:PORT/metrics"
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "text"] = "json"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from broker.lease import Lease, ReleaseOutcome
+from broker.steps import StepOutcome
 
 
 class LeaseObserver:
@@ -15,6 +16,16 @@ class LeaseObserver:
     def lease_extended(self, lease: Lease) -> None: ...
 
     def lease_released(self, lease: Lease, outcome: ReleaseOutcome) -> None: ...
+
+    def lease_expiring(self, lease: Lease, seconds_left: float) -> None: ...
+
+    def run_started(self, lease: Lease, steps: int) -> None: ...
+
+    def step_finished(self, lease: Lease, outcome: StepOutcome) -> None: ...
+
+    def run_cancelled(self, lease: Lease, cause: str) -> None: ...
+
+    def run_finished(self, lease: Lease, duration_s: float, error: str) -> None: ...
 
     def drift_repaired(self, what: str, detail: str) -> None: ...
 
@@ -43,6 +54,26 @@ class ObserverList(LeaseObserver):
     def lease_released(self, lease: Lease, outcome: ReleaseOutcome) -> None:
         for o in self.observers:
             o.lease_released(lease, outcome)
+
+    def lease_expiring(self, lease: Lease, seconds_left: float) -> None:
+        for o in self.observers:
+            o.lease_expiring(lease, seconds_left)
+
+    def run_started(self, lease: Lease, steps: int) -> None:
+        for o in self.observers:
+            o.run_started(lease, steps)
+
+    def step_finished(self, lease: Lease, outcome: StepOutcome) -> None:
+        for o in self.observers:
+            o.step_finished(lease, outcome)
+
+    def run_cancelled(self, lease: Lease, cause: str) -> None:
+        for o in self.observers:
+            o.run_cancelled(lease, cause)
+
+    def run_finished(self, lease: Lease, duration_s: float, error: str) -> None:
+        for o in self.observers:
+            o.run_finished(lease, duration_s, error)
 
     def drift_repaired(self, what: str, detail: str) -> None:
         for o in self.observers:

@@ -92,6 +92,7 @@ class Lease:
 
     spec: LeaseSpec
     granted_at: float
+    requested_at: datetime | None = None  # wall time Acquire began (before any queueing)
     id: str = field(default_factory=lambda: "lease-" + secrets.token_urlsafe(12))
     token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     session: Session | None = None
@@ -108,6 +109,7 @@ class Lease:
     run_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     run_tasks: set[asyncio.Task[None]] = field(default_factory=set)
     ttl_timer: TimerHandle | None = None
+    warn_timer: TimerHandle | None = None
     idle_timer: TimerHandle | None = None
 
     def token_matches(self, token: str) -> bool:

@@ -33,6 +33,9 @@ from broker.lease import EngineName, Lease, LeaseSpec, ReleaseOutcome, ReleaseRe
 
 log = logging.getLogger("broker.leases")
 
+# The lease span gets an "expiring" event this long (or 10% of the TTL) before its TTL ends.
+EXPIRY_WARNING_S = 10.0
+
 _LOST_REASONS = {
     ENGINE_CRASHED: ReleaseReason.ENGINE_CRASHED,
     PAGE_CRASHED: ReleaseReason.PAGE_CRASHED,
@@ -131,8 +134,10 @@ class LeaseManager:
         if not availability.available:
             raise EngineNotInstalled(spec.engine.value, availability.detail)
         started = self.clock.now()
+        requested_at = self.clock.wall()
         deadline = None if timeout_s is None else started + timeout_s
         lease = await self._admit(spec, timeout_s)
+        lease.requested_at = requested_at
         lease.queue_wait_s = self.clock.now() - started
         try:
             session, warm = await self._open_session(engine, spec, deadline)
@@ -294,10 +299,18 @@ class LeaseManager:
         effective = ttl_s - spread
         lease.expires_at = self.clock.now() + effective
         lease.expires_at_wall = self.clock.wall() + timedelta(seconds=effective)
+
         def expire() -> None:
             self.release(lease, ReleaseReason.TTL_EXPIRED)
 
+        def warn() -> None:
+            self.observers.lease_expiring(lease, warn_before)
+
         lease.ttl_timer = self.clock.call_later(effective, expire)
+        if lease.warn_timer is not None:
+            lease.warn_timer.cancel()
+        warn_before = min(EXPIRY_WARNING_S, effective * 0.1)
+        lease.warn_timer = self.clock.call_later(effective - warn_before, warn)
 
     def _arm_idle(self, lease: Lease) -> None:
         due = lease.last_activity + lease.spec.idle_timeout_s
@@ -336,7 +349,7 @@ class LeaseManager:
         lease.released = outcome
         self._active.pop(lease.id, None)
         self._tombstones[lease.id] = (lease, self.clock.now())
-        for timer in (lease.ttl_timer, lease.idle_timer):
+        for timer in (lease.ttl_timer, lease.warn_timer, lease.idle_timer):
             if timer is not None:
                 timer.cancel()
         current = asyncio.current_task()

@@ -70,14 +70,19 @@ class Run:
         self.default_step_timeout_s = default_step_timeout_s
         self.cause: CancelCause | None = None
         self.stopped_in_browser = False
+        # Set when the Run stopped because its lease ended under it (crash, expiry, release).
+        self._cut_short = False
         self._deadline = 0.0
+        self._started = 0.0
         self._queue: asyncio.Queue[StepOutcome | _End] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         # Run deadlines are the caller's real time (the event loop's clock), not the lease clock.
         loop = asyncio.get_running_loop()
-        self._deadline = loop.time() + self.timeout_s
+        self._started = loop.time()
+        self._deadline = self._started + self.timeout_s
+        self.manager.observers.run_started(self.lease, len(self.options.steps))
         self._task = loop.create_task(self._execute())
         self.lease.run_tasks.add(self._task)
         self.lease.runs_in_flight += 1
@@ -92,6 +97,15 @@ class Run:
         if lease.released is None:
             self.manager.touch(lease)
         self._queue.put_nowait(_END)
+        error = ""
+        if self.cause is not None:
+            error = self.cause.value
+        elif lease.released is not None and task.cancelled():
+            error = f"lease ended: {lease.released.reason.value}"
+        elif not task.cancelled() and task.exception() is not None:
+            error = type(task.exception()).__name__
+        duration = asyncio.get_running_loop().time() - self._started
+        self.manager.observers.run_finished(lease, duration, error)
 
     async def results(self) -> AsyncIterator[StepOutcome]:
         """Step outcomes as they complete; raises the Run's failure, mapped to a domain error."""
@@ -116,7 +130,7 @@ class Run:
 
     def _raise_failure(self, task: asyncio.Task[None]) -> None:
         released = self.lease.released
-        if task.cancelled() or released is not None:
+        if task.cancelled() or self._cut_short:
             if released is None:
                 raise DeadlineExceeded(f"run {self.cause or 'cancelled'}")
             if released.reason in (ReleaseReason.ENGINE_CRASHED, ReleaseReason.PAGE_CRASHED):
@@ -136,6 +150,7 @@ class Run:
         lease = self.lease
         async with asyncio.timeout(self.timeout_s), lease.run_lock:
             if lease.released is not None or lease.session is None:
+                self._cut_short = True
                 return  # results() reports the lease's end
             try:
                 await self._run_steps()
@@ -145,6 +160,9 @@ class Run:
                     or asyncio.get_running_loop().time() >= self._deadline
                 ):
                     self.cause = CancelCause.DEADLINE
+                ended = lease.released.reason.value if lease.released else "cancelled"
+                cause = self.cause.value if self.cause is not None else f"lease ended: {ended}"
+                self.manager.observers.run_cancelled(lease, cause)
                 await self.manager.run_cleanup(self._stop_in_browser())
                 if isinstance(stopped, _DeadlineReached):
                     raise TimeoutError from None
@@ -163,11 +181,13 @@ class Run:
             outcome = await session.execute(index, step, min(wanted, remaining))
             lease.step_count += 1
             if lease.released is not None:
+                self._cut_short = True
                 return  # the session died under the step; results() reports why
             if capped_by_deadline and outcome.error_kind is StepErrorKind.TIMEOUT:
                 # The browser gave up because the Run's deadline is here: that ends the Run.
                 raise _DeadlineReached
             self.manager.touch(lease)
+            self.manager.observers.step_finished(lease, outcome)
             self._queue.put_nowait(outcome)
             if not outcome.ok and not self.options.continue_on_error:
                 return

@@ -14,6 +14,7 @@ from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from broker import telemetry
 from broker.app import Broker
 from broker.config import Settings
 from broker.service import BrokerService
@@ -37,12 +38,20 @@ async def serve(
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
 
+    setup = telemetry.configure(settings.prometheus_port)
     async with broker or Broker(settings) as running:
+        interceptors: list[aio.ServerInterceptor] = []  # type: ignore[type-arg]
+        if setup.tracing or setup.metrics:
+            lease_telemetry = telemetry.LeaseTelemetry(gauges=running.gauges)
+            running.observers.add(lease_telemetry)
+            if setup.tracing:
+                interceptors.append(telemetry.TracingInterceptor(lease_telemetry))
         server = aio.server(
+            interceptors=interceptors,
             options=[
                 ("grpc.max_receive_message_length", settings.max_message_bytes),
                 ("grpc.max_send_message_length", settings.max_message_bytes),
-            ]
+            ],
         )
         broker_pb2_grpc.add_BrowserBrokerServiceServicer_to_server(BrokerService(running), server)
         health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
@@ -68,6 +77,7 @@ async def serve(
             await health_servicer.enter_graceful_shutdown()
             await running.shutdown(settings.shutdown_grace_s)
             await server.stop(grace=1.0)
+            setup.shutdown()  # flushes spans and metrics still buffered
             log.info("stopped")
 
 

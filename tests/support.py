@@ -60,7 +60,9 @@ class InProcessBroker:
         """No lease, and no context or page beyond the warm pool's, is left open."""
         manager = self.broker.manager
         await manager.wait_all_closed()
-        assert manager.active_count == 0, f"leases left: {[lease.id for lease in manager.active_leases()]}"
+        assert manager.active_count == 0, (
+            f"leases left: {[lease.id for lease in manager.active_leases()]}"
+        )
         assert manager.queued_count == 0
         pooled = self.broker.warm_pool_size
         for engine in self.broker.engines.values():
