@@ -330,11 +330,15 @@ class PlaywrightEngine:
             session = PlaywrightSession(self, browser, context, page, isolation)
             self.sessions.add(session)
             return session
-        except BaseException:
+        except BaseException as exc:
             # Half-built: close what exists, even when cancelled, then let the error through.
             await asyncio.shield(
                 self._discard(browser if isolation is Isolation.BROWSER else None, context)
             )
+            if isinstance(exc, PlaywrightError):  # e.g. the browser died while we were opening
+                raise Unavailable(
+                    f"{self.name.value} could not open a session: {_first_line(exc.message)}"
+                ) from exc
             raise
 
     async def _discard(self, dedicated: Browser | None, context: BrowserContext | None) -> None:

@@ -18,7 +18,9 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-CACHE_BIN = Path(os.environ.get("BROKER_CACHE_DIR") or Path.home() / ".cache/browser-broker") / "bin"
+CACHE_BIN = (
+    Path(os.environ.get("BROKER_CACHE_DIR") or Path.home() / ".cache/browser-broker") / "bin"
+)
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
 

@@ -84,11 +84,15 @@ def test_go_code_is_generated_from_the_proto(tmp_path: Path) -> None:
 
     want, have = files(fresh), files(committed)
     assert want, "buf generate wrote no Go code"
-    diff = []
+    diff: list[str] = []
     for name in sorted(want.keys() | have.keys()):
         diff += difflib.unified_diff(
-            have.get(name, "").splitlines(), want.get(name, "").splitlines(),
-            f"committed/{name}", f"generated/{name}", lineterm="", n=1,
+            have.get(name, "").splitlines(),
+            want.get(name, "").splitlines(),
+            f"committed/{name}",
+            f"generated/{name}",
+            lineterm="",
+            n=1,
         )
     assert not diff, (
         "examples/go/gen is stale: run scripts/polyglot.sh, then "

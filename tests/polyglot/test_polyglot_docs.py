@@ -1,7 +1,6 @@
 """Every `sh` block of the README section "Calling from other languages" runs, as printed.
 
-The section is read from README.md, or from docs/polyglot.md (its source) while README.md lacks
-it. The blocks run in order in one bash (so variables such as LEASE_ID carry over; each block
+The blocks run in order in one bash (so variables such as LEASE_ID carry over; each block
 starts in the repository root) against the live broker: `localhost:50051` becomes its address
 and `https://example.com/` a local page with `<h1 id="title">Fixture</h1>`.
 """
@@ -47,20 +46,11 @@ def sh_blocks(text: str) -> list[str]:
     return re.findall(r"^```sh\n(.*?)^```$", text, re.M | re.S)
 
 
-def test_readme_and_docs_agree() -> None:
-    readme, docs = section(ROOT / "README.md"), section(ROOT / "docs/polyglot.md")
-    assert readme or docs, f"neither README.md nor docs/polyglot.md has '{HEADING}'"
-    if readme and docs:
-        assert sh_blocks(readme) == sh_blocks(docs), (
-            "README.md and docs/polyglot.md differ: paste docs/polyglot.md again (or delete it)"
-        )
-
-
 @pytest.mark.browser
 def test_shell_examples_run_as_printed(live_broker: Any, fixture_server: Any) -> None:
     for tool in ("grpcurl", "jq", "go", "node", "npm", "buf"):
         need_tool(tool)
-    text = section(ROOT / "README.md") or section(ROOT / "docs/polyglot.md")
+    text = section(ROOT / "README.md")
     assert text, f"no '{HEADING}' section"
     blocks = sh_blocks(text)
     assert len(blocks) >= 7, blocks

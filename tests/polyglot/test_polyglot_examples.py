@@ -37,10 +37,8 @@ def assert_released_twice(outcome: Outcome) -> None:
 
 @pytest.mark.browser
 def test_full_cycle(example: list[str], live_broker: Any, fixture_server: Any) -> None:
-    outcome = drive(
-        example, live_broker.address, "cycle",
-        "--url", fixture_server.url("form.html"), "--selector", "#title", "--eval", "1+1",
-    )
+    flags = ["--url", fixture_server.url("form.html"), "--selector", "#title", "--eval", "1+1"]
+    outcome = drive(example, live_broker.address, "cycle", *flags)
     assert outcome.returncode == 0, outcome.describe()
     steps = outcome.of("step")
     assert [s["action"] for s in steps] == ["goto", "get_text", "evaluate"], outcome.describe()
@@ -58,10 +56,8 @@ def test_deadline_stops_the_run_and_keeps_the_lease(
     example: list[str], live_broker: Any, fixture_server: Any
 ) -> None:
     started = time.monotonic()
-    outcome = drive(
-        example, live_broker.address, "deadline",
-        "--url", fixture_server.url("slow"), "--timeout", "2s", "--eval", "1+1",
-    )
+    flags = ["--url", fixture_server.url("slow"), "--timeout", "2s", "--eval", "1+1"]
+    outcome = drive(example, live_broker.address, "deadline", *flags)
     elapsed = time.monotonic() - started
     assert outcome.returncode == 0, outcome.describe()
     assert codes(outcome, "Run") == ["DEADLINE_EXCEEDED", "OK"], outcome.describe()
@@ -90,20 +86,17 @@ def test_wrong_token_is_permission_denied(example: list[str], live_broker: Any) 
     assert outcome.of("Release")[-1]["released_now"] is True
 
 
-class _Recorder(grpc.GenericRpcHandler):
-    """Records each call's method and metadata, then answers UNIMPLEMENTED."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, dict[str, str | bytes]]] = []
-
-    def service(self, handler_call_details: grpc.HandlerCallDetails) -> None:
-        self.calls.append(
-            (handler_call_details.method, dict(handler_call_details.invocation_metadata))
-        )
-
-
 def test_calls_carry_the_printed_trace_context(example: list[str]) -> None:
-    recorder = _Recorder()
+    seen: list[dict[str, str | bytes]] = []
+
+    def acquire(request: bytes, context: grpc.ServicerContext) -> bytes:
+        seen.append(dict(context.invocation_metadata()))
+        context.abort(grpc.StatusCode.UNIMPLEMENTED, "a recorder, not a broker")
+
+    recorder = grpc.method_handlers_generic_handler(
+        "browserbroker.v1.BrowserBrokerService",
+        {"Acquire": grpc.unary_unary_rpc_method_handler(acquire)},
+    )
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=2), handlers=[recorder])
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
@@ -114,8 +107,7 @@ def test_calls_carry_the_printed_trace_context(example: list[str]) -> None:
     assert outcome.returncode == 1, outcome.describe()  # the recorder answers UNIMPLEMENTED
     assert codes(outcome, "Acquire") == ["UNIMPLEMENTED"]
     trace_id = outcome.events[0]["trace_id"]
-    [(method, metadata)] = recorder.calls
-    assert method == "/browserbroker.v1.BrowserBrokerService/Acquire"
+    [metadata] = seen
     assert re.fullmatch(f"00-{trace_id}-[0-9a-f]{{16}}-01", str(metadata.get("traceparent"))), (
         metadata
     )
