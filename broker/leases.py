@@ -137,6 +137,9 @@ class LeaseManager:
         requested_at = self.clock.wall()
         deadline = None if timeout_s is None else started + timeout_s
         lease = await self._admit(spec, timeout_s)
+        if lease.released is not None:
+            # Ended (drained) between being granted a slot and resuming here: open nothing.
+            raise Unavailable("broker is shutting down")
         lease.requested_at = requested_at
         lease.queue_wait_s = self.clock.now() - started
         try:
@@ -219,7 +222,7 @@ class LeaseManager:
         started = self.clock.now()
         async with asyncio.timeout(remaining):
             try:
-                session = await engine.open_session(spec.isolation, spec.context)
+                session = await engine.open_session(spec.isolation, spec.context, spec.camoufox)
             except TimeoutError:
                 raise DeadlineExceeded(
                     "deadline passed while opening the browser session"

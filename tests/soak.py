@@ -87,7 +87,9 @@ class SoakReport:
 
 
 class Soak:
-    def __init__(self, broker: BrokerProcess, site: FixtureSite, cycles: int, clients: int, seed: int) -> None:
+    def __init__(
+        self, broker: BrokerProcess, site: FixtureSite, cycles: int, clients: int, seed: int
+    ) -> None:
         self.broker = broker
         self.site = site
         self.total = cycles
@@ -127,7 +129,9 @@ class Soak:
             engine = status.engines[0]
             quiet = status.active_leases == 0 and status.queued == 0
             pool_full = status.warm_pool_size == self.broker_pool
-            if (quiet and pool_full and engine.contexts == status.warm_pool_size) or time.monotonic() > deadline:
+            if (
+                quiet and pool_full and engine.contexts == status.warm_pool_size
+            ) or time.monotonic() > deadline:
                 return status
             await asyncio.sleep(0.2)
 
@@ -149,7 +153,9 @@ class Soak:
                 }
             )
             if status.active_leases > status.capacity:
-                self.report.unexpected.append(f"active {status.active_leases} > capacity {status.capacity}")
+                self.report.unexpected.append(
+                    f"active {status.active_leases} > capacity {status.capacity}"
+                )
 
     async def _worker(self, client: AsyncBrokerClient, worker: int) -> None:
         names = list(SCENARIOS)
@@ -196,7 +202,9 @@ class Soak:
         lease = await self._acquire(client, ttl=30)
         policy = self.rng.choice([OnCancel.KEEP_LEASE, OnCancel.RELEASE_LEASE])
         try:
-            await lease.run(steps.goto(self.site.url("slow?seconds=5")), timeout=0.3, on_cancel=policy)  # type: ignore[attr-defined]
+            await lease.run(
+                steps.goto(self.site.url("slow?seconds=5")), timeout=0.3, on_cancel=policy
+            )  # type: ignore[attr-defined]
         except BrokerError as error:
             if error.code.name != "DEADLINE_EXCEEDED":
                 raise
@@ -204,7 +212,9 @@ class Soak:
         if not outcome.released_now and outcome.reason in CHAOS_REASONS:
             return "short_deadline:ended_by_injected_crash"
         if policy is OnCancel.KEEP_LEASE and not outcome.released_now:
-            self.report.unexpected.append(f"cycle {cycle}: kept lease ended early: {outcome.reason}")
+            self.report.unexpected.append(
+                f"cycle {cycle}: kept lease ended early: {outcome.reason}"
+            )
         if policy is OnCancel.RELEASE_LEASE and outcome.released_now:
             # Legitimate only when the deadline passed before the broker began the Run.
             return "short_deadline:run_never_started"
@@ -214,7 +224,11 @@ class Soak:
         lease = await self._acquire(client, ttl=30)
         ping = uuid.uuid4().hex
         task = asyncio.create_task(
-            lease.run(steps.goto(self.site.url(f"ping-loop.html?id={ping}")), steps.evaluate("new Promise(() => {})"), timeout=20)  # type: ignore[attr-defined]
+            lease.run(
+                steps.goto(self.site.url(f"ping-loop.html?id={ping}")),
+                steps.evaluate("new Promise(() => {})"),
+                timeout=20,
+            )  # type: ignore[attr-defined]
         )
         await asyncio.sleep(self.rng.uniform(0.05, 0.4))
         task.cancel()
@@ -244,14 +258,20 @@ class Soak:
     async def _double_release(self, client: AsyncBrokerClient, cycle: int) -> str:
         lease = await self._acquire(client, ttl=30)
         outcomes = await asyncio.gather(*(lease.release() for _ in range(self.rng.randint(2, 4))))  # type: ignore[attr-defined]
-        if sum(o.released_now for o in outcomes) != 1 or len({o.released_at for o in outcomes}) != 1:
+        if (
+            sum(o.released_now for o in outcomes) != 1
+            or len({o.released_at for o in outcomes}) != 1
+        ):
             self.report.unexpected.append(f"cycle {cycle}: releases {outcomes}")
         return "double_release:ok"
 
     async def _forged_ids(self, client: AsyncBrokerClient, cycle: int) -> str:
         lease = await self._acquire(client, ttl=30)
         codes = []
-        for lease_id, token in (("lease-" + uuid.uuid4().hex, "x" * 32), (lease.id, "forged-token")):  # type: ignore[attr-defined]
+        for lease_id, token in (
+            ("lease-" + uuid.uuid4().hex, "x" * 32),
+            (lease.id, "forged-token"),
+        ):  # type: ignore[attr-defined]
             try:
                 await client.stub.Release(pb.ReleaseRequest(lease_id=lease_id, token=token))
                 codes.append("OK")
@@ -282,7 +302,11 @@ class Soak:
         for proc in psutil.Process(self.broker.proc.pid).children(recursive=True):  # type: ignore[union-attr]
             with contextlib.suppress(psutil.Error):
                 cmd = proc.cmdline()
-                if cmd and "chrom" in os.path.basename(cmd[0]) and not any(a.startswith("--type=") for a in cmd):
+                if (
+                    cmd
+                    and "chrom" in os.path.basename(cmd[0])
+                    and not any(a.startswith("--type=") for a in cmd)
+                ):
                     pids.append(proc.pid)
         return pids
 
@@ -358,7 +382,14 @@ _EXPECTED = {
 def run_soak(cycles: int, clients: int, seed: int, capacity: int = 4) -> SoakReport:
     site = FixtureSite().start()
     broker = BrokerProcess(
-        args=["--capacity", str(capacity), "--warm-pool-size", str(Soak.broker_pool), "--queue-limit", "64"],
+        args=[
+            "--capacity",
+            str(capacity),
+            "--warm-pool-size",
+            str(Soak.broker_pool),
+            "--queue-limit",
+            "64",
+        ],
         env={"BROKER_RECONCILE_INTERVAL_S": "2", "BROKER_LOG_LEVEL": "INFO"},
     ).start()
     try:
@@ -369,7 +400,9 @@ def run_soak(cycles: int, clients: int, seed: int, capacity: int = 4) -> SoakRep
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--cycles", type=int, default=2000)
     parser.add_argument("--clients", type=int, default=6)
     parser.add_argument("--capacity", type=int, default=4)

@@ -9,17 +9,20 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import psutil
-from browserbroker import AsyncBrokerClient
 
 from broker.app import Broker
 from broker.config import Settings
 from broker.engines.playwright_engine import PlaywrightEngine
 from broker.server import serve
+from browserbroker import AsyncBrokerClient, steps
+from browserbroker.v1 import broker_pb2 as pb
+from tests.fixture_site import FixtureSite
 
 ROOT = Path(__file__).resolve().parent.parent
 BROKER_BIN = Path(sys.executable).parent / "browser-broker"
@@ -165,3 +168,37 @@ class BrokerProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+
+# Browser work that keeps pinging the fixture site until the browser stops it.
+STOP_KINDS = ("navigation", "timer_loop", "slow_script")
+
+
+def work_for(kind: str, site: FixtureSite, ping_id: str) -> list[pb.Step]:
+    if kind == "navigation":
+        return [steps.goto(site.url(f"slow-stream?id={ping_id}"))]
+    if kind == "timer_loop":
+        return [
+            steps.goto(site.url(f"ping-loop.html?id={ping_id}")),
+            steps.evaluate("new Promise(() => {})"),  # waits forever while the timer pings
+        ]
+    return [steps.goto(site.url(f"ping-script.html?id={ping_id}")), steps.evaluate("spin()")]
+
+
+async def eventually(predicate: Callable[[], bool], timeout_s: float = 30.0) -> None:
+    """Waits for a condition that lives outside this event loop (another thread or process)."""
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.02)
+
+
+async def last_ping_after(site: FixtureSite, ping_id: str, quiet_s: float = 1.0) -> float:
+    """Waits until the pings have been quiet for `quiet_s`, then returns the last ping's time."""
+
+    def quiet() -> bool:
+        times = site.pings.times(ping_id)
+        return bool(times) and time.monotonic() - times[-1] >= quiet_s
+
+    await eventually(quiet)
+    return site.pings.times(ping_id)[-1]

@@ -13,7 +13,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import psutil
@@ -38,8 +38,8 @@ from broker.engines.base import (
     EngineCensus,
     LostCallback,
 )
-from broker.errors import Unavailable
-from broker.lease import ContextOptions, EngineName, Isolation
+from broker.errors import FieldViolation, InvalidArgument, Unavailable
+from broker.lease import BrowserOptions, ContextOptions, EngineName, Isolation
 from broker.steps import (
     Click,
     Evaluate,
@@ -61,6 +61,13 @@ from broker.steps import (
 log = logging.getLogger("broker.engines")
 
 Launcher = Callable[[Playwright], Awaitable[Browser]]
+# Stops whatever script is running in a page, even one that never yields (engine-specific).
+Interrupter = Callable[[], Awaitable[object]]
+
+INTERRUPT_TIMEOUT_S = 0.25
+# Builds the launcher of one dedicated browser from the lease's options (Camoufox: draws the
+# fingerprint). Runs before the launch lock is taken, so slow preparation does not hold up others.
+PrepareLauncher = Callable[[BrowserOptions | None, ContextOptions], Awaitable[Launcher]]
 
 CLOSE_TIMEOUT_S = 5.0
 
@@ -83,6 +90,7 @@ class PlaywrightSession:
         self.context = context
         self.page = page
         self._lost_callback: LostCallback | None = None
+        self.interrupter: Interrupter | None = None
         self._closing = False
         self._lost = False
         self._watch_page(page)
@@ -183,11 +191,22 @@ class PlaywrightSession:
         # Closing the page aborts its pending navigations and running scripts in the browser.
         self._closing = True
         try:
+            await self.interrupt_scripts()
             await old.close(run_before_unload=False)
         finally:
             self._closing = False
         self.page = await self.context.new_page()
         self._watch_page(self.page)
+        self.interrupter = await self.engine_ref.page_interrupter(self.context, self.page)
+
+    async def interrupt_scripts(self) -> None:
+        """Stop a script that holds the page's main thread, so closing it need not wait for a hang
+        timeout (Chromium waits ~0.5 s for a busy renderer before it gives up on it)."""
+        if self.interrupter is None:
+            return
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(INTERRUPT_TIMEOUT_S):
+                await self.interrupter()
 
     async def close(self) -> None:
         if self._closing and self not in self.engine_ref.sessions:
@@ -204,14 +223,23 @@ class _Unsupported(Exception):
 
 
 def _first_line(message: str) -> str:
-    return message.strip().splitlines()[0] if message.strip() else "browser error"
+    lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
+    if not lines:
+        return "browser error"
+    # WebDriver BiDi says "Protocol error (browsingContext.navigate): unknown error" first and
+    # the cause on the next line ("Message: Error: NS_ERROR_UNKNOWN_HOST at http://...").
+    if len(lines) > 1 and "Protocol error" in lines[0] and lines[1].startswith("Message:"):
+        return f"{lines[0]}: {lines[1].removeprefix('Message:').strip()}"
+    return lines[0]
 
 
 def _classify(step: Step, exc: PlaywrightError) -> StepErrorKind:
     message = exc.message
     if isinstance(step.action, Evaluate):
         return StepErrorKind.SCRIPT_ERROR
-    if isinstance(step.action, Goto) and ("net::" in message or "NS_ERROR" in message):
+    if isinstance(step.action, Goto) and (
+        "net::" in message or "NS_ERROR" in message or "browsingContext.navigate" in message
+    ):
         return StepErrorKind.NAVIGATION
     if "selector" in message.lower() or "Unexpected token" in message:
         return StepErrorKind.SELECTOR
@@ -243,6 +271,9 @@ def context_kwargs(options: ContextOptions) -> dict[str, Any]:
     return kwargs
 
 
+_DEFAULT_CONTEXT = ContextOptions()
+
+
 class PlaywrightEngine:
     """Browsers of one kind: a shared browser for context isolation, and dedicated ones."""
 
@@ -255,12 +286,17 @@ class PlaywrightEngine:
         executable: str,
         availability: Availability,
         launch_timeout_s: float = 30.0,
+        prepare_launcher: PrepareLauncher | None = None,
+        unsupported_context: Mapping[str, str] | None = None,
     ) -> None:
         self.name = name
         self._launcher = launcher
         self._executable = executable
         self._availability = availability
         self._launch_timeout_s = launch_timeout_s
+        self._prepare_launcher = prepare_launcher
+        # ContextOptions field -> why this engine cannot honour it (InvalidArgument when set).
+        self.unsupported_context = dict(unsupported_context or {})
         self._playwright: Playwright | None = None
         self._shared: Browser | None = None
         self._launch_lock = asyncio.Lock()
@@ -279,7 +315,7 @@ class PlaywrightEngine:
             self._playwright = await async_playwright().start()
         return self._playwright
 
-    async def _launch(self) -> Browser:
+    async def _launch(self, launcher: Launcher | None = None) -> Browser:
         """Launch one browser and learn its PID (launches are serialized, so the new PID is it)."""
         if self._closed:
             raise Unavailable(f"{self.name.value} engine is closed")
@@ -288,7 +324,7 @@ class PlaywrightEngine:
             before = set(self._top_level_pids())
             try:
                 async with asyncio.timeout(self._launch_timeout_s):
-                    browser = await self._launcher(playwright)
+                    browser = await (launcher or self._launcher)(playwright)
             except (PlaywrightError, TimeoutError) as exc:
                 raise Unavailable(f"{self.name.value} failed to launch: {exc}") from exc
             new_pids = [pid for pid in self._top_level_pids() if pid not in before]
@@ -315,19 +351,25 @@ class PlaywrightEngine:
                 session.mark_lost(ENGINE_CRASHED)
 
     async def open_session(
-        self, isolation: Isolation, options: ContextOptions
+        self,
+        isolation: Isolation,
+        options: ContextOptions,
+        browser_options: BrowserOptions | None = None,
     ) -> PlaywrightSession:
+        self._check_supported(isolation, options, browser_options)
         browser: Browser | None = None
         context: BrowserContext | None = None
         try:
             if isolation is Isolation.BROWSER:
-                browser = await self._launch()
+                browser = await self._launch(await self._prepare(browser_options, options))
             else:
                 browser = await self._shared_browser()
             context = await browser.new_context(**context_kwargs(options))
             page = await context.new_page()
             await page.evaluate("1")  # the renderer is up: the first step pays no start-up
+            interrupter = await self.page_interrupter(context, page)
             session = PlaywrightSession(self, browser, context, page, isolation)
+            session.interrupter = interrupter
             self.sessions.add(session)
             return session
         except BaseException as exc:
@@ -341,6 +383,41 @@ class PlaywrightEngine:
                 ) from exc
             raise
 
+    def _check_supported(
+        self, isolation: Isolation, options: ContextOptions, browser_options: BrowserOptions | None
+    ) -> None:
+        """Refuse, before anything is launched, what this engine would silently ignore."""
+        violations = [
+            FieldViolation(f"context.{name}", reason)
+            for name, reason in self.unsupported_context.items()
+            if getattr(options, name) != getattr(_DEFAULT_CONTEXT, name)
+        ]
+        if browser_options is not None:
+            if self._prepare_launcher is None:
+                violations.append(
+                    FieldViolation("camoufox", f"{self.name.value} takes no camoufox options")
+                )
+            elif isolation is not Isolation.BROWSER:
+                violations.append(
+                    FieldViolation("isolation", "browser options need ISOLATION_BROWSER")
+                )
+        if violations:
+            raise InvalidArgument(violations)
+
+    async def _prepare(
+        self, browser_options: BrowserOptions | None, options: ContextOptions
+    ) -> Launcher | None:
+        """The launcher of a dedicated browser; None means the engine's plain launcher."""
+        if self._prepare_launcher is None:
+            return None
+        try:
+            async with asyncio.timeout(self._launch_timeout_s):
+                return await self._prepare_launcher(browser_options, options)
+        except TimeoutError as exc:
+            raise Unavailable(
+                f"{self.name.value} launch preparation took over {self._launch_timeout_s:g}s"
+            ) from exc
+
     async def _discard(self, dedicated: Browser | None, context: BrowserContext | None) -> None:
         with contextlib.suppress(Exception):
             async with asyncio.timeout(CLOSE_TIMEOUT_S):
@@ -353,6 +430,7 @@ class PlaywrightEngine:
         """Close context, then a dedicated browser; kill the process if a graceful close fails."""
         dedicated = session.browser if session.isolation is Isolation.BROWSER else None
         try:
+            await session.interrupt_scripts()
             async with asyncio.timeout(CLOSE_TIMEOUT_S):
                 await session.context.close()
                 if dedicated is not None:
@@ -392,6 +470,10 @@ class PlaywrightEngine:
             with contextlib.suppress(Exception):
                 await self._playwright.stop()
             self._playwright = None
+
+    async def page_interrupter(self, context: BrowserContext, page: Page) -> Interrupter | None:
+        """Prepared while the page is idle: a busy page cannot be attached to later."""
+        return None
 
     # ----------------------------------------------------------------- views
 

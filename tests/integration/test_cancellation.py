@@ -13,11 +13,11 @@ import uuid
 
 import grpc
 import pytest
+
 from browserbroker import DeadlineExceededError, OnCancel, steps
 from browserbroker.v1 import broker_pb2 as pb
-
 from tests.fixture_site import FixtureSite
-from tests.support import InProcessBroker
+from tests.support import InProcessBroker, eventually, last_ping_after, work_for
 
 pytestmark = pytest.mark.browser
 
@@ -25,26 +25,6 @@ pytestmark = pytest.mark.browser
 # typical figure is far lower (see `scripts/bench-cancel`); this bound absorbs a loaded CI machine.
 STOP_BOUND_S = 1.0
 DEADLINE_S = 1.5
-
-
-def work_for(kind: str, site: FixtureSite, ping_id: str) -> list[pb.Step]:
-    if kind == "navigation":
-        return [steps.goto(site.url(f"slow-stream?id={ping_id}"))]
-    if kind == "timer_loop":
-        return [
-            steps.goto(site.url(f"ping-loop.html?id={ping_id}")),
-            steps.evaluate("new Promise(() => {})"),  # waits forever while the timer pings
-        ]
-    return [steps.goto(site.url(f"ping-script.html?id={ping_id}")), steps.evaluate("spin()")]
-
-
-async def last_ping_after(site: FixtureSite, ping_id: str, quiet_s: float = 1.0) -> float:
-    """Waits until the pings have been quiet for `quiet_s`, then returns the last ping's time."""
-    while True:
-        times = site.pings.times(ping_id)
-        if times and time.monotonic() - times[-1] >= quiet_s:
-            return times[-1]
-        await asyncio.sleep(0.1)
 
 
 async def stop_latency(
@@ -108,8 +88,7 @@ async def test_client_cancel_stops_browser_work(
         timeout=60,
     )
     reader = asyncio.ensure_future(call.read())
-    while len(fixture_server.pings.times(ping_id)) < 5:
-        await asyncio.sleep(0.02)
+    await eventually(lambda: len(fixture_server.pings.times(ping_id)) >= 5)
     cancelled_at = time.monotonic()
     call.cancel()
     await asyncio.gather(reader, return_exceptions=True)
@@ -139,8 +118,7 @@ async def test_client_disconnect_mid_run_stops_work(
         )
     )
     reader = asyncio.ensure_future(call.read())
-    while len(fixture_server.pings.times(ping_id)) < 5:
-        await asyncio.sleep(0.02)
+    await eventually(lambda: len(fixture_server.pings.times(ping_id)) >= 5)
     closed_at = time.monotonic()
     await channel.close(grace=None)  # the whole connection goes away mid-Run
     await asyncio.gather(reader, return_exceptions=True)

@@ -10,6 +10,9 @@ import time
 import grpc
 import psutil
 import pytest
+
+from broker.events import LeaseObserver
+from broker.lease import Lease, ReleaseOutcome
 from browserbroker import (
     AsyncBrokerClient,
     LeaseEndedError,
@@ -17,12 +20,9 @@ from browserbroker import (
     UnavailableError,
     steps,
 )
-
-from broker.events import LeaseObserver
-from broker.lease import Lease, ReleaseOutcome
 from tests.conftest import BrokerFactory
 from tests.fixture_site import FixtureSite
-from tests.support import BrokerProcess, InProcessBroker
+from tests.support import BrokerProcess, InProcessBroker, eventually
 
 pytestmark = pytest.mark.browser
 
@@ -48,13 +48,6 @@ async def start(factory: BrokerFactory, **overrides: object) -> tuple[InProcessB
 def chromium_pids(running: InProcessBroker) -> list[int]:
     engine = running.broker.engines[next(iter(running.broker.engines))]
     return list(engine.census().browser_pids)
-
-
-async def eventually(check: object, timeout_s: float = 20) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():  # type: ignore[operator]
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.05)
 
 
 async def test_repeated_and_concurrent_release(broker_factory: BrokerFactory) -> None:
