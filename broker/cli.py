@@ -25,6 +25,7 @@ def _serve(args: argparse.Namespace) -> int:
         "default_ttl_s": args.default_ttl,
         "max_ttl_s": args.max_ttl,
         "shutdown_grace_s": args.shutdown_grace,
+        "prometheus_port": args.prometheus_port,
         "log_level": args.log_level,
         "log_format": args.log_format,
     }
@@ -74,6 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--default-ttl", type=float, help="lease TTL in seconds when none is asked")
     serve.add_argument("--max-ttl", type=float, help="largest TTL a client may ask for, seconds")
     serve.add_argument("--shutdown-grace", type=float, help="seconds running Runs get on SIGTERM")
+    serve.add_argument(
+        "--prometheus-port", type=int, help="serve metrics on 127.0.0.1:PORT/metrics"
+    )
     serve.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     serve.add_argument("--log-format", choices=["json", "text"])
     serve.add_argument("--port-file", type=Path, help="write the bound port here once serving")
