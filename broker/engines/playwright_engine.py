@@ -298,6 +298,7 @@ class PlaywrightEngine:
         # ContextOptions field -> why this engine cannot honour it (InvalidArgument when set).
         self.unsupported_context = dict(unsupported_context or {})
         self._playwright: Playwright | None = None
+        self._playwright_start: asyncio.Future[Playwright] | None = None
         self._shared: Browser | None = None
         self._launch_lock = asyncio.Lock()
         self._shared_launch_lock = asyncio.Lock()
@@ -311,8 +312,10 @@ class PlaywrightEngine:
         return self._availability
 
     async def _ensure_playwright(self) -> Playwright:
-        if self._playwright is None:
-            self._playwright = await async_playwright().start()
+        # Shielded: a caller cancelled mid-start must not leave a driver that close() cannot see.
+        if self._playwright_start is None:
+            self._playwright_start = asyncio.ensure_future(async_playwright().start())
+        self._playwright = await asyncio.shield(self._playwright_start)
         return self._playwright
 
     async def _launch(self, launcher: Launcher | None = None) -> Browser:
@@ -466,10 +469,12 @@ class PlaywrightEngine:
             except (PlaywrightError, TimeoutError):
                 self._kill(browser)
         self._shared = None
-        if self._playwright is not None:
+        if self._playwright_start is not None:
             with contextlib.suppress(Exception):
-                await self._playwright.stop()
+                playwright = await self._playwright_start
+                await playwright.stop()
             self._playwright = None
+            self._playwright_start = None
 
     async def page_interrupter(self, context: BrowserContext, page: Page) -> Interrupter | None:
         """Prepared while the page is idle: a busy page cannot be attached to later."""

@@ -129,7 +129,12 @@ def test_lease_is_one_trace_joined_to_the_caller(jaeger: dict[str, int], fixture
 
         def complete(t: dict[str, Any]) -> bool:
             leases = spans_named(t, "lease")
-            return bool(leases) and "release.reason" in tags(leases[0]) and bool(spans_named(t, RPC + "Release"))
+            return (
+                bool(leases)
+                and "release.reason" in tags(leases[0])
+                and len(spans_named(t, RPC + "Run")) == 2
+                and bool(spans_named(t, RPC + "Release"))
+            )
 
         found = find_trace(jaeger, lease.id, complete)
     finally:
