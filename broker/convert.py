@@ -5,13 +5,14 @@ from __future__ import annotations
 import re
 from datetime import datetime
 
-from browserbroker.v1 import broker_pb2 as pb
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from broker.config import Settings
 from broker.errors import FieldViolation, InvalidArgument
 from broker.lease import (
+    CAMOUFOX_OS_NAMES,
+    CamoufoxOptions,
     ContextOptions,
     EngineName,
     Isolation,
@@ -42,6 +43,7 @@ from broker.steps import (
     WaitForSelector,
     validate_action,
 )
+from browserbroker.v1 import broker_pb2 as pb
 
 MAX_LABELS = 16
 MAX_HEADERS = 64
@@ -137,6 +139,25 @@ def lease_spec(request: pb.AcquireRequest, settings: Settings) -> LeaseSpec:
         out,
     )
     context = _context_options(request.context, out)
+    camoufox = None
+    if request.HasField("camoufox"):
+        camoufox = _camoufox_options(request.camoufox, out)
+        if engine is not EngineName.CAMOUFOX:
+            out.append(
+                FieldViolation(
+                    "camoufox", f"camoufox options need engine camoufox, not {engine.value}"
+                )
+            )
+        # A fingerprint is drawn for a whole browser process: the options need one of their own.
+        if request.isolation == pb.ISOLATION_UNSPECIFIED:
+            isolation = Isolation.BROWSER
+        elif isolation is not Isolation.BROWSER:
+            out.append(
+                FieldViolation(
+                    "isolation",
+                    "camoufox options need ISOLATION_BROWSER (a fingerprint belongs to a browser)",
+                )
+            )
     if len(request.labels) > MAX_LABELS:
         out.append(FieldViolation("labels", f"at most {MAX_LABELS} labels"))
     for key, value in request.labels.items():
@@ -155,6 +176,7 @@ def lease_spec(request: pb.AcquireRequest, settings: Settings) -> LeaseSpec:
         idle_timeout_s=idle_s,
         context=context,
         labels=tuple(sorted(request.labels.items())),
+        camoufox=camoufox,
     )
 
 
@@ -203,6 +225,63 @@ def _context_options(msg: pb.ContextOptions, out: list[FieldViolation]) -> Conte
     )
 
 
+MAX_CAMOUFOX_LOCALES = 8
+MAX_HUMANIZE_S = 10.0
+_BCP47 = re.compile(r"[A-Za-z]{2,8}(-[A-Za-z0-9]{1,8})*")
+
+
+def _camoufox_options(msg: pb.CamoufoxOptions, out: list[FieldViolation]) -> CamoufoxOptions:
+    for i, name in enumerate(msg.os):
+        if name not in CAMOUFOX_OS_NAMES:
+            out.append(
+                FieldViolation(
+                    f"camoufox.os[{i}]",
+                    f"{name[:32]!r} is not one of {', '.join(CAMOUFOX_OS_NAMES)}",
+                )
+            )
+        elif name in msg.os[:i]:
+            out.append(FieldViolation(f"camoufox.os[{i}]", f"{name!r} is listed twice"))
+    humanize_max_s = 0.0
+    if msg.HasField("humanize_max"):
+        if msg.humanize_max.seconds < 0 or msg.humanize_max.nanos < 0:
+            out.append(FieldViolation("camoufox.humanize_max", "must not be negative"))
+        else:
+            humanize_max_s = seconds(msg.humanize_max)
+            if humanize_max_s > MAX_HUMANIZE_S:
+                out.append(
+                    FieldViolation(
+                        "camoufox.humanize_max",
+                        f"{humanize_max_s:g}s exceeds the maximum of {MAX_HUMANIZE_S:g}s",
+                    )
+                )
+            elif humanize_max_s and not msg.humanize:
+                out.append(FieldViolation("camoufox.humanize_max", "set only with humanize"))
+    if len(msg.locales) > MAX_CAMOUFOX_LOCALES:
+        out.append(FieldViolation("camoufox.locales", f"at most {MAX_CAMOUFOX_LOCALES} locales"))
+    for i, locale in enumerate(msg.locales):
+        if not _BCP47.fullmatch(locale):
+            out.append(
+                FieldViolation(f"camoufox.locales[{i}]", f"{locale[:32]!r} is not a BCP 47 tag")
+            )
+    window = None
+    if msg.HasField("window"):
+        w, h = msg.window.width, msg.window.height
+        if not (1 <= w <= 10_000 and 1 <= h <= 10_000):
+            out.append(FieldViolation("camoufox.window", f"{w}x{h} is outside 1..10000"))
+        window = Viewport(w, h)
+    return CamoufoxOptions(
+        os=tuple(msg.os),
+        humanize=msg.humanize,
+        humanize_max_s=humanize_max_s,
+        block_images=msg.block_images,
+        block_webrtc=msg.block_webrtc,
+        block_webgl=msg.block_webgl,
+        geoip=msg.geoip,
+        locales=tuple(msg.locales),
+        window=window,
+    )
+
+
 def _valid_timezone(name: str) -> bool:
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -246,10 +325,7 @@ def _action(step: pb.Step) -> Action | None:
 
 def run_options(request: pb.RunRequest, settings: Settings) -> RunOptions:
     out: list[FieldViolation] = []
-    if not request.lease_id:
-        out.append(FieldViolation("lease_id", "must not be empty"))
-    if not request.token:
-        out.append(FieldViolation("token", "must not be empty"))
+    out += lease_ref_violations(request.lease_id, request.token)
     if not request.steps:
         out.append(FieldViolation("steps", "must hold at least one step"))
     if len(request.steps) > settings.max_steps_per_run:
@@ -290,6 +366,12 @@ def run_options(request: pb.RunRequest, settings: Settings) -> RunOptions:
 
 
 def check_lease_ref(lease_id: str, token: str) -> None:
+    out = lease_ref_violations(lease_id, token)
+    if out:
+        raise InvalidArgument(out)
+
+
+def lease_ref_violations(lease_id: str, token: str) -> list[FieldViolation]:
     out: list[FieldViolation] = []
     if not lease_id:
         out.append(FieldViolation("lease_id", "must not be empty"))
@@ -299,8 +381,7 @@ def check_lease_ref(lease_id: str, token: str) -> None:
         out.append(FieldViolation("token", "must not be empty"))
     elif len(token) > 256:
         out.append(FieldViolation("token", "longer than 256 characters"))
-    if out:
-        raise InvalidArgument(out)
+    return out
 
 
 def acquire_response(lease: Lease) -> pb.AcquireResponse:

@@ -69,6 +69,28 @@ class ContextOptions:
         return self == ContextOptions()
 
 
+CAMOUFOX_OS_NAMES = ("windows", "macos", "linux")
+
+
+@dataclass(frozen=True)
+class CamoufoxOptions:
+    """Launch options of a dedicated Camoufox browser (its fingerprint is drawn at launch)."""
+
+    os: tuple[str, ...] = ()  # fingerprint OS choices, from CAMOUFOX_OS_NAMES; empty: any
+    humanize: bool = False
+    humanize_max_s: float = 0.0  # 0: Camoufox's default
+    block_images: bool = False
+    block_webrtc: bool = False
+    block_webgl: bool = False
+    geoip: bool = False  # geolocation, timezone and locale from the (proxy's) public IP
+    locales: tuple[str, ...] = ()
+    window: Viewport | None = None
+
+
+# Per-lease options of a dedicated browser, passed to Engine.open_session. Only Camoufox has any.
+BrowserOptions = CamoufoxOptions
+
+
 @dataclass(frozen=True)
 class LeaseSpec:
     engine: EngineName
@@ -77,6 +99,8 @@ class LeaseSpec:
     idle_timeout_s: float
     context: ContextOptions = ContextOptions()
     labels: tuple[tuple[str, str], ...] = ()
+    # Set only with engine camoufox and isolation browser (convert.lease_spec checks it).
+    camoufox: CamoufoxOptions | None = None
 
 
 @dataclass(frozen=True)

@@ -41,8 +41,8 @@ class WarmPool:
         """A ready session for `spec`, or None; never waits."""
         if spec.engine is not self.engine.name or spec.isolation is not self.isolation:
             return None
-        if not spec.context.is_default:
-            return None
+        if not spec.context.is_default or spec.camoufox is not None:
+            return None  # a pooled session was opened with default options
         while self._ready:
             session = self._ready.popleft()
             self._wake.set()

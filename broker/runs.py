@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from enum import StrEnum
 
-from broker.errors import DeadlineExceeded, LeaseEnded, SessionCrashed, Unavailable
+from broker.errors import Cancelled, DeadlineExceeded, LeaseEnded, SessionCrashed, Unavailable
 from broker.lease import Lease, ReleaseReason
 from broker.leases import LeaseManager
 from broker.steps import Step, StepErrorKind, StepOutcome
@@ -138,6 +138,8 @@ class Run:
             if released.reason is ReleaseReason.SHUTDOWN:
                 raise Unavailable("broker is shutting down; the lease was released")
             if released.reason is ReleaseReason.RUN_CANCELLED and self.cause is not None:
+                if self.cause is CancelCause.CLIENT_CANCELLED:
+                    raise Cancelled("run cancelled by the client; the lease was released")
                 raise DeadlineExceeded(f"run {self.cause.value}; the lease was released")
             raise LeaseEnded(self.lease.id, released.reason.value, released.released_at.isoformat())
         exc = task.exception()

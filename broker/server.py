@@ -9,7 +9,6 @@ import signal
 from collections.abc import Callable
 from pathlib import Path
 
-from browserbroker.v1 import broker_pb2, broker_pb2_grpc
 from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
@@ -18,6 +17,7 @@ from broker import telemetry
 from broker.app import Broker
 from broker.config import Settings
 from broker.service import BrokerService
+from browserbroker.v1 import broker_pb2, broker_pb2_grpc
 
 log = logging.getLogger("broker.server")
 

@@ -6,8 +6,6 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
-from browserbroker.v1 import broker_pb2 as pb
-from browserbroker.v1 import broker_pb2_grpc
 from grpc import aio
 
 from broker import convert
@@ -15,6 +13,8 @@ from broker.app import Broker
 from broker.lease import ReleaseReason
 from broker.rpc_errors import streaming, unary
 from broker.runs import CancelCause, Run
+from browserbroker.v1 import broker_pb2 as pb
+from browserbroker.v1 import broker_pb2_grpc
 
 Context = aio.ServicerContext[Any, Any]
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import statistics
 import time
 import uuid
@@ -28,10 +29,8 @@ async def one(client_addr: str, site: FixtureSite, kind: str, on_cancel: OnCance
     async with AsyncBrokerClient(client_addr) as client, client.lease() as lease:
         ping_id = uuid.uuid4().hex
         started = time.monotonic()
-        try:
+        with contextlib.suppress(DeadlineExceededError):
             await lease.run(*work_for(kind, site, ping_id), timeout=DEADLINE_S, on_cancel=on_cancel)
-        except DeadlineExceededError:
-            pass
         return await last_ping_after(site, ping_id, quiet_s=0.5) - (started + DEADLINE_S)
 
 
@@ -61,7 +60,9 @@ async def run(samples: int) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--samples", type=int, default=20)
     print(asyncio.run(run(parser.parse_args().samples)))
 

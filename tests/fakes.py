@@ -11,7 +11,14 @@ from datetime import UTC, datetime, timedelta
 
 from broker.engines.base import ENGINE_CRASHED, Availability, EngineCensus, LostCallback
 from broker.events import LeaseObserver
-from broker.lease import ContextOptions, EngineName, Isolation, Lease, ReleaseOutcome
+from broker.lease import (
+    BrowserOptions,
+    ContextOptions,
+    EngineName,
+    Isolation,
+    Lease,
+    ReleaseOutcome,
+)
 from broker.steps import Evaluate, Step, StepOutcome
 
 
@@ -118,7 +125,12 @@ class FakeEngine:
             return Availability(True, "fake")
         return Availability(False, "fake engine switched off")
 
-    async def open_session(self, isolation: Isolation, options: ContextOptions) -> FakeSession:
+    async def open_session(
+        self,
+        isolation: Isolation,
+        options: ContextOptions,
+        browser_options: BrowserOptions | None = None,
+    ) -> FakeSession:
         if self.open_gate is not None:
             await self.open_gate.wait()
         if self.fail_next_open is not None:

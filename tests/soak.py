@@ -21,13 +21,14 @@ import signal
 import sys
 import time
 import uuid
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 import psutil
 
-from browserbroker import AsyncBrokerClient, BrokerError, OnCancel, steps
+from browserbroker import AsyncBrokerClient, AsyncLease, BrokerError, OnCancel, steps
 from browserbroker.v1 import broker_pb2 as pb
 from browserbroker.v1 import broker_pb2_grpc
 from tests.fixture_site import FixtureSite
@@ -52,11 +53,11 @@ class SoakReport:
     cycles: int = 0
     scenarios: Counter[str] = field(default_factory=Counter)
     outcomes: Counter[str] = field(default_factory=Counter)
-    seconds: Counter[str] = field(default_factory=Counter)
+    seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     unexpected: list[str] = field(default_factory=list)
     granted: set[str] = field(default_factory=set)
     samples: list[dict[str, float]] = field(default_factory=list)
-    figures: dict[str, float | str] = field(default_factory=dict)
+    figures: dict[str, float] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -179,21 +180,21 @@ class Soak:
             self.report.cycles += 1
             self.report.seconds[scenario] += time.monotonic() - started
 
-    async def _acquire(self, client: AsyncBrokerClient, **kw: object) -> object:
-        lease = await client.acquire(timeout=30, **kw)  # type: ignore[arg-type]
+    async def _acquire(self, client: AsyncBrokerClient, **kw: Any) -> AsyncLease:
+        lease = await client.acquire(timeout=30, **kw)
         self.report.granted.add(lease.id)
         return lease
 
     async def _normal(self, client: AsyncBrokerClient, cycle: int) -> str:
         lease = await self._acquire(client, ttl=30)
-        result = await lease.run(  # type: ignore[attr-defined]
+        result = await lease.run(
             steps.goto(self.site.url("form.html")),
             steps.fill("#name", f"c{cycle}"),
             steps.click("#go"),
             steps.text("#out"),
             timeout=20,
         )
-        await lease.release()  # type: ignore[attr-defined]
+        await lease.release()
         if result[3].text != f"Hello, c{cycle}":
             self.report.unexpected.append(f"cycle {cycle}: wrong text {result[3].text!r}")
         return "normal:ok"
@@ -204,11 +205,11 @@ class Soak:
         try:
             await lease.run(
                 steps.goto(self.site.url("slow?seconds=5")), timeout=0.3, on_cancel=policy
-            )  # type: ignore[attr-defined]
+            )
         except BrokerError as error:
             if error.code.name != "DEADLINE_EXCEEDED":
                 raise
-        outcome = await lease.release()  # type: ignore[attr-defined]
+        outcome = await lease.release()
         if not outcome.released_now and outcome.reason in CHAOS_REASONS:
             return "short_deadline:ended_by_injected_crash"
         if policy is OnCancel.KEEP_LEASE and not outcome.released_now:
@@ -228,13 +229,13 @@ class Soak:
                 steps.goto(self.site.url(f"ping-loop.html?id={ping}")),
                 steps.evaluate("new Promise(() => {})"),
                 timeout=20,
-            )  # type: ignore[attr-defined]
+            )
         )
         await asyncio.sleep(self.rng.uniform(0.05, 0.4))
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError, BrokerError):
             await task
-        await lease.release()  # type: ignore[attr-defined]
+        await lease.release()
         return "client_cancel:ok"
 
     async def _dropped_channel(self, client: AsyncBrokerClient, cycle: int) -> str:
@@ -243,8 +244,8 @@ class Soak:
         stub = broker_pb2_grpc.BrowserBrokerServiceStub(channel)
         call = stub.Run(
             pb.RunRequest(
-                lease_id=lease.id,  # type: ignore[attr-defined]
-                token=lease.grant.token,  # type: ignore[attr-defined]
+                lease_id=lease.id,
+                token=lease.grant.token,
                 steps=[steps.goto(self.site.url("slow?seconds=5"))],
             )
         )
@@ -252,12 +253,12 @@ class Soak:
         await asyncio.sleep(self.rng.uniform(0.05, 0.3))
         await channel.close(grace=None)
         await asyncio.gather(reader, return_exceptions=True)
-        await lease.release()  # type: ignore[attr-defined]
+        await lease.release()
         return "dropped_channel:ok"
 
     async def _double_release(self, client: AsyncBrokerClient, cycle: int) -> str:
         lease = await self._acquire(client, ttl=30)
-        outcomes = await asyncio.gather(*(lease.release() for _ in range(self.rng.randint(2, 4))))  # type: ignore[attr-defined]
+        outcomes = await asyncio.gather(*(lease.release() for _ in range(self.rng.randint(2, 4))))
         if (
             sum(o.released_now for o in outcomes) != 1
             or len({o.released_at for o in outcomes}) != 1
@@ -271,13 +272,13 @@ class Soak:
         for lease_id, token in (
             ("lease-" + uuid.uuid4().hex, "x" * 32),
             (lease.id, "forged-token"),
-        ):  # type: ignore[attr-defined]
+        ):
             try:
                 await client.stub.Release(pb.ReleaseRequest(lease_id=lease_id, token=token))
                 codes.append("OK")
             except grpc.aio.AioRpcError as error:
                 codes.append(error.code().name)
-        await lease.release()  # type: ignore[attr-defined]
+        await lease.release()
         if codes != ["NOT_FOUND", "PERMISSION_DENIED"]:
             self.report.unexpected.append(f"cycle {cycle}: forged ids answered {codes}")
         return "forged_ids:ok"
@@ -312,7 +313,7 @@ class Soak:
 
     async def _renderer_crash(self, client: AsyncBrokerClient, cycle: int) -> str:
         lease = await self._acquire(client, ttl=30)
-        await lease.run(steps.goto(self.site.url("form.html")), timeout=20)  # type: ignore[attr-defined]
+        await lease.run(steps.goto(self.site.url("form.html")), timeout=20)
         renderers = []
         for pid in self._browser_pids():
             with contextlib.suppress(psutil.Error):
@@ -323,7 +324,7 @@ class Soak:
             with contextlib.suppress(psutil.Error):
                 self.rng.choice(renderers).kill()
         await asyncio.sleep(0.3)
-        await lease.release()  # type: ignore[attr-defined]
+        await lease.release()
         return "renderer_crash:ok"
 
     async def _browser_kill(self, client: AsyncBrokerClient, cycle: int) -> str:
@@ -333,7 +334,7 @@ class Soak:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         await asyncio.sleep(0.3)
-        outcome = await lease.release()  # type: ignore[attr-defined]
+        outcome = await lease.release()
         return f"browser_kill:{'released_now' if outcome.released_now else outcome.reason}"
 
     def _final_figures(self, status: pb.GetStatusResponse, rss_start: int, rss_end: int) -> None:

@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from broker.lease import ContextOptions, EngineName, Isolation
+from broker.lease import BrowserOptions, ContextOptions, EngineName, Isolation
 from broker.steps import Step, StepOutcome
 
 # Called at most once when a session dies on its own; the argument is the cause.
@@ -65,8 +65,18 @@ class Engine(Protocol):
         """Whether this engine can open sessions here, and if not, why."""
         ...
 
-    async def open_session(self, isolation: Isolation, options: ContextOptions) -> Session:
-        """A new ready session; cleans up whatever it half-built if it fails or is cancelled."""
+    async def open_session(
+        self,
+        isolation: Isolation,
+        options: ContextOptions,
+        browser_options: BrowserOptions | None = None,
+    ) -> Session:
+        """A new ready session; cleans up whatever it half-built if it fails or is cancelled.
+
+        `browser_options` (per-lease launch options, only Camoufox has any) come only with
+        ISOLATION_BROWSER; an engine that takes none rejects them with InvalidArgument, and
+        rejects context options it cannot honour the same way.
+        """
         ...
 
     def live_sessions(self) -> Sequence[Session]:

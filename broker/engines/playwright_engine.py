@@ -92,6 +92,7 @@ class PlaywrightSession:
         self._lost_callback: LostCallback | None = None
         self.interrupter: Interrupter | None = None
         self._closing = False
+        self._resetting = False  # the page is being replaced on purpose
         self._lost = False
         self._watch_page(page)
 
@@ -103,7 +104,12 @@ class PlaywrightSession:
         self._lost_callback = callback
 
     def _watch_page(self, page: Page) -> None:
-        page.on("crash", lambda _page: self.mark_lost(PAGE_CRASHED))
+        def crashed(crashed_page: Page) -> None:
+            # A page being replaced may die on its way out; only the current one matters.
+            if crashed_page is self.page and not self._resetting:
+                self.mark_lost(PAGE_CRASHED)
+
+        page.on("crash", crashed)
 
     def mark_lost(self, cause: str) -> None:
         """The session died on its own. Tells the owner once; intentional closes are not losses."""
@@ -141,7 +147,7 @@ class PlaywrightSession:
         """After a browser error, find out at once whether the session itself died."""
         if not self.browser.is_connected():
             self.mark_lost(ENGINE_CRASHED)
-        elif self.page.is_closed() and not self._closing:
+        elif self.page.is_closed() and not (self._closing or self._resetting):
             self.mark_lost(PAGE_CRASHED)
 
     async def _perform(self, step: Step, timeout_s: float, out: StepOutcome) -> None:
@@ -189,12 +195,12 @@ class PlaywrightSession:
     async def reset_page(self) -> None:
         old = self.page
         # Closing the page aborts its pending navigations and running scripts in the browser.
-        self._closing = True
+        self._resetting = True
         try:
             await self.interrupt_scripts()
             await old.close(run_before_unload=False)
         finally:
-            self._closing = False
+            self._resetting = False
         self.page = await self.context.new_page()
         self._watch_page(self.page)
         self.interrupter = await self.engine_ref.page_interrupter(self.context, self.page)

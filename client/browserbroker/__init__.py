@@ -35,7 +35,7 @@ from browserbroker.models import (
     StepResult,
 )
 from browserbroker.sync import BrokerClient, Lease
-from browserbroker.v1.broker_pb2 import ContextOptions, Proxy, Viewport
+from browserbroker.v1.broker_pb2 import CamoufoxOptions, ContextOptions, Proxy, Viewport
 
 __version__ = "0.1.0"
 
@@ -44,6 +44,7 @@ __all__ = [
     "AsyncLease",
     "BrokerClient",
     "BrokerError",
+    "CamoufoxOptions",
     "CancelledError",
     "ContextOptions",
     "DeadlineExceededError",

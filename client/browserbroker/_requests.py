@@ -52,6 +52,7 @@ def acquire_request(
     idle_timeout_s: float | None,
     context: pb.ContextOptions | None,
     labels: Mapping[str, str] | None,
+    camoufox: pb.CamoufoxOptions | None = None,
 ) -> pb.AcquireRequest:
     request = pb.AcquireRequest(
         engine=engine.value, isolation=isolation.value, labels=dict(labels or {})
@@ -62,6 +63,8 @@ def acquire_request(
         request.idle_timeout.CopyFrom(duration(idle_timeout_s))
     if context is not None:
         request.context.CopyFrom(context)
+    if camoufox is not None:
+        request.camoufox.CopyFrom(camoufox)
     return request
 
 

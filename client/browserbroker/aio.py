@@ -137,10 +137,13 @@ class AsyncBrokerClient:
         idle_timeout: float | None = None,
         context: pb.ContextOptions | None = None,
         labels: Mapping[str, str] | None = None,
+        camoufox: pb.CamoufoxOptions | None = None,
         timeout: float | None = 60.0,
     ) -> AsyncLease:
         """Acquire a lease; waits in the broker's queue for at most `timeout` seconds."""
-        request = req.acquire_request(engine, isolation, ttl, idle_timeout, context, labels)
+        request = req.acquire_request(
+            engine, isolation, ttl, idle_timeout, context, labels, camoufox
+        )
         response = await self._call(self.stub.Acquire, request, timeout)
         return AsyncLease(self, LeaseGrant.from_pb(response))
 
@@ -154,6 +157,7 @@ class AsyncBrokerClient:
         idle_timeout: float | None = None,
         context: pb.ContextOptions | None = None,
         labels: Mapping[str, str] | None = None,
+        camoufox: pb.CamoufoxOptions | None = None,
         timeout: float | None = 60.0,
         keep_alive_every: float | None = None,
     ) -> AsyncIterator[AsyncLease]:
@@ -165,6 +169,7 @@ class AsyncBrokerClient:
             idle_timeout=idle_timeout,
             context=context,
             labels=labels,
+            camoufox=camoufox,
             timeout=timeout,
         )
         keeper = None

@@ -130,9 +130,12 @@ class BrokerClient:
         idle_timeout: float | None = None,
         context: pb.ContextOptions | None = None,
         labels: Mapping[str, str] | None = None,
+        camoufox: pb.CamoufoxOptions | None = None,
         timeout: float | None = 60.0,
     ) -> Lease:
-        request = req.acquire_request(engine, isolation, ttl, idle_timeout, context, labels)
+        request = req.acquire_request(
+            engine, isolation, ttl, idle_timeout, context, labels, camoufox
+        )
         return Lease(self, LeaseGrant.from_pb(self._call(self.stub.Acquire, request, timeout)))
 
     @contextlib.contextmanager
@@ -145,6 +148,7 @@ class BrokerClient:
         idle_timeout: float | None = None,
         context: pb.ContextOptions | None = None,
         labels: Mapping[str, str] | None = None,
+        camoufox: pb.CamoufoxOptions | None = None,
         timeout: float | None = 60.0,
         keep_alive_every: float | None = None,
     ) -> Iterator[Lease]:
@@ -156,6 +160,7 @@ class BrokerClient:
             idle_timeout=idle_timeout,
             context=context,
             labels=labels,
+            camoufox=camoufox,
             timeout=timeout,
         )
         stop = threading.Event()

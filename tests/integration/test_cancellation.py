@@ -52,10 +52,11 @@ async def test_deadline_stops_browser_work_and_keeps_lease(
     assert latency < STOP_BOUND_S, f"{kind}: pings went on {latency:.3f}s after the deadline"
     lease = chromium_broker.broker.manager.get(lease_id, token)  # still lent, fresh page
     assert lease.released is None
-    again = await chromium_broker.client.stub.Run(
+    again = chromium_broker.client.stub.Run(
         pb.RunRequest(lease_id=lease_id, token=token, steps=[steps.evaluate("location.href")])
-    ).read()
-    assert again.step.json == '"about:blank"'
+    )
+    first = [message async for message in again][0]
+    assert first.step.json == '"about:blank"'
     await chromium_broker.client.stub.Release(pb.ReleaseRequest(lease_id=lease_id, token=token))
 
 

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
@@ -45,7 +44,9 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def jaeger() -> Iterator[dict[str, int]]:
     script = ROOT / "scripts" / "jaeger.sh"
-    built = subprocess.run(["bash", str(script), "build"], capture_output=True, text=True, timeout=1800)
+    built = subprocess.run(
+        ["bash", str(script), "build"], capture_output=True, text=True, timeout=1800
+    )
     require(built.returncode == 0, f"Jaeger could not be built: {built.stderr[-2000:]}")
     ports = {
         "JAEGER_OTLP_GRPC_PORT": free_port(),
@@ -56,7 +57,11 @@ def jaeger() -> Iterator[dict[str, int]]:
     workdir = Path(tempfile.mkdtemp(prefix="jaeger-"))
     env = {**os.environ, **{k: str(v) for k, v in ports.items()}}
     started = subprocess.run(
-        ["bash", str(script), "start", str(workdir)], env=env, capture_output=True, text=True, timeout=120
+        ["bash", str(script), "start", str(workdir)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert started.returncode == 0, started.stderr
     try:
@@ -71,13 +76,19 @@ def query(ports: dict[str, int], path: str, **params: str) -> Any:
         return json.loads(response.read())
 
 
-def find_trace(ports: dict[str, int], lease_id: str, until: Any, timeout_s: float = 30) -> dict[str, Any]:
+def find_trace(
+    ports: dict[str, int], lease_id: str, until: Any, timeout_s: float = 30
+) -> dict[str, Any]:
     """Polls Jaeger for the trace tagged with `lease_id` until `until(trace)` holds."""
     deadline = time.monotonic() + timeout_s
     found: list[dict[str, Any]] = []
     while time.monotonic() < deadline:
         found = query(
-            ports, "/api/traces", service=SERVICE, tags=json.dumps({"lease.id": lease_id}), limit="20"
+            ports,
+            "/api/traces",
+            service=SERVICE,
+            tags=json.dumps({"lease.id": lease_id}),
+            limit="20",
         )["data"]
         if found and until(found[0]):
             return dict(found[0])
@@ -102,7 +113,9 @@ def event_fields(span: dict[str, Any]) -> list[dict[str, Any]]:
     return [{f["key"]: f["value"] for f in log["fields"]} for log in span.get("logs", [])]
 
 
-def test_lease_is_one_trace_joined_to_the_caller(jaeger: dict[str, int], fixture_server: FixtureSite) -> None:
+def test_lease_is_one_trace_joined_to_the_caller(
+    jaeger: dict[str, int], fixture_server: FixtureSite
+) -> None:
     otlp = f"http://127.0.0.1:{jaeger['JAEGER_OTLP_GRPC_PORT']}"
     broker = BrokerProcess(
         env={
@@ -116,7 +129,10 @@ def test_lease_is_one_trace_joined_to_the_caller(jaeger: dict[str, int], fixture
     provider.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(endpoint=otlp, insecure=True)))
     tracer = provider.get_tracer("e2e")
     try:
-        with BrokerClient(broker.address) as client, tracer.start_as_current_span("client work") as mine:
+        with (
+            BrokerClient(broker.address) as client,
+            tracer.start_as_current_span("client work") as mine,
+        ):
             lease = client.acquire(ttl=60)
             lease.run(steps.goto(fixture_server.url("form.html")), steps.text("h1"), timeout=30)
             lease.keep_alive(ttl=60)
@@ -141,7 +157,9 @@ def test_lease_is_one_trace_joined_to_the_caller(jaeger: dict[str, int], fixture
         broker.stop()
         provider.shutdown()
 
-    assert found["traceID"].lstrip("0") == client_trace_id.lstrip("0")  # joined to the caller's trace
+    assert found["traceID"].lstrip("0") == client_trace_id.lstrip(
+        "0"
+    )  # joined to the caller's trace
     lease_span = spans_named(found, "lease")[0]
     lease_tags = tags(lease_span)
     assert lease_tags["lease.id"] == lease.id
@@ -154,7 +172,11 @@ def test_lease_is_one_trace_joined_to_the_caller(jaeger: dict[str, int], fixture
     assert {"keepalive"} <= {e.get("event") for e in event_fields(lease_span)}
 
     runs = spans_named(found, RPC + "Run")
-    assert len(runs) == 2 and spans_named(found, RPC + "Release") and spans_named(found, RPC + "KeepAlive")
+    assert (
+        len(runs) == 2
+        and spans_named(found, RPC + "Release")
+        and spans_named(found, RPC + "KeepAlive")
+    )
     ok_run, cancelled_run = sorted(runs, key=lambda s: s["startTime"])
     steps_of_ok = [s for s in found["spans"] if parent_id(s) == ok_run["spanID"]]
     assert sorted(s["operationName"] for s in steps_of_ok) == ["step get_text", "step goto"]

@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+
 from browserbroker import (
     DeadlineExceededError,
     LeaseEndedError,
     OnCancel,
     steps,
 )
-
 from tests.conftest import BrokerFactory
 from tests.fixture_site import FixtureSite
 from tests.support import InProcessBroker

@@ -154,7 +154,10 @@ class _OnCancelEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_OnCancel.Val
     """The lease ends with RELEASE_REASON_RUN_CANCELLED."""
 
 class OnCancel(_OnCancel, metaclass=_OnCancelEnumTypeWrapper):
-    """What happens to the lease when a Run is cancelled or its deadline passes."""
+    """What happens to the lease when a Run is cancelled or its deadline passes. A Run that was
+    still waiting for an earlier Run on the same lease has touched nothing: the lease is left as
+    it is, whatever this says.
+    """
 
 ON_CANCEL_UNSPECIFIED: OnCancel.ValueType  # 0
 """Same as ON_CANCEL_KEEP_LEASE."""
@@ -182,7 +185,9 @@ class _StepErrorKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_StepErr
     STEP_ERROR_KIND_SELECTOR: _StepErrorKind.ValueType  # 4
     """The selector matched nothing or is invalid."""
     STEP_ERROR_KIND_UNSUPPORTED: _StepErrorKind.ValueType  # 5
-    """The engine does not support this step (e.g. pdf outside Chromium)."""
+    """The engine does not support this step (e.g. pdf on Camoufox or on
+    Playwright's own Firefox build).
+    """
     STEP_ERROR_KIND_BROWSER: _StepErrorKind.ValueType  # 6
     """Any other browser error."""
 
@@ -199,7 +204,9 @@ STEP_ERROR_KIND_NAVIGATION: StepErrorKind.ValueType  # 3
 STEP_ERROR_KIND_SELECTOR: StepErrorKind.ValueType  # 4
 """The selector matched nothing or is invalid."""
 STEP_ERROR_KIND_UNSUPPORTED: StepErrorKind.ValueType  # 5
-"""The engine does not support this step (e.g. pdf outside Chromium)."""
+"""The engine does not support this step (e.g. pdf on Camoufox or on
+Playwright's own Firefox build).
+"""
 STEP_ERROR_KIND_BROWSER: StepErrorKind.ValueType  # 6
 """Any other browser error."""
 Global___StepErrorKind: _TypeAlias = StepErrorKind  # noqa: Y015
@@ -329,6 +336,87 @@ class ContextOptions(_message.Message):
 Global___ContextOptions: _TypeAlias = ContextOptions  # noqa: Y015
 
 @_typing.final
+class CamoufoxOptions(_message.Message):
+    """Options of a Camoufox browser. Camoufox draws a fingerprint for a whole
+    browser process when it launches, so these options need a dedicated
+    browser: a lease that sets them must ask for ENGINE_CAMOUFOX, and gets
+    ISOLATION_BROWSER (ISOLATION_UNSPECIFIED is read as ISOLATION_BROWSER;
+    ISOLATION_CONTEXT is INVALID_ARGUMENT). Every dedicated Camoufox browser
+    gets a fresh fingerprint, with or without these options. Unset fields keep
+    Camoufox's defaults.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OS_FIELD_NUMBER: _builtins.int
+    HUMANIZE_FIELD_NUMBER: _builtins.int
+    HUMANIZE_MAX_FIELD_NUMBER: _builtins.int
+    BLOCK_IMAGES_FIELD_NUMBER: _builtins.int
+    BLOCK_WEBRTC_FIELD_NUMBER: _builtins.int
+    BLOCK_WEBGL_FIELD_NUMBER: _builtins.int
+    GEOIP_FIELD_NUMBER: _builtins.int
+    LOCALES_FIELD_NUMBER: _builtins.int
+    WINDOW_FIELD_NUMBER: _builtins.int
+    humanize: _builtins.bool
+    """Move the cursor along human-like paths before clicks."""
+    block_images: _builtins.bool
+    """Do not load images (saves bandwidth; a detectable trait)."""
+    block_webrtc: _builtins.bool
+    """Disable WebRTC entirely."""
+    block_webgl: _builtins.bool
+    """Disable WebGL (a detectable trait; use only when a site needs it)."""
+    geoip: _builtins.bool
+    """Derive geolocation, timezone, locale and the WebRTC IP from the public IP
+    address, looked up through context.proxy when one is set. Needs network
+    access and the GeoIP database that `camoufox fetch` installs.
+    """
+    @_builtins.property
+    def os(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Operating systems the fingerprint may claim, one picked at random:
+        "windows", "macos" or "linux". Empty means any of the three.
+        """
+
+    @_builtins.property
+    def humanize_max(self) -> _duration_pb2.Duration:
+        """Longest humanized cursor movement, up to 10s; 0 means Camoufox's
+        default (about 1.5s). Only with humanize.
+        """
+
+    @_builtins.property
+    def locales(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """BCP 47 locales, e.g. "de-DE"; the first is used for Intl. At most 8.
+        Empty means derived from geoip, else en-US.
+        """
+
+    @_builtins.property
+    def window(self) -> Global___Viewport:
+        """Outer window size in CSS pixels, 1..10000 each; unset means a size drawn
+        with the fingerprint. (Camoufox leases do not take context.viewport: the
+        page's size follows this window.)
+        """
+
+    def __init__(
+        self,
+        *,
+        os: _abc.Iterable[_builtins.str] | None = ...,
+        humanize: _builtins.bool = ...,
+        humanize_max: _duration_pb2.Duration | None = ...,
+        block_images: _builtins.bool = ...,
+        block_webrtc: _builtins.bool = ...,
+        block_webgl: _builtins.bool = ...,
+        geoip: _builtins.bool = ...,
+        locales: _abc.Iterable[_builtins.str] | None = ...,
+        window: Global___Viewport | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["humanize_max", b"humanize_max", "window", b"window"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["block_images", b"block_images", "block_webgl", b"block_webgl", "block_webrtc", b"block_webrtc", "geoip", b"geoip", "humanize", b"humanize", "humanize_max", b"humanize_max", "locales", b"locales", "os", b"os", "window", b"window"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CamoufoxOptions: _TypeAlias = CamoufoxOptions  # noqa: Y015
+
+@_typing.final
 class AcquireRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -358,6 +446,7 @@ class AcquireRequest(_message.Message):
     IDLE_TIMEOUT_FIELD_NUMBER: _builtins.int
     CONTEXT_FIELD_NUMBER: _builtins.int
     LABELS_FIELD_NUMBER: _builtins.int
+    CAMOUFOX_FIELD_NUMBER: _builtins.int
     engine: Global___Engine.ValueType
     isolation: Global___Isolation.ValueType
     @_builtins.property
@@ -380,6 +469,12 @@ class AcquireRequest(_message.Message):
         1..63 chars, values up to 256 chars).
         """
 
+    @_builtins.property
+    def camoufox(self) -> Global___CamoufoxOptions:
+        """Camoufox launch options; only with ENGINE_CAMOUFOX, and they imply
+        ISOLATION_BROWSER (see CamoufoxOptions).
+        """
+
     def __init__(
         self,
         *,
@@ -389,10 +484,11 @@ class AcquireRequest(_message.Message):
         idle_timeout: _duration_pb2.Duration | None = ...,
         context: Global___ContextOptions | None = ...,
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        camoufox: Global___CamoufoxOptions | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["context", b"context", "idle_timeout", b"idle_timeout", "ttl", b"ttl"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["camoufox", b"camoufox", "context", b"context", "idle_timeout", b"idle_timeout", "ttl", b"ttl"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["context", b"context", "engine", b"engine", "idle_timeout", b"idle_timeout", "isolation", b"isolation", "labels", b"labels", "ttl", b"ttl"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["camoufox", b"camoufox", "context", b"context", "engine", b"engine", "idle_timeout", b"idle_timeout", "isolation", b"isolation", "labels", b"labels", "ttl", b"ttl"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -232,7 +232,9 @@ func (ReleaseReason) EnumDescriptor() ([]byte, []int) {
 	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{2}
 }
 
-// What happens to the lease when a Run is cancelled or its deadline passes.
+// What happens to the lease when a Run is cancelled or its deadline passes. A Run that was
+// still waiting for an earlier Run on the same lease has touched nothing: the lease is left as
+// it is, whatever this says.
 type OnCancel int32
 
 const (
@@ -299,7 +301,8 @@ const (
 	StepErrorKind_STEP_ERROR_KIND_NAVIGATION StepErrorKind = 3
 	// The selector matched nothing or is invalid.
 	StepErrorKind_STEP_ERROR_KIND_SELECTOR StepErrorKind = 4
-	// The engine does not support this step (e.g. pdf outside Chromium).
+	// The engine does not support this step (e.g. pdf on Camoufox or on
+	// Playwright's own Firefox build).
 	StepErrorKind_STEP_ERROR_KIND_UNSUPPORTED StepErrorKind = 5
 	// Any other browser error.
 	StepErrorKind_STEP_ERROR_KIND_BROWSER StepErrorKind = 6
@@ -582,6 +585,137 @@ func (x *ContextOptions) GetJavaScriptDisabled() bool {
 	return false
 }
 
+// Options of a Camoufox browser. Camoufox draws a fingerprint for a whole
+// browser process when it launches, so these options need a dedicated
+// browser: a lease that sets them must ask for ENGINE_CAMOUFOX, and gets
+// ISOLATION_BROWSER (ISOLATION_UNSPECIFIED is read as ISOLATION_BROWSER;
+// ISOLATION_CONTEXT is INVALID_ARGUMENT). Every dedicated Camoufox browser
+// gets a fresh fingerprint, with or without these options. Unset fields keep
+// Camoufox's defaults.
+type CamoufoxOptions struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Operating systems the fingerprint may claim, one picked at random:
+	// "windows", "macos" or "linux". Empty means any of the three.
+	Os []string `protobuf:"bytes,1,rep,name=os,proto3" json:"os,omitempty"`
+	// Move the cursor along human-like paths before clicks.
+	Humanize bool `protobuf:"varint,2,opt,name=humanize,proto3" json:"humanize,omitempty"`
+	// Longest humanized cursor movement, up to 10s; 0 means Camoufox's
+	// default (about 1.5s). Only with humanize.
+	HumanizeMax *durationpb.Duration `protobuf:"bytes,3,opt,name=humanize_max,json=humanizeMax,proto3" json:"humanize_max,omitempty"`
+	// Do not load images (saves bandwidth; a detectable trait).
+	BlockImages bool `protobuf:"varint,4,opt,name=block_images,json=blockImages,proto3" json:"block_images,omitempty"`
+	// Disable WebRTC entirely.
+	BlockWebrtc bool `protobuf:"varint,5,opt,name=block_webrtc,json=blockWebrtc,proto3" json:"block_webrtc,omitempty"`
+	// Disable WebGL (a detectable trait; use only when a site needs it).
+	BlockWebgl bool `protobuf:"varint,6,opt,name=block_webgl,json=blockWebgl,proto3" json:"block_webgl,omitempty"`
+	// Derive geolocation, timezone, locale and the WebRTC IP from the public IP
+	// address, looked up through context.proxy when one is set. Needs network
+	// access and the GeoIP database that `camoufox fetch` installs.
+	Geoip bool `protobuf:"varint,7,opt,name=geoip,proto3" json:"geoip,omitempty"`
+	// BCP 47 locales, e.g. "de-DE"; the first is used for Intl. At most 8.
+	// Empty means derived from geoip, else en-US.
+	Locales []string `protobuf:"bytes,8,rep,name=locales,proto3" json:"locales,omitempty"`
+	// Outer window size in CSS pixels, 1..10000 each; unset means a size drawn
+	// with the fingerprint. (Camoufox leases do not take context.viewport: the
+	// page's size follows this window.)
+	Window        *Viewport `protobuf:"bytes,9,opt,name=window,proto3" json:"window,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CamoufoxOptions) Reset() {
+	*x = CamoufoxOptions{}
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CamoufoxOptions) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CamoufoxOptions) ProtoMessage() {}
+
+func (x *CamoufoxOptions) ProtoReflect() protoreflect.Message {
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CamoufoxOptions.ProtoReflect.Descriptor instead.
+func (*CamoufoxOptions) Descriptor() ([]byte, []int) {
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *CamoufoxOptions) GetOs() []string {
+	if x != nil {
+		return x.Os
+	}
+	return nil
+}
+
+func (x *CamoufoxOptions) GetHumanize() bool {
+	if x != nil {
+		return x.Humanize
+	}
+	return false
+}
+
+func (x *CamoufoxOptions) GetHumanizeMax() *durationpb.Duration {
+	if x != nil {
+		return x.HumanizeMax
+	}
+	return nil
+}
+
+func (x *CamoufoxOptions) GetBlockImages() bool {
+	if x != nil {
+		return x.BlockImages
+	}
+	return false
+}
+
+func (x *CamoufoxOptions) GetBlockWebrtc() bool {
+	if x != nil {
+		return x.BlockWebrtc
+	}
+	return false
+}
+
+func (x *CamoufoxOptions) GetBlockWebgl() bool {
+	if x != nil {
+		return x.BlockWebgl
+	}
+	return false
+}
+
+func (x *CamoufoxOptions) GetGeoip() bool {
+	if x != nil {
+		return x.Geoip
+	}
+	return false
+}
+
+func (x *CamoufoxOptions) GetLocales() []string {
+	if x != nil {
+		return x.Locales
+	}
+	return nil
+}
+
+func (x *CamoufoxOptions) GetWindow() *Viewport {
+	if x != nil {
+		return x.Window
+	}
+	return nil
+}
+
 type AcquireRequest struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	Engine    Engine                 `protobuf:"varint,1,opt,name=engine,proto3,enum=browserbroker.v1.Engine" json:"engine,omitempty"`
@@ -595,14 +729,17 @@ type AcquireRequest struct {
 	Context     *ContextOptions      `protobuf:"bytes,5,opt,name=context,proto3" json:"context,omitempty"`
 	// Free-form labels echoed in GetStatus and telemetry (at most 16; keys
 	// 1..63 chars, values up to 256 chars).
-	Labels        map[string]string `protobuf:"bytes,6,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Labels map[string]string `protobuf:"bytes,6,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Camoufox launch options; only with ENGINE_CAMOUFOX, and they imply
+	// ISOLATION_BROWSER (see CamoufoxOptions).
+	Camoufox      *CamoufoxOptions `protobuf:"bytes,7,opt,name=camoufox,proto3" json:"camoufox,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *AcquireRequest) Reset() {
 	*x = AcquireRequest{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[3]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -614,7 +751,7 @@ func (x *AcquireRequest) String() string {
 func (*AcquireRequest) ProtoMessage() {}
 
 func (x *AcquireRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[3]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -627,7 +764,7 @@ func (x *AcquireRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AcquireRequest.ProtoReflect.Descriptor instead.
 func (*AcquireRequest) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{3}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *AcquireRequest) GetEngine() Engine {
@@ -672,6 +809,13 @@ func (x *AcquireRequest) GetLabels() map[string]string {
 	return nil
 }
 
+func (x *AcquireRequest) GetCamoufox() *CamoufoxOptions {
+	if x != nil {
+		return x.Camoufox
+	}
+	return nil
+}
+
 type AcquireResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Opaque, unguessable lease id.
@@ -694,7 +838,7 @@ type AcquireResponse struct {
 
 func (x *AcquireResponse) Reset() {
 	*x = AcquireResponse{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[4]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -706,7 +850,7 @@ func (x *AcquireResponse) String() string {
 func (*AcquireResponse) ProtoMessage() {}
 
 func (x *AcquireResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[4]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -719,7 +863,7 @@ func (x *AcquireResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AcquireResponse.ProtoReflect.Descriptor instead.
 func (*AcquireResponse) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{4}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *AcquireResponse) GetLeaseId() string {
@@ -797,7 +941,7 @@ type Goto struct {
 
 func (x *Goto) Reset() {
 	*x = Goto{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[5]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -809,7 +953,7 @@ func (x *Goto) String() string {
 func (*Goto) ProtoMessage() {}
 
 func (x *Goto) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[5]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -822,7 +966,7 @@ func (x *Goto) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Goto.ProtoReflect.Descriptor instead.
 func (*Goto) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{5}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Goto) GetUrl() string {
@@ -848,7 +992,7 @@ type Click struct {
 
 func (x *Click) Reset() {
 	*x = Click{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[6]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -860,7 +1004,7 @@ func (x *Click) String() string {
 func (*Click) ProtoMessage() {}
 
 func (x *Click) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[6]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -873,7 +1017,7 @@ func (x *Click) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Click.ProtoReflect.Descriptor instead.
 func (*Click) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{6}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Click) GetSelector() string {
@@ -893,7 +1037,7 @@ type Fill struct {
 
 func (x *Fill) Reset() {
 	*x = Fill{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[7]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -905,7 +1049,7 @@ func (x *Fill) String() string {
 func (*Fill) ProtoMessage() {}
 
 func (x *Fill) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[7]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -918,7 +1062,7 @@ func (x *Fill) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Fill.ProtoReflect.Descriptor instead.
 func (*Fill) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{7}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Fill) GetSelector() string {
@@ -946,7 +1090,7 @@ type Press struct {
 
 func (x *Press) Reset() {
 	*x = Press{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[8]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -958,7 +1102,7 @@ func (x *Press) String() string {
 func (*Press) ProtoMessage() {}
 
 func (x *Press) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[8]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -971,7 +1115,7 @@ func (x *Press) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Press.ProtoReflect.Descriptor instead.
 func (*Press) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{8}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Press) GetSelector() string {
@@ -999,7 +1143,7 @@ type WaitForSelector struct {
 
 func (x *WaitForSelector) Reset() {
 	*x = WaitForSelector{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[9]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1011,7 +1155,7 @@ func (x *WaitForSelector) String() string {
 func (*WaitForSelector) ProtoMessage() {}
 
 func (x *WaitForSelector) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[9]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1024,7 +1168,7 @@ func (x *WaitForSelector) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitForSelector.ProtoReflect.Descriptor instead.
 func (*WaitForSelector) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{9}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *WaitForSelector) GetSelector() string {
@@ -1051,7 +1195,7 @@ type WaitForLoadState struct {
 
 func (x *WaitForLoadState) Reset() {
 	*x = WaitForLoadState{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[10]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1063,7 +1207,7 @@ func (x *WaitForLoadState) String() string {
 func (*WaitForLoadState) ProtoMessage() {}
 
 func (x *WaitForLoadState) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[10]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1076,7 +1220,7 @@ func (x *WaitForLoadState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitForLoadState.ProtoReflect.Descriptor instead.
 func (*WaitForLoadState) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{10}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *WaitForLoadState) GetState() string {
@@ -1100,7 +1244,7 @@ type Evaluate struct {
 
 func (x *Evaluate) Reset() {
 	*x = Evaluate{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[11]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1112,7 +1256,7 @@ func (x *Evaluate) String() string {
 func (*Evaluate) ProtoMessage() {}
 
 func (x *Evaluate) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[11]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1125,7 +1269,7 @@ func (x *Evaluate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Evaluate.ProtoReflect.Descriptor instead.
 func (*Evaluate) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{11}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Evaluate) GetExpression() string {
@@ -1150,7 +1294,7 @@ type GetContent struct {
 
 func (x *GetContent) Reset() {
 	*x = GetContent{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[12]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1162,7 +1306,7 @@ func (x *GetContent) String() string {
 func (*GetContent) ProtoMessage() {}
 
 func (x *GetContent) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[12]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1175,7 +1319,7 @@ func (x *GetContent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetContent.ProtoReflect.Descriptor instead.
 func (*GetContent) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{12}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{13}
 }
 
 type GetText struct {
@@ -1187,7 +1331,7 @@ type GetText struct {
 
 func (x *GetText) Reset() {
 	*x = GetText{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[13]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1199,7 +1343,7 @@ func (x *GetText) String() string {
 func (*GetText) ProtoMessage() {}
 
 func (x *GetText) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[13]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1212,7 +1356,7 @@ func (x *GetText) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetText.ProtoReflect.Descriptor instead.
 func (*GetText) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{13}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *GetText) GetSelector() string {
@@ -1232,7 +1376,7 @@ type GetAttribute struct {
 
 func (x *GetAttribute) Reset() {
 	*x = GetAttribute{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[14]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1244,7 +1388,7 @@ func (x *GetAttribute) String() string {
 func (*GetAttribute) ProtoMessage() {}
 
 func (x *GetAttribute) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[14]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1257,7 +1401,7 @@ func (x *GetAttribute) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAttribute.ProtoReflect.Descriptor instead.
 func (*GetAttribute) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{14}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *GetAttribute) GetSelector() string {
@@ -1283,7 +1427,7 @@ type Screenshot struct {
 
 func (x *Screenshot) Reset() {
 	*x = Screenshot{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[15]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1295,7 +1439,7 @@ func (x *Screenshot) String() string {
 func (*Screenshot) ProtoMessage() {}
 
 func (x *Screenshot) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[15]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1308,7 +1452,7 @@ func (x *Screenshot) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Screenshot.ProtoReflect.Descriptor instead.
 func (*Screenshot) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{15}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Screenshot) GetFullPage() bool {
@@ -1326,7 +1470,7 @@ type Pdf struct {
 
 func (x *Pdf) Reset() {
 	*x = Pdf{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[16]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1338,7 +1482,7 @@ func (x *Pdf) String() string {
 func (*Pdf) ProtoMessage() {}
 
 func (x *Pdf) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[16]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1351,7 +1495,7 @@ func (x *Pdf) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Pdf.ProtoReflect.Descriptor instead.
 func (*Pdf) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{16}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{17}
 }
 
 // One browser step. Exactly one action must be set.
@@ -1381,7 +1525,7 @@ type Step struct {
 
 func (x *Step) Reset() {
 	*x = Step{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[17]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1393,7 +1537,7 @@ func (x *Step) String() string {
 func (*Step) ProtoMessage() {}
 
 func (x *Step) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[17]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1406,7 +1550,7 @@ func (x *Step) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Step.ProtoReflect.Descriptor instead.
 func (*Step) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{17}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Step) GetAction() isStep_Action {
@@ -1622,7 +1766,7 @@ type RunRequest struct {
 
 func (x *RunRequest) Reset() {
 	*x = RunRequest{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[18]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1634,7 +1778,7 @@ func (x *RunRequest) String() string {
 func (*RunRequest) ProtoMessage() {}
 
 func (x *RunRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[18]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1647,7 +1791,7 @@ func (x *RunRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunRequest.ProtoReflect.Descriptor instead.
 func (*RunRequest) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{18}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *RunRequest) GetLeaseId() string {
@@ -1695,7 +1839,7 @@ type StepError struct {
 
 func (x *StepError) Reset() {
 	*x = StepError{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[19]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1707,7 +1851,7 @@ func (x *StepError) String() string {
 func (*StepError) ProtoMessage() {}
 
 func (x *StepError) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[19]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1720,7 +1864,7 @@ func (x *StepError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StepError.ProtoReflect.Descriptor instead.
 func (*StepError) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{19}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *StepError) GetKind() StepErrorKind {
@@ -1764,7 +1908,7 @@ type StepResult struct {
 
 func (x *StepResult) Reset() {
 	*x = StepResult{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[20]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1776,7 +1920,7 @@ func (x *StepResult) String() string {
 func (*StepResult) ProtoMessage() {}
 
 func (x *StepResult) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[20]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1789,7 +1933,7 @@ func (x *StepResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StepResult.ProtoReflect.Descriptor instead.
 func (*StepResult) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{20}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *StepResult) GetIndex() uint32 {
@@ -1880,7 +2024,7 @@ type RunResponse struct {
 
 func (x *RunResponse) Reset() {
 	*x = RunResponse{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[21]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1892,7 +2036,7 @@ func (x *RunResponse) String() string {
 func (*RunResponse) ProtoMessage() {}
 
 func (x *RunResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[21]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1905,7 +2049,7 @@ func (x *RunResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunResponse.ProtoReflect.Descriptor instead.
 func (*RunResponse) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{21}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *RunResponse) GetStep() *StepResult {
@@ -1927,7 +2071,7 @@ type KeepAliveRequest struct {
 
 func (x *KeepAliveRequest) Reset() {
 	*x = KeepAliveRequest{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[22]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1939,7 +2083,7 @@ func (x *KeepAliveRequest) String() string {
 func (*KeepAliveRequest) ProtoMessage() {}
 
 func (x *KeepAliveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[22]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1952,7 +2096,7 @@ func (x *KeepAliveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeepAliveRequest.ProtoReflect.Descriptor instead.
 func (*KeepAliveRequest) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{22}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *KeepAliveRequest) GetLeaseId() string {
@@ -1985,7 +2129,7 @@ type KeepAliveResponse struct {
 
 func (x *KeepAliveResponse) Reset() {
 	*x = KeepAliveResponse{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[23]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1997,7 +2141,7 @@ func (x *KeepAliveResponse) String() string {
 func (*KeepAliveResponse) ProtoMessage() {}
 
 func (x *KeepAliveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[23]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2010,7 +2154,7 @@ func (x *KeepAliveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeepAliveResponse.ProtoReflect.Descriptor instead.
 func (*KeepAliveResponse) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{23}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *KeepAliveResponse) GetExpiresAt() *timestamppb.Timestamp {
@@ -2030,7 +2174,7 @@ type ReleaseRequest struct {
 
 func (x *ReleaseRequest) Reset() {
 	*x = ReleaseRequest{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[24]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2042,7 +2186,7 @@ func (x *ReleaseRequest) String() string {
 func (*ReleaseRequest) ProtoMessage() {}
 
 func (x *ReleaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[24]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2055,7 +2199,7 @@ func (x *ReleaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseRequest.ProtoReflect.Descriptor instead.
 func (*ReleaseRequest) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{24}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ReleaseRequest) GetLeaseId() string {
@@ -2085,7 +2229,7 @@ type ReleaseResponse struct {
 
 func (x *ReleaseResponse) Reset() {
 	*x = ReleaseResponse{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[25]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2097,7 +2241,7 @@ func (x *ReleaseResponse) String() string {
 func (*ReleaseResponse) ProtoMessage() {}
 
 func (x *ReleaseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[25]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2110,7 +2254,7 @@ func (x *ReleaseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseResponse.ProtoReflect.Descriptor instead.
 func (*ReleaseResponse) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{25}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ReleaseResponse) GetReleasedNow() bool {
@@ -2142,7 +2286,7 @@ type GetStatusRequest struct {
 
 func (x *GetStatusRequest) Reset() {
 	*x = GetStatusRequest{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[26]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2154,7 +2298,7 @@ func (x *GetStatusRequest) String() string {
 func (*GetStatusRequest) ProtoMessage() {}
 
 func (x *GetStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[26]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2167,7 +2311,7 @@ func (x *GetStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetStatusRequest) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{26}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{27}
 }
 
 type EngineStatus struct {
@@ -2186,7 +2330,7 @@ type EngineStatus struct {
 
 func (x *EngineStatus) Reset() {
 	*x = EngineStatus{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[27]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2198,7 +2342,7 @@ func (x *EngineStatus) String() string {
 func (*EngineStatus) ProtoMessage() {}
 
 func (x *EngineStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[27]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2211,7 +2355,7 @@ func (x *EngineStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EngineStatus.ProtoReflect.Descriptor instead.
 func (*EngineStatus) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{27}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *EngineStatus) GetEngine() Engine {
@@ -2274,7 +2418,7 @@ type GetStatusResponse struct {
 
 func (x *GetStatusResponse) Reset() {
 	*x = GetStatusResponse{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[28]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2286,7 +2430,7 @@ func (x *GetStatusResponse) String() string {
 func (*GetStatusResponse) ProtoMessage() {}
 
 func (x *GetStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[28]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2299,7 +2443,7 @@ func (x *GetStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatusResponse.ProtoReflect.Descriptor instead.
 func (*GetStatusResponse) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{28}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *GetStatusResponse) GetCapacity() uint32 {
@@ -2391,14 +2535,26 @@ const file_browserbroker_v1_broker_proto_rawDesc = "" +
 	"\x14java_script_disabled\x18\b \x01(\bR\x12javaScriptDisabled\x1aC\n" +
 	"\x15ExtraHttpHeadersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xa5\x03\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xc6\x02\n" +
+	"\x0fCamoufoxOptions\x12\x0e\n" +
+	"\x02os\x18\x01 \x03(\tR\x02os\x12\x1a\n" +
+	"\bhumanize\x18\x02 \x01(\bR\bhumanize\x12<\n" +
+	"\fhumanize_max\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\vhumanizeMax\x12!\n" +
+	"\fblock_images\x18\x04 \x01(\bR\vblockImages\x12!\n" +
+	"\fblock_webrtc\x18\x05 \x01(\bR\vblockWebrtc\x12\x1f\n" +
+	"\vblock_webgl\x18\x06 \x01(\bR\n" +
+	"blockWebgl\x12\x14\n" +
+	"\x05geoip\x18\a \x01(\bR\x05geoip\x12\x18\n" +
+	"\alocales\x18\b \x03(\tR\alocales\x122\n" +
+	"\x06window\x18\t \x01(\v2\x1a.browserbroker.v1.ViewportR\x06window\"\xe4\x03\n" +
 	"\x0eAcquireRequest\x120\n" +
 	"\x06engine\x18\x01 \x01(\x0e2\x18.browserbroker.v1.EngineR\x06engine\x129\n" +
 	"\tisolation\x18\x02 \x01(\x0e2\x1b.browserbroker.v1.IsolationR\tisolation\x12+\n" +
 	"\x03ttl\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\x12<\n" +
 	"\fidle_timeout\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\vidleTimeout\x12:\n" +
 	"\acontext\x18\x05 \x01(\v2 .browserbroker.v1.ContextOptionsR\acontext\x12D\n" +
-	"\x06labels\x18\x06 \x03(\v2,.browserbroker.v1.AcquireRequest.LabelsEntryR\x06labels\x1a9\n" +
+	"\x06labels\x18\x06 \x03(\v2,.browserbroker.v1.AcquireRequest.LabelsEntryR\x06labels\x12=\n" +
+	"\bcamoufox\x18\a \x01(\v2!.browserbroker.v1.CamoufoxOptionsR\bcamoufox\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xa3\x03\n" +
@@ -2579,7 +2735,7 @@ func file_browserbroker_v1_broker_proto_rawDescGZIP() []byte {
 }
 
 var file_browserbroker_v1_broker_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_browserbroker_v1_broker_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
+var file_browserbroker_v1_broker_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
 var file_browserbroker_v1_broker_proto_goTypes = []any{
 	(Engine)(0),                   // 0: browserbroker.v1.Engine
 	(Isolation)(0),                // 1: browserbroker.v1.Isolation
@@ -2589,94 +2745,98 @@ var file_browserbroker_v1_broker_proto_goTypes = []any{
 	(*Viewport)(nil),              // 5: browserbroker.v1.Viewport
 	(*Proxy)(nil),                 // 6: browserbroker.v1.Proxy
 	(*ContextOptions)(nil),        // 7: browserbroker.v1.ContextOptions
-	(*AcquireRequest)(nil),        // 8: browserbroker.v1.AcquireRequest
-	(*AcquireResponse)(nil),       // 9: browserbroker.v1.AcquireResponse
-	(*Goto)(nil),                  // 10: browserbroker.v1.Goto
-	(*Click)(nil),                 // 11: browserbroker.v1.Click
-	(*Fill)(nil),                  // 12: browserbroker.v1.Fill
-	(*Press)(nil),                 // 13: browserbroker.v1.Press
-	(*WaitForSelector)(nil),       // 14: browserbroker.v1.WaitForSelector
-	(*WaitForLoadState)(nil),      // 15: browserbroker.v1.WaitForLoadState
-	(*Evaluate)(nil),              // 16: browserbroker.v1.Evaluate
-	(*GetContent)(nil),            // 17: browserbroker.v1.GetContent
-	(*GetText)(nil),               // 18: browserbroker.v1.GetText
-	(*GetAttribute)(nil),          // 19: browserbroker.v1.GetAttribute
-	(*Screenshot)(nil),            // 20: browserbroker.v1.Screenshot
-	(*Pdf)(nil),                   // 21: browserbroker.v1.Pdf
-	(*Step)(nil),                  // 22: browserbroker.v1.Step
-	(*RunRequest)(nil),            // 23: browserbroker.v1.RunRequest
-	(*StepError)(nil),             // 24: browserbroker.v1.StepError
-	(*StepResult)(nil),            // 25: browserbroker.v1.StepResult
-	(*RunResponse)(nil),           // 26: browserbroker.v1.RunResponse
-	(*KeepAliveRequest)(nil),      // 27: browserbroker.v1.KeepAliveRequest
-	(*KeepAliveResponse)(nil),     // 28: browserbroker.v1.KeepAliveResponse
-	(*ReleaseRequest)(nil),        // 29: browserbroker.v1.ReleaseRequest
-	(*ReleaseResponse)(nil),       // 30: browserbroker.v1.ReleaseResponse
-	(*GetStatusRequest)(nil),      // 31: browserbroker.v1.GetStatusRequest
-	(*EngineStatus)(nil),          // 32: browserbroker.v1.EngineStatus
-	(*GetStatusResponse)(nil),     // 33: browserbroker.v1.GetStatusResponse
-	nil,                           // 34: browserbroker.v1.ContextOptions.ExtraHttpHeadersEntry
-	nil,                           // 35: browserbroker.v1.AcquireRequest.LabelsEntry
-	(*durationpb.Duration)(nil),   // 36: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 37: google.protobuf.Timestamp
+	(*CamoufoxOptions)(nil),       // 8: browserbroker.v1.CamoufoxOptions
+	(*AcquireRequest)(nil),        // 9: browserbroker.v1.AcquireRequest
+	(*AcquireResponse)(nil),       // 10: browserbroker.v1.AcquireResponse
+	(*Goto)(nil),                  // 11: browserbroker.v1.Goto
+	(*Click)(nil),                 // 12: browserbroker.v1.Click
+	(*Fill)(nil),                  // 13: browserbroker.v1.Fill
+	(*Press)(nil),                 // 14: browserbroker.v1.Press
+	(*WaitForSelector)(nil),       // 15: browserbroker.v1.WaitForSelector
+	(*WaitForLoadState)(nil),      // 16: browserbroker.v1.WaitForLoadState
+	(*Evaluate)(nil),              // 17: browserbroker.v1.Evaluate
+	(*GetContent)(nil),            // 18: browserbroker.v1.GetContent
+	(*GetText)(nil),               // 19: browserbroker.v1.GetText
+	(*GetAttribute)(nil),          // 20: browserbroker.v1.GetAttribute
+	(*Screenshot)(nil),            // 21: browserbroker.v1.Screenshot
+	(*Pdf)(nil),                   // 22: browserbroker.v1.Pdf
+	(*Step)(nil),                  // 23: browserbroker.v1.Step
+	(*RunRequest)(nil),            // 24: browserbroker.v1.RunRequest
+	(*StepError)(nil),             // 25: browserbroker.v1.StepError
+	(*StepResult)(nil),            // 26: browserbroker.v1.StepResult
+	(*RunResponse)(nil),           // 27: browserbroker.v1.RunResponse
+	(*KeepAliveRequest)(nil),      // 28: browserbroker.v1.KeepAliveRequest
+	(*KeepAliveResponse)(nil),     // 29: browserbroker.v1.KeepAliveResponse
+	(*ReleaseRequest)(nil),        // 30: browserbroker.v1.ReleaseRequest
+	(*ReleaseResponse)(nil),       // 31: browserbroker.v1.ReleaseResponse
+	(*GetStatusRequest)(nil),      // 32: browserbroker.v1.GetStatusRequest
+	(*EngineStatus)(nil),          // 33: browserbroker.v1.EngineStatus
+	(*GetStatusResponse)(nil),     // 34: browserbroker.v1.GetStatusResponse
+	nil,                           // 35: browserbroker.v1.ContextOptions.ExtraHttpHeadersEntry
+	nil,                           // 36: browserbroker.v1.AcquireRequest.LabelsEntry
+	(*durationpb.Duration)(nil),   // 37: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 38: google.protobuf.Timestamp
 }
 var file_browserbroker_v1_broker_proto_depIdxs = []int32{
 	5,  // 0: browserbroker.v1.ContextOptions.viewport:type_name -> browserbroker.v1.Viewport
-	34, // 1: browserbroker.v1.ContextOptions.extra_http_headers:type_name -> browserbroker.v1.ContextOptions.ExtraHttpHeadersEntry
+	35, // 1: browserbroker.v1.ContextOptions.extra_http_headers:type_name -> browserbroker.v1.ContextOptions.ExtraHttpHeadersEntry
 	6,  // 2: browserbroker.v1.ContextOptions.proxy:type_name -> browserbroker.v1.Proxy
-	0,  // 3: browserbroker.v1.AcquireRequest.engine:type_name -> browserbroker.v1.Engine
-	1,  // 4: browserbroker.v1.AcquireRequest.isolation:type_name -> browserbroker.v1.Isolation
-	36, // 5: browserbroker.v1.AcquireRequest.ttl:type_name -> google.protobuf.Duration
-	36, // 6: browserbroker.v1.AcquireRequest.idle_timeout:type_name -> google.protobuf.Duration
-	7,  // 7: browserbroker.v1.AcquireRequest.context:type_name -> browserbroker.v1.ContextOptions
-	35, // 8: browserbroker.v1.AcquireRequest.labels:type_name -> browserbroker.v1.AcquireRequest.LabelsEntry
-	37, // 9: browserbroker.v1.AcquireResponse.expires_at:type_name -> google.protobuf.Timestamp
-	0,  // 10: browserbroker.v1.AcquireResponse.engine:type_name -> browserbroker.v1.Engine
-	1,  // 11: browserbroker.v1.AcquireResponse.isolation:type_name -> browserbroker.v1.Isolation
-	36, // 12: browserbroker.v1.AcquireResponse.ttl:type_name -> google.protobuf.Duration
-	36, // 13: browserbroker.v1.AcquireResponse.idle_timeout:type_name -> google.protobuf.Duration
-	36, // 14: browserbroker.v1.AcquireResponse.queue_wait:type_name -> google.protobuf.Duration
-	10, // 15: browserbroker.v1.Step.goto:type_name -> browserbroker.v1.Goto
-	11, // 16: browserbroker.v1.Step.click:type_name -> browserbroker.v1.Click
-	12, // 17: browserbroker.v1.Step.fill:type_name -> browserbroker.v1.Fill
-	13, // 18: browserbroker.v1.Step.press:type_name -> browserbroker.v1.Press
-	14, // 19: browserbroker.v1.Step.wait_for_selector:type_name -> browserbroker.v1.WaitForSelector
-	15, // 20: browserbroker.v1.Step.wait_for_load_state:type_name -> browserbroker.v1.WaitForLoadState
-	16, // 21: browserbroker.v1.Step.evaluate:type_name -> browserbroker.v1.Evaluate
-	17, // 22: browserbroker.v1.Step.get_content:type_name -> browserbroker.v1.GetContent
-	18, // 23: browserbroker.v1.Step.get_text:type_name -> browserbroker.v1.GetText
-	19, // 24: browserbroker.v1.Step.get_attribute:type_name -> browserbroker.v1.GetAttribute
-	20, // 25: browserbroker.v1.Step.screenshot:type_name -> browserbroker.v1.Screenshot
-	21, // 26: browserbroker.v1.Step.pdf:type_name -> browserbroker.v1.Pdf
-	36, // 27: browserbroker.v1.Step.timeout:type_name -> google.protobuf.Duration
-	22, // 28: browserbroker.v1.RunRequest.steps:type_name -> browserbroker.v1.Step
-	3,  // 29: browserbroker.v1.RunRequest.on_cancel:type_name -> browserbroker.v1.OnCancel
-	4,  // 30: browserbroker.v1.StepError.kind:type_name -> browserbroker.v1.StepErrorKind
-	24, // 31: browserbroker.v1.StepResult.error:type_name -> browserbroker.v1.StepError
-	36, // 32: browserbroker.v1.StepResult.duration:type_name -> google.protobuf.Duration
-	25, // 33: browserbroker.v1.RunResponse.step:type_name -> browserbroker.v1.StepResult
-	36, // 34: browserbroker.v1.KeepAliveRequest.ttl:type_name -> google.protobuf.Duration
-	37, // 35: browserbroker.v1.KeepAliveResponse.expires_at:type_name -> google.protobuf.Timestamp
-	2,  // 36: browserbroker.v1.ReleaseResponse.reason:type_name -> browserbroker.v1.ReleaseReason
-	37, // 37: browserbroker.v1.ReleaseResponse.released_at:type_name -> google.protobuf.Timestamp
-	0,  // 38: browserbroker.v1.EngineStatus.engine:type_name -> browserbroker.v1.Engine
-	32, // 39: browserbroker.v1.GetStatusResponse.engines:type_name -> browserbroker.v1.EngineStatus
-	0,  // 40: browserbroker.v1.GetStatusResponse.default_engine:type_name -> browserbroker.v1.Engine
-	8,  // 41: browserbroker.v1.BrowserBrokerService.Acquire:input_type -> browserbroker.v1.AcquireRequest
-	23, // 42: browserbroker.v1.BrowserBrokerService.Run:input_type -> browserbroker.v1.RunRequest
-	27, // 43: browserbroker.v1.BrowserBrokerService.KeepAlive:input_type -> browserbroker.v1.KeepAliveRequest
-	29, // 44: browserbroker.v1.BrowserBrokerService.Release:input_type -> browserbroker.v1.ReleaseRequest
-	31, // 45: browserbroker.v1.BrowserBrokerService.GetStatus:input_type -> browserbroker.v1.GetStatusRequest
-	9,  // 46: browserbroker.v1.BrowserBrokerService.Acquire:output_type -> browserbroker.v1.AcquireResponse
-	26, // 47: browserbroker.v1.BrowserBrokerService.Run:output_type -> browserbroker.v1.RunResponse
-	28, // 48: browserbroker.v1.BrowserBrokerService.KeepAlive:output_type -> browserbroker.v1.KeepAliveResponse
-	30, // 49: browserbroker.v1.BrowserBrokerService.Release:output_type -> browserbroker.v1.ReleaseResponse
-	33, // 50: browserbroker.v1.BrowserBrokerService.GetStatus:output_type -> browserbroker.v1.GetStatusResponse
-	46, // [46:51] is the sub-list for method output_type
-	41, // [41:46] is the sub-list for method input_type
-	41, // [41:41] is the sub-list for extension type_name
-	41, // [41:41] is the sub-list for extension extendee
-	0,  // [0:41] is the sub-list for field type_name
+	37, // 3: browserbroker.v1.CamoufoxOptions.humanize_max:type_name -> google.protobuf.Duration
+	5,  // 4: browserbroker.v1.CamoufoxOptions.window:type_name -> browserbroker.v1.Viewport
+	0,  // 5: browserbroker.v1.AcquireRequest.engine:type_name -> browserbroker.v1.Engine
+	1,  // 6: browserbroker.v1.AcquireRequest.isolation:type_name -> browserbroker.v1.Isolation
+	37, // 7: browserbroker.v1.AcquireRequest.ttl:type_name -> google.protobuf.Duration
+	37, // 8: browserbroker.v1.AcquireRequest.idle_timeout:type_name -> google.protobuf.Duration
+	7,  // 9: browserbroker.v1.AcquireRequest.context:type_name -> browserbroker.v1.ContextOptions
+	36, // 10: browserbroker.v1.AcquireRequest.labels:type_name -> browserbroker.v1.AcquireRequest.LabelsEntry
+	8,  // 11: browserbroker.v1.AcquireRequest.camoufox:type_name -> browserbroker.v1.CamoufoxOptions
+	38, // 12: browserbroker.v1.AcquireResponse.expires_at:type_name -> google.protobuf.Timestamp
+	0,  // 13: browserbroker.v1.AcquireResponse.engine:type_name -> browserbroker.v1.Engine
+	1,  // 14: browserbroker.v1.AcquireResponse.isolation:type_name -> browserbroker.v1.Isolation
+	37, // 15: browserbroker.v1.AcquireResponse.ttl:type_name -> google.protobuf.Duration
+	37, // 16: browserbroker.v1.AcquireResponse.idle_timeout:type_name -> google.protobuf.Duration
+	37, // 17: browserbroker.v1.AcquireResponse.queue_wait:type_name -> google.protobuf.Duration
+	11, // 18: browserbroker.v1.Step.goto:type_name -> browserbroker.v1.Goto
+	12, // 19: browserbroker.v1.Step.click:type_name -> browserbroker.v1.Click
+	13, // 20: browserbroker.v1.Step.fill:type_name -> browserbroker.v1.Fill
+	14, // 21: browserbroker.v1.Step.press:type_name -> browserbroker.v1.Press
+	15, // 22: browserbroker.v1.Step.wait_for_selector:type_name -> browserbroker.v1.WaitForSelector
+	16, // 23: browserbroker.v1.Step.wait_for_load_state:type_name -> browserbroker.v1.WaitForLoadState
+	17, // 24: browserbroker.v1.Step.evaluate:type_name -> browserbroker.v1.Evaluate
+	18, // 25: browserbroker.v1.Step.get_content:type_name -> browserbroker.v1.GetContent
+	19, // 26: browserbroker.v1.Step.get_text:type_name -> browserbroker.v1.GetText
+	20, // 27: browserbroker.v1.Step.get_attribute:type_name -> browserbroker.v1.GetAttribute
+	21, // 28: browserbroker.v1.Step.screenshot:type_name -> browserbroker.v1.Screenshot
+	22, // 29: browserbroker.v1.Step.pdf:type_name -> browserbroker.v1.Pdf
+	37, // 30: browserbroker.v1.Step.timeout:type_name -> google.protobuf.Duration
+	23, // 31: browserbroker.v1.RunRequest.steps:type_name -> browserbroker.v1.Step
+	3,  // 32: browserbroker.v1.RunRequest.on_cancel:type_name -> browserbroker.v1.OnCancel
+	4,  // 33: browserbroker.v1.StepError.kind:type_name -> browserbroker.v1.StepErrorKind
+	25, // 34: browserbroker.v1.StepResult.error:type_name -> browserbroker.v1.StepError
+	37, // 35: browserbroker.v1.StepResult.duration:type_name -> google.protobuf.Duration
+	26, // 36: browserbroker.v1.RunResponse.step:type_name -> browserbroker.v1.StepResult
+	37, // 37: browserbroker.v1.KeepAliveRequest.ttl:type_name -> google.protobuf.Duration
+	38, // 38: browserbroker.v1.KeepAliveResponse.expires_at:type_name -> google.protobuf.Timestamp
+	2,  // 39: browserbroker.v1.ReleaseResponse.reason:type_name -> browserbroker.v1.ReleaseReason
+	38, // 40: browserbroker.v1.ReleaseResponse.released_at:type_name -> google.protobuf.Timestamp
+	0,  // 41: browserbroker.v1.EngineStatus.engine:type_name -> browserbroker.v1.Engine
+	33, // 42: browserbroker.v1.GetStatusResponse.engines:type_name -> browserbroker.v1.EngineStatus
+	0,  // 43: browserbroker.v1.GetStatusResponse.default_engine:type_name -> browserbroker.v1.Engine
+	9,  // 44: browserbroker.v1.BrowserBrokerService.Acquire:input_type -> browserbroker.v1.AcquireRequest
+	24, // 45: browserbroker.v1.BrowserBrokerService.Run:input_type -> browserbroker.v1.RunRequest
+	28, // 46: browserbroker.v1.BrowserBrokerService.KeepAlive:input_type -> browserbroker.v1.KeepAliveRequest
+	30, // 47: browserbroker.v1.BrowserBrokerService.Release:input_type -> browserbroker.v1.ReleaseRequest
+	32, // 48: browserbroker.v1.BrowserBrokerService.GetStatus:input_type -> browserbroker.v1.GetStatusRequest
+	10, // 49: browserbroker.v1.BrowserBrokerService.Acquire:output_type -> browserbroker.v1.AcquireResponse
+	27, // 50: browserbroker.v1.BrowserBrokerService.Run:output_type -> browserbroker.v1.RunResponse
+	29, // 51: browserbroker.v1.BrowserBrokerService.KeepAlive:output_type -> browserbroker.v1.KeepAliveResponse
+	31, // 52: browserbroker.v1.BrowserBrokerService.Release:output_type -> browserbroker.v1.ReleaseResponse
+	34, // 53: browserbroker.v1.BrowserBrokerService.GetStatus:output_type -> browserbroker.v1.GetStatusResponse
+	49, // [49:54] is the sub-list for method output_type
+	44, // [44:49] is the sub-list for method input_type
+	44, // [44:44] is the sub-list for extension type_name
+	44, // [44:44] is the sub-list for extension extendee
+	0,  // [0:44] is the sub-list for field type_name
 }
 
 func init() { file_browserbroker_v1_broker_proto_init() }
@@ -2684,7 +2844,7 @@ func file_browserbroker_v1_broker_proto_init() {
 	if File_browserbroker_v1_broker_proto != nil {
 		return
 	}
-	file_browserbroker_v1_broker_proto_msgTypes[17].OneofWrappers = []any{
+	file_browserbroker_v1_broker_proto_msgTypes[18].OneofWrappers = []any{
 		(*Step_Goto)(nil),
 		(*Step_Click)(nil),
 		(*Step_Fill)(nil),
@@ -2704,7 +2864,7 @@ func file_browserbroker_v1_broker_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_browserbroker_v1_broker_proto_rawDesc), len(file_browserbroker_v1_broker_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   31,
+			NumMessages:   32,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

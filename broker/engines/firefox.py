@@ -1,0 +1,86 @@
+"""Firefox through Playwright: Playwright's own Firefox build (Juggler) or a stock Firefox (BiDi).
+
+Discovery order: the configured path (BROKER_FIREFOX_PATH), then the build `playwright install
+firefox` put in place, then the system's firefox-esr / firefox. Playwright's build speaks
+Playwright's Juggler protocol; a stock Firefox is driven over WebDriver BiDi (Playwright's
+"moz-firefox" channel). docs/engines.md lists what differs between the two.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from playwright.async_api import Browser, Playwright
+
+from broker.engines.base import Availability
+from broker.engines.discovery import (
+    BrowserExecutable,
+    BrowserNotFound,
+    find_browser,
+    playwright_managed,
+)
+from broker.engines.playwright_engine import PlaywrightEngine
+from broker.lease import EngineName
+
+JUGGLER = "juggler"
+BIDI = "webdriver-bidi"
+
+# Playwright's Firefox builds live in <browsers dir>/firefox-<revision>/firefox/firefox.
+_PLAYWRIGHT_BUILD_DIR = re.compile(r"^firefox-\d+$")
+
+# What a stock Firefox over WebDriver BiDi cannot do (Playwright 1.62, Firefox 153 ESR):
+# the option would be silently ignored, so a lease asking for it is refused instead.
+BIDI_UNSUPPORTED_CONTEXT = {
+    "java_script_disabled": (
+        "not supported by stock Firefox over WebDriver BiDi (scripts would still run); "
+        "use engine chromium, or Playwright's Firefox build (`playwright install firefox`)"
+    ),
+}
+
+
+class FirefoxEngine(PlaywrightEngine):
+    protocol = ""  # JUGGLER or BIDI once a Firefox is found
+
+
+def protocol_for(exe: BrowserExecutable) -> str:
+    """Juggler for a Playwright-built Firefox (found or configured), BiDi for any other."""
+    if exe.source == "playwright":
+        return JUGGLER
+    parts = Path(exe.path).resolve().parts
+    if any(_PLAYWRIGHT_BUILD_DIR.match(part) for part in parts) and "ms-playwright" in parts:
+        return JUGGLER
+    return BIDI
+
+
+def create(explicit_path: str | None, headless: bool = True) -> PlaywrightEngine:
+    try:
+        exe = find_browser(
+            "firefox", explicit_path, None if explicit_path else playwright_managed("firefox")
+        )
+    except BrowserNotFound as exc:
+        return FirefoxEngine(EngineName.FIREFOX, _unavailable, "", Availability(False, str(exc)))
+    protocol = protocol_for(exe)
+
+    async def launch(playwright: Playwright) -> Browser:
+        if protocol == JUGGLER:
+            return await playwright.firefox.launch(executable_path=exe.path, headless=headless)
+        return await playwright.firefox.launch(
+            channel="moz-firefox", executable_path=exe.path, headless=headless
+        )
+
+    engine = FirefoxEngine(
+        EngineName.FIREFOX,
+        launch,
+        exe.path,
+        Availability(True, f"{exe.describe()} over {protocol}"),
+        unsupported_context=BIDI_UNSUPPORTED_CONTEXT if protocol == BIDI else None,
+    )
+    engine.protocol = protocol
+    # page.pdf() prints through BiDi's browsingContext.print; Juggler has no PDF at all.
+    engine.supports_pdf = protocol == BIDI
+    return engine
+
+
+async def _unavailable(playwright: Playwright) -> Browser:
+    raise RuntimeError("no Firefox available")
