@@ -1,0 +1,49 @@
+"""The reconciler finds drift between the lease table and the engine, repairs it, and counts it."""
+
+from __future__ import annotations
+
+from broker.events import ObserverList
+from broker.lease import ContextOptions, EngineName, Isolation, LeaseSpec, ReleaseReason
+from broker.leases import LeaseManager, Limits
+from broker.reconciler import Reconciler
+from tests.fakes import FakeClock, FakeEngine, ReleaseRecorder
+
+SPEC = LeaseSpec(EngineName.CHROMIUM, Isolation.CONTEXT, ttl_s=60, idle_timeout_s=60)
+
+
+def make() -> tuple[LeaseManager, FakeEngine, Reconciler, ReleaseRecorder]:
+    engine = FakeEngine()
+    recorder = ReleaseRecorder()
+    manager = LeaseManager({EngineName.CHROMIUM: engine}, FakeClock(), Limits(), recorder)
+    return manager, engine, Reconciler(manager, [engine], [], ObserverList()), recorder
+
+
+async def test_no_drift_finds_nothing() -> None:
+    manager, _, reconciler, _ = make()
+    lease = await manager.acquire(SPEC, None)
+    assert reconciler.check().total == 0 and reconciler.repairs == 0
+    manager.release(lease, ReleaseReason.CLIENT_RELEASE)
+    await manager.wait_all_closed()
+    assert reconciler.check().total == 0
+
+
+async def test_session_gone_without_notice_ends_its_lease_once() -> None:
+    manager, _, reconciler, recorder = make()
+    lease = await manager.acquire(SPEC, None)
+    assert lease.session is not None
+    lease.session.lost = True  # died, and nobody was told (the bug the reconciler guards against)
+    report = reconciler.check()
+    assert report.dead_leases == 1 and reconciler.repairs == 1
+    assert lease.released is not None and lease.released.reason is ReleaseReason.DRIFT_REPAIRED
+    assert reconciler.check().total == 0  # repaired once, not again
+    await manager.wait_all_closed()
+    assert recorder.count(lease.id) == 1 and manager.active_count == 0
+
+
+async def test_orphan_session_is_closed() -> None:
+    manager, engine, reconciler, _ = make()
+    orphan = await engine.open_session(Isolation.CONTEXT, ContextOptions())  # owned by no lease
+    report = reconciler.check()
+    assert report.orphan_sessions == 1
+    await manager.wait_all_closed()
+    assert orphan.closed == 1 and not engine.open_sessions
