@@ -6,7 +6,7 @@ from broker.events import ObserverList
 from broker.lease import ContextOptions, EngineName, Isolation, LeaseSpec, ReleaseReason
 from broker.leases import LeaseManager, Limits
 from broker.reconciler import Reconciler
-from tests.fakes import FakeClock, FakeEngine, ReleaseRecorder
+from tests.fakes import FakeClock, FakeEngine, FakeSession, ReleaseRecorder
 
 SPEC = LeaseSpec(EngineName.CHROMIUM, Isolation.CONTEXT, ttl_s=60, idle_timeout_s=60)
 
@@ -30,8 +30,9 @@ async def test_no_drift_finds_nothing() -> None:
 async def test_session_gone_without_notice_ends_its_lease_once() -> None:
     manager, _, reconciler, recorder = make()
     lease = await manager.acquire(SPEC, None)
-    assert lease.session is not None
-    lease.session.lost = True  # died, and nobody was told (the bug the reconciler guards against)
+    session = lease.session
+    assert isinstance(session, FakeSession)
+    session.lost = True  # died, and nobody was told (the bug the reconciler guards against)
     report = reconciler.check()
     assert report.dead_leases == 1 and reconciler.repairs == 1
     assert lease.released is not None and lease.released.reason is ReleaseReason.DRIFT_REPAIRED
