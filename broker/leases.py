@@ -29,7 +29,7 @@ from broker.errors import (
     Unavailable,
 )
 from broker.events import LeaseObserver, ObserverList
-from broker.lease import EngineName, Lease, LeaseSpec, ReleaseOutcome, ReleaseReason
+from broker.lease import EngineName, Isolation, Lease, LeaseSpec, ReleaseOutcome, ReleaseReason
 
 log = logging.getLogger("broker.leases")
 
@@ -92,8 +92,9 @@ class LeaseManager:
         self._closing: dict[Session, asyncio.Task[None]] = {}
         self._draining = False
         self._warm_source: SessionSource | None = None
-        # Recent cold-session open times, for not starting launches that cannot finish in time.
-        self._open_times: deque[float] = deque(maxlen=32)
+        # Recent cold-session open times, for not starting launches that cannot finish in time;
+        # per engine and isolation (a Chromium context opens in 0.2s, a Firefox browser in 3s).
+        self._open_times: dict[tuple[EngineName, Isolation], deque[float]] = {}
         self._lease_seconds: deque[float] = deque(maxlen=64)
 
     # ----------------------------------------------------------------- views
@@ -213,7 +214,7 @@ class LeaseManager:
             if warm is not None:
                 return warm, True
         remaining = None if deadline is None else deadline - self.clock.now()
-        expected = self.expected_open_s()
+        expected = self.expected_open_s(spec.engine, spec.isolation)
         if remaining is not None and expected is not None and remaining < expected:
             raise DeadlineExceeded(
                 f"a new {spec.engine.value} session takes about {expected:.2f}s; "
@@ -227,13 +228,15 @@ class LeaseManager:
                 raise DeadlineExceeded(
                     "deadline passed while opening the browser session"
                 ) from None
-        self._open_times.append(self.clock.now() - started)
+        times = self._open_times.setdefault((spec.engine, spec.isolation), deque(maxlen=32))
+        times.append(self.clock.now() - started)
         return session, False
 
-    def expected_open_s(self) -> float | None:
-        if len(self._open_times) < 3:
+    def expected_open_s(self, engine: EngineName, isolation: Isolation) -> float | None:
+        times = self._open_times.get((engine, isolation), ())
+        if len(times) < 3:
             return None
-        return sorted(self._open_times)[len(self._open_times) // 2]
+        return sorted(times)[len(times) // 2]
 
     def _attach(self, lease: Lease, session: Session, warm: bool) -> None:
         lease.session = session

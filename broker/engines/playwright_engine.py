@@ -510,8 +510,10 @@ class PlaywrightEngine:
 
 
 def browser_processes(executable: str) -> list[int]:
-    real = os.path.realpath(executable)
     pids: list[int] = []
+    if not executable:
+        return pids  # an unavailable engine (realpath("") would be the working directory)
+    real = os.path.realpath(executable)
     try:
         children = psutil.Process().children(recursive=True)
     except psutil.Error:

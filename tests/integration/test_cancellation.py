@@ -55,7 +55,7 @@ async def test_deadline_stops_browser_work_and_keeps_lease(
     again = chromium_broker.client.stub.Run(
         pb.RunRequest(lease_id=lease_id, token=token, steps=[steps.evaluate("location.href")])
     )
-    first = [message async for message in again][0]
+    (first,) = [message async for message in again]
     assert first.step.json == '"about:blank"'
     await chromium_broker.client.stub.Release(pb.ReleaseRequest(lease_id=lease_id, token=token))
 

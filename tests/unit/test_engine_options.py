@@ -330,3 +330,41 @@ def test_camoufox_options_imply_a_browser_of_the_lease_own() -> None:
 )
 def test_bad_camoufox_options_are_named(fields: dict[str, Any], expected: list[str]) -> None:
     assert violations_of(**fields) == expected
+
+
+# ------------------------------------------------------------------- open-time estimates
+
+
+async def test_open_time_estimate_is_per_engine_and_isolation() -> None:
+    """Slow Firefox browser launches must not make fast Chromium contexts refuse short deadlines."""
+    import asyncio
+
+    from broker.errors import DeadlineExceeded
+    from broker.lease import LeaseSpec, ReleaseReason
+    from broker.leases import LeaseManager, Limits
+    from tests.fakes import FakeClock, FakeEngine, ReleaseRecorder
+
+    clock = FakeClock()
+    chromium, slow = FakeEngine(EngineName.CHROMIUM), FakeEngine(EngineName.FIREFOX)
+    manager = LeaseManager(
+        {EngineName.CHROMIUM: chromium, EngineName.FIREFOX: slow},
+        clock,
+        Limits(capacity=8, queue_limit=8, ttl_jitter_fraction=0.0),
+        ReleaseRecorder(),
+    )
+    dedicated_firefox = LeaseSpec(EngineName.FIREFOX, Isolation.BROWSER, 60, 60)
+    for _ in range(3):
+        slow.open_gate = asyncio.Event()
+        acquiring = asyncio.create_task(manager.acquire(dedicated_firefox, None))
+        await asyncio.sleep(0)
+        clock.advance(5)  # this launch takes 5s
+        slow.open_gate.set()
+        manager.release(await acquiring, ReleaseReason.CLIENT_RELEASE)
+    slow.open_gate = None
+    assert manager.expected_open_s(EngineName.FIREFOX, Isolation.BROWSER) == 5
+    assert manager.expected_open_s(EngineName.CHROMIUM, Isolation.CONTEXT) is None
+    fast = await manager.acquire(LeaseSpec(EngineName.CHROMIUM, Isolation.CONTEXT, 60, 60), 1.0)
+    manager.release(fast, ReleaseReason.CLIENT_RELEASE)
+    with pytest.raises(DeadlineExceeded, match=r"takes about 5\.00s"):
+        await manager.acquire(dedicated_firefox, 1.0)
+    await manager.wait_all_closed()
