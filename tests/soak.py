@@ -195,6 +195,8 @@ class Soak:
             timeout=20,
         )
         await lease.release()
+        if not result.ok:
+            return "normal:step_failed"  # a step hit an injected crash
         if result[3].text != f"Hello, c{cycle}":
             self.report.unexpected.append(f"cycle {cycle}: wrong text {result[3].text!r}")
         return "normal:ok"
@@ -369,14 +371,23 @@ class Soak:
 # Injected crashes end whichever leases they hit, with these reasons.
 CHAOS_REASONS = {"engine_crashed", "page_crashed"}
 
+# Work that ends while a crash is injected elsewhere may see the crash: that is the contract
+# (ABORTED mid-Run, FAILED_PRECONDITION after the lease ended, UNAVAILABLE when the session being
+# opened for an Acquire dies with the browser or renderer the soak just killed).
+_CRASH_CODES = {"ABORTED", "FAILED_PRECONDITION", "UNAVAILABLE"}
 _EXPECTED = {
-    # Work that ends while a crash is injected elsewhere may see the crash: that is the contract.
-    "normal": {"ABORTED", "FAILED_PRECONDITION"},
-    "short_deadline": {"ABORTED", "FAILED_PRECONDITION"},
-    "client_cancel": {"ABORTED", "FAILED_PRECONDITION"},
-    "renderer_crash": {"ABORTED", "FAILED_PRECONDITION"},
-    "browser_kill": {"ABORTED", "FAILED_PRECONDITION"},
-    "dropped_channel": {"ABORTED", "FAILED_PRECONDITION"},
+    name: _CRASH_CODES
+    for name in (
+        "normal",
+        "short_deadline",
+        "client_cancel",
+        "renderer_crash",
+        "browser_kill",
+        "dropped_channel",
+        "double_release",
+        "forged_ids",
+        "abandoned",
+    )
 }
 
 
