@@ -38,6 +38,8 @@ def build_engines(settings: Settings) -> dict[EngineName, Engine]:
             from broker.engines import camoufox
 
             engines[name] = camoufox.create(settings.headless)
+    for engine in engines.values():
+        engine.recycling = settings.recycle_policy()
     return engines
 
 
@@ -89,6 +91,7 @@ class Broker:
             "broker.queue.depth": self.manager.queued_count,
             "broker.pool.size": self.warm_pool_size,
             "broker.browsers": sum(c.browsers for c in censuses),
+            "broker.browsers.retiring": sum(c.retiring for c in censuses),
             "broker.contexts": sum(c.contexts for c in censuses),
             "broker.pages": sum(c.pages for c in censuses),
         }
@@ -101,7 +104,22 @@ class Broker:
                 self.reconciler.run_forever(self.settings.reconcile_interval_s)
             )
         )
+        if self.settings.recycle_above_mb:
+            self._background.append(
+                asyncio.get_running_loop().create_task(
+                    self._check_memory_forever(self.settings.recycle_check_interval_s)
+                )
+            )
         return self
+
+    async def _check_memory_forever(self, interval_s: float) -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            for engine in self.engines.values():
+                try:
+                    await engine.check_memory()
+                except Exception:
+                    log.exception("memory check of %s failed", engine.name.value)
 
     async def __aexit__(
         self,

@@ -14,6 +14,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from broker.engines.base import RecyclePolicy
 from broker.lease import EngineName, Isolation
 from broker.leases import Limits
 
@@ -50,6 +51,19 @@ class Settings(BaseSettings):
     tombstone_ttl_s: float = Field(600.0, gt=0, description="how long a late Release is answered")
     cleanup_timeout_s: float = Field(10.0, gt=0)
     max_message_bytes: int = Field(16 * 1024 * 1024, ge=1024 * 1024)
+    recycle_after_leases: int = Field(
+        500,
+        ge=0,
+        description="replace a shared browser after this many sessions were opened in it; 0: never",
+    )
+    recycle_above_mb: float = Field(
+        0.0,
+        ge=0,
+        description="replace a shared browser whose processes' PSS exceeds this (MiB); 0: never",
+    )
+    recycle_check_interval_s: float = Field(
+        15.0, gt=0, description="how often shared browsers are measured against recycle_above_mb"
+    )
     chromium_path: str | None = None
     chromium_args: list[str] = Field(default_factory=list)
     firefox_path: str | None = None
@@ -105,6 +119,11 @@ class Settings(BaseSettings):
             max_jitter_s=self.max_jitter_s,
             tombstone_ttl_s=self.tombstone_ttl_s,
             cleanup_timeout_s=self.cleanup_timeout_s,
+        )
+
+    def recycle_policy(self) -> RecyclePolicy:
+        return RecyclePolicy(
+            after_sessions=self.recycle_after_leases, above_mb=self.recycle_above_mb
         )
 
 

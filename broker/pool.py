@@ -17,6 +17,8 @@ from broker.lease import ContextOptions, Isolation, LeaseSpec
 log = logging.getLogger("broker.pool")
 
 MAX_BACKOFF_S = 30.0
+# How often ready sessions are checked for a browser being recycled (they would keep it alive).
+SWEEP_INTERVAL_S = 1.0
 
 
 class WarmPool:
@@ -46,9 +48,10 @@ class WarmPool:
         while self._ready:
             session = self._ready.popleft()
             self._wake.set()
-            if session.alive:
+            if session.alive and not session.retiring:
                 session.set_lost_callback(None)
                 return session
+            self._close_later(session)
         return None
 
     async def __aenter__(self) -> WarmPool:
@@ -77,15 +80,28 @@ class WarmPool:
         with contextlib.suppress(ValueError):
             self._ready.remove(session)
         self._wake.set()
+        self._close_later(session)
+
+    def _close_later(self, session: Session) -> None:
+        session.set_lost_callback(None)
         closer = asyncio.get_running_loop().create_task(session.close())
         self._closers.add(closer)
         closer.add_done_callback(self._closers.discard)
 
+    def _sweep_retiring(self) -> None:
+        """Give up ready sessions whose browser is being recycled, and replace them."""
+        for session in [s for s in self._ready if s.retiring]:
+            self._ready.remove(session)
+            self._close_later(session)
+
     async def _refill_forever(self) -> None:
         backoff = 0.5
         while not self._closed:
-            await self._wake.wait()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(SWEEP_INTERVAL_S):
+                    await self._wake.wait()
             self._wake.clear()
+            self._sweep_retiring()
             while len(self._ready) < self.size and not self._closed:
                 try:
                     session = await self.engine.open_session(self.isolation, ContextOptions())

@@ -89,6 +89,8 @@ class BrokerService(broker_pb2_grpc.BrowserBrokerServiceServicer):
                     browsers=census.browsers,
                     contexts=census.contexts,
                     pages=census.pages,
+                    browsers_retiring=census.retiring,
+                    browsers_recycled=census.recycled,
                 )
             )
         return pb.GetStatusResponse(

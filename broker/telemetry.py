@@ -135,6 +135,7 @@ class LeaseTelemetry(LeaseObserver):
             ("broker.queue.depth", "Acquire calls waiting for capacity"),
             ("broker.pool.size", "warm sessions ready"),
             ("broker.browsers", "live browser processes"),
+            ("broker.browsers.retiring", "shared browsers draining before recycling"),
             ("broker.contexts", "open browser contexts"),
             ("broker.pages", "open pages"),
         ):

@@ -44,6 +44,24 @@ class Bench:
             await asyncio.sleep(0.05)
         raise RuntimeError("warm pool did not refill")
 
+    async def settle(self) -> None:
+        """Wait until the broker is idle: pool full, no lease, no context still closing.
+
+        Without this, one broker's background refill or cleanup would run during the other
+        broker's measurement and bias the comparison.
+        """
+        for _ in range(600):
+            status = await self.client.status()
+            contexts = sum(engine.contexts for engine in status.engines)
+            if (
+                status.warm_pool_size >= self.pool
+                and status.active_leases == 0
+                and contexts == status.warm_pool_size
+            ):
+                return
+            await asyncio.sleep(0.02)
+        raise RuntimeError("broker did not settle")
+
     async def health_check(self) -> float:
         return await timed(lambda: self.health.Check(health_pb2.HealthCheckRequest(), timeout=10))
 
@@ -86,12 +104,18 @@ class Bench:
 async def measure(
     benches: dict[str, Bench], probes: list[tuple[str, str]], samples: int
 ) -> dict[str, list[float]]:
-    """Interleaves every probe, sample by sample, so machine noise hits them all alike."""
+    """Interleaves every probe, sample by sample, so machine noise hits them all alike.
+
+    Every broker is settled before each probe, and the order is reversed every other sample,
+    so neither broker's background work nor its position in the round favours one of them.
+    """
     results: dict[str, list[float]] = {f"{b} {p}": [] for b, p in probes}
     for bench_name, probe in probes:  # warm-up: first launches, first renders
         await getattr(benches[bench_name], probe)()
-    for _ in range(samples):
-        for bench_name, probe in probes:
+    for sample in range(samples):
+        for bench_name, probe in probes if sample % 2 == 0 else list(reversed(probes)):
+            for bench in benches.values():
+                await bench.settle()
             results[f"{bench_name} {probe}"].append(await getattr(benches[bench_name], probe)())
     return results
 
@@ -117,7 +141,12 @@ async def run(samples: int, otlp_endpoint: str | None) -> str:
     if otlp_endpoint:
         traced = BrokerProcess(
             args=["--warm-pool-size", str(pool), "--capacity", "8"],
-            env={"OTEL_EXPORTER_OTLP_ENDPOINT": otlp_endpoint, "OTEL_SERVICE_NAME": "broker-bench"},
+            env={
+                "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_endpoint,
+                "OTEL_SERVICE_NAME": "broker-bench",
+                # Only the cost of tracing: Jaeger takes no metrics.
+                "OTEL_METRICS_EXPORTER": "none",
+            },
         ).start()
     try:
         benches = {"tracing-off": Bench(plain, pool)}

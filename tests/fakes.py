@@ -9,7 +9,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from broker.engines.base import ENGINE_CRASHED, Availability, EngineCensus, LostCallback
+from broker.engines.base import (
+    ENGINE_CRASHED,
+    Availability,
+    EngineCensus,
+    LostCallback,
+    RecyclePolicy,
+)
 from broker.events import LeaseObserver
 from broker.lease import (
     BrowserOptions,
@@ -74,6 +80,7 @@ class FakeSession:
     closed: int = 0  # how many times close() ran: must end at exactly 1
     resets: int = 0
     lost: bool = False
+    retiring: bool = False
     executed: list[Step] = field(default_factory=list)
     _lost_callback: LostCallback | None = None
 
@@ -119,6 +126,7 @@ class FakeEngine:
         self.step_started = asyncio.Event()
         self.fail_next_open: Exception | None = None
         self.closed = False
+        self.recycling = RecyclePolicy()
 
     def availability(self) -> Availability:
         if self._available:
@@ -148,6 +156,9 @@ class FakeEngine:
         return EngineCensus(
             browsers=1, contexts=len(self.open_sessions), pages=len(self.open_sessions)
         )
+
+    async def check_memory(self) -> None:
+        return None
 
     async def close(self) -> None:
         self.closed = True

@@ -24,6 +24,20 @@ class EngineCensus:
     contexts: int = 0
     pages: int = 0
     browser_pids: list[int] = field(default_factory=list)
+    retiring: int = 0  # shared browsers draining before they are recycled
+    recycled: int = 0  # shared browsers recycled since start
+
+
+@dataclass(frozen=True)
+class RecyclePolicy:
+    """When a shared browser (the one contexts are opened in) is replaced by a fresh one.
+
+    A retired browser takes no new sessions and is closed once its last session has closed, so an
+    active lease is never disturbed. A dedicated browser lives exactly as long as its lease.
+    """
+
+    after_sessions: int = 0  # sessions opened in it; 0: no limit
+    above_mb: float = 0.0  # PSS of its process tree; 0: no bound
 
 
 @dataclass(frozen=True)
@@ -40,6 +54,11 @@ class Session(Protocol):
 
     @property
     def alive(self) -> bool: ...
+
+    @property
+    def retiring(self) -> bool:
+        """Its browser is being recycled: lend it to no new lease (an existing one keeps it)."""
+        ...
 
     def set_lost_callback(self, callback: LostCallback | None) -> None:
         """Who to tell when the session dies on its own (browser crash, page crash)."""
@@ -60,6 +79,7 @@ class Session(Protocol):
 
 class Engine(Protocol):
     name: EngineName
+    recycling: RecyclePolicy
 
     def availability(self) -> Availability:
         """Whether this engine can open sessions here, and if not, why."""
@@ -84,6 +104,10 @@ class Engine(Protocol):
         ...
 
     def census(self) -> EngineCensus: ...
+
+    async def check_memory(self) -> None:
+        """Retire the shared browser if it is above `recycling.above_mb`."""
+        ...
 
     async def close(self) -> None:
         """Close every session and browser; idempotent."""

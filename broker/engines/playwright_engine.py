@@ -37,6 +37,7 @@ from broker.engines.base import (
     Availability,
     EngineCensus,
     LostCallback,
+    RecyclePolicy,
 )
 from broker.errors import FieldViolation, InvalidArgument, Unavailable
 from broker.lease import BrowserOptions, ContextOptions, EngineName, Isolation
@@ -99,6 +100,10 @@ class PlaywrightSession:
     @property
     def alive(self) -> bool:
         return not (self._closing or self._lost) and self.browser.is_connected()
+
+    @property
+    def retiring(self) -> bool:
+        return self.engine_ref.is_retiring(self.browser)
 
     def set_lost_callback(self, callback: LostCallback | None) -> None:
         self._lost_callback = callback
@@ -222,6 +227,7 @@ class PlaywrightSession:
             await self.engine_ref.close_session(self)
         finally:
             self.engine_ref.sessions.discard(self)
+            self.engine_ref.close_if_drained(self.browser)
 
 
 class _Unsupported(Exception):
@@ -311,6 +317,14 @@ class PlaywrightEngine:
         self._browser_pids: dict[Browser, int] = {}
         self.sessions: set[PlaywrightSession] = set()
         self._closed = False
+        self.recycling = RecyclePolicy()
+        # Recycling of shared browsers: sessions opened in each, sessions being opened in each
+        # (not yet in `sessions`), and the retired ones waiting for their last session to close.
+        self._opened_in: dict[Browser, int] = {}
+        self._opening_in: dict[Browser, int] = {}
+        self._retiring: set[Browser] = set()
+        self._recycled = 0
+        self._browser_closers: set[asyncio.Task[None]] = set()
 
     # ------------------------------------------------------------- lifecycle
 
@@ -353,6 +367,8 @@ class PlaywrightEngine:
 
     def _on_disconnected(self, browser: Browser) -> None:
         self._browser_pids.pop(browser, None)
+        self._opened_in.pop(browser, None)
+        self._retiring.discard(browser)
         if browser is self._shared:
             self._shared = None  # relaunched on the next demand
         for session in list(self.sessions):
@@ -368,11 +384,13 @@ class PlaywrightEngine:
         self._check_supported(isolation, options, browser_options)
         browser: Browser | None = None
         context: BrowserContext | None = None
+        shared: Browser | None = None
         try:
             if isolation is Isolation.BROWSER:
                 browser = await self._launch(await self._prepare(browser_options, options))
             else:
-                browser = await self._shared_browser()
+                browser = shared = await self._shared_browser()
+                self._opening_in[shared] = self._opening_in.get(shared, 0) + 1
             context = await browser.new_context(**context_kwargs(options))
             page = await context.new_page()
             await page.evaluate("1")  # the renderer is up: the first step pays no start-up
@@ -380,6 +398,8 @@ class PlaywrightEngine:
             session = PlaywrightSession(self, browser, context, page, isolation)
             session.interrupter = interrupter
             self.sessions.add(session)
+            if shared is not None:
+                self._count_session(shared)
             return session
         except BaseException as exc:
             # Half-built: close what exists, even when cancelled, then let the error through.
@@ -391,6 +411,12 @@ class PlaywrightEngine:
                     f"{self.name.value} could not open a session: {_first_line(exc.message)}"
                 ) from exc
             raise
+        finally:
+            if shared is not None:
+                self._opening_in[shared] -= 1
+                if not self._opening_in[shared]:
+                    del self._opening_in[shared]
+                self.close_if_drained(shared)
 
     def _check_supported(
         self, isolation: Isolation, options: ContextOptions, browser_options: BrowserOptions | None
@@ -455,6 +481,60 @@ class PlaywrightEngine:
                     async with asyncio.timeout(CLOSE_TIMEOUT_S):
                         await session.page.close()
 
+    # ------------------------------------------------------------- recycling
+
+    def is_retiring(self, browser: Browser) -> bool:
+        return browser in self._retiring
+
+    def _count_session(self, browser: Browser) -> None:
+        opened = self._opened_in[browser] = self._opened_in.get(browser, 0) + 1
+        limit = self.recycling.after_sessions
+        if limit and opened >= limit:
+            self._retire(browser, f"{opened} sessions opened in it (limit {limit})")
+
+    def _retire(self, browser: Browser, why: str) -> None:
+        """New sessions go to a fresh shared browser; this one closes when its last session has."""
+        if browser in self._retiring or not browser.is_connected():
+            return
+        self._retiring.add(browser)
+        if browser is self._shared:
+            self._shared = None
+        log.info(
+            "browser retiring",
+            extra={"engine": self.name.value, "pid": self._browser_pids.get(browser), "why": why},
+        )
+        self.close_if_drained(browser)
+
+    def close_if_drained(self, browser: Browser) -> None:
+        if browser not in self._retiring or self._opening_in.get(browser):
+            return
+        if any(session.browser is browser for session in self.sessions):
+            return
+        self._retiring.discard(browser)
+        self._recycled += 1
+        task = asyncio.get_running_loop().create_task(self._close_browser(browser))
+        self._browser_closers.add(task)
+        task.add_done_callback(self._browser_closers.discard)
+
+    async def _close_browser(self, browser: Browser) -> None:
+        try:
+            async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                await browser.close()
+        except (PlaywrightError, TimeoutError):
+            self._kill(browser)
+        log.info("browser recycled", extra={"engine": self.name.value})
+
+    async def check_memory(self) -> None:
+        browser = self._shared
+        if not self.recycling.above_mb or browser is None:
+            return
+        pid = self._browser_pids.get(browser)
+        if pid is None:
+            return
+        used_mb = await asyncio.to_thread(process_tree_pss_mb, pid)
+        if used_mb > self.recycling.above_mb and browser is self._shared:
+            self._retire(browser, f"{used_mb:.0f} MB PSS (bound {self.recycling.above_mb:g} MB)")
+
     def _kill(self, browser: Browser) -> None:
         pid = self._browser_pids.pop(browser, None)
         if pid is not None:
@@ -467,6 +547,7 @@ class PlaywrightEngine:
         self._closed = True
         for session in list(self.sessions):
             await session.close()
+        await asyncio.gather(*self._browser_closers, return_exceptions=True)
         browsers = [b for b in (self._shared, *self._browser_pids) if b is not None]
         for browser in set(browsers):
             try:
@@ -502,11 +583,27 @@ class PlaywrightEngine:
             contexts=len(contexts),
             pages=pages,
             browser_pids=self._top_level_pids(),
+            retiring=len(self._retiring),
+            recycled=self._recycled,
         )
 
     def _top_level_pids(self) -> list[int]:
         """This engine's browser processes among our descendants (not their helper processes)."""
         return browser_processes(self._executable)
+
+
+def process_tree_pss_mb(pid: int) -> float:
+    """Proportional set size of a process and all its descendants, in MiB (0 if it is gone)."""
+    try:
+        root = psutil.Process(pid)
+        processes = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return 0.0
+    total = 0
+    for proc in processes:
+        with contextlib.suppress(psutil.Error):
+            total += proc.memory_full_info().pss
+    return total / (1024 * 1024)
 
 
 def browser_processes(executable: str) -> list[int]:

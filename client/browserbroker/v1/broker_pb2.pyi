@@ -1136,6 +1136,8 @@ class EngineStatus(_message.Message):
     BROWSERS_FIELD_NUMBER: _builtins.int
     CONTEXTS_FIELD_NUMBER: _builtins.int
     PAGES_FIELD_NUMBER: _builtins.int
+    BROWSERS_RETIRING_FIELD_NUMBER: _builtins.int
+    BROWSERS_RECYCLED_FIELD_NUMBER: _builtins.int
     engine: Global___Engine.ValueType
     available: _builtins.bool
     detail: _builtins.str
@@ -1144,6 +1146,10 @@ class EngineStatus(_message.Message):
     """Browser processes launched by this engine and still alive."""
     contexts: _builtins.int
     pages: _builtins.int
+    browsers_retiring: _builtins.int
+    """Shared browsers retired for recycling whose last sessions are still open."""
+    browsers_recycled: _builtins.int
+    """Shared browsers recycled (closed after retiring) since start."""
     def __init__(
         self,
         *,
@@ -1153,10 +1159,12 @@ class EngineStatus(_message.Message):
         browsers: _builtins.int = ...,
         contexts: _builtins.int = ...,
         pages: _builtins.int = ...,
+        browsers_retiring: _builtins.int = ...,
+        browsers_recycled: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["available", b"available", "browsers", b"browsers", "contexts", b"contexts", "detail", b"detail", "engine", b"engine", "pages", b"pages"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["available", b"available", "browsers", b"browsers", "browsers_recycled", b"browsers_recycled", "browsers_retiring", b"browsers_retiring", "contexts", b"contexts", "detail", b"detail", "engine", b"engine", "pages", b"pages"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -2321,11 +2321,15 @@ type EngineStatus struct {
 	// Why the engine is unavailable, or what backs it when available.
 	Detail string `protobuf:"bytes,3,opt,name=detail,proto3" json:"detail,omitempty"`
 	// Browser processes launched by this engine and still alive.
-	Browsers      uint32 `protobuf:"varint,4,opt,name=browsers,proto3" json:"browsers,omitempty"`
-	Contexts      uint32 `protobuf:"varint,5,opt,name=contexts,proto3" json:"contexts,omitempty"`
-	Pages         uint32 `protobuf:"varint,6,opt,name=pages,proto3" json:"pages,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Browsers uint32 `protobuf:"varint,4,opt,name=browsers,proto3" json:"browsers,omitempty"`
+	Contexts uint32 `protobuf:"varint,5,opt,name=contexts,proto3" json:"contexts,omitempty"`
+	Pages    uint32 `protobuf:"varint,6,opt,name=pages,proto3" json:"pages,omitempty"`
+	// Shared browsers retired for recycling whose last sessions are still open.
+	BrowsersRetiring uint32 `protobuf:"varint,7,opt,name=browsers_retiring,json=browsersRetiring,proto3" json:"browsers_retiring,omitempty"`
+	// Shared browsers recycled (closed after retiring) since start.
+	BrowsersRecycled uint64 `protobuf:"varint,8,opt,name=browsers_recycled,json=browsersRecycled,proto3" json:"browsers_recycled,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *EngineStatus) Reset() {
@@ -2396,6 +2400,20 @@ func (x *EngineStatus) GetContexts() uint32 {
 func (x *EngineStatus) GetPages() uint32 {
 	if x != nil {
 		return x.Pages
+	}
+	return 0
+}
+
+func (x *EngineStatus) GetBrowsersRetiring() uint32 {
+	if x != nil {
+		return x.BrowsersRetiring
+	}
+	return 0
+}
+
+func (x *EngineStatus) GetBrowsersRecycled() uint64 {
+	if x != nil {
+		return x.BrowsersRecycled
 	}
 	return 0
 }
@@ -2664,14 +2682,16 @@ const file_browserbroker_v1_broker_proto_rawDesc = "" +
 	"\x06reason\x18\x02 \x01(\x0e2\x1f.browserbroker.v1.ReleaseReasonR\x06reason\x12;\n" +
 	"\vreleased_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"releasedAt\"\x12\n" +
-	"\x10GetStatusRequest\"\xc4\x01\n" +
+	"\x10GetStatusRequest\"\x9e\x02\n" +
 	"\fEngineStatus\x120\n" +
 	"\x06engine\x18\x01 \x01(\x0e2\x18.browserbroker.v1.EngineR\x06engine\x12\x1c\n" +
 	"\tavailable\x18\x02 \x01(\bR\tavailable\x12\x16\n" +
 	"\x06detail\x18\x03 \x01(\tR\x06detail\x12\x1a\n" +
 	"\bbrowsers\x18\x04 \x01(\rR\bbrowsers\x12\x1a\n" +
 	"\bcontexts\x18\x05 \x01(\rR\bcontexts\x12\x14\n" +
-	"\x05pages\x18\x06 \x01(\rR\x05pages\"\xef\x02\n" +
+	"\x05pages\x18\x06 \x01(\rR\x05pages\x12+\n" +
+	"\x11browsers_retiring\x18\a \x01(\rR\x10browsersRetiring\x12+\n" +
+	"\x11browsers_recycled\x18\b \x01(\x04R\x10browsersRecycled\"\xef\x02\n" +
 	"\x11GetStatusResponse\x12\x1a\n" +
 	"\bcapacity\x18\x01 \x01(\rR\bcapacity\x12#\n" +
 	"\ractive_leases\x18\x02 \x01(\rR\factiveLeases\x12\x16\n" +
