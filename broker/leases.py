@@ -242,7 +242,8 @@ class LeaseManager:
         lease.session = session
         lease.warm = warm
         if lease.released is not None:
-            self._schedule_close(session)
+            closing = self._schedule_close(session)
+            closing.add_done_callback(lambda _: self._forget_session(lease))
             return
         session.set_lost_callback(self._on_session_lost)
         now = self.clock.now()
@@ -364,7 +365,9 @@ class LeaseManager:
                 task.cancel()
         if lease.session is not None:
             lease.session.set_lost_callback(None)
-            self._schedule_close(lease.session)
+            closing = self._schedule_close(lease.session)
+            # The tombstone outlives the session by tombstone_ttl_s: let the browser objects go.
+            closing.add_done_callback(lambda _: self._forget_session(lease))
             self._lease_seconds.append(self.clock.now() - lease.granted_at)
         self._prune_tombstones()
         self._grant_waiters()
@@ -386,13 +389,18 @@ class LeaseManager:
         """Close a session no lease owns (found by the reconciler)."""
         self._schedule_close(session)
 
-    def _schedule_close(self, session: Session) -> None:
+    def _schedule_close(self, session: Session) -> asyncio.Task[None]:
         if session in self._closing:
-            return
+            return self._closing[session]
         task = asyncio.get_running_loop().create_task(self._close_session(session))
         self._closing[session] = task
         self._cleanups.add(task)
         task.add_done_callback(self._cleanups.discard)
+        return task
+
+    @staticmethod
+    def _forget_session(lease: Lease) -> None:
+        lease.session = None
 
     async def _close_session(self, session: Session) -> None:
         try:

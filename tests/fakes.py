@@ -172,9 +172,13 @@ class ReleaseRecorder(LeaseObserver):
     def __init__(self) -> None:
         self.released: list[tuple[str, str]] = []
         self.granted: list[str] = []
+        # The session each lease was granted with (a released lease lets go of it once closed).
+        self.sessions: dict[str, FakeSession] = {}
 
     def lease_granted(self, lease: Lease) -> None:
         self.granted.append(lease.id)
+        assert isinstance(lease.session, FakeSession)
+        self.sessions[lease.id] = lease.session
 
     def lease_released(self, lease: Lease, outcome: ReleaseOutcome) -> None:
         self.released.append((lease.id, outcome.reason.value))

@@ -95,11 +95,14 @@ class PlaywrightSession:
         self._closing = False
         self._resetting = False  # the page is being replaced on purpose
         self._lost = False
+        self.driver_lost = False  # Playwright's driver died: nothing here can be called any more
         self._watch_page(page)
 
     @property
     def alive(self) -> bool:
-        return not (self._closing or self._lost) and self.browser.is_connected()
+        if self._closing or self._lost or self.driver_lost:
+            return False
+        return self.browser.is_connected()
 
     @property
     def retiring(self) -> bool:
@@ -143,6 +146,15 @@ class PlaywrightSession:
             outcome.ok = False
             outcome.error_kind = StepErrorKind.UNSUPPORTED
             outcome.error_message = str(exc)
+        except Exception as exc:
+            if not self.driver_lost:
+                raise
+            # Playwright fails every call with a plain Exception once its driver is gone.
+            outcome.ok = False
+            outcome.error_kind = StepErrorKind.BROWSER
+            outcome.error_message = f"browser engine lost: {exc}"
+            outcome.duration_s = time.perf_counter() - started
+            return outcome
         outcome.duration_s = time.perf_counter() - started
         if not self.page.is_closed():
             outcome.url = self.page.url
@@ -335,8 +347,50 @@ class PlaywrightEngine:
         # Shielded: a caller cancelled mid-start must not leave a driver that close() cannot see.
         if self._playwright_start is None:
             self._playwright_start = asyncio.ensure_future(async_playwright().start())
+            self._playwright_start.add_done_callback(self._watch_driver)
         self._playwright = await asyncio.shield(self._playwright_start)
         return self._playwright
+
+    @property
+    def driver_pid(self) -> int | None:
+        """The PID of Playwright's driver process, while one runs."""
+        transport = _driver_transport(self._playwright)
+        proc = getattr(transport, "_proc", None)
+        pid = getattr(proc, "pid", None)
+        return pid if isinstance(pid, int) else None
+
+    def _watch_driver(self, start: asyncio.Future[Playwright]) -> None:
+        if start.cancelled() or start.exception() is not None:
+            self._playwright_start = None  # the next launch tries again
+            return
+        # Playwright has no public event for its driver dying: every later call just fails with
+        # "Connection closed while reading from the driver". Its transport's error future is the
+        # one signal, so watch it.
+        died = getattr(_driver_transport(start.result()), "on_error_future", None)
+        if isinstance(died, asyncio.Future):
+            died.add_done_callback(lambda _: self._on_driver_lost(start))
+
+    def _on_driver_lost(self, start: asyncio.Future[Playwright]) -> None:
+        """Like a crash of every browser at once: end their sessions, kill what is left of the
+        browsers (a browser on a WebSocket does not notice), and start a new driver on demand."""
+        if self._closed or start is not self._playwright_start:
+            return
+        log.error(
+            "playwright driver died; its browsers are killed", extra={"engine": self.name.value}
+        )
+        self._playwright_start = None
+        self._playwright = None
+        for browser in list(self._browser_pids):
+            self._kill(browser)
+        self._shared = None
+        self._opened_in.clear()
+        self._opening_in.clear()
+        self._retiring.clear()
+        lost = list(self.sessions)
+        self.sessions.clear()
+        for session in lost:
+            session.driver_lost = True
+            session.mark_lost(ENGINE_CRASHED)
 
     async def _launch(self, launcher: Launcher | None = None) -> Browser:
         """Launch one browser and learn its PID (launches are serialized, so the new PID is it)."""
@@ -463,6 +517,8 @@ class PlaywrightEngine:
 
     async def close_session(self, session: PlaywrightSession) -> None:
         """Close context, then a dedicated browser; kill the process if a graceful close fails."""
+        if session.driver_lost:
+            return  # its browser was killed with the driver's loss; nothing can be called
         dedicated = session.browser if session.isolation is Isolation.BROWSER else None
         try:
             await session.interrupt_scripts()
@@ -590,6 +646,11 @@ class PlaywrightEngine:
     def _top_level_pids(self) -> list[int]:
         """This engine's browser processes among our descendants (not their helper processes)."""
         return browser_processes(self._executable)
+
+
+def _driver_transport(playwright: Playwright | None) -> object:
+    connection = getattr(getattr(playwright, "_impl_obj", None), "_connection", None)
+    return getattr(connection, "_transport", None)
 
 
 def process_tree_pss_mb(pid: int) -> float:

@@ -11,6 +11,7 @@ import grpc
 import psutil
 import pytest
 
+from broker.engines.playwright_engine import PlaywrightEngine
 from broker.events import LeaseObserver
 from broker.lease import Lease, ReleaseOutcome
 from browserbroker import (
@@ -102,6 +103,44 @@ async def test_browser_killed_mid_run_and_between_runs(
         assert result[1].text == "Fixture"
     await eventually(lambda: running.broker.warm_pool_size == 1)
     assert len(chromium_pids(running)) == 1
+
+
+async def test_playwright_driver_killed_mid_run(
+    broker_factory: BrokerFactory, fixture_server: FixtureSite
+) -> None:
+    """The driver dying is every browser crashing at once: leases end, a new driver takes over."""
+    running, releases = await start(broker_factory, warm_pool_size=1)
+    engine = running.broker.engines[next(iter(running.broker.engines))]
+    assert isinstance(engine, PlaywrightEngine)
+    client = running.client
+    busy = await client.acquire()
+    idle = await client.acquire()
+    run = asyncio.create_task(
+        busy.run(steps.goto(fixture_server.url("slow?seconds=20")), timeout=30)
+    )
+    await asyncio.sleep(0.5)
+    old_browsers = set(chromium_pids(running))
+    driver = engine.driver_pid
+    assert driver is not None and old_browsers
+    os.kill(driver, signal.SIGKILL)
+    with pytest.raises(SessionCrashedError) as crashed:
+        await run
+    assert crashed.value.code is grpc.StatusCode.ABORTED
+    with pytest.raises(LeaseEndedError) as ended:
+        await idle.run(steps.evaluate("1"), timeout=5)
+    assert ended.value.reason == "engine_crashed"
+    assert releases.of(busy.id) == ["engine_crashed"] and releases.of(idle.id) == ["engine_crashed"]
+    await eventually(lambda: not (set(chromium_pids(running)) & old_browsers), timeout_s=10)
+    # A new driver and browser serve new leases, and the pool refills.
+    async with client.lease() as fresh:
+        result = await fresh.run(
+            steps.goto(fixture_server.url("form.html")), steps.text("h1"), timeout=30
+        )
+        assert result[1].text == "Fixture"
+    assert engine.driver_pid not in (None, driver)
+    await eventually(lambda: running.broker.warm_pool_size == 1)
+    assert len(chromium_pids(running)) == 1
+    assert running.broker.reconciler.check().total == 0
 
 
 async def test_renderer_crash_ends_the_lease(

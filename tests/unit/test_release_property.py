@@ -30,7 +30,7 @@ from broker.lease import EngineName, Isolation, Lease, LeaseSpec, ReleaseReason
 from broker.leases import LeaseManager, Limits
 from broker.runs import CancelCause, OnCancel, Run, RunOptions
 from broker.steps import Evaluate, Step
-from tests.fakes import FakeClock, FakeEngine, FakeSession, ReleaseRecorder
+from tests.fakes import FakeClock, FakeEngine, ReleaseRecorder
 
 CAPACITY = 3
 SPECS = [
@@ -233,8 +233,7 @@ class World:
             case Crash(pick=pick, cause=cause):
                 lease = self.pick_lease(pick)
                 if lease is not None:
-                    assert isinstance(lease.session, FakeSession)
-                    lease.session.crash(cause)
+                    self.recorder.sessions[lease.id].crash(cause)
             case KeepAlive(pick=pick):
                 lease = self.pick_lease(pick)
                 if lease is not None:
@@ -277,7 +276,7 @@ class World:
         else:
             assert outcome.released_now and outcome.reason is ReleaseReason.CLIENT_RELEASE
             await self.manager.wait_closed(found)
-            assert isinstance(found.session, FakeSession) and found.session.closed == 1
+            assert self.recorder.sessions[found.id].closed == 1
 
     def start_run(self, lease: Lease, on_cancel: OnCancel) -> None:
         try:
@@ -333,12 +332,13 @@ class World:
         if manager.queued_count:
             assert manager.active_count == CAPACITY  # nobody waits while a slot is free
         for lease in self.granted:
-            session = lease.session
-            assert isinstance(session, FakeSession)
+            session = self.recorder.sessions[lease.id]
             if lease.released is None:
+                assert lease.session is session
                 assert session.closed == 0 and not session.lost
             else:
                 assert session.closed == 1
+                assert lease.session is None, "a closed session is still referenced"
                 assert lease.runs_in_flight == 0 and not lease.run_tasks
         assert manager.owned_sessions() == {lease.session for lease in live}
         assert self.engine.open_sessions == {lease.session for lease in live}
