@@ -73,45 +73,20 @@ async def test_expiry_while_run_in_flight(
     assert releases.of(lease.id) == ["ttl_expired"]
 
 
-async def test_browser_killed_mid_run_and_between_runs(
-    broker_factory: BrokerFactory, fixture_server: FixtureSite
-) -> None:
-    running, releases = await start(broker_factory, warm_pool_size=1)
-    client = running.client
-    busy = await client.acquire()
-    idle = await client.acquire()
-    run = asyncio.create_task(
-        busy.run(steps.goto(fixture_server.url("slow?seconds=20")), timeout=30)
-    )
-    await asyncio.sleep(0.5)
-    pids = chromium_pids(running)
-    assert len(pids) == 1
-    os.kill(pids[0], signal.SIGKILL)
-    with pytest.raises(SessionCrashedError) as crashed:
-        await run
-    assert crashed.value.code is grpc.StatusCode.ABORTED
-    assert crashed.value.metadata.get("lease_fate") == "released"
-    with pytest.raises(LeaseEndedError) as ended:
-        await idle.run(steps.evaluate("1"), timeout=5)
-    assert ended.value.reason == "engine_crashed"
-    assert releases.of(busy.id) == ["engine_crashed"] and releases.of(idle.id) == ["engine_crashed"]
-    # The engine relaunches and the pool refills: new leases are served.
-    async with client.lease() as fresh:
-        result = await fresh.run(
-            steps.goto(fixture_server.url("form.html")), steps.text("h1"), timeout=30
-        )
-        assert result[1].text == "Fixture"
-    await eventually(lambda: running.broker.warm_pool_size == 1)
-    assert len(chromium_pids(running)) == 1
-
-
-async def test_playwright_driver_killed_mid_run(
-    broker_factory: BrokerFactory, fixture_server: FixtureSite
-) -> None:
-    """The driver dying is every browser crashing at once: leases end, a new driver takes over."""
-    running, releases = await start(broker_factory, warm_pool_size=1)
+def chromium_engine(running: InProcessBroker) -> PlaywrightEngine:
     engine = running.broker.engines[next(iter(running.broker.engines))]
     assert isinstance(engine, PlaywrightEngine)
+    return engine
+
+
+@pytest.mark.parametrize("killed", ["browser", "playwright_driver"])
+async def test_engine_killed_mid_run_and_between_runs(
+    broker_factory: BrokerFactory, fixture_server: FixtureSite, killed: str
+) -> None:
+    """SIGKILL of the browser, or of Playwright's driver (every browser at once): the leases on
+    it end as engine crashes, the Run in flight gets ABORTED, and new leases are served."""
+    running, releases = await start(broker_factory, warm_pool_size=1)
+    engine = chromium_engine(running)
     client = running.client
     busy = await client.acquire()
     idle = await client.acquire()
@@ -120,24 +95,26 @@ async def test_playwright_driver_killed_mid_run(
     )
     await asyncio.sleep(0.5)
     old_browsers = set(chromium_pids(running))
+    assert len(old_browsers) == 1
     driver = engine.driver_pid
-    assert driver is not None and old_browsers
-    os.kill(driver, signal.SIGKILL)
+    assert driver is not None
+    os.kill(driver if killed == "playwright_driver" else min(old_browsers), signal.SIGKILL)
     with pytest.raises(SessionCrashedError) as crashed:
         await run
     assert crashed.value.code is grpc.StatusCode.ABORTED
+    assert crashed.value.metadata.get("lease_fate") == "released"
     with pytest.raises(LeaseEndedError) as ended:
         await idle.run(steps.evaluate("1"), timeout=5)
     assert ended.value.reason == "engine_crashed"
     assert releases.of(busy.id) == ["engine_crashed"] and releases.of(idle.id) == ["engine_crashed"]
     await eventually(lambda: not (set(chromium_pids(running)) & old_browsers), timeout_s=10)
-    # A new driver and browser serve new leases, and the pool refills.
+    # The engine relaunches (with a new driver if it lost it) and the pool refills.
     async with client.lease() as fresh:
         result = await fresh.run(
             steps.goto(fixture_server.url("form.html")), steps.text("h1"), timeout=30
         )
         assert result[1].text == "Fixture"
-    assert engine.driver_pid not in (None, driver)
+    assert (engine.driver_pid == driver) is (killed == "browser")
     await eventually(lambda: running.broker.warm_pool_size == 1)
     assert len(chromium_pids(running)) == 1
     assert running.broker.reconciler.check().total == 0
