@@ -209,7 +209,12 @@ class Run:
         try:
             await session.reset_page()
             self.stopped_in_browser = True
-        except Exception:
+        except Exception as exc:
+            if lease.released is not None:
+                # Ended meanwhile (e.g. the client released it): its context is being closed,
+                # which is why no page could open; the release path finishes the job.
+                log.debug("page reset cut short: the lease ended (%s)", exc)
+                return
             log.exception("could not reset the page after a cancelled run; ending the lease")
             self.manager.release(lease, ReleaseReason.RUN_CANCELLED)
             await self.manager.wait_closed(lease)

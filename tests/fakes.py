@@ -107,6 +107,8 @@ class FakeSession:
 
     async def reset_page(self) -> None:
         self.resets += 1
+        if self.owner.reset_hook is not None:
+            self.owner.reset_hook(self)
 
     async def close(self) -> None:
         self.closed += 1
@@ -125,6 +127,8 @@ class FakeEngine:
         self.step_gate: asyncio.Event | None = None
         self.step_started = asyncio.Event()
         self.fail_next_open: Exception | None = None
+        # Runs inside FakeSession.reset_page (e.g. to fail it, or to release the lease meanwhile).
+        self.reset_hook: Callable[[FakeSession], None] | None = None
         self.closed = False
         self.recycling = RecyclePolicy()
 

@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -346,6 +347,7 @@ class PlaywrightEngine:
     async def _ensure_playwright(self) -> Playwright:
         # Shielded: a caller cancelled mid-start must not leave a driver that close() cannot see.
         if self._playwright_start is None:
+            quiet_aborted_calls(asyncio.get_running_loop())
             self._playwright_start = asyncio.ensure_future(async_playwright().start())
             self._playwright_start.add_done_callback(self._watch_driver)
         self._playwright = await asyncio.shield(self._playwright_start)
@@ -646,6 +648,40 @@ class PlaywrightEngine:
     def _top_level_pids(self) -> list[int]:
         """This engine's browser processes among our descendants (not their helper processes)."""
         return browser_processes(self._executable)
+
+
+_QUIETED_LOOPS: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
+
+
+def quiet_aborted_calls(loop: asyncio.AbstractEventLoop) -> None:
+    """Keep Playwright's aborted calls out of the error log.
+
+    When a task awaiting a Playwright call is cancelled twice in quick succession (a Run's
+    deadline, then its lease's release), Playwright's abort handshake is interrupted and the
+    call's future is dropped holding "Task was cancelled". asyncio would log that at error level
+    as "Future exception was never retrieved"; it is the cancellation working, so it is logged
+    at debug level instead. Everything else goes to the handler that was there before.
+    """
+    if loop in _QUIETED_LOOPS:
+        return
+    _QUIETED_LOOPS.add(loop)
+    previous = loop.get_exception_handler()
+
+    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        error = context.get("exception")
+        if (
+            isinstance(error, PlaywrightError)
+            and error.message.startswith("Task was cancelled")
+            and str(context.get("message", "")).startswith("Future exception was never retrieved")
+        ):
+            log.debug("an aborted browser call was dropped: %s", _first_line(error.message))
+            return
+        if previous is not None:
+            previous(loop, context)
+        else:
+            loop.default_exception_handler(context)
+
+    loop.set_exception_handler(handler)
 
 
 def _driver_transport(playwright: Playwright | None) -> object:

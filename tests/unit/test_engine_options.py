@@ -368,3 +368,33 @@ async def test_open_time_estimate_is_per_engine_and_isolation() -> None:
     with pytest.raises(DeadlineExceeded, match=r"takes about 5\.00s"):
         await manager.acquire(dedicated_firefox, 1.0)
     await manager.wait_all_closed()
+
+
+async def test_dropped_aborted_calls_are_not_logged_as_errors(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An aborted Playwright call's dropped future is debug noise; other dropped errors are not."""
+    import asyncio
+    import gc
+
+    from playwright.async_api import Error as PlaywrightError
+
+    from broker.engines.playwright_engine import quiet_aborted_calls
+
+    loop = asyncio.get_running_loop()
+    quiet_aborted_calls(loop)
+    quiet_aborted_calls(loop)  # idempotent: one handler, not a chain of them
+
+    def drop(error: Exception) -> None:
+        future: asyncio.Future[None] = loop.create_future()
+        future.set_exception(error)
+        del future
+        gc.collect()
+
+    with caplog.at_level("DEBUG"):
+        drop(PlaywrightError("Task was cancelled\nCall log:\n  - operation was aborted"))
+        drop(PlaywrightError("Target crashed"))
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and "never retrieved" in errors[0]
+    assert "Target crashed" in caplog.text
+    assert "an aborted browser call was dropped: Task was cancelled" in caplog.text

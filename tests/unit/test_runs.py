@@ -137,6 +137,51 @@ async def test_cancel_with_keep_lease_resets_the_page_once_and_keeps_the_lease()
     assert h.recorder.released == [(lease.id, "client_release")]
 
 
+async def test_a_page_that_cannot_be_reset_ends_the_lease_as_run_cancelled(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    h = Harness()
+    lease, session = await h.acquire()
+    assert session.resets == 0
+
+    def broken(_: FakeSession) -> None:
+        raise RuntimeError("renderer gone")
+
+    h.engine.reset_hook = broken
+    run = h.run(lease, on_cancel=OnCancel.KEEP_LEASE)
+    await h.step_in_flight()
+    await run.cancel(CancelCause.DEADLINE)
+    with pytest.raises(DeadlineExceeded):
+        await results(run)
+    assert h.recorder.released == [(lease.id, "run_cancelled")]
+    assert "could not reset the page" in caplog.text and session.resets == 1
+    await h.finish()
+
+
+async def test_a_lease_released_during_the_page_reset_keeps_its_reason(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The client releases while the cancelled Run's page is being replaced: the context is
+    closing, so the reset fails; that is the release at work, not an error, and it stands."""
+    h = Harness()
+    lease, session = await h.acquire()
+    assert session.resets == 0
+
+    def released_meanwhile(_: FakeSession) -> None:
+        h.manager.release(lease, ReleaseReason.CLIENT_RELEASE)
+        raise RuntimeError("Failed to find browser context")
+
+    h.engine.reset_hook = released_meanwhile
+    run = h.run(lease, on_cancel=OnCancel.KEEP_LEASE)
+    await h.step_in_flight()
+    await run.cancel(CancelCause.CLIENT_CANCELLED)
+    with pytest.raises(LeaseEnded):
+        await results(run)
+    assert h.recorder.released == [(lease.id, "client_release")]
+    assert "could not reset the page" not in caplog.text and session.resets == 1
+    await h.finish()
+
+
 async def test_cancel_with_release_lease_ends_the_lease_as_run_cancelled() -> None:
     h = Harness()
     lease, session = await h.acquire()
