@@ -1,10 +1,11 @@
 """Chaos soak: many lease cycles from concurrent clients against a real Chromium broker, with faults.
 
-    .venv/bin/python -m tests.soak --cycles 2000 --clients 6
+    .venv/bin/python -m tests.soak --cycles 2000 --clients 8 --capacity 6 [--recycle-after 100]
 
 Faults injected at random: short deadlines, client cancels, dropped channels, double and
 concurrent releases, forged and unknown lease ids, abandoned leases left to their TTL, SIGKILL of
-the browser, renderer crashes. At the end (and sampled throughout) it checks the broker's own view
+the browser, renderer crashes. The shared browser is also recycled every `--recycle-after`
+sessions, so leases keep running on a retiring browser while new ones go to a fresh one. At the end (and sampled throughout) it checks the broker's own view
 against reality and prints a table: leaked leases/contexts/pages/processes, drift repairs, leases
 released more or less than once (from the broker's structured release log), RSS growth.
 """
@@ -128,7 +129,9 @@ class Soak:
         while True:
             status = await client.status()
             engine = status.engines[0]
-            quiet = status.active_leases == 0 and status.queued == 0
+            quiet = (
+                status.active_leases == 0 and status.queued == 0 and engine.browsers_retiring == 0
+            )
             pool_full = status.warm_pool_size == self.broker_pool
             if (
                 quiet and pool_full and engine.contexts == status.warm_pool_size
@@ -360,6 +363,7 @@ class Soak:
         f["leaked browser processes"] = max(0, live_browsers - 1)
         f["queued at end"] = status.queued
         f["drift repairs"] = status.drift_repairs
+        f["browsers recycled"] = engine.browsers_recycled
         f["broker RSS start MB"] = round(rss_start / 2**20, 1)
         f["broker RSS end MB"] = round(rss_end / 2**20, 1)
         f["broker RSS growth MB"] = round((rss_end - rss_start) / 2**20, 1)
@@ -391,7 +395,9 @@ _EXPECTED = {
 }
 
 
-def run_soak(cycles: int, clients: int, seed: int, capacity: int = 4) -> SoakReport:
+def run_soak(
+    cycles: int, clients: int, seed: int, capacity: int = 4, recycle_after: int = 100
+) -> SoakReport:
     site = FixtureSite().start()
     broker = BrokerProcess(
         args=[
@@ -402,7 +408,11 @@ def run_soak(cycles: int, clients: int, seed: int, capacity: int = 4) -> SoakRep
             "--queue-limit",
             "64",
         ],
-        env={"BROKER_RECONCILE_INTERVAL_S": "2", "BROKER_LOG_LEVEL": "INFO"},
+        env={
+            "BROKER_RECONCILE_INTERVAL_S": "2",
+            "BROKER_LOG_LEVEL": "INFO",
+            "BROKER_RECYCLE_AFTER_LEASES": str(recycle_after),
+        },
     ).start()
     try:
         return asyncio.run(Soak(broker, site, cycles, clients, seed).run())
@@ -419,9 +429,12 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=6)
     parser.add_argument("--capacity", type=int, default=4)
     parser.add_argument("--seed", type=int, default=int(time.time()))
+    parser.add_argument(
+        "--recycle-after", type=int, default=100, help="sessions per shared browser; 0: never"
+    )
     args = parser.parse_args()
     started = time.monotonic()
-    report = run_soak(args.cycles, args.clients, args.seed, args.capacity)
+    report = run_soak(args.cycles, args.clients, args.seed, args.capacity, args.recycle_after)
     print(f"seed {args.seed}, {time.monotonic() - started:.0f}s wall")
     print(report.table())
     for line in report.unexpected[:20]:

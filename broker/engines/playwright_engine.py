@@ -15,7 +15,7 @@ import signal
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 import psutil
 from playwright.async_api import (
@@ -62,6 +62,7 @@ from broker.steps import (
 
 log = logging.getLogger("broker.engines")
 
+T = TypeVar("T")
 Launcher = Callable[[Playwright], Awaitable[Browser]]
 # Stops whatever script is running in a page, even one that never yields (engine-specific).
 Interrupter = Callable[[], Awaitable[object]]
@@ -219,7 +220,7 @@ class PlaywrightSession:
             await old.close(run_before_unload=False)
         finally:
             self._resetting = False
-        self.page = await self.context.new_page()
+        self.page = await self.engine_ref.while_connected(self.browser, self.context.new_page())
         self._watch_page(self.page)
         self.interrupter = await self.engine_ref.page_interrupter(self.context, self.page)
 
@@ -338,6 +339,8 @@ class PlaywrightEngine:
         self._retiring: set[Browser] = set()
         self._recycled = 0
         self._browser_closers: set[asyncio.Task[None]] = set()
+        # Resolved when a browser disconnects (see while_connected).
+        self._gone: dict[Browser, asyncio.Future[None]] = {}
 
     # ------------------------------------------------------------- lifecycle
 
@@ -384,6 +387,9 @@ class PlaywrightEngine:
         self._playwright = None
         for browser in list(self._browser_pids):
             self._kill(browser)
+        for gone in self._gone.values():
+            _resolve(gone)
+        self._gone.clear()
         self._shared = None
         self._opened_in.clear()
         self._opening_in.clear()
@@ -409,6 +415,7 @@ class PlaywrightEngine:
             new_pids = [pid for pid in self._top_level_pids() if pid not in before]
             if new_pids:
                 self._browser_pids[browser] = new_pids[0]
+            self._gone[browser] = asyncio.get_running_loop().create_future()
             browser.on("disconnected", self._on_disconnected)
             log.info("browser launched", extra={"engine": self.name.value, "pids": new_pids})
             return browser
@@ -422,6 +429,7 @@ class PlaywrightEngine:
             return self._shared
 
     def _on_disconnected(self, browser: Browser) -> None:
+        _resolve(self._gone.pop(browser, None))
         self._browser_pids.pop(browser, None)
         self._opened_in.pop(browser, None)
         self._retiring.discard(browser)
@@ -447,9 +455,12 @@ class PlaywrightEngine:
             else:
                 browser = shared = await self._shared_browser()
                 self._opening_in[shared] = self._opening_in.get(shared, 0) + 1
-            context = await browser.new_context(**context_kwargs(options))
-            page = await context.new_page()
-            await page.evaluate("1")  # the renderer is up: the first step pays no start-up
+            context = await self.while_connected(
+                browser, browser.new_context(**context_kwargs(options))
+            )
+            page = await self.while_connected(browser, context.new_page())
+            # The renderer is up: the first step pays no start-up.
+            await self.while_connected(browser, page.evaluate("1"))
             interrupter = await self.page_interrupter(context, page)
             session = PlaywrightSession(self, browser, context, page, isolation)
             session.interrupter = interrupter
@@ -473,6 +484,31 @@ class PlaywrightEngine:
                 if not self._opening_in[shared]:
                     del self._opening_in[shared]
                 self.close_if_drained(shared)
+
+    async def while_connected(self, browser: Browser, work: Awaitable[T]) -> T:
+        """Await a Playwright call on `browser`, unless the browser goes away first.
+
+        Playwright can leave a call that was in flight when its browser was killed (new_page, for
+        one) unanswered for ever, and its cancellation then waits for an answer too. So the call
+        is abandoned, not awaited, once the browser is gone.
+        """
+        task = asyncio.ensure_future(work)
+        gone = self._gone.get(browser)
+        if gone is None:  # gone already, or not launched by this engine
+            if browser.is_connected():
+                return await task
+            gone = asyncio.get_running_loop().create_future()
+            gone.set_result(None)
+        either: list[asyncio.Future[Any]] = [task, gone]
+        try:
+            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            _abandon(task)
+            raise
+        if task.done():
+            return task.result()
+        _abandon(task)
+        raise Unavailable(f"{self.name.value} browser went away while opening a session")
 
     def _check_supported(
         self, isolation: Isolation, options: ContextOptions, browser_options: BrowserOptions | None
@@ -682,6 +718,17 @@ def quiet_aborted_calls(loop: asyncio.AbstractEventLoop) -> None:
             loop.default_exception_handler(context)
 
     loop.set_exception_handler(handler)
+
+
+def _resolve(future: asyncio.Future[None] | None) -> None:
+    if future is not None and not future.done():
+        future.set_result(None)
+
+
+def _abandon(task: asyncio.Future[Any]) -> None:
+    """Cancel `task` without waiting for it, and without leaving its error unretrieved."""
+    task.cancel()
+    task.add_done_callback(lambda done: done.cancelled() or done.exception())
 
 
 def _driver_transport(playwright: Playwright | None) -> object:

@@ -10,6 +10,7 @@ import time
 import grpc
 import psutil
 import pytest
+from playwright.async_api import BrowserContext, Page
 
 from broker.engines.playwright_engine import PlaywrightEngine
 from broker.events import LeaseObserver
@@ -118,6 +119,54 @@ async def test_engine_killed_mid_run_and_between_runs(
     await eventually(lambda: running.broker.warm_pool_size == 1)
     assert len(chromium_pids(running)) == 1
     assert running.broker.reconciler.check().total == 0
+
+
+async def test_browser_killed_while_a_session_opens_answers_the_acquire(
+    broker_factory: BrokerFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Playwright can leave a new_page call that was in flight on a killed browser unanswered
+    for ever; the Acquire waiting on it must get an answer at once, not at its deadline.
+
+    The kill lands at a different point of the session's opening each round (0 to 250 ms after
+    new_page is called), since only part of that window leaves the call hanging.
+    """
+    running, releases = await start(broker_factory)
+    client = running.client
+    opening = asyncio.Event()
+    original = BrowserContext.new_page
+
+    async def new_page(self: BrowserContext) -> Page:
+        opening.set()
+        return await original(self)
+
+    monkeypatch.setattr(BrowserContext, "new_page", new_page)
+    hung = []
+    for round_ in range(26):
+        opening.clear()
+        acquiring = asyncio.create_task(client.acquire(timeout=60))
+        await opening.wait()
+        await asyncio.sleep(0.01 * round_)
+        for pid in chromium_pids(running):
+            os.kill(pid, signal.SIGKILL)
+        done, _ = await asyncio.wait({acquiring}, timeout=20)
+        if not done:
+            hung.append(round_)
+            acquiring.cancel()
+            continue
+        error = acquiring.exception()
+        if error is None:  # opened just before the kill: the crash then ends the lease
+            lease = acquiring.result()
+            lease_id = lease.id
+            await eventually(lambda: bool(releases.of(lease_id)))  # noqa: B023 (awaited here)
+            assert releases.of(lease_id) == ["engine_crashed"]
+            await lease.release()
+        else:
+            assert isinstance(error, UnavailableError), error
+        await running.check_no_leftovers()
+    assert not hung, f"Acquire calls hung on a dead browser in rounds {hung}"
+    monkeypatch.undo()
+    async with client.lease() as fresh:  # and the engine recovers
+        await fresh.run(steps.evaluate("1"), timeout=30)
 
 
 async def test_renderer_crash_ends_the_lease(

@@ -11,7 +11,7 @@ pytestmark = pytest.mark.browser
 
 @pytest.mark.timeout(900)
 def test_short_chaos_soak_leaves_nothing_behind() -> None:
-    report = run_soak(cycles=150, clients=6, seed=20261126)
+    report = run_soak(cycles=150, clients=6, seed=20261126, recycle_after=40)
     print(report.table())
     assert not report.unexpected, report.unexpected[:10]
     figures = report.figures
@@ -21,3 +21,4 @@ def test_short_chaos_soak_leaves_nothing_behind() -> None:
     assert figures["leaked browser processes"] == 0
     assert figures["drift repairs"] == 0
     assert figures["leases granted"] > 50  # the soak really lent browsers
+    assert figures["browsers recycled"] >= 1  # and recycled them under chaos
