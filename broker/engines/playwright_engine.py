@@ -134,7 +134,14 @@ class PlaywrightSession:
         outcome = StepOutcome(index=index, action=step.name)
         started = time.perf_counter()
         try:
-            await self._perform(step, timeout_s, outcome)
+            await self.engine_ref.while_connected(
+                self.browser, self._perform(step, timeout_s, outcome), "running a step"
+            )
+        except Unavailable as exc:  # the browser went away under the step
+            outcome.ok = False
+            outcome.error_kind = StepErrorKind.BROWSER
+            outcome.error_message = str(exc)
+            self._check_alive()
         except (PlaywrightTimeout, TimeoutError):
             outcome.ok = False
             outcome.error_kind = StepErrorKind.TIMEOUT
@@ -220,7 +227,9 @@ class PlaywrightSession:
             await old.close(run_before_unload=False)
         finally:
             self._resetting = False
-        self.page = await self.engine_ref.while_connected(self.browser, self.context.new_page())
+        self.page = await self.engine_ref.while_connected(
+            self.browser, self.context.new_page(), "replacing a page"
+        )
         self._watch_page(self.page)
         self.interrupter = await self.engine_ref.page_interrupter(self.context, self.page)
 
@@ -485,7 +494,9 @@ class PlaywrightEngine:
                     del self._opening_in[shared]
                 self.close_if_drained(shared)
 
-    async def while_connected(self, browser: Browser, work: Awaitable[T]) -> T:
+    async def while_connected(
+        self, browser: Browser, work: Awaitable[T], doing: str = "opening a session"
+    ) -> T:
         """Await a Playwright call on `browser`, unless the browser goes away first.
 
         Playwright can leave a call that was in flight when its browser was killed (new_page, for
@@ -508,7 +519,7 @@ class PlaywrightEngine:
         if task.done():
             return task.result()
         _abandon(task)
-        raise Unavailable(f"{self.name.value} browser went away while opening a session")
+        raise Unavailable(f"{self.name.value} browser went away while {doing}")
 
     def _check_supported(
         self, isolation: Isolation, options: ContextOptions, browser_options: BrowserOptions | None
