@@ -13,7 +13,7 @@ from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from broker import telemetry
+from broker import diagnostics, telemetry
 from broker.app import Broker
 from broker.config import Settings
 from broker.service import BrokerService
@@ -37,6 +37,8 @@ async def serve(
         # Outside the main thread (tests) this fails, and the caller sets `stop` instead.
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
+    with contextlib.suppress(NotImplementedError, RuntimeError):
+        loop.add_signal_handler(signal.SIGUSR1, diagnostics.log_tasks)
 
     setup = telemetry.configure(settings.prometheus_port)
     async with broker or Broker(settings) as running:
