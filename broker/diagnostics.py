@@ -29,9 +29,7 @@ def await_chain(task: asyncio.Task[Any]) -> list[str]:
             chain.append(f"{code.co_filename}:{frame.f_lineno} {code.co_name}")
         awaitable = getattr(awaitable, "cr_await", None) or getattr(awaitable, "ag_await", None)
         if not isinstance(awaitable, CoroutineType) and _frame_of(awaitable) is None:
-            if awaitable is not None:
-                chain.append(f"waiting on {awaitable!r:.200}")
-            break
+            break  # a future: the task's repr says which
     return chain
 
 
@@ -39,6 +37,6 @@ def log_tasks() -> None:
     tasks = asyncio.all_tasks()
     lines = [f"{len(tasks)} tasks"]
     for task in sorted(tasks, key=lambda t: t.get_name()):
-        lines.append(f"task {task.get_name()}:")
+        lines.append(f"{task!r:.400}")
         lines += [f"    {entry}" for entry in await_chain(task)]
     log.warning("task dump", extra={"tasks": "\n".join(lines)})

@@ -30,6 +30,7 @@ from broker.errors import (
 )
 from broker.events import LeaseObserver, ObserverList
 from broker.lease import EngineName, Isolation, Lease, LeaseSpec, ReleaseOutcome, ReleaseReason
+from broker.waiting import bounded
 
 log = logging.getLogger("broker.leases")
 
@@ -404,8 +405,7 @@ class LeaseManager:
 
     async def _close_session(self, session: Session) -> None:
         try:
-            async with asyncio.timeout(self.limits.cleanup_timeout_s):
-                await session.close()
+            await bounded(session.close(), self.limits.cleanup_timeout_s)
         except Exception:
             # The slot is already free; the engine escalates and the reconciler double-checks.
             log.exception("closing a released session failed")

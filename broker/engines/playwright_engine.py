@@ -59,6 +59,7 @@ from broker.steps import (
     WaitForLoadState,
     WaitForSelector,
 )
+from broker.waiting import abandon, bounded
 
 log = logging.getLogger("broker.engines")
 
@@ -417,8 +418,9 @@ class PlaywrightEngine:
             playwright = await self._ensure_playwright()
             before = set(self._top_level_pids())
             try:
-                async with asyncio.timeout(self._launch_timeout_s):
-                    browser = await (launcher or self._launcher)(playwright)
+                browser = await bounded(
+                    (launcher or self._launcher)(playwright), self._launch_timeout_s
+                )
             except (PlaywrightError, TimeoutError) as exc:
                 raise Unavailable(f"{self.name.value} failed to launch: {exc}") from exc
             new_pids = [pid for pid in self._top_level_pids() if pid not in before]
@@ -514,11 +516,11 @@ class PlaywrightEngine:
         try:
             await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
         except asyncio.CancelledError:
-            _abandon(task)
+            abandon(task)
             raise
         if task.done():
             return task.result()
-        _abandon(task)
+        abandon(task)
         raise Unavailable(f"{self.name.value} browser went away while {doing}")
 
     def _check_supported(
@@ -557,24 +559,32 @@ class PlaywrightEngine:
             ) from exc
 
     async def _discard(self, dedicated: Browser | None, context: BrowserContext | None) -> None:
-        with contextlib.suppress(Exception):
-            async with asyncio.timeout(CLOSE_TIMEOUT_S):
-                if context is not None:
-                    await context.close()
-                if dedicated is not None:
-                    await dedicated.close()
+        async def close() -> None:
+            if context is not None:
+                await context.close()
+            if dedicated is not None:
+                await dedicated.close()
+
+        try:
+            await bounded(close(), CLOSE_TIMEOUT_S)
+        except Exception:
+            if dedicated is not None:
+                self._kill(dedicated)
 
     async def close_session(self, session: PlaywrightSession) -> None:
         """Close context, then a dedicated browser; kill the process if a graceful close fails."""
         if session.driver_lost:
             return  # its browser was killed with the driver's loss; nothing can be called
         dedicated = session.browser if session.isolation is Isolation.BROWSER else None
+
+        async def close() -> None:
+            await session.context.close()
+            if dedicated is not None:
+                await dedicated.close()
+
         try:
             await session.interrupt_scripts()
-            async with asyncio.timeout(CLOSE_TIMEOUT_S):
-                await session.context.close()
-                if dedicated is not None:
-                    await dedicated.close()
+            await bounded(close(), CLOSE_TIMEOUT_S)
         except (PlaywrightError, TimeoutError) as exc:
             if not session.browser.is_connected():
                 return  # already gone: nothing left to close
@@ -583,8 +593,7 @@ class PlaywrightEngine:
                 self._kill(dedicated)
             else:
                 with contextlib.suppress(PlaywrightError, TimeoutError):
-                    async with asyncio.timeout(CLOSE_TIMEOUT_S):
-                        await session.page.close()
+                    await bounded(session.page.close(), CLOSE_TIMEOUT_S)
 
     # ------------------------------------------------------------- recycling
 
@@ -623,8 +632,7 @@ class PlaywrightEngine:
 
     async def _close_browser(self, browser: Browser) -> None:
         try:
-            async with asyncio.timeout(CLOSE_TIMEOUT_S):
-                await browser.close()
+            await bounded(browser.close(), CLOSE_TIMEOUT_S)
         except (PlaywrightError, TimeoutError):
             self._kill(browser)
         log.info("browser recycled", extra={"engine": self.name.value})
@@ -656,15 +664,14 @@ class PlaywrightEngine:
         browsers = [b for b in (self._shared, *self._browser_pids) if b is not None]
         for browser in set(browsers):
             try:
-                async with asyncio.timeout(CLOSE_TIMEOUT_S):
-                    await browser.close()
+                await bounded(browser.close(), CLOSE_TIMEOUT_S)
             except (PlaywrightError, TimeoutError):
                 self._kill(browser)
         self._shared = None
         if self._playwright_start is not None:
             with contextlib.suppress(Exception):
                 playwright = await self._playwright_start
-                await playwright.stop()
+                await bounded(playwright.stop(), CLOSE_TIMEOUT_S)
             self._playwright = None
             self._playwright_start = None
 
@@ -734,12 +741,6 @@ def quiet_aborted_calls(loop: asyncio.AbstractEventLoop) -> None:
 def _resolve(future: asyncio.Future[None] | None) -> None:
     if future is not None and not future.done():
         future.set_result(None)
-
-
-def _abandon(task: asyncio.Future[Any]) -> None:
-    """Cancel `task` without waiting for it, and without leaving its error unretrieved."""
-    task.cancel()
-    task.add_done_callback(lambda done: done.cancelled() or done.exception())
 
 
 def _driver_transport(playwright: Playwright | None) -> object:
