@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -125,6 +126,11 @@ def _details(error: BrokerError) -> list[any_pb2.Any]:
 
 
 async def abort(context: aio.ServicerContext[Any, Any], error: BrokerError) -> NoReturn:
+    remaining = context.time_remaining()
+    if context.done() or (remaining is not None and remaining <= 0):
+        # The call already ended (its deadline passed, or the client left): there is nobody to
+        # send a status to, and gRPC would log the failed send as a servicer error.
+        raise asyncio.CancelledError
     code = status_code(error)
     status = status_pb2.Status(code=code.value[0], message=str(error), details=_details(error))
     await context.abort(

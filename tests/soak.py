@@ -355,7 +355,7 @@ class Soak:
         live_browsers = len(self._browser_pids())
         f = self.report.figures
         f["leases granted"] = len(self.report.granted)
-        f["leased released (log)"] = sum(releases[lid] for lid in self.report.granted)
+        f["leases released (log)"] = sum(releases[lid] for lid in self.report.granted)
         f["leases not released exactly once"] = len(not_once)
         f["leaked leases"] = status.active_leases
         f["leaked contexts"] = engine.contexts - status.warm_pool_size

@@ -225,11 +225,16 @@ class PlaywrightSession:
         self._resetting = True
         try:
             await self.interrupt_scripts()
-            await old.close(run_before_unload=False)
+            # Bounded: Chromium can acknowledge a close without closing (a close racing a
+            # navigation commit). The caller then ends the lease, which closes the context.
+            await bounded(old.close(run_before_unload=False), CLOSE_TIMEOUT_S)
         finally:
             self._resetting = False
-        self.page = await self.engine_ref.while_connected(
-            self.browser, self.context.new_page(), "replacing a page"
+        self.page = await bounded(
+            self.engine_ref.while_connected(
+                self.browser, self.context.new_page(), "replacing a page"
+            ),
+            CLOSE_TIMEOUT_S,
         )
         self._watch_page(self.page)
         self.interrupter = await self.engine_ref.page_interrupter(self.context, self.page)
