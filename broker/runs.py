@@ -97,13 +97,15 @@ class Run:
         if lease.released is None:
             self.manager.touch(lease)
         self._queue.put_nowait(_END)
+        # Read here, so it counts as retrieved even when the caller left before results() did.
+        failure = None if task.cancelled() else task.exception()
         error = ""
         if self.cause is not None:
             error = self.cause.value
         elif lease.released is not None and task.cancelled():
             error = f"lease ended: {lease.released.reason.value}"
-        elif not task.cancelled() and task.exception() is not None:
-            error = type(task.exception()).__name__
+        elif failure is not None:
+            error = type(failure).__name__
         duration = asyncio.get_running_loop().time() - self._started
         self.manager.observers.run_finished(lease, duration, error)
 

@@ -298,3 +298,23 @@ async def test_a_finished_run_is_not_reported_as_cut_short_by_a_later_release() 
     h.manager.release(lease, ReleaseReason.CLIENT_RELEASE)
     assert [o.json for o in await results(run)] == ['"a"', '"b"']
     await h.finish()
+
+
+async def test_a_run_whose_caller_left_leaves_no_unretrieved_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The caller's Run RPC ended (deadline) before it read the results: the Run's failure is
+    already accounted for, and asyncio must not log it as never retrieved."""
+    import gc
+
+    h = Harness()
+    lease, _session = await h.acquire()
+    run = h.run(lease, timeout_s=0.0)  # no time left for the first step: the Run fails at once
+    # The deadline's cancel was recorded just as the Run failed on its own.
+    run.cause = CancelCause.DEADLINE
+    await asyncio.sleep(0.01)
+    del run
+    gc.collect()
+    assert "never retrieved" not in caplog.text
+    h.gate.set()
+    await h.finish()

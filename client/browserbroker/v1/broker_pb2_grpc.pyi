@@ -20,7 +20,8 @@ for bad fields, google.rpc.BadRequest with one field violation per field):
   RESOURCE_EXHAUSTED  the Acquire queue is full (retry hint in details)
   DEADLINE_EXCEEDED   the caller's deadline passed (queue wait or Run)
   CANCELLED           the caller cancelled
-  UNAVAILABLE         the broker is draining, or the engine failed to start
+  UNAVAILABLE         the broker is draining, or the engine failed to start (or its
+                      browser died while a session was being opened for Acquire)
   ABORTED             the browser crashed during Run (the lease's fate in details)
 """
 
