@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 import pytest
 
 from tests.fixture_site import FixtureSite
-from tests.support import BrokerProcess, InProcessBroker, browser_descendants, start_in_process
+from tests.support import BrokerProcess, InProcessBroker, in_process_browsers, start_in_process
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
@@ -51,7 +51,7 @@ async def broker_factory() -> AsyncIterator[BrokerFactory]:
             except AssertionError as exc:
                 errors.append(str(exc))
         await running.shutdown()
-    leftover = browser_descendants(os.getpid())
+    leftover = in_process_browsers()
     for proc in leftover:
         proc.kill()
     assert not errors, errors

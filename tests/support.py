@@ -38,6 +38,19 @@ def browser_descendants(pid: int) -> list[psutil.Process]:
     return [p for p in children if _is_browser(p)]
 
 
+def in_process_browsers() -> list[psutil.Process]:
+    """Browser processes below this process, leaving out those of broker subprocesses (such as
+    the session's `live_broker`), which are theirs to clean up."""
+    theirs: set[int] = set()
+    for child in psutil.Process().children():
+        try:
+            if any(os.path.basename(arg) == "browser-broker" for arg in child.cmdline()[:2]):
+                theirs |= {p.pid for p in child.children(recursive=True)}
+        except psutil.Error:
+            continue
+    return [p for p in browser_descendants(os.getpid()) if p.pid not in theirs]
+
+
 def _is_browser(proc: psutil.Process) -> bool:
     try:
         return (

@@ -340,6 +340,7 @@ class PlaywrightEngine:
         self.unsupported_context = dict(unsupported_context or {})
         self._playwright: Playwright | None = None
         self._playwright_start: asyncio.Future[Playwright] | None = None
+        self._drivers_lost = 0  # a call that fails across a change of this failed with its driver
         self._shared: Browser | None = None
         self._launch_lock = asyncio.Lock()
         self._shared_launch_lock = asyncio.Lock()
@@ -398,6 +399,7 @@ class PlaywrightEngine:
         log.error(
             "playwright driver died; its browsers are killed", extra={"engine": self.name.value}
         )
+        self._drivers_lost += 1
         self._playwright_start = None
         self._playwright = None
         for browser in list(self._browser_pids):
@@ -421,13 +423,18 @@ class PlaywrightEngine:
             raise Unavailable(f"{self.name.value} engine is closed")
         async with self._launch_lock:
             playwright = await self._ensure_playwright()
+            drivers_lost = self._drivers_lost
             before = set(self._top_level_pids())
             try:
                 browser = await bounded(
                     (launcher or self._launcher)(playwright), self._launch_timeout_s
                 )
-            except (PlaywrightError, TimeoutError) as exc:
-                raise Unavailable(f"{self.name.value} failed to launch: {exc}") from exc
+            except Exception as exc:
+                if isinstance(exc, (PlaywrightError, TimeoutError)) or (
+                    self._drivers_lost != drivers_lost
+                ):
+                    raise Unavailable(f"{self.name.value} failed to launch: {exc}") from exc
+                raise
             new_pids = [pid for pid in self._top_level_pids() if pid not in before]
             if new_pids:
                 self._browser_pids[browser] = new_pids[0]
@@ -465,6 +472,7 @@ class PlaywrightEngine:
         browser: Browser | None = None
         context: BrowserContext | None = None
         shared: Browser | None = None
+        drivers_lost = self._drivers_lost
         try:
             if isolation is Isolation.BROWSER:
                 browser = await self._launch(await self._prepare(browser_options, options))
@@ -489,16 +497,22 @@ class PlaywrightEngine:
             await asyncio.shield(
                 self._discard(browser if isolation is Isolation.BROWSER else None, context)
             )
-            if isinstance(exc, PlaywrightError):  # e.g. the browser died while we were opening
+            # The browser (or Playwright's driver, which fails calls with a plain Exception) died
+            # while the session was being opened.
+            if isinstance(exc, PlaywrightError) or (
+                isinstance(exc, Exception) and self._drivers_lost != drivers_lost
+            ):
+                message = exc.message if isinstance(exc, PlaywrightError) else str(exc)
                 raise Unavailable(
-                    f"{self.name.value} could not open a session: {_first_line(exc.message)}"
+                    f"{self.name.value} could not open a session: {_first_line(message)}"
                 ) from exc
             raise
         finally:
             if shared is not None:
-                self._opening_in[shared] -= 1
-                if not self._opening_in[shared]:
-                    del self._opening_in[shared]
+                # (Cleared meanwhile if the driver died.)
+                opening = self._opening_in.pop(shared, 0) - 1
+                if opening > 0:
+                    self._opening_in[shared] = opening
                 self.close_if_drained(shared)
 
     async def while_connected(
@@ -706,7 +720,7 @@ class PlaywrightEngine:
 
     def _top_level_pids(self) -> list[int]:
         """This engine's browser processes among our descendants (not their helper processes)."""
-        return browser_processes(self._executable)
+        return browser_processes(self._executable, self.driver_pid)
 
 
 _QUIETED_LOOPS: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
@@ -767,13 +781,15 @@ def process_tree_pss_mb(pid: int) -> float:
     return total / (1024 * 1024)
 
 
-def browser_processes(executable: str) -> list[int]:
+def browser_processes(executable: str, parent: int | None) -> list[int]:
+    """Browser (not helper) processes of `executable` below `parent`: the engine's own driver, so
+    another engine or broker in the same process tree is never counted, or killed."""
     pids: list[int] = []
-    if not executable:
+    if not executable or parent is None:
         return pids  # an unavailable engine (realpath("") would be the working directory)
     real = os.path.realpath(executable)
     try:
-        children = psutil.Process().children(recursive=True)
+        children = psutil.Process(parent).children(recursive=True)
     except psutil.Error:
         return pids
     for proc in children:

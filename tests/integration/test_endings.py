@@ -169,6 +169,30 @@ async def test_browser_killed_while_a_session_opens_answers_the_acquire(
         await fresh.run(steps.evaluate("1"), timeout=30)
 
 
+async def test_driver_killed_while_a_session_opens_answers_unavailable(
+    broker_factory: BrokerFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    running, _ = await start(broker_factory)
+    engine = chromium_engine(running)
+    client = running.client
+    original = BrowserContext.new_page
+
+    async def new_page(self: BrowserContext) -> Page:
+        call = asyncio.ensure_future(original(self))
+        driver = engine.driver_pid
+        assert driver is not None
+        os.kill(driver, signal.SIGKILL)
+        return await call
+
+    monkeypatch.setattr(BrowserContext, "new_page", new_page)
+    with pytest.raises(UnavailableError):
+        await client.acquire(timeout=60)
+    monkeypatch.undo()
+    async with client.lease() as fresh:  # a new driver serves the next lease
+        await fresh.run(steps.evaluate("1"), timeout=30)
+    await running.check_no_leftovers()
+
+
 async def test_renderer_crash_ends_the_lease(
     broker_factory: BrokerFactory, fixture_server: FixtureSite
 ) -> None:
