@@ -312,7 +312,11 @@ async def test_a_run_whose_caller_left_leaves_no_unretrieved_error(
     run = h.run(lease, timeout_s=0.0)  # no time left for the first step: the Run fails at once
     # The deadline's cancel was recorded just as the Run failed on its own.
     run.cause = CancelCause.DEADLINE
-    await asyncio.sleep(0.01)
+    for _ in range(100):  # a few loop turns: the Run task runs and fails
+        if not lease.runs_in_flight:
+            break
+        await asyncio.sleep(0)
+    assert lease.runs_in_flight == 0
     del run
     gc.collect()
     assert "never retrieved" not in caplog.text

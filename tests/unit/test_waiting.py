@@ -9,9 +9,11 @@ import pytest
 from broker.waiting import bounded
 
 
-async def _stubborn(acknowledge: asyncio.Event) -> None:
+async def _stubborn(acknowledge: asyncio.Event, started: asyncio.Event | None = None) -> None:
     """Like a Playwright call on a dead browser: cancelled, it waits for an answer that never
     comes (until the test lets it go)."""
+    if started is not None:
+        started.set()
     try:
         await asyncio.Event().wait()
     except asyncio.CancelledError:
@@ -28,9 +30,9 @@ async def test_a_timeout_does_not_wait_for_the_cancellation_to_be_acknowledged()
 
 
 async def test_cancelling_the_waiter_does_not_wait_either() -> None:
-    acknowledge = asyncio.Event()
-    waiter = asyncio.create_task(bounded(_stubborn(acknowledge), 60))
-    await asyncio.sleep(0.01)
+    acknowledge, started = asyncio.Event(), asyncio.Event()
+    waiter = asyncio.create_task(bounded(_stubborn(acknowledge, started), 60))
+    await started.wait()
     waiter.cancel()
     done, _ = await asyncio.wait({waiter}, timeout=5)
     assert done and waiter.cancelled()
