@@ -792,9 +792,11 @@ def browser_processes(executable: str, parent: int | None) -> list[int]:
         children = psutil.Process(parent).children(recursive=True)
     except psutil.Error:
         return pids
+    parents: dict[int, int] = {}
     for proc in children:
         try:
             cmdline = proc.cmdline()
+            ppid = proc.ppid()
         except psutil.Error:
             continue
         if not cmdline or any(a.startswith("--type=") or a == "-contentproc" for a in cmdline):
@@ -803,4 +805,7 @@ def browser_processes(executable: str, parent: int | None) -> list[int]:
             real
         ):
             pids.append(proc.pid)
-    return pids
+            parents[proc.pid] = ppid
+    # A browser's child caught between fork and exec (its crash handler, say) still shows the
+    # browser's command line; it is not a browser of its own.
+    return [pid for pid in pids if parents[pid] not in parents]
