@@ -1,4 +1,4 @@
-"""Wiring: engines, lease manager, warm pool and reconciler, started and stopped as one unit."""
+"""Wiring: engines, lease table, warm pool and reconciler, started and stopped as one unit."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ from broker.clock import Clock, LoopClock
 from broker.config import Settings
 from broker.engines.base import Engine, Session
 from broker.events import LeaseObserver, ObserverList
-from broker.lease import EngineName, LeaseSpec
-from broker.leases import LeaseManager
+from broker.lease import LeaseSpec
+from broker.lease_table import LeaseTable
+from broker.options import EngineName
 from broker.pool import WarmPool
 from broker.reconciler import Reconciler
 
@@ -56,7 +57,7 @@ class Broker:
         self.settings = settings
         self.engines = dict(engines) if engines is not None else build_engines(settings)
         self.observers = ObserverList(observers)
-        self.manager = LeaseManager(
+        self.leases = LeaseTable(
             self.engines, clock or LoopClock(), settings.limits(), self.observers
         )
         self.pools: list[WarmPool] = []
@@ -65,9 +66,9 @@ class Broker:
             self.pools.append(
                 WarmPool(default, settings.default_isolation, settings.warm_pool_size)
             )
-        self.manager.set_warm_source(self._take_warm)
+        self.leases.set_warm_source(self._take_warm)
         self.reconciler = Reconciler(
-            self.manager, list(self.engines.values()), self.pools, self.observers
+            self.leases, list(self.engines.values()), self.pools, self.observers
         )
         self._background: list[asyncio.Task[None]] = []
         self._stopped = False
@@ -87,8 +88,8 @@ class Broker:
         """Current levels for the metrics' gauges, from the lease table and the engines."""
         censuses = [engine.census() for engine in self.engines.values()]
         return {
-            "broker.leases.active": self.manager.active_count,
-            "broker.queue.depth": self.manager.queued_count,
+            "broker.leases.active": self.leases.active_count,
+            "broker.queue.depth": self.leases.queued_count,
             "broker.pool.size": self.warm_pool_size,
             "broker.browsers": sum(c.browsers for c in censuses),
             "broker.browsers.retiring": sum(c.retiring for c in censuses),
@@ -135,7 +136,7 @@ class Broker:
             return
         self._stopped = True
         try:
-            await self.manager.drain(grace_s)
+            await self.leases.drain(grace_s)
         finally:
             for task in self._background:
                 task.cancel()

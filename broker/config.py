@@ -15,8 +15,8 @@ from pydantic_settings import (
 )
 
 from broker.engines.base import RecyclePolicy
-from broker.lease import EngineName, Isolation
-from broker.leases import Limits
+from broker.lease_table import Limits
+from broker.options import EngineName, Isolation
 
 _CONFIG_FILE: ContextVar[Path | None] = ContextVar("broker_config_file", default=None)
 

@@ -10,20 +10,16 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from broker.config import Settings
 from broker.errors import FieldViolation, InvalidArgument
-from broker.lease import (
+from broker.lease import Lease, LeaseSpec, ReleaseOutcome, ReleaseReason
+from broker.options import (
     CAMOUFOX_OS_NAMES,
     CamoufoxOptions,
     ContextOptions,
     EngineName,
     Isolation,
-    Lease,
-    LeaseSpec,
     ProxySettings,
-    ReleaseOutcome,
-    ReleaseReason,
     Viewport,
 )
-from broker.runs import OnCancel, RunOptions
 from broker.steps import (
     Action,
     Click,
@@ -33,8 +29,10 @@ from broker.steps import (
     GetContent,
     GetText,
     Goto,
+    OnCancel,
     Pdf,
     Press,
+    RunOptions,
     Screenshot,
     Step,
     StepErrorKind,

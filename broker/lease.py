@@ -9,20 +9,11 @@ from datetime import datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
+from broker.options import CamoufoxOptions, ContextOptions, EngineName, Isolation
+
 if TYPE_CHECKING:
     from broker.clock import TimerHandle
     from broker.engines.base import Session
-
-
-class EngineName(StrEnum):
-    CHROMIUM = "chromium"
-    FIREFOX = "firefox"
-    CAMOUFOX = "camoufox"
-
-
-class Isolation(StrEnum):
-    CONTEXT = "context"
-    BROWSER = "browser"
 
 
 class ReleaseReason(StrEnum):
@@ -38,66 +29,12 @@ class ReleaseReason(StrEnum):
 
 
 @dataclass(frozen=True)
-class Viewport:
-    width: int
-    height: int
-
-
-@dataclass(frozen=True)
-class ProxySettings:
-    server: str
-    username: str = ""
-    password: str = ""
-    bypass: str = ""
-
-
-@dataclass(frozen=True)
-class ContextOptions:
-    """Browser context options; the default (all empty) may be served from the warm pool."""
-
-    viewport: Viewport | None = None
-    user_agent: str = ""
-    locale: str = ""
-    timezone_id: str = ""
-    extra_http_headers: tuple[tuple[str, str], ...] = ()
-    proxy: ProxySettings | None = None
-    ignore_https_errors: bool = False
-    java_script_disabled: bool = False
-
-    @property
-    def is_default(self) -> bool:
-        return self == ContextOptions()
-
-
-CAMOUFOX_OS_NAMES = ("windows", "macos", "linux")
-
-
-@dataclass(frozen=True)
-class CamoufoxOptions:
-    """Launch options of a dedicated Camoufox browser (its fingerprint is drawn at launch)."""
-
-    os: tuple[str, ...] = ()  # fingerprint OS choices, from CAMOUFOX_OS_NAMES; empty: any
-    humanize: bool = False
-    humanize_max_s: float = 0.0  # 0: Camoufox's default
-    block_images: bool = False
-    block_webrtc: bool = False
-    block_webgl: bool = False
-    geoip: bool = False  # geolocation, timezone and locale from the (proxy's) public IP
-    locales: tuple[str, ...] = ()
-    window: Viewport | None = None
-
-
-# Per-lease options of a dedicated browser, passed to Engine.open_session. Only Camoufox has any.
-BrowserOptions = CamoufoxOptions
-
-
-@dataclass(frozen=True)
 class LeaseSpec:
     engine: EngineName
     isolation: Isolation
     ttl_s: float
     idle_timeout_s: float
-    context: ContextOptions = ContextOptions()
+    context: ContextOptions = field(default_factory=ContextOptions)
     labels: tuple[tuple[str, str], ...] = ()
     # Set only with engine camoufox and isolation browser (convert.lease_spec checks it).
     camoufox: CamoufoxOptions | None = None

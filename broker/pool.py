@@ -11,8 +11,9 @@ import contextlib
 import logging
 from collections import deque
 
-from broker.engines.base import Engine, Session
-from broker.lease import ContextOptions, Isolation, LeaseSpec
+from broker.engines.base import Engine, LostCause, Session
+from broker.lease import LeaseSpec
+from broker.options import ContextOptions, Isolation
 
 log = logging.getLogger("broker.pool")
 
@@ -76,7 +77,7 @@ class WarmPool:
                 await session.close()
         await asyncio.gather(*self._closers, return_exceptions=True)
 
-    def _on_lost(self, session: Session, cause: str) -> None:
+    def _on_lost(self, session: Session, cause: LostCause) -> None:
         with contextlib.suppress(ValueError):
             self._ready.remove(session)
         self._wake.set()

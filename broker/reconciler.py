@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from broker.engines.base import Engine, Session
 from broker.events import LeaseObserver
 from broker.lease import ReleaseReason
-from broker.leases import LeaseManager
+from broker.lease_table import LeaseTable
 from broker.pool import WarmPool
 
 log = logging.getLogger("broker.reconciler")
@@ -32,12 +32,12 @@ class DriftReport:
 class Reconciler:
     def __init__(
         self,
-        manager: LeaseManager,
+        leases: LeaseTable,
         engines: list[Engine],
         pools: list[WarmPool],
         observers: LeaseObserver,
     ) -> None:
-        self.manager = manager
+        self.leases = leases
         self.engines = engines
         self.pools = pools
         self.observers = observers
@@ -45,7 +45,7 @@ class Reconciler:
 
     def check(self) -> DriftReport:
         report = DriftReport()
-        for lease in self.manager.active_leases():
+        for lease in self.leases.active_leases():
             session = lease.session
             if session is not None and not session.alive:
                 report.dead_leases += 1
@@ -53,8 +53,8 @@ class Reconciler:
                     "dead_lease",
                     f"lease {lease.id} on a {session.engine.value} session that is gone",
                 )
-                self.manager.release(lease, ReleaseReason.DRIFT_REPAIRED)
-        owned: set[Session] = self.manager.owned_sessions()
+                self.leases.release(lease, ReleaseReason.DRIFT_REPAIRED)
+        owned: set[Session] = self.leases.owned_sessions()
         for pool in self.pools:
             owned.update(pool.sessions())
         for engine in self.engines:
@@ -64,7 +64,7 @@ class Reconciler:
                     self._repaired(
                         "orphan_session", f"{engine.name.value} session owned by no lease"
                     )
-                    self.manager.close_orphan(session)
+                    self.leases.close_orphan(session)
         return report
 
     def _repaired(self, what: str, detail: str) -> None:

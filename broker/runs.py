@@ -11,13 +11,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from enum import StrEnum
 
 from broker.errors import Cancelled, DeadlineExceeded, LeaseEnded, SessionCrashed, Unavailable
 from broker.lease import Lease, ReleaseReason
-from broker.leases import LeaseManager
-from broker.steps import Step, StepErrorKind, StepOutcome
+from broker.lease_table import LeaseTable
+from broker.steps import OnCancel, RunOptions, StepErrorKind, StepOutcome
 
 log = logging.getLogger("broker.runs")
 
@@ -26,21 +25,9 @@ log = logging.getLogger("broker.runs")
 STEP_DEADLINE_MARGIN_S = 0.05
 
 
-class OnCancel(StrEnum):
-    KEEP_LEASE = "keep_lease"
-    RELEASE_LEASE = "release_lease"
-
-
 class CancelCause(StrEnum):
     DEADLINE = "deadline_exceeded"
     CLIENT_CANCELLED = "client_cancelled"
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    steps: tuple[Step, ...]
-    on_cancel: OnCancel = OnCancel.KEEP_LEASE
-    continue_on_error: bool = False
 
 
 class _End:
@@ -57,13 +44,13 @@ _END = _End()
 class Run:
     def __init__(
         self,
-        manager: LeaseManager,
+        leases: LeaseTable,
         lease: Lease,
         options: RunOptions,
         timeout_s: float,
         default_step_timeout_s: float,
     ) -> None:
-        self.manager = manager
+        self.leases = leases
         self.lease = lease
         self.options = options
         self.timeout_s = timeout_s
@@ -82,7 +69,7 @@ class Run:
         loop = asyncio.get_running_loop()
         self._started = loop.time()
         self._deadline = self._started + self.timeout_s
-        self.manager.observers.run_started(self.lease, len(self.options.steps))
+        self.leases.observers.run_started(self.lease, len(self.options.steps))
         self._task = loop.create_task(self._execute())
         self.lease.run_tasks.add(self._task)
         self.lease.runs_in_flight += 1
@@ -95,7 +82,7 @@ class Run:
         lease.runs_in_flight -= 1
         lease.run_tasks.discard(task)
         if lease.released is None:
-            self.manager.touch(lease)
+            self.leases.touch(lease)
         self._queue.put_nowait(_END)
         # Read here, so it counts as retrieved even when the caller left before results() did.
         failure = None if task.cancelled() else task.exception()
@@ -107,7 +94,7 @@ class Run:
         elif failure is not None:
             error = type(failure).__name__
         duration = asyncio.get_running_loop().time() - self._started
-        self.manager.observers.run_finished(lease, duration, error)
+        self.leases.observers.run_finished(lease, duration, error)
 
     async def results(self) -> AsyncIterator[StepOutcome]:
         """Step outcomes as they complete; raises the Run's failure, mapped to a domain error."""
@@ -128,7 +115,7 @@ class Run:
         if task is None or task.done():
             return
         task.cancel()
-        await self.manager.run_cleanup(_wait_done(task))
+        await self.leases.run_cleanup(_wait_done(task))
 
     def _raise_failure(self, task: asyncio.Task[None]) -> None:
         released = self.lease.released
@@ -166,8 +153,8 @@ class Run:
                     self.cause = CancelCause.DEADLINE
                 ended = lease.released.reason.value if lease.released else "cancelled"
                 cause = self.cause.value if self.cause is not None else f"lease ended: {ended}"
-                self.manager.observers.run_cancelled(lease, cause)
-                await self.manager.run_cleanup(self._stop_in_browser())
+                self.leases.observers.run_cancelled(lease, cause)
+                await self.leases.run_cleanup(self._stop_in_browser())
                 if isinstance(stopped, _DeadlineReached):
                     raise TimeoutError from None
                 raise
@@ -190,8 +177,8 @@ class Run:
             if capped_by_deadline and outcome.error_kind is StepErrorKind.TIMEOUT:
                 # The browser gave up because the Run's deadline is here: that ends the Run.
                 raise _DeadlineReached
-            self.manager.touch(lease)
-            self.manager.observers.step_finished(lease, outcome)
+            self.leases.touch(lease)
+            self.leases.observers.step_finished(lease, outcome)
             self._queue.put_nowait(outcome)
             if not outcome.ok and not self.options.continue_on_error:
                 return
@@ -202,8 +189,8 @@ class Run:
         if lease.released is not None:
             return  # the release path is closing the whole session
         if self.options.on_cancel is OnCancel.RELEASE_LEASE:
-            self.manager.release(lease, ReleaseReason.RUN_CANCELLED)
-            await self.manager.wait_closed(lease)
+            self.leases.release(lease, ReleaseReason.RUN_CANCELLED)
+            await self.leases.wait_closed(lease)
             self.stopped_in_browser = True
             return
         session = lease.session
@@ -218,8 +205,8 @@ class Run:
                 log.debug("page reset cut short: the lease ended (%s)", exc)
                 return
             log.exception("could not reset the page after a cancelled run; ending the lease")
-            self.manager.release(lease, ReleaseReason.RUN_CANCELLED)
-            await self.manager.wait_closed(lease)
+            self.leases.release(lease, ReleaseReason.RUN_CANCELLED)
+            await self.leases.wait_closed(lease)
 
 
 async def _wait_done(task: asyncio.Task[None]) -> None:

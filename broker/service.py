@@ -1,4 +1,4 @@
-"""The gRPC servicer: decodes requests, calls the lease manager, encodes replies. Nothing else."""
+"""The gRPC servicer: decodes requests, calls the lease table, encodes replies. Nothing else."""
 
 from __future__ import annotations
 
@@ -22,22 +22,22 @@ Context = aio.ServicerContext[Any, Any]
 class BrokerService(broker_pb2_grpc.BrowserBrokerServiceServicer):
     def __init__(self, broker: Broker) -> None:
         self.broker = broker
-        self.manager = broker.manager
+        self.leases = broker.leases
         self.settings = broker.settings
 
     @unary
     async def Acquire(self, request: pb.AcquireRequest, context: Context) -> pb.AcquireResponse:
         spec = convert.lease_spec(request, self.settings)
-        lease = await self.manager.acquire(spec, context.time_remaining())
+        lease = await self.leases.acquire(spec, context.time_remaining())
         return convert.acquire_response(lease)
 
     @streaming
     async def Run(self, request: pb.RunRequest, context: Context) -> AsyncIterator[pb.RunResponse]:
         options = convert.run_options(request, self.settings)
-        lease = self.manager.get(request.lease_id, request.token)
+        lease = self.leases.get(request.lease_id, request.token)
         remaining = context.time_remaining()
         timeout_s = self.settings.max_run_timeout_s if remaining is None else remaining
-        run = Run(self.manager, lease, options, timeout_s, self.settings.default_step_timeout_s)
+        run = Run(self.leases, lease, options, timeout_s, self.settings.default_step_timeout_s)
         run.start()
         try:
             async for outcome in run.results():
@@ -58,19 +58,19 @@ class BrokerService(broker_pb2_grpc.BrowserBrokerServiceServicer):
         self, request: pb.KeepAliveRequest, context: Context
     ) -> pb.KeepAliveResponse:
         convert.check_lease_ref(request.lease_id, request.token)
-        lease = self.manager.get(request.lease_id, request.token)
-        self.manager.keep_alive(lease, convert.seconds(request.ttl))
+        lease = self.leases.get(request.lease_id, request.token)
+        self.leases.keep_alive(lease, convert.seconds(request.ttl))
         assert lease.expires_at_wall is not None
         return pb.KeepAliveResponse(expires_at=convert.timestamp(lease.expires_at_wall))
 
     @unary
     async def Release(self, request: pb.ReleaseRequest, context: Context) -> pb.ReleaseResponse:
         convert.check_lease_ref(request.lease_id, request.token)
-        lease = self.manager.lookup_for_release(request.lease_id, request.token)
-        outcome = self.manager.release(lease, ReleaseReason.CLIENT_RELEASE)
+        lease = self.leases.lookup_for_release(request.lease_id, request.token)
+        outcome = self.leases.release(lease, ReleaseReason.CLIENT_RELEASE)
         if outcome.released_now:
             # Answer once the browser side is closed, so a released slot is really free.
-            await self.manager.wait_closed(lease)
+            await self.leases.wait_closed(lease)
         return convert.release_response(outcome)
 
     @unary
@@ -94,12 +94,12 @@ class BrokerService(broker_pb2_grpc.BrowserBrokerServiceServicer):
                 )
             )
         return pb.GetStatusResponse(
-            capacity=self.manager.limits.capacity,
-            active_leases=self.manager.active_count,
-            queued=self.manager.queued_count,
-            queue_limit=self.manager.limits.queue_limit,
+            capacity=self.leases.limits.capacity,
+            active_leases=self.leases.active_count,
+            queued=self.leases.queued_count,
+            queue_limit=self.leases.limits.queue_limit,
             warm_pool_size=self.broker.warm_pool_size,
-            draining=self.manager.draining,
+            draining=self.leases.draining,
             engines=engines,
             default_engine=convert.ENGINE_TO_PB[self.settings.default_engine],
             drift_repairs=self.broker.reconciler.repairs,

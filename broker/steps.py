@@ -128,6 +128,20 @@ class Step:
         return ACTION_NAMES[type(self.action)]
 
 
+class OnCancel(StrEnum):
+    """What happens to the lease when its Run is cancelled or runs out of time."""
+
+    KEEP_LEASE = "keep_lease"  # stop the work, open a fresh page, keep the lease
+    RELEASE_LEASE = "release_lease"  # stop the work by ending the lease
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    steps: tuple[Step, ...]
+    on_cancel: OnCancel = OnCancel.KEEP_LEASE
+    continue_on_error: bool = False
+
+
 class StepErrorKind(StrEnum):
     TIMEOUT = "timeout"
     SCRIPT_ERROR = "script_error"

@@ -101,7 +101,7 @@ def configure(prometheus_port: int | None = None) -> TelemetrySetup:
 
 
 class LeaseTelemetry(LeaseObserver):
-    """Lease spans and lease metrics, driven by the lease manager's events."""
+    """Lease spans and lease metrics, driven by the lease table's events."""
 
     def __init__(self, gauges: Callable[[], dict[str, float]] | None = None) -> None:
         self.tracer = trace.get_tracer(SCOPE)

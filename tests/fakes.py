@@ -10,21 +10,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from broker.engines.base import (
-    ENGINE_CRASHED,
     Availability,
     EngineCensus,
     LostCallback,
+    LostCause,
     RecyclePolicy,
 )
 from broker.events import LeaseObserver
-from broker.lease import (
-    BrowserOptions,
-    ContextOptions,
-    EngineName,
-    Isolation,
-    Lease,
-    ReleaseOutcome,
-)
+from broker.lease import Lease, ReleaseOutcome
+from broker.options import BrowserOptions, ContextOptions, EngineName, Isolation
 from broker.steps import Evaluate, Step, StepOutcome
 
 
@@ -91,7 +85,7 @@ class FakeSession:
     def set_lost_callback(self, callback: LostCallback | None) -> None:
         self._lost_callback = callback
 
-    def crash(self, cause: str = ENGINE_CRASHED) -> None:
+    def crash(self, cause: LostCause = LostCause.ENGINE_CRASHED) -> None:
         self.lost = True
         if self._lost_callback is not None:
             self._lost_callback(self, cause)

@@ -74,12 +74,12 @@ class InProcessBroker:
 
     async def check_no_leftovers(self) -> None:
         """No lease, and no context or page beyond the warm pool's, is left open."""
-        manager = self.broker.manager
-        await manager.wait_all_closed()
-        assert manager.active_count == 0, (
-            f"leases left: {[lease.id for lease in manager.active_leases()]}"
+        leases = self.broker.leases
+        await leases.wait_all_closed()
+        assert leases.active_count == 0, (
+            f"leases left: {[lease.id for lease in leases.active_leases()]}"
         )
-        assert manager.queued_count == 0
+        assert leases.queued_count == 0
         pooled = self.broker.warm_pool_size
         for engine in self.broker.engines.values():
             census = engine.census()

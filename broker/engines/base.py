@@ -4,16 +4,22 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Protocol
 
-from broker.lease import BrowserOptions, ContextOptions, EngineName, Isolation
+from broker.options import BrowserOptions, ContextOptions, EngineName, Isolation
 from broker.steps import Step, StepOutcome
 
-# Called at most once when a session dies on its own; the argument is the cause.
-LostCallback = Callable[["Session", str], None]
 
-ENGINE_CRASHED = "engine_crashed"
-PAGE_CRASHED = "page_crashed"
+class LostCause(StrEnum):
+    """Why a session died on its own (the lease table maps each to a release reason)."""
+
+    ENGINE_CRASHED = "engine_crashed"  # its browser (or the engine's driver) went away
+    PAGE_CRASHED = "page_crashed"  # its page's renderer died
+
+
+# Called at most once when a session dies on its own.
+LostCallback = Callable[["Session", LostCause], None]
 
 
 @dataclass

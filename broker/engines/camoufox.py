@@ -25,7 +25,7 @@ from playwright.async_api import Browser, Playwright
 from broker.engines.base import Availability
 from broker.engines.playwright_engine import Launcher, PlaywrightEngine
 from broker.errors import EngineNotInstalled, FieldViolation, InvalidArgument, Unavailable
-from broker.lease import CamoufoxOptions, ContextOptions, EngineName
+from broker.options import CamoufoxOptions, ContextOptions, EngineName
 
 INSTALL_HINT = "pip install 'browser-broker[camoufox]'"
 FETCH_HINT = "run `python -m camoufox fetch`"

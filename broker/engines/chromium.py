@@ -9,7 +9,7 @@ from playwright.async_api import Browser, Playwright
 from broker.engines.base import Availability
 from broker.engines.discovery import BrowserNotFound, find_browser, playwright_managed
 from broker.engines.playwright_engine import PlaywrightEngine
-from broker.lease import EngineName
+from broker.options import EngineName
 
 # Server-safe flags: no GPU, no /dev/shm exhaustion, and nothing that phones home (a closed
 # network otherwise costs a failed connection per background service at every start).

@@ -21,7 +21,7 @@ from broker.engines.discovery import (
     playwright_managed,
 )
 from broker.engines.playwright_engine import PlaywrightEngine
-from broker.lease import EngineName
+from broker.options import EngineName
 
 JUGGLER = "juggler"
 BIDI = "webdriver-bidi"

@@ -33,15 +33,14 @@ from playwright.async_api import (
 )
 
 from broker.engines.base import (
-    ENGINE_CRASHED,
-    PAGE_CRASHED,
     Availability,
     EngineCensus,
     LostCallback,
+    LostCause,
     RecyclePolicy,
 )
 from broker.errors import FieldViolation, InvalidArgument, Unavailable
-from broker.lease import BrowserOptions, ContextOptions, EngineName, Isolation
+from broker.options import BrowserOptions, ContextOptions, EngineName, Isolation
 from broker.steps import (
     Click,
     Evaluate,
@@ -118,11 +117,11 @@ class PlaywrightSession:
         def crashed(crashed_page: Page) -> None:
             # A page being replaced may die on its way out; only the current one matters.
             if crashed_page is self.page and not self._resetting:
-                self.mark_lost(PAGE_CRASHED)
+                self.mark_lost(LostCause.PAGE_CRASHED)
 
         page.on("crash", crashed)
 
-    def mark_lost(self, cause: str) -> None:
+    def mark_lost(self, cause: LostCause) -> None:
         """The session died on its own. Tells the owner once; intentional closes are not losses."""
         if self._closing or self._lost:
             return
@@ -173,9 +172,9 @@ class PlaywrightSession:
     def _check_alive(self) -> None:
         """After a browser error, find out at once whether the session itself died."""
         if not self.browser.is_connected():
-            self.mark_lost(ENGINE_CRASHED)
+            self.mark_lost(LostCause.ENGINE_CRASHED)
         elif self.page.is_closed() and not (self._closing or self._resetting):
-            self.mark_lost(PAGE_CRASHED)
+            self.mark_lost(LostCause.PAGE_CRASHED)
 
     async def _perform(self, step: Step, timeout_s: float, out: StepOutcome) -> None:
         page = self.page
@@ -415,7 +414,7 @@ class PlaywrightEngine:
         self.sessions.clear()
         for session in lost:
             session.driver_lost = True
-            session.mark_lost(ENGINE_CRASHED)
+            session.mark_lost(LostCause.ENGINE_CRASHED)
 
     async def _launch(self, launcher: Launcher | None = None) -> Browser:
         """Launch one browser and learn its PID (launches are serialized, so the new PID is it)."""
@@ -460,7 +459,7 @@ class PlaywrightEngine:
             self._shared = None  # relaunched on the next demand
         for session in list(self.sessions):
             if session.browser is browser:
-                session.mark_lost(ENGINE_CRASHED)
+                session.mark_lost(LostCause.ENGINE_CRASHED)
 
     async def open_session(
         self,

@@ -50,7 +50,7 @@ async def test_deadline_stops_browser_work_and_keeps_lease(
         chromium_broker, fixture_server, kind, OnCancel.KEEP_LEASE
     )
     assert latency < STOP_BOUND_S, f"{kind}: pings went on {latency:.3f}s after the deadline"
-    lease = chromium_broker.broker.manager.get(lease_id, token)  # still lent, fresh page
+    lease = chromium_broker.broker.leases.get(lease_id, token)  # still lent, fresh page
     assert lease.released is None
     again = chromium_broker.client.stub.Run(
         pb.RunRequest(lease_id=lease_id, token=token, steps=[steps.evaluate("location.href")])

@@ -20,7 +20,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from broker.engines.playwright_engine import PlaywrightEngine
-from broker.lease import EngineName
+from broker.options import EngineName
 from browserbroker import (
     CamoufoxOptions,
     ContextOptions,
@@ -290,7 +290,7 @@ async def test_firefox_content_crash_ends_the_leases_of_its_browser(
     assert tabs
     for tab in tabs:
         tab.kill()
-    lease = running.broker.manager
+    lease = running.broker.leases
     await eventually(lambda: lease.active_count < 2)
     with pytest.raises(LeaseEndedError) as ended:
         await victim.run(steps.evaluate("1"), timeout=5)

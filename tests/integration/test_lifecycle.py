@@ -42,7 +42,7 @@ async def test_full_cycle_navigate_click_fill_evaluate_text_screenshot(
         assert result[5].found and result[5].text == "internal"
         assert result[6].data.startswith(b"\x89PNG")
         assert result[7].data.startswith(b"%PDF")
-    outcome = await lease.release()  # already released by the context manager
+    outcome = await lease.release()  # already released by the context leases
     assert not outcome.released_now and outcome.reason == "client_release"
 
 

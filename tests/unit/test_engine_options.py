@@ -16,7 +16,7 @@ from broker.engines import firefox
 from broker.engines.discovery import BrowserExecutable
 from broker.engines.playwright_engine import PlaywrightEngine, _classify, _first_line
 from broker.errors import EngineNotInstalled, InvalidArgument, Unavailable
-from broker.lease import (
+from broker.options import (
     CamoufoxOptions,
     ContextOptions,
     EngineName,
@@ -341,12 +341,12 @@ async def test_open_time_estimate_is_per_engine_and_isolation() -> None:
 
     from broker.errors import DeadlineExceeded
     from broker.lease import LeaseSpec, ReleaseReason
-    from broker.leases import LeaseManager, Limits
+    from broker.lease_table import LeaseTable, Limits
     from tests.fakes import FakeClock, FakeEngine, ReleaseRecorder
 
     clock = FakeClock()
     chromium, slow = FakeEngine(EngineName.CHROMIUM), FakeEngine(EngineName.FIREFOX)
-    manager = LeaseManager(
+    leases = LeaseTable(
         {EngineName.CHROMIUM: chromium, EngineName.FIREFOX: slow},
         clock,
         Limits(capacity=8, queue_limit=8, ttl_jitter_fraction=0.0),
@@ -355,19 +355,19 @@ async def test_open_time_estimate_is_per_engine_and_isolation() -> None:
     dedicated_firefox = LeaseSpec(EngineName.FIREFOX, Isolation.BROWSER, 60, 60)
     for _ in range(3):
         slow.open_gate = asyncio.Event()
-        acquiring = asyncio.create_task(manager.acquire(dedicated_firefox, None))
+        acquiring = asyncio.create_task(leases.acquire(dedicated_firefox, None))
         await asyncio.sleep(0)
         clock.advance(5)  # this launch takes 5s
         slow.open_gate.set()
-        manager.release(await acquiring, ReleaseReason.CLIENT_RELEASE)
+        leases.release(await acquiring, ReleaseReason.CLIENT_RELEASE)
     slow.open_gate = None
-    assert manager.expected_open_s(EngineName.FIREFOX, Isolation.BROWSER) == 5
-    assert manager.expected_open_s(EngineName.CHROMIUM, Isolation.CONTEXT) is None
-    fast = await manager.acquire(LeaseSpec(EngineName.CHROMIUM, Isolation.CONTEXT, 60, 60), 1.0)
-    manager.release(fast, ReleaseReason.CLIENT_RELEASE)
+    assert leases.expected_open_s(EngineName.FIREFOX, Isolation.BROWSER) == 5
+    assert leases.expected_open_s(EngineName.CHROMIUM, Isolation.CONTEXT) is None
+    fast = await leases.acquire(LeaseSpec(EngineName.CHROMIUM, Isolation.CONTEXT, 60, 60), 1.0)
+    leases.release(fast, ReleaseReason.CLIENT_RELEASE)
     with pytest.raises(DeadlineExceeded, match=r"takes about 5\.00s"):
-        await manager.acquire(dedicated_firefox, 1.0)
-    await manager.wait_all_closed()
+        await leases.acquire(dedicated_firefox, 1.0)
+    await leases.wait_all_closed()
 
 
 async def test_dropped_aborted_calls_are_not_logged_as_errors(

@@ -21,7 +21,8 @@ from grpc import aio
 from broker.app import Broker
 from broker.config import Settings
 from broker.events import LeaseObserver
-from broker.lease import EngineName, ReleaseReason
+from broker.lease import ReleaseReason
+from broker.options import EngineName
 from broker.server import serve
 from broker.steps import MAX_VALUE_CHARS
 from browserbroker import (
@@ -76,9 +77,9 @@ class Harness:
 
     async def queued(self, count: int) -> None:
         """Until exactly `count` Acquire calls wait in the broker's queue."""
-        manager = self.broker.manager
+        leases = self.broker.leases
         async with asyncio.timeout(SAFETY_S):
-            while manager.queued_count != count:
+            while leases.queued_count != count:
                 self.watch.changed.clear()
                 await self.watch.changed.wait()
 
@@ -92,10 +93,10 @@ class Harness:
         return await self.stub.Release(request, timeout=SAFETY_S)
 
     async def assert_nothing_leaked(self) -> None:
-        manager = self.broker.manager
-        await manager.wait_all_closed()
-        assert manager.active_count == 0, [lease.id for lease in manager.active_leases()]
-        assert manager.queued_count == 0
+        leases = self.broker.leases
+        await leases.wait_all_closed()
+        assert leases.active_count == 0, [lease.id for lease in leases.active_leases()]
+        assert leases.queued_count == 0
         assert self.engine.open_sessions == set()
         assert self.disabled.open_sessions == set()
         assert all(session.closed == 1 for session in self.engine.all_sessions)
@@ -509,8 +510,8 @@ async def test_run_on_a_released_lease_is_failed_precondition_with_the_reason(
 
 async def test_run_on_an_idled_out_lease_reports_that_reason(harness: Harness) -> None:
     grant = await harness.lease()
-    (lease,) = harness.broker.manager.active_leases()
-    harness.broker.manager.release(lease, ReleaseReason.IDLE_TIMEOUT)  # as the idle timer would
+    (lease,) = harness.broker.leases.active_leases()
+    harness.broker.leases.release(lease, ReleaseReason.IDLE_TIMEOUT)  # as the idle timer would
     lease_sdk = AsyncLease(harness.client, LeaseGrant.from_pb(grant))
     with pytest.raises(LeaseEndedError) as ended:
         await lease_sdk.run(steps.evaluate("1"))
@@ -576,7 +577,7 @@ async def test_full_queue_is_resource_exhausted_with_retry_info(harness: Harness
     with pytest.raises(QueueFullError) as sdk:
         await harness.client.acquire()
     assert sdk.value.retry_after_s is not None and sdk.value.retry_after_s > 0
-    assert harness.broker.manager.queued_count == 1  # the refused calls never joined the queue
+    assert harness.broker.leases.queued_count == 1  # the refused calls never joined the queue
     await harness.release(held)
     lease = await waiting  # the waiter got the freed slot
     await lease.release()
@@ -592,7 +593,7 @@ async def test_queued_acquire_past_its_deadline_leaves_the_queue(harness: Harnes
         await harness.client.acquire(timeout=0.2)  # a short real deadline: the thing under test
     await harness.queued(0)
     await harness.release(held)
-    assert harness.broker.manager.active_count == 0  # nobody was handed the freed slot
+    assert harness.broker.leases.active_count == 0  # nobody was handed the freed slot
     assert len(harness.engine.all_sessions) == 1
 
 
@@ -605,10 +606,10 @@ async def test_run_past_its_deadline_stops_the_work_as_the_policy_says(
     with pytest.raises(DeadlineExceededError):
         await lease.run(steps.evaluate("1"), timeout=0.3, on_cancel=on_cancel)  # a real deadline
     assert harness.engine.step_started.is_set()  # the work was under way in the "browser"
-    held = harness.broker.manager.lookup_for_release(lease.id, lease.grant.token)
+    held = harness.broker.leases.lookup_for_release(lease.id, lease.grant.token)
     if held.run_tasks:  # the server's side of the Run ends by the same deadline
         await asyncio.wait(set(held.run_tasks))
-    await harness.broker.manager.wait_all_closed()
+    await harness.broker.leases.wait_all_closed()
     (session,) = harness.engine.all_sessions
     if on_cancel is OnCancel.KEEP_LEASE:
         assert session.resets == 1 and session.closed == 0 and held.released is None

@@ -3,33 +3,34 @@
 from __future__ import annotations
 
 from broker.events import ObserverList
-from broker.lease import ContextOptions, EngineName, Isolation, LeaseSpec, ReleaseReason
-from broker.leases import LeaseManager, Limits
+from broker.lease import LeaseSpec, ReleaseReason
+from broker.lease_table import LeaseTable, Limits
+from broker.options import ContextOptions, EngineName, Isolation
 from broker.reconciler import Reconciler
 from tests.fakes import FakeClock, FakeEngine, FakeSession, ReleaseRecorder
 
 SPEC = LeaseSpec(EngineName.CHROMIUM, Isolation.CONTEXT, ttl_s=60, idle_timeout_s=60)
 
 
-def make() -> tuple[LeaseManager, FakeEngine, Reconciler, ReleaseRecorder]:
+def make() -> tuple[LeaseTable, FakeEngine, Reconciler, ReleaseRecorder]:
     engine = FakeEngine()
     recorder = ReleaseRecorder()
-    manager = LeaseManager({EngineName.CHROMIUM: engine}, FakeClock(), Limits(), recorder)
-    return manager, engine, Reconciler(manager, [engine], [], ObserverList()), recorder
+    leases = LeaseTable({EngineName.CHROMIUM: engine}, FakeClock(), Limits(), recorder)
+    return leases, engine, Reconciler(leases, [engine], [], ObserverList()), recorder
 
 
 async def test_no_drift_finds_nothing() -> None:
-    manager, _, reconciler, _ = make()
-    lease = await manager.acquire(SPEC, None)
+    leases, _, reconciler, _ = make()
+    lease = await leases.acquire(SPEC, None)
     assert reconciler.check().total == 0 and reconciler.repairs == 0
-    manager.release(lease, ReleaseReason.CLIENT_RELEASE)
-    await manager.wait_all_closed()
+    leases.release(lease, ReleaseReason.CLIENT_RELEASE)
+    await leases.wait_all_closed()
     assert reconciler.check().total == 0
 
 
 async def test_session_gone_without_notice_ends_its_lease_once() -> None:
-    manager, _, reconciler, recorder = make()
-    lease = await manager.acquire(SPEC, None)
+    leases, _, reconciler, recorder = make()
+    lease = await leases.acquire(SPEC, None)
     session = lease.session
     assert isinstance(session, FakeSession)
     session.lost = True  # died, and nobody was told (the bug the reconciler guards against)
@@ -37,14 +38,14 @@ async def test_session_gone_without_notice_ends_its_lease_once() -> None:
     assert report.dead_leases == 1 and reconciler.repairs == 1
     assert lease.released is not None and lease.released.reason is ReleaseReason.DRIFT_REPAIRED
     assert reconciler.check().total == 0  # repaired once, not again
-    await manager.wait_all_closed()
-    assert recorder.count(lease.id) == 1 and manager.active_count == 0
+    await leases.wait_all_closed()
+    assert recorder.count(lease.id) == 1 and leases.active_count == 0
 
 
 async def test_orphan_session_is_closed() -> None:
-    manager, engine, reconciler, _ = make()
+    leases, engine, reconciler, _ = make()
     orphan = await engine.open_session(Isolation.CONTEXT, ContextOptions())  # owned by no lease
     report = reconciler.check()
     assert report.orphan_sessions == 1
-    await manager.wait_all_closed()
+    await leases.wait_all_closed()
     assert orphan.closed == 1 and not engine.open_sessions

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from hypothesis import HealthCheck, currently_in_test_context, event, given, settings
 from hypothesis import strategies as st
 
-from broker.engines.base import ENGINE_CRASHED, PAGE_CRASHED
+from broker.engines.base import LostCause
 from broker.errors import (
     Cancelled,
     DeadlineExceeded,
@@ -26,10 +26,11 @@ from broker.errors import (
     SessionCrashed,
     Unavailable,
 )
-from broker.lease import EngineName, Isolation, Lease, LeaseSpec, ReleaseReason
-from broker.leases import LeaseManager, Limits
-from broker.runs import CancelCause, OnCancel, Run, RunOptions
-from broker.steps import Evaluate, Step
+from broker.lease import Lease, LeaseSpec, ReleaseReason
+from broker.lease_table import LeaseTable, Limits
+from broker.options import EngineName, Isolation
+from broker.runs import CancelCause, Run
+from broker.steps import Evaluate, OnCancel, RunOptions, Step
 from tests.fakes import FakeClock, FakeEngine, ReleaseRecorder
 
 CAPACITY = 3
@@ -73,7 +74,7 @@ class Advance:
 @dataclass(frozen=True)
 class Crash:
     pick: int
-    cause: str
+    cause: LostCause
     settle: bool
 
 
@@ -152,7 +153,9 @@ OPS: st.SearchStrategy[Op] = st.one_of(
     _cancel,
     st.builds(Abandon, _pick, _settle),
     st.builds(Advance, st.sampled_from([0.5, 5.0, 16.0, 35.0, 61.0]), _settle),
-    st.builds(Crash, _pick, st.sampled_from([ENGINE_CRASHED, PAGE_CRASHED]), _settle),
+    st.builds(
+        Crash, _pick, st.sampled_from([LostCause.ENGINE_CRASHED, LostCause.PAGE_CRASHED]), _settle
+    ),
     st.builds(KeepAlive, _pick, _settle),
     st.builds(FinishSteps, _settle),
     st.builds(HoldOpens, st.booleans(), _settle),
@@ -174,7 +177,7 @@ class World:
     engine: FakeEngine
     clock: FakeClock
     recorder: ReleaseRecorder
-    manager: LeaseManager
+    leases: LeaseTable
     acquires: list[asyncio.Task[Lease]] = field(default_factory=list)
     granted: list[Lease] = field(default_factory=list)
     runs: list[TrackedRun] = field(default_factory=list)
@@ -188,10 +191,10 @@ class World:
         clock = FakeClock()
         recorder = ReleaseRecorder()
         limits = Limits(capacity=CAPACITY, queue_limit=4, cleanup_timeout_s=5.0)
-        manager = LeaseManager(
+        leases = LeaseTable(
             {EngineName.CHROMIUM: engine}, clock, limits, recorder, rng=random.Random(7)
         )
-        return cls(engine, clock, recorder, manager)
+        return cls(engine, clock, recorder, leases)
 
     # ---------------------------------------------------------------- bookkeeping
 
@@ -217,7 +220,7 @@ class World:
         match op:
             case Acquire(spec=spec):
                 task = asyncio.get_running_loop().create_task(
-                    self.manager.acquire(SPECS[spec], None)
+                    self.leases.acquire(SPECS[spec], None)
                 )
                 self.acquires.append(task)
             case Abandon(pick=pick):
@@ -238,10 +241,10 @@ class World:
                 lease = self.pick_lease(pick)
                 if lease is not None:
                     try:
-                        live = self.manager.get(lease.id, lease.token)
+                        live = self.leases.get(lease.id, lease.token)
                     except LeaseEnded:
                         return
-                    self.manager.keep_alive(live, 0)
+                    self.leases.keep_alive(live, 0)
             case StartRun(pick=pick, on_cancel=on_cancel):
                 lease = self.pick_lease(pick)
                 if lease is not None:
@@ -268,23 +271,23 @@ class World:
     async def client_release(self, lease: Lease) -> None:
         """The Release RPC: look up by id and token (tombstones too), release, await the close."""
         before = lease.released
-        found = self.manager.lookup_for_release(lease.id, lease.token)
-        outcome = self.manager.release(found, ReleaseReason.CLIENT_RELEASE)
+        found = self.leases.lookup_for_release(lease.id, lease.token)
+        outcome = self.leases.release(found, ReleaseReason.CLIENT_RELEASE)
         if before is not None:
             assert not outcome.released_now
             assert (outcome.reason, outcome.released_at) == (before.reason, before.released_at)
         else:
             assert outcome.released_now and outcome.reason is ReleaseReason.CLIENT_RELEASE
-            await self.manager.wait_closed(found)
+            await self.leases.wait_closed(found)
             assert self.recorder.sessions[found.id].closed == 1
 
     def start_run(self, lease: Lease, on_cancel: OnCancel) -> None:
         try:
-            live = self.manager.get(lease.id, lease.token)  # what the Run RPC does first
+            live = self.leases.get(lease.id, lease.token)  # what the Run RPC does first
         except LeaseEnded:
             return
         steps = (Step(Evaluate("1"), 0.0), Step(Evaluate("2"), 0.0))
-        run = Run(self.manager, live, RunOptions(steps, on_cancel), 600.0, 30.0)
+        run = Run(self.leases, live, RunOptions(steps, on_cancel), 600.0, 30.0)
         run.start()
         consumer = asyncio.get_running_loop().create_task(_consume(run))
         self.runs.append(TrackedRun(run, consumer))
@@ -297,8 +300,8 @@ class World:
 
     def check_always(self) -> None:
         """What must hold at every instant, even mid-flight."""
-        manager = self.manager
-        assert manager.active_count <= CAPACITY
+        leases = self.leases
+        assert leases.active_count <= CAPACITY
         released = Counter(lease_id for lease_id, _ in self.recorder.released)
         assert all(n == 1 for n in released.values()), released
         granted = Counter(self.recorder.granted)
@@ -306,7 +309,7 @@ class World:
         assert set(released) <= set(granted)
         for session in self.engine.all_sessions:
             assert session.closed <= 1
-        for lease in manager.active_leases():
+        for lease in leases.active_leases():
             assert lease.released is None
         for lease in self.granted:
             # The first reason recorded never changes.
@@ -318,19 +321,19 @@ class World:
     def check_settled(self) -> None:
         """The exact accounting, once every task that could run has run."""
         self.collect_grants()
-        manager = self.manager
+        leases = self.leases
         live = [lease for lease in self.granted if lease.released is None]
         # Admitted, their session still being opened (only while opens are held).
-        opening = [lease for lease in manager.active_leases() if lease.session is None]
+        opening = [lease for lease in leases.active_leases() if lease.session is None]
         assert not opening or self.engine.open_gate is not None
-        assert manager.active_count == len(live) + len(opening)
-        assert {lease.id for lease in manager.active_leases()} == {
+        assert leases.active_count == len(live) + len(opening)
+        assert {lease.id for lease in leases.active_leases()} == {
             lease.id for lease in live + opening
         }
         assert len(live) == len(self.recorder.granted) - len(self.recorder.released)
-        assert manager.queued_count + len(opening) == len(self.pending_acquires())
-        if manager.queued_count:
-            assert manager.active_count == CAPACITY  # nobody waits while a slot is free
+        assert leases.queued_count + len(opening) == len(self.pending_acquires())
+        if leases.queued_count:
+            assert leases.active_count == CAPACITY  # nobody waits while a slot is free
         for lease in self.granted:
             session = self.recorder.sessions[lease.id]
             if lease.released is None:
@@ -340,11 +343,11 @@ class World:
                 assert session.closed == 1
                 assert lease.session is None, "a closed session is still referenced"
                 assert lease.runs_in_flight == 0 and not lease.run_tasks
-        assert manager.owned_sessions() == {lease.session for lease in live}
+        assert leases.owned_sessions() == {lease.session for lease in live}
         assert self.engine.open_sessions == {lease.session for lease in live}
 
     async def finish(self) -> None:
-        await self.manager.drain(0)
+        await self.leases.drain(0)
         assert self.engine.step_gate is not None
         self.engine.step_gate.set()
         self.let_opens_go()
@@ -360,7 +363,7 @@ class World:
                 ended,
                 list | LeaseEnded | SessionCrashed | DeadlineExceeded | Cancelled | Unavailable,
             ), repr(ended)
-        await self.manager.wait_all_closed()
+        await self.leases.wait_all_closed()
         self.collect_grants()
         self.check_always()
         for lease in self.granted:
@@ -371,9 +374,9 @@ class World:
         for session in self.engine.all_sessions:
             assert session.closed == 1
         assert self.engine.open_sessions == set()
-        assert self.manager.active_count == 0
-        assert self.manager.queued_count == 0
-        assert self.manager.owned_sessions() == set()
+        assert self.leases.active_count == 0
+        assert self.leases.queued_count == 0
+        assert self.leases.owned_sessions() == set()
         assert self.clock.pending() == []  # no expiry timer outlives its lease
         if currently_in_test_context():
             self.report_coverage()
@@ -426,7 +429,7 @@ def test_a_busy_fixed_scenario() -> None:
         CancelRun(1, CancelCause.DEADLINE, False),
         Release(1, False),
         Abandon(0, True),
-        Crash(2, ENGINE_CRASHED, True),
+        Crash(2, LostCause.ENGINE_CRASHED, True),
         KeepAlive(0, True),
         CancelRun(0, CancelCause.CLIENT_CANCELLED, True),
         FinishSteps(True),

@@ -12,12 +12,13 @@ import asyncio
 
 import pytest
 
-from broker.engines.base import ENGINE_CRASHED, PAGE_CRASHED
+from broker.engines.base import LostCause
 from broker.errors import LeaseEnded, SessionCrashed, Unavailable
-from broker.lease import EngineName, Isolation, Lease, LeaseSpec, ReleaseOutcome, ReleaseReason
-from broker.leases import LeaseManager, Limits
-from broker.runs import CancelCause, OnCancel, Run, RunOptions
-from broker.steps import Evaluate, Step
+from broker.lease import Lease, LeaseSpec, ReleaseOutcome, ReleaseReason
+from broker.lease_table import LeaseTable, Limits
+from broker.options import EngineName, Isolation
+from broker.runs import CancelCause, Run
+from broker.steps import Evaluate, OnCancel, RunOptions, Step
 from tests.fakes import FakeClock, FakeEngine, FakeSession, ReleaseRecorder
 
 TTL_S = 60.0
@@ -34,68 +35,68 @@ class Harness:
         self.clock = FakeClock()
         self.recorder = ReleaseRecorder()
         limits = Limits(capacity=capacity, queue_limit=4, ttl_jitter_fraction=0.0)
-        self.manager = LeaseManager(
+        self.leases = LeaseTable(
             {EngineName.CHROMIUM: self.engine}, self.clock, limits, self.recorder
         )
 
     async def acquire(self, spec: LeaseSpec = TTL_FIRST) -> tuple[Lease, FakeSession]:
-        lease = await self.manager.acquire(spec, None)
+        lease = await self.leases.acquire(spec, None)
         session = lease.session
         assert isinstance(session, FakeSession)
         return lease, session
 
     async def client_release(self, lease: Lease) -> ReleaseOutcome:
         """What the Release RPC does: look up by id and token, release, wait for the close."""
-        found = self.manager.lookup_for_release(lease.id, lease.token)
-        outcome = self.manager.release(found, ReleaseReason.CLIENT_RELEASE)
+        found = self.leases.lookup_for_release(lease.id, lease.token)
+        outcome = self.leases.release(found, ReleaseReason.CLIENT_RELEASE)
         if outcome.released_now:
-            await self.manager.wait_closed(found)
+            await self.leases.wait_closed(found)
         return outcome
 
     def start_run(self, lease: Lease, on_cancel: OnCancel = OnCancel.KEEP_LEASE) -> Run:
         if self.engine.step_gate is None:
             self.engine.step_gate = asyncio.Event()
-        run = Run(self.manager, lease, RunOptions(STEPS, on_cancel), 60.0, 30.0)
+        run = Run(self.leases, lease, RunOptions(STEPS, on_cancel), 60.0, 30.0)
         run.start()
         return run
 
     async def check_released_once(
         self, lease: Lease, session: FakeSession, reason: ReleaseReason, drained: bool = False
     ) -> None:
-        await self.manager.wait_all_closed()
+        await self.leases.wait_all_closed()
         assert self.recorder.released.count((lease.id, reason.value)) == 1, self.recorder.released
         assert self.recorder.count(lease.id) == 1, self.recorder.released
         assert lease.released is not None and lease.released.reason is reason
         assert session.closed == 1
         assert self.engine.open_sessions == set()
-        assert self.manager.active_count == 0
-        assert self.manager.queued_count == 0
-        assert self.manager.owned_sessions() == set()
+        assert self.leases.active_count == 0
+        assert self.leases.queued_count == 0
+        assert self.leases.owned_sessions() == set()
         # A late client Release is answered with the first outcome, and changes nothing.
-        late = self.manager.release(lease, ReleaseReason.CLIENT_RELEASE)
+        late = self.leases.release(lease, ReleaseReason.CLIENT_RELEASE)
         assert not late.released_now and late.reason is reason
         assert late.released_at == lease.released.released_at
-        await self.manager.wait_all_closed()
+        await self.leases.wait_all_closed()
         assert session.closed == 1 and self.recorder.count(lease.id) == 1
         if drained:
             with pytest.raises(Unavailable):
-                await self.manager.acquire(TTL_FIRST, None)
+                await self.leases.acquire(TTL_FIRST, None)
         else:
             await self.assert_capacity_free()
 
     async def assert_capacity_free(self) -> None:
         """The whole capacity can be acquired again without waiting."""
         tasks = [
-            asyncio.create_task(self.manager.acquire(TTL_FIRST, None))
-            for _ in range(self.manager.limits.capacity)
+            asyncio.create_task(self.leases.acquire(TTL_FIRST, None))
+            for _ in range(self.leases.limits.capacity)
         ]
         await asyncio.sleep(0)
         assert all(t.done() for t in tasks), "a new acquire had to wait: capacity was not freed"
-        assert self.manager.queued_count == 0
+        assert self.leases.queued_count == 0
         for task in tasks:
-            self.manager.release(task.result(), ReleaseReason.CLIENT_RELEASE)
-        await self.manager.wait_all_closed()
-        assert self.manager.active_count == 0
+            self.leases.release(task.result(), ReleaseReason.CLIENT_RELEASE)
+        await self.leases.wait_all_closed()
+        assert self.leases.active_count == 0
 
 
 async def collect(run: Run) -> BaseException | None:
@@ -152,7 +153,7 @@ async def test_client_release_vs_expiry_at_the_same_instant(
     outcomes: list[ReleaseOutcome] = []
 
     def client() -> None:
-        outcomes.append(h.manager.release(holder[0], ReleaseReason.CLIENT_RELEASE))
+        outcomes.append(h.leases.release(holder[0], ReleaseReason.CLIENT_RELEASE))
 
     # Timers due at one instant fire in the order they were set: the client's Release is set
     # before the lease's own timers exist (it fires first) or after them (it fires second).
@@ -201,9 +202,9 @@ async def test_expiry_vs_drain(first: str) -> None:
     lease, session = await h.acquire()
     if first == "expiry":
         h.clock.advance(TTL_S)
-        await h.manager.drain(0)
+        await h.leases.drain(0)
     else:
-        await h.manager.drain(0)
+        await h.leases.drain(0)
         h.clock.advance(TTL_S)
     winner = ReleaseReason.TTL_EXPIRED if first == "expiry" else ReleaseReason.SHUTDOWN
     assert h.clock.pending() == []
@@ -213,7 +214,7 @@ async def test_expiry_vs_drain(first: str) -> None:
 async def test_expiry_while_drain_is_scheduled_but_not_yet_running() -> None:
     h = Harness()
     lease, session = await h.acquire()
-    drain = asyncio.create_task(h.manager.drain(0))
+    drain = asyncio.create_task(h.leases.drain(0))
     h.clock.advance(TTL_S)  # fires before the drain task gets to run
     await drain
     await h.check_released_once(lease, session, ReleaseReason.TTL_EXPIRED, drained=True)
@@ -224,9 +225,9 @@ async def test_expiry_during_drain_grace_period() -> None:
     lease, session = await h.acquire()
     run = h.start_run(lease)
     await h.engine.step_started.wait()
-    drain = asyncio.create_task(h.manager.drain(30))
+    drain = asyncio.create_task(h.leases.drain(30))
     await asyncio.sleep(0)  # the drain is now waiting for the Run in flight
-    assert h.manager.draining and lease.released is None
+    assert h.leases.draining and lease.released is None
     h.clock.advance(TTL_S)
     error = await collect(run)
     await drain
@@ -239,10 +240,15 @@ async def test_expiry_during_drain_grace_period() -> None:
 
 @pytest.mark.parametrize(
     ("cause", "crash_reason"),
-    [(ENGINE_CRASHED, ReleaseReason.ENGINE_CRASHED), (PAGE_CRASHED, ReleaseReason.PAGE_CRASHED)],
+    [
+        (LostCause.ENGINE_CRASHED, ReleaseReason.ENGINE_CRASHED),
+        (LostCause.PAGE_CRASHED, ReleaseReason.PAGE_CRASHED),
+    ],
 )
 @pytest.mark.parametrize("first", ["crash", "release"])
-async def test_crash_vs_client_release(cause: str, crash_reason: ReleaseReason, first: str) -> None:
+async def test_crash_vs_client_release(
+    cause: LostCause, crash_reason: ReleaseReason, first: str
+) -> None:
     h = Harness()
     lease, session = await h.acquire()
     if first == "crash":
@@ -260,9 +266,9 @@ async def test_crash_vs_client_release(cause: str, crash_reason: ReleaseReason, 
 async def test_crash_and_release_in_one_synchronous_burst_while_close_is_pending() -> None:
     h = Harness()
     lease, session = await h.acquire()
-    outcome = h.manager.release(lease, ReleaseReason.CLIENT_RELEASE)
+    outcome = h.leases.release(lease, ReleaseReason.CLIENT_RELEASE)
     session.crash()  # before the close task has run
-    h.manager.release(lease, ReleaseReason.ENGINE_CRASHED)
+    h.leases.release(lease, ReleaseReason.ENGINE_CRASHED)
     assert outcome.released_now
     await h.check_released_once(lease, session, ReleaseReason.CLIENT_RELEASE)
 
@@ -289,17 +295,17 @@ async def test_crash_vs_drain(first: str) -> None:
     winner = ReleaseReason.SHUTDOWN
     if first == "crash":
         session.crash()
-        await h.manager.drain(0)
+        await h.leases.drain(0)
         winner = ReleaseReason.ENGINE_CRASHED
     elif first == "drain":
-        await h.manager.drain(0)
+        await h.leases.drain(0)
         session.crash()
     else:
         run = h.start_run(lease)
         await h.engine.step_started.wait()
-        drain = asyncio.create_task(h.manager.drain(30))
+        drain = asyncio.create_task(h.leases.drain(30))
         await asyncio.sleep(0)
-        assert h.manager.draining and lease.released is None
+        assert h.leases.draining and lease.released is None
         session.crash()
         error = await collect(run)
         await drain
@@ -335,7 +341,7 @@ async def test_run_cancel_with_release_policy_vs_client_release(order: str) -> N
         cancelling = asyncio.create_task(run.cancel(CancelCause.CLIENT_CANCELLED))
         await asyncio.sleep(0)  # cancel() has cancelled the Run task, which has not run since
         assert lease.released is None
-        outcomes.append(h.manager.release(lease, ReleaseReason.CLIENT_RELEASE))
+        outcomes.append(h.leases.release(lease, ReleaseReason.CLIENT_RELEASE))
         await cancelling
         winner = ReleaseReason.CLIENT_RELEASE
     elif order == "cancel_done_then_release":
@@ -385,41 +391,41 @@ async def test_run_deadline_with_release_policy_vs_ttl_expiry() -> None:
 async def test_acquire_opening_a_session_vs_drain(drain_as_task: bool) -> None:
     h = Harness()
     h.engine.open_gate = asyncio.Event()
-    acquiring = asyncio.create_task(h.manager.acquire(TTL_FIRST, None))
+    acquiring = asyncio.create_task(h.leases.acquire(TTL_FIRST, None))
     await asyncio.sleep(0)
     assert not acquiring.done()
-    (lease,) = h.manager.active_leases()  # admitted, its session still being opened
+    (lease,) = h.leases.active_leases()  # admitted, its session still being opened
     assert lease.session is None
     if drain_as_task:
-        drain = asyncio.create_task(h.manager.drain(0))
+        drain = asyncio.create_task(h.leases.drain(0))
         await asyncio.sleep(0)
         h.engine.open_gate.set()
         await drain
     else:
-        await h.manager.drain(0)
+        await h.leases.drain(0)
         h.engine.open_gate.set()
     with pytest.raises(Unavailable):
         await acquiring
-    await h.manager.wait_all_closed()
+    await h.leases.wait_all_closed()
     (session,) = h.engine.all_sessions
     assert session.closed == 1
     assert h.engine.open_sessions == set()
     assert lease.released is not None and lease.released.reason is ReleaseReason.SHUTDOWN
     # The lease was never granted to anyone, so observers saw neither a grant nor a release.
     assert lease.id not in h.recorder.granted and h.recorder.count(lease.id) == 0
-    assert h.manager.active_count == 0 and h.manager.queued_count == 0
-    assert h.manager.owned_sessions() == set()
+    assert h.leases.active_count == 0 and h.leases.queued_count == 0
+    assert h.leases.owned_sessions() == set()
     with pytest.raises(Unavailable):
-        await h.manager.acquire(TTL_FIRST, None)
+        await h.leases.acquire(TTL_FIRST, None)
 
 
 async def test_queued_acquire_vs_drain() -> None:
     h = Harness()
     lease, session = await h.acquire()
-    waiting = asyncio.create_task(h.manager.acquire(TTL_FIRST, None))
+    waiting = asyncio.create_task(h.leases.acquire(TTL_FIRST, None))
     await asyncio.sleep(0)
-    assert h.manager.queued_count == 1
-    await h.manager.drain(0)
+    assert h.leases.queued_count == 1
+    await h.leases.drain(0)
     with pytest.raises(Unavailable):
         await waiting
     assert len(h.engine.all_sessions) == 1  # the waiter was never handed a session
@@ -429,13 +435,13 @@ async def test_queued_acquire_vs_drain() -> None:
 async def test_slot_handed_to_a_waiter_then_drain_before_it_resumes() -> None:
     h = Harness()
     lease, session = await h.acquire()
-    waiting = asyncio.create_task(h.manager.acquire(TTL_FIRST, None))
+    waiting = asyncio.create_task(h.leases.acquire(TTL_FIRST, None))
     await asyncio.sleep(0)
     # The drain task is scheduled first, then the Release hands the slot to the waiter: the drain
     # runs (and ends the waiter's new lease) before the waiter resumes.
-    drain = asyncio.create_task(h.manager.drain(0))
-    outcome = h.manager.release(lease, ReleaseReason.CLIENT_RELEASE)
-    assert h.manager.active_count == 1  # the waiter's lease, admitted, no session yet
+    drain = asyncio.create_task(h.leases.drain(0))
+    outcome = h.leases.release(lease, ReleaseReason.CLIENT_RELEASE)
+    assert h.leases.active_count == 1  # the waiter's lease, admitted, no session yet
     with pytest.raises(Unavailable):
         await waiting
     await drain

@@ -7,13 +7,14 @@ import asyncio
 import grpc
 import pytest
 
-from broker.engines.base import ENGINE_CRASHED, PAGE_CRASHED
+from broker.engines.base import LostCause
 from broker.errors import Cancelled, DeadlineExceeded, LeaseEnded, SessionCrashed
-from broker.lease import EngineName, Isolation, Lease, LeaseSpec, ReleaseReason
-from broker.leases import LeaseManager, Limits
+from broker.lease import Lease, LeaseSpec, ReleaseReason
+from broker.lease_table import LeaseTable, Limits
+from broker.options import EngineName, Isolation
 from broker.rpc_errors import status_code
-from broker.runs import CancelCause, OnCancel, Run, RunOptions
-from broker.steps import Evaluate, Step, StepOutcome
+from broker.runs import CancelCause, Run
+from broker.steps import Evaluate, OnCancel, RunOptions, Step, StepOutcome
 from tests.fakes import FakeClock, FakeEngine, FakeSession, ReleaseRecorder
 
 SPEC = LeaseSpec(EngineName.CHROMIUM, Isolation.CONTEXT, ttl_s=600, idle_timeout_s=30)
@@ -26,7 +27,7 @@ class Harness:
         self.engine.step_gate = asyncio.Event()  # steps block until the test opens the gate
         self.clock = FakeClock()
         self.recorder = ReleaseRecorder()
-        self.manager = LeaseManager(
+        self.leases = LeaseTable(
             {EngineName.CHROMIUM: self.engine},
             self.clock,
             Limits(capacity=2, ttl_jitter_fraction=0.0),
@@ -39,7 +40,7 @@ class Harness:
         return self.engine.step_gate
 
     async def acquire(self) -> tuple[Lease, FakeSession]:
-        lease = await self.manager.acquire(SPEC, None)
+        lease = await self.leases.acquire(SPEC, None)
         assert isinstance(lease.session, FakeSession)
         return lease, lease.session
 
@@ -51,7 +52,7 @@ class Harness:
         timeout_s: float = RUN_TIMEOUT_S,
     ) -> Run:
         steps = tuple(Step(Evaluate(e), 0.0) for e in expressions or ("1",))
-        run = Run(self.manager, lease, RunOptions(steps, on_cancel), timeout_s, 30.0)
+        run = Run(self.leases, lease, RunOptions(steps, on_cancel), timeout_s, 30.0)
         run.start()
         return run
 
@@ -61,10 +62,10 @@ class Harness:
 
     async def finish(self) -> None:
         """Release what is left and check the session was closed exactly once."""
-        for lease in self.manager.active_leases():
-            self.manager.release(lease, ReleaseReason.CLIENT_RELEASE)
-        await self.manager.wait_all_closed()
-        assert self.manager.active_count == 0
+        for lease in self.leases.active_leases():
+            self.leases.release(lease, ReleaseReason.CLIENT_RELEASE)
+        await self.leases.wait_all_closed()
+        assert self.leases.active_count == 0
         assert all(s.closed == 1 for s in self.engine.all_sessions)
         assert self.engine.open_sessions == set()
 
@@ -126,9 +127,9 @@ async def test_cancel_with_keep_lease_resets_the_page_once_and_keeps_the_lease()
     assert run.stopped_in_browser and run.cause is CancelCause.DEADLINE
     with pytest.raises(DeadlineExceeded):
         await results(run)
-    assert lease.released is None and h.manager.active_count == 1
+    assert lease.released is None and h.leases.active_count == 1
     assert session.closed == 0 and lease.runs_in_flight == 0
-    assert h.manager.get(lease.id, lease.token) is lease
+    assert h.leases.get(lease.id, lease.token) is lease
     # The lease is usable: the next Run runs on the same session.
     h.gate.set()
     after = await results(h.run(lease, "next"))
@@ -168,7 +169,7 @@ async def test_a_lease_released_during_the_page_reset_keeps_its_reason(
     assert session.resets == 0
 
     def released_meanwhile(_: FakeSession) -> None:
-        h.manager.release(lease, ReleaseReason.CLIENT_RELEASE)
+        h.leases.release(lease, ReleaseReason.CLIENT_RELEASE)
         raise RuntimeError("Failed to find browser context")
 
     h.engine.reset_hook = released_meanwhile
@@ -193,9 +194,9 @@ async def test_cancel_with_release_lease_ends_the_lease_as_run_cancelled() -> No
     assert session.closed == 1  # cancel() returns once the browser side is closed
     with pytest.raises(Cancelled):
         await results(run)
-    assert h.manager.active_count == 0
+    assert h.leases.active_count == 0
     with pytest.raises(LeaseEnded) as ended:
-        h.manager.get(lease.id, lease.token)
+        h.leases.get(lease.id, lease.token)
     assert ended.value.reason == "run_cancelled"
     await h.finish()
     assert h.recorder.released == [(lease.id, "run_cancelled")]
@@ -215,9 +216,14 @@ async def test_run_deadline_stops_the_work_and_keeps_the_lease() -> None:
 
 @pytest.mark.parametrize(
     ("cause", "reason"),
-    [(ENGINE_CRASHED, ReleaseReason.ENGINE_CRASHED), (PAGE_CRASHED, ReleaseReason.PAGE_CRASHED)],
+    [
+        (LostCause.ENGINE_CRASHED, ReleaseReason.ENGINE_CRASHED),
+        (LostCause.PAGE_CRASHED, ReleaseReason.PAGE_CRASHED),
+    ],
 )
-async def test_crash_mid_run_raises_session_crashed(cause: str, reason: ReleaseReason) -> None:
+async def test_crash_mid_run_raises_session_crashed(
+    cause: LostCause, reason: ReleaseReason
+) -> None:
     h = Harness()
     lease, session = await h.acquire()
     run = h.run(lease, "a", "b")
@@ -242,7 +248,7 @@ async def test_release_mid_run_raises_lease_ended_with_the_reason(reason: Releas
     if reason is ReleaseReason.TTL_EXPIRED:
         h.clock.advance(SPEC.ttl_s)
     else:
-        h.manager.release(lease, reason)
+        h.leases.release(lease, reason)
     with pytest.raises(LeaseEnded) as ended:
         await results(run)
     assert ended.value.reason == reason.value and ended.value.lease_id == lease.id
@@ -258,7 +264,7 @@ async def test_run_started_on_a_lease_released_before_it_ran() -> None:
     h = Harness()
     lease, _ = await h.acquire()
     run = h.run(lease)
-    h.manager.release(lease, ReleaseReason.CLIENT_RELEASE)  # before the Run's task ever ran
+    h.leases.release(lease, ReleaseReason.CLIENT_RELEASE)  # before the Run's task ever ran
     with pytest.raises(LeaseEnded):
         await results(run)
     assert lease.runs_in_flight == 0 and not lease.run_tasks
@@ -295,7 +301,7 @@ async def test_a_finished_run_is_not_reported_as_cut_short_by_a_later_release() 
     for _ in range(5):
         await asyncio.sleep(0)
     assert lease.runs_in_flight == 0  # done, its results not yet read by the caller
-    h.manager.release(lease, ReleaseReason.CLIENT_RELEASE)
+    h.leases.release(lease, ReleaseReason.CLIENT_RELEASE)
     assert [o.json for o in await results(run)] == ['"a"', '"b"']
     await h.finish()
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from broker.clock import Clock
-from broker.engines.base import ENGINE_CRASHED, PAGE_CRASHED, Engine, Session
+from broker.engines.base import Engine, LostCause, Session
 from broker.errors import (
     DeadlineExceeded,
     EngineNotInstalled,
@@ -29,7 +29,8 @@ from broker.errors import (
     Unavailable,
 )
 from broker.events import LeaseObserver, ObserverList
-from broker.lease import EngineName, Isolation, Lease, LeaseSpec, ReleaseOutcome, ReleaseReason
+from broker.lease import Lease, LeaseSpec, ReleaseOutcome, ReleaseReason
+from broker.options import EngineName, Isolation
 from broker.waiting import bounded
 
 log = logging.getLogger("broker.leases")
@@ -38,8 +39,8 @@ log = logging.getLogger("broker.leases")
 EXPIRY_WARNING_S = 10.0
 
 _LOST_REASONS = {
-    ENGINE_CRASHED: ReleaseReason.ENGINE_CRASHED,
-    PAGE_CRASHED: ReleaseReason.PAGE_CRASHED,
+    LostCause.ENGINE_CRASHED: ReleaseReason.ENGINE_CRASHED,
+    LostCause.PAGE_CRASHED: ReleaseReason.PAGE_CRASHED,
 }
 
 
@@ -72,7 +73,7 @@ class _Waiter:
 SessionSource = Callable[[LeaseSpec], Session | None]
 
 
-class LeaseManager:
+class LeaseTable:
     def __init__(
         self,
         engines: Mapping[EngineName, Engine],
@@ -337,10 +338,10 @@ class LeaseManager:
                 lease.last_activity = self.clock.now()  # a running Run is activity
             self._arm_idle(lease)
 
-    def _on_session_lost(self, session: Session, cause: str) -> None:
+    def _on_session_lost(self, session: Session, cause: LostCause) -> None:
         for lease in list(self._active.values()):
             if lease.session is session:
-                self.release(lease, _LOST_REASONS.get(cause, ReleaseReason.ENGINE_CRASHED))
+                self.release(lease, _LOST_REASONS[cause])
 
     # -------------------------------------------------- the one release path
 
