@@ -36,7 +36,7 @@ class LeaseSpec:
     idle_timeout_s: float
     context: ContextOptions = field(default_factory=ContextOptions)
     labels: tuple[tuple[str, str], ...] = ()
-    # Set only with engine camoufox and isolation browser (convert.lease_spec checks it).
+    # Set only with engine camoufox and isolation browser (decode.lease_spec checks it).
     camoufox: CamoufoxOptions | None = None
 
 

@@ -12,10 +12,12 @@ import contextlib
 import logging
 import random
 from collections import OrderedDict, deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
+from broker.cleanup import TaskSet, await_shielded, bounded
 from broker.clock import Clock
 from broker.engines.base import Engine, LostCause, Session
 from broker.errors import (
@@ -31,7 +33,7 @@ from broker.errors import (
 from broker.events import LeaseObserver, ObserverList
 from broker.lease import Lease, LeaseSpec, ReleaseOutcome, ReleaseReason
 from broker.options import EngineName, Isolation
-from broker.waiting import bounded
+from broker.steps import StepOutcome
 
 log = logging.getLogger("broker.leases")
 
@@ -90,7 +92,7 @@ class LeaseTable:
         self._active: dict[str, Lease] = {}
         self._tombstones: OrderedDict[str, tuple[Lease, float]] = OrderedDict()
         self._waiters: deque[_Waiter] = deque()
-        self._cleanups: set[asyncio.Task[None]] = set()
+        self._cleanups = TaskSet()  # session closes and shielded Run cleanups
         self._closing: dict[Session, asyncio.Task[None]] = {}
         self._draining = False
         self._warm_source: SessionSource | None = None
@@ -297,6 +299,35 @@ class LeaseTable:
     def touch(self, lease: Lease) -> None:
         lease.last_activity = self.clock.now()
 
+    # --------------------------------------------------------------- runs
+
+    def run_started(self, lease: Lease, task: asyncio.Task[None], steps: int) -> None:
+        """A Run's task now belongs to `lease`: the release path cancels it."""
+        lease.run_tasks.add(task)
+        lease.runs_in_flight += 1
+        lease.run_count += 1
+        self.observers.run_started(lease, steps)
+
+    def step_ran(self, lease: Lease) -> None:
+        lease.step_count += 1
+
+    def step_finished(self, lease: Lease, outcome: StepOutcome) -> None:
+        """A step's outcome goes to the caller: that is activity on the lease."""
+        self.touch(lease)
+        self.observers.step_finished(lease, outcome)
+
+    def run_cancelled(self, lease: Lease, cause: str) -> None:
+        self.observers.run_cancelled(lease, cause)
+
+    def run_finished(
+        self, lease: Lease, task: asyncio.Task[None], duration_s: float, error: str
+    ) -> None:
+        lease.runs_in_flight -= 1
+        lease.run_tasks.discard(task)
+        if lease.released is None:
+            self.touch(lease)
+        self.observers.run_finished(lease, duration_s, error)
+
     def _set_ttl(self, lease: Lease, ttl_s: float, jitter: bool) -> None:
         if lease.ttl_timer is not None:
             lease.ttl_timer.cancel()
@@ -394,10 +425,8 @@ class LeaseTable:
     def _schedule_close(self, session: Session) -> asyncio.Task[None]:
         if session in self._closing:
             return self._closing[session]
-        task = asyncio.get_running_loop().create_task(self._close_session(session))
+        task = self._cleanups.spawn(self._close_session(session))
         self._closing[session] = task
-        self._cleanups.add(task)
-        task.add_done_callback(self._cleanups.discard)
         return task
 
     @staticmethod
@@ -438,36 +467,8 @@ class LeaseTable:
         await self.wait_all_closed()
 
     async def wait_all_closed(self) -> None:
-        while self._cleanups:
-            await asyncio.gather(*list(self._cleanups), return_exceptions=True)
+        await self._cleanups.wait()
 
-    async def run_cleanup(self, work: Awaitable[None]) -> None:
+    async def run_cleanup(self, work: Coroutine[Any, Any, None]) -> None:
         """Await `work` to completion even if the caller is cancelled meanwhile (bounded)."""
-        task = asyncio.ensure_future(work)
-        self._cleanups.add(task)
-        task.add_done_callback(self._cleanups.discard)
-        await _await_shielded(task, self.limits.cleanup_timeout_s)
-
-
-async def _await_shielded(task: asyncio.Future[None], timeout_s: float) -> None:
-    """Wait for `task` through any number of cancellations, up to `timeout_s`; then re-cancel."""
-    cancelled = False
-    loop = asyncio.get_running_loop()
-    give_up = loop.time() + timeout_s
-    while not task.done():
-        remaining = give_up - loop.time()
-        if remaining <= 0:
-            task.cancel()
-            break
-        try:
-            await asyncio.wait_for(asyncio.shield(task), remaining)
-        except asyncio.CancelledError:
-            cancelled = True
-        except Exception:
-            break
-    if task.done() and not task.cancelled():
-        exc = task.exception()
-        if exc is not None:
-            log.warning("cleanup failed: %r", exc)
-    if cancelled:
-        raise asyncio.CancelledError
+        await await_shielded(self._cleanups.spawn(work), self.limits.cleanup_timeout_s)

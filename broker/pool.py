@@ -11,6 +11,7 @@ import contextlib
 import logging
 from collections import deque
 
+from broker.cleanup import TaskSet
 from broker.engines.base import Engine, LostCause, Session
 from broker.lease import LeaseSpec
 from broker.options import ContextOptions, Isolation
@@ -32,7 +33,7 @@ class WarmPool:
         self._task: asyncio.Task[None] | None = None
         self._closed = False
         self.filled = asyncio.Event()
-        self._closers: set[asyncio.Task[None]] = set()
+        self._closers = TaskSet()
 
     def sessions(self) -> list[Session]:
         return list(self._ready)
@@ -75,7 +76,7 @@ class WarmPool:
             session = self._ready.popleft()
             with contextlib.suppress(Exception):
                 await session.close()
-        await asyncio.gather(*self._closers, return_exceptions=True)
+        await self._closers.wait()
 
     def _on_lost(self, session: Session, cause: LostCause) -> None:
         with contextlib.suppress(ValueError):
@@ -85,9 +86,7 @@ class WarmPool:
 
     def _close_later(self, session: Session) -> None:
         session.set_lost_callback(None)
-        closer = asyncio.get_running_loop().create_task(session.close())
-        self._closers.add(closer)
-        closer.add_done_callback(self._closers.discard)
+        self._closers.spawn(session.close())
 
     def _sweep_retiring(self) -> None:
         """Give up ready sessions whose browser is being recycled, and replace them."""

@@ -69,20 +69,13 @@ class Run:
         loop = asyncio.get_running_loop()
         self._started = loop.time()
         self._deadline = self._started + self.timeout_s
-        self.leases.observers.run_started(self.lease, len(self.options.steps))
         self._task = loop.create_task(self._execute())
-        self.lease.run_tasks.add(self._task)
-        self.lease.runs_in_flight += 1
-        self.lease.run_count += 1
+        self.leases.run_started(self.lease, self._task, len(self.options.steps))
         # A done-callback, not a `finally`: it also runs when the task is cancelled before it starts.
         self._task.add_done_callback(self._finished)
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         lease = self.lease
-        lease.runs_in_flight -= 1
-        lease.run_tasks.discard(task)
-        if lease.released is None:
-            self.leases.touch(lease)
         self._queue.put_nowait(_END)
         # Read here, so it counts as retrieved even when the caller left before results() did.
         failure = None if task.cancelled() else task.exception()
@@ -94,7 +87,7 @@ class Run:
         elif failure is not None:
             error = type(failure).__name__
         duration = asyncio.get_running_loop().time() - self._started
-        self.leases.observers.run_finished(lease, duration, error)
+        self.leases.run_finished(lease, task, duration, error)
 
     async def results(self) -> AsyncIterator[StepOutcome]:
         """Step outcomes as they complete; raises the Run's failure, mapped to a domain error."""
@@ -153,7 +146,7 @@ class Run:
                     self.cause = CancelCause.DEADLINE
                 ended = lease.released.reason.value if lease.released else "cancelled"
                 cause = self.cause.value if self.cause is not None else f"lease ended: {ended}"
-                self.leases.observers.run_cancelled(lease, cause)
+                self.leases.run_cancelled(lease, cause)
                 await self.leases.run_cleanup(self._stop_in_browser())
                 if isinstance(stopped, _DeadlineReached):
                     raise TimeoutError from None
@@ -170,15 +163,14 @@ class Run:
             wanted = step.timeout_s or self.default_step_timeout_s
             capped_by_deadline = remaining < wanted
             outcome = await session.execute(index, step, min(wanted, remaining))
-            lease.step_count += 1
+            self.leases.step_ran(lease)
             if lease.released is not None:
                 self._cut_short = True
                 return  # the session died under the step; results() reports why
             if capped_by_deadline and outcome.error_kind is StepErrorKind.TIMEOUT:
                 # The browser gave up because the Run's deadline is here: that ends the Run.
                 raise _DeadlineReached
-            self.leases.touch(lease)
-            self.leases.observers.step_finished(lease, outcome)
+            self.leases.step_finished(lease, outcome)
             self._queue.put_nowait(outcome)
             if not outcome.ok and not self.options.continue_on_error:
                 return

@@ -8,7 +8,7 @@ from typing import Any
 
 from grpc import aio
 
-from broker import convert
+from broker import decode, encode
 from broker.app import Broker
 from broker.lease import ReleaseReason
 from broker.rpc_errors import streaming, unary
@@ -27,13 +27,13 @@ class BrokerService(broker_pb2_grpc.BrowserBrokerServiceServicer):
 
     @unary
     async def Acquire(self, request: pb.AcquireRequest, context: Context) -> pb.AcquireResponse:
-        spec = convert.lease_spec(request, self.settings)
+        spec = decode.lease_spec(request, self.settings)
         lease = await self.leases.acquire(spec, context.time_remaining())
-        return convert.acquire_response(lease)
+        return encode.acquire_response(lease)
 
     @streaming
     async def Run(self, request: pb.RunRequest, context: Context) -> AsyncIterator[pb.RunResponse]:
-        options = convert.run_options(request, self.settings)
+        options = decode.run_options(request, self.settings)
         lease = self.leases.get(request.lease_id, request.token)
         remaining = context.time_remaining()
         timeout_s = self.settings.max_run_timeout_s if remaining is None else remaining
@@ -41,7 +41,7 @@ class BrokerService(broker_pb2_grpc.BrowserBrokerServiceServicer):
         run.start()
         try:
             async for outcome in run.results():
-                yield pb.RunResponse(step=convert.step_result(outcome))
+                yield pb.RunResponse(step=encode.step_result(outcome))
         except asyncio.CancelledError:
             # The caller's deadline passed or it cancelled/disconnected: stop the browser work.
             left = context.time_remaining()
@@ -57,50 +57,24 @@ class BrokerService(broker_pb2_grpc.BrowserBrokerServiceServicer):
     async def KeepAlive(
         self, request: pb.KeepAliveRequest, context: Context
     ) -> pb.KeepAliveResponse:
-        convert.check_lease_ref(request.lease_id, request.token)
+        decode.check_lease_ref(request.lease_id, request.token)
         lease = self.leases.get(request.lease_id, request.token)
-        self.leases.keep_alive(lease, convert.seconds(request.ttl))
+        self.leases.keep_alive(lease, decode.seconds(request.ttl))
         assert lease.expires_at_wall is not None
-        return pb.KeepAliveResponse(expires_at=convert.timestamp(lease.expires_at_wall))
+        return pb.KeepAliveResponse(expires_at=encode.timestamp(lease.expires_at_wall))
 
     @unary
     async def Release(self, request: pb.ReleaseRequest, context: Context) -> pb.ReleaseResponse:
-        convert.check_lease_ref(request.lease_id, request.token)
+        decode.check_lease_ref(request.lease_id, request.token)
         lease = self.leases.lookup_for_release(request.lease_id, request.token)
         outcome = self.leases.release(lease, ReleaseReason.CLIENT_RELEASE)
         if outcome.released_now:
             # Answer once the browser side is closed, so a released slot is really free.
             await self.leases.wait_closed(lease)
-        return convert.release_response(outcome)
+        return encode.release_response(outcome)
 
     @unary
     async def GetStatus(
         self, request: pb.GetStatusRequest, context: Context
     ) -> pb.GetStatusResponse:
-        engines = []
-        for name, engine in self.broker.engines.items():
-            availability = engine.availability()
-            census = engine.census()
-            engines.append(
-                pb.EngineStatus(
-                    engine=convert.ENGINE_TO_PB[name],
-                    available=availability.available,
-                    detail=availability.detail,
-                    browsers=census.browsers,
-                    contexts=census.contexts,
-                    pages=census.pages,
-                    browsers_retiring=census.retiring,
-                    browsers_recycled=census.recycled,
-                )
-            )
-        return pb.GetStatusResponse(
-            capacity=self.leases.limits.capacity,
-            active_leases=self.leases.active_count,
-            queued=self.leases.queued_count,
-            queue_limit=self.leases.limits.queue_limit,
-            warm_pool_size=self.broker.warm_pool_size,
-            draining=self.leases.draining,
-            engines=engines,
-            default_engine=convert.ENGINE_TO_PB[self.settings.default_engine],
-            drift_repairs=self.broker.reconciler.repairs,
-        )
+        return encode.status_response(self.broker)

@@ -32,6 +32,7 @@ from playwright.async_api import (
     TimeoutError as PlaywrightTimeout,
 )
 
+from broker.cleanup import TaskSet, abandon, bounded
 from broker.engines.base import (
     Availability,
     EngineCensus,
@@ -58,7 +59,6 @@ from broker.steps import (
     WaitForLoadState,
     WaitForSelector,
 )
-from broker.waiting import abandon, bounded
 
 log = logging.getLogger("broker.engines")
 
@@ -353,7 +353,7 @@ class PlaywrightEngine:
         self._opening_in: dict[Browser, int] = {}
         self._retiring: set[Browser] = set()
         self._recycled = 0
-        self._browser_closers: set[asyncio.Task[None]] = set()
+        self._browser_closers = TaskSet()
         # Resolved when a browser disconnects (see while_connected).
         self._gone: dict[Browser, asyncio.Future[None]] = {}
 
@@ -644,9 +644,7 @@ class PlaywrightEngine:
             return
         self._retiring.discard(browser)
         self._recycled += 1
-        task = asyncio.get_running_loop().create_task(self._close_browser(browser))
-        self._browser_closers.add(task)
-        task.add_done_callback(self._browser_closers.discard)
+        self._browser_closers.spawn(self._close_browser(browser))
 
     async def _close_browser(self, browser: Browser) -> None:
         try:
@@ -678,7 +676,7 @@ class PlaywrightEngine:
         self._closed = True
         for session in list(self.sessions):
             await session.close()
-        await asyncio.gather(*self._browser_closers, return_exceptions=True)
+        await self._browser_closers.wait()
         browsers = [b for b in (self._shared, *self._browser_pids) if b is not None]
         for browser in set(browsers):
             try:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from google.protobuf.duration_pb2 import Duration
 
-from broker import convert
+from broker import decode
 from broker.config import Settings
 from broker.engines import camoufox as camoufox_engine
 from broker.engines import firefox
@@ -236,7 +236,7 @@ async def test_browser_options_need_an_engine_that_takes_them() -> None:
 
 
 def spec_of(**fields: Any) -> Any:
-    return convert.lease_spec(pb.AcquireRequest(**fields), SETTINGS)
+    return decode.lease_spec(pb.AcquireRequest(**fields), SETTINGS)
 
 
 def violations_of(**fields: Any) -> list[str]:

@@ -1,16 +1,14 @@
-"""Protobuf messages to domain objects and back, validating every field on the way in."""
+"""Requests to domain objects, validating every field on the way in (each bad field named)."""
 
 from __future__ import annotations
 
 import re
-from datetime import datetime
 
 from google.protobuf.duration_pb2 import Duration
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from broker.config import Settings
 from broker.errors import FieldViolation, InvalidArgument
-from broker.lease import Lease, LeaseSpec, ReleaseOutcome, ReleaseReason
+from broker.lease import LeaseSpec
 from broker.options import (
     CAMOUFOX_OS_NAMES,
     CamoufoxOptions,
@@ -35,8 +33,6 @@ from broker.steps import (
     RunOptions,
     Screenshot,
     Step,
-    StepErrorKind,
-    StepOutcome,
     WaitForLoadState,
     WaitForSelector,
     validate_action,
@@ -53,47 +49,14 @@ ENGINE_FROM_PB = {
     pb.ENGINE_FIREFOX: EngineName.FIREFOX,
     pb.ENGINE_CAMOUFOX: EngineName.CAMOUFOX,
 }
-ENGINE_TO_PB = {v: k for k, v in ENGINE_FROM_PB.items()}
 ISOLATION_FROM_PB = {
     pb.ISOLATION_CONTEXT: Isolation.CONTEXT,
     pb.ISOLATION_BROWSER: Isolation.BROWSER,
-}
-ISOLATION_TO_PB = {v: k for k, v in ISOLATION_FROM_PB.items()}
-REASON_TO_PB = {
-    ReleaseReason.CLIENT_RELEASE: pb.RELEASE_REASON_CLIENT_RELEASE,
-    ReleaseReason.TTL_EXPIRED: pb.RELEASE_REASON_TTL_EXPIRED,
-    ReleaseReason.IDLE_TIMEOUT: pb.RELEASE_REASON_IDLE_TIMEOUT,
-    ReleaseReason.RUN_CANCELLED: pb.RELEASE_REASON_RUN_CANCELLED,
-    ReleaseReason.ENGINE_CRASHED: pb.RELEASE_REASON_ENGINE_CRASHED,
-    ReleaseReason.PAGE_CRASHED: pb.RELEASE_REASON_PAGE_CRASHED,
-    ReleaseReason.SHUTDOWN: pb.RELEASE_REASON_SHUTDOWN,
-    ReleaseReason.ACQUIRE_FAILED: pb.RELEASE_REASON_ACQUIRE_FAILED,
-    ReleaseReason.DRIFT_REPAIRED: pb.RELEASE_REASON_DRIFT_REPAIRED,
-}
-ERROR_KIND_TO_PB = {
-    StepErrorKind.TIMEOUT: pb.STEP_ERROR_KIND_TIMEOUT,
-    StepErrorKind.SCRIPT_ERROR: pb.STEP_ERROR_KIND_SCRIPT_ERROR,
-    StepErrorKind.NAVIGATION: pb.STEP_ERROR_KIND_NAVIGATION,
-    StepErrorKind.SELECTOR: pb.STEP_ERROR_KIND_SELECTOR,
-    StepErrorKind.UNSUPPORTED: pb.STEP_ERROR_KIND_UNSUPPORTED,
-    StepErrorKind.BROWSER: pb.STEP_ERROR_KIND_BROWSER,
 }
 
 
 def seconds(duration: Duration) -> float:
     return duration.seconds + duration.nanos / 1e9
-
-
-def duration(value_s: float) -> Duration:
-    d = Duration()
-    d.FromNanoseconds(round(value_s * 1e9))
-    return d
-
-
-def timestamp(value: datetime) -> Timestamp:
-    t = Timestamp()
-    t.FromDatetime(value)
-    return t
 
 
 def _bounded_duration(
@@ -380,46 +343,3 @@ def lease_ref_violations(lease_id: str, token: str) -> list[FieldViolation]:
     elif len(token) > 256:
         out.append(FieldViolation("token", "longer than 256 characters"))
     return out
-
-
-def acquire_response(lease: Lease) -> pb.AcquireResponse:
-    assert lease.expires_at_wall is not None
-    return pb.AcquireResponse(
-        lease_id=lease.id,
-        token=lease.token,
-        expires_at=timestamp(lease.expires_at_wall),
-        engine=ENGINE_TO_PB[lease.spec.engine],
-        isolation=ISOLATION_TO_PB[lease.spec.isolation],
-        ttl=duration(lease.spec.ttl_s),
-        idle_timeout=duration(lease.spec.idle_timeout_s),
-        warm=lease.warm,
-        queue_wait=duration(lease.queue_wait_s),
-    )
-
-
-def step_result(outcome: StepOutcome) -> pb.StepResult:
-    result = pb.StepResult(
-        index=outcome.index,
-        action=outcome.action,
-        ok=outcome.ok,
-        duration=duration(outcome.duration_s),
-        url=outcome.url,
-        http_status=outcome.http_status,
-        text=outcome.text,
-        found=outcome.found,
-        json=outcome.json,
-        data=outcome.data,
-    )
-    if outcome.error_kind is not None:
-        result.error.CopyFrom(
-            pb.StepError(kind=ERROR_KIND_TO_PB[outcome.error_kind], message=outcome.error_message)
-        )
-    return result
-
-
-def release_response(outcome: ReleaseOutcome) -> pb.ReleaseResponse:
-    return pb.ReleaseResponse(
-        released_now=outcome.released_now,
-        reason=REASON_TO_PB[outcome.reason],
-        released_at=timestamp(outcome.released_at),
-    )

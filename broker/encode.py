@@ -1,0 +1,129 @@
+"""Domain objects to replies: leases, step results, release outcomes, the broker's status."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from google.protobuf.duration_pb2 import Duration
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from broker.app import Broker
+from broker.lease import Lease, ReleaseOutcome, ReleaseReason
+from broker.options import EngineName, Isolation
+from broker.steps import StepErrorKind, StepOutcome
+from browserbroker.v1 import broker_pb2 as pb
+
+ENGINE_TO_PB = {
+    EngineName.CHROMIUM: pb.ENGINE_CHROMIUM,
+    EngineName.FIREFOX: pb.ENGINE_FIREFOX,
+    EngineName.CAMOUFOX: pb.ENGINE_CAMOUFOX,
+}
+ISOLATION_TO_PB = {
+    Isolation.CONTEXT: pb.ISOLATION_CONTEXT,
+    Isolation.BROWSER: pb.ISOLATION_BROWSER,
+}
+REASON_TO_PB = {
+    ReleaseReason.CLIENT_RELEASE: pb.RELEASE_REASON_CLIENT_RELEASE,
+    ReleaseReason.TTL_EXPIRED: pb.RELEASE_REASON_TTL_EXPIRED,
+    ReleaseReason.IDLE_TIMEOUT: pb.RELEASE_REASON_IDLE_TIMEOUT,
+    ReleaseReason.RUN_CANCELLED: pb.RELEASE_REASON_RUN_CANCELLED,
+    ReleaseReason.ENGINE_CRASHED: pb.RELEASE_REASON_ENGINE_CRASHED,
+    ReleaseReason.PAGE_CRASHED: pb.RELEASE_REASON_PAGE_CRASHED,
+    ReleaseReason.SHUTDOWN: pb.RELEASE_REASON_SHUTDOWN,
+    ReleaseReason.ACQUIRE_FAILED: pb.RELEASE_REASON_ACQUIRE_FAILED,
+    ReleaseReason.DRIFT_REPAIRED: pb.RELEASE_REASON_DRIFT_REPAIRED,
+}
+ERROR_KIND_TO_PB = {
+    StepErrorKind.TIMEOUT: pb.STEP_ERROR_KIND_TIMEOUT,
+    StepErrorKind.SCRIPT_ERROR: pb.STEP_ERROR_KIND_SCRIPT_ERROR,
+    StepErrorKind.NAVIGATION: pb.STEP_ERROR_KIND_NAVIGATION,
+    StepErrorKind.SELECTOR: pb.STEP_ERROR_KIND_SELECTOR,
+    StepErrorKind.UNSUPPORTED: pb.STEP_ERROR_KIND_UNSUPPORTED,
+    StepErrorKind.BROWSER: pb.STEP_ERROR_KIND_BROWSER,
+}
+
+
+def duration(value_s: float) -> Duration:
+    d = Duration()
+    d.FromNanoseconds(round(value_s * 1e9))
+    return d
+
+
+def timestamp(value: datetime) -> Timestamp:
+    t = Timestamp()
+    t.FromDatetime(value)
+    return t
+
+
+def acquire_response(lease: Lease) -> pb.AcquireResponse:
+    assert lease.expires_at_wall is not None
+    return pb.AcquireResponse(
+        lease_id=lease.id,
+        token=lease.token,
+        expires_at=timestamp(lease.expires_at_wall),
+        engine=ENGINE_TO_PB[lease.spec.engine],
+        isolation=ISOLATION_TO_PB[lease.spec.isolation],
+        ttl=duration(lease.spec.ttl_s),
+        idle_timeout=duration(lease.spec.idle_timeout_s),
+        warm=lease.warm,
+        queue_wait=duration(lease.queue_wait_s),
+    )
+
+
+def step_result(outcome: StepOutcome) -> pb.StepResult:
+    result = pb.StepResult(
+        index=outcome.index,
+        action=outcome.action,
+        ok=outcome.ok,
+        duration=duration(outcome.duration_s),
+        url=outcome.url,
+        http_status=outcome.http_status,
+        text=outcome.text,
+        found=outcome.found,
+        json=outcome.json,
+        data=outcome.data,
+    )
+    if outcome.error_kind is not None:
+        result.error.CopyFrom(
+            pb.StepError(kind=ERROR_KIND_TO_PB[outcome.error_kind], message=outcome.error_message)
+        )
+    return result
+
+
+def release_response(outcome: ReleaseOutcome) -> pb.ReleaseResponse:
+    return pb.ReleaseResponse(
+        released_now=outcome.released_now,
+        reason=REASON_TO_PB[outcome.reason],
+        released_at=timestamp(outcome.released_at),
+    )
+
+
+def status_response(broker: Broker) -> pb.GetStatusResponse:
+    engines = []
+    for name, engine in broker.engines.items():
+        availability = engine.availability()
+        census = engine.census()
+        engines.append(
+            pb.EngineStatus(
+                engine=ENGINE_TO_PB[name],
+                available=availability.available,
+                detail=availability.detail,
+                browsers=census.browsers,
+                contexts=census.contexts,
+                pages=census.pages,
+                browsers_retiring=census.retiring,
+                browsers_recycled=census.recycled,
+            )
+        )
+    leases = broker.leases
+    return pb.GetStatusResponse(
+        capacity=leases.limits.capacity,
+        active_leases=leases.active_count,
+        queued=leases.queued_count,
+        queue_limit=leases.limits.queue_limit,
+        warm_pool_size=broker.warm_pool_size,
+        draining=leases.draining,
+        engines=engines,
+        default_engine=ENGINE_TO_PB[broker.settings.default_engine],
+        drift_repairs=broker.reconciler.repairs,
+    )
