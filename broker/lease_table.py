@@ -8,12 +8,11 @@ function that ends leases, whatever the cause.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 from collections import OrderedDict, deque
 from collections.abc import Callable, Coroutine, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -34,6 +33,7 @@ from broker.events import LeaseObserver, ObserverList
 from broker.lease import Lease, LeaseSpec, ReleaseOutcome, ReleaseReason
 from broker.options import EngineName, Isolation
 from broker.steps import StepOutcome
+from broker.wait_queue import WaitQueue
 
 log = logging.getLogger("broker.leases")
 
@@ -63,15 +63,6 @@ class Limits:
     cleanup_timeout_s: float = 10.0
 
 
-@dataclass(eq=False)
-class _Waiter:
-    spec: LeaseSpec
-    queued_at: float
-    future: asyncio.Future[Lease] = field(
-        default_factory=lambda: asyncio.get_running_loop().create_future()
-    )
-
-
 SessionSource = Callable[[LeaseSpec], Session | None]
 
 
@@ -91,7 +82,7 @@ class LeaseTable:
         self._rng = rng or random.Random()
         self._active: dict[str, Lease] = {}
         self._tombstones: OrderedDict[str, tuple[Lease, float]] = OrderedDict()
-        self._waiters: deque[_Waiter] = deque()
+        self._queue = WaitQueue(self.observers.lease_queued, self._give_back)
         self._cleanups = TaskSet()  # session closes and shielded Run cleanups
         self._closing: dict[Session, asyncio.Task[None]] = {}
         self._draining = False
@@ -109,7 +100,7 @@ class LeaseTable:
 
     @property
     def queued_count(self) -> int:
-        return sum(1 for w in self._waiters if not w.future.done())
+        return len(self._queue)
 
     @property
     def draining(self) -> bool:
@@ -165,28 +156,10 @@ class LeaseTable:
             raise DeadlineExceeded("deadline passed before capacity was free")
         if self.queued_count >= self.limits.queue_limit:
             raise QueueFull(self.limits.queue_limit, self._retry_hint())
-        waiter = _Waiter(spec, self.clock.now())
-        self._waiters.append(waiter)
-        self.observers.lease_queued(self.queued_count)
-        try:
-            async with asyncio.timeout(timeout_s):
-                return await waiter.future
-        except TimeoutError:
-            self._abandon(waiter)
-            raise DeadlineExceeded("deadline passed while waiting for capacity") from None
-        except BaseException:
-            self._abandon(waiter)
-            raise
+        return await self._queue.wait(spec, timeout_s)
 
-    def _abandon(self, waiter: _Waiter) -> None:
-        """The caller gave up: leave the queue at once, and give back a slot granted meanwhile."""
-        if not waiter.future.done():
-            waiter.future.cancel()
-        with contextlib.suppress(ValueError):
-            self._waiters.remove(waiter)
-        if not waiter.future.cancelled() and waiter.future.exception() is None:
-            self.release(waiter.future.result(), ReleaseReason.ACQUIRE_FAILED)
-        self.observers.lease_queued(self.queued_count)
+    def _give_back(self, lease: Lease) -> None:
+        self.release(lease, ReleaseReason.ACQUIRE_FAILED)
 
     def _new_lease(self, spec: LeaseSpec) -> Lease:
         now = self.clock.now()
@@ -195,12 +168,8 @@ class LeaseTable:
         return lease
 
     def _grant_waiters(self) -> None:
-        while self._waiters and len(self._active) < self.limits.capacity and not self._draining:
-            waiter = self._waiters.popleft()
-            if waiter.future.done():  # gave up already
-                continue
-            waiter.future.set_result(self._new_lease(waiter.spec))
-        self.observers.lease_queued(self.queued_count)
+        if not self._draining:
+            self._queue.grant(self._new_lease, lambda: self.limits.capacity - len(self._active))
 
     def _retry_hint(self) -> float:
         typical = (
@@ -455,10 +424,7 @@ class LeaseTable:
     async def drain(self, grace_s: float) -> None:
         """Refuse new leases, let running Runs finish within `grace_s`, then end every lease."""
         self._draining = True
-        for waiter in list(self._waiters):
-            if not waiter.future.done():
-                waiter.future.set_exception(Unavailable("broker is shutting down"))
-        self._waiters.clear()
+        self._queue.fail_all(Unavailable("broker is shutting down"))
         running = [task for lease in self._active.values() for task in lease.run_tasks]
         if running and grace_s > 0:
             await asyncio.wait(running, timeout=grace_s)

@@ -13,7 +13,7 @@ from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from broker import diagnostics, telemetry
+from broker import diagnostics, rpc_tracing, telemetry
 from broker.app import Broker
 from broker.config import Settings
 from broker.service import BrokerService
@@ -47,7 +47,7 @@ async def serve(
             lease_telemetry = telemetry.LeaseTelemetry(gauges=running.gauges)
             running.observers.add(lease_telemetry)
             if setup.tracing:
-                interceptors.append(telemetry.TracingInterceptor(lease_telemetry))
+                interceptors.append(rpc_tracing.TracingInterceptor(lease_telemetry))
         server = aio.server(
             interceptors=interceptors,
             options=[

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
 
+from broker.errors import FieldViolation, InvalidArgument
 from broker.options import BrowserOptions, ContextOptions, EngineName, Isolation
 from broker.steps import Step, StepOutcome
 
@@ -118,3 +119,32 @@ class Engine(Protocol):
     async def close(self) -> None:
         """Close every session and browser; idempotent."""
         ...
+
+
+def check_supported(
+    engine: EngineName,
+    unsupported_context: Mapping[str, str],
+    takes_browser_options: bool,
+    isolation: Isolation,
+    options: ContextOptions,
+    browser_options: BrowserOptions | None,
+) -> None:
+    """Refuse, before anything is launched, what an engine would silently ignore.
+
+    `unsupported_context` maps a ContextOptions field to why the engine cannot honour it.
+    """
+    default = ContextOptions()
+    violations = [
+        FieldViolation(f"context.{name}", reason)
+        for name, reason in unsupported_context.items()
+        if getattr(options, name) != getattr(default, name)
+    ]
+    if browser_options is not None:
+        if not takes_browser_options:
+            violations.append(
+                FieldViolation("camoufox", f"{engine.value} takes no camoufox options")
+            )
+        elif isolation is not Isolation.BROWSER:
+            violations.append(FieldViolation("isolation", "browser options need ISOLATION_BROWSER"))
+    if violations:
+        raise InvalidArgument(violations)

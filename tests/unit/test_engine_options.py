@@ -14,7 +14,9 @@ from broker.config import Settings
 from broker.engines import camoufox as camoufox_engine
 from broker.engines import firefox
 from broker.engines.discovery import BrowserExecutable
-from broker.engines.playwright_engine import PlaywrightEngine, _classify, _first_line
+from broker.engines.playwright_driver import first_line
+from broker.engines.playwright_engine import PlaywrightEngine
+from broker.engines.playwright_session import _classify
 from broker.errors import EngineNotInstalled, InvalidArgument, Unavailable
 from broker.options import (
     CamoufoxOptions,
@@ -65,11 +67,11 @@ def test_bidi_navigation_errors_keep_their_cause() -> None:
         "Message: Error: NS_ERROR_UNKNOWN_HOST at http://nonexistent.invalid/\n"
         "Call log:\n  - navigating to ..."
     )
-    assert _first_line(message) == (
+    assert first_line(message) == (
         "Page.goto: Protocol error (browsingContext.navigate): unknown error: "
         "Error: NS_ERROR_UNKNOWN_HOST at http://nonexistent.invalid/"
     )
-    assert _first_line("Page.goto: net::ERR_NAME_NOT_RESOLVED at x\nCall log:") == (
+    assert first_line("Page.goto: net::ERR_NAME_NOT_RESOLVED at x\nCall log:") == (
         "Page.goto: net::ERR_NAME_NOT_RESOLVED at x"
     )
     from playwright.async_api import Error
@@ -379,7 +381,7 @@ async def test_dropped_aborted_calls_are_not_logged_as_errors(
 
     from playwright.async_api import Error as PlaywrightError
 
-    from broker.engines.playwright_engine import quiet_aborted_calls
+    from broker.engines.playwright_driver import quiet_aborted_calls
 
     loop = asyncio.get_running_loop()
     quiet_aborted_calls(loop)

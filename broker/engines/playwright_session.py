@@ -1,0 +1,288 @@
+"""One lease's browser session on Playwright: a context and its current page, and the steps run
+in it. With ISOLATION_BROWSER the session also has a browser of its own.
+
+The session asks its engine only for what `SessionHost` lists, so it holds no reference to the
+engine's internals (its browsers, launches, recycling).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol, TypeVar
+
+from playwright.async_api import Browser, BrowserContext, Page
+from playwright.async_api import Error as PlaywrightError
+from playwright.async_api import TimeoutError as PlaywrightTimeout
+
+from broker.cleanup import bounded
+from broker.engines.base import LostCallback, LostCause
+from broker.engines.playwright_driver import first_line
+from broker.errors import Unavailable
+from broker.options import ContextOptions, EngineName, Isolation
+from broker.steps import (
+    Click,
+    Evaluate,
+    Fill,
+    GetAttribute,
+    GetContent,
+    GetText,
+    Goto,
+    Pdf,
+    Press,
+    Screenshot,
+    Step,
+    StepErrorKind,
+    StepOutcome,
+    WaitForLoadState,
+    WaitForSelector,
+)
+
+log = logging.getLogger("broker.engines")
+
+T = TypeVar("T")
+# Stops whatever script is running in a page, even one that never yields (engine-specific).
+Interrupter = Callable[[], Awaitable[object]]
+
+INTERRUPT_TIMEOUT_S = 0.25
+CLOSE_TIMEOUT_S = 5.0
+
+
+class SessionHost(Protocol):
+    """What a session needs from the engine that opened it."""
+
+    name: EngineName
+    supports_pdf: bool
+
+    async def while_connected(self, browser: Browser, work: Awaitable[T], doing: str) -> T:
+        """`work`'s result, or Unavailable as soon as `browser` goes away."""
+        ...
+
+    def is_retiring(self, browser: Browser) -> bool: ...
+
+    async def page_interrupter(self, context: BrowserContext, page: Page) -> Interrupter | None: ...
+
+    async def close_session(self, session: PlaywrightSession) -> None:
+        """Close what the session owns and stop tracking it; idempotent."""
+        ...
+
+
+class PlaywrightSession:
+    """A context and its current page; with ISOLATION_BROWSER also a browser of its own."""
+
+    def __init__(
+        self,
+        host: SessionHost,
+        browser: Browser,
+        context: BrowserContext,
+        page: Page,
+        isolation: Isolation,
+    ) -> None:
+        self._host = host
+        self.engine: EngineName = host.name
+        self.isolation = isolation
+        self.browser = browser
+        self.context = context
+        self.page = page
+        self._lost_callback: LostCallback | None = None
+        self.interrupter: Interrupter | None = None
+        self._closing = False
+        self._resetting = False  # the page is being replaced on purpose
+        self._lost = False
+        self.driver_lost = False  # Playwright's driver died: nothing here can be called any more
+        self._watch_page(page)
+
+    @property
+    def alive(self) -> bool:
+        if self._closing or self._lost or self.driver_lost:
+            return False
+        return self.browser.is_connected()
+
+    @property
+    def retiring(self) -> bool:
+        return self._host.is_retiring(self.browser)
+
+    def set_lost_callback(self, callback: LostCallback | None) -> None:
+        self._lost_callback = callback
+
+    def _watch_page(self, page: Page) -> None:
+        def crashed(crashed_page: Page) -> None:
+            # A page being replaced may die on its way out; only the current one matters.
+            if crashed_page is self.page and not self._resetting:
+                self.mark_lost(LostCause.PAGE_CRASHED)
+
+        page.on("crash", crashed)
+
+    def mark_lost(self, cause: LostCause) -> None:
+        """The session died on its own. Tells the owner once; intentional closes are not losses."""
+        if self._closing or self._lost:
+            return
+        self._lost = True
+        log.warning("session lost", extra={"engine": self.engine.value, "cause": cause})
+        if self._lost_callback is not None:
+            self._lost_callback(self, cause)
+
+    async def execute(self, index: int, step: Step, timeout_s: float) -> StepOutcome:
+        outcome = StepOutcome(index=index, action=step.name)
+        started = time.perf_counter()
+        try:
+            await self._host.while_connected(
+                self.browser, self._perform(step, timeout_s, outcome), "running a step"
+            )
+        except Unavailable as exc:  # the browser went away under the step
+            outcome.ok = False
+            outcome.error_kind = StepErrorKind.BROWSER
+            outcome.error_message = str(exc)
+            self._check_alive()
+        except (PlaywrightTimeout, TimeoutError):
+            outcome.ok = False
+            outcome.error_kind = StepErrorKind.TIMEOUT
+            outcome.error_message = f"{step.name} did not finish within {timeout_s:.3f}s"
+        except PlaywrightError as exc:
+            outcome.ok = False
+            outcome.error_kind = _classify(step, exc)
+            outcome.error_message = first_line(exc.message)
+            self._check_alive()
+        except _Unsupported as exc:
+            outcome.ok = False
+            outcome.error_kind = StepErrorKind.UNSUPPORTED
+            outcome.error_message = str(exc)
+        except Exception as exc:
+            if not self.driver_lost:
+                raise
+            # Playwright fails every call with a plain Exception once its driver is gone.
+            outcome.ok = False
+            outcome.error_kind = StepErrorKind.BROWSER
+            outcome.error_message = f"browser engine lost: {exc}"
+            outcome.duration_s = time.perf_counter() - started
+            return outcome
+        outcome.duration_s = time.perf_counter() - started
+        if not self.page.is_closed():
+            outcome.url = self.page.url
+        return outcome
+
+    def _check_alive(self) -> None:
+        """After a browser error, find out at once whether the session itself died."""
+        if not self.browser.is_connected():
+            self.mark_lost(LostCause.ENGINE_CRASHED)
+        elif self.page.is_closed() and not (self._closing or self._resetting):
+            self.mark_lost(LostCause.PAGE_CRASHED)
+
+    async def _perform(self, step: Step, timeout_s: float, out: StepOutcome) -> None:
+        page = self.page
+        ms = max(1.0, timeout_s * 1000)
+        match step.action:
+            case Goto(url=url, wait_until=wait_until):
+                response = await page.goto(url, wait_until=wait_until, timeout=ms)  # type: ignore[arg-type]
+                out.http_status = response.status if response is not None else 0
+            case Click(selector=selector):
+                await page.click(selector, timeout=ms)
+            case Fill(selector=selector, value=value):
+                await page.fill(selector, value, timeout=ms)
+            case Press(selector=selector, key=key):
+                await page.press(selector, key, timeout=ms)
+            case WaitForSelector(selector=selector, state=state):
+                await page.wait_for_selector(selector, state=state, timeout=ms)  # type: ignore[arg-type]
+            case WaitForLoadState(state=state):
+                await page.wait_for_load_state(state, timeout=ms)  # type: ignore[arg-type]
+            case Evaluate(expression=expression, arg_json=arg_json):
+                # Playwright has no timeout for evaluate; the Run's cancellation stops the script.
+                async with asyncio.timeout(timeout_s):
+                    if arg_json:
+                        value = await page.evaluate(expression, json.loads(arg_json))
+                    else:
+                        value = await page.evaluate(expression)
+                out.json = json.dumps(value, default=str)
+            case GetContent():
+                async with asyncio.timeout(timeout_s):
+                    out.text = await page.content()
+            case GetText(selector=selector):
+                out.text = await page.locator(selector).first.inner_text(timeout=ms)
+            case GetAttribute(selector=selector, name=name):
+                attribute = await page.locator(selector).first.get_attribute(name, timeout=ms)
+                out.found = attribute is not None
+                out.text = attribute or ""
+            case Screenshot(full_page=full_page):
+                out.data = await page.screenshot(full_page=full_page, timeout=ms, type="png")
+            case Pdf():
+                if not self._host.supports_pdf:
+                    raise _Unsupported(f"pdf is not supported by {self.engine.value}")
+                async with asyncio.timeout(timeout_s):
+                    out.data = await page.pdf()
+
+    async def reset_page(self) -> None:
+        old = self.page
+        # Closing the page aborts its pending navigations and running scripts in the browser.
+        self._resetting = True
+        try:
+            await self.interrupt_scripts()
+            # Bounded: Chromium can acknowledge a close without closing (a close racing a
+            # navigation commit). The caller then ends the lease, which closes the context.
+            await bounded(old.close(run_before_unload=False), CLOSE_TIMEOUT_S)
+        finally:
+            self._resetting = False
+        self.page = await bounded(
+            self._host.while_connected(self.browser, self.context.new_page(), "replacing a page"),
+            CLOSE_TIMEOUT_S,
+        )
+        self._watch_page(self.page)
+        self.interrupter = await self._host.page_interrupter(self.context, self.page)
+
+    async def interrupt_scripts(self) -> None:
+        """Stop a script that holds the page's main thread, so closing it need not wait for a hang
+        timeout (Chromium waits ~0.5 s for a busy renderer before it gives up on it)."""
+        if self.interrupter is None:
+            return
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(INTERRUPT_TIMEOUT_S):
+                await self.interrupter()
+
+    async def close(self) -> None:
+        self._closing = True
+        await self._host.close_session(self)
+
+
+class _Unsupported(Exception):
+    pass
+
+
+def _classify(step: Step, exc: PlaywrightError) -> StepErrorKind:
+    message = exc.message
+    if isinstance(step.action, Evaluate):
+        return StepErrorKind.SCRIPT_ERROR
+    if isinstance(step.action, Goto) and (
+        "net::" in message or "NS_ERROR" in message or "browsingContext.navigate" in message
+    ):
+        return StepErrorKind.NAVIGATION
+    if "selector" in message.lower() or "Unexpected token" in message:
+        return StepErrorKind.SELECTOR
+    return StepErrorKind.BROWSER
+
+
+def context_kwargs(options: ContextOptions) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {}
+    if options.viewport is not None:
+        kwargs["viewport"] = {"width": options.viewport.width, "height": options.viewport.height}
+    if options.user_agent:
+        kwargs["user_agent"] = options.user_agent
+    if options.locale:
+        kwargs["locale"] = options.locale
+    if options.timezone_id:
+        kwargs["timezone_id"] = options.timezone_id
+    if options.extra_http_headers:
+        kwargs["extra_http_headers"] = dict(options.extra_http_headers)
+    if options.proxy is not None:
+        proxy = {"server": options.proxy.server}
+        for key in ("username", "password", "bypass"):
+            if getattr(options.proxy, key):
+                proxy[key] = getattr(options.proxy, key)
+        kwargs["proxy"] = proxy
+    if options.ignore_https_errors:
+        kwargs["ignore_https_errors"] = True
+    if options.java_script_disabled:
+        kwargs["java_script_enabled"] = False
+    return kwargs
