@@ -1,0 +1,202 @@
+"""Egress decisions, made on resolved addresses so that no spelling of a host gets around them.
+
+By default a page may reach public addresses only: loopback, link-local (cloud metadata
+services), private, shared, multicast and reserved ranges are denied, and so are the broker's
+own ports on this host whatever the lists say. Operators widen or narrow this with lists of hosts
+and CIDRs, for the whole broker and per tenant.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_METADATA = {ipaddress.ip_address("169.254.169.254"), ipaddress.ip_address("fd00:ec2::254")}
+# Headers that cloud metadata services require; a lease may not set them on every request.
+METADATA_HEADERS = frozenset(
+    {
+        "metadata",
+        "metadata-flavor",
+        "x-google-metadata-request",
+        "x-aws-ec2-metadata-token",
+        "x-aws-ec2-metadata-token-ttl-seconds",
+        "x-metadata-token",
+    }
+)
+
+
+def _host_key(host: str) -> str:
+    return host.strip().rstrip(".").lower()
+
+
+def host_matches(host: str, patterns: Iterable[str]) -> str | None:
+    """The first pattern that names `host`: `example.com` exactly, `.example.com` and below."""
+    name = _host_key(host)
+    for pattern in patterns:
+        key = _host_key(pattern)
+        if key.startswith("."):
+            if name == key[1:] or name.endswith(key):
+                return pattern
+        elif name == key:
+            return pattern
+    return None
+
+
+@dataclass(frozen=True)
+class EgressRules:
+    """Lists that widen or narrow the default. Denials win over allowances."""
+
+    allow_hosts: tuple[str, ...] = ()
+    allow_cidrs: tuple[IPNetwork, ...] = ()
+    deny_hosts: tuple[str, ...] = ()
+    deny_cidrs: tuple[IPNetwork, ...] = ()
+    # Deny everything the allow lists do not name (public addresses too).
+    allow_listed_only: bool = False
+
+    def merged(self, other: EgressRules) -> EgressRules:
+        """Both sets of lists; `allow_listed_only` if either says so."""
+        return EgressRules(
+            allow_hosts=self.allow_hosts + other.allow_hosts,
+            allow_cidrs=self.allow_cidrs + other.allow_cidrs,
+            deny_hosts=self.deny_hosts + other.deny_hosts,
+            deny_cidrs=self.deny_cidrs + other.deny_cidrs,
+            allow_listed_only=self.allow_listed_only or other.allow_listed_only,
+        )
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    rule: str  # a stable name, e.g. "loopback", "deny_hosts", "broker_port" (docs/security.md)
+    detail: str = ""
+
+    def describe(self, target: str) -> str:
+        verdict = "allowed" if self.allowed else "denied"
+        return f"{target} {verdict} by egress rule {self.rule!r}" + (
+            f" ({self.detail})" if self.detail else ""
+        )
+
+
+def embedded_ipv4(address: IPAddress) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 one carries (mapped, 6to4, NAT64), if any."""
+    if isinstance(address, ipaddress.IPv4Address):
+        return None
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if address in _NAT64:
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return None
+
+
+def address_class(address: IPAddress) -> str | None:
+    """Why an address is not public (a rule name), or None for a public address."""
+    inner = embedded_ipv4(address)
+    if inner is not None:
+        return address_class(inner)
+    if address in _METADATA:
+        return "cloud_metadata"
+    if address.is_loopback:
+        return "loopback"
+    if address.is_link_local:
+        return "link_local"
+    if address.is_unspecified:
+        return "unspecified"
+    if address.is_multicast:
+        return "multicast"
+    if address.is_private:
+        return "private"
+    if not address.is_global:
+        return "reserved"
+    return None
+
+
+def local_addresses() -> set[IPAddress]:
+    """This host's own addresses (every interface), for recognising the broker's own ports."""
+    import psutil
+
+    found: set[IPAddress] = set()
+    for addrs in psutil.net_if_addrs().values():
+        for addr in addrs:
+            if addr.family in (socket.AF_INET, socket.AF_INET6):
+                try:
+                    found.add(ipaddress.ip_address(addr.address.split("%", 1)[0]))
+                except ValueError:
+                    continue
+    return found
+
+
+Resolver = Callable[[str, int], Awaitable[list[IPAddress]]]
+
+
+@dataclass
+class EgressPolicy:
+    """The rules in force for one route (broker rules, maybe merged with a tenant's)."""
+
+    rules: EgressRules = field(default_factory=EgressRules)
+    # Ports of this broker (gRPC, metrics, its routes): never reachable on this host's addresses.
+    own_ports: set[int] = field(default_factory=set)
+    own_addresses: set[IPAddress] = field(default_factory=set)
+
+    def with_rules(self, extra: EgressRules) -> EgressPolicy:
+        return EgressPolicy(self.rules.merged(extra), self.own_ports, self.own_addresses)
+
+    def check_host(self, host: str) -> Decision | None:
+        """A decision on the name alone (deny lists), before anything is resolved."""
+        denied = host_matches(host, self.rules.deny_hosts)
+        if denied is not None:
+            return Decision(False, "deny_hosts", f"matches {denied!r}")
+        return None
+
+    def check_address(self, host: str, address: IPAddress, port: int) -> Decision:
+        """May a page connect to `address`:`port`, reached by the name `host`?"""
+        if port in self.own_ports and self._is_own(address):
+            return Decision(False, "broker_port", f"port {port} is the broker's own")
+        for network in self.rules.deny_cidrs:
+            if _in(address, network):
+                return Decision(False, "deny_cidrs", f"{address} is in {network}")
+        allowed_host = host_matches(host, self.rules.allow_hosts)
+        if allowed_host is not None:
+            return Decision(True, "allow_hosts", f"matches {allowed_host!r}")
+        for network in self.rules.allow_cidrs:
+            if _in(address, network):
+                return Decision(True, "allow_cidrs", f"{address} is in {network}")
+        if self.rules.allow_listed_only:
+            return Decision(False, "not_listed", "only listed hosts and CIDRs are allowed")
+        kind = address_class(address)
+        if kind is not None:
+            return Decision(False, kind, f"{address} is not a public address")
+        return Decision(True, "public")
+
+    def _is_own(self, address: IPAddress) -> bool:
+        inner = embedded_ipv4(address) or address
+        return inner.is_loopback or inner.is_unspecified or inner in self.own_addresses
+
+
+def _in(address: IPAddress, network: IPNetwork) -> bool:
+    inner = embedded_ipv4(address)
+    return address in network or (inner is not None and inner in network)
+
+
+def parse_cidr(text: str) -> IPNetwork:
+    return ipaddress.ip_network(text.strip(), strict=False)
+
+
+async def resolve(host: str, port: int) -> list[IPAddress]:
+    """Every address `host` resolves to (an IP literal in any spelling resolves to itself)."""
+    loop = asyncio.get_running_loop()
+    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    seen: list[IPAddress] = []
+    for _family, _type, _proto, _name, sockaddr in infos:
+        address = ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0])
+        if address not in seen:
+            seen.append(address)
+    return seen

@@ -1,0 +1,261 @@
+"""Routes: one small HTTP proxy on loopback per browser session, enforcing its egress policy.
+
+A browser context is pointed at its route (Playwright's per-context `proxy`; Playwright makes
+Chromium send loopback through it too, and Firefox is told to by a preference). The route sees
+every connection the page's network stack opens: `CONNECT host:port` for HTTPS and WebSockets,
+absolute-form requests for plain HTTP. It resolves the host itself, checks each address, and
+connects to the first allowed one, so the address checked is the address used (no DNS
+rebinding window). A denied request is answered `403` with the rule in `X-Browser-Broker-Egress`,
+recorded on the route, and reported to whoever listens (metrics, the lease's trace).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from broker.cleanup import TaskSet
+from broker.egress.policy import Decision, EgressPolicy, IPAddress, Resolver, resolve
+
+log = logging.getLogger("broker.egress")
+
+DENIED_HEADER = "X-Browser-Broker-Egress"
+MAX_HEAD_BYTES = 64 * 1024
+HEAD_TIMEOUT_S = 30.0
+CONNECT_TIMEOUT_S = 10.0
+RELAY_CHUNK = 64 * 1024
+_HOP_BY_HOP = {
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authorization",
+    "proxy-authenticate",
+    "te",
+    "trailer",
+    "upgrade",
+}
+
+
+@dataclass(frozen=True)
+class Blocked:
+    """One request the policy refused. `target` is host:port only: no path, no query."""
+
+    seq: int
+    target: str
+    rule: str
+    message: str
+
+
+BlockListener = Callable[[Blocked], None]
+
+
+class EgressRoute:
+    """The proxy one browser session uses. Its policy can be narrowed when the session is lent."""
+
+    def __init__(self, policy: EgressPolicy, resolver: Resolver = resolve) -> None:
+        self.policy = policy
+        self._resolver = resolver
+        self._server: asyncio.Server | None = None
+        self._connections = TaskSet()
+        self._seq = itertools.count(1)
+        self.recent: deque[Blocked] = deque(maxlen=16)
+        self.blocked_total = 0
+        self.on_blocked: BlockListener | None = None
+        self.port = 0
+
+    @property
+    def server_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self) -> EgressRoute:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, limit=MAX_HEAD_BYTES)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        await self._connections.cancel()
+
+    def last_seq(self) -> int:
+        return self.recent[-1].seq if self.recent else 0
+
+    def blocked_since(self, seq: int) -> list[Blocked]:
+        return [b for b in self.recent if b.seq > seq]
+
+    # ------------------------------------------------------------ serving
+
+    def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._connections.spawn(self._handle(reader, writer))
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        upstream: asyncio.StreamWriter | None = None
+        try:
+            try:
+                async with asyncio.timeout(HEAD_TIMEOUT_S):
+                    head = await reader.readuntil(b"\r\n\r\n")
+            except (asyncio.LimitOverrunError, asyncio.IncompleteReadError, TimeoutError):
+                await _reply(writer, 400, "bad request head")
+                return
+            request = _parse_head(head)
+            if request is None:
+                await _reply(writer, 400, "not a proxy request")
+                return
+            method, host, port, rest = request
+            target = f"{host}:{port}" if ":" not in host else f"[{host}]:{port}"
+            decision, address = await self._decide(host, port)
+            if not decision.allowed or address is None:
+                self._block(target, decision)
+                await _reply(writer, 403, decision.describe(target), rule=decision.rule)
+                return
+            try:
+                async with asyncio.timeout(CONNECT_TIMEOUT_S):
+                    up_reader, upstream = await asyncio.open_connection(str(address), port)
+            except (OSError, TimeoutError) as exc:
+                await _reply(writer, 502, f"{target}: {type(exc).__name__}")
+                return
+            if method == "CONNECT":
+                writer.write(b"HTTP/1.1 200 Connection Established\r\n\r\n")
+            else:
+                upstream.write(rest)
+            await _relay(reader, writer, up_reader, upstream)
+        except (OSError, asyncio.IncompleteReadError):
+            pass  # either side went away
+        finally:
+            for stream in (writer, upstream):
+                if stream is not None:
+                    stream.close()
+
+    async def _decide(self, host: str, port: int) -> tuple[Decision, IPAddress | None]:
+        policy = self.policy
+        early = policy.check_host(host)
+        if early is not None:
+            return early, None
+        try:
+            async with asyncio.timeout(CONNECT_TIMEOUT_S):
+                addresses = await self._resolver(host, port)
+        except (OSError, TimeoutError, UnicodeError, ValueError):
+            return Decision(False, "unresolvable", f"{host!r} does not resolve"), None
+        first_denial: Decision | None = None
+        for address in addresses:
+            decision = policy.check_address(host, address, port)
+            if decision.allowed:
+                return decision, address
+            first_denial = first_denial or decision
+        return first_denial or Decision(False, "unresolvable", f"{host!r} has no address"), None
+
+    def _block(self, target: str, decision: Decision) -> None:
+        blocked = Blocked(next(self._seq), target, decision.rule, decision.describe(target))
+        self.recent.append(blocked)
+        self.blocked_total += 1
+        log.info("egress denied", extra={"target": target, "rule": decision.rule})
+        if self.on_blocked is not None:
+            self.on_blocked(blocked)
+
+
+def _parse_head(head: bytes) -> tuple[str, str, int, bytes] | None:
+    """(method, host, port, head to send upstream) of a proxy request, or None if malformed."""
+    try:
+        text = head.decode("latin-1")
+    except UnicodeDecodeError:
+        return None
+    lines = text.split("\r\n")
+    parts = lines[0].split(" ")
+    if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
+        return None
+    method, target, version = parts
+    if method == "CONNECT":
+        host, sep, port_text = target.rpartition(":")
+        host = host.removeprefix("[").removesuffix("]")
+        if not sep or not _valid_host(host) or not port_text.isdigit():
+            return None
+        port = int(port_text)
+        return (method, host, port, b"") if 0 < port < 65536 else None
+    url = urlsplit(target)
+    if url.scheme != "http" or not url.hostname or not _valid_host(url.hostname):
+        return None  # only plain HTTP comes as an absolute URI; anything else is refused
+    try:
+        port = url.port or 80
+    except ValueError:
+        return None
+    path = url.path or "/"
+    if url.query:
+        path += "?" + url.query
+    headers = [
+        line
+        for line in lines[1:]
+        if line and line.split(":", 1)[0].strip().lower() not in _HOP_BY_HOP
+    ]
+    upstream = "\r\n".join([f"{method} {path} {version}", *headers, "Connection: close", "", ""])
+    return method, url.hostname, port, upstream.encode("latin-1")
+
+
+def _valid_host(host: str) -> bool:
+    if not host or len(host) > 253:
+        return False
+    return all(ch.isalnum() or ch in "-._:" for ch in host) and host.isascii()
+
+
+async def _reply(writer: asyncio.StreamWriter, status: int, message: str, rule: str = "") -> None:
+    reason = {400: "Bad Request", 403: "Forbidden", 502: "Bad Gateway"}[status]
+    body = f"browser broker: {message}\n".encode()
+    extra = f"{DENIED_HEADER}: {rule}\r\n" if rule else ""
+    head = (
+        f"HTTP/1.1 {status} {reason}\r\n{extra}Content-Type: text/plain; charset=utf-8\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    )
+    with contextlib.suppress(OSError):
+        writer.write(head.encode() + body)
+        await writer.drain()
+
+
+async def _copy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    while data := await reader.read(RELAY_CHUNK):
+        writer.write(data)
+        await writer.drain()
+
+
+async def _relay(
+    client_reader: asyncio.StreamReader,
+    client_writer: asyncio.StreamWriter,
+    upstream_reader: asyncio.StreamReader,
+    upstream_writer: asyncio.StreamWriter,
+) -> None:
+    """Copy both ways until either side closes."""
+    tasks = [
+        asyncio.ensure_future(_copy(client_reader, upstream_writer)),
+        asyncio.ensure_future(_copy(upstream_reader, client_writer)),
+    ]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+class EgressGateway:
+    """Opens routes under the broker's policy and keeps the broker's own ports out of reach."""
+
+    def __init__(self, policy: EgressPolicy, resolver: Resolver = resolve) -> None:
+        self.policy = policy
+        self._resolver = resolver
+
+    def add_own_port(self, port: int) -> None:
+        self.policy.own_ports.add(port)
+
+    async def open_route(self) -> EgressRoute:
+        route = await EgressRoute(self.policy, self._resolver).start()
+        self.policy.own_ports.add(route.port)
+        return route
+
+    async def close_route(self, route: EgressRoute) -> None:
+        await route.close()
+        self.policy.own_ports.discard(route.port)
