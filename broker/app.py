@@ -10,7 +10,9 @@ from types import TracebackType
 
 from broker.clock import Clock, LoopClock
 from broker.config import Settings
-from broker.engines.base import Engine, Session
+from broker.egress.policy import EgressPolicy, local_addresses
+from broker.egress.proxy import EgressGateway
+from broker.engines.base import Engine, EngineCensus, ResultLimits, Session
 from broker.events import LeaseObserver, ObserverList
 from broker.lease import LeaseSpec
 from broker.lease_table import LeaseTable
@@ -23,24 +25,25 @@ log = logging.getLogger("broker.app")
 
 def build_engines(settings: Settings) -> dict[EngineName, Engine]:
     """One adapter per enabled engine; each adapter module is imported only when enabled."""
+    from broker.engines import sandbox
+
+    plan = sandbox.plan(settings.browser_sandbox, settings.browser_user)
     engines: dict[EngineName, Engine] = {}
     for name in settings.engines:
         if name is EngineName.CHROMIUM:
             from broker.engines import chromium
 
             engines[name] = chromium.create(
-                settings.chromium_path, settings.chromium_args, settings.headless
+                settings.chromium_path, settings.chromium_args, settings.headless, plan
             )
         elif name is EngineName.FIREFOX:
             from broker.engines import firefox
 
-            engines[name] = firefox.create(settings.firefox_path, settings.headless)
+            engines[name] = firefox.create(settings.firefox_path, settings.headless, plan)
         elif name is EngineName.CAMOUFOX:
             from broker.engines import camoufox
 
-            engines[name] = camoufox.create(settings.headless)
-    for engine in engines.values():
-        engine.recycling = settings.recycle_policy()
+            engines[name] = camoufox.create(settings.headless, plan)
     return engines
 
 
@@ -56,9 +59,24 @@ class Broker:
     ) -> None:
         self.settings = settings
         self.engines = dict(engines) if engines is not None else build_engines(settings)
+        self.egress: EgressGateway | None = None
+        if settings.egress_enabled:
+            self.egress = EgressGateway(
+                EgressPolicy(settings.egress_rules(), own_addresses=local_addresses())
+            )
+        for engine in self.engines.values():
+            engine.recycling = settings.recycle_policy()
+            engine.result_limits = ResultLimits(
+                settings.max_result_bytes, settings.max_screenshot_pixels
+            )
+            engine.use_egress(self.egress)
         self.observers = ObserverList(observers)
         self.leases = LeaseTable(
-            self.engines, clock or LoopClock(), settings.limits(), self.observers
+            self.engines,
+            clock or LoopClock(),
+            settings.limits(),
+            self.observers,
+            egress=self.egress,
         )
         self.pools: list[WarmPool] = []
         default = self.engines.get(settings.default_engine)
@@ -71,6 +89,8 @@ class Broker:
             self.leases, list(self.engines.values()), self.pools, self.observers
         )
         self._background: list[asyncio.Task[None]] = []
+        self._census: tuple[float, dict[EngineName, EngineCensus]] | None = None
+        self._census_refresh: asyncio.Task[None] | None = None
         self._stopped = False
 
     def _take_warm(self, spec: LeaseSpec) -> Session | None:
@@ -84,9 +104,26 @@ class Broker:
     def warm_pool_size(self) -> int:
         return sum(len(pool) for pool in self.pools)
 
+    async def engine_status(self, max_age_s: float = 0.5) -> dict[EngineName, EngineCensus]:
+        """Each engine's census, at most `max_age_s` old. The process walk behind it runs in a
+        thread, one at a time, so status calls never block the event loop or pile up."""
+        loop = asyncio.get_running_loop()
+        if self._census is not None and loop.time() - self._census[0] <= max_age_s:
+            return self._census[1]
+        if self._census_refresh is None or self._census_refresh.done():
+            self._census_refresh = loop.create_task(self._refresh_census())
+        await asyncio.shield(self._census_refresh)
+        assert self._census is not None
+        return self._census[1]
+
+    async def _refresh_census(self) -> None:
+        found = {name: await engine.census_async() for name, engine in self.engines.items()}
+        self._census = (asyncio.get_running_loop().time(), found)
+
     def gauges(self) -> dict[str, float]:
-        """Current levels for the metrics' gauges, from the lease table and the engines."""
-        censuses = [engine.census() for engine in self.engines.values()]
+        """Current levels for the metrics' gauges: the lease table, and the last engine census
+        (gauges are read from the exporter's thread, which must not walk processes)."""
+        censuses = list(self._census[1].values()) if self._census is not None else []
         return {
             "broker.leases.active": self.leases.active_count,
             "broker.queue.depth": self.leases.queued_count,
@@ -105,6 +142,7 @@ class Broker:
                 self.reconciler.run_forever(self.settings.reconcile_interval_s)
             )
         )
+        self._background.append(asyncio.get_running_loop().create_task(self._census_forever()))
         if self.settings.recycle_above_mb:
             self._background.append(
                 asyncio.get_running_loop().create_task(
@@ -112,6 +150,15 @@ class Broker:
                 )
             )
         return self
+
+    async def _census_forever(self, interval_s: float = 5.0) -> None:
+        """Keeps the census behind the metrics' gauges fresh."""
+        while True:
+            try:
+                await self.engine_status(max_age_s=interval_s / 2)
+            except Exception:
+                log.exception("engine census failed")
+            await asyncio.sleep(interval_s)
 
     async def _check_memory_forever(self, interval_s: float) -> None:
         while True:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import ipaddress
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -14,14 +15,90 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from broker.egress.policy import EgressRules, parse_cidr
 from broker.engines.base import RecyclePolicy
 from broker.lease_table import Limits
 from broker.options import EngineName, Isolation
+from broker.tenants import Tenant
 
 _CONFIG_FILE: ContextVar[Path | None] = ContextVar("broker_config_file", default=None)
 
 
-class Settings(BaseSettings):
+_HEX_DIGEST = r"^[0-9a-f]{64}$"
+_LOOPBACK_HOSTS = ("localhost", "::1", "[::1]")
+
+
+class EgressLists(BaseModel):
+    """Hosts (`example.com`, or `.example.com` for it and below) and CIDRs, allowed or denied."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    egress_allow_hosts: list[str] = Field(default_factory=list)
+    egress_allow_cidrs: list[str] = Field(default_factory=list)
+    egress_deny_hosts: list[str] = Field(default_factory=list)
+    egress_deny_cidrs: list[str] = Field(default_factory=list)
+    egress_allow_listed_only: bool = Field(
+        False, description="deny every destination the allow lists do not name"
+    )
+
+    @field_validator("egress_allow_cidrs", "egress_deny_cidrs")
+    @classmethod
+    def _cidrs(cls, value: list[str]) -> list[str]:
+        for cidr in value:
+            parse_cidr(cidr)  # raises ValueError naming the bad entry
+        return value
+
+    def egress_rules(self) -> EgressRules:
+        return EgressRules(
+            allow_hosts=tuple(self.egress_allow_hosts),
+            allow_cidrs=tuple(parse_cidr(c) for c in self.egress_allow_cidrs),
+            deny_hosts=tuple(self.egress_deny_hosts),
+            deny_cidrs=tuple(parse_cidr(c) for c in self.egress_deny_cidrs),
+            allow_listed_only=self.egress_allow_listed_only,
+        )
+
+
+class TenantConfig(EgressLists):
+    """One tenant: its credentials, what it may use, and its quotas."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+    token_sha256: list[str] = Field(
+        default_factory=list,
+        description="SHA-256 (hex) of each bearer token the tenant may present",
+    )
+    client_cert_names: list[str] = Field(
+        default_factory=list,
+        description="client certificate names (CN or DNS SAN) that authenticate as this tenant",
+    )
+    admin: bool = False
+    max_leases: int | None = Field(None, ge=0)
+    max_queued: int | None = Field(None, ge=0)
+    engines: list[EngineName] | None = None
+    isolations: list[Isolation] | None = None
+
+    @field_validator("token_sha256")
+    @classmethod
+    def _digests(cls, value: list[str]) -> list[str]:
+        import re
+
+        for digest in value:
+            if not re.fullmatch(_HEX_DIGEST, digest):
+                raise ValueError("token_sha256 entries are 64 lowercase hex digits")
+        return value
+
+    def tenant(self) -> Tenant:
+        return Tenant(
+            name=self.name,
+            admin=self.admin,
+            max_leases=self.max_leases,
+            max_queued=self.max_queued,
+            engines=frozenset(self.engines) if self.engines is not None else None,
+            isolations=frozenset(self.isolations) if self.isolations is not None else None,
+            egress=self.egress_rules(),
+        )
+
+
+class Settings(EgressLists, BaseSettings):
     model_config = SettingsConfigDict(env_prefix="BROKER_", extra="forbid")
 
     listen: str = Field("127.0.0.1:50051", description="host:port the gRPC server binds")
@@ -74,6 +151,50 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "text"] = "json"
 
+    # ------------------------------------------------------------ security (docs/security.md)
+    tls_cert_file: Path | None = Field(None, description="PEM certificate chain; enables TLS")
+    tls_key_file: Path | None = Field(None, description="PEM private key of tls_cert_file")
+    tls_client_ca_file: Path | None = Field(
+        None, description="PEM CA bundle; when set, clients must present a certificate it signed"
+    )
+    tenants: list[TenantConfig] = Field(
+        default_factory=list, description="authenticated tenants; empty: authentication off"
+    )
+    allow_insecure_remote: bool = Field(
+        False,
+        description="listen beyond loopback without both TLS and tenants (not recommended)",
+    )
+    egress_enabled: bool = Field(
+        True, description="send every page's traffic through the egress policy"
+    )
+    allow_file_urls: bool = Field(False, description="let goto open file: URLs")
+    allow_client_proxies: bool = Field(
+        False, description="let leases set context.proxy (the proxy host must pass the policy)"
+    )
+    browser_sandbox: bool = Field(
+        True, description="run renderers in the browser's sandbox; false adds --no-sandbox"
+    )
+    browser_user: str = Field(
+        "browser-broker",
+        description="when the daemon runs as root, browsers run as this unprivileged user",
+    )
+    max_concurrent_rpcs: int = Field(512, ge=1, description="RPCs served at once; more wait")
+    max_runs_waiting_per_lease: int = Field(
+        4, ge=0, le=1_000, description="Runs that may wait behind the running one on a lease"
+    )
+    max_result_bytes: int = Field(
+        8 * 1024 * 1024, ge=1024, description="largest step result (text, JSON, image, PDF)"
+    )
+    max_screenshot_pixels: int = Field(
+        25_000_000, ge=1, description="largest screenshot, width times height"
+    )
+    status_requests_per_s: float = Field(
+        20.0, gt=0, description="GetStatus calls per second per tenant"
+    )
+    redact_urls: bool = Field(
+        True, description="strip query strings and fragments from URLs in logs and traces"
+    )
+
     @field_validator("listen")
     @classmethod
     def _listen_has_port(cls, value: str) -> str:
@@ -90,7 +211,45 @@ class Settings(BaseSettings):
             raise ValueError("default_idle_timeout_s must not exceed max_idle_timeout_s")
         if self.default_engine not in self.engines:
             raise ValueError(f"default_engine {self.default_engine.value} is not in engines")
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file go together")
+        if self.tls_client_ca_file is not None and self.tls_cert_file is None:
+            raise ValueError("tls_client_ca_file (mutual TLS) needs tls_cert_file and tls_key_file")
+        if self.max_result_bytes > self.max_message_bytes - 64 * 1024:
+            raise ValueError("max_result_bytes must leave 64 KiB of max_message_bytes for framing")
+        names = [t.name for t in self.tenants]
+        if len(set(names)) != len(names):
+            raise ValueError("tenant names must be unique")
+        if not self.listens_on_loopback and not self.allow_insecure_remote:
+            missing = [
+                what
+                for what, absent in (
+                    ("TLS (tls_cert_file)", self.tls_cert_file is None),
+                    ("authentication (tenants)", not self.tenants),
+                )
+                if absent
+            ]
+            if missing:
+                raise ValueError(
+                    f"listen {self.listen} is reachable from other machines but "
+                    f"{' and '.join(missing)} is off; configure it, listen on 127.0.0.1, or set "
+                    "allow_insecure_remote = true to accept the risk"
+                )
         return self
+
+    @property
+    def listens_on_loopback(self) -> bool:
+        host = self.listen.rpartition(":")[0]
+        if host in _LOOPBACK_HOSTS:
+            return True
+        try:
+            return ipaddress.ip_address(host.strip("[]")).is_loopback
+        except ValueError:
+            return False
+
+    @property
+    def auth_enabled(self) -> bool:
+        return bool(self.tenants)
 
     @classmethod
     def settings_customise_sources(
@@ -119,6 +278,7 @@ class Settings(BaseSettings):
             max_jitter_s=self.max_jitter_s,
             tombstone_ttl_s=self.tombstone_ttl_s,
             cleanup_timeout_s=self.cleanup_timeout_s,
+            max_runs_waiting=self.max_runs_waiting_per_lease,
         )
 
     def recycle_policy(self) -> RecyclePolicy:

@@ -7,6 +7,7 @@ import re
 from google.protobuf.duration_pb2 import Duration
 
 from broker.config import Settings
+from broker.egress.policy import METADATA_HEADERS
 from broker.errors import FieldViolation, InvalidArgument
 from broker.lease import LeaseSpec
 from broker.options import (
@@ -37,9 +38,13 @@ from broker.steps import (
     WaitForSelector,
     validate_action,
 )
+from broker.tenants import OPERATOR, Tenant
 from browserbroker.v1 import broker_pb2 as pb
 
 MAX_LABELS = 16
+# Headers a lease may not add to every request: cloud metadata services trust them, and the
+# proxy hop must not be steered.
+FORBIDDEN_HEADERS = METADATA_HEADERS | {"proxy-authorization", "proxy-connection", "host"}
 MAX_HEADERS = 64
 _LABEL_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$")
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}$")
@@ -75,7 +80,9 @@ def _bounded_duration(
     return value_s
 
 
-def lease_spec(request: pb.AcquireRequest, settings: Settings) -> LeaseSpec:
+def lease_spec(
+    request: pb.AcquireRequest, settings: Settings, tenant: Tenant = OPERATOR
+) -> LeaseSpec:
     out: list[FieldViolation] = []
     if request.engine == pb.ENGINE_UNSPECIFIED:
         engine = settings.default_engine
@@ -99,7 +106,7 @@ def lease_spec(request: pb.AcquireRequest, settings: Settings) -> LeaseSpec:
         settings.max_idle_timeout_s,
         out,
     )
-    context = _context_options(request.context, out)
+    context = _context_options(request.context, settings, out)
     camoufox = None
     if request.HasField("camoufox"):
         camoufox = _camoufox_options(request.camoufox, out)
@@ -138,10 +145,13 @@ def lease_spec(request: pb.AcquireRequest, settings: Settings) -> LeaseSpec:
         context=context,
         labels=tuple(sorted(request.labels.items())),
         camoufox=camoufox,
+        tenant=tenant,
     )
 
 
-def _context_options(msg: pb.ContextOptions, out: list[FieldViolation]) -> ContextOptions:
+def _context_options(
+    msg: pb.ContextOptions, settings: Settings, out: list[FieldViolation]
+) -> ContextOptions:
     viewport = None
     if msg.HasField("viewport"):
         w, h = msg.viewport.width, msg.viewport.height
@@ -159,12 +169,31 @@ def _context_options(msg: pb.ContextOptions, out: list[FieldViolation]) -> Conte
     if len(msg.extra_http_headers) > MAX_HEADERS:
         out.append(FieldViolation("context.extra_http_headers", f"at most {MAX_HEADERS} headers"))
     for name, value in msg.extra_http_headers.items():
+        field_name = f"context.extra_http_headers[{name[:64]!r}]"
         if not _HEADER_NAME.match(name) or "\n" in value or "\r" in value or len(value) > 8192:
+            out.append(FieldViolation(field_name, "invalid header"))
+        elif name.lower() in FORBIDDEN_HEADERS:
             out.append(
-                FieldViolation(f"context.extra_http_headers[{name[:64]!r}]", "invalid header")
+                FieldViolation(
+                    field_name,
+                    "not allowed: cloud metadata services and proxies trust this header",
+                )
             )
     proxy = None
+    if msg.HasField("proxy") and not settings.allow_client_proxies:
+        out.append(
+            FieldViolation(
+                "context.proxy",
+                "this broker sends page traffic through its egress policy; client proxies are "
+                "off (allow_client_proxies)",
+            )
+        )
     if msg.HasField("proxy"):
+        for key, limit in (("username", 256), ("password", 1024), ("bypass", 1024)):
+            if len(getattr(msg.proxy, key)) > limit:
+                out.append(
+                    FieldViolation(f"context.proxy.{key}", f"longer than {limit} characters")
+                )
         if not re.fullmatch(r"(https?|socks5)://[^\s/]+(:\d+)?/?", msg.proxy.server):
             out.append(
                 FieldViolation(
@@ -306,6 +335,8 @@ def run_options(request: pb.RunRequest, settings: Settings) -> RunOptions:
             continue
         name = step_pb.WhichOneof("action")
         out.extend(validate_action(f"steps[{i}].{name}", action))
+        if isinstance(action, Goto):
+            out.extend(_goto_policy(f"steps[{i}].{name}.url", action.url, settings))
         timeout_s = _bounded_duration(
             f"steps[{i}].timeout", step_pb.timeout, 0.0, settings.max_run_timeout_s, out
         )
@@ -324,6 +355,17 @@ def run_options(request: pb.RunRequest, settings: Settings) -> RunOptions:
         else OnCancel.KEEP_LEASE
     )
     return RunOptions(tuple(steps), on_cancel, request.continue_on_error)
+
+
+def _goto_policy(field_name: str, url: str, settings: Settings) -> list[FieldViolation]:
+    """Schemes that reach no network: file: only where the operator allows it, about:blank."""
+    scheme, _, rest = url.partition(":")
+    scheme = scheme.lower()
+    if scheme == "file" and not settings.allow_file_urls:
+        return [FieldViolation(field_name, "file: URLs are not allowed on this broker")]
+    if scheme == "about" and rest.split("#", 1)[0].split("?", 1)[0] != "blank":
+        return [FieldViolation(field_name, "the only about: URL allowed is about:blank")]
+    return []
 
 
 def check_lease_ref(lease_id: str, token: str) -> None:

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from broker.app import Broker
+from broker.engines.base import EngineCensus
 from broker.lease import Lease, ReleaseOutcome, ReleaseReason
 from broker.options import EngineName, Isolation
 from broker.steps import StepErrorKind, StepOutcome
+from broker.tenants import Tenant
 from browserbroker.v1 import broker_pb2 as pb
 
 ENGINE_TO_PB = {
@@ -40,6 +43,8 @@ ERROR_KIND_TO_PB = {
     StepErrorKind.SELECTOR: pb.STEP_ERROR_KIND_SELECTOR,
     StepErrorKind.UNSUPPORTED: pb.STEP_ERROR_KIND_UNSUPPORTED,
     StepErrorKind.BROWSER: pb.STEP_ERROR_KIND_BROWSER,
+    StepErrorKind.BLOCKED: pb.STEP_ERROR_KIND_BLOCKED,
+    StepErrorKind.TOO_LARGE: pb.STEP_ERROR_KIND_TOO_LARGE,
 }
 
 
@@ -98,32 +103,56 @@ def release_response(outcome: ReleaseOutcome) -> pb.ReleaseResponse:
     )
 
 
-def status_response(broker: Broker) -> pb.GetStatusResponse:
+def status_response(
+    broker: Broker,
+    caller: Tenant,
+    censuses: Mapping[EngineName, EngineCensus],
+    tenants: Sequence[Tenant],
+    counts: Mapping[str, tuple[int, int]],
+) -> pb.GetStatusResponse:
+    """The broker as `caller` may see it: an admin sees everything, a tenant only its own."""
+    leases = broker.leases
     engines = []
     for name, engine in broker.engines.items():
         availability = engine.availability()
-        census = engine.census()
-        engines.append(
-            pb.EngineStatus(
-                engine=ENGINE_TO_PB[name],
-                available=availability.available,
-                detail=availability.detail,
-                browsers=census.browsers,
-                contexts=census.contexts,
-                pages=census.pages,
-                browsers_retiring=census.retiring,
-                browsers_recycled=census.recycled,
-            )
-        )
-    leases = broker.leases
-    return pb.GetStatusResponse(
-        capacity=leases.limits.capacity,
-        active_leases=leases.active_count,
-        queued=leases.queued_count,
-        queue_limit=leases.limits.queue_limit,
+        status = pb.EngineStatus(engine=ENGINE_TO_PB[name], available=availability.available)
+        census = censuses.get(name)
+        if caller.admin and census is not None:  # paths and process counts: operators only
+            status.detail = availability.detail
+            status.browsers = census.browsers
+            status.contexts = census.contexts
+            status.pages = census.pages
+            status.browsers_retiring = census.retiring
+            status.browsers_recycled = census.recycled
+        engines.append(status)
+    reply = pb.GetStatusResponse(
         warm_pool_size=broker.warm_pool_size,
         draining=leases.draining,
         engines=engines,
         default_engine=ENGINE_TO_PB[broker.settings.default_engine],
-        drift_repairs=broker.reconciler.repairs,
+        tenant=caller.name,
     )
+    if caller.admin:
+        reply.capacity = leases.limits.capacity
+        reply.active_leases = leases.active_count
+        reply.queued = leases.queued_count
+        reply.queue_limit = leases.limits.queue_limit
+        reply.drift_repairs = broker.reconciler.repairs
+        for tenant in tenants:
+            active, queued = counts[tenant.name]
+            reply.tenants.append(
+                pb.TenantStatus(
+                    name=tenant.name,
+                    active_leases=active,
+                    queued=queued,
+                    max_leases=tenant.max_leases or 0,
+                    max_queued=tenant.max_queued or 0,
+                )
+            )
+    else:
+        active, queued = counts[caller.name]
+        reply.capacity = caller.max_leases or leases.limits.capacity
+        reply.active_leases = active
+        reply.queued = queued
+        reply.queue_limit = caller.max_queued or leases.limits.queue_limit
+    return reply

@@ -91,3 +91,20 @@ class SessionCrashed(BrokerError):
         return (
             f"{self.cause} during Run on lease {self.lease_id!r}; the lease was {self.lease_fate}"
         )
+
+
+class Unauthenticated(BrokerError):
+    """No valid credential: a missing or unknown bearer token, or no client certificate."""
+
+
+class NotPermitted(BrokerError):
+    """The caller's tenant may not do this (an engine, an isolation, operator details)."""
+
+
+class LimitExceeded(BrokerError):
+    """A bound or quota would be exceeded; `limit` names it as the docs do."""
+
+    def __init__(self, limit: str, message: str, retry_after_s: float = 0.0) -> None:
+        self.limit = limit
+        self.retry_after_s = retry_after_s
+        super().__init__(message)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from broker.egress.proxy import Blocked
 from broker.lease import Lease, ReleaseOutcome
 from broker.steps import StepOutcome
 
@@ -28,6 +29,8 @@ class LeaseObserver:
     def run_finished(self, lease: Lease, duration_s: float, error: str) -> None: ...
 
     def drift_repaired(self, what: str, detail: str) -> None: ...
+
+    def egress_blocked(self, lease: Lease, blocked: Blocked) -> None: ...
 
 
 class ObserverList(LeaseObserver):
@@ -78,3 +81,7 @@ class ObserverList(LeaseObserver):
     def drift_repaired(self, what: str, detail: str) -> None:
         for o in self.observers:
             o.drift_repaired(what, detail)
+
+    def egress_blocked(self, lease: Lease, blocked: Blocked) -> None:
+        for o in self.observers:
+            o.egress_blocked(lease, blocked)

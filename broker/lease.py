@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import secrets
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -10,6 +11,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING
 
 from broker.options import CamoufoxOptions, ContextOptions, EngineName, Isolation
+from broker.tenants import OPERATOR, Tenant
 
 if TYPE_CHECKING:
     from broker.clock import TimerHandle
@@ -38,6 +40,7 @@ class LeaseSpec:
     labels: tuple[tuple[str, str], ...] = ()
     # Set only with engine camoufox and isolation browser (decode.lease_spec checks it).
     camoufox: CamoufoxOptions | None = None
+    tenant: Tenant = OPERATOR  # who acquires the lease, and so owns it
 
 
 @dataclass(frozen=True)
@@ -55,7 +58,7 @@ class Lease:
     granted_at: float
     requested_at: datetime | None = None  # wall time Acquire began (before any queueing)
     id: str = field(default_factory=lambda: "lease-" + secrets.token_urlsafe(12))
-    token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+    token: str = field(default_factory=lambda: secrets.token_urlsafe(24), repr=False)
     session: Session | None = None
     warm: bool = False
     queue_wait_s: float = 0.0
@@ -73,5 +76,31 @@ class Lease:
     warn_timer: TimerHandle | None = None
     idle_timer: TimerHandle | None = None
 
+    @property
+    def owner(self) -> str:
+        return self.spec.tenant.name
+
     def token_matches(self, token: str) -> bool:
         return secrets.compare_digest(self.token.encode(), token.encode())
+
+
+def token_digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+@dataclass(frozen=True, slots=True)
+class Tombstone:
+    """What is kept of a lease after it ends: enough to answer a late call, nothing more.
+
+    A fixed, small record: no session, no request, no credentials (the token only as a digest).
+    """
+
+    lease_id: str
+    owner: str
+    token_sha256: bytes = field(repr=False)
+    reason: ReleaseReason
+    released_at: datetime
+    kept_since: float  # the lease clock's time of release, for expiry
+
+    def token_matches(self, token: str) -> bool:
+        return secrets.compare_digest(self.token_sha256, token_digest(token))

@@ -18,6 +18,7 @@ from typing import Any
 
 from broker.cleanup import TaskSet, await_shielded, bounded
 from broker.clock import Clock
+from broker.egress.proxy import EgressGateway
 from broker.engines.base import Engine, LostCause, Session
 from broker.errors import (
     DeadlineExceeded,
@@ -25,14 +26,17 @@ from broker.errors import (
     InvalidArgument,
     LeaseEnded,
     LeaseNotFound,
+    LimitExceeded,
+    NotPermitted,
     PermissionDenied,
     QueueFull,
     Unavailable,
 )
 from broker.events import LeaseObserver, ObserverList
-from broker.lease import Lease, LeaseSpec, ReleaseOutcome, ReleaseReason
+from broker.lease import Lease, LeaseSpec, ReleaseOutcome, ReleaseReason, Tombstone, token_digest
 from broker.options import EngineName, Isolation
 from broker.steps import StepOutcome
+from broker.tenants import OPERATOR, Tenant
 from broker.wait_queue import WaitQueue
 
 log = logging.getLogger("broker.leases")
@@ -61,6 +65,7 @@ class Limits:
     tombstone_ttl_s: float = 600.0
     tombstone_max: int = 10_000
     cleanup_timeout_s: float = 10.0
+    max_runs_waiting: int = 4  # Runs that may wait behind the running one on a lease
 
 
 SessionSource = Callable[[LeaseSpec], Session | None]
@@ -74,14 +79,16 @@ class LeaseTable:
         limits: Limits,
         observers: LeaseObserver | None = None,
         rng: random.Random | None = None,
+        egress: EgressGateway | None = None,
     ) -> None:
         self.engines = engines
+        self.egress = egress
         self.clock = clock
         self.limits = limits
         self.observers = observers or ObserverList()
         self._rng = rng or random.Random()
         self._active: dict[str, Lease] = {}
-        self._tombstones: OrderedDict[str, tuple[Lease, float]] = OrderedDict()
+        self._tombstones: OrderedDict[str, Tombstone] = OrderedDict()
         self._queue = WaitQueue(self.observers.lease_queued, self._give_back)
         self._cleanups = TaskSet()  # session closes and shielded Run cleanups
         self._closing: dict[Session, asyncio.Task[None]] = {}
@@ -123,6 +130,7 @@ class LeaseTable:
         """Admit (maybe after queueing), then attach a session; bounded by the caller's deadline."""
         if self._draining:
             raise Unavailable("broker is shutting down")
+        spec.tenant.check_allowed(spec.engine, spec.isolation)
         engine = self.engines.get(spec.engine)
         if engine is None:
             raise EngineNotInstalled(spec.engine.value, "not enabled on this broker")
@@ -139,6 +147,7 @@ class LeaseTable:
         lease.requested_at = requested_at
         lease.queue_wait_s = self.clock.now() - started
         try:
+            await self._vet_client_proxy(spec)
             session, warm = await self._open_session(engine, spec, deadline)
         except BaseException:
             self.release(lease, ReleaseReason.ACQUIRE_FAILED)
@@ -150,13 +159,25 @@ class LeaseTable:
         return lease
 
     async def _admit(self, spec: LeaseSpec, timeout_s: float | None) -> Lease:
-        if len(self._active) < self.limits.capacity and not self.queued_count:
+        full = len(self._active) >= self.limits.capacity or self.queued_count > 0
+        active, queued = self.tenant_counts(spec.tenant)
+        spec.tenant.check_quota(active, queued, would_queue=full)
+        if not full:
             return self._new_lease(spec)
         if timeout_s is not None and timeout_s <= 0:
             raise DeadlineExceeded("deadline passed before capacity was free")
         if self.queued_count >= self.limits.queue_limit:
             raise QueueFull(self.limits.queue_limit, self._retry_hint())
         return await self._queue.wait(spec, timeout_s)
+
+    async def _vet_client_proxy(self, spec: LeaseSpec) -> None:
+        """A lease's own proxy carries all its traffic: its address must pass the policy."""
+        proxy = spec.context.proxy
+        if proxy is None or self.egress is None:
+            return
+        decision = await self.egress.vet_proxy(proxy.server, spec.tenant.egress)
+        if not decision.allowed:
+            raise NotPermitted(f"context.proxy: {decision.describe('the proxy')}")
 
     def _give_back(self, lease: Lease) -> None:
         self.release(lease, ReleaseReason.ACQUIRE_FAILED)
@@ -219,6 +240,9 @@ class LeaseTable:
             closing.add_done_callback(lambda _: self._forget_session(lease))
             return
         session.set_lost_callback(self._on_session_lost)
+        session.bind_egress(
+            lease.spec.tenant.egress, lambda blocked: self.observers.egress_blocked(lease, blocked)
+        )
         now = self.clock.now()
         lease.last_activity = now
         self._set_ttl(lease, lease.spec.ttl_s, jitter=True)
@@ -227,32 +251,43 @@ class LeaseTable:
 
     # ------------------------------------------------------------ lookups
 
-    def get(self, lease_id: str, token: str) -> Lease:
-        """The active lease, or the error that says why it cannot be used."""
-        lease = self._find(lease_id)
-        if lease is None or (lease.session is None and lease.released is None):
-            raise LeaseNotFound(lease_id)
-        if not lease.token_matches(token):
-            raise PermissionDenied(lease_id)
-        if lease.released is not None:
-            raise LeaseEnded(
-                lease_id, lease.released.reason.value, lease.released.released_at.isoformat()
-            )
-        return lease
+    def get(self, lease_id: str, token: str, tenant: Tenant = OPERATOR) -> Lease:
+        """The caller's active lease, or the error that says why it cannot be used.
 
-    def _find(self, lease_id: str) -> Lease | None:
-        if lease_id in self._active:
-            return self._active[lease_id]
+        Another tenant's lease answers exactly as an unknown one does: it learns nothing.
+        """
+        lease = self._active.get(lease_id)
+        if lease is not None and lease.session is not None and lease.owner == tenant.name:
+            if not lease.token_matches(token):
+                raise PermissionDenied(lease_id)
+            return lease
+        tomb = self._tombstone(lease_id, token, tenant)
+        raise LeaseEnded(lease_id, tomb.reason.value, tomb.released_at.isoformat())
+
+    def release_by_client(
+        self, lease_id: str, token: str, tenant: Tenant = OPERATOR
+    ) -> tuple[ReleaseOutcome, Lease | None]:
+        """The client's Release: the outcome, and the lease if this call ended it."""
+        lease = self._active.get(lease_id)
+        if lease is not None and lease.session is not None and lease.owner == tenant.name:
+            if not lease.token_matches(token):
+                raise PermissionDenied(lease_id)
+            return self.release(lease, ReleaseReason.CLIENT_RELEASE), lease
+        tomb = self._tombstone(lease_id, token, tenant)
+        return ReleaseOutcome(tomb.reason, tomb.released_at, False), None
+
+    def _tombstone(self, lease_id: str, token: str, tenant: Tenant) -> Tombstone:
         tomb = self._tombstones.get(lease_id)
-        return tomb[0] if tomb else None
-
-    def lookup_for_release(self, lease_id: str, token: str) -> Lease:
-        lease = self._find(lease_id)
-        if lease is None or (lease.session is None and lease.released is None):
+        if tomb is None or tomb.owner != tenant.name:
             raise LeaseNotFound(lease_id)
-        if not lease.token_matches(token):
+        if not tomb.token_matches(token):
             raise PermissionDenied(lease_id)
-        return lease
+        return tomb
+
+    def tenant_counts(self, tenant: Tenant) -> tuple[int, int]:
+        """(active leases, queued Acquires) of one tenant, counted from the table itself."""
+        active = sum(1 for lease in self._active.values() if lease.owner == tenant.name)
+        return active, self._queue.count(lambda spec: spec.tenant.name == tenant.name)
 
     # ------------------------------------------------------------- expiry
 
@@ -269,6 +304,17 @@ class LeaseTable:
         lease.last_activity = self.clock.now()
 
     # --------------------------------------------------------------- runs
+
+    def admit_run(self, lease: Lease) -> None:
+        """Refuse a Run that would wait behind more than `max_runs_waiting` others."""
+        limit = self.limits.max_runs_waiting
+        if lease.runs_in_flight > limit:
+            raise LimitExceeded(
+                "runs_waiting_per_lease",
+                f"lease {lease.id} already has a running Run and {limit} waiting; "
+                "wait for one to finish",
+                retry_after_s=1.0,
+            )
 
     def run_started(self, lease: Lease, task: asyncio.Task[None], steps: int) -> None:
         """A Run's task now belongs to `lease`: the release path cancels it."""
@@ -357,7 +403,15 @@ class LeaseTable:
         # Record why before cancelling anything, so whoever sees the cancellation knows the cause.
         lease.released = outcome
         self._active.pop(lease.id, None)
-        self._tombstones[lease.id] = (lease, self.clock.now())
+        if lease.session is not None:  # a lease never handed to its caller leaves no record
+            self._tombstones[lease.id] = Tombstone(
+                lease.id,
+                lease.owner,
+                token_digest(lease.token),
+                reason,
+                outcome.released_at,
+                self.clock.now(),
+            )
         for timer in (lease.ttl_timer, lease.warn_timer, lease.idle_timer):
             if timer is not None:
                 timer.cancel()
@@ -414,8 +468,8 @@ class LeaseTable:
     def _prune_tombstones(self) -> None:
         cutoff = self.clock.now() - self.limits.tombstone_ttl_s
         while self._tombstones:
-            _, released_at = next(iter(self._tombstones.values()))
-            if len(self._tombstones) <= self.limits.tombstone_max and released_at >= cutoff:
+            oldest = next(iter(self._tombstones.values()))
+            if len(self._tombstones) <= self.limits.tombstone_max and oldest.kept_since >= cutoff:
                 break
             self._tombstones.popitem(last=False)
 

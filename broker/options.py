@@ -6,7 +6,7 @@ no dependency between the two.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 
@@ -30,8 +30,8 @@ class Viewport:
 @dataclass(frozen=True)
 class ProxySettings:
     server: str
-    username: str = ""
-    password: str = ""
+    username: str = field(default="", repr=False)
+    password: str = field(default="", repr=False)
     bypass: str = ""
 
 
@@ -43,7 +43,8 @@ class ContextOptions:
     user_agent: str = ""
     locale: str = ""
     timezone_id: str = ""
-    extra_http_headers: tuple[tuple[str, str], ...] = ()
+    # Header values may hold credentials: kept out of reprs (and so out of logs).
+    extra_http_headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
     proxy: ProxySettings | None = None
     ignore_https_errors: bool = False
     java_script_disabled: bool = False

@@ -21,9 +21,12 @@ from broker.errors import (
     InvalidArgument,
     LeaseEnded,
     LeaseNotFound,
+    LimitExceeded,
+    NotPermitted,
     PermissionDenied,
     QueueFull,
     SessionCrashed,
+    Unauthenticated,
     Unavailable,
 )
 
@@ -42,6 +45,9 @@ STATUS_FOR: dict[type[BrokerError], grpc.StatusCode] = {
     Cancelled: grpc.StatusCode.CANCELLED,
     Unavailable: grpc.StatusCode.UNAVAILABLE,
     SessionCrashed: grpc.StatusCode.ABORTED,
+    Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
+    NotPermitted: grpc.StatusCode.PERMISSION_DENIED,
+    LimitExceeded: grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
 
 
@@ -113,6 +119,23 @@ def _details(error: BrokerError) -> list[any_pb2.Any]:
                     )
                 )
             ]
+        case LimitExceeded():
+            details = [
+                _pack(
+                    error_details_pb2.QuotaFailure(
+                        violations=[
+                            error_details_pb2.QuotaFailure.Violation(
+                                subject=error.limit, description=str(error)
+                            )
+                        ]
+                    )
+                )
+            ]
+            if error.retry_after_s > 0:
+                delay = duration_pb2.Duration()
+                delay.FromMilliseconds(round(error.retry_after_s * 1000))
+                details.insert(0, _pack(error_details_pb2.RetryInfo(retry_delay=delay)))
+            return details
         case EngineNotInstalled():
             info = {"engine": error.engine, "detail": error.detail}
             return [

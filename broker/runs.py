@@ -66,6 +66,7 @@ class Run:
 
     def start(self) -> None:
         # Run deadlines are the caller's real time (the event loop's clock), not the lease clock.
+        self.leases.admit_run(self.lease)
         loop = asyncio.get_running_loop()
         self._started = loop.time()
         self._deadline = self._started + self.timeout_s

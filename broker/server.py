@@ -17,6 +17,7 @@ from broker import diagnostics, rpc_tracing, telemetry
 from broker.app import Broker
 from broker.config import Settings
 from broker.service import BrokerService
+from broker.tls import CertificateFiles
 from browserbroker.v1 import broker_pb2, broker_pb2_grpc
 
 log = logging.getLogger("broker.server")
@@ -44,12 +45,16 @@ async def serve(
     async with broker or Broker(settings) as running:
         interceptors: list[aio.ServerInterceptor] = []  # type: ignore[type-arg]
         if setup.tracing or setup.metrics:
-            lease_telemetry = telemetry.LeaseTelemetry(gauges=running.gauges)
+            lease_telemetry = telemetry.LeaseTelemetry(
+                gauges=running.gauges, redact_urls=settings.redact_urls
+            )
             running.observers.add(lease_telemetry)
             if setup.tracing:
                 interceptors.append(rpc_tracing.TracingInterceptor(lease_telemetry))
         server = aio.server(
             interceptors=interceptors,
+            # More RPCs than this at once are answered RESOURCE_EXHAUSTED by gRPC itself.
+            maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
             options=[
                 ("grpc.max_receive_message_length", settings.max_message_bytes),
                 ("grpc.max_send_message_length", settings.max_message_bytes),
@@ -61,7 +66,30 @@ async def serve(
         reflection.enable_server_reflection(
             (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
         )
-        port = server.add_insecure_port(settings.listen)
+        if running.egress is not None:
+            # Pages must never reach the broker's own ports, whatever the lists allow.
+            for own in (settings.prometheus_port,):
+                if own:
+                    running.egress.add_own_port(own)
+        if settings.tls_cert_file is not None and settings.tls_key_file is not None:
+            certificates = CertificateFiles(
+                settings.tls_cert_file, settings.tls_key_file, settings.tls_client_ca_file
+            )
+            port = server.add_secure_port(settings.listen, certificates.server_credentials())
+            log.info("TLS on", extra={"mutual": certificates.mutual})
+        else:
+            port = server.add_insecure_port(settings.listen)
+        if port and running.egress is not None:
+            running.egress.add_own_port(port)
+        if not settings.auth_enabled:
+            log.warning(
+                "authentication is off: every caller is the operator"
+                + (
+                    ""
+                    if settings.listens_on_loopback
+                    else " (and this port is reachable from other machines)"
+                )
+            )
         if port == 0:
             raise OSError(f"could not bind {settings.listen}")
         await server.start()

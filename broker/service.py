@@ -1,8 +1,9 @@
-"""The gRPC servicer: decodes requests, calls the lease table, encodes replies. Nothing else."""
+"""The gRPC servicer: authenticates, decodes requests, calls the core, encodes replies."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -10,9 +11,11 @@ from grpc import aio
 
 from broker import decode, encode
 from broker.app import Broker
-from broker.lease import ReleaseReason
+from broker.auth import Authenticator, Credentials
+from broker.errors import LimitExceeded
 from broker.rpc_errors import streaming, unary
 from broker.runs import CancelCause, Run
+from broker.tenants import Tenant
 from browserbroker.v1 import broker_pb2 as pb
 from browserbroker.v1 import broker_pb2_grpc
 
@@ -24,19 +27,35 @@ class BrokerService(broker_pb2_grpc.BrowserBrokerServiceServicer):
         self.broker = broker
         self.leases = broker.leases
         self.settings = broker.settings
+        self.auth = Authenticator(
+            [
+                Credentials(
+                    t.tenant(),
+                    tuple(bytes.fromhex(d) for d in t.token_sha256),
+                    tuple(t.client_cert_names),
+                )
+                for t in self.settings.tenants
+            ]
+        )
+        self._status_calls: dict[str, _RateLimit] = {}
 
     @unary
     async def Acquire(self, request: pb.AcquireRequest, context: Context) -> pb.AcquireResponse:
-        spec = decode.lease_spec(request, self.settings)
+        tenant = self.auth.tenant_for(context)
+        spec = decode.lease_spec(request, self.settings, tenant)
         lease = await self.leases.acquire(spec, context.time_remaining())
         return encode.acquire_response(lease)
 
     @streaming
     async def Run(self, request: pb.RunRequest, context: Context) -> AsyncIterator[pb.RunResponse]:
+        tenant = self.auth.tenant_for(context)
         options = decode.run_options(request, self.settings)
-        lease = self.leases.get(request.lease_id, request.token)
+        lease = self.leases.get(request.lease_id, request.token, tenant)
         remaining = context.time_remaining()
-        timeout_s = self.settings.max_run_timeout_s if remaining is None else remaining
+        # A Run never outlives max_run_timeout_s, whatever deadline the caller sent.
+        timeout_s = self.settings.max_run_timeout_s
+        if remaining is not None:
+            timeout_s = min(timeout_s, remaining)
         run = Run(self.leases, lease, options, timeout_s, self.settings.default_step_timeout_s)
         run.start()
         try:
@@ -57,24 +76,62 @@ class BrokerService(broker_pb2_grpc.BrowserBrokerServiceServicer):
     async def KeepAlive(
         self, request: pb.KeepAliveRequest, context: Context
     ) -> pb.KeepAliveResponse:
+        tenant = self.auth.tenant_for(context)
         decode.check_lease_ref(request.lease_id, request.token)
-        lease = self.leases.get(request.lease_id, request.token)
+        lease = self.leases.get(request.lease_id, request.token, tenant)
         self.leases.keep_alive(lease, decode.seconds(request.ttl))
         assert lease.expires_at_wall is not None
         return pb.KeepAliveResponse(expires_at=encode.timestamp(lease.expires_at_wall))
 
     @unary
     async def Release(self, request: pb.ReleaseRequest, context: Context) -> pb.ReleaseResponse:
+        tenant = self.auth.tenant_for(context)
         decode.check_lease_ref(request.lease_id, request.token)
-        lease = self.leases.lookup_for_release(request.lease_id, request.token)
-        outcome = self.leases.release(lease, ReleaseReason.CLIENT_RELEASE)
-        if outcome.released_now:
+        outcome, ended = self.leases.release_by_client(request.lease_id, request.token, tenant)
+        if ended is not None:
             # Answer once the browser side is closed, so a released slot is really free.
-            await self.leases.wait_closed(lease)
+            await self.leases.wait_closed(ended)
         return encode.release_response(outcome)
 
     @unary
     async def GetStatus(
         self, request: pb.GetStatusRequest, context: Context
     ) -> pb.GetStatusResponse:
-        return encode.status_response(self.broker)
+        tenant = self.auth.tenant_for(context)
+        self._rate_limit(tenant)
+        censuses = await self.broker.engine_status()
+        tenants = [tenant]
+        if tenant.admin:
+            tenants = [t.tenant() for t in self.settings.tenants] or [tenant]
+        counts = {t.name: self.leases.tenant_counts(t) for t in tenants}
+        return encode.status_response(self.broker, tenant, censuses, tenants, counts)
+
+    def _rate_limit(self, tenant: Tenant) -> None:
+        limit = self._status_calls.setdefault(
+            tenant.name, _RateLimit(self.settings.status_requests_per_s)
+        )
+        if not limit.take():
+            raise LimitExceeded(
+                "status_rate",
+                f"GetStatus is limited to {self.settings.status_requests_per_s:g} calls per "
+                "second per tenant",
+                retry_after_s=1.0 / self.settings.status_requests_per_s,
+            )
+
+
+class _RateLimit:
+    """A token bucket: `rate` calls per second, bursts of up to one second's worth."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self.tokens = max(1.0, rate)
+        self.updated = time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(max(1.0, self.rate), self.tokens + (now - self.updated) * self.rate)
+        self.updated = now
+        if self.tokens < 1.0:
+            return False
+        self.tokens -= 1.0
+        return True

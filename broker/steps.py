@@ -14,6 +14,7 @@ MAX_SELECTOR_CHARS = 4 * 1024
 MAX_SCRIPT_CHARS = 64 * 1024
 MAX_VALUE_CHARS = 1024 * 1024
 MAX_KEY_CHARS = 64
+MAX_JSON_DEPTH = 64
 
 URL_SCHEMES = frozenset({"http", "https", "file", "data", "about"})
 WAIT_UNTIL = frozenset({"load", "domcontentloaded", "networkidle", "commit"})
@@ -149,6 +150,8 @@ class StepErrorKind(StrEnum):
     SELECTOR = "selector"
     UNSUPPORTED = "unsupported"
     BROWSER = "browser"
+    BLOCKED = "blocked"  # the egress policy refused a request the step needed
+    TOO_LARGE = "too_large"  # the result would exceed the broker's bound
 
 
 @dataclass
@@ -215,6 +218,28 @@ def _check_choice(
         out.append(FieldViolation(field_name, f"{value!r} is not one of {sorted(allowed)}"))
 
 
+def json_depth(text: str) -> int:
+    """How deeply `text`'s arrays and objects nest (strings skipped), without parsing it."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+    return deepest
+
+
 def validate_url(field_name: str, url: str) -> FieldViolation | None:
     if not url:
         return FieldViolation(field_name, "must not be empty")
@@ -261,10 +286,20 @@ def validate_action(prefix: str, action: Action) -> list[FieldViolation]:
             _check_text(f"{prefix}.expression", expression, MAX_SCRIPT_CHARS, out)
             if arg_json:
                 _check_text(f"{prefix}.arg_json", arg_json, MAX_VALUE_CHARS, out)
-                try:
-                    json.loads(arg_json)
-                except ValueError as exc:
-                    out.append(FieldViolation(f"{prefix}.arg_json", f"is not valid JSON: {exc}"))
+                depth = json_depth(arg_json)
+                if depth > MAX_JSON_DEPTH:
+                    out.append(
+                        FieldViolation(
+                            f"{prefix}.arg_json", f"nested deeper than {MAX_JSON_DEPTH} levels"
+                        )
+                    )
+                else:
+                    try:
+                        json.loads(arg_json)
+                    except ValueError as exc:
+                        out.append(
+                            FieldViolation(f"{prefix}.arg_json", f"is not valid JSON: {exc}")
+                        )
         case GetAttribute(selector=selector, name=name):
             _check_selector(prefix, selector, out)
             if not name.strip():

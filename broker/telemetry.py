@@ -24,8 +24,10 @@ from opentelemetry import metrics, trace
 from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
+from broker.egress.proxy import Blocked
 from broker.events import LeaseObserver
 from broker.lease import Lease, ReleaseOutcome
+from broker.redact import redact_text, redact_url
 from broker.steps import StepOutcome
 
 log = logging.getLogger("broker.telemetry")
@@ -100,8 +102,13 @@ def configure(prometheus_port: int | None = None) -> TelemetrySetup:
 class LeaseTelemetry(LeaseObserver):
     """Lease spans and lease metrics, driven by the lease table's events."""
 
-    def __init__(self, gauges: Callable[[], dict[str, float]] | None = None) -> None:
+    def __init__(
+        self, gauges: Callable[[], dict[str, float]] | None = None, redact_urls: bool = True
+    ) -> None:
         self.tracer = trace.get_tracer(SCOPE)
+        # Query strings, fragments and userinfo never reach a span unless the operator says so.
+        self._url = redact_url if redact_urls else _same
+        self._text = redact_text if redact_urls else _same
         self._spans: dict[str, Span] = {}
         meter = metrics.get_meter(SCOPE)
         self._acquire_latency = meter.create_histogram(
@@ -117,6 +124,9 @@ class LeaseTelemetry(LeaseObserver):
         )
         self._drift = meter.create_counter(
             "broker.drift.repairs", description="lease table vs engine drift found and repaired"
+        )
+        self._egress_blocked = meter.create_counter(
+            "broker.egress.blocked", description="requests the egress policy refused, by rule"
         )
         self._gauges = gauges
 
@@ -211,14 +221,15 @@ class LeaseTelemetry(LeaseObserver):
                 "step.index": outcome.index,
                 "step.action": outcome.action,
                 "step.ok": outcome.ok,
-                "step.url": outcome.url,
+                "step.url": self._url(outcome.url),
                 "lease.id": lease.id,
             },
         )
         if not outcome.ok:
             kind = outcome.error_kind.value if outcome.error_kind else "error"
             span.set_attribute("step.error_kind", kind)
-            span.set_status(Status(StatusCode.ERROR, f"{kind}: {outcome.error_message}"))
+            message = self._text(outcome.error_message)
+            span.set_status(Status(StatusCode.ERROR, f"{kind}: {message}"))
         span.end(end_time=end_ns)
 
     def run_cancelled(self, lease: Lease, cause: str) -> None:
@@ -233,3 +244,13 @@ class LeaseTelemetry(LeaseObserver):
 
     def drift_repaired(self, what: str, detail: str) -> None:
         self._drift.add(1, {"drift": what})
+
+    def egress_blocked(self, lease: Lease, blocked: Blocked) -> None:
+        self._egress_blocked.add(1, {"rule": blocked.rule, "engine": lease.spec.engine.value})
+        span = self._spans.get(lease.id)
+        if span is not None:  # host:port and the rule only: no path, no query
+            span.add_event("egress.blocked", {"target": blocked.target, "rule": blocked.rule})
+
+
+def _same(text: str) -> str:
+    return text

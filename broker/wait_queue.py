@@ -36,6 +36,10 @@ class WaitQueue:
     def __len__(self) -> int:
         return sum(1 for waiter in self._waiters if not waiter.future.done())
 
+    def count(self, which: Callable[[LeaseSpec], bool]) -> int:
+        """Waiters still waiting whose spec `which` picks."""
+        return sum(1 for w in self._waiters if not w.future.done() and which(w.spec))
+
     async def wait(self, spec: LeaseSpec, timeout_s: float | None) -> Lease:
         """The lease granted to this waiter; DeadlineExceeded once `timeout_s` has passed."""
         waiter = Waiter(spec)

@@ -49,6 +49,12 @@ ensure_browser() {
   "$VENV/bin/browser-broker" find-browser "$1" >/dev/null
 }
 
+# As root, browsers run as an unprivileged user so that their sandbox works (docs/security.md).
+if [ "$(id -u)" = 0 ] && ! id browser-broker >/dev/null 2>&1; then
+  log "creating the system user browser-broker that browsers run as"
+  useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin browser-broker
+fi
+
 ensure_browser chromium chromium chromium
 if [ "$dev" = 1 ]; then
   ensure_browser firefox firefox firefox-esr

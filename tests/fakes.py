@@ -9,12 +9,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from broker.egress.policy import EgressRules
+from broker.egress.proxy import BlockListener, EgressGateway
 from broker.engines.base import (
     Availability,
     EngineCensus,
     LostCallback,
     LostCause,
     RecyclePolicy,
+    ResultLimits,
 )
 from broker.events import LeaseObserver
 from broker.lease import Lease, ReleaseOutcome
@@ -76,6 +79,7 @@ class FakeSession:
     lost: bool = False
     retiring: bool = False
     executed: list[Step] = field(default_factory=list)
+    egress_rules: EgressRules | None = None  # the tenant rules bound when it was lent
     _lost_callback: LostCallback | None = None
 
     @property
@@ -84,6 +88,9 @@ class FakeSession:
 
     def set_lost_callback(self, callback: LostCallback | None) -> None:
         self._lost_callback = callback
+
+    def bind_egress(self, rules: EgressRules, on_blocked: BlockListener | None) -> None:
+        self.egress_rules = rules
 
     def crash(self, cause: LostCause = LostCause.ENGINE_CRASHED) -> None:
         self.lost = True
@@ -125,6 +132,11 @@ class FakeEngine:
         self.reset_hook: Callable[[FakeSession], None] | None = None
         self.closed = False
         self.recycling = RecyclePolicy()
+        self.result_limits = ResultLimits()
+        self.egress: EgressGateway | None = None
+
+    def use_egress(self, gateway: EgressGateway | None) -> None:
+        self.egress = gateway
 
     def availability(self) -> Availability:
         if self._available:
@@ -149,6 +161,9 @@ class FakeEngine:
 
     def live_sessions(self) -> list[FakeSession]:
         return [s for s in self.open_sessions if s.alive]
+
+    async def census_async(self) -> EngineCensus:
+        return self.census()
 
     def census(self) -> EngineCensus:
         return EngineCensus(

@@ -25,6 +25,9 @@ from browserbroker.v1 import broker_pb2 as pb
 from tests.fixture_site import FixtureSite
 
 ROOT = Path(__file__).resolve().parent.parent
+# The fixture site serves on 127.0.0.1, which the default egress policy denies like any loopback
+# address; tests allow that one address (and only it: 127.0.0.2 and up stay "private").
+TEST_EGRESS: dict[str, object] = {"egress_allow_cidrs": ["127.0.0.1/32"]}
 BROKER_BIN = Path(sys.executable).parent / "browser-broker"
 BROWSER_NAMES = ("chromium", "chrome", "headless_shell", "firefox", "firefox-esr", "camoufox")
 
@@ -101,6 +104,7 @@ async def start_in_process(**overrides: object) -> InProcessBroker:
         "listen": "127.0.0.1:0",
         "warm_pool_size": 0,
         "log_level": "WARNING",
+        **TEST_EGRESS,
     }
     values.update(overrides)
     settings = Settings(**values)  # type: ignore[arg-type]
@@ -148,7 +152,7 @@ class BrokerProcess:
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
-            env={**os.environ, **self.env},
+            env={**os.environ, "BROKER_EGRESS_ALLOW_CIDRS": '["127.0.0.1/32"]', **self.env},
         )
         deadline = time.monotonic() + timeout_s
         while not port_file.exists():

@@ -21,7 +21,14 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from broker.cleanup import TaskSet
-from broker.egress.policy import Decision, EgressPolicy, IPAddress, Resolver, resolve
+from broker.egress.policy import (
+    Decision,
+    EgressPolicy,
+    EgressRules,
+    IPAddress,
+    Resolver,
+    resolve,
+)
 
 log = logging.getLogger("broker.egress")
 
@@ -59,6 +66,7 @@ class EgressRoute:
     """The proxy one browser session uses. Its policy can be narrowed when the session is lent."""
 
     def __init__(self, policy: EgressPolicy, resolver: Resolver = resolve) -> None:
+        self.base_policy = policy
         self.policy = policy
         self._resolver = resolver
         self._server: asyncio.Server | None = None
@@ -72,6 +80,11 @@ class EgressRoute:
     @property
     def server_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    def bind(self, rules: EgressRules, on_blocked: BlockListener | None) -> None:
+        """The session is lent: its tenant's rules apply from now on, and blocks are reported."""
+        self.policy = self.base_policy.with_rules(rules)
+        self.on_blocked = on_blocked
 
     async def start(self) -> EgressRoute:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, limit=MAX_HEAD_BYTES)
@@ -245,6 +258,7 @@ class EgressGateway:
     """Opens routes under the broker's policy and keeps the broker's own ports out of reach."""
 
     def __init__(self, policy: EgressPolicy, resolver: Resolver = resolve) -> None:
+        self.base_policy = policy
         self.policy = policy
         self._resolver = resolver
 
@@ -259,3 +273,15 @@ class EgressGateway:
     async def close_route(self, route: EgressRoute) -> None:
         await route.close()
         self.policy.own_ports.discard(route.port)
+
+    async def vet_proxy(self, server: str, rules: EgressRules) -> Decision:
+        """May a lease send its traffic through the proxy at `server` (scheme://host:port)?"""
+        url = urlsplit(server)
+        host = url.hostname or ""
+        try:
+            port = url.port or (1080 if url.scheme.startswith("socks") else 80)
+        except ValueError:
+            return Decision(False, "unresolvable", "the proxy port is not a number")
+        route = EgressRoute(self.policy.with_rules(rules), self._resolver)
+        decision, _ = await route._decide(host, port)
+        return decision

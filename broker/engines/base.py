@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
 
+from broker.egress.policy import EgressRules
+from broker.egress.proxy import BlockListener, EgressGateway
 from broker.errors import FieldViolation, InvalidArgument
 from broker.options import BrowserOptions, ContextOptions, EngineName, Isolation
 from broker.steps import Step, StepOutcome
@@ -48,6 +50,15 @@ class RecyclePolicy:
 
 
 @dataclass(frozen=True)
+class ResultLimits:
+    """Bounds on what one step may return, checked in the browser before the result is built
+    where the engine can (a too large result fails its step as TOO_LARGE)."""
+
+    max_bytes: int = 8 * 1024 * 1024
+    max_screenshot_pixels: int = 25_000_000
+
+
+@dataclass(frozen=True)
 class Availability:
     available: bool
     detail: str
@@ -71,6 +82,11 @@ class Session(Protocol):
         """Who to tell when the session dies on its own (browser crash, page crash)."""
         ...
 
+    def bind_egress(self, rules: EgressRules, on_blocked: BlockListener | None) -> None:
+        """The session is lent to a tenant: its egress rules apply from now on, and requests the
+        policy refuses are reported to `on_blocked`. A no-op where egress is not enforced."""
+        ...
+
     async def execute(self, index: int, step: Step, timeout_s: float) -> StepOutcome:
         """Run one step; browser failures come back as a failed StepOutcome, not an exception."""
         ...
@@ -87,6 +103,11 @@ class Session(Protocol):
 class Engine(Protocol):
     name: EngineName
     recycling: RecyclePolicy
+    result_limits: ResultLimits
+
+    def use_egress(self, gateway: EgressGateway | None) -> None:
+        """Send every session's traffic through routes of `gateway` (None: no egress policy)."""
+        ...
 
     def availability(self) -> Availability:
         """Whether this engine can open sessions here, and if not, why."""
@@ -110,7 +131,14 @@ class Engine(Protocol):
         """Sessions this engine opened that are not closed, from the browser's side."""
         ...
 
-    def census(self) -> EngineCensus: ...
+    def census(self) -> EngineCensus:
+        """What is open now; walks the process table, so it blocks: use census_async on a
+        serving loop."""
+        ...
+
+    async def census_async(self) -> EngineCensus:
+        """The census, with the process walk off the event loop."""
+        ...
 
     async def check_memory(self) -> None:
         """Retire the shared browser if it is above `recycling.above_mb`."""

@@ -23,7 +23,9 @@ from typing import Any
 from playwright.async_api import Browser, Playwright
 
 from broker.engines.base import Availability
+from broker.engines.firefox import EGRESS_PREFS
 from broker.engines.playwright_engine import Launcher, PlaywrightEngine
+from broker.engines.sandbox import Sandbox
 from broker.errors import EngineNotInstalled, FieldViolation, InvalidArgument, Unavailable
 from broker.options import CamoufoxOptions, ContextOptions, EngineName
 
@@ -209,8 +211,11 @@ async def launch_options(
     return result
 
 
-def create(headless: bool = True) -> PlaywrightEngine:
+def create(headless: bool = True, sandbox: Sandbox | None = None) -> PlaywrightEngine:
     """The Camoufox engine; unavailable (never raising, never downloading) when not installed."""
+    sandbox = sandbox or Sandbox(enabled=True)
+    if sandbox.problem:
+        return _unavailable_engine(sandbox.problem)
     try:
         install = detect()
     except CamoufoxMissing as exc:
@@ -222,6 +227,12 @@ def create(headless: bool = True) -> PlaywrightEngine:
         from camoufox import AsyncNewBrowser
 
         from_options = await launch_options(options, context, headless, install)
+        from_options["firefox_user_prefs"] = {
+            **from_options.get("firefox_user_prefs", {}),
+            **EGRESS_PREFS,
+        }
+        if from_options.get("executable_path"):
+            from_options["executable_path"] = sandbox.executable(from_options["executable_path"])
 
         async def launch(playwright: Playwright) -> Browser:
             # AsyncNewBrowser, not firefox.launch: it adds the defaults Camoufox needs to

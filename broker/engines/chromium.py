@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
-
 from playwright.async_api import Browser, Playwright
 
 from broker.engines.base import Availability
 from broker.engines.discovery import BrowserNotFound, find_browser, playwright_managed
 from broker.engines.playwright_engine import PlaywrightEngine
+from broker.engines.sandbox import Sandbox
 from broker.options import EngineName
 
 # Server-safe flags: no GPU, no /dev/shm exhaustion, and nothing that phones home (a closed
@@ -21,6 +20,8 @@ SERVER_ARGS = [
     "--disable-sync",
     "--no-first-run",
     "--disable-quic",
+    # WebRTC would reach the network over UDP, around the egress route: proxied TCP only.
+    "--force-webrtc-ip-handling-policy=disable_non_proxied_udp",
 ]
 
 
@@ -32,22 +33,33 @@ class ChromiumEngine(PlaywrightEngine):
 
 
 def create(
-    explicit_path: str | None, extra_args: list[str], headless: bool = True
+    explicit_path: str | None,
+    extra_args: list[str],
+    headless: bool = True,
+    sandbox: Sandbox | None = None,
 ) -> PlaywrightEngine:
+    sandbox = sandbox or Sandbox(enabled=True)
     try:
         exe = find_browser(
             "chromium", explicit_path, None if explicit_path else playwright_managed("chromium")
         )
     except BrowserNotFound as exc:
         return ChromiumEngine(EngineName.CHROMIUM, _unavailable, "", Availability(False, str(exc)))
-    args = list(SERVER_ARGS)
-    if os.geteuid() == 0:
-        args.append("--no-sandbox")  # Chromium refuses to start its sandbox as root
-    args += extra_args
+    if sandbox.problem:
+        return ChromiumEngine(
+            EngineName.CHROMIUM, _unavailable, "", Availability(False, sandbox.problem)
+        )
+    args = list(SERVER_ARGS) + list(extra_args)
+    if not sandbox.enabled:
+        args.append("--no-sandbox")
+    executable = sandbox.executable(exe.path)
 
     async def launch(playwright: Playwright) -> Browser:
         return await playwright.chromium.launch(
-            executable_path=exe.path, args=args, headless=headless
+            executable_path=executable,
+            args=args,
+            headless=headless,
+            chromium_sandbox=sandbox.enabled,
         )
 
     return ChromiumEngine(EngineName.CHROMIUM, launch, exe.path, Availability(True, exe.describe()))

@@ -21,6 +21,7 @@ from broker.engines.discovery import (
     playwright_managed,
 )
 from broker.engines.playwright_engine import PlaywrightEngine
+from broker.engines.sandbox import Sandbox
 from broker.options import EngineName
 
 JUGGLER = "juggler"
@@ -39,6 +40,17 @@ BIDI_UNSUPPORTED_CONTEXT = {
 }
 
 
+# Firefox never proxies loopback unless told to (the egress route must see every request), and
+# must not reach the network around its proxy (WebRTC, DNS and link prefetching).
+EGRESS_PREFS: dict[str, str | float | bool] = {
+    "network.proxy.allow_hijacking_localhost": True,
+    "network.proxy.testing_localhost_is_secure_when_hijacked": False,
+    "media.peerconnection.ice.proxy_only": True,
+    "network.dns.disablePrefetch": True,
+    "network.prefetch-next": False,
+}
+
+
 class FirefoxEngine(PlaywrightEngine):
     protocol = ""  # JUGGLER or BIDI once a Firefox is found
 
@@ -53,20 +65,33 @@ def protocol_for(exe: BrowserExecutable) -> str:
     return BIDI
 
 
-def create(explicit_path: str | None, headless: bool = True) -> PlaywrightEngine:
+def create(
+    explicit_path: str | None, headless: bool = True, sandbox: Sandbox | None = None
+) -> PlaywrightEngine:
+    sandbox = sandbox or Sandbox(enabled=True)
     try:
         exe = find_browser(
             "firefox", explicit_path, None if explicit_path else playwright_managed("firefox")
         )
     except BrowserNotFound as exc:
         return FirefoxEngine(EngineName.FIREFOX, _unavailable, "", Availability(False, str(exc)))
+    if sandbox.problem:
+        return FirefoxEngine(
+            EngineName.FIREFOX, _unavailable, "", Availability(False, sandbox.problem)
+        )
     protocol = protocol_for(exe)
+    executable = sandbox.executable(exe.path)
 
     async def launch(playwright: Playwright) -> Browser:
         if protocol == JUGGLER:
-            return await playwright.firefox.launch(executable_path=exe.path, headless=headless)
+            return await playwright.firefox.launch(
+                executable_path=executable, headless=headless, firefox_user_prefs=EGRESS_PREFS
+            )
         return await playwright.firefox.launch(
-            channel="moz-firefox", executable_path=exe.path, headless=headless
+            channel="moz-firefox",
+            executable_path=executable,
+            headless=headless,
+            firefox_user_prefs=EGRESS_PREFS,
         )
 
     engine = FirefoxEngine(

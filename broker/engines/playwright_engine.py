@@ -18,11 +18,13 @@ from playwright.async_api import Browser, BrowserContext, Page, Playwright, asyn
 from playwright.async_api import Error as PlaywrightError
 
 from broker.cleanup import TaskSet, bounded
+from broker.egress.proxy import EgressGateway, EgressRoute
 from broker.engines.base import (
     Availability,
     EngineCensus,
     LostCause,
     RecyclePolicy,
+    ResultLimits,
     check_supported,
 )
 from broker.engines.playwright_driver import (
@@ -71,6 +73,10 @@ class PlaywrightEngine:
         unsupported_context: Mapping[str, str] | None = None,
     ) -> None:
         self.name = name
+        # Set by the broker before the first session: the egress gateway (None: no policy) and
+        # the bounds on step results.
+        self._egress: EgressGateway | None = None
+        self.result_limits = ResultLimits()
         self._launcher = launcher
         self._executable = executable
         self._availability = availability
@@ -92,6 +98,9 @@ class PlaywrightEngine:
         self._closed = False
 
     # ------------------------------------------------------------- lifecycle
+
+    def use_egress(self, gateway: EgressGateway | None) -> None:
+        self._egress = gateway
 
     def availability(self) -> Availability:
         return self._availability
@@ -157,7 +166,11 @@ class PlaywrightEngine:
                 if isinstance(exc, (PlaywrightError, TimeoutError)) or (
                     self._drivers_lost != drivers_lost
                 ):
-                    raise Unavailable(f"{self.name.value} failed to launch: {exc}") from exc
+                    # The launch log holds command lines and paths: for the operator's log only.
+                    log.error("browser launch failed: %s", exc, extra={"engine": self.name.value})
+                    raise Unavailable(
+                        f"{self.name.value} failed to launch (the broker's log has the cause)"
+                    ) from exc
                 raise
             new_pids = [pid for pid in self._top_level_pids() if pid not in before]
             self._browsers[browser] = BrowserRecord(browser, new_pids[0] if new_pids else None)
@@ -202,8 +215,11 @@ class PlaywrightEngine:
         browser: Browser | None = None
         context: BrowserContext | None = None
         shared: BrowserRecord | None = None
+        route: EgressRoute | None = None
         drivers_lost = self._drivers_lost
         try:
+            if self._egress is not None and options.proxy is None:
+                route = await self._egress.open_route()
             if isolation is Isolation.BROWSER:
                 browser = await self._launch(await self._prepare(browser_options, options))
             else:
@@ -212,13 +228,15 @@ class PlaywrightEngine:
                 if shared is not None:
                     shared.opening += 1
             context = await self.while_connected(
-                browser, browser.new_context(**context_kwargs(options))
+                browser, browser.new_context(**context_kwargs(options, route))
             )
             page = await self.while_connected(browser, context.new_page())
             # The renderer is up: the first step pays no start-up.
             await self.while_connected(browser, page.evaluate("1"))
             interrupter = await self.page_interrupter(context, page)
-            session = PlaywrightSession(self, browser, context, page, isolation)
+            session = PlaywrightSession(
+                self, browser, context, page, isolation, route, self.result_limits
+            )
             session.interrupter = interrupter
             self.sessions.add(session)
             if shared is not None:
@@ -227,7 +245,7 @@ class PlaywrightEngine:
         except BaseException as exc:
             # Half-built: close what exists, even when cancelled, then let the error through.
             await asyncio.shield(
-                self._discard(browser if isolation is Isolation.BROWSER else None, context)
+                self._discard(browser if isolation is Isolation.BROWSER else None, context, route)
             )
             # The browser (or Playwright's driver, which fails calls with a plain Exception) died
             # while the session was being opened.
@@ -271,7 +289,9 @@ class PlaywrightEngine:
                 f"{self.name.value} launch preparation took over {self._launch_timeout_s:g}s"
             ) from exc
 
-    async def _discard(self, dedicated: Browser | None, context: BrowserContext | None) -> None:
+    async def _discard(
+        self, dedicated: Browser | None, context: BrowserContext | None, route: EgressRoute | None
+    ) -> None:
         async def close() -> None:
             if context is not None:
                 await context.close()
@@ -283,6 +303,9 @@ class PlaywrightEngine:
         except Exception:
             if dedicated is not None:
                 self._kill(dedicated)
+        finally:
+            if route is not None and self._egress is not None:
+                await self._egress.close_route(route)
 
     async def close_session(self, session: PlaywrightSession) -> None:
         """Close context, then a dedicated browser; kill the process if a graceful close fails.
@@ -293,6 +316,8 @@ class PlaywrightEngine:
             await self._close_session(session)
         finally:
             self.sessions.discard(session)
+            if session.egress is not None and self._egress is not None:
+                await self._egress.close_route(session.egress)
             record = self._browsers.get(session.browser)
             if record is not None:
                 self._close_if_drained(record)
@@ -411,12 +436,17 @@ class PlaywrightEngine:
         return [s for s in self.sessions if s.alive]
 
     def census(self) -> EngineCensus:
+        return self._census(self._top_level_pids())
+
+    async def census_async(self) -> EngineCensus:
+        return self._census(await asyncio.to_thread(self._top_level_pids))
+
+    def _census(self, pids: list[int]) -> EngineCensus:
         browsers = {self._shared} if self._shared is not None else set()
         browsers |= {s.browser for s in self.sessions}
         connected = [b for b in browsers if b.is_connected()]
         contexts = [c for b in connected for c in b.contexts]
         pages = sum(len(c.pages) for c in contexts)
-        pids = self._top_level_pids()
         return EngineCensus(
             browsers=len(pids),
             contexts=len(contexts),

@@ -14,13 +14,16 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar
+from urllib.parse import urlsplit
 
 from playwright.async_api import Browser, BrowserContext, Page
 from playwright.async_api import Error as PlaywrightError
 from playwright.async_api import TimeoutError as PlaywrightTimeout
 
 from broker.cleanup import bounded
-from broker.engines.base import LostCallback, LostCause
+from broker.egress.policy import EgressRules
+from broker.egress.proxy import DENIED_HEADER, BlockListener, EgressRoute
+from broker.engines.base import LostCallback, LostCause, ResultLimits
 from broker.engines.playwright_driver import first_line
 from broker.errors import Unavailable
 from broker.options import ContextOptions, EngineName, Isolation
@@ -45,6 +48,7 @@ from broker.steps import (
 log = logging.getLogger("broker.engines")
 
 T = TypeVar("T")
+S = TypeVar("S", str, bytes)
 # Stops whatever script is running in a page, even one that never yields (engine-specific).
 Interrupter = Callable[[], Awaitable[object]]
 
@@ -81,8 +85,12 @@ class PlaywrightSession:
         context: BrowserContext,
         page: Page,
         isolation: Isolation,
+        egress: EgressRoute | None = None,
+        limits: ResultLimits | None = None,
     ) -> None:
         self._host = host
+        self.egress = egress  # the proxy route all of this session's traffic goes through
+        self._limits = limits or ResultLimits()
         self.engine: EngineName = host.name
         self.isolation = isolation
         self.browser = browser
@@ -109,6 +117,10 @@ class PlaywrightSession:
     def set_lost_callback(self, callback: LostCallback | None) -> None:
         self._lost_callback = callback
 
+    def bind_egress(self, rules: EgressRules, on_blocked: BlockListener | None) -> None:
+        if self.egress is not None:
+            self.egress.bind(rules, on_blocked)
+
     def _watch_page(self, page: Page) -> None:
         def crashed(crashed_page: Page) -> None:
             # A page being replaced may die on its way out; only the current one matters.
@@ -129,6 +141,7 @@ class PlaywrightSession:
     async def execute(self, index: int, step: Step, timeout_s: float) -> StepOutcome:
         outcome = StepOutcome(index=index, action=step.name)
         started = time.perf_counter()
+        mark = self.egress.last_seq() if self.egress is not None else 0
         try:
             await self._host.while_connected(
                 self.browser, self._perform(step, timeout_s, outcome), "running a step"
@@ -147,9 +160,9 @@ class PlaywrightSession:
             outcome.error_kind = _classify(step, exc)
             outcome.error_message = first_line(exc.message)
             self._check_alive()
-        except _Unsupported as exc:
+        except _StepRefused as exc:
             outcome.ok = False
-            outcome.error_kind = StepErrorKind.UNSUPPORTED
+            outcome.error_kind = exc.kind
             outcome.error_message = str(exc)
         except Exception as exc:
             if not self.driver_lost:
@@ -161,6 +174,11 @@ class PlaywrightSession:
             outcome.duration_s = time.perf_counter() - started
             return outcome
         outcome.duration_s = time.perf_counter() - started
+        if not outcome.ok and outcome.error_kind in _MAYBE_BLOCKED and self.egress is not None:
+            blocked = self.egress.blocked_since(mark)
+            if blocked:  # the step failed because the policy refused what it needed
+                outcome.error_kind = StepErrorKind.BLOCKED
+                outcome.error_message = f"{blocked[0].message}: {outcome.error_message}"
         if not self.page.is_closed():
             outcome.url = self.page.url
         return outcome
@@ -175,10 +193,16 @@ class PlaywrightSession:
     async def _perform(self, step: Step, timeout_s: float, out: StepOutcome) -> None:
         page = self.page
         ms = max(1.0, timeout_s * 1000)
+        limit = self._limits.max_bytes
         match step.action:
             case Goto(url=url, wait_until=wait_until):
                 response = await page.goto(url, wait_until=wait_until, timeout=ms)  # type: ignore[arg-type]
                 out.http_status = response.status if response is not None else 0
+                rule = response.headers.get(DENIED_HEADER.lower()) if response else None
+                if rule is not None:  # a plain-HTTP navigation the route refused
+                    raise _StepRefused(
+                        StepErrorKind.BLOCKED, f"{url_origin(url)} denied by egress rule {rule!r}"
+                    )
             case Click(selector=selector):
                 await page.click(selector, timeout=ms)
             case Fill(selector=selector, value=value):
@@ -193,26 +217,50 @@ class PlaywrightSession:
                 # Playwright has no timeout for evaluate; the Run's cancellation stops the script.
                 async with asyncio.timeout(timeout_s):
                     if arg_json:
-                        value = await page.evaluate(expression, json.loads(arg_json))
+                        handle = await page.evaluate_handle(expression, json.loads(arg_json))
                     else:
-                        value = await page.evaluate(expression)
-                out.json = json.dumps(value, default=str)
+                        handle = await page.evaluate_handle(expression)
+                    try:
+                        out.json = await _bounded(handle.evaluate(_TO_BOUNDED_JSON, limit))
+                    finally:
+                        with contextlib.suppress(PlaywrightError):
+                            await handle.dispose()
             case GetContent():
                 async with asyncio.timeout(timeout_s):
-                    out.text = await page.content()
+                    out.text = await _bounded(page.evaluate(_BOUNDED_CONTENT, limit))
             case GetText(selector=selector):
-                out.text = await page.locator(selector).first.inner_text(timeout=ms)
+                out.text = await _bounded(
+                    page.locator(selector).first.evaluate(_BOUNDED_TEXT, limit, timeout=ms)
+                )
             case GetAttribute(selector=selector, name=name):
                 attribute = await page.locator(selector).first.get_attribute(name, timeout=ms)
                 out.found = attribute is not None
-                out.text = attribute or ""
+                out.text = _check_size(attribute or "", limit)
             case Screenshot(full_page=full_page):
-                out.data = await page.screenshot(full_page=full_page, timeout=ms, type="png")
+                await self._check_pixels(full_page)
+                data = await page.screenshot(full_page=full_page, timeout=ms, type="png")
+                out.data = _check_size(data, limit)
             case Pdf():
                 if not self._host.supports_pdf:
-                    raise _Unsupported(f"pdf is not supported by {self.engine.value}")
+                    raise _StepRefused(
+                        StepErrorKind.UNSUPPORTED, f"pdf is not supported by {self.engine.value}"
+                    )
                 async with asyncio.timeout(timeout_s):
-                    out.data = await page.pdf()
+                    out.data = _check_size(await page.pdf(), limit)
+
+    async def _check_pixels(self, full_page: bool) -> None:
+        """Refuse a screenshot larger than the bound before the browser renders it."""
+        if full_page:
+            width, height = await self.page.evaluate(_PAGE_SIZE)
+        else:
+            size = self.page.viewport_size or {"width": 0, "height": 0}
+            width, height = size["width"], size["height"]
+        limit = self._limits.max_screenshot_pixels
+        if width * height > limit:
+            raise _StepRefused(
+                StepErrorKind.TOO_LARGE,
+                f"the screenshot would be {width}x{height} pixels; the limit is {limit} pixels",
+            )
 
     async def reset_page(self) -> None:
         old = self.page
@@ -246,8 +294,89 @@ class PlaywrightSession:
         await self._host.close_session(self)
 
 
-class _Unsupported(Exception):
-    pass
+class _StepRefused(Exception):
+    """The step ends with `kind` and this message, without a browser error."""
+
+    def __init__(self, kind: StepErrorKind, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+# A failed step of these kinds is reported as BLOCKED when the egress policy refused a request
+# while it ran (a navigation, a redirect, a fetch); a timeout or a selector miss is not.
+_MAYBE_BLOCKED = frozenset(
+    {StepErrorKind.NAVIGATION, StepErrorKind.SCRIPT_ERROR, StepErrorKind.BROWSER}
+)
+_TOO_LARGE = "__TOO_LARGE__"
+
+# Serialises an evaluate result in the page, refusing what JSON cannot hold (cycles, NaN,
+# BigInt), nesting deeper than 64, and results over the byte bound, before anything is sent.
+_TO_BOUNDED_JSON = """(value, maxBytes) => {
+  const depths = new WeakMap();
+  const replacer = function (key, v) {
+    if (typeof v === "number" && !Number.isFinite(v))
+      throw new Error(`the result holds ${v}, which JSON cannot represent`);
+    if (typeof v === "bigint") throw new Error("the result holds a BigInt, which JSON cannot represent");
+    if (v !== null && typeof v === "object") {
+      const depth = (depths.get(this) || 0) + 1;
+      if (depth > 64) throw new Error("the result is nested deeper than 64 levels");
+      depths.set(v, depth);
+    }
+    return v;
+  };
+  let text;
+  try { text = JSON.stringify(value, replacer); }
+  catch (e) { throw new Error("cannot return the result: " + e.message); }
+  if (text === undefined) text = "null";
+  const bytes = new TextEncoder().encode(text).length;
+  if (bytes > maxBytes) throw new Error(`__TOO_LARGE__ the result is ${bytes} bytes; the limit is ${maxBytes}`);
+  return text;
+}"""
+_BOUNDED_CONTENT = """(maxBytes) => {
+  let html = document.doctype ? new XMLSerializer().serializeToString(document.doctype) : "";
+  if (document.documentElement) html += document.documentElement.outerHTML;
+  const bytes = new TextEncoder().encode(html).length;
+  if (bytes > maxBytes) throw new Error(`__TOO_LARGE__ the content is ${bytes} bytes; the limit is ${maxBytes}`);
+  return html;
+}"""
+_BOUNDED_TEXT = """(element, maxBytes) => {
+  const text = element.innerText;
+  const bytes = new TextEncoder().encode(text).length;
+  if (bytes > maxBytes) throw new Error(`__TOO_LARGE__ the text is ${bytes} bytes; the limit is ${maxBytes}`);
+  return text;
+}"""
+_PAGE_SIZE = """() => {
+  const d = document.documentElement, b = document.body || d;
+  return [Math.max(d.scrollWidth, b.scrollWidth, d.clientWidth),
+          Math.max(d.scrollHeight, b.scrollHeight, d.clientHeight)];
+}"""
+
+
+async def _bounded(work: Awaitable[str]) -> str:
+    """A string computed in the page under a size bound; over it, the step fails TOO_LARGE."""
+    try:
+        return await work
+    except PlaywrightError as exc:
+        if _TOO_LARGE in exc.message:
+            detail = exc.message.split(_TOO_LARGE, 1)[1].strip().splitlines()[0]
+            raise _StepRefused(StepErrorKind.TOO_LARGE, detail) from None
+        raise
+
+
+def _check_size(result: S, limit: int) -> S:
+    size = len(result.encode()) if isinstance(result, str) else len(result)
+    if size > limit:
+        raise _StepRefused(
+            StepErrorKind.TOO_LARGE, f"the result is {size} bytes; the limit is {limit}"
+        )
+    return result
+
+
+def url_origin(url: str) -> str:
+    """scheme://host:port of a URL: what may appear in messages (no path, query or secrets)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    return f"{parts.scheme}://{host}" + (f":{parts.port}" if parts.port else "")
 
 
 def _classify(step: Step, exc: PlaywrightError) -> StepErrorKind:
@@ -263,8 +392,9 @@ def _classify(step: Step, exc: PlaywrightError) -> StepErrorKind:
     return StepErrorKind.BROWSER
 
 
-def context_kwargs(options: ContextOptions) -> dict[str, Any]:
-    kwargs: dict[str, Any] = {}
+def context_kwargs(options: ContextOptions, egress: EgressRoute | None) -> dict[str, Any]:
+    # Downloads stay off: a page cannot write files on the broker's host.
+    kwargs: dict[str, Any] = {"accept_downloads": False}
     if options.viewport is not None:
         kwargs["viewport"] = {"width": options.viewport.width, "height": options.viewport.height}
     if options.user_agent:
@@ -281,6 +411,8 @@ def context_kwargs(options: ContextOptions) -> dict[str, Any]:
             if getattr(options.proxy, key):
                 proxy[key] = getattr(options.proxy, key)
         kwargs["proxy"] = proxy
+    elif egress is not None:
+        kwargs["proxy"] = {"server": egress.server_url}
     if options.ignore_https_errors:
         kwargs["ignore_https_errors"] = True
     if options.java_script_disabled:

@@ -22,7 +22,9 @@ from browserbroker.errors import (
     LeaseNotFoundError,
     PermissionDeniedError,
     QueueFullError,
+    ResourceExhaustedError,
     SessionCrashedError,
+    UnauthenticatedError,
     UnavailableError,
 )
 from browserbroker.models import (
@@ -63,10 +65,12 @@ __all__ = [
     "Proxy",
     "QueueFullError",
     "ReleaseResult",
+    "ResourceExhaustedError",
     "RunResult",
     "SessionCrashedError",
     "StepFailedError",
     "StepResult",
+    "UnauthenticatedError",
     "UnavailableError",
     "Viewport",
     "__version__",

@@ -13,8 +13,8 @@ import grpc
 from grpc import aio
 
 from browserbroker import _requests as req
+from browserbroker._connection import Connection, PemSource
 from browserbroker._requests import LeaseGrant
-from browserbroker._tracing import trace_metadata
 from browserbroker.errors import from_rpc_error
 from browserbroker.models import Engine, Isolation, OnCancel, ReleaseResult, RunResult, StepResult
 from browserbroker.v1 import broker_pb2 as pb
@@ -51,7 +51,9 @@ class AsyncLease:
     ) -> AsyncIterator[StepResult]:
         """Step results as each step completes."""
         request = req.run_request(self.grant, steps, on_cancel, continue_on_error)
-        call = self._client.stub.Run(request, timeout=timeout, metadata=trace_metadata())
+        call = self._client.stub.Run(
+            request, timeout=timeout, metadata=self._client.connection.metadata()
+        )
         try:
             async for message in call:
                 yield StepResult.from_pb(message.step)
@@ -101,9 +103,23 @@ class AsyncBrokerClient:
     """A connection to a broker. `target` is "host:port"; pass `channel` to bring your own."""
 
     def __init__(
-        self, target: str = "127.0.0.1:50051", *, channel: aio.Channel | None = None
+        self,
+        target: str = "127.0.0.1:50051",
+        *,
+        token: str | None = None,
+        tls: bool = False,
+        root_certificates: PemSource | None = None,
+        client_certificate: PemSource | None = None,
+        client_key: PemSource | None = None,
+        channel: aio.Channel | None = None,
     ) -> None:
-        self.channel = channel or aio.insecure_channel(target)
+        """`token`: the tenant's bearer token. TLS is on with `tls=True` or any certificate:
+        `root_certificates` is the CA of the broker's certificate (the system's roots when
+        omitted), `client_certificate` and `client_key` this client's for mutual TLS. Each
+        takes PEM bytes or a file path. Pass `channel` to bring your own (`token` still
+        applies)."""
+        self.connection = Connection(tls, root_certificates, client_certificate, client_key, token)
+        self.channel = channel or self.connection.aio_channel(target)
         self.stub = broker_pb2_grpc.BrowserBrokerServiceStub(self.channel)
 
     async def __aenter__(self) -> AsyncBrokerClient:
@@ -124,7 +140,7 @@ class AsyncBrokerClient:
         self, method: aio.UnaryUnaryMultiCallable[Req, Resp], request: Req, timeout: float | None
     ) -> Resp:
         try:
-            return await method(request, timeout=timeout, metadata=trace_metadata())
+            return await method(request, timeout=timeout, metadata=self.connection.metadata())
         except grpc.RpcError as error:
             raise from_rpc_error(error) from None
 

@@ -61,8 +61,22 @@ class EngineUnavailableError(FailedPreconditionError):
     """The engine cannot run on the broker's machine (e.g. its browser is not installed)."""
 
 
-class QueueFullError(BrokerError):
+class ResourceExhaustedError(BrokerError):
+    """A bound or quota was reached; `limit` names it as the broker's docs do (e.g.
+    "tenant_max_leases", "runs_waiting_per_lease"), empty when gRPC itself refused (for
+    example a message over the size limit)."""
+
+    @property
+    def limit(self) -> str:
+        return self.metadata.get("limit", "")
+
+
+class QueueFullError(ResourceExhaustedError):
     """The broker is at capacity and its queue is full; retry after `retry_after_s`."""
+
+
+class UnauthenticatedError(BrokerError):
+    """No valid credential: a missing or unknown token, or no client certificate."""
 
 
 class DeadlineExceededError(BrokerError):
@@ -86,7 +100,8 @@ _BY_CODE: dict[grpc.StatusCode, type[BrokerError]] = {
     grpc.StatusCode.NOT_FOUND: LeaseNotFoundError,
     grpc.StatusCode.PERMISSION_DENIED: PermissionDeniedError,
     grpc.StatusCode.FAILED_PRECONDITION: FailedPreconditionError,
-    grpc.StatusCode.RESOURCE_EXHAUSTED: QueueFullError,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhaustedError,
+    grpc.StatusCode.UNAUTHENTICATED: UnauthenticatedError,
     grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceededError,
     grpc.StatusCode.CANCELLED: CancelledError,
     grpc.StatusCode.UNAVAILABLE: UnavailableError,
@@ -118,7 +133,11 @@ def _parse_details(error: grpc.RpcError) -> _Details:
         info = error_details_pb2.ErrorInfo()
         bad = error_details_pb2.BadRequest()
         retry = error_details_pb2.RetryInfo()
-        if detail.Unpack(info):
+        quota = error_details_pb2.QuotaFailure()
+        if detail.Unpack(quota):
+            for violation in quota.violations[:1]:
+                parsed.metadata["limit"] = violation.subject
+        elif detail.Unpack(info):
             parsed.reason = info.reason
             parsed.metadata.update(info.metadata)
         elif detail.Unpack(bad):
@@ -141,4 +160,9 @@ def from_rpc_error(error: grpc.RpcError) -> BrokerError:
             cls = EngineUnavailableError
         elif extra.reason == "LEASE_ENDED" or " ended at " in details:
             cls = LeaseEndedError
+    if (
+        code is grpc.StatusCode.RESOURCE_EXHAUSTED
+        and extra.metadata.get("limit") == "acquire_queue"
+    ):
+        cls = QueueFullError
     return cls(code, details, extra.metadata, extra.violations, extra.retry_after_s)

@@ -13,8 +13,8 @@ from typing import TypeVar
 import grpc
 
 from browserbroker import _requests as req
+from browserbroker._connection import Connection, PemSource
 from browserbroker._requests import LeaseGrant
-from browserbroker._tracing import trace_metadata
 from browserbroker.errors import from_rpc_error
 from browserbroker.models import Engine, Isolation, OnCancel, ReleaseResult, RunResult, StepResult
 from browserbroker.v1 import broker_pb2 as pb
@@ -49,7 +49,9 @@ class Lease:
         continue_on_error: bool = False,
     ) -> Iterator[StepResult]:
         request = req.run_request(self.grant, steps, on_cancel, continue_on_error)
-        call = self._client.stub.Run(request, timeout=timeout, metadata=trace_metadata())
+        call = self._client.stub.Run(
+            request, timeout=timeout, metadata=self._client.connection.metadata()
+        )
         try:
             for message in call:
                 yield StepResult.from_pb(message.step)
@@ -94,9 +96,23 @@ class BrokerClient:
     """A blocking connection to a broker. `target` is "host:port"."""
 
     def __init__(
-        self, target: str = "127.0.0.1:50051", *, channel: grpc.Channel | None = None
+        self,
+        target: str = "127.0.0.1:50051",
+        *,
+        token: str | None = None,
+        tls: bool = False,
+        root_certificates: PemSource | None = None,
+        client_certificate: PemSource | None = None,
+        client_key: PemSource | None = None,
+        channel: grpc.Channel | None = None,
     ) -> None:
-        self.channel = channel or grpc.insecure_channel(target)
+        """`token`: the tenant's bearer token. TLS is on with `tls=True` or any certificate:
+        `root_certificates` is the CA of the broker's certificate (the system's roots when
+        omitted), `client_certificate` and `client_key` this client's for mutual TLS. Each
+        takes PEM bytes or a file path. Pass `channel` to bring your own (`token` still
+        applies)."""
+        self.connection = Connection(tls, root_certificates, client_certificate, client_key, token)
+        self.channel = channel or self.connection.channel(target)
         self.stub = broker_pb2_grpc.BrowserBrokerServiceStub(self.channel)
 
     def __enter__(self) -> BrokerClient:
@@ -117,7 +133,7 @@ class BrokerClient:
         self, method: grpc.UnaryUnaryMultiCallable[Req, Resp], request: Req, timeout: float | None
     ) -> Resp:
         try:
-            return method(request, timeout=timeout, metadata=trace_metadata())
+            return method(request, timeout=timeout, metadata=self.connection.metadata())
         except grpc.RpcError as error:
             raise from_rpc_error(error) from None
 

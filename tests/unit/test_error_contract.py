@@ -39,7 +39,9 @@ from browserbroker import (
     OnCancel,
     PermissionDeniedError,
     QueueFullError,
+    ResourceExhaustedError,
     SessionCrashedError,
+    UnauthenticatedError,
     UnavailableError,
     steps,
 )
@@ -603,10 +605,10 @@ async def test_run_past_its_deadline_stops_the_work_as_the_policy_says(
 ) -> None:
     harness.engine.step_gate = asyncio.Event()  # the step never finishes on its own
     lease = await harness.client.acquire(ttl=60)
+    (held,) = harness.broker.leases.active_leases()
     with pytest.raises(DeadlineExceededError):
         await lease.run(steps.evaluate("1"), timeout=0.3, on_cancel=on_cancel)  # a real deadline
     assert harness.engine.step_started.is_set()  # the work was under way in the "browser"
-    held = harness.broker.leases.lookup_for_release(lease.id, lease.grant.token)
     if held.run_tasks:  # the server's side of the Run ends by the same deadline
         await asyncio.wait(set(held.run_tasks))
     await harness.broker.leases.wait_all_closed()
@@ -679,7 +681,8 @@ async def test_acquire_during_drain_is_unavailable(harness: Harness) -> None:
         (grpc.StatusCode.PERMISSION_DENIED, {}, PermissionDeniedError),
         (grpc.StatusCode.FAILED_PRECONDITION, {"release_reason": "ttl_expired"}, LeaseEndedError),
         (grpc.StatusCode.FAILED_PRECONDITION, {"engine": "firefox"}, EngineUnavailableError),
-        (grpc.StatusCode.RESOURCE_EXHAUSTED, {}, QueueFullError),
+        (grpc.StatusCode.RESOURCE_EXHAUSTED, {}, ResourceExhaustedError),
+        (grpc.StatusCode.UNAUTHENTICATED, {}, UnauthenticatedError),
         (grpc.StatusCode.DEADLINE_EXCEEDED, {}, DeadlineExceededError),
         (grpc.StatusCode.UNAVAILABLE, {}, UnavailableError),
         (grpc.StatusCode.ABORTED, {}, SessionCrashedError),

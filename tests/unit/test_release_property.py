@@ -271,15 +271,15 @@ class World:
     async def client_release(self, lease: Lease) -> None:
         """The Release RPC: look up by id and token (tombstones too), release, await the close."""
         before = lease.released
-        found = self.leases.lookup_for_release(lease.id, lease.token)
-        outcome = self.leases.release(found, ReleaseReason.CLIENT_RELEASE)
+        outcome, ended = self.leases.release_by_client(lease.id, lease.token)
         if before is not None:
-            assert not outcome.released_now
+            assert not outcome.released_now and ended is None
             assert (outcome.reason, outcome.released_at) == (before.reason, before.released_at)
         else:
             assert outcome.released_now and outcome.reason is ReleaseReason.CLIENT_RELEASE
-            await self.leases.wait_closed(found)
-            assert self.recorder.sessions[found.id].closed == 1
+            assert ended is lease
+            await self.leases.wait_closed(lease)
+            assert self.recorder.sessions[lease.id].closed == 1
 
     def start_run(self, lease: Lease, on_cancel: OnCancel) -> None:
         try:

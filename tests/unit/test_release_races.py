@@ -47,10 +47,9 @@ class Harness:
 
     async def client_release(self, lease: Lease) -> ReleaseOutcome:
         """What the Release RPC does: look up by id and token, release, wait for the close."""
-        found = self.leases.lookup_for_release(lease.id, lease.token)
-        outcome = self.leases.release(found, ReleaseReason.CLIENT_RELEASE)
-        if outcome.released_now:
-            await self.leases.wait_closed(found)
+        outcome, ended = self.leases.release_by_client(lease.id, lease.token)
+        if ended is not None:
+            await self.leases.wait_closed(ended)
         return outcome
 
     def start_run(self, lease: Lease, on_cancel: OnCancel = OnCancel.KEEP_LEASE) -> Run:

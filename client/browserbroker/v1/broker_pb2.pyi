@@ -13,11 +13,17 @@ late or repeated Release is answered with the original outcome.
 Status codes (the error contract; details carry google.rpc.ErrorInfo and,
 for bad fields, google.rpc.BadRequest with one field violation per field):
   INVALID_ARGUMENT    a malformed request; the message and details name the field
-  NOT_FOUND           unknown lease id (never issued, or its record has expired)
-  PERMISSION_DENIED   the token does not match the lease
+  UNAUTHENTICATED     authentication is on and the call has no valid bearer token or
+                      client certificate
+  NOT_FOUND           unknown lease id (never issued, its record has expired, or it
+                      belongs to another tenant: the two are indistinguishable)
+  PERMISSION_DENIED   the token does not match the lease; or the caller's tenant may not
+                      use the engine or isolation it asked for
   FAILED_PRECONDITION Run/KeepAlive on a lease that has ended (reason in details);
                       an engine that cannot run here (e.g. browser not installed)
-  RESOURCE_EXHAUSTED  the Acquire queue is full (retry hint in details)
+  RESOURCE_EXHAUSTED  the Acquire queue is full (retry hint in details), or a bound or
+                      quota was reached (google.rpc.QuotaFailure names it: e.g.
+                      tenant_max_leases, runs_waiting_per_lease, status_rate)
   DEADLINE_EXCEEDED   the caller's deadline passed (queue wait or Run)
   CANCELLED           the caller cancelled
   UNAVAILABLE         the broker is draining, or the engine failed to start (or its
@@ -191,6 +197,14 @@ class _StepErrorKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_StepErr
     """
     STEP_ERROR_KIND_BROWSER: _StepErrorKind.ValueType  # 6
     """Any other browser error."""
+    STEP_ERROR_KIND_BLOCKED: _StepErrorKind.ValueType  # 7
+    """The broker's egress policy refused a request the step needed (a navigation, a
+    redirect, a fetch); the message names the destination (host:port) and the rule.
+    """
+    STEP_ERROR_KIND_TOO_LARGE: _StepErrorKind.ValueType  # 8
+    """The result would exceed the broker's bound (max_result_bytes, or
+    max_screenshot_pixels for a screenshot); nothing was returned.
+    """
 
 class StepErrorKind(_StepErrorKind, metaclass=_StepErrorKindEnumTypeWrapper):
     """Why a step failed."""
@@ -210,6 +224,14 @@ Playwright's own Firefox build).
 """
 STEP_ERROR_KIND_BROWSER: StepErrorKind.ValueType  # 6
 """Any other browser error."""
+STEP_ERROR_KIND_BLOCKED: StepErrorKind.ValueType  # 7
+"""The broker's egress policy refused a request the step needed (a navigation, a
+redirect, a fetch); the message names the destination (host:port) and the rule.
+"""
+STEP_ERROR_KIND_TOO_LARGE: StepErrorKind.ValueType  # 8
+"""The result would exceed the broker's bound (max_result_bytes, or
+max_screenshot_pixels for a screenshot); nothing was returned.
+"""
 Global___StepErrorKind: _TypeAlias = StepErrorKind  # noqa: Y015
 
 @_typing.final
@@ -556,7 +578,7 @@ class Goto(_message.Message):
     URL_FIELD_NUMBER: _builtins.int
     WAIT_UNTIL_FIELD_NUMBER: _builtins.int
     url: _builtins.str
-    """An absolute http(s), file, data or about URL."""
+    """An absolute http(s), data or about:blank URL (file: only where the broker allows it)."""
     wait_until: _builtins.str
     """"load" (default), "domcontentloaded", "networkidle" or "commit"."""
     def __init__(
@@ -1184,6 +1206,8 @@ class GetStatusResponse(_message.Message):
     ENGINES_FIELD_NUMBER: _builtins.int
     DEFAULT_ENGINE_FIELD_NUMBER: _builtins.int
     DRIFT_REPAIRS_FIELD_NUMBER: _builtins.int
+    TENANT_FIELD_NUMBER: _builtins.int
+    TENANTS_FIELD_NUMBER: _builtins.int
     capacity: _builtins.int
     active_leases: _builtins.int
     queued: _builtins.int
@@ -1193,8 +1217,18 @@ class GetStatusResponse(_message.Message):
     default_engine: Global___Engine.ValueType
     drift_repairs: _builtins.int
     """Drift the reconciler has found and repaired since start (should be 0)."""
+    tenant: _builtins.str
+    """The tenant the caller authenticated as ("operator" with authentication off). A tenant
+    that is not an admin sees its own numbers in capacity (its lease quota, else the
+    broker's capacity), active_leases, queued and queue_limit, engines without detail or
+    process counts, and no drift_repairs or tenants.
+    """
     @_builtins.property
     def engines(self) -> _containers.RepeatedCompositeFieldContainer[Global___EngineStatus]: ...
+    @_builtins.property
+    def tenants(self) -> _containers.RepeatedCompositeFieldContainer[Global___TenantStatus]:
+        """Every tenant's numbers (admins only)."""
+
     def __init__(
         self,
         *,
@@ -1207,11 +1241,45 @@ class GetStatusResponse(_message.Message):
         engines: _abc.Iterable[Global___EngineStatus] | None = ...,
         default_engine: Global___Engine.ValueType = ...,
         drift_repairs: _builtins.int = ...,
+        tenant: _builtins.str = ...,
+        tenants: _abc.Iterable[Global___TenantStatus] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_leases", b"active_leases", "capacity", b"capacity", "default_engine", b"default_engine", "draining", b"draining", "drift_repairs", b"drift_repairs", "engines", b"engines", "queue_limit", b"queue_limit", "queued", b"queued", "warm_pool_size", b"warm_pool_size"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_leases", b"active_leases", "capacity", b"capacity", "default_engine", b"default_engine", "draining", b"draining", "drift_repairs", b"drift_repairs", "engines", b"engines", "queue_limit", b"queue_limit", "queued", b"queued", "tenant", b"tenant", "tenants", b"tenants", "warm_pool_size", b"warm_pool_size"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetStatusResponse: _TypeAlias = GetStatusResponse  # noqa: Y015
+
+@_typing.final
+class TenantStatus(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    ACTIVE_LEASES_FIELD_NUMBER: _builtins.int
+    QUEUED_FIELD_NUMBER: _builtins.int
+    MAX_LEASES_FIELD_NUMBER: _builtins.int
+    MAX_QUEUED_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    active_leases: _builtins.int
+    queued: _builtins.int
+    max_leases: _builtins.int
+    """0: no quota of its own."""
+    max_queued: _builtins.int
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        active_leases: _builtins.int = ...,
+        queued: _builtins.int = ...,
+        max_leases: _builtins.int = ...,
+        max_queued: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_leases", b"active_leases", "max_leases", b"max_leases", "max_queued", b"max_queued", "name", b"name", "queued", b"queued"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TenantStatus: _TypeAlias = TenantStatus  # noqa: Y015

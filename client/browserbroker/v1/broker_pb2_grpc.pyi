@@ -13,11 +13,17 @@ late or repeated Release is answered with the original outcome.
 Status codes (the error contract; details carry google.rpc.ErrorInfo and,
 for bad fields, google.rpc.BadRequest with one field violation per field):
   INVALID_ARGUMENT    a malformed request; the message and details name the field
-  NOT_FOUND           unknown lease id (never issued, or its record has expired)
-  PERMISSION_DENIED   the token does not match the lease
+  UNAUTHENTICATED     authentication is on and the call has no valid bearer token or
+                      client certificate
+  NOT_FOUND           unknown lease id (never issued, its record has expired, or it
+                      belongs to another tenant: the two are indistinguishable)
+  PERMISSION_DENIED   the token does not match the lease; or the caller's tenant may not
+                      use the engine or isolation it asked for
   FAILED_PRECONDITION Run/KeepAlive on a lease that has ended (reason in details);
                       an engine that cannot run here (e.g. browser not installed)
-  RESOURCE_EXHAUSTED  the Acquire queue is full (retry hint in details)
+  RESOURCE_EXHAUSTED  the Acquire queue is full (retry hint in details), or a bound or
+                      quota was reached (google.rpc.QuotaFailure names it: e.g.
+                      tenant_max_leases, runs_waiting_per_lease, status_rate)
   DEADLINE_EXCEEDED   the caller's deadline passed (queue wait or Run)
   CANCELLED           the caller cancelled
   UNAVAILABLE         the broker is draining, or the engine failed to start (or its

@@ -10,11 +10,17 @@
 // Status codes (the error contract; details carry google.rpc.ErrorInfo and,
 // for bad fields, google.rpc.BadRequest with one field violation per field):
 //   INVALID_ARGUMENT    a malformed request; the message and details name the field
-//   NOT_FOUND           unknown lease id (never issued, or its record has expired)
-//   PERMISSION_DENIED   the token does not match the lease
+//   UNAUTHENTICATED     authentication is on and the call has no valid bearer token or
+//                       client certificate
+//   NOT_FOUND           unknown lease id (never issued, its record has expired, or it
+//                       belongs to another tenant: the two are indistinguishable)
+//   PERMISSION_DENIED   the token does not match the lease; or the caller's tenant may not
+//                       use the engine or isolation it asked for
 //   FAILED_PRECONDITION Run/KeepAlive on a lease that has ended (reason in details);
 //                       an engine that cannot run here (e.g. browser not installed)
-//   RESOURCE_EXHAUSTED  the Acquire queue is full (retry hint in details)
+//   RESOURCE_EXHAUSTED  the Acquire queue is full (retry hint in details), or a bound or
+//                       quota was reached (google.rpc.QuotaFailure names it: e.g.
+//                       tenant_max_leases, runs_waiting_per_lease, status_rate)
 //   DEADLINE_EXCEEDED   the caller's deadline passed (queue wait or Run)
 //   CANCELLED           the caller cancelled
 //   UNAVAILABLE         the broker is draining, or the engine failed to start (or its
@@ -307,6 +313,12 @@ const (
 	StepErrorKind_STEP_ERROR_KIND_UNSUPPORTED StepErrorKind = 5
 	// Any other browser error.
 	StepErrorKind_STEP_ERROR_KIND_BROWSER StepErrorKind = 6
+	// The broker's egress policy refused a request the step needed (a navigation, a
+	// redirect, a fetch); the message names the destination (host:port) and the rule.
+	StepErrorKind_STEP_ERROR_KIND_BLOCKED StepErrorKind = 7
+	// The result would exceed the broker's bound (max_result_bytes, or
+	// max_screenshot_pixels for a screenshot); nothing was returned.
+	StepErrorKind_STEP_ERROR_KIND_TOO_LARGE StepErrorKind = 8
 )
 
 // Enum value maps for StepErrorKind.
@@ -319,6 +331,8 @@ var (
 		4: "STEP_ERROR_KIND_SELECTOR",
 		5: "STEP_ERROR_KIND_UNSUPPORTED",
 		6: "STEP_ERROR_KIND_BROWSER",
+		7: "STEP_ERROR_KIND_BLOCKED",
+		8: "STEP_ERROR_KIND_TOO_LARGE",
 	}
 	StepErrorKind_value = map[string]int32{
 		"STEP_ERROR_KIND_UNSPECIFIED":  0,
@@ -328,6 +342,8 @@ var (
 		"STEP_ERROR_KIND_SELECTOR":     4,
 		"STEP_ERROR_KIND_UNSUPPORTED":  5,
 		"STEP_ERROR_KIND_BROWSER":      6,
+		"STEP_ERROR_KIND_BLOCKED":      7,
+		"STEP_ERROR_KIND_TOO_LARGE":    8,
 	}
 )
 
@@ -932,7 +948,7 @@ func (x *AcquireResponse) GetQueueWait() *durationpb.Duration {
 
 type Goto struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// An absolute http(s), file, data or about URL.
+	// An absolute http(s), data or about:blank URL (file: only where the broker allows it).
 	Url string `protobuf:"bytes,1,opt,name=url,proto3" json:"url,omitempty"`
 	// "load" (default), "domcontentloaded", "networkidle" or "commit".
 	WaitUntil     string `protobuf:"bytes,2,opt,name=wait_until,json=waitUntil,proto3" json:"wait_until,omitempty"`
@@ -2430,7 +2446,14 @@ type GetStatusResponse struct {
 	Engines       []*EngineStatus        `protobuf:"bytes,7,rep,name=engines,proto3" json:"engines,omitempty"`
 	DefaultEngine Engine                 `protobuf:"varint,8,opt,name=default_engine,json=defaultEngine,proto3,enum=browserbroker.v1.Engine" json:"default_engine,omitempty"`
 	// Drift the reconciler has found and repaired since start (should be 0).
-	DriftRepairs  uint64 `protobuf:"varint,9,opt,name=drift_repairs,json=driftRepairs,proto3" json:"drift_repairs,omitempty"`
+	DriftRepairs uint64 `protobuf:"varint,9,opt,name=drift_repairs,json=driftRepairs,proto3" json:"drift_repairs,omitempty"`
+	// The tenant the caller authenticated as ("operator" with authentication off). A tenant
+	// that is not an admin sees its own numbers in capacity (its lease quota, else the
+	// broker's capacity), active_leases, queued and queue_limit, engines without detail or
+	// process counts, and no drift_repairs or tenants.
+	Tenant string `protobuf:"bytes,10,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	// Every tenant's numbers (admins only).
+	Tenants       []*TenantStatus `protobuf:"bytes,11,rep,name=tenants,proto3" json:"tenants,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2524,6 +2547,97 @@ func (x *GetStatusResponse) GetDefaultEngine() Engine {
 func (x *GetStatusResponse) GetDriftRepairs() uint64 {
 	if x != nil {
 		return x.DriftRepairs
+	}
+	return 0
+}
+
+func (x *GetStatusResponse) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *GetStatusResponse) GetTenants() []*TenantStatus {
+	if x != nil {
+		return x.Tenants
+	}
+	return nil
+}
+
+type TenantStatus struct {
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Name         string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	ActiveLeases uint32                 `protobuf:"varint,2,opt,name=active_leases,json=activeLeases,proto3" json:"active_leases,omitempty"`
+	Queued       uint32                 `protobuf:"varint,3,opt,name=queued,proto3" json:"queued,omitempty"`
+	// 0: no quota of its own.
+	MaxLeases     uint32 `protobuf:"varint,4,opt,name=max_leases,json=maxLeases,proto3" json:"max_leases,omitempty"`
+	MaxQueued     uint32 `protobuf:"varint,5,opt,name=max_queued,json=maxQueued,proto3" json:"max_queued,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TenantStatus) Reset() {
+	*x = TenantStatus{}
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TenantStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TenantStatus) ProtoMessage() {}
+
+func (x *TenantStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TenantStatus.ProtoReflect.Descriptor instead.
+func (*TenantStatus) Descriptor() ([]byte, []int) {
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *TenantStatus) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *TenantStatus) GetActiveLeases() uint32 {
+	if x != nil {
+		return x.ActiveLeases
+	}
+	return 0
+}
+
+func (x *TenantStatus) GetQueued() uint32 {
+	if x != nil {
+		return x.Queued
+	}
+	return 0
+}
+
+func (x *TenantStatus) GetMaxLeases() uint32 {
+	if x != nil {
+		return x.MaxLeases
+	}
+	return 0
+}
+
+func (x *TenantStatus) GetMaxQueued() uint32 {
+	if x != nil {
+		return x.MaxQueued
 	}
 	return 0
 }
@@ -2692,7 +2806,7 @@ const file_browserbroker_v1_broker_proto_rawDesc = "" +
 	"\bcontexts\x18\x05 \x01(\rR\bcontexts\x12\x14\n" +
 	"\x05pages\x18\x06 \x01(\rR\x05pages\x12+\n" +
 	"\x11browsers_retiring\x18\a \x01(\rR\x10browsersRetiring\x12+\n" +
-	"\x11browsers_recycled\x18\b \x01(\x04R\x10browsersRecycled\"\xef\x02\n" +
+	"\x11browsers_recycled\x18\b \x01(\x04R\x10browsersRecycled\"\xc1\x03\n" +
 	"\x11GetStatusResponse\x12\x1a\n" +
 	"\bcapacity\x18\x01 \x01(\rR\bcapacity\x12#\n" +
 	"\ractive_leases\x18\x02 \x01(\rR\factiveLeases\x12\x16\n" +
@@ -2703,7 +2817,18 @@ const file_browserbroker_v1_broker_proto_rawDesc = "" +
 	"\bdraining\x18\x06 \x01(\bR\bdraining\x128\n" +
 	"\aengines\x18\a \x03(\v2\x1e.browserbroker.v1.EngineStatusR\aengines\x12?\n" +
 	"\x0edefault_engine\x18\b \x01(\x0e2\x18.browserbroker.v1.EngineR\rdefaultEngine\x12#\n" +
-	"\rdrift_repairs\x18\t \x01(\x04R\fdriftRepairs*^\n" +
+	"\rdrift_repairs\x18\t \x01(\x04R\fdriftRepairs\x12\x16\n" +
+	"\x06tenant\x18\n" +
+	" \x01(\tR\x06tenant\x128\n" +
+	"\atenants\x18\v \x03(\v2\x1e.browserbroker.v1.TenantStatusR\atenants\"\x9d\x01\n" +
+	"\fTenantStatus\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12#\n" +
+	"\ractive_leases\x18\x02 \x01(\rR\factiveLeases\x12\x16\n" +
+	"\x06queued\x18\x03 \x01(\rR\x06queued\x12\x1d\n" +
+	"\n" +
+	"max_leases\x18\x04 \x01(\rR\tmaxLeases\x12\x1d\n" +
+	"\n" +
+	"max_queued\x18\x05 \x01(\rR\tmaxQueued*^\n" +
 	"\x06Engine\x12\x16\n" +
 	"\x12ENGINE_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fENGINE_CHROMIUM\x10\x01\x12\x12\n" +
@@ -2727,7 +2852,7 @@ const file_browserbroker_v1_broker_proto_rawDesc = "" +
 	"\bOnCancel\x12\x19\n" +
 	"\x15ON_CANCEL_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14ON_CANCEL_KEEP_LEASE\x10\x01\x12\x1b\n" +
-	"\x17ON_CANCEL_RELEASE_LEASE\x10\x02*\xeb\x01\n" +
+	"\x17ON_CANCEL_RELEASE_LEASE\x10\x02*\xa7\x02\n" +
 	"\rStepErrorKind\x12\x1f\n" +
 	"\x1bSTEP_ERROR_KIND_UNSPECIFIED\x10\x00\x12\x1b\n" +
 	"\x17STEP_ERROR_KIND_TIMEOUT\x10\x01\x12 \n" +
@@ -2735,7 +2860,9 @@ const file_browserbroker_v1_broker_proto_rawDesc = "" +
 	"\x1aSTEP_ERROR_KIND_NAVIGATION\x10\x03\x12\x1c\n" +
 	"\x18STEP_ERROR_KIND_SELECTOR\x10\x04\x12\x1f\n" +
 	"\x1bSTEP_ERROR_KIND_UNSUPPORTED\x10\x05\x12\x1b\n" +
-	"\x17STEP_ERROR_KIND_BROWSER\x10\x062\xa8\x03\n" +
+	"\x17STEP_ERROR_KIND_BROWSER\x10\x06\x12\x1b\n" +
+	"\x17STEP_ERROR_KIND_BLOCKED\x10\a\x12\x1d\n" +
+	"\x19STEP_ERROR_KIND_TOO_LARGE\x10\b2\xa8\x03\n" +
 	"\x14BrowserBrokerService\x12N\n" +
 	"\aAcquire\x12 .browserbroker.v1.AcquireRequest\x1a!.browserbroker.v1.AcquireResponse\x12D\n" +
 	"\x03Run\x12\x1c.browserbroker.v1.RunRequest\x1a\x1d.browserbroker.v1.RunResponse0\x01\x12T\n" +
@@ -2756,7 +2883,7 @@ func file_browserbroker_v1_broker_proto_rawDescGZIP() []byte {
 }
 
 var file_browserbroker_v1_broker_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_browserbroker_v1_broker_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
+var file_browserbroker_v1_broker_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
 var file_browserbroker_v1_broker_proto_goTypes = []any{
 	(Engine)(0),                   // 0: browserbroker.v1.Engine
 	(Isolation)(0),                // 1: browserbroker.v1.Isolation
@@ -2793,30 +2920,31 @@ var file_browserbroker_v1_broker_proto_goTypes = []any{
 	(*GetStatusRequest)(nil),      // 32: browserbroker.v1.GetStatusRequest
 	(*EngineStatus)(nil),          // 33: browserbroker.v1.EngineStatus
 	(*GetStatusResponse)(nil),     // 34: browserbroker.v1.GetStatusResponse
-	nil,                           // 35: browserbroker.v1.ContextOptions.ExtraHttpHeadersEntry
-	nil,                           // 36: browserbroker.v1.AcquireRequest.LabelsEntry
-	(*durationpb.Duration)(nil),   // 37: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 38: google.protobuf.Timestamp
+	(*TenantStatus)(nil),          // 35: browserbroker.v1.TenantStatus
+	nil,                           // 36: browserbroker.v1.ContextOptions.ExtraHttpHeadersEntry
+	nil,                           // 37: browserbroker.v1.AcquireRequest.LabelsEntry
+	(*durationpb.Duration)(nil),   // 38: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 39: google.protobuf.Timestamp
 }
 var file_browserbroker_v1_broker_proto_depIdxs = []int32{
 	5,  // 0: browserbroker.v1.ContextOptions.viewport:type_name -> browserbroker.v1.Viewport
-	35, // 1: browserbroker.v1.ContextOptions.extra_http_headers:type_name -> browserbroker.v1.ContextOptions.ExtraHttpHeadersEntry
+	36, // 1: browserbroker.v1.ContextOptions.extra_http_headers:type_name -> browserbroker.v1.ContextOptions.ExtraHttpHeadersEntry
 	6,  // 2: browserbroker.v1.ContextOptions.proxy:type_name -> browserbroker.v1.Proxy
-	37, // 3: browserbroker.v1.CamoufoxOptions.humanize_max:type_name -> google.protobuf.Duration
+	38, // 3: browserbroker.v1.CamoufoxOptions.humanize_max:type_name -> google.protobuf.Duration
 	5,  // 4: browserbroker.v1.CamoufoxOptions.window:type_name -> browserbroker.v1.Viewport
 	0,  // 5: browserbroker.v1.AcquireRequest.engine:type_name -> browserbroker.v1.Engine
 	1,  // 6: browserbroker.v1.AcquireRequest.isolation:type_name -> browserbroker.v1.Isolation
-	37, // 7: browserbroker.v1.AcquireRequest.ttl:type_name -> google.protobuf.Duration
-	37, // 8: browserbroker.v1.AcquireRequest.idle_timeout:type_name -> google.protobuf.Duration
+	38, // 7: browserbroker.v1.AcquireRequest.ttl:type_name -> google.protobuf.Duration
+	38, // 8: browserbroker.v1.AcquireRequest.idle_timeout:type_name -> google.protobuf.Duration
 	7,  // 9: browserbroker.v1.AcquireRequest.context:type_name -> browserbroker.v1.ContextOptions
-	36, // 10: browserbroker.v1.AcquireRequest.labels:type_name -> browserbroker.v1.AcquireRequest.LabelsEntry
+	37, // 10: browserbroker.v1.AcquireRequest.labels:type_name -> browserbroker.v1.AcquireRequest.LabelsEntry
 	8,  // 11: browserbroker.v1.AcquireRequest.camoufox:type_name -> browserbroker.v1.CamoufoxOptions
-	38, // 12: browserbroker.v1.AcquireResponse.expires_at:type_name -> google.protobuf.Timestamp
+	39, // 12: browserbroker.v1.AcquireResponse.expires_at:type_name -> google.protobuf.Timestamp
 	0,  // 13: browserbroker.v1.AcquireResponse.engine:type_name -> browserbroker.v1.Engine
 	1,  // 14: browserbroker.v1.AcquireResponse.isolation:type_name -> browserbroker.v1.Isolation
-	37, // 15: browserbroker.v1.AcquireResponse.ttl:type_name -> google.protobuf.Duration
-	37, // 16: browserbroker.v1.AcquireResponse.idle_timeout:type_name -> google.protobuf.Duration
-	37, // 17: browserbroker.v1.AcquireResponse.queue_wait:type_name -> google.protobuf.Duration
+	38, // 15: browserbroker.v1.AcquireResponse.ttl:type_name -> google.protobuf.Duration
+	38, // 16: browserbroker.v1.AcquireResponse.idle_timeout:type_name -> google.protobuf.Duration
+	38, // 17: browserbroker.v1.AcquireResponse.queue_wait:type_name -> google.protobuf.Duration
 	11, // 18: browserbroker.v1.Step.goto:type_name -> browserbroker.v1.Goto
 	12, // 19: browserbroker.v1.Step.click:type_name -> browserbroker.v1.Click
 	13, // 20: browserbroker.v1.Step.fill:type_name -> browserbroker.v1.Fill
@@ -2829,35 +2957,36 @@ var file_browserbroker_v1_broker_proto_depIdxs = []int32{
 	20, // 27: browserbroker.v1.Step.get_attribute:type_name -> browserbroker.v1.GetAttribute
 	21, // 28: browserbroker.v1.Step.screenshot:type_name -> browserbroker.v1.Screenshot
 	22, // 29: browserbroker.v1.Step.pdf:type_name -> browserbroker.v1.Pdf
-	37, // 30: browserbroker.v1.Step.timeout:type_name -> google.protobuf.Duration
+	38, // 30: browserbroker.v1.Step.timeout:type_name -> google.protobuf.Duration
 	23, // 31: browserbroker.v1.RunRequest.steps:type_name -> browserbroker.v1.Step
 	3,  // 32: browserbroker.v1.RunRequest.on_cancel:type_name -> browserbroker.v1.OnCancel
 	4,  // 33: browserbroker.v1.StepError.kind:type_name -> browserbroker.v1.StepErrorKind
 	25, // 34: browserbroker.v1.StepResult.error:type_name -> browserbroker.v1.StepError
-	37, // 35: browserbroker.v1.StepResult.duration:type_name -> google.protobuf.Duration
+	38, // 35: browserbroker.v1.StepResult.duration:type_name -> google.protobuf.Duration
 	26, // 36: browserbroker.v1.RunResponse.step:type_name -> browserbroker.v1.StepResult
-	37, // 37: browserbroker.v1.KeepAliveRequest.ttl:type_name -> google.protobuf.Duration
-	38, // 38: browserbroker.v1.KeepAliveResponse.expires_at:type_name -> google.protobuf.Timestamp
+	38, // 37: browserbroker.v1.KeepAliveRequest.ttl:type_name -> google.protobuf.Duration
+	39, // 38: browserbroker.v1.KeepAliveResponse.expires_at:type_name -> google.protobuf.Timestamp
 	2,  // 39: browserbroker.v1.ReleaseResponse.reason:type_name -> browserbroker.v1.ReleaseReason
-	38, // 40: browserbroker.v1.ReleaseResponse.released_at:type_name -> google.protobuf.Timestamp
+	39, // 40: browserbroker.v1.ReleaseResponse.released_at:type_name -> google.protobuf.Timestamp
 	0,  // 41: browserbroker.v1.EngineStatus.engine:type_name -> browserbroker.v1.Engine
 	33, // 42: browserbroker.v1.GetStatusResponse.engines:type_name -> browserbroker.v1.EngineStatus
 	0,  // 43: browserbroker.v1.GetStatusResponse.default_engine:type_name -> browserbroker.v1.Engine
-	9,  // 44: browserbroker.v1.BrowserBrokerService.Acquire:input_type -> browserbroker.v1.AcquireRequest
-	24, // 45: browserbroker.v1.BrowserBrokerService.Run:input_type -> browserbroker.v1.RunRequest
-	28, // 46: browserbroker.v1.BrowserBrokerService.KeepAlive:input_type -> browserbroker.v1.KeepAliveRequest
-	30, // 47: browserbroker.v1.BrowserBrokerService.Release:input_type -> browserbroker.v1.ReleaseRequest
-	32, // 48: browserbroker.v1.BrowserBrokerService.GetStatus:input_type -> browserbroker.v1.GetStatusRequest
-	10, // 49: browserbroker.v1.BrowserBrokerService.Acquire:output_type -> browserbroker.v1.AcquireResponse
-	27, // 50: browserbroker.v1.BrowserBrokerService.Run:output_type -> browserbroker.v1.RunResponse
-	29, // 51: browserbroker.v1.BrowserBrokerService.KeepAlive:output_type -> browserbroker.v1.KeepAliveResponse
-	31, // 52: browserbroker.v1.BrowserBrokerService.Release:output_type -> browserbroker.v1.ReleaseResponse
-	34, // 53: browserbroker.v1.BrowserBrokerService.GetStatus:output_type -> browserbroker.v1.GetStatusResponse
-	49, // [49:54] is the sub-list for method output_type
-	44, // [44:49] is the sub-list for method input_type
-	44, // [44:44] is the sub-list for extension type_name
-	44, // [44:44] is the sub-list for extension extendee
-	0,  // [0:44] is the sub-list for field type_name
+	35, // 44: browserbroker.v1.GetStatusResponse.tenants:type_name -> browserbroker.v1.TenantStatus
+	9,  // 45: browserbroker.v1.BrowserBrokerService.Acquire:input_type -> browserbroker.v1.AcquireRequest
+	24, // 46: browserbroker.v1.BrowserBrokerService.Run:input_type -> browserbroker.v1.RunRequest
+	28, // 47: browserbroker.v1.BrowserBrokerService.KeepAlive:input_type -> browserbroker.v1.KeepAliveRequest
+	30, // 48: browserbroker.v1.BrowserBrokerService.Release:input_type -> browserbroker.v1.ReleaseRequest
+	32, // 49: browserbroker.v1.BrowserBrokerService.GetStatus:input_type -> browserbroker.v1.GetStatusRequest
+	10, // 50: browserbroker.v1.BrowserBrokerService.Acquire:output_type -> browserbroker.v1.AcquireResponse
+	27, // 51: browserbroker.v1.BrowserBrokerService.Run:output_type -> browserbroker.v1.RunResponse
+	29, // 52: browserbroker.v1.BrowserBrokerService.KeepAlive:output_type -> browserbroker.v1.KeepAliveResponse
+	31, // 53: browserbroker.v1.BrowserBrokerService.Release:output_type -> browserbroker.v1.ReleaseResponse
+	34, // 54: browserbroker.v1.BrowserBrokerService.GetStatus:output_type -> browserbroker.v1.GetStatusResponse
+	50, // [50:55] is the sub-list for method output_type
+	45, // [45:50] is the sub-list for method input_type
+	45, // [45:45] is the sub-list for extension type_name
+	45, // [45:45] is the sub-list for extension extendee
+	0,  // [0:45] is the sub-list for field type_name
 }
 
 func init() { file_browserbroker_v1_broker_proto_init() }
@@ -2885,7 +3014,7 @@ func file_browserbroker_v1_broker_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_browserbroker_v1_broker_proto_rawDesc), len(file_browserbroker_v1_broker_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   32,
+			NumMessages:   33,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
