@@ -89,8 +89,6 @@ class Broker:
             self.leases, list(self.engines.values()), self.pools, self.observers
         )
         self._background: list[asyncio.Task[None]] = []
-        self._census: tuple[float, dict[EngineName, EngineCensus]] | None = None
-        self._census_refresh: asyncio.Task[None] | None = None
         self._stopped = False
 
     def _take_warm(self, spec: LeaseSpec) -> Session | None:
@@ -104,26 +102,14 @@ class Broker:
     def warm_pool_size(self) -> int:
         return sum(len(pool) for pool in self.pools)
 
-    async def engine_status(self, max_age_s: float = 0.5) -> dict[EngineName, EngineCensus]:
-        """Each engine's census, at most `max_age_s` old. The process walk behind it runs in a
-        thread, one at a time, so status calls never block the event loop or pile up."""
-        loop = asyncio.get_running_loop()
-        if self._census is not None and loop.time() - self._census[0] <= max_age_s:
-            return self._census[1]
-        if self._census_refresh is None or self._census_refresh.done():
-            self._census_refresh = loop.create_task(self._refresh_census())
-        await asyncio.shield(self._census_refresh)
-        assert self._census is not None
-        return self._census[1]
-
-    async def _refresh_census(self) -> None:
-        found = {name: await engine.census_async() for name, engine in self.engines.items()}
-        self._census = (asyncio.get_running_loop().time(), found)
+    async def engine_status(self) -> dict[EngineName, EngineCensus]:
+        """Each engine's census; process walks run off the event loop, at most twice a second."""
+        return {name: await engine.census_async() for name, engine in self.engines.items()}
 
     def gauges(self) -> dict[str, float]:
         """Current levels for the metrics' gauges: the lease table, and the last engine census
         (gauges are read from the exporter's thread, which must not walk processes)."""
-        censuses = list(self._census[1].values()) if self._census is not None else []
+        censuses = [engine.cached_census() for engine in self.engines.values()]
         return {
             "broker.leases.active": self.leases.active_count,
             "broker.queue.depth": self.leases.queued_count,
@@ -155,7 +141,7 @@ class Broker:
         """Keeps the census behind the metrics' gauges fresh."""
         while True:
             try:
-                await self.engine_status(max_age_s=interval_s / 2)
+                await self.engine_status()
             except Exception:
                 log.exception("engine census failed")
             await asyncio.sleep(interval_s)

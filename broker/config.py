@@ -17,7 +17,7 @@ from pydantic_settings import (
 
 from broker.egress.policy import EgressRules, parse_cidr
 from broker.engines.base import RecyclePolicy
-from broker.lease_table import Limits
+from broker.limits import Limits
 from broker.options import EngineName, Isolation
 from broker.tenants import Tenant
 

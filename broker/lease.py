@@ -86,21 +86,3 @@ class Lease:
 
 def token_digest(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
-
-
-@dataclass(frozen=True, slots=True)
-class Tombstone:
-    """What is kept of a lease after it ends: enough to answer a late call, nothing more.
-
-    A fixed, small record: no session, no request, no credentials (the token only as a digest).
-    """
-
-    lease_id: str
-    owner: str
-    token_sha256: bytes = field(repr=False)
-    reason: ReleaseReason
-    released_at: datetime
-    kept_since: float  # the lease clock's time of release, for expiry
-
-    def token_matches(self, token: str) -> bool:
-        return secrets.compare_digest(self.token_sha256, token_digest(token))

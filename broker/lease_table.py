@@ -10,9 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections import OrderedDict, deque
 from collections.abc import Callable, Coroutine, Mapping
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -25,18 +23,20 @@ from broker.errors import (
     EngineNotInstalled,
     InvalidArgument,
     LeaseEnded,
-    LeaseNotFound,
     LimitExceeded,
     NotPermitted,
     PermissionDenied,
     QueueFull,
     Unavailable,
 )
+from broker.estimates import Estimates
 from broker.events import LeaseObserver, ObserverList
-from broker.lease import Lease, LeaseSpec, ReleaseOutcome, ReleaseReason, Tombstone, token_digest
-from broker.options import EngineName, Isolation
+from broker.lease import Lease, LeaseSpec, ReleaseOutcome, ReleaseReason, token_digest
+from broker.limits import Limits
+from broker.options import EngineName
 from broker.steps import StepOutcome
 from broker.tenants import OPERATOR, Tenant
+from broker.tombstones import Tombstone, Tombstones
 from broker.wait_queue import WaitQueue
 
 log = logging.getLogger("broker.leases")
@@ -48,24 +48,6 @@ _LOST_REASONS = {
     LostCause.ENGINE_CRASHED: ReleaseReason.ENGINE_CRASHED,
     LostCause.PAGE_CRASHED: ReleaseReason.PAGE_CRASHED,
 }
-
-
-@dataclass(frozen=True)
-class Limits:
-    capacity: int = 8
-    queue_limit: int = 64
-    default_ttl_s: float = 300.0
-    max_ttl_s: float = 3600.0
-    default_idle_timeout_s: float = 120.0
-    max_idle_timeout_s: float = 3600.0
-    # TTL expiries are pulled earlier by up to this fraction of the TTL (capped by max_jitter_s),
-    # so a burst of leases granted together does not end in one burst of browser closes.
-    ttl_jitter_fraction: float = 0.1
-    max_jitter_s: float = 30.0
-    tombstone_ttl_s: float = 600.0
-    tombstone_max: int = 10_000
-    cleanup_timeout_s: float = 10.0
-    max_runs_waiting: int = 4  # Runs that may wait behind the running one on a lease
 
 
 SessionSource = Callable[[LeaseSpec], Session | None]
@@ -88,16 +70,13 @@ class LeaseTable:
         self.observers = observers or ObserverList()
         self._rng = rng or random.Random()
         self._active: dict[str, Lease] = {}
-        self._tombstones: OrderedDict[str, Tombstone] = OrderedDict()
+        self._tombstones = Tombstones(limits.tombstone_ttl_s, limits.tombstone_max)
         self._queue = WaitQueue(self.observers.lease_queued, self._give_back)
         self._cleanups = TaskSet()  # session closes and shielded Run cleanups
         self._closing: dict[Session, asyncio.Task[None]] = {}
         self._draining = False
         self._warm_source: SessionSource | None = None
-        # Recent cold-session open times, for not starting launches that cannot finish in time;
-        # per engine and isolation (a Chromium context opens in 0.2s, a Firefox browser in 3s).
-        self._open_times: dict[tuple[EngineName, Isolation], deque[float]] = {}
-        self._lease_seconds: deque[float] = deque(maxlen=64)
+        self.estimates = Estimates()
 
     # ----------------------------------------------------------------- views
 
@@ -167,7 +146,8 @@ class LeaseTable:
         if timeout_s is not None and timeout_s <= 0:
             raise DeadlineExceeded("deadline passed before capacity was free")
         if self.queued_count >= self.limits.queue_limit:
-            raise QueueFull(self.limits.queue_limit, self._retry_hint())
+            hint = self.estimates.retry_hint(self.queued_count, self.limits.capacity)
+            raise QueueFull(self.limits.queue_limit, hint)
         return await self._queue.wait(spec, timeout_s)
 
     async def _vet_client_proxy(self, spec: LeaseSpec) -> None:
@@ -192,14 +172,6 @@ class LeaseTable:
         if not self._draining:
             self._queue.grant(self._new_lease, lambda: self.limits.capacity - len(self._active))
 
-    def _retry_hint(self) -> float:
-        typical = (
-            sorted(self._lease_seconds)[len(self._lease_seconds) // 2]
-            if self._lease_seconds
-            else 1.0
-        )
-        return max(0.5, typical * (self.queued_count + 1) / max(1, self.limits.capacity))
-
     async def _open_session(
         self, engine: Engine, spec: LeaseSpec, deadline: float | None
     ) -> tuple[Session, bool]:
@@ -208,29 +180,29 @@ class LeaseTable:
             if warm is not None:
                 return warm, True
         remaining = None if deadline is None else deadline - self.clock.now()
-        expected = self.expected_open_s(spec.engine, spec.isolation)
+        expected = self.estimates.expected_open_s(spec.engine, spec.isolation)
         if remaining is not None and expected is not None and remaining < expected:
             raise DeadlineExceeded(
                 f"a new {spec.engine.value} session takes about {expected:.2f}s; "
                 f"only {max(0.0, remaining):.2f}s of the deadline remain"
             )
+        # Bounded even without a deadline: a browser that never answers must not hold the slot.
+        bound = self.limits.open_timeout_s
+        by_deadline = remaining is not None and remaining < bound
         started = self.clock.now()
-        async with asyncio.timeout(remaining):
-            try:
+        try:
+            async with asyncio.timeout(remaining if by_deadline else bound):
                 session = await engine.open_session(spec.isolation, spec.context, spec.camoufox)
-            except TimeoutError:
+        except TimeoutError:
+            if by_deadline:
                 raise DeadlineExceeded(
                     "deadline passed while opening the browser session"
                 ) from None
-        times = self._open_times.setdefault((spec.engine, spec.isolation), deque(maxlen=32))
-        times.append(self.clock.now() - started)
+            raise Unavailable(
+                f"{spec.engine.value} did not open a session within {bound:g}s"
+            ) from None
+        self.estimates.session_opened(spec.engine, spec.isolation, self.clock.now() - started)
         return session, False
-
-    def expected_open_s(self, engine: EngineName, isolation: Isolation) -> float | None:
-        times = self._open_times.get((engine, isolation), ())
-        if len(times) < 3:
-            return None
-        return sorted(times)[len(times) // 2]
 
     def _attach(self, lease: Lease, session: Session, warm: bool) -> None:
         lease.session = session
@@ -261,7 +233,7 @@ class LeaseTable:
             if not lease.token_matches(token):
                 raise PermissionDenied(lease_id)
             return lease
-        tomb = self._tombstone(lease_id, token, tenant)
+        tomb = self._tombstones.find(lease_id, token, tenant)
         raise LeaseEnded(lease_id, tomb.reason.value, tomb.released_at.isoformat())
 
     def release_by_client(
@@ -273,16 +245,8 @@ class LeaseTable:
             if not lease.token_matches(token):
                 raise PermissionDenied(lease_id)
             return self.release(lease, ReleaseReason.CLIENT_RELEASE), lease
-        tomb = self._tombstone(lease_id, token, tenant)
+        tomb = self._tombstones.find(lease_id, token, tenant)
         return ReleaseOutcome(tomb.reason, tomb.released_at, False), None
-
-    def _tombstone(self, lease_id: str, token: str, tenant: Tenant) -> Tombstone:
-        tomb = self._tombstones.get(lease_id)
-        if tomb is None or tomb.owner != tenant.name:
-            raise LeaseNotFound(lease_id)
-        if not tomb.token_matches(token):
-            raise PermissionDenied(lease_id)
-        return tomb
 
     def tenant_counts(self, tenant: Tenant) -> tuple[int, int]:
         """(active leases, queued Acquires) of one tenant, counted from the table itself."""
@@ -404,7 +368,7 @@ class LeaseTable:
         lease.released = outcome
         self._active.pop(lease.id, None)
         if lease.session is not None:  # a lease never handed to its caller leaves no record
-            self._tombstones[lease.id] = Tombstone(
+            tomb = Tombstone(
                 lease.id,
                 lease.owner,
                 token_digest(lease.token),
@@ -412,6 +376,7 @@ class LeaseTable:
                 outcome.released_at,
                 self.clock.now(),
             )
+            self._tombstones.add(tomb, self.clock.now())
         for timer in (lease.ttl_timer, lease.warn_timer, lease.idle_timer):
             if timer is not None:
                 timer.cancel()
@@ -424,8 +389,7 @@ class LeaseTable:
             closing = self._schedule_close(lease.session)
             # The tombstone outlives the session by tombstone_ttl_s: let the browser objects go.
             closing.add_done_callback(lambda _: self._forget_session(lease))
-            self._lease_seconds.append(self.clock.now() - lease.granted_at)
-        self._prune_tombstones()
+            self.estimates.lease_ended(self.clock.now() - lease.granted_at)
         self._grant_waiters()
         if lease.session is not None:
             self.observers.lease_released(lease, outcome)
@@ -464,14 +428,6 @@ class LeaseTable:
             log.exception("closing a released session failed")
         finally:
             self._closing.pop(session, None)
-
-    def _prune_tombstones(self) -> None:
-        cutoff = self.clock.now() - self.limits.tombstone_ttl_s
-        while self._tombstones:
-            oldest = next(iter(self._tombstones.values()))
-            if len(self._tombstones) <= self.limits.tombstone_max and oldest.kept_since >= cutoff:
-                break
-            self._tombstones.popitem(last=False)
 
     # ------------------------------------------------------------ shutdown
 

@@ -162,7 +162,10 @@ class FakeEngine:
     def live_sessions(self) -> list[FakeSession]:
         return [s for s in self.open_sessions if s.alive]
 
-    async def census_async(self) -> EngineCensus:
+    async def census_async(self, max_age_s: float = 0.5) -> EngineCensus:
+        return self.census()
+
+    def cached_census(self) -> EngineCensus:
         return self.census()
 
     def census(self) -> EngineCensus:

@@ -5,6 +5,7 @@ Pages that keep "pinging" let a test see from the server's side when the browser
 
 from __future__ import annotations
 
+import html
 import threading
 import time
 from collections import defaultdict
@@ -38,6 +39,19 @@ function spin() {{
   }}
 }}
 </script></body></html>"""
+
+
+# Pages that make the browser reach `src` through one channel each (egress tests).
+EMBEDS = {
+    "/iframe": '<!doctype html><h1>iframe</h1><iframe src="{src}"></iframe>',
+    "/image": '<!doctype html><h1>image</h1><img src="{src}">',
+    "/popup": "<!doctype html><h1>popup</h1><script>window.open('{src}')</script>",
+    "/websocket": (
+        "<!doctype html><h1>websocket</h1><script>window.outcome = new Promise(done => {{"
+        " const ws = new WebSocket('{src}'); ws.onopen = () => done('open');"
+        " ws.onerror = () => done('error'); }});</script>"
+    ),
+}
 
 
 class PingLog:
@@ -108,6 +122,14 @@ class FixtureSite:
             self._send(req, 200, b"<h1>finally</h1>")
         elif parts.path == "/slow-stream":
             self._stream(req, ping_id)
+        elif parts.path == "/redirect":
+            req.send_response(302)
+            req.send_header("Location", query["to"])
+            req.send_header("Content-Length", "0")
+            req.end_headers()
+        elif parts.path in EMBEDS:
+            target = html.escape(query["src"], quote=True)
+            self._send(req, 200, EMBEDS[parts.path].format(src=target).encode())
         else:
             self._send(req, 404, b"not found")
 

@@ -33,6 +33,9 @@ from broker.egress.policy import (
 log = logging.getLogger("broker.egress")
 
 DENIED_HEADER = "X-Browser-Broker-Egress"
+# On a 502: why the destination could not be reached (the browser would show a network error).
+UPSTREAM_HEADER = "X-Browser-Broker-Upstream-Error"
+UNRESOLVABLE = "unresolvable"
 MAX_HEAD_BYTES = 64 * 1024
 HEAD_TIMEOUT_S = 30.0
 CONNECT_TIMEOUT_S = 10.0
@@ -124,6 +127,11 @@ class EgressRoute:
             method, host, port, rest = request
             target = f"{host}:{port}" if ":" not in host else f"[{host}]:{port}"
             decision, address = await self._decide(host, port)
+            if decision.rule == UNRESOLVABLE:  # a DNS failure, as any browser meets, not a denial
+                await _reply(
+                    writer, 502, f"{target} does not resolve", upstream="name_not_resolved"
+                )
+                return
             if not decision.allowed or address is None:
                 self._block(target, decision)
                 await _reply(writer, 403, decision.describe(target), rule=decision.rule)
@@ -132,7 +140,8 @@ class EgressRoute:
                 async with asyncio.timeout(CONNECT_TIMEOUT_S):
                     up_reader, upstream = await asyncio.open_connection(str(address), port)
             except (OSError, TimeoutError) as exc:
-                await _reply(writer, 502, f"{target}: {type(exc).__name__}")
+                reason = "timed_out" if isinstance(exc, TimeoutError) else "connection_failed"
+                await _reply(writer, 502, f"{target}: {reason.replace('_', ' ')}", upstream=reason)
                 return
             if method == "CONNECT":
                 writer.write(b"HTTP/1.1 200 Connection Established\r\n\r\n")
@@ -155,14 +164,14 @@ class EgressRoute:
             async with asyncio.timeout(CONNECT_TIMEOUT_S):
                 addresses = await self._resolver(host, port)
         except (OSError, TimeoutError, UnicodeError, ValueError):
-            return Decision(False, "unresolvable", f"{host!r} does not resolve"), None
+            return Decision(False, UNRESOLVABLE, f"{host!r} does not resolve"), None
         first_denial: Decision | None = None
         for address in addresses:
             decision = policy.check_address(host, address, port)
             if decision.allowed:
                 return decision, address
             first_denial = first_denial or decision
-        return first_denial or Decision(False, "unresolvable", f"{host!r} has no address"), None
+        return first_denial or Decision(False, UNRESOLVABLE, f"{host!r} has no address"), None
 
     def _block(self, target: str, decision: Decision) -> None:
         blocked = Blocked(next(self._seq), target, decision.rule, decision.describe(target))
@@ -216,10 +225,13 @@ def _valid_host(host: str) -> bool:
     return all(ch.isalnum() or ch in "-._:" for ch in host) and host.isascii()
 
 
-async def _reply(writer: asyncio.StreamWriter, status: int, message: str, rule: str = "") -> None:
+async def _reply(
+    writer: asyncio.StreamWriter, status: int, message: str, rule: str = "", upstream: str = ""
+) -> None:
     reason = {400: "Bad Request", 403: "Forbidden", 502: "Bad Gateway"}[status]
     body = f"browser broker: {message}\n".encode()
     extra = f"{DENIED_HEADER}: {rule}\r\n" if rule else ""
+    extra += f"{UPSTREAM_HEADER}: {upstream}\r\n" if upstream else ""
     head = (
         f"HTTP/1.1 {status} {reason}\r\n{extra}Content-Type: text/plain; charset=utf-8\r\n"
         f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
@@ -281,7 +293,7 @@ class EgressGateway:
         try:
             port = url.port or (1080 if url.scheme.startswith("socks") else 80)
         except ValueError:
-            return Decision(False, "unresolvable", "the proxy port is not a number")
+            return Decision(False, UNRESOLVABLE, "the proxy port is not a number")
         route = EgressRoute(self.policy.with_rules(rules), self._resolver)
         decision, _ = await route._decide(host, port)
         return decision

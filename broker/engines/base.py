@@ -136,8 +136,12 @@ class Engine(Protocol):
         serving loop."""
         ...
 
-    async def census_async(self) -> EngineCensus:
-        """The census, with the process walk off the event loop."""
+    async def census_async(self, max_age_s: float = 0.5) -> EngineCensus:
+        """The census, with the process walk off the event loop (reused up to `max_age_s`)."""
+        ...
+
+    def cached_census(self) -> EngineCensus:
+        """The census as of the last process walk; never blocks (metrics read it)."""
         ...
 
     async def check_memory(self) -> None:

@@ -22,6 +22,8 @@ SERVER_ARGS = [
     "--disable-quic",
     # WebRTC would reach the network over UDP, around the egress route: proxied TCP only.
     "--force-webrtc-ip-handling-policy=disable_non_proxied_udp",
+    # The browser's own calls home (form autofill, hints) would be refused by the egress policy.
+    "--disable-features=AutofillServerCommunication,OptimizationHints,MediaRouter",
 ]
 
 

@@ -12,15 +12,15 @@ import logging
 import os
 import signal
 import weakref
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import psutil
-from playwright.async_api import Browser, Playwright
+from playwright.async_api import Browser, Playwright, async_playwright
 from playwright.async_api import Error as PlaywrightError
 
-from broker.cleanup import abandon
+from broker.cleanup import abandon, bounded
 from broker.errors import Unavailable
 
 log = logging.getLogger("broker.engines")
@@ -94,6 +94,55 @@ def resolve(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
+class Driver:
+    """Playwright's driver process: started on first use, shielded from cancellation (a
+    caller cancelled mid-start must not leave a driver nobody can stop), watched for death, and
+    started afresh on the next use after it died. `generation` counts the deaths, so a call
+    that failed across one knows its driver went away."""
+
+    def __init__(self, on_lost: Callable[[], None]) -> None:
+        self._on_lost = on_lost
+        self._start: asyncio.Future[Playwright] | None = None
+        self.playwright: Playwright | None = None
+        self.generation = 0
+
+    @property
+    def pid(self) -> int | None:
+        return driver_pid(self.playwright)
+
+    async def ensure(self) -> Playwright:
+        if self._start is None:
+            quiet_aborted_calls(asyncio.get_running_loop())
+            self._start = asyncio.ensure_future(async_playwright().start())
+            self._start.add_done_callback(self._watch)
+        self.playwright = await asyncio.shield(self._start)
+        return self.playwright
+
+    def _watch(self, start: asyncio.Future[Playwright]) -> None:
+        if start.cancelled() or start.exception() is not None:
+            self._start = None  # the next use tries again
+            return
+        died = driver_death(start.result())
+        if died is not None:
+            died.add_done_callback(lambda _: self._lost(start))
+
+    def _lost(self, start: asyncio.Future[Playwright]) -> None:
+        if start is not self._start:
+            return  # an old driver, already replaced or stopped
+        self.generation += 1
+        self._start = None
+        self.playwright = None
+        self._on_lost()
+
+    async def stop(self) -> None:
+        start, self._start = self._start, None
+        self.playwright = None
+        if start is not None:
+            with contextlib.suppress(Exception):
+                playwright = await start
+                await bounded(playwright.stop(), 5.0)
+
+
 def _driver_transport(playwright: Playwright | None) -> object:
     connection = getattr(getattr(playwright, "_impl_obj", None), "_connection", None)
     return getattr(connection, "_transport", None)
@@ -148,6 +197,40 @@ def quiet_aborted_calls(loop: asyncio.AbstractEventLoop) -> None:
             loop.default_exception_handler(context)
 
     loop.set_exception_handler(handler)
+
+
+class BrowserProcesses:
+    """An engine's browser processes (below its own driver), from walks of the process table.
+
+    A walk blocks, so on a serving loop `recent()` runs it in a thread, at most once per
+    `max_age_s`, shared by concurrent callers; `pids` is the last walk's answer, kept current
+    as browsers are launched and go away.
+    """
+
+    def __init__(self, executable: str, driver_pid: Callable[[], int | None]) -> None:
+        self._executable = executable
+        self._driver_pid = driver_pid
+        self.pids: list[int] = []
+        self._walked_at = -1.0
+        self._walk: asyncio.Task[list[int]] | None = None
+
+    def walk(self) -> list[int]:
+        self.pids = browser_processes(self._executable, self._driver_pid())
+        with contextlib.suppress(RuntimeError):  # no running loop: a synchronous caller
+            self._walked_at = asyncio.get_running_loop().time()
+        return self.pids
+
+    async def recent(self, max_age_s: float) -> list[int]:
+        loop = asyncio.get_running_loop()
+        if loop.time() - self._walked_at > max_age_s:
+            if self._walk is None or self._walk.done():
+                self._walk = loop.create_task(asyncio.to_thread(self.walk))
+            await asyncio.shield(self._walk)
+            self._walked_at = loop.time()  # (the walk itself ran where no loop runs)
+        return self.pids
+
+    def forget(self, pid: int | None) -> None:
+        self.pids = [known for known in self.pids if known != pid]
 
 
 def process_tree_pss_mb(pid: int) -> float:

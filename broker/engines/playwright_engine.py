@@ -14,7 +14,7 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TypeVar
 
-from playwright.async_api import Browser, BrowserContext, Page, Playwright, async_playwright
+from playwright.async_api import Browser, BrowserContext, Page, Playwright
 from playwright.async_api import Error as PlaywrightError
 
 from broker.cleanup import TaskSet, bounded
@@ -28,15 +28,13 @@ from broker.engines.base import (
     check_supported,
 )
 from broker.engines.playwright_driver import (
+    BrowserProcesses,
     BrowserRecord,
-    browser_processes,
+    Driver,
     call_while_connected,
-    driver_death,
-    driver_pid,
     first_line,
     kill_browser,
     process_tree_pss_mb,
-    quiet_aborted_calls,
     resolve,
 )
 from broker.engines.playwright_session import (
@@ -86,9 +84,8 @@ class PlaywrightEngine:
         self.unsupported_context = dict(unsupported_context or {})
         self.recycling = RecyclePolicy()
         self.sessions: set[PlaywrightSession] = set()
-        self._playwright: Playwright | None = None
-        self._playwright_start: asyncio.Future[Playwright] | None = None
-        self._drivers_lost = 0  # a call that fails across a change of this failed with its driver
+        self._driver = Driver(self._on_driver_lost)
+        self._processes = BrowserProcesses(executable, lambda: self._driver.pid)
         self._browsers: dict[Browser, BrowserRecord] = {}
         self._shared: Browser | None = None
         self._launch_lock = asyncio.Lock()
@@ -105,39 +102,19 @@ class PlaywrightEngine:
     def availability(self) -> Availability:
         return self._availability
 
-    async def _ensure_playwright(self) -> Playwright:
-        # Shielded: a caller cancelled mid-start must not leave a driver that close() cannot see.
-        if self._playwright_start is None:
-            quiet_aborted_calls(asyncio.get_running_loop())
-            self._playwright_start = asyncio.ensure_future(async_playwright().start())
-            self._playwright_start.add_done_callback(self._watch_driver)
-        self._playwright = await asyncio.shield(self._playwright_start)
-        return self._playwright
-
     @property
     def driver_pid(self) -> int | None:
         """The PID of Playwright's driver process, while one runs."""
-        return driver_pid(self._playwright)
+        return self._driver.pid
 
-    def _watch_driver(self, start: asyncio.Future[Playwright]) -> None:
-        if start.cancelled() or start.exception() is not None:
-            self._playwright_start = None  # the next launch tries again
-            return
-        died = driver_death(start.result())
-        if died is not None:
-            died.add_done_callback(lambda _: self._on_driver_lost(start))
-
-    def _on_driver_lost(self, start: asyncio.Future[Playwright]) -> None:
+    def _on_driver_lost(self) -> None:
         """Like a crash of every browser at once: end their sessions, kill what is left of the
-        browsers (a browser on a WebSocket does not notice), and start a new driver on demand."""
-        if self._closed or start is not self._playwright_start:
+        browsers (a browser on a WebSocket does not notice); the next use starts a new driver."""
+        if self._closed:
             return
         log.error(
             "playwright driver died; its browsers are killed", extra={"engine": self.name.value}
         )
-        self._drivers_lost += 1
-        self._playwright_start = None
-        self._playwright = None
         records = list(self._browsers.values())
         self._browsers.clear()
         self._shared = None
@@ -155,16 +132,16 @@ class PlaywrightEngine:
         if self._closed:
             raise Unavailable(f"{self.name.value} engine is closed")
         async with self._launch_lock:
-            playwright = await self._ensure_playwright()
-            drivers_lost = self._drivers_lost
-            before = set(self._top_level_pids())
+            playwright = await self._driver.ensure()
+            drivers_lost = self._driver.generation
+            before = set(self._processes.walk())
             try:
                 browser = await bounded(
                     (launcher or self._launcher)(playwright), self._launch_timeout_s
                 )
             except Exception as exc:
                 if isinstance(exc, (PlaywrightError, TimeoutError)) or (
-                    self._drivers_lost != drivers_lost
+                    self._driver.generation != drivers_lost
                 ):
                     # The launch log holds command lines and paths: for the operator's log only.
                     log.error("browser launch failed: %s", exc, extra={"engine": self.name.value})
@@ -172,7 +149,7 @@ class PlaywrightEngine:
                         f"{self.name.value} failed to launch (the broker's log has the cause)"
                     ) from exc
                 raise
-            new_pids = [pid for pid in self._top_level_pids() if pid not in before]
+            new_pids = [pid for pid in self._processes.walk() if pid not in before]
             self._browsers[browser] = BrowserRecord(browser, new_pids[0] if new_pids else None)
             browser.on("disconnected", self._on_disconnected)
             log.info("browser launched", extra={"engine": self.name.value, "pids": new_pids})
@@ -190,6 +167,7 @@ class PlaywrightEngine:
         record = self._browsers.pop(browser, None)
         if record is not None:
             resolve(record.gone)
+            self._processes.forget(record.pid)
         if browser is self._shared:
             self._shared = None  # relaunched on the next demand
         for session in list(self.sessions):
@@ -216,7 +194,7 @@ class PlaywrightEngine:
         context: BrowserContext | None = None
         shared: BrowserRecord | None = None
         route: EgressRoute | None = None
-        drivers_lost = self._drivers_lost
+        drivers_lost = self._driver.generation
         try:
             if self._egress is not None and options.proxy is None:
                 route = await self._egress.open_route()
@@ -250,7 +228,7 @@ class PlaywrightEngine:
             # The browser (or Playwright's driver, which fails calls with a plain Exception) died
             # while the session was being opened.
             if isinstance(exc, PlaywrightError) or (
-                isinstance(exc, Exception) and self._drivers_lost != drivers_lost
+                isinstance(exc, Exception) and self._driver.generation != drivers_lost
             ):
                 message = exc.message if isinstance(exc, PlaywrightError) else str(exc)
                 raise Unavailable(
@@ -423,12 +401,7 @@ class PlaywrightEngine:
             except (PlaywrightError, TimeoutError):
                 self._kill(browser)
         self._shared = None
-        if self._playwright_start is not None:
-            with contextlib.suppress(Exception):
-                playwright = await self._playwright_start
-                await bounded(playwright.stop(), CLOSE_TIMEOUT_S)
-            self._playwright = None
-            self._playwright_start = None
+        await self._driver.stop()
 
     # ----------------------------------------------------------------- views
 
@@ -436,10 +409,13 @@ class PlaywrightEngine:
         return [s for s in self.sessions if s.alive]
 
     def census(self) -> EngineCensus:
-        return self._census(self._top_level_pids())
+        return self._census(self._processes.walk())
 
-    async def census_async(self) -> EngineCensus:
-        return self._census(await asyncio.to_thread(self._top_level_pids))
+    async def census_async(self, max_age_s: float = 0.5) -> EngineCensus:
+        return self._census(await self._processes.recent(max_age_s))
+
+    def cached_census(self) -> EngineCensus:
+        return self._census(self._processes.pids)
 
     def _census(self, pids: list[int]) -> EngineCensus:
         browsers = {self._shared} if self._shared is not None else set()
@@ -455,7 +431,3 @@ class PlaywrightEngine:
             retiring=sum(1 for record in self._browsers.values() if record.retiring),
             recycled=self._recycled,
         )
-
-    def _top_level_pids(self) -> list[int]:
-        """This engine's browser processes among our descendants (not their helper processes)."""
-        return browser_processes(self._executable, self.driver_pid)

@@ -22,7 +22,7 @@ from playwright.async_api import TimeoutError as PlaywrightTimeout
 
 from broker.cleanup import bounded
 from broker.egress.policy import EgressRules
-from broker.egress.proxy import DENIED_HEADER, BlockListener, EgressRoute
+from broker.egress.proxy import DENIED_HEADER, UPSTREAM_HEADER, BlockListener, EgressRoute
 from broker.engines.base import LostCallback, LostCause, ResultLimits
 from broker.engines.playwright_driver import first_line
 from broker.errors import Unavailable
@@ -198,10 +198,17 @@ class PlaywrightSession:
             case Goto(url=url, wait_until=wait_until):
                 response = await page.goto(url, wait_until=wait_until, timeout=ms)  # type: ignore[arg-type]
                 out.http_status = response.status if response is not None else 0
-                rule = response.headers.get(DENIED_HEADER.lower()) if response else None
+                headers = response.headers if response is not None else {}
+                rule = headers.get(DENIED_HEADER.lower())
                 if rule is not None:  # a plain-HTTP navigation the route refused
                     raise _StepRefused(
                         StepErrorKind.BLOCKED, f"{url_origin(url)} denied by egress rule {rule!r}"
+                    )
+                unreachable = headers.get(UPSTREAM_HEADER.lower())
+                if unreachable is not None:  # the route could not reach it: a network error
+                    raise _StepRefused(
+                        StepErrorKind.NAVIGATION,
+                        f"{url_origin(url)}: {unreachable} (net::ERR_{unreachable.upper()})",
                     )
             case Click(selector=selector):
                 await page.click(selector, timeout=ms)

@@ -343,7 +343,8 @@ async def test_open_time_estimate_is_per_engine_and_isolation() -> None:
 
     from broker.errors import DeadlineExceeded
     from broker.lease import LeaseSpec, ReleaseReason
-    from broker.lease_table import LeaseTable, Limits
+    from broker.lease_table import LeaseTable
+    from broker.limits import Limits
     from tests.fakes import FakeClock, FakeEngine, ReleaseRecorder
 
     clock = FakeClock()
@@ -363,8 +364,8 @@ async def test_open_time_estimate_is_per_engine_and_isolation() -> None:
         slow.open_gate.set()
         leases.release(await acquiring, ReleaseReason.CLIENT_RELEASE)
     slow.open_gate = None
-    assert leases.expected_open_s(EngineName.FIREFOX, Isolation.BROWSER) == 5
-    assert leases.expected_open_s(EngineName.CHROMIUM, Isolation.CONTEXT) is None
+    assert leases.estimates.expected_open_s(EngineName.FIREFOX, Isolation.BROWSER) == 5
+    assert leases.estimates.expected_open_s(EngineName.CHROMIUM, Isolation.CONTEXT) is None
     fast = await leases.acquire(LeaseSpec(EngineName.CHROMIUM, Isolation.CONTEXT, 60, 60), 1.0)
     leases.release(fast, ReleaseReason.CLIENT_RELEASE)
     with pytest.raises(DeadlineExceeded, match=r"takes about 5\.00s"):

@@ -9,7 +9,8 @@ import pytest
 
 from broker.errors import DeadlineExceeded, LeaseEnded, LeaseNotFound, PermissionDenied, QueueFull
 from broker.lease import LeaseSpec, ReleaseReason
-from broker.lease_table import LeaseTable, Limits
+from broker.lease_table import LeaseTable
+from broker.limits import Limits
 from broker.options import EngineName, Isolation
 from tests.fakes import FakeClock, FakeEngine, ReleaseRecorder
 

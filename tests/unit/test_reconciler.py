@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from broker.events import ObserverList
 from broker.lease import LeaseSpec, ReleaseReason
-from broker.lease_table import LeaseTable, Limits
+from broker.lease_table import LeaseTable
+from broker.limits import Limits
 from broker.options import ContextOptions, EngineName, Isolation
 from broker.reconciler import Reconciler
 from tests.fakes import FakeClock, FakeEngine, FakeSession, ReleaseRecorder

@@ -27,7 +27,8 @@ from broker.errors import (
     Unavailable,
 )
 from broker.lease import Lease, LeaseSpec, ReleaseReason
-from broker.lease_table import LeaseTable, Limits
+from broker.lease_table import LeaseTable
+from broker.limits import Limits
 from broker.options import EngineName, Isolation
 from broker.runs import CancelCause, Run
 from broker.steps import Evaluate, OnCancel, RunOptions, Step

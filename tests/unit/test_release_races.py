@@ -15,7 +15,8 @@ import pytest
 from broker.engines.base import LostCause
 from broker.errors import LeaseEnded, SessionCrashed, Unavailable
 from broker.lease import Lease, LeaseSpec, ReleaseOutcome, ReleaseReason
-from broker.lease_table import LeaseTable, Limits
+from broker.lease_table import LeaseTable
+from broker.limits import Limits
 from broker.options import EngineName, Isolation
 from broker.runs import CancelCause, Run
 from broker.steps import Evaluate, OnCancel, RunOptions, Step

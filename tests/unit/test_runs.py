@@ -10,7 +10,8 @@ import pytest
 from broker.engines.base import LostCause
 from broker.errors import Cancelled, DeadlineExceeded, LeaseEnded, SessionCrashed
 from broker.lease import Lease, LeaseSpec, ReleaseReason
-from broker.lease_table import LeaseTable, Limits
+from broker.lease_table import LeaseTable
+from broker.limits import Limits
 from broker.options import EngineName, Isolation
 from broker.rpc_errors import status_code
 from broker.runs import CancelCause, Run
