@@ -67,7 +67,7 @@ class Broker:
         for engine in self.engines.values():
             engine.recycling = settings.recycle_policy()
             engine.result_limits = ResultLimits(
-                settings.max_result_bytes, settings.max_screenshot_pixels
+                settings.max_result_bytes, settings.max_screenshot_pixels, settings.max_pdf_pages
             )
             engine.use_egress(self.egress)
         self.observers = ObserverList(observers)

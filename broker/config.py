@@ -188,6 +188,7 @@ class Settings(EgressLists, BaseSettings):
     max_screenshot_pixels: int = Field(
         25_000_000, ge=1, description="largest screenshot, width times height"
     )
+    max_pdf_pages: int = Field(200, ge=1, description="longest PDF a pdf step may print")
     status_requests_per_s: float = Field(
         20.0, gt=0, description="GetStatus calls per second per tenant"
     )

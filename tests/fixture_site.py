@@ -127,6 +127,12 @@ class FixtureSite:
             req.send_header("Location", query["to"])
             req.send_header("Content-Length", "0")
             req.end_headers()
+        elif parts.path == "/big":
+            # A page of `kb` kilobytes of text, `height` CSS pixels tall.
+            height = int(query.get("height", "1000"))
+            text = "lorem ipsum " * (int(query.get("kb", "1")) * 1024 // 12)
+            body = f'<!doctype html><div id="big" style="height:{height}px">{text}</div>'
+            self._send(req, 200, body.encode())
         elif parts.path in EMBEDS:
             target = html.escape(query["src"], quote=True)
             self._send(req, 200, EMBEDS[parts.path].format(src=target).encode())

@@ -56,6 +56,7 @@ class ResultLimits:
 
     max_bytes: int = 8 * 1024 * 1024
     max_screenshot_pixels: int = 25_000_000
+    max_pdf_pages: int = 200
 
 
 @dataclass(frozen=True)

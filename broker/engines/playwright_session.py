@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar
@@ -252,8 +253,23 @@ class PlaywrightSession:
                     raise _StepRefused(
                         StepErrorKind.UNSUPPORTED, f"pdf is not supported by {self.engine.value}"
                     )
+                await self._check_pdf_pages()
                 async with asyncio.timeout(timeout_s):
                     out.data = _check_size(await page.pdf(), limit)
+
+    async def _check_pdf_pages(self) -> None:
+        """Refuse a PDF that would run past the page bound before the browser prints it.
+
+        An estimate: the page's height once reflowed to a Letter sheet's width (816 CSS
+        pixels), over a sheet's height (1056 CSS pixels)."""
+        width, height = await self.page.evaluate(_PAGE_SIZE)
+        pages = math.ceil(height * max(1.0, width / 816) / 1056)
+        limit = self._limits.max_pdf_pages
+        if pages > limit:
+            raise _StepRefused(
+                StepErrorKind.TOO_LARGE,
+                f"the PDF would run to about {pages} pages; the limit is {limit} pages",
+            )
 
     async def _check_pixels(self, full_page: bool) -> None:
         """Refuse a screenshot larger than the bound before the browser renders it."""

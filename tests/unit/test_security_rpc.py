@@ -3,24 +3,18 @@ bearer tokens, tenant isolation on every RPC, quotas, and what GetStatus shows t
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import os
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from broker.app import Broker
 from broker.config import Settings
 from broker.lease import Lease, LeaseSpec
 from broker.options import ContextOptions, EngineName, ProxySettings
 from broker.options import Isolation as BrokerIsolation
-from broker.server import serve
 from browserbroker import (
-    AsyncBrokerClient,
     Engine,
     Isolation,
     LeaseNotFoundError,
@@ -31,7 +25,6 @@ from browserbroker import (
     steps,
 )
 from tests.certs import CertificateAuthority
-from tests.fakes import FakeEngine
 
 TOKENS = {"alpha": "alpha-secret-token", "beta": "beta-secret-token", "ops": "ops-secret-token"}
 
@@ -47,66 +40,6 @@ TENANTS = [
      "isolations": ["context"], "max_queued": 0},
     {"name": "ops", "token_sha256": [_digest(TOKENS["ops"])], "admin": True},
 ]  # fmt: skip
-
-
-@dataclass
-class Running:
-    broker: Broker
-    engine: FakeEngine
-    port: int
-    clients: list[AsyncBrokerClient]
-
-    def client(self, **kwargs: Any) -> AsyncBrokerClient:
-        client = AsyncBrokerClient(f"127.0.0.1:{self.port}", **kwargs)
-        self.clients.append(client)
-        return client
-
-
-@pytest.fixture
-async def start() -> AsyncIterator[Callable[..., Any]]:
-    stops: list[tuple[asyncio.Event, asyncio.Task[None], Running]] = []
-
-    async def run(**overrides: Any) -> Running:
-        values: dict[str, Any] = {
-            "listen": "127.0.0.1:0",
-            "warm_pool_size": 0,
-            "log_level": "WARNING",
-            "capacity": 4,
-            "engines": [EngineName.CHROMIUM, EngineName.FIREFOX],
-            "shutdown_grace_s": 0,
-            **overrides,
-        }
-        settings = Settings.model_validate(values)
-        engine = FakeEngine()
-        broker = Broker(
-            settings,
-            engines={
-                EngineName.CHROMIUM: engine,
-                EngineName.FIREFOX: FakeEngine(EngineName.FIREFOX),
-            },
-        )
-        stop = asyncio.Event()
-        ready: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        task = asyncio.create_task(
-            serve(settings, stop=stop, on_ready=ready.set_result, broker=broker)
-        )
-        waiting: set[asyncio.Future[Any]] = {task, ready}
-        done, _ = await asyncio.wait(waiting, timeout=30, return_when=asyncio.FIRST_COMPLETED)
-        if task in done:
-            task.result()
-        running = Running(broker, engine, ready.result(), [])
-        stops.append((stop, task, running))
-        return running
-
-    yield run
-    for stop, task, running in stops:
-        for client in running.clients:
-            await client.close()
-        await running.broker.leases.wait_all_closed()
-        assert running.broker.leases.active_count == 0
-        stop.set()
-        await asyncio.wait_for(task, 30)
-        assert running.engine.open_sessions == set()
 
 
 # ------------------------------------------------------------------------ TLS
