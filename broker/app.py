@@ -67,7 +67,10 @@ class Broker:
         for engine in self.engines.values():
             engine.recycling = settings.recycle_policy()
             engine.result_limits = ResultLimits(
-                settings.max_result_bytes, settings.max_screenshot_pixels, settings.max_pdf_pages
+                settings.max_result_bytes,
+                settings.max_screenshot_pixels,
+                settings.max_pdf_pages,
+                settings.max_pages_per_lease,
             )
             engine.use_egress(self.egress)
         self.observers = ObserverList(observers)

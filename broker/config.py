@@ -189,6 +189,9 @@ class Settings(EgressLists, BaseSettings):
         25_000_000, ge=1, description="largest screenshot, width times height"
     )
     max_pdf_pages: int = Field(200, ge=1, description="longest PDF a pdf step may print")
+    max_pages_per_lease: int = Field(
+        8, ge=1, le=1_000, description="pages open at once in a lease, popups included"
+    )
     status_requests_per_s: float = Field(
         20.0, gt=0, description="GetStatus calls per second per tenant"
     )

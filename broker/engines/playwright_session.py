@@ -21,10 +21,19 @@ from playwright.async_api import Browser, BrowserContext, Page
 from playwright.async_api import Error as PlaywrightError
 from playwright.async_api import TimeoutError as PlaywrightTimeout
 
-from broker.cleanup import bounded
+from broker.cleanup import TaskSet, bounded
 from broker.egress.policy import EgressRules
 from broker.egress.proxy import DENIED_HEADER, UPSTREAM_HEADER, BlockListener, EgressRoute
 from broker.engines.base import LostCallback, LostCause, ResultLimits
+from broker.engines.bounded_results import (
+    BOUNDED_CONTENT,
+    BOUNDED_TEXT,
+    PAGE_SIZE,
+    TO_BOUNDED_JSON,
+    StepRefused,
+    bounded_text,
+    check_size,
+)
 from broker.engines.playwright_driver import first_line
 from broker.errors import Unavailable
 from broker.options import ContextOptions, EngineName, Isolation
@@ -49,7 +58,6 @@ from broker.steps import (
 log = logging.getLogger("broker.engines")
 
 T = TypeVar("T")
-S = TypeVar("S", str, bytes)
 # Stops whatever script is running in a page, even one that never yields (engine-specific).
 Interrupter = Callable[[], Awaitable[object]]
 
@@ -103,7 +111,9 @@ class PlaywrightSession:
         self._resetting = False  # the page is being replaced on purpose
         self._lost = False
         self.driver_lost = False  # Playwright's driver died: nothing here can be called any more
+        self._extra_pages = TaskSet()  # closes of pages opened past the per-lease limit
         self._watch_page(page)
+        context.on("page", self._page_opened)
 
     @property
     def alive(self) -> bool:
@@ -121,6 +131,17 @@ class PlaywrightSession:
     def bind_egress(self, rules: EgressRules, on_blocked: BlockListener | None) -> None:
         if self.egress is not None:
             self.egress.bind(rules, on_blocked)
+
+    def _page_opened(self, page: Page) -> None:
+        """Pages a site opens (popups, target=_blank) count against the lease's page limit;
+        one past it is closed at once. All of them close with the context."""
+        if page is self.page or self._closing:
+            return
+        if len(self.context.pages) > self._limits.max_pages:
+            log.info(
+                "a page past the lease's limit was closed", extra={"limit": self._limits.max_pages}
+            )
+            self._extra_pages.spawn(_close_quietly(page))
 
     def _watch_page(self, page: Page) -> None:
         def crashed(crashed_page: Page) -> None:
@@ -161,7 +182,7 @@ class PlaywrightSession:
             outcome.error_kind = _classify(step, exc)
             outcome.error_message = first_line(exc.message)
             self._check_alive()
-        except _StepRefused as exc:
+        except StepRefused as exc:
             outcome.ok = False
             outcome.error_kind = exc.kind
             outcome.error_message = str(exc)
@@ -202,12 +223,12 @@ class PlaywrightSession:
                 headers = response.headers if response is not None else {}
                 rule = headers.get(DENIED_HEADER.lower())
                 if rule is not None:  # a plain-HTTP navigation the route refused
-                    raise _StepRefused(
+                    raise StepRefused(
                         StepErrorKind.BLOCKED, f"{url_origin(url)} denied by egress rule {rule!r}"
                     )
                 unreachable = headers.get(UPSTREAM_HEADER.lower())
                 if unreachable is not None:  # the route could not reach it: a network error
-                    raise _StepRefused(
+                    raise StepRefused(
                         StepErrorKind.NAVIGATION,
                         f"{url_origin(url)}: {unreachable} (net::ERR_{unreachable.upper()})",
                     )
@@ -229,44 +250,44 @@ class PlaywrightSession:
                     else:
                         handle = await page.evaluate_handle(expression)
                     try:
-                        out.json = await _bounded(handle.evaluate(_TO_BOUNDED_JSON, limit))
+                        out.json = await bounded_text(handle.evaluate(TO_BOUNDED_JSON, limit))
                     finally:
                         with contextlib.suppress(PlaywrightError):
                             await handle.dispose()
             case GetContent():
                 async with asyncio.timeout(timeout_s):
-                    out.text = await _bounded(page.evaluate(_BOUNDED_CONTENT, limit))
+                    out.text = await bounded_text(page.evaluate(BOUNDED_CONTENT, limit))
             case GetText(selector=selector):
-                out.text = await _bounded(
-                    page.locator(selector).first.evaluate(_BOUNDED_TEXT, limit, timeout=ms)
+                out.text = await bounded_text(
+                    page.locator(selector).first.evaluate(BOUNDED_TEXT, limit, timeout=ms)
                 )
             case GetAttribute(selector=selector, name=name):
                 attribute = await page.locator(selector).first.get_attribute(name, timeout=ms)
                 out.found = attribute is not None
-                out.text = _check_size(attribute or "", limit)
+                out.text = check_size(attribute or "", limit)
             case Screenshot(full_page=full_page):
                 await self._check_pixels(full_page)
                 data = await page.screenshot(full_page=full_page, timeout=ms, type="png")
-                out.data = _check_size(data, limit)
+                out.data = check_size(data, limit)
             case Pdf():
                 if not self._host.supports_pdf:
-                    raise _StepRefused(
+                    raise StepRefused(
                         StepErrorKind.UNSUPPORTED, f"pdf is not supported by {self.engine.value}"
                     )
                 await self._check_pdf_pages()
                 async with asyncio.timeout(timeout_s):
-                    out.data = _check_size(await page.pdf(), limit)
+                    out.data = check_size(await page.pdf(), limit)
 
     async def _check_pdf_pages(self) -> None:
         """Refuse a PDF that would run past the page bound before the browser prints it.
 
         An estimate: the page's height once reflowed to a Letter sheet's width (816 CSS
         pixels), over a sheet's height (1056 CSS pixels)."""
-        width, height = await self.page.evaluate(_PAGE_SIZE)
+        width, height = await self.page.evaluate(PAGE_SIZE)
         pages = math.ceil(height * max(1.0, width / 816) / 1056)
         limit = self._limits.max_pdf_pages
         if pages > limit:
-            raise _StepRefused(
+            raise StepRefused(
                 StepErrorKind.TOO_LARGE,
                 f"the PDF would run to about {pages} pages; the limit is {limit} pages",
             )
@@ -274,26 +295,30 @@ class PlaywrightSession:
     async def _check_pixels(self, full_page: bool) -> None:
         """Refuse a screenshot larger than the bound before the browser renders it."""
         if full_page:
-            width, height = await self.page.evaluate(_PAGE_SIZE)
+            width, height = await self.page.evaluate(PAGE_SIZE)
         else:
             size = self.page.viewport_size or {"width": 0, "height": 0}
             width, height = size["width"], size["height"]
         limit = self._limits.max_screenshot_pixels
         if width * height > limit:
-            raise _StepRefused(
+            raise StepRefused(
                 StepErrorKind.TOO_LARGE,
                 f"the screenshot would be {width}x{height} pixels; the limit is {limit} pixels",
             )
 
     async def reset_page(self) -> None:
-        old = self.page
-        # Closing the page aborts its pending navigations and running scripts in the browser.
+        # Closing the pages aborts their pending navigations and running scripts in the browser:
+        # the current page, and any the site opened (popups keep working otherwise).
+        pages = [self.page, *(p for p in self.context.pages if p is not self.page)]
         self._resetting = True
         try:
             await self.interrupt_scripts()
             # Bounded: Chromium can acknowledge a close without closing (a close racing a
             # navigation commit). The caller then ends the lease, which closes the context.
-            await bounded(old.close(run_before_unload=False), CLOSE_TIMEOUT_S)
+            await bounded(
+                asyncio.gather(*(p.close(run_before_unload=False) for p in pages)),
+                CLOSE_TIMEOUT_S,
+            )
         finally:
             self._resetting = False
         self.page = await bounded(
@@ -317,82 +342,16 @@ class PlaywrightSession:
         await self._host.close_session(self)
 
 
-class _StepRefused(Exception):
-    """The step ends with `kind` and this message, without a browser error."""
-
-    def __init__(self, kind: StepErrorKind, message: str) -> None:
-        super().__init__(message)
-        self.kind = kind
-
-
 # A failed step of these kinds is reported as BLOCKED when the egress policy refused a request
 # while it ran (a navigation, a redirect, a fetch); a timeout or a selector miss is not.
 _MAYBE_BLOCKED = frozenset(
     {StepErrorKind.NAVIGATION, StepErrorKind.SCRIPT_ERROR, StepErrorKind.BROWSER}
 )
-_TOO_LARGE = "__TOO_LARGE__"
-
-# Serialises an evaluate result in the page, refusing what JSON cannot hold (cycles, NaN,
-# BigInt), nesting deeper than 64, and results over the byte bound, before anything is sent.
-_TO_BOUNDED_JSON = """(value, maxBytes) => {
-  const depths = new WeakMap();
-  const replacer = function (key, v) {
-    if (typeof v === "number" && !Number.isFinite(v))
-      throw new Error(`the result holds ${v}, which JSON cannot represent`);
-    if (typeof v === "bigint") throw new Error("the result holds a BigInt, which JSON cannot represent");
-    if (v !== null && typeof v === "object") {
-      const depth = (depths.get(this) || 0) + 1;
-      if (depth > 64) throw new Error("the result is nested deeper than 64 levels");
-      depths.set(v, depth);
-    }
-    return v;
-  };
-  let text;
-  try { text = JSON.stringify(value, replacer); }
-  catch (e) { throw new Error("cannot return the result: " + e.message); }
-  if (text === undefined) text = "null";
-  const bytes = new TextEncoder().encode(text).length;
-  if (bytes > maxBytes) throw new Error(`__TOO_LARGE__ the result is ${bytes} bytes; the limit is ${maxBytes}`);
-  return text;
-}"""
-_BOUNDED_CONTENT = """(maxBytes) => {
-  let html = document.doctype ? new XMLSerializer().serializeToString(document.doctype) : "";
-  if (document.documentElement) html += document.documentElement.outerHTML;
-  const bytes = new TextEncoder().encode(html).length;
-  if (bytes > maxBytes) throw new Error(`__TOO_LARGE__ the content is ${bytes} bytes; the limit is ${maxBytes}`);
-  return html;
-}"""
-_BOUNDED_TEXT = """(element, maxBytes) => {
-  const text = element.innerText;
-  const bytes = new TextEncoder().encode(text).length;
-  if (bytes > maxBytes) throw new Error(`__TOO_LARGE__ the text is ${bytes} bytes; the limit is ${maxBytes}`);
-  return text;
-}"""
-_PAGE_SIZE = """() => {
-  const d = document.documentElement, b = document.body || d;
-  return [Math.max(d.scrollWidth, b.scrollWidth, d.clientWidth),
-          Math.max(d.scrollHeight, b.scrollHeight, d.clientHeight)];
-}"""
 
 
-async def _bounded(work: Awaitable[str]) -> str:
-    """A string computed in the page under a size bound; over it, the step fails TOO_LARGE."""
-    try:
-        return await work
-    except PlaywrightError as exc:
-        if _TOO_LARGE in exc.message:
-            detail = exc.message.split(_TOO_LARGE, 1)[1].strip().splitlines()[0]
-            raise _StepRefused(StepErrorKind.TOO_LARGE, detail) from None
-        raise
-
-
-def _check_size(result: S, limit: int) -> S:
-    size = len(result.encode()) if isinstance(result, str) else len(result)
-    if size > limit:
-        raise _StepRefused(
-            StepErrorKind.TOO_LARGE, f"the result is {size} bytes; the limit is {limit}"
-        )
-    return result
+async def _close_quietly(page: Page) -> None:
+    with contextlib.suppress(PlaywrightError):
+        await bounded(page.close(run_before_unload=False), CLOSE_TIMEOUT_S)
 
 
 def url_origin(url: str) -> str:

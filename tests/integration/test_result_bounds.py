@@ -4,6 +4,8 @@ values JSON cannot hold give a clean script error, never an internal one."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from broker.options import EngineName
@@ -71,3 +73,20 @@ async def test_values_json_cannot_hold_are_clean_script_errors(
         assert message.lower() in result.error_message.lower(), result.error_message
         fine = (await lease.run(steps.evaluate("({a: [1, 2, {b: null}], s: 'ok'})")))[0]
         assert fine.value == {"a": [1, 2, {"b": None}], "s": "ok"}
+
+
+async def test_pages_a_site_opens_are_bounded_per_lease(broker_factory: BrokerFactory) -> None:
+    running = await broker_factory(max_pages_per_lease=3)
+    engine = running.broker.engines[EngineName.CHROMIUM]
+    async with running.client.lease() as lease:
+        opened = await lease.run(
+            steps.evaluate("[1, 2, 3, 4, 5, 6].map(() => !!window.open('about:blank')).length"),
+            timeout=30,
+        )
+        assert opened.ok
+        for _ in range(100):  # the pages past the limit are closed as they open
+            if engine.census().pages <= 3:
+                break
+            await asyncio.sleep(0.05)
+        assert engine.census().pages <= 3
+    # (the fixture checks that no page outlives the lease)
