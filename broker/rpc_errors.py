@@ -6,10 +6,12 @@ import asyncio
 import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, NoReturn, TypeVar
 
 import grpc
 from google.protobuf import any_pb2, duration_pb2
+from google.protobuf.message import DecodeError
 from google.rpc import error_details_pb2, status_pb2
 from grpc import aio
 
@@ -169,6 +171,32 @@ Resp = TypeVar("Resp")
 Self = TypeVar("Self")
 
 
+@dataclass(frozen=True)
+class Malformed:
+    """A request whose bytes are not the message the method takes (see `tolerant`)."""
+
+    message_type: str
+    error: str
+
+    def as_error(self) -> InvalidArgument:
+        return InvalidArgument.single(
+            "request", f"not a valid {self.message_type}: {self.error or 'undecodable bytes'}"
+        )
+
+
+def tolerant(parse: Callable[[bytes], Any], message_type: str) -> Callable[[bytes], Any]:
+    """A request deserializer that hands undecodable bytes to the handler as `Malformed`, so
+    they are answered INVALID_ARGUMENT like any bad field (gRPC would say UNKNOWN)."""
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return parse(data)
+        except DecodeError as exc:
+            return Malformed(message_type, str(exc))
+
+    return deserialize
+
+
 def unary(
     handler: Callable[[Self, Req, aio.ServicerContext[Req, Resp]], Awaitable[Resp]],
 ) -> Callable[[Self, Req, aio.ServicerContext[Req, Resp]], Awaitable[Resp]]:
@@ -177,6 +205,8 @@ def unary(
     @functools.wraps(handler)
     async def wrapper(self: Self, request: Req, context: aio.ServicerContext[Req, Resp]) -> Resp:
         try:
+            if isinstance(request, Malformed):
+                raise request.as_error()
             return await handler(self, request, context)
         except BrokerError as error:
             await abort(context, error)
@@ -194,6 +224,8 @@ def streaming(
         self: Self, request: Req, context: aio.ServicerContext[Req, Resp]
     ) -> AsyncIterator[Resp]:
         try:
+            if isinstance(request, Malformed):
+                raise request.as_error()
             async for item in handler(self, request, context):
                 yield item
         except BrokerError as error:

@@ -9,6 +9,7 @@ import signal
 from collections.abc import Callable
 from pathlib import Path
 
+import grpc
 from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
@@ -16,9 +17,10 @@ from grpc_reflection.v1alpha import reflection
 from broker import diagnostics, rpc_tracing, telemetry
 from broker.app import Broker
 from broker.config import Settings
+from broker.rpc_errors import tolerant
 from broker.service import BrokerService
 from broker.tls import CertificateFiles
-from browserbroker.v1 import broker_pb2, broker_pb2_grpc
+from browserbroker.v1 import broker_pb2
 
 log = logging.getLogger("broker.server")
 
@@ -60,7 +62,7 @@ async def serve(
                 ("grpc.max_send_message_length", settings.max_message_bytes),
             ],
         )
-        broker_pb2_grpc.add_BrowserBrokerServiceServicer_to_server(BrokerService(running), server)
+        add_broker_service(BrokerService(running), server)
         health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         reflection.enable_server_reflection(
@@ -109,6 +111,29 @@ async def serve(
             await server.stop(grace=1.0)
             setup.shutdown()  # flushes spans and metrics still buffered
             log.info("stopped")
+
+
+def add_broker_service(service: BrokerService, server: aio.Server) -> None:
+    """The generated registration, except that undecodable request bytes reach the handler as
+    `Malformed` (answered INVALID_ARGUMENT) instead of failing inside gRPC (UNKNOWN)."""
+    descriptor = broker_pb2.DESCRIPTOR.services_by_name["BrowserBrokerService"]
+    handlers = {}
+    for method in descriptor.methods:
+        request_cls = getattr(broker_pb2, method.input_type.name)
+        response_cls = getattr(broker_pb2, method.output_type.name)
+        make = (
+            grpc.unary_stream_rpc_method_handler
+            if method.server_streaming
+            else grpc.unary_unary_rpc_method_handler
+        )
+        handlers[method.name] = make(
+            getattr(service, method.name),
+            request_deserializer=tolerant(request_cls.FromString, method.input_type.full_name),
+            response_serializer=response_cls.SerializeToString,
+        )
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
+    # The faster lookup that generated code uses too (the stubs do not know it yet).
+    server.add_registered_method_handlers(SERVICE_NAME, handlers)  # type: ignore[attr-defined]
 
 
 def write_port_file(path: Path) -> Callable[[int], None]:
