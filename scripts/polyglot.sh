@@ -6,7 +6,7 @@
 #   grpcurl                           go install           (README examples)
 #   examples/node/node_modules        npm ci
 #   the Go example client             go build            ($BIN/browserbroker-go-example)
-#   jq                                apt-get, if missing  (README examples)
+#   jq, openssl                       apt-get, if missing  (documented examples)
 # Tools land in $BIN=${BROKER_CACHE_DIR:-$HOME/.cache/browser-broker}/bin: put it on PATH.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -44,16 +44,18 @@ go_tool protoc-gen-go google.golang.org/protobuf/cmd/protoc-gen-go "$PROTOBUF_GO
 go_tool protoc-gen-go-grpc google.golang.org/grpc/cmd/protoc-gen-go-grpc "$GRPC_GO_PLUGIN_VERSION"
 go_tool grpcurl github.com/fullstorydev/grpcurl/cmd/grpcurl "$GRPCURL_VERSION"
 
-if ! command -v jq >/dev/null; then
-  if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
-    log "installing jq with apt-get"
-    apt-get update -qq >/dev/null || true
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq jq >/dev/null
-  else
-    log "jq not found (the grpcurl examples use it); install it"
-    exit 1
+for tool in jq openssl; do  # the grpcurl examples use jq; the TLS docs make certificates with openssl
+  if ! command -v "$tool" >/dev/null; then
+    if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+      log "installing $tool with apt-get"
+      apt-get update -qq >/dev/null || true
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$tool" >/dev/null
+    else
+      log "$tool not found (the documented examples use it); install it"
+      exit 1
+    fi
   fi
-fi
+done
 
 # Node example: npm ci when package-lock.json changed or node_modules is gone.
 stamp=$CACHE/stamps/node-example-$(sha1sum examples/node/package-lock.json | cut -c1-16)

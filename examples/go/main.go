@@ -6,6 +6,10 @@
 //
 //	go run . -addr localhost:50051 -url https://example.com/ [scenario]
 //
+// With TLS: -cacert (the CA of the broker's certificate), and for mutual TLS
+// -cert and -key (this client's certificate); -token sends the tenant's bearer
+// token as "authorization: Bearer ..." metadata on every call.
+//
 // Scenarios:
 //
 //	cycle          Acquire; Run goto, get_text, evaluate; Run with a wrong token
@@ -23,6 +27,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -40,6 +46,7 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
@@ -52,6 +59,10 @@ var (
 	selector = flag.String("selector", "h1", "element whose text to read")
 	expr     = flag.String("eval", "document.title", "JavaScript expression to evaluate")
 	timeout  = flag.Duration("timeout", 30*time.Second, "deadline of each Run")
+	caCert   = flag.String("cacert", "", "PEM file of the CA that signed the broker's certificate (enables TLS)")
+	certFile = flag.String("cert", "", "PEM file of this client's certificate, for mutual TLS")
+	keyFile  = flag.String("key", "", "PEM file of this client's private key, for mutual TLS")
+	token    = flag.String("token", "", "the tenant's bearer token")
 )
 
 // failed is set when the broker answered other than the scenario expects.
@@ -80,9 +91,19 @@ func main() {
 	otel.SetTextMapPropagator(propagation.TraceContext{})
 	defer func() { _ = tp.Shutdown(context.Background()) }()
 
-	conn, err := grpc.NewClient(*addr,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithStatsHandler(otelgrpc.NewClientHandler()))
+	transport, err := transportCredentials()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	options := []grpc.DialOption{
+		grpc.WithTransportCredentials(transport),
+		grpc.WithStatsHandler(otelgrpc.NewClientHandler()),
+	}
+	if *token != "" {
+		options = append(options, grpc.WithPerRPCCredentials(bearer{*token, *caCert != ""}))
+	}
+	conn, err := grpc.NewClient(*addr, options...)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(2)
@@ -111,6 +132,44 @@ func main() {
 		os.Exit(1)
 	}
 }
+
+// transportCredentials is plaintext without -cacert, else TLS (mutual with -cert and -key).
+func transportCredentials() (credentials.TransportCredentials, error) {
+	if *caCert == "" {
+		return insecure.NewCredentials(), nil
+	}
+	pem, err := os.ReadFile(*caCert)
+	if err != nil {
+		return nil, err
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("%s holds no PEM certificate", *caCert)
+	}
+	config := &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
+	if *certFile != "" || *keyFile != "" {
+		pair, err := tls.LoadX509KeyPair(*certFile, *keyFile)
+		if err != nil {
+			return nil, err
+		}
+		config.Certificates = []tls.Certificate{pair}
+	}
+	return credentials.NewTLS(config), nil
+}
+
+// bearer sends the tenant's token with every call.
+type bearer struct {
+	token  string
+	secure bool
+}
+
+func (b bearer) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{"authorization": "Bearer " + b.token}, nil
+}
+
+// RequireTransportSecurity is false only so that the example also works on a
+// plaintext loopback broker; over a network, use TLS.
+func (b bearer) RequireTransportSecurity() bool { return b.secure }
 
 func cycle(ctx context.Context, b brokerv1.BrowserBrokerServiceClient) {
 	lease := acquire(ctx, b)

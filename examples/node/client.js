@@ -32,6 +32,10 @@ const { values: opts, positionals } = parseArgs({
     selector: { type: 'string', default: 'h1' },
     eval: { type: 'string', default: 'document.title' },
     timeout: { type: 'string', default: '30s' }, // deadline of each Run: 500ms, 2s, 1m
+    cacert: { type: 'string' }, // CA of the broker's certificate: enables TLS
+    cert: { type: 'string' }, // this client's certificate and key, for mutual TLS
+    key: { type: 'string' },
+    token: { type: 'string' }, // the tenant's bearer token
   },
   allowPositionals: true,
 });
@@ -47,7 +51,15 @@ const definition = protoLoader.loadSync('browserbroker/v1/broker.proto', {
   oneofs: true,
 });
 const { BrowserBrokerService } = grpc.loadPackageDefinition(definition).browserbroker.v1;
-const broker = new BrowserBrokerService(opts.addr, grpc.credentials.createInsecure());
+const fs = require('node:fs');
+
+// Plaintext without --cacert; TLS with it (mutual TLS with --cert and --key).
+function channelCredentials() {
+  if (!opts.cacert) return grpc.credentials.createInsecure();
+  const read = (file) => (file ? fs.readFileSync(file) : null);
+  return grpc.credentials.createSsl(read(opts.cacert), read(opts.key), read(opts.cert));
+}
+const broker = new BrowserBrokerService(opts.addr, channelCredentials());
 
 // W3C trace context by hand: one trace id for the whole scenario and a new
 // span id per call. (@opentelemetry/instrumentation-grpc does this for you in
@@ -56,6 +68,7 @@ const traceId = crypto.randomBytes(16).toString('hex');
 function callMetadata() {
   const md = new grpc.Metadata();
   md.set('traceparent', `00-${traceId}-${crypto.randomBytes(8).toString('hex')}-01`);
+  if (opts.token) md.set('authorization', `Bearer ${opts.token}`);
   return md;
 }
 
@@ -193,7 +206,7 @@ const scenarios = {
 
 async function main() {
   if (!(scenario in scenarios)) {
-    console.error(`usage: node client.js [--addr HOST:PORT] [--url URL] [--selector CSS] [--eval JS] [--timeout 30s] [${Object.keys(scenarios).join('|')}]`);
+    console.error(`usage: node client.js [--addr HOST:PORT] [--url URL] [--selector CSS] [--eval JS] [--timeout 30s] [--cacert CA.pem [--cert CERT.pem --key KEY.pem]] [--token TOKEN] [${Object.keys(scenarios).join('|')}]`);
     process.exit(2);
   }
   emit('trace', { trace_id: traceId });

@@ -1,10 +1,10 @@
-"""A short run of the chaos soak (`python -m tests.soak` runs the long one)."""
+"""A short run of the chaos soak (`python -m bench.soak` runs the long one)."""
 
 from __future__ import annotations
 
 import pytest
 
-from tests.soak import run_soak
+from bench.soak import run_soak
 
 pytestmark = pytest.mark.browser
 

@@ -1,4 +1,4 @@
-"""Every `sh` block of the README section "Calling from other languages" runs, as printed.
+"""Every `sh` block of the section "Calling from other languages" of docs/clients.md runs, as printed.
 
 The blocks run in order in one bash (so variables such as LEASE_ID carry over; each block
 starts in the repository root) against the live broker: `localhost:50051` becomes its address
@@ -50,7 +50,7 @@ def sh_blocks(text: str) -> list[str]:
 def test_shell_examples_run_as_printed(live_broker: Any, fixture_server: Any) -> None:
     for tool in ("grpcurl", "jq", "go", "node", "npm", "buf"):
         need_tool(tool)
-    text = section(ROOT / "README.md")
+    text = section(ROOT / "docs" / "clients.md")
     assert text, f"no '{HEADING}' section"
     blocks = sh_blocks(text)
     assert len(blocks) >= 7, blocks

@@ -1,6 +1,6 @@
 """Latency benchmark: warm and cold Acquire and a full lease cycle, beside a bare gRPC health check.
 
-    .venv/bin/python -m tests.bench_latency [--samples 30] [--otlp-endpoint http://127.0.0.1:4317]
+    .venv/bin/python -m bench.latency [--samples 30] [--otlp-endpoint http://127.0.0.1:4317]
 
 Everything is measured side by side in one run and reported as medians and as ratios to the
 health-check round trip measured in the same run, because absolute times on a shared machine mean

@@ -1,6 +1,6 @@
 """Chaos soak: many lease cycles from concurrent clients against a real Chromium broker, with faults.
 
-    .venv/bin/python -m tests.soak --cycles 2000 --clients 8 --capacity 6 [--recycle-after 100]
+    .venv/bin/python -m bench.soak --cycles 2000 --clients 8 --capacity 6 [--recycle-after 100]
 
 Faults injected at random: short deadlines, client cancels, dropped channels, double and
 concurrent releases, forged and unknown lease ids, abandoned leases left to their TTL, SIGKILL of

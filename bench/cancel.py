@@ -1,6 +1,6 @@
 """Stop-latency benchmark: how soon after a Run's deadline the browser stops working.
 
-    .venv/bin/python -m tests.bench_cancel [--samples 20]
+    .venv/bin/python -m bench.cancel [--samples 20]
 
 For each kind of work (a navigation that keeps streaming, a timer loop, a script that never
 returns) a Run gets a short deadline; the fixture site records the page's pings, and the latency

@@ -1,6 +1,6 @@
 """Engine benchmark: latency and memory per lease for each engine and isolation mode.
 
-    .venv/bin/python -m tests.bench_engines [--samples 5]
+    .venv/bin/python -m bench.engines [--samples 5]
 
 One broker (`--engines chromium,firefox --warm-pool-size 2 --capacity 30`) serves every probe.
 Latencies are measured interleaved, sample by sample, beside a bare gRPC health check, and are
