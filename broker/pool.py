@@ -24,10 +24,19 @@ SWEEP_INTERVAL_S = 1.0
 
 
 class WarmPool:
-    def __init__(self, engine: Engine, isolation: Isolation, size: int) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        isolation: Isolation,
+        size: int,
+        first_backoff_s: float = 0.5,
+        open_timeout_s: float = 60.0,
+    ) -> None:
         self.engine = engine
         self.isolation = isolation
         self.size = size
+        self._first_backoff_s = first_backoff_s
+        self._open_timeout_s = open_timeout_s  # a refill never waits on a browser for ever
         self._ready: deque[Session] = deque()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -95,7 +104,7 @@ class WarmPool:
             self._close_later(session)
 
     async def _refill_forever(self) -> None:
-        backoff = 0.5
+        backoff = self._first_backoff_s
         while not self._closed:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(SWEEP_INTERVAL_S):
@@ -104,13 +113,14 @@ class WarmPool:
             self._sweep_retiring()
             while len(self._ready) < self.size and not self._closed:
                 try:
-                    session = await self.engine.open_session(self.isolation, ContextOptions())
+                    async with asyncio.timeout(self._open_timeout_s):
+                        session = await self.engine.open_session(self.isolation, ContextOptions())
                 except Exception as exc:
                     log.warning("warm pool refill failed; retrying in %.1fs: %s", backoff, exc)
                     await asyncio.sleep(backoff)
                     backoff = min(MAX_BACKOFF_S, backoff * 2)
                     continue
-                backoff = 0.5
+                backoff = self._first_backoff_s
                 if self._closed:
                     await session.close()
                     return
