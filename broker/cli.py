@@ -34,7 +34,7 @@ def _serve(args: argparse.Namespace) -> int:
     except (ValidationError, FileNotFoundError) as exc:
         print(f"browser-broker: invalid settings:\n{exc}", file=sys.stderr)
         return 2
-    logs.configure(settings.log_level, settings.log_format)
+    logs.configure(settings.log_level, settings.log_format, settings.redact_urls)
     on_ready = write_port_file(args.port_file) if args.port_file else None
     asyncio.run(serve(settings, on_ready=on_ready))
     return 0

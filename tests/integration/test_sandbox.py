@@ -61,3 +61,16 @@ async def test_the_sandbox_can_only_be_turned_off_explicitly(
         renderers = [p for p in in_process_browsers() if _is_renderer(p)]
         assert renderers and all(_status(p.pid)["Seccomp"].strip() == "0" for p in renderers)
     assert "browser sandbox is OFF" in caplog.text
+
+
+async def test_a_launch_failure_does_not_echo_paths_or_command_lines(
+    broker_factory: BrokerFactory,
+) -> None:
+    from browserbroker import UnavailableError
+
+    running = await broker_factory(chromium_path="/bin/false")
+    with pytest.raises(UnavailableError) as failed:
+        await running.client.acquire(timeout=60)
+    message = str(failed.value)
+    assert "failed to launch" in message
+    assert "/bin/false" not in message and "--" not in message and "/tmp" not in message

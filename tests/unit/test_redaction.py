@@ -1,0 +1,61 @@
+"""Secrets and private data stay out of telemetry: URL queries, fragments and credentials are
+stripped from spans and logs."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from broker.lease import Lease, LeaseSpec
+from broker.logs import JsonFormatter
+from broker.options import EngineName, Isolation
+from broker.redact import redact_text, redact_url
+from broker.steps import StepErrorKind, StepOutcome
+from broker.telemetry import LeaseTelemetry
+
+SECRET_URL = "https://user:hunter2@shop.test:8443/cart/42?session=s3cr3t&card=4111#token=abc"
+
+
+def test_urls_keep_only_what_is_not_secret() -> None:
+    assert redact_url(SECRET_URL) == "https://shop.test:8443/cart/42?…#…"
+    assert redact_url("http://[::1]:8080/a?b=c") == "http://[::1]:8080/a?…"
+    assert redact_url("about:blank") == "about:blank"
+    text = f"Page.goto: net::ERR_FAILED at {SECRET_URL}\nCall log: navigating to {SECRET_URL}"
+    cleaned = redact_text(text)
+    assert "s3cr3t" not in cleaned and "hunter2" not in cleaned and "abc" not in cleaned
+    assert cleaned.count("https://shop.test:8443/cart/42?…#…") == 2
+
+
+def test_step_spans_carry_no_query_or_credentials() -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    telemetry = LeaseTelemetry()
+    telemetry.tracer = provider.get_tracer("test")
+    lease = Lease(LeaseSpec(EngineName.CHROMIUM, Isolation.CONTEXT, 60, 60), granted_at=0.0)
+    outcome = StepOutcome(index=0, action="goto", ok=False, url=SECRET_URL)
+    outcome.error_kind = StepErrorKind.NAVIGATION
+    outcome.error_message = f"net::ERR_FAILED at {SECRET_URL}"
+    telemetry.step_finished(lease, outcome)
+    (span,) = exporter.get_finished_spans()
+    everything = json.dumps(
+        {"attributes": dict(span.attributes or {}), "status": span.status.description}
+    )
+    for secret in ("s3cr3t", "hunter2", "4111", "token=abc"):
+        assert secret not in everything, everything
+    assert "shop.test:8443/cart/42" in everything  # what is useful stays
+
+
+def test_log_lines_are_redacted() -> None:
+    record = logging.LogRecord(
+        "broker.test", logging.ERROR, __file__, 1, "reset failed: %s", (SECRET_URL,), None
+    )
+    record.url = SECRET_URL
+    line = JsonFormatter().format(record)
+    assert "s3cr3t" not in line and "hunter2" not in line
+    raw = JsonFormatter(redact=False).format(record)
+    assert "s3cr3t" in raw  # only when the operator turns redaction off
