@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -12,7 +11,8 @@ from grpc import aio
 from broker import decode, encode
 from broker.app import Broker
 from broker.auth import Authenticator, Credentials
-from broker.errors import LimitExceeded
+from broker.errors import DeadlineExceeded, LimitExceeded
+from broker.lease import ReleaseReason
 from broker.rpc_errors import streaming, unary
 from broker.runs import CancelCause, Run
 from broker.tenants import Tenant
@@ -44,6 +44,18 @@ class BrokerService(broker_pb2_grpc.BrowserBrokerServiceServicer):
         tenant = self.auth.tenant_for(context)
         spec = decode.lease_spec(request, self.settings, tenant)
         lease = await self.leases.acquire(spec, context.time_remaining())
+        # A caller that left (deadline, cancel) after its lease was granted and before it got
+        # the answer holds nothing: the lease ends now, not at its idle timeout.
+        left = context.time_remaining()
+        if left is not None and left <= 0:
+            self.leases.release(lease, ReleaseReason.ACQUIRE_FAILED)
+            raise DeadlineExceeded("the deadline passed as the lease was granted; it was released")
+
+        def undelivered(call: Any) -> None:  # gRPC saw the call cancelled after all
+            if call.cancelled():
+                self.leases.release(lease, ReleaseReason.ACQUIRE_FAILED)
+
+        context.add_done_callback(undelivered)  # type: ignore[arg-type]
         return encode.acquire_response(lease)
 
     @streaming
@@ -58,19 +70,22 @@ class BrokerService(broker_pb2_grpc.BrowserBrokerServiceServicer):
             timeout_s = min(timeout_s, remaining)
         run = Run(self.leases, lease, options, timeout_s, self.settings.default_step_timeout_s)
         run.start()
+        finished = False
         try:
             async for outcome in run.results():
                 yield pb.RunResponse(step=encode.step_result(outcome))
-        except asyncio.CancelledError:
-            # The caller's deadline passed or it cancelled/disconnected: stop the browser work.
-            left = context.time_remaining()
-            cause = (
-                CancelCause.DEADLINE
-                if left is not None and left <= 0
-                else CancelCause.CLIENT_CANCELLED
-            )
-            await run.cancel(cause)
-            raise
+            finished = True
+        finally:
+            # However the stream ended early (the caller's deadline or cancel as CancelledError,
+            # a result that could not be written as GeneratorExit), the browser work stops.
+            if not finished:
+                left = context.time_remaining()
+                cause = (
+                    CancelCause.DEADLINE
+                    if left is not None and left <= 0
+                    else CancelCause.CLIENT_CANCELLED
+                )
+                await run.cancel(cause)
 
     @unary
     async def KeepAlive(

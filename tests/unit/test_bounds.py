@@ -16,6 +16,7 @@ from grpc import aio
 
 from broker.clock import LoopClock
 from broker.errors import Unavailable
+from broker.events import LeaseObserver
 from broker.lease import Lease, LeaseSpec, ReleaseReason
 from broker.lease_table import LeaseTable
 from broker.limits import Limits
@@ -165,3 +166,24 @@ async def test_an_acquire_that_never_got_its_lease_leaves_no_record(start: Any) 
     with pytest.raises(aio.AioRpcError) as unknown:
         await client.stub.Release(pb.ReleaseRequest(lease_id="lease-x", token="t"))
     assert unknown.value.code() is grpc.StatusCode.NOT_FOUND
+
+
+class SlowGrant(LeaseObserver):
+    """Holds the broker between granting a lease and answering, past the caller's deadline."""
+
+    def lease_granted(self, lease: Lease) -> None:
+        time.sleep(0.5)
+
+
+async def test_a_lease_granted_as_the_callers_deadline_passed_is_released_at_once(
+    start: Any,
+) -> None:
+    running = await start()
+    running.broker.observers.add(SlowGrant())
+    client = running.client()
+    with pytest.raises(aio.AioRpcError) as late:
+        await client.stub.Acquire(pb.AcquireRequest(), timeout=0.2)
+    assert late.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+    await until(lambda: running.broker.leases.active_count == 0)
+    (session,) = running.engine.all_sessions
+    await until(lambda: session.closed == 1)

@@ -1,0 +1,49 @@
+"""The holes a deadline or cancel could fall through, each seen from the browser (the page stops
+pinging the fixture site) or from the lease table."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+
+import pytest
+
+from browserbroker import steps
+from browserbroker.v1 import broker_pb2 as pb
+from tests.conftest import BrokerFactory
+from tests.fixture_site import FixtureSite
+from tests.support import eventually, last_ping_after
+
+pytestmark = pytest.mark.browser
+STOP_BOUND_S = 1.0
+
+
+async def test_a_cancel_while_a_result_is_being_written_stops_the_browser_work(
+    broker_factory: BrokerFactory, fixture_server: FixtureSite
+) -> None:
+    """A caller that stops reading (a large result waits on flow control) and then cancels:
+    the stream ends while a write is pending, and the work must still stop in the browser."""
+    running = await broker_factory()
+    lease = await running.client.acquire(ttl=120)
+    ping_id = uuid.uuid4().hex
+    request = pb.RunRequest(
+        lease_id=lease.id,
+        token=lease.grant.token,
+        steps=[
+            steps.goto(fixture_server.url("big?kb=3000")),
+            *[steps.content()] * 6,  # 6 x 3 MB: more than the stream's flow-control window
+            steps.goto(fixture_server.url(f"ping-loop.html?id={ping_id}")),
+            steps.evaluate("new Promise(() => {})"),  # pings for as long as the Run lasts
+        ],
+    )
+    call = running.client.stub.Run(request, timeout=60)  # read nothing: a slow reader
+    await eventually(lambda: bool(fixture_server.pings.times(ping_id)))
+    cancelled_at = time.monotonic()
+    call.cancel()
+    last = await asyncio.wait_for(last_ping_after(fixture_server, ping_id), 30)
+    assert last - cancelled_at < STOP_BOUND_S, f"pings went on {last - cancelled_at:.2f}s"
+    (held,) = running.broker.leases.active_leases()
+    await eventually(lambda: held.runs_in_flight == 0)  # the run lock is free again
+    assert (await lease.run(steps.evaluate("1 + 1"), timeout=30))[0].value == 2
+    await lease.release()
