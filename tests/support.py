@@ -28,6 +28,9 @@ ROOT = Path(__file__).resolve().parent.parent
 # The fixture site serves on 127.0.0.1, which the default egress policy denies like any loopback
 # address; tests allow that one address (and only it: 127.0.0.2 and up stay "private").
 TEST_EGRESS: dict[str, object] = {"egress_allow_cidrs": ["127.0.0.1/32"]}
+# Tests and benchmarks poll GetStatus while they wait for a state; its rate limit is tested
+# on its own (tests/unit/test_security_rpc.py).
+TEST_STATUS_RATE = 1000.0
 BROKER_BIN = Path(sys.executable).parent / "browser-broker"
 BROWSER_NAMES = ("chromium", "chrome", "headless_shell", "firefox", "firefox-esr", "camoufox")
 
@@ -104,6 +107,7 @@ async def start_in_process(**overrides: object) -> InProcessBroker:
         "listen": "127.0.0.1:0",
         "warm_pool_size": 0,
         "log_level": "WARNING",
+        "status_requests_per_s": TEST_STATUS_RATE,
         **TEST_EGRESS,
     }
     values.update(overrides)
@@ -152,7 +156,12 @@ class BrokerProcess:
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "BROKER_EGRESS_ALLOW_CIDRS": '["127.0.0.1/32"]', **self.env},
+            env={
+                **os.environ,
+                "BROKER_EGRESS_ALLOW_CIDRS": '["127.0.0.1/32"]',
+                "BROKER_STATUS_REQUESTS_PER_S": str(TEST_STATUS_RATE),
+                **self.env,
+            },
         )
         deadline = time.monotonic() + timeout_s
         while not port_file.exists():
