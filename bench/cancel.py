@@ -3,8 +3,10 @@
     .venv/bin/python -m bench.cancel [--samples 20]
 
 For each kind of work (a navigation that keeps streaming, a timer loop, a script that never
-returns) a Run gets a short deadline; the fixture site records the page's pings, and the latency
-is the last ping's arrival minus the deadline. Prints p50/p99 per kind.
+yields, an evaluate promise that never resolves, a script spinning in an iframe, a popup's timer)
+and each engine (Chromium, Firefox), a Run gets a short deadline; the fixture site records the
+page's pings, and the latency is the last ping's arrival minus the deadline (negative when the
+last ping came before it). Prints p50/p99 per engine and kind.
 """
 
 from __future__ import annotations
@@ -16,17 +18,18 @@ import statistics
 import time
 import uuid
 
-from browserbroker import DeadlineExceededError, OnCancel
+from browserbroker import AsyncBrokerClient, DeadlineExceededError, Engine, OnCancel
 from tests.fixture_site import FixtureSite
 from tests.support import STOP_KINDS, BrokerProcess, last_ping_after, work_for
 
 DEADLINE_S = 1.0
+ENGINES = {"chromium": Engine.CHROMIUM, "firefox": Engine.FIREFOX}
 
 
-async def one(client_addr: str, site: FixtureSite, kind: str, on_cancel: OnCancel) -> float:
-    from browserbroker import AsyncBrokerClient
-
-    async with AsyncBrokerClient(client_addr) as client, client.lease() as lease:
+async def one(
+    client_addr: str, site: FixtureSite, engine: Engine, kind: str, on_cancel: OnCancel
+) -> float:
+    async with AsyncBrokerClient(client_addr) as client, client.lease(engine=engine) as lease:
         ping_id = uuid.uuid4().hex
         started = time.monotonic()
         with contextlib.suppress(DeadlineExceededError):
@@ -39,18 +42,26 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-async def run(samples: int) -> str:
+async def run(samples: int, engines: list[str]) -> str:
     site = FixtureSite().start()
-    broker = BrokerProcess(args=["--warm-pool-size", "2"]).start()
+    broker = BrokerProcess(args=["--warm-pool-size", "2", "--engines", ",".join(engines)]).start()
     try:
-        results: dict[str, list[float]] = {kind: [] for kind in STOP_KINDS}
+        results: dict[tuple[str, str], list[float]] = {
+            (engine, kind): [] for engine in engines for kind in STOP_KINDS
+        }
         for _ in range(samples):
-            for kind in STOP_KINDS:
-                results[kind].append(await one(broker.address, site, kind, OnCancel.KEEP_LEASE))
-        lines = ["| work | samples | p50 ms | p99 ms | max ms |", "|---|---:|---:|---:|---:|"]
-        for kind, values in results.items():
+            for engine, kind in results:
+                latency = await one(
+                    broker.address, site, ENGINES[engine], kind, OnCancel.KEEP_LEASE
+                )
+                results[(engine, kind)].append(latency)
+        lines = [
+            "| engine | work | samples | p50 ms | p99 ms | max ms |",
+            "|---|---|---:|---:|---:|---:|",
+        ]
+        for (engine, kind), values in results.items():
             lines.append(
-                f"| {kind} | {len(values)} | {statistics.median(values) * 1000:.0f} | "
+                f"| {engine} | {kind} | {len(values)} | {statistics.median(values) * 1000:.0f} | "
                 f"{percentile(values, 0.99) * 1000:.0f} | {max(values) * 1000:.0f} |"
             )
         return "\n".join(lines)
@@ -64,7 +75,9 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--samples", type=int, default=20)
-    print(asyncio.run(run(parser.parse_args().samples)))
+    parser.add_argument("--engines", default="chromium,firefox", help="comma-separated")
+    args = parser.parse_args()
+    print(asyncio.run(run(args.samples, args.engines.split(","))))
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import psutil
 
@@ -197,17 +198,37 @@ class BrokerProcess:
 
 
 # Browser work that keeps pinging the fixture site until the browser stops it.
-STOP_KINDS = ("navigation", "timer_loop", "slow_script")
+STOP_KINDS = (
+    "navigation",  # a page that keeps streaming
+    "timer_loop",  # setInterval pings
+    "slow_script",  # a script that never yields (synchronous XHR pings)
+    "evaluate_promise",  # an async evaluate that never resolves, pinging as it goes
+    "iframe_script",  # a never-yielding script inside an iframe
+    "popup_work",  # a popup the page opened, pinging on a timer
+)
 
 
 def work_for(kind: str, site: FixtureSite, ping_id: str) -> list[pb.Step]:
+    forever = steps.evaluate("new Promise(() => {})")  # the Run waits while the page works
     if kind == "navigation":
         return [steps.goto(site.url(f"slow-stream?id={ping_id}"))]
     if kind == "timer_loop":
+        return [steps.goto(site.url(f"ping-loop.html?id={ping_id}")), forever]
+    if kind == "evaluate_promise":
         return [
-            steps.goto(site.url(f"ping-loop.html?id={ping_id}")),
-            steps.evaluate("new Promise(() => {})"),  # waits forever while the timer pings
+            steps.goto(site.url("form.html")),
+            steps.evaluate(
+                "(async () => { for (;;) { await fetch('/ping?id="
+                + ping_id
+                + "').catch(() => {}); await new Promise(r => setTimeout(r, 10)); } })()"
+            ),
         ]
+    if kind == "iframe_script":
+        inner = quote(f"/ping-script.html?id={ping_id}")
+        return [steps.goto(site.url(f"iframe?src={inner}")), steps.evaluate("frames[0].spin()")]
+    if kind == "popup_work":
+        inner = quote(f"/ping-loop.html?id={ping_id}")
+        return [steps.goto(site.url(f"popup?src={inner}")), forever]
     return [steps.goto(site.url(f"ping-script.html?id={ping_id}")), steps.evaluate("spin()")]
 
 

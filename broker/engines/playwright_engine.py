@@ -215,7 +215,7 @@ class PlaywrightEngine:
             session = PlaywrightSession(
                 self, browser, context, page, isolation, route, self.result_limits
             )
-            session.interrupter = interrupter
+            session.set_interrupter(page, interrupter)
             self.sessions.add(session)
             if shared is not None:
                 self._count_session(shared)

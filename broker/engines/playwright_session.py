@@ -106,7 +106,9 @@ class PlaywrightSession:
         self.context = context
         self.page = page
         self._lost_callback: LostCallback | None = None
-        self.interrupter: Interrupter | None = None
+        # Per page (the lease's and those the site opened): stops a script that never yields.
+        self._interrupters: dict[Page, Interrupter] = {}
+        self._attaching = TaskSet()
         self._closing = False
         self._resetting = False  # the page is being replaced on purpose
         self._lost = False
@@ -132,9 +134,18 @@ class PlaywrightSession:
         if self.egress is not None:
             self.egress.bind(rules, on_blocked)
 
+    def set_interrupter(self, page: Page, interrupter: Interrupter | None) -> None:
+        if interrupter is not None and not page.is_closed():
+            self._interrupters[page] = interrupter
+            page.on("close", self._forget_interrupter)
+
+    def _forget_interrupter(self, page: Page) -> None:
+        self._interrupters.pop(page, None)
+
     def _page_opened(self, page: Page) -> None:
         """Pages a site opens (popups, target=_blank) count against the lease's page limit;
-        one past it is closed at once. All of them close with the context."""
+        one past it is closed at once. All of them close with the context, and a cancelled Run
+        stops their scripts too."""
         if page is self.page or self._closing:
             return
         if len(self.context.pages) > self._limits.max_pages:
@@ -142,6 +153,15 @@ class PlaywrightSession:
                 "a page past the lease's limit was closed", extra={"limit": self._limits.max_pages}
             )
             self._extra_pages.spawn(_close_quietly(page))
+            return
+        self._attaching.spawn(self._attach_interrupter(page))
+
+    async def _attach_interrupter(self, page: Page) -> None:
+        with contextlib.suppress(Exception):  # a page without one is still closed on cancel
+            interrupter = await bounded(
+                self._host.page_interrupter(self.context, page), CLOSE_TIMEOUT_S
+            )
+            self.set_interrupter(page, interrupter)
 
     def _watch_page(self, page: Page) -> None:
         def crashed(crashed_page: Page) -> None:
@@ -326,16 +346,18 @@ class PlaywrightSession:
             CLOSE_TIMEOUT_S,
         )
         self._watch_page(self.page)
-        self.interrupter = await self._host.page_interrupter(self.context, self.page)
+        self.set_interrupter(self.page, await self._host.page_interrupter(self.context, self.page))
 
     async def interrupt_scripts(self) -> None:
-        """Stop a script that holds the page's main thread, so closing it need not wait for a hang
-        timeout (Chromium waits ~0.5 s for a busy renderer before it gives up on it)."""
-        if self.interrupter is None:
-            return
-        with contextlib.suppress(Exception):
-            async with asyncio.timeout(INTERRUPT_TIMEOUT_S):
-                await self.interrupter()
+        """Stop scripts that hold the pages' main threads, so closing them need not wait for a
+        hang timeout (Chromium waits ~0.5 s for a busy renderer before it gives up on it).
+        Only before the pages close: an interrupter also stops the next script it finds."""
+
+        async def interrupt(interrupter: Interrupter) -> None:
+            with contextlib.suppress(Exception):
+                await bounded(interrupter(), INTERRUPT_TIMEOUT_S)
+
+        await asyncio.gather(*(interrupt(i) for i in list(self._interrupters.values())))
 
     async def close(self) -> None:
         self._closing = True

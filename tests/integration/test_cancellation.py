@@ -17,7 +17,7 @@ import pytest
 from browserbroker import DeadlineExceededError, OnCancel, steps
 from browserbroker.v1 import broker_pb2 as pb
 from tests.fixture_site import FixtureSite
-from tests.support import InProcessBroker, eventually, last_ping_after, work_for
+from tests.support import STOP_KINDS, InProcessBroker, eventually, last_ping_after, work_for
 
 pytestmark = pytest.mark.browser
 
@@ -42,7 +42,7 @@ async def stop_latency(
     return last - deadline, lease.id, lease.grant.token
 
 
-@pytest.mark.parametrize("kind", ["navigation", "timer_loop", "slow_script"])
+@pytest.mark.parametrize("kind", STOP_KINDS)
 async def test_deadline_stops_browser_work_and_keeps_lease(
     chromium_broker: InProcessBroker, fixture_server: FixtureSite, kind: str
 ) -> None:
@@ -60,7 +60,7 @@ async def test_deadline_stops_browser_work_and_keeps_lease(
     await chromium_broker.client.stub.Release(pb.ReleaseRequest(lease_id=lease_id, token=token))
 
 
-@pytest.mark.parametrize("kind", ["navigation", "timer_loop", "slow_script"])
+@pytest.mark.parametrize("kind", STOP_KINDS)
 async def test_deadline_with_release_policy_stops_work_and_ends_lease(
     chromium_broker: InProcessBroker, fixture_server: FixtureSite, kind: str
 ) -> None:

@@ -36,7 +36,7 @@ from browserbroker import (
 from browserbroker.v1 import broker_pb2 as pb
 from tests.conftest import BrokerFactory, require
 from tests.fixture_site import FixtureSite
-from tests.support import InProcessBroker, eventually, last_ping_after, work_for
+from tests.support import STOP_KINDS, InProcessBroker, eventually, last_ping_after, work_for
 
 pytestmark = pytest.mark.browser
 
@@ -246,7 +246,7 @@ async def test_firefox_navigation_errors_are_classified(broker_factory: BrokerFa
     assert "ERR_NAME_NOT_RESOLVED" in result[1].error_message
 
 
-@pytest.mark.parametrize("kind", ["navigation", "timer_loop", "slow_script"])
+@pytest.mark.parametrize("kind", STOP_KINDS)
 async def test_firefox_deadline_stops_the_work_in_the_browser(
     broker_factory: BrokerFactory, fixture_server: FixtureSite, kind: str
 ) -> None:
