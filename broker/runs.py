@@ -23,6 +23,12 @@ log = logging.getLogger("broker.runs")
 # Playwright's own timeout for a step ends this much before the Run's deadline, so the browser
 # gives up first and the broker's backstop rarely has to.
 STEP_DEADLINE_MARGIN_S = 0.05
+# Steps whose work can go on in the browser after the step timed out (a navigation still
+# loading, a script still running): a timeout resets the page. Waits for an element leave no
+# work behind, and keep the page.
+LINGERING = frozenset(
+    {"goto", "evaluate", "wait_for_load_state", "get_content", "get_text", "screenshot", "pdf"}
+)
 
 
 class CancelCause(StrEnum):
@@ -171,10 +177,31 @@ class Run:
             if capped_by_deadline and outcome.error_kind is StepErrorKind.TIMEOUT:
                 # The browser gave up because the Run's deadline is here: that ends the Run.
                 raise _DeadlineReached
+            if outcome.error_kind is StepErrorKind.TIMEOUT and step.name in LINGERING:
+                # The step gave up, the browser may not have: quiet it before anything else
+                # (the next step, the next Run) touches the page.
+                await self.leases.run_cleanup(self._quiet_after_timeout(outcome))
+                if lease.released is not None:
+                    self._cut_short = True
+                    return
             self.leases.step_finished(lease, outcome)
             self._queue.put_nowait(outcome)
             if not outcome.ok and not self.options.continue_on_error:
                 return
+
+    async def _quiet_after_timeout(self, outcome: StepOutcome) -> None:
+        lease = self.lease
+        session = lease.session
+        if session is None or lease.released is not None:
+            return
+        try:
+            await session.reset_page()
+            outcome.error_message += "; the page was reset to stop the work in the browser"
+        except Exception as exc:
+            if lease.released is None:
+                log.warning("could not reset the page after a step timed out; ending the lease")
+                self.leases.release(lease, ReleaseReason.RUN_CANCELLED)
+            log.debug("page reset after a timeout failed: %s", exc)
 
     async def _stop_in_browser(self) -> None:
         """Abort what the browser is doing for this Run, then leave the lease as the policy says."""

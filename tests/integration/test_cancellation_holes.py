@@ -9,7 +9,8 @@ import uuid
 
 import pytest
 
-from browserbroker import steps
+from broker.options import EngineName
+from browserbroker import Engine, steps
 from browserbroker.v1 import broker_pb2 as pb
 from tests.conftest import BrokerFactory
 from tests.fixture_site import FixtureSite
@@ -47,3 +48,33 @@ async def test_a_cancel_while_a_result_is_being_written_stops_the_browser_work(
     await eventually(lambda: held.runs_in_flight == 0)  # the run lock is free again
     assert (await lease.run(steps.evaluate("1 + 1"), timeout=30))[0].value == 2
     await lease.release()
+
+
+@pytest.mark.parametrize("engine", [Engine.CHROMIUM, Engine.FIREFOX])
+async def test_a_step_that_times_out_leaves_the_browser_quiet(
+    broker_factory: BrokerFactory, fixture_server: FixtureSite, engine: Engine
+) -> None:
+    """A step timeout (not the Run's deadline) inside a long Run: the script it started must
+    not go on spinning under the next step or Run."""
+    running = await broker_factory(engines=[EngineName.CHROMIUM, EngineName.FIREFOX])
+    async with running.client.lease(engine=engine) as lease:
+        ping_id = uuid.uuid4().hex
+        results = []
+        timed_out_at = 0.0
+        async for result in lease.stream(
+            steps.goto(fixture_server.url(f"ping-script.html?id={ping_id}")),
+            steps.evaluate("spin()", timeout_s=1),
+            steps.evaluate("1 + 1"),
+            continue_on_error=True,
+            timeout=60,
+        ):
+            results.append(result)
+            if result.index == 1:
+                timed_out_at = time.monotonic()
+        assert results[1].error_kind == "timeout", results[1]
+        assert "reset" in results[1].error_message
+        assert results[2].value == 2  # the next step found a quiet, working page
+        last = await asyncio.wait_for(last_ping_after(fixture_server, ping_id), 30)
+        assert last - timed_out_at < STOP_BOUND_S, f"pings went on {last - timed_out_at:.2f}s"
+        again = await lease.run(steps.evaluate("document.readyState"), timeout=10)
+        assert again.ok
