@@ -119,6 +119,7 @@ class Broker:
             "broker.pool.size": self.warm_pool_size,
             "broker.browsers": sum(c.browsers for c in censuses),
             "broker.browsers.retiring": sum(c.retiring for c in censuses),
+            "broker.sessions.unclosed": sum(c.unclosed for c in censuses),
             "broker.contexts": sum(c.contexts for c in censuses),
             "broker.pages": sum(c.pages for c in censuses),
         }

@@ -143,6 +143,7 @@ class LeaseTelemetry(LeaseObserver):
             ("broker.pool.size", "warm sessions ready"),
             ("broker.browsers", "live browser processes"),
             ("broker.browsers.retiring", "shared browsers draining before recycling"),
+            ("broker.sessions.unclosed", "released sessions whose context would not close"),
             ("broker.contexts", "open browser contexts"),
             ("broker.pages", "open pages"),
         ):

@@ -176,6 +176,9 @@ class FakeEngine:
     async def check_memory(self) -> None:
         return None
 
+    async def reclose(self) -> int:
+        return 0
+
     async def close(self) -> None:
         self.closed = True
         for session in list(self.open_sessions):

@@ -35,6 +35,7 @@ class EngineCensus:
     browser_pids: list[int] = field(default_factory=list)
     retiring: int = 0  # shared browsers draining before they are recycled
     recycled: int = 0  # shared browsers recycled since start
+    unclosed: int = 0  # released sessions whose context would not close (tried again)
 
 
 @dataclass(frozen=True)
@@ -144,6 +145,10 @@ class Engine(Protocol):
 
     def cached_census(self) -> EngineCensus:
         """The census as of the last process walk; never blocks (metrics read it)."""
+        ...
+
+    async def reclose(self) -> int:
+        """Try again to close released sessions whose close failed; how many are still open."""
         ...
 
     async def check_memory(self) -> None:

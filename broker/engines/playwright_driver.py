@@ -110,12 +110,17 @@ class Driver:
     def pid(self) -> int | None:
         return driver_pid(self.playwright)
 
-    async def ensure(self) -> Playwright:
+    async def ensure(self, timeout_s: float = 30.0) -> Playwright:
+        """The running driver; Unavailable if it does not start within `timeout_s` (the start
+        goes on, and the next caller waits for the same one)."""
         if self._start is None:
             quiet_aborted_calls(asyncio.get_running_loop())
             self._start = asyncio.ensure_future(async_playwright().start())
             self._start.add_done_callback(self._watch)
-        self.playwright = await asyncio.shield(self._start)
+        try:
+            self.playwright = await bounded(asyncio.shield(self._start), timeout_s)
+        except TimeoutError:
+            raise Unavailable(f"Playwright's driver did not start within {timeout_s:g}s") from None
         return self.playwright
 
     def _watch(self, start: asyncio.Future[Playwright]) -> None:
@@ -137,10 +142,13 @@ class Driver:
     async def stop(self) -> None:
         start, self._start = self._start, None
         self.playwright = None
-        if start is not None:
-            with contextlib.suppress(Exception):
-                playwright = await start
-                await bounded(playwright.stop(), 5.0)
+        if start is None:
+            return
+        if not start.done():
+            start.cancel()  # a start that never finished: nothing to stop
+            return
+        with contextlib.suppress(Exception):
+            await bounded(start.result().stop(), 5.0)
 
 
 def _driver_transport(playwright: Playwright | None) -> object:

@@ -84,6 +84,7 @@ class PlaywrightEngine:
         self.unsupported_context = dict(unsupported_context or {})
         self.recycling = RecyclePolicy()
         self.sessions: set[PlaywrightSession] = set()
+        self._unclosed: set[PlaywrightSession] = set()  # released, but their context lives on
         self._driver = Driver(self._on_driver_lost)
         self._processes = BrowserProcesses(executable, lambda: self._driver.pid)
         self._browsers: dict[Browser, BrowserRecord] = {}
@@ -132,7 +133,7 @@ class PlaywrightEngine:
         if self._closed:
             raise Unavailable(f"{self.name.value} engine is closed")
         async with self._launch_lock:
-            playwright = await self._driver.ensure()
+            playwright = await self._driver.ensure(self._launch_timeout_s)
             drivers_lost = self._driver.generation
             before = set(self._processes.walk())
             try:
@@ -244,14 +245,8 @@ class PlaywrightEngine:
         self, browser: Browser, work: Awaitable[T], doing: str = "opening a session"
     ) -> T:
         """Await a Playwright call on `browser`, abandoning it if the browser goes away first."""
-        record = self._browsers.get(browser)
-        return await call_while_connected(
-            browser,
-            None if record is None else record.gone,
-            work,
-            f"{self.name.value} browser",
-            doing,
-        )
+        gone = record.gone if (record := self._browsers.get(browser)) else None
+        return await call_while_connected(browser, gone, work, f"{self.name} browser", doing)
 
     async def _prepare(
         self, browser_options: BrowserOptions | None, options: ContextOptions
@@ -287,22 +282,40 @@ class PlaywrightEngine:
 
     async def close_session(self, session: PlaywrightSession) -> None:
         """Close context, then a dedicated browser; kill the process if a graceful close fails.
-        The session is no longer tracked afterwards, whatever happened."""
+
+        A shared browser's context that would not close stays tracked (`unclosed` in the
+        census) and is tried again by `reclose`, until it is gone or its browser is.
+        """
         if session not in self.sessions:
             return  # closed already, or its browser was killed with the driver
+        gone = False
         try:
-            await self._close_session(session)
+            gone = await self._close_session(session)
         finally:
-            self.sessions.discard(session)
-            if session.egress is not None and self._egress is not None:
-                await self._egress.close_route(session.egress)
-            record = self._browsers.get(session.browser)
-            if record is not None:
-                self._close_if_drained(record)
+            if gone or not session.browser.is_connected():
+                self._untrack(session)
+                self._unclosed.discard(session)
+            else:
+                self._unclosed.add(session)
 
-    async def _close_session(self, session: PlaywrightSession) -> None:
+    def _untrack(self, session: PlaywrightSession) -> None:
+        self.sessions.discard(session)
+        if session.egress is not None and self._egress is not None:
+            self._browser_closers.spawn(self._egress.close_route(session.egress))
+        record = self._browsers.get(session.browser)
+        if record is not None:
+            self._close_if_drained(record)
+
+    async def reclose(self) -> int:
+        """Try again to close the contexts that would not close; how many are still open."""
+        for session in list(self._unclosed):
+            await self.close_session(session)
+        return len(self._unclosed)
+
+    async def _close_session(self, session: PlaywrightSession) -> bool:
+        """Whether the session's browser side is gone (closed, or its browser is)."""
         if session.driver_lost:
-            return  # its browser was killed with the driver's loss; nothing can be called
+            return True  # its browser was killed with the driver's loss; nothing can be called
         dedicated = session.browser if session.isolation is Isolation.BROWSER else None
 
         async def close() -> None:
@@ -313,15 +326,17 @@ class PlaywrightEngine:
         try:
             await session.interrupt_scripts()
             await bounded(close(), CLOSE_TIMEOUT_S)
+            return True
         except (PlaywrightError, TimeoutError) as exc:
             if not session.browser.is_connected():
-                return  # already gone: nothing left to close
+                return True  # already gone: nothing left to close
             log.warning("graceful close failed, escalating", extra={"error": str(exc)})
             if dedicated is not None:
                 self._kill(dedicated)
-            else:
-                with contextlib.suppress(PlaywrightError, TimeoutError):
-                    await bounded(session.page.close(), CLOSE_TIMEOUT_S)
+                return True
+            with contextlib.suppress(PlaywrightError, TimeoutError):
+                await bounded(session.page.close(), CLOSE_TIMEOUT_S)
+            return session.context not in session.browser.contexts
 
     async def page_interrupter(self, context: BrowserContext, page: Page) -> Interrupter | None:
         """Prepared while the page is idle: a busy page cannot be attached to later."""
@@ -430,4 +445,5 @@ class PlaywrightEngine:
             browser_pids=pids,
             retiring=sum(1 for record in self._browsers.values() if record.retiring),
             recycled=self._recycled,
+            unclosed=len(self._unclosed),
         )

@@ -8,7 +8,10 @@ import time
 import uuid
 
 import pytest
+from playwright.async_api import Error as PlaywrightError
 
+from broker.engines.playwright_engine import PlaywrightEngine
+from broker.engines.playwright_session import PlaywrightSession
 from broker.options import EngineName
 from browserbroker import Engine, steps
 from browserbroker.v1 import broker_pb2 as pb
@@ -78,3 +81,29 @@ async def test_a_step_that_times_out_leaves_the_browser_quiet(
         assert last - timed_out_at < STOP_BOUND_S, f"pings went on {last - timed_out_at:.2f}s"
         again = await lease.run(steps.evaluate("document.readyState"), timeout=10)
         assert again.ok
+
+
+async def test_a_context_that_would_not_close_stays_tracked_until_it_is_gone(
+    broker_factory: BrokerFactory,
+) -> None:
+    running = await broker_factory()
+    engine = running.broker.engines[EngineName.CHROMIUM]
+    assert isinstance(engine, PlaywrightEngine)
+    lease = await running.client.acquire(ttl=60)
+    (held,) = running.broker.leases.active_leases()
+    session = held.session
+    assert isinstance(session, PlaywrightSession)
+    real_close = session.context.close
+
+    async def refuse(*args: object, **kwargs: object) -> None:
+        raise PlaywrightError("Target page, context or browser has been closed")
+
+    session.context.close = refuse  # type: ignore[method-assign]
+    assert (await lease.release()).released_now  # the lease ends whatever the browser does
+    census = engine.census()
+    assert census.unclosed == 1 and census.contexts == 1  # still open, and still counted
+    assert await running.broker.reconciler.reclose() == 1  # tried again: still refusing
+    session.context.close = real_close  # type: ignore[method-assign]
+    assert await running.broker.reconciler.reclose() == 0
+    census = engine.census()
+    assert census.unclosed == 0 and census.contexts == 0

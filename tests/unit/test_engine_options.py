@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from pathlib import Path
 from typing import Any
@@ -339,7 +340,6 @@ def test_bad_camoufox_options_are_named(fields: dict[str, Any], expected: list[s
 
 async def test_open_time_estimate_is_per_engine_and_isolation() -> None:
     """Slow Firefox browser launches must not make fast Chromium contexts refuse short deadlines."""
-    import asyncio
 
     from broker.errors import DeadlineExceeded
     from broker.lease import LeaseSpec, ReleaseReason
@@ -401,3 +401,20 @@ async def test_dropped_aborted_calls_are_not_logged_as_errors(
     assert len(errors) == 1 and "never retrieved" in errors[0]
     assert "Target crashed" in caplog.text
     assert "an aborted browser call was dropped: Task was cancelled" in caplog.text
+
+
+async def test_a_driver_that_does_not_start_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Playwright's driver start is waited on for a bounded time, then answered UNAVAILABLE."""
+    from broker.engines import playwright_driver
+    from broker.errors import Unavailable
+
+    class Stuck:
+        async def start(self) -> object:
+            await asyncio.Event().wait()  # never starts
+            raise AssertionError
+
+    monkeypatch.setattr(playwright_driver, "async_playwright", Stuck)
+    driver = playwright_driver.Driver(on_lost=lambda: None)
+    with pytest.raises(Unavailable, match=r"did not start within 0\.05s"):
+        await asyncio.wait_for(driver.ensure(0.05), 5)
+    await driver.stop()
