@@ -127,6 +127,9 @@ class Settings(EgressLists, BaseSettings):
     reconcile_interval_s: float = Field(30.0, gt=0)
     tombstone_ttl_s: float = Field(600.0, gt=0, description="how long a late Release is answered")
     cleanup_timeout_s: float = Field(10.0, gt=0)
+    session_open_timeout_s: float = Field(
+        60.0, gt=0, description="bound on opening a session when the caller's deadline is longer"
+    )
     max_message_bytes: int = Field(16 * 1024 * 1024, ge=1024 * 1024)
     recycle_after_leases: int = Field(
         500,
@@ -283,6 +286,7 @@ class Settings(EgressLists, BaseSettings):
             tombstone_ttl_s=self.tombstone_ttl_s,
             cleanup_timeout_s=self.cleanup_timeout_s,
             max_runs_waiting=self.max_runs_waiting_per_lease,
+            open_timeout_s=self.session_open_timeout_s,
         )
 
     def recycle_policy(self) -> RecyclePolicy:

@@ -13,11 +13,11 @@ from playwright.async_api import Error as PlaywrightError
 from broker.engines.playwright_engine import PlaywrightEngine
 from broker.engines.playwright_session import PlaywrightSession
 from broker.options import EngineName
-from browserbroker import Engine, steps
+from browserbroker import DeadlineExceededError, Engine, steps
 from browserbroker.v1 import broker_pb2 as pb
 from tests.conftest import BrokerFactory
 from tests.fixture_site import FixtureSite
-from tests.support import eventually, last_ping_after
+from tests.support import eventually, last_ping_after, work_for
 
 pytestmark = pytest.mark.browser
 STOP_BOUND_S = 1.0
@@ -107,3 +107,27 @@ async def test_a_context_that_would_not_close_stays_tracked_until_it_is_gone(
     assert await running.broker.reconciler.reclose() == 0
     census = engine.census()
     assert census.unclosed == 0 and census.contexts == 0
+
+
+# Without an interrupter, Chromium waits about half a second for a busy renderer before closing
+# its page; with one, a never-yielding script stops in tens of milliseconds. This bound sits
+# between the two with room for a loaded machine.
+SCRIPT_STOP_BOUND_S = 0.35
+
+
+@pytest.mark.parametrize("kind", ["slow_script", "iframe_script"])
+async def test_a_script_that_never_yields_stops_promptly_on_chromium(
+    broker_factory: BrokerFactory, fixture_server: FixtureSite, kind: str
+) -> None:
+    running = await broker_factory()
+    lease = await running.client.acquire()
+    latencies = []
+    for _ in range(3):
+        ping_id = uuid.uuid4().hex
+        started = time.monotonic()
+        with pytest.raises(DeadlineExceededError):
+            await lease.run(*work_for(kind, fixture_server, ping_id), timeout=1.5)
+        last = await asyncio.wait_for(last_ping_after(fixture_server, ping_id, 0.7), 30)
+        latencies.append(last - (started + 1.5))
+    assert sorted(latencies)[1] < SCRIPT_STOP_BOUND_S, latencies  # the median of three
+    await lease.release()

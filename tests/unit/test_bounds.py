@@ -187,3 +187,24 @@ async def test_a_lease_granted_as_the_callers_deadline_passed_is_released_at_onc
     await until(lambda: running.broker.leases.active_count == 0)
     (session,) = running.engine.all_sessions
     await until(lambda: session.closed == 1)
+
+
+@pytest.mark.parametrize("deadline", [0.3, None])
+async def test_an_open_that_hangs_ends_with_a_clear_status_and_a_free_slot(
+    start: Any, deadline: float | None
+) -> None:
+    """The deadline passing during a cold open answers DEADLINE_EXCEEDED; with no deadline, the
+    broker's own bound answers UNAVAILABLE. Either way nothing stays open or held."""
+    running = await start(session_open_timeout_s=0.3, capacity=1)
+    running.engine.open_gate = asyncio.Event()  # the browser never answers
+    client = running.client()
+    with pytest.raises(aio.AioRpcError) as failed:
+        await client.stub.Acquire(pb.AcquireRequest(), timeout=deadline)
+    expected = grpc.StatusCode.DEADLINE_EXCEEDED if deadline else grpc.StatusCode.UNAVAILABLE
+    assert failed.value.code() is expected, failed.value
+    assert running.broker.leases.active_count == 0  # the slot is free again
+    running.engine.open_gate.set()
+    assert (await client.acquire(timeout=10)).id  # and usable
+    await running.broker.leases.wait_all_closed()
+    for lease in running.broker.leases.active_leases():
+        running.broker.leases.release(lease, ReleaseReason.CLIENT_RELEASE)
