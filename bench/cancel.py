@@ -1,6 +1,6 @@
 """Stop-latency benchmark: how soon after a Run's deadline the browser stops working.
 
-    .venv/bin/python -m bench.cancel [--samples 20]
+    .venv/bin/python -m bench.cancel [--samples 20] [--engines chromium,firefox]
 
 For each kind of work (a navigation that keeps streaming, a timer loop, a script that never
 yields, an evaluate promise that never resolves, a script spinning in an iframe, a popup's timer)
@@ -72,7 +72,9 @@ async def run(samples: int, engines: list[str]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m bench.cancel",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--samples", type=int, default=20)
     parser.add_argument("--engines", default="chromium,firefox", help="comma-separated")

@@ -174,7 +174,9 @@ async def run(samples: int, otlp_endpoint: str | None) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m bench.latency",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--samples", type=int, default=30)
     parser.add_argument("--otlp-endpoint", help="also measure a broker exporting traces here")

@@ -5,9 +5,10 @@
 Faults injected at random: short deadlines, client cancels, dropped channels, double and
 concurrent releases, forged and unknown lease ids, abandoned leases left to their TTL, SIGKILL of
 the browser, renderer crashes. The shared browser is also recycled every `--recycle-after`
-sessions, so leases keep running on a retiring browser while new ones go to a fresh one. At the end (and sampled throughout) it checks the broker's own view
-against reality and prints a table: leaked leases/contexts/pages/processes, drift repairs, leases
-released more or less than once (from the broker's structured release log), RSS growth.
+sessions, so leases keep running on a retiring browser while new ones go to a fresh one. At the
+end (and sampled throughout) it checks the broker's own view against reality and prints a table:
+leaked leases/contexts/pages/processes, drift repairs, leases released more or less than once
+(from the broker's structured release log), RSS growth. Figures: docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -423,7 +424,9 @@ def run_soak(
 
 def main() -> int:
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m bench.soak",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--cycles", type=int, default=2000)
     parser.add_argument("--clients", type=int, default=6)

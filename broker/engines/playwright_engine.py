@@ -1,10 +1,6 @@
-"""The Playwright-backed engine shared by Chromium, Firefox and Camoufox.
-
-An adapter supplies only how to launch a browser; this module owns the browsers: launching them,
-one record per browser, recycling shared browsers, recovering from the driver's death, and the
-kill escalation. The per-lease session is `playwright_session.PlaywrightSession`; driver and
-process plumbing is in `playwright_driver`.
-"""
+"""The Playwright-backed engine shared by Chromium, Firefox and Camoufox: launching browsers,
+one record per browser, recycling, driver loss, the kill escalation. Sessions are in
+`playwright_session`, driver and process plumbing in `playwright_driver`."""
 
 from __future__ import annotations
 
@@ -104,8 +100,7 @@ class PlaywrightEngine:
         return self._availability
 
     @property
-    def driver_pid(self) -> int | None:
-        """The PID of Playwright's driver process, while one runs."""
+    def driver_pid(self) -> int | None:  # while a driver runs
         return self._driver.pid
 
     def _on_driver_lost(self) -> None:
@@ -323,13 +318,17 @@ class PlaywrightEngine:
             if dedicated is not None:
                 await dedicated.close()
 
+        generation = self._driver.generation
         try:
             await session.interrupt_scripts()
             await bounded(close(), CLOSE_TIMEOUT_S)
             return True
-        except (PlaywrightError, TimeoutError) as exc:
-            if not session.browser.is_connected():
-                return True  # already gone: nothing left to close
+        except Exception as exc:
+            driver_died = session.driver_lost or self._driver.generation != generation
+            if driver_died or not session.browser.is_connected():
+                return True  # the driver or the browser went away meanwhile: nothing to close
+            if not isinstance(exc, (PlaywrightError, TimeoutError)):
+                raise
             log.warning("graceful close failed, escalating", extra={"error": str(exc)})
             if dedicated is not None:
                 self._kill(dedicated)

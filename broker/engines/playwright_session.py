@@ -137,7 +137,10 @@ class PlaywrightSession:
     def set_interrupter(self, page: Page, interrupter: Interrupter | None) -> None:
         if interrupter is not None and not page.is_closed():
             self._interrupters[page] = interrupter
+            # A crashed or closed page's CDP session must get no command: Playwright's driver
+            # asserts on an answer that comes back for a session it has already dropped.
             page.on("close", self._forget_interrupter)
+            page.on("crash", self._forget_interrupter)
 
     def _forget_interrupter(self, page: Page) -> None:
         self._interrupters.pop(page, None)
@@ -357,7 +360,10 @@ class PlaywrightSession:
             with contextlib.suppress(Exception):
                 await bounded(interrupter(), INTERRUPT_TIMEOUT_S)
 
-        await asyncio.gather(*(interrupt(i) for i in list(self._interrupters.values())))
+        if self._lost or self.driver_lost or not self.browser.is_connected():
+            return  # a session that died on its own has nothing left to interrupt
+        live = [i for page, i in self._interrupters.items() if not page.is_closed()]
+        await asyncio.gather(*(interrupt(i) for i in live))
 
     async def close(self) -> None:
         self._closing = True
