@@ -5,8 +5,8 @@ odd strings), requests on a real lease with random steps, undecodable bytes, ove
 and raw garbage on the port. Whatever comes in, the broker answers only documented status codes,
 stays healthy, and leaks no lease, context, page, browser process or task.
 
-The suite runs a bounded number of examples; `BROKER_FUZZ_EXAMPLES=5000` runs a longer fuzz
-(see docs/security.md).
+The suite runs a bounded number of examples; `BROKER_FUZZ_EXAMPLES=5000` with pytest's
+`--timeout 0` runs a longer fuzz (see docs/security.md).
 """
 
 from __future__ import annotations
