@@ -52,7 +52,7 @@ class ReleaseOutcome:
 
 @dataclass(eq=False)
 class Lease:
-    """One lease. Only the LeaseManager mutates it; `released` is set exactly once."""
+    """One lease. Only the lease table (LeaseTable) mutates it; `released` is set exactly once."""
 
     spec: LeaseSpec
     granted_at: float

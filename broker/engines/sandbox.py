@@ -9,6 +9,7 @@ with the daemon. `--no-sandbox` is used only when the operator turns `browser_sa
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import pwd
@@ -128,6 +129,7 @@ def _write_launcher(real: str, user: BrowserUser) -> Path:
     if key in _LAUNCHERS and _LAUNCHERS[key].exists():
         return _LAUNCHERS[key]
     folder = Path(tempfile.mkdtemp(prefix="browser-broker-launch-"))  # 0700, root's
+    atexit.register(shutil.rmtree, folder, True)  # removed with the process that made it
     path = folder / f"run-{Path(real).name}"
     path.write_text(
         _LAUNCHER.format(
