@@ -135,6 +135,7 @@ def status_response(
     if caller.admin:
         reply.capacity = leases.limits.capacity
         reply.active_leases = leases.active_count
+        reply.closing_sessions = leases.closing_count
         reply.queued = leases.queued_count
         reply.queue_limit = leases.limits.queue_limit
         reply.drift_repairs = broker.reconciler.repairs

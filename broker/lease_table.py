@@ -1,8 +1,9 @@
 """The lease table, the capacity queue, expiry, and the one release path.
 
-Capacity in use is `len(self._active)`: the table is the only record of what is lent. A lease enters
-the table when it is admitted (before its session exists) and leaves it in `release()`, the single
-function that ends leases, whatever the cause.
+Capacity in use is the active leases plus the sessions still closing: the table is the only record
+of what is lent. A lease enters the table when it is admitted (before its session exists) and
+leaves it in `release()`, the single function that ends leases, whatever the cause; its session
+holds capacity until the browser has closed it.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ from collections.abc import Callable, Coroutine, Mapping
 from datetime import timedelta
 from typing import Any
 
-from broker.cleanup import TaskSet, await_shielded, bounded
+from broker.cleanup import TaskSet, await_shielded
 from broker.clock import Clock
+from broker.closing import SessionCloser
 from broker.egress.proxy import EgressGateway
 from broker.engines.base import Engine, LostCause, Session
 from broker.errors import (
@@ -73,7 +75,9 @@ class LeaseTable:
         self._tombstones = Tombstones(limits.tombstone_ttl_s, limits.tombstone_max)
         self._queue = WaitQueue(self.observers.lease_queued, self._give_back)
         self._cleanups = TaskSet()  # session closes and shielded Run cleanups
-        self._closing: dict[Session, asyncio.Task[None]] = {}
+        self._closing = SessionCloser(
+            self._cleanups, limits.cleanup_timeout_s, on_closed=self._grant_waiters
+        )
         self._draining = False
         self._warm_source: SessionSource | None = None
         self.estimates = Estimates()
@@ -83,6 +87,16 @@ class LeaseTable:
     @property
     def active_count(self) -> int:
         return len(self._active)
+
+    @property
+    def closing_count(self) -> int:
+        """Sessions of ended leases (and orphans) the browser is still closing."""
+        return len(self._closing)
+
+    @property
+    def used_count(self) -> int:
+        """Capacity in use: live leases, and sessions still closing (their memory is not free)."""
+        return len(self._active) + len(self._closing)
 
     @property
     def queued_count(self) -> int:
@@ -98,7 +112,7 @@ class LeaseTable:
     def owned_sessions(self) -> set[Session]:
         """Sessions the broker accounts for: lent out, or being closed."""
         owned = {lease.session for lease in self._active.values() if lease.session is not None}
-        return owned | set(self._closing)
+        return owned | self._closing.sessions()
 
     def set_warm_source(self, source: SessionSource | None) -> None:
         self._warm_source = source
@@ -138,7 +152,7 @@ class LeaseTable:
         return lease
 
     async def _admit(self, spec: LeaseSpec, timeout_s: float | None) -> Lease:
-        full = len(self._active) >= self.limits.capacity or self.queued_count > 0
+        full = self.used_count >= self.limits.capacity or self.queued_count > 0
         active, queued = self.tenant_counts(spec.tenant)
         spec.tenant.check_quota(active, queued, would_queue=full)
         if not full:
@@ -170,7 +184,7 @@ class LeaseTable:
 
     def _grant_waiters(self) -> None:
         if not self._draining:
-            self._queue.grant(self._new_lease, lambda: self.limits.capacity - len(self._active))
+            self._queue.grant(self._new_lease, lambda: self.limits.capacity - self.used_count)
 
     async def _open_session(
         self, engine: Engine, spec: LeaseSpec, deadline: float | None
@@ -401,33 +415,18 @@ class LeaseTable:
 
     async def wait_closed(self, lease: Lease) -> None:
         """Wait (bounded by the cleanup timeout) until a released lease's browser side is closed."""
-        task = self._closing.get(lease.session) if lease.session is not None else None
-        if task is not None:
-            await asyncio.shield(task)
+        await self._closing.wait(lease.session)
 
     def close_orphan(self, session: Session) -> None:
         """Close a session no lease owns (found by the reconciler)."""
-        self._schedule_close(session)
+        self._closing.close(session)
 
     def _schedule_close(self, session: Session) -> asyncio.Task[None]:
-        if session in self._closing:
-            return self._closing[session]
-        task = self._cleanups.spawn(self._close_session(session))
-        self._closing[session] = task
-        return task
+        return self._closing.close(session)
 
     @staticmethod
     def _forget_session(lease: Lease) -> None:
         lease.session = None
-
-    async def _close_session(self, session: Session) -> None:
-        try:
-            await bounded(session.close(), self.limits.cleanup_timeout_s)
-        except Exception:
-            # The slot is already free; the engine escalates and the reconciler double-checks.
-            log.exception("closing a released session failed")
-        finally:
-            self._closing.pop(session, None)
 
     # ------------------------------------------------------------ shutdown
 

@@ -102,10 +102,9 @@ class BrokerService(broker_pb2_grpc.BrowserBrokerServiceServicer):
     async def Release(self, request: pb.ReleaseRequest, context: Context) -> pb.ReleaseResponse:
         tenant = self.auth.tenant_for(context)
         decode.check_lease_ref(request.lease_id, request.token)
-        outcome, ended = self.leases.release_by_client(request.lease_id, request.token, tenant)
-        if ended is not None:
-            # Answer once the browser side is closed, so a released slot is really free.
-            await self.leases.wait_closed(ended)
+        # The browser closes the session in the background; until it has, the session still
+        # counts against capacity, so answering now never over-commits the browser.
+        outcome, _ = self.leases.release_by_client(request.lease_id, request.token, tenant)
         return encode.release_response(outcome)
 
     @unary

@@ -113,11 +113,14 @@ class FakeSession:
 
     async def close(self) -> None:
         self.closed += 1
+        gate = self.owner.close_gate
+        if gate is not None:
+            await gate.wait()
         self.owner.open_sessions.discard(self)
 
 
 class FakeEngine:
-    """Opens FakeSessions; `open_gate` and `step_gate` let a test hold either step mid-flight."""
+    """Opens FakeSessions; `open_gate`, `step_gate` and `close_gate` hold those mid-flight."""
 
     def __init__(self, name: EngineName = EngineName.CHROMIUM, available: bool = True) -> None:
         self.name = name
@@ -126,6 +129,7 @@ class FakeEngine:
         self.all_sessions: list[FakeSession] = []
         self.open_gate: asyncio.Event | None = None
         self.step_gate: asyncio.Event | None = None
+        self.close_gate: asyncio.Event | None = None
         self.step_started = asyncio.Event()
         self.fail_next_open: Exception | None = None
         # Runs inside FakeSession.reset_page (e.g. to fail it, or to release the lease meanwhile).

@@ -86,7 +86,7 @@ class InProcessBroker:
         assert leases.active_count == 0, (
             f"leases left: {[lease.id for lease in leases.active_leases()]}"
         )
-        assert leases.queued_count == 0
+        assert leases.queued_count == 0 and leases.closing_count == 0
         pooled = self.broker.warm_pool_size
         for engine in self.broker.engines.values():
             census = engine.census()

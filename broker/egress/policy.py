@@ -9,6 +9,7 @@ and CIDRs, for the whole broker and per tenant.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import socket
 from collections.abc import Awaitable, Callable, Iterable
@@ -192,6 +193,8 @@ def parse_cidr(text: str) -> IPNetwork:
 
 async def resolve(host: str, port: int) -> list[IPAddress]:
     """Every address `host` resolves to (an IP literal in any spelling resolves to itself)."""
+    with contextlib.suppress(ValueError):  # canonical literal: no trip to the resolver's thread
+        return [ipaddress.ip_address(host)]
     loop = asyncio.get_running_loop()
     infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     seen: list[IPAddress] = []

@@ -10,6 +10,7 @@ from collections.abc import Awaitable
 from typing import TypeVar
 
 from playwright.async_api import Error as PlaywrightError
+from playwright.async_api import Page
 
 from broker.steps import StepErrorKind
 
@@ -78,6 +79,25 @@ async def bounded_text(work: Awaitable[str]) -> str:
             detail = exc.message.split(_TOO_LARGE, 1)[1].strip().splitlines()[0]
             raise StepRefused(StepErrorKind.TOO_LARGE, detail) from None
         raise
+
+
+_NOT_FOUND = "Failed to find element matching selector"
+
+
+async def text_of_first(page: Page, selector: str, limit: int, timeout_ms: float) -> str:
+    """The bounded innerText of the first element matching `selector`.
+
+    One round trip when the element is there already (the common case right after a
+    navigation); otherwise it waits for the element as a locator does, up to the step timeout.
+    """
+    try:
+        text: str = await page.eval_on_selector(selector, BOUNDED_TEXT, limit)
+        return text
+    except PlaywrightError as exc:
+        if _NOT_FOUND not in exc.message:
+            raise
+    text = await page.locator(selector).first.evaluate(BOUNDED_TEXT, limit, timeout=timeout_ms)
+    return text
 
 
 def check_size(result: S, limit: int) -> S:

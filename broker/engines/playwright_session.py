@@ -27,12 +27,12 @@ from broker.egress.proxy import DENIED_HEADER, UPSTREAM_HEADER, BlockListener, E
 from broker.engines.base import LostCallback, LostCause, ResultLimits
 from broker.engines.bounded_results import (
     BOUNDED_CONTENT,
-    BOUNDED_TEXT,
     PAGE_SIZE,
     TO_BOUNDED_JSON,
     StepRefused,
     bounded_text,
     check_size,
+    text_of_first,
 )
 from broker.engines.playwright_driver import first_line
 from broker.errors import Unavailable
@@ -281,9 +281,7 @@ class PlaywrightSession:
                 async with asyncio.timeout(timeout_s):
                     out.text = await bounded_text(page.evaluate(BOUNDED_CONTENT, limit))
             case GetText(selector=selector):
-                out.text = await bounded_text(
-                    page.locator(selector).first.evaluate(BOUNDED_TEXT, limit, timeout=ms)
-                )
+                out.text = await bounded_text(text_of_first(page, selector, limit, ms))
             case GetAttribute(selector=selector, name=name):
                 attribute = await page.locator(selector).first.get_attribute(name, timeout=ms)
                 out.found = attribute is not None

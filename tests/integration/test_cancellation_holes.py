@@ -100,6 +100,7 @@ async def test_a_context_that_would_not_close_stays_tracked_until_it_is_gone(
 
     session.context.close = refuse  # type: ignore[method-assign]
     assert (await lease.release()).released_now  # the lease ends whatever the browser does
+    await running.broker.leases.wait_all_closed()  # the close, tried in the background, failed
     census = engine.census()
     assert census.unclosed == 1 and census.contexts == 1  # still open, and still counted
     assert await running.broker.reconciler.reclose() == 1  # tried again: still refusing

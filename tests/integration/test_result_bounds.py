@@ -90,3 +90,41 @@ async def test_pages_a_site_opens_are_bounded_per_lease(broker_factory: BrokerFa
             await asyncio.sleep(0.05)
         assert engine.census().pages <= 3
     # (the fixture checks that no page outlives the lease)
+
+
+LATE = """(() => {
+  const add = (id, text) => {
+    const p = document.createElement('p'); p.id = id; p.textContent = text; document.body.append(p);
+  };
+  setTimeout(() => add('late', 'late text'), 300);
+  setTimeout(() => add('late-big', 'x'.repeat(200000)), 300);
+  return true;
+})()"""
+
+
+@pytest.mark.parametrize("engine", [Engine.CHROMIUM, Engine.FIREFOX])
+async def test_text_waits_for_its_element_and_stays_bounded(
+    broker_factory: BrokerFactory, fixture_server: FixtureSite, engine: Engine
+) -> None:
+    """get_text answers at once for an element already there, and waits (as a locator does,
+    within the step timeout) for one that is not there yet; either way under the byte bound."""
+    running = await broker_factory(
+        engines=[EngineName.CHROMIUM, EngineName.FIREFOX], max_result_bytes=LIMIT
+    )
+    async with running.client.lease(engine=engine) as lease:
+        results = await lease.run(
+            steps.goto(fixture_server.url("form.html")),
+            steps.evaluate(LATE),
+            steps.text("h1"),  # there already
+            steps.text("#late", timeout_s=10),  # appears after 300 ms
+            steps.text("#late-big", timeout_s=10),  # appears, over the bound
+            steps.text("#big", timeout_s=1),  # never appears: the step's timeout
+            steps.text("h1 >> nth=5", timeout_s=1),
+            continue_on_error=True,
+            timeout=60,
+        )
+        kinds = [r.error_kind for r in results]
+        assert kinds[:5] == ["", "", "", "", "too_large"], [r.error_message for r in results]
+        assert results[3].text == "late text"
+        assert results[2].text == "Fixture"
+        assert kinds[5:] == ["timeout", "timeout"]

@@ -104,6 +104,42 @@ async def test_capacity_queue_is_fifo_and_served_on_release() -> None:
     await leases.wait_all_closed()
 
 
+async def test_a_closing_session_holds_its_slot_until_the_browser_has_closed_it() -> None:
+    leases, engine, _, recorder = make(capacity=1, queue_limit=0)
+    first = await leases.acquire(SPEC, None)
+    engine.close_gate = asyncio.Event()
+    outcome = leases.release(first, ReleaseReason.CLIENT_RELEASE)
+    assert outcome.released_now and recorder.count(first.id) == 1  # ended at once
+    await asyncio.sleep(0)
+    assert (leases.active_count, leases.closing_count, leases.used_count) == (0, 1, 1)
+    with pytest.raises(QueueFull):  # no queue: the slot is still taken by the close
+        await leases.acquire(SPEC, None)
+    engine.close_gate.set()
+    await leases.wait_all_closed()
+    assert (leases.closing_count, leases.used_count) == (0, 0)
+    second = await leases.acquire(SPEC, None)
+    assert second.session is not None and engine.all_sessions[0].closed == 1
+    leases.release(second, ReleaseReason.CLIENT_RELEASE)
+    await leases.wait_all_closed()
+
+
+async def test_a_waiter_gets_the_slot_when_the_close_finishes_not_before() -> None:
+    leases, engine, _, _ = make(capacity=1)
+    first = await leases.acquire(SPEC, None)
+    engine.close_gate = asyncio.Event()
+    waiter = asyncio.create_task(leases.acquire(SPEC, 5))
+    await asyncio.sleep(0)
+    leases.release(first, ReleaseReason.CLIENT_RELEASE)
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert not waiter.done() and leases.queued_count == 1
+    engine.close_gate.set()
+    second = await waiter
+    assert engine.all_sessions[0].closed == 1 and engine.all_sessions[0] not in engine.open_sessions
+    leases.release(second, ReleaseReason.CLIENT_RELEASE)
+    await leases.wait_all_closed()
+
+
 async def test_waiter_leaves_queue_on_deadline_and_on_cancel() -> None:
     leases, engine, _, _ = make(capacity=1)
     held = await leases.acquire(SPEC, None)

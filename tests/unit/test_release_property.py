@@ -270,7 +270,7 @@ class World:
             self.engine.open_gate = None
 
     async def client_release(self, lease: Lease) -> None:
-        """The Release RPC: look up by id and token (tombstones too), release, await the close."""
+        """The Release RPC: look up by id and token (tombstones too), release; the close follows."""
         before = lease.released
         outcome, ended = self.leases.release_by_client(lease.id, lease.token)
         if before is not None:
@@ -279,8 +279,7 @@ class World:
         else:
             assert outcome.released_now and outcome.reason is ReleaseReason.CLIENT_RELEASE
             assert ended is lease
-            await self.leases.wait_closed(lease)
-            assert self.recorder.sessions[lease.id].closed == 1
+            assert self.recorder.sessions[lease.id].closed <= 1
 
     def start_run(self, lease: Lease, on_cancel: OnCancel) -> None:
         try:
@@ -302,7 +301,7 @@ class World:
     def check_always(self) -> None:
         """What must hold at every instant, even mid-flight."""
         leases = self.leases
-        assert leases.active_count <= CAPACITY
+        assert leases.used_count <= CAPACITY  # closing sessions count until closed
         released = Counter(lease_id for lease_id, _ in self.recorder.released)
         assert all(n == 1 for n in released.values()), released
         granted = Counter(self.recorder.granted)
@@ -334,7 +333,7 @@ class World:
         assert len(live) == len(self.recorder.granted) - len(self.recorder.released)
         assert leases.queued_count + len(opening) == len(self.pending_acquires())
         if leases.queued_count:
-            assert leases.active_count == CAPACITY  # nobody waits while a slot is free
+            assert leases.used_count == CAPACITY  # nobody waits while a slot is free
         for lease in self.granted:
             session = self.recorder.sessions[lease.id]
             if lease.released is None:

@@ -437,11 +437,15 @@ async def test_slot_handed_to_a_waiter_then_drain_before_it_resumes() -> None:
     lease, session = await h.acquire()
     waiting = asyncio.create_task(h.leases.acquire(TTL_FIRST, None))
     await asyncio.sleep(0)
-    # The drain task is scheduled first, then the Release hands the slot to the waiter: the drain
-    # runs (and ends the waiter's new lease) before the waiter resumes.
-    drain = asyncio.create_task(h.leases.drain(0))
+    h.engine.close_gate = asyncio.Event()
     outcome = h.leases.release(lease, ReleaseReason.CLIENT_RELEASE)
-    assert h.leases.active_count == 1  # the waiter's lease, admitted, no session yet
+    await asyncio.sleep(0)
+    assert h.leases.active_count == 0 and h.leases.closing_count == 1
+    assert h.leases.queued_count == 1  # the closing session still holds the slot
+    # The close finishes and hands the slot to the waiter; the drain task, scheduled in between,
+    # runs (and ends the waiter's new lease) before the waiter resumes.
+    h.engine.close_gate.set()
+    drain = asyncio.create_task(h.leases.drain(0))
     with pytest.raises(Unavailable):
         await waiting
     await drain

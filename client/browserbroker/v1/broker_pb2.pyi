@@ -1208,6 +1208,7 @@ class GetStatusResponse(_message.Message):
     DRIFT_REPAIRS_FIELD_NUMBER: _builtins.int
     TENANT_FIELD_NUMBER: _builtins.int
     TENANTS_FIELD_NUMBER: _builtins.int
+    CLOSING_SESSIONS_FIELD_NUMBER: _builtins.int
     capacity: _builtins.int
     active_leases: _builtins.int
     queued: _builtins.int
@@ -1222,6 +1223,10 @@ class GetStatusResponse(_message.Message):
     that is not an admin sees its own numbers in capacity (its lease quota, else the
     broker's capacity), active_leases, queued and queue_limit, engines without detail or
     process counts, and no drift_repairs or tenants.
+    """
+    closing_sessions: _builtins.int
+    """Sessions of ended leases the browsers are still closing (admins only). They count against
+    capacity until closed: capacity in use is active_leases + closing_sessions.
     """
     @_builtins.property
     def engines(self) -> _containers.RepeatedCompositeFieldContainer[Global___EngineStatus]: ...
@@ -1243,10 +1248,11 @@ class GetStatusResponse(_message.Message):
         drift_repairs: _builtins.int = ...,
         tenant: _builtins.str = ...,
         tenants: _abc.Iterable[Global___TenantStatus] | None = ...,
+        closing_sessions: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_leases", b"active_leases", "capacity", b"capacity", "default_engine", b"default_engine", "draining", b"draining", "drift_repairs", b"drift_repairs", "engines", b"engines", "queue_limit", b"queue_limit", "queued", b"queued", "tenant", b"tenant", "tenants", b"tenants", "warm_pool_size", b"warm_pool_size"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_leases", b"active_leases", "capacity", b"capacity", "closing_sessions", b"closing_sessions", "default_engine", b"default_engine", "draining", b"draining", "drift_repairs", b"drift_repairs", "engines", b"engines", "queue_limit", b"queue_limit", "queued", b"queued", "tenant", b"tenant", "tenants", b"tenants", "warm_pool_size", b"warm_pool_size"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -95,7 +95,9 @@ class BrowserBrokerServiceServicer:
 
     def Release(self, request, context):
         """Release ends a lease. Idempotent: the first call ends it; every later call
-        answers OK with released_now=false and the original reason and time.
+        answers OK with released_now=false and the original reason and time. It answers as
+        soon as the lease has ended; the browser closes the session in the background, and
+        until it has, that session still counts against capacity (closing_sessions).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

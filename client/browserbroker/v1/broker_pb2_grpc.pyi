@@ -77,7 +77,9 @@ class BrowserBrokerServiceStub:
     """KeepAlive extends a lease's TTL and counts as activity for its idle timeout."""
     Release: _grpc.UnaryUnaryMultiCallable[_broker_pb2.ReleaseRequest, _broker_pb2.ReleaseResponse]
     """Release ends a lease. Idempotent: the first call ends it; every later call
-    answers OK with released_now=false and the original reason and time.
+    answers OK with released_now=false and the original reason and time. It answers as
+    soon as the lease has ended; the browser closes the session in the background, and
+    until it has, that session still counts against capacity (closing_sessions).
     """
     GetStatus: _grpc.UnaryUnaryMultiCallable[_broker_pb2.GetStatusRequest, _broker_pb2.GetStatusResponse]
     """GetStatus reports capacity, queue, warm pool and engine state."""
@@ -103,7 +105,9 @@ class BrowserBrokerServiceAsyncStub(BrowserBrokerServiceStub):
     """KeepAlive extends a lease's TTL and counts as activity for its idle timeout."""
     Release: _aio.UnaryUnaryMultiCallable[_broker_pb2.ReleaseRequest, _broker_pb2.ReleaseResponse]  # type: ignore[assignment]
     """Release ends a lease. Idempotent: the first call ends it; every later call
-    answers OK with released_now=false and the original reason and time.
+    answers OK with released_now=false and the original reason and time. It answers as
+    soon as the lease has ended; the browser closes the session in the background, and
+    until it has, that session still counts against capacity (closing_sessions).
     """
     GetStatus: _aio.UnaryUnaryMultiCallable[_broker_pb2.GetStatusRequest, _broker_pb2.GetStatusResponse]  # type: ignore[assignment]
     """GetStatus reports capacity, queue, warm pool and engine state."""
@@ -150,7 +154,9 @@ class BrowserBrokerServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_broker_pb2.ReleaseResponse, _abc.Awaitable[_broker_pb2.ReleaseResponse]]:
         """Release ends a lease. Idempotent: the first call ends it; every later call
-        answers OK with released_now=false and the original reason and time.
+        answers OK with released_now=false and the original reason and time. It answers as
+        soon as the lease has ended; the browser closes the session in the background, and
+        until it has, that session still counts against capacity (closing_sessions).
         """
 
     @_abc_1.abstractmethod

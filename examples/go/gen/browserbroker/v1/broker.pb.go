@@ -2453,9 +2453,12 @@ type GetStatusResponse struct {
 	// process counts, and no drift_repairs or tenants.
 	Tenant string `protobuf:"bytes,10,opt,name=tenant,proto3" json:"tenant,omitempty"`
 	// Every tenant's numbers (admins only).
-	Tenants       []*TenantStatus `protobuf:"bytes,11,rep,name=tenants,proto3" json:"tenants,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Tenants []*TenantStatus `protobuf:"bytes,11,rep,name=tenants,proto3" json:"tenants,omitempty"`
+	// Sessions of ended leases the browsers are still closing (admins only). They count against
+	// capacity until closed: capacity in use is active_leases + closing_sessions.
+	ClosingSessions uint32 `protobuf:"varint,12,opt,name=closing_sessions,json=closingSessions,proto3" json:"closing_sessions,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *GetStatusResponse) Reset() {
@@ -2563,6 +2566,13 @@ func (x *GetStatusResponse) GetTenants() []*TenantStatus {
 		return x.Tenants
 	}
 	return nil
+}
+
+func (x *GetStatusResponse) GetClosingSessions() uint32 {
+	if x != nil {
+		return x.ClosingSessions
+	}
+	return 0
 }
 
 type TenantStatus struct {
@@ -2806,7 +2816,7 @@ const file_browserbroker_v1_broker_proto_rawDesc = "" +
 	"\bcontexts\x18\x05 \x01(\rR\bcontexts\x12\x14\n" +
 	"\x05pages\x18\x06 \x01(\rR\x05pages\x12+\n" +
 	"\x11browsers_retiring\x18\a \x01(\rR\x10browsersRetiring\x12+\n" +
-	"\x11browsers_recycled\x18\b \x01(\x04R\x10browsersRecycled\"\xc1\x03\n" +
+	"\x11browsers_recycled\x18\b \x01(\x04R\x10browsersRecycled\"\xec\x03\n" +
 	"\x11GetStatusResponse\x12\x1a\n" +
 	"\bcapacity\x18\x01 \x01(\rR\bcapacity\x12#\n" +
 	"\ractive_leases\x18\x02 \x01(\rR\factiveLeases\x12\x16\n" +
@@ -2820,7 +2830,8 @@ const file_browserbroker_v1_broker_proto_rawDesc = "" +
 	"\rdrift_repairs\x18\t \x01(\x04R\fdriftRepairs\x12\x16\n" +
 	"\x06tenant\x18\n" +
 	" \x01(\tR\x06tenant\x128\n" +
-	"\atenants\x18\v \x03(\v2\x1e.browserbroker.v1.TenantStatusR\atenants\"\x9d\x01\n" +
+	"\atenants\x18\v \x03(\v2\x1e.browserbroker.v1.TenantStatusR\atenants\x12)\n" +
+	"\x10closing_sessions\x18\f \x01(\rR\x0fclosingSessions\"\x9d\x01\n" +
 	"\fTenantStatus\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12#\n" +
 	"\ractive_leases\x18\x02 \x01(\rR\factiveLeases\x12\x16\n" +

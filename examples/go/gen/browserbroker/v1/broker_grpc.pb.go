@@ -74,7 +74,9 @@ type BrowserBrokerServiceClient interface {
 	// KeepAlive extends a lease's TTL and counts as activity for its idle timeout.
 	KeepAlive(ctx context.Context, in *KeepAliveRequest, opts ...grpc.CallOption) (*KeepAliveResponse, error)
 	// Release ends a lease. Idempotent: the first call ends it; every later call
-	// answers OK with released_now=false and the original reason and time.
+	// answers OK with released_now=false and the original reason and time. It answers as
+	// soon as the lease has ended; the browser closes the session in the background, and
+	// until it has, that session still counts against capacity (closing_sessions).
 	Release(ctx context.Context, in *ReleaseRequest, opts ...grpc.CallOption) (*ReleaseResponse, error)
 	// GetStatus reports capacity, queue, warm pool and engine state.
 	GetStatus(ctx context.Context, in *GetStatusRequest, opts ...grpc.CallOption) (*GetStatusResponse, error)
@@ -166,7 +168,9 @@ type BrowserBrokerServiceServer interface {
 	// KeepAlive extends a lease's TTL and counts as activity for its idle timeout.
 	KeepAlive(context.Context, *KeepAliveRequest) (*KeepAliveResponse, error)
 	// Release ends a lease. Idempotent: the first call ends it; every later call
-	// answers OK with released_now=false and the original reason and time.
+	// answers OK with released_now=false and the original reason and time. It answers as
+	// soon as the lease has ended; the browser closes the session in the background, and
+	// until it has, that session still counts against capacity (closing_sessions).
 	Release(context.Context, *ReleaseRequest) (*ReleaseResponse, error)
 	// GetStatus reports capacity, queue, warm pool and engine state.
 	GetStatus(context.Context, *GetStatusRequest) (*GetStatusResponse, error)

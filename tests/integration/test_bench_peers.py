@@ -1,0 +1,46 @@
+"""The peer benchmark runs as documented and gives every peer's row (a smoke run, not figures)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+PEERS = {
+    "broker (Python SDK)",
+    "broker (raw gRPC stub)",
+    "Playwright, new context per session",
+    "Playwright, warm page (opened beforehand)",
+    "Playwright run-server (connect per session)",
+    "Selenium Grid 4 standalone",
+}
+
+pytestmark = pytest.mark.browser
+
+
+def test_peer_benchmark_gives_every_peers_row(tmp_path: Path) -> None:
+    command = [sys.executable, "-m", "bench.peers", "--quick", "--clients", "1,4"]
+    done = subprocess.run(
+        [*command, "--no-memory", "--out", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    report = json.loads((tmp_path / "peers.json").read_text())
+    assert set(report["results"]) == PEERS
+    for name, levels in report["results"].items():
+        assert set(levels) == {"1", "4"}, name
+        for clients, level in levels.items():
+            assert level["errors"] == [], (name, clients, level["errors"])
+            assert len(level["times_s"]) == level["sessions"] > 0, (name, clients)
+    assert len(report["floor"]["warm_acquire"]) == len(report["floor"]["health_check"]) > 0
+    table = (tmp_path / "peers.md").read_text()
+    for name in PEERS:
+        assert f"| {name} | 1 |" in table and f"| {name} | 4 |" in table
+    assert "warm Acquire p50" in table and "Versions:" in table
