@@ -83,7 +83,7 @@ class WarmPool:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closed = False
-        self.filled = asyncio.Event()
+        self.filled = asyncio.Event()  # set while the pool holds its target; cleared on a take
         self._closers = TaskSet()
 
     @property
@@ -126,6 +126,7 @@ class WarmPool:
             while self._ready:
                 session = self._ready.popleft()
                 self._wake.set()
+                self.filled.clear()
                 usable = session.alive and not session.retiring and not self._aged(session)
                 self._born.pop(session, None)
                 if usable:
@@ -152,6 +153,7 @@ class WarmPool:
         self._born.pop(session, None)
         self._close_later(session)
         self._wake.set()
+        self.filled.clear()
         return True
 
     async def __aenter__(self) -> WarmPool:
@@ -183,6 +185,7 @@ class WarmPool:
             self._ready.remove(session)
         self._born.pop(session, None)
         self._wake.set()
+        self.filled.clear()
         self._close_later(session)
 
     def _close_later(self, session: Session) -> None:
