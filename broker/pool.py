@@ -62,6 +62,7 @@ class WarmPool:
         launches: asyncio.Semaphore | None = None,
         admit: Callable[[WarmPool], bool] | None = None,
         now: Callable[[], float] = time.monotonic,
+        refill_delay_s: float = 0.0,
     ) -> None:
         self.engine = engine
         self.isolation = isolation
@@ -77,6 +78,9 @@ class WarmPool:
         # Shared by the pools of one engine: how many warm opens it takes at once.
         self._launches = launches or asyncio.Semaphore(1)
         self._admit = admit
+        # A refill after a take starts this much later, so that the synchronous first steps of
+        # a launch (a process walk) do not hold up the reply that lends the session.
+        self._refill_delay_s = refill_delay_s
         self._now = now
         self._ready: deque[Session] = deque()
         self._born: dict[Session, float] = {}
@@ -125,7 +129,7 @@ class WarmPool:
         if self.fits(spec):
             while self._ready:
                 session = self._ready.popleft()
-                self._wake.set()
+                self._wake_after_take()
                 self.filled.clear()
                 usable = session.alive and not session.retiring and not self._aged(session)
                 self._born.pop(session, None)
@@ -136,6 +140,12 @@ class WarmPool:
                 self._close_later(session)
         self.misses += 1
         return None
+
+    def _wake_after_take(self) -> None:
+        if self._refill_delay_s and not self._closed:
+            asyncio.get_running_loop().call_later(self._refill_delay_s, self._wake.set)
+        else:
+            self._wake.set()
 
     def set_target(self, target: int) -> None:
         """Follow demand, within the floor and the ceiling; a lower target lets the excess go."""

@@ -29,6 +29,9 @@ from broker.pool import SWEEP_INTERVAL_S, PoolStatus, WarmPool
 
 log = logging.getLogger("broker.pool")
 
+# A refill after a take waits this long: the reply lending the session goes out first.
+REFILL_DELAY_S = 0.02
+
 SessionMemory = Callable[[EngineName, Isolation], float]
 
 
@@ -73,6 +76,7 @@ class Pools:
             launches=launches,
             admit=self._admit,
             now=self._now,
+            refill_delay_s=REFILL_DELAY_S,
         )
         self.pools.append(pool)
         self._by_pair[(engine.name, isolation)] = pool

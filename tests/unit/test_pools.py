@@ -103,7 +103,7 @@ async def test_every_engine_and_isolation_can_be_pooled(
         assert session.options == ContextOptions()
         status = pool.status()
         assert (status.hits, status.misses, status.target) == (1, 0, 2)
-        await until(lambda: len(pool) == 2)  # refilled in the background
+        await eventually(lambda: len(pool) == 2, BACKSTOP_S)  # refilled in the background
         await release(broker, lease)
         assert session.closed == 1  # closed with its lease, not returned to the pool
         assert session not in pool.sessions()
@@ -305,3 +305,14 @@ async def test_a_lower_target_lets_the_excess_go_and_never_sinks_below_the_floor
         pool.set_target(10)
         assert pool.target == 3
     assert engine.open_sessions == set()
+
+
+async def test_a_refill_after_a_take_waits_until_the_reply_is_out() -> None:
+    engine = FakeEngine(EngineName.FIREFOX)
+    async with WarmPool(engine, Isolation.BROWSER, 1, refill_delay_s=3600) as pool:
+        await wait_filled(pool)
+        lent = pool.take(spec())
+        for _ in range(TURNS):
+            await asyncio.sleep(0)
+        assert len(engine.all_sessions) == 1  # no launch started on the lending reply's path
+    await fake(lent).close()
