@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import statistics
 import time
 
@@ -121,13 +122,18 @@ async def table(samples: int) -> str:
         broker.stop()
 
 
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.0f}"
+
+
 def percentile(values: list[float], q: float) -> float:
+    """Nearest rank: of 8 waits, p50 is the 4th shortest and p99 the longest."""
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
 
 
-async def one_burst(client: AsyncBrokerClient, n: int) -> tuple[int, list[float]]:
-    """`n` dedicated-Firefox Acquires at once: how many were warm, and each one's wait."""
+async def one_burst(client: AsyncBrokerClient, n: int) -> tuple[list[float], list[float]]:
+    """`n` dedicated-Firefox Acquires at once: the waits of the warm ones and the cold ones."""
 
     async def acquire() -> tuple[AsyncLease, float]:
         started = time.perf_counter()
@@ -137,17 +143,19 @@ async def one_burst(client: AsyncBrokerClient, n: int) -> tuple[int, list[float]
         return lease, time.perf_counter() - started
 
     results = await asyncio.gather(*(acquire() for _ in range(n)))
-    warm = sum(1 for lease, _ in results if lease.grant.warm)
     await asyncio.gather(*(lease.release() for lease, _ in results))
-    return warm, [wait for _, wait in results]
+    return (
+        [wait for lease, wait in results if lease.grant.warm],
+        [wait for lease, wait in results if not lease.grant.warm],
+    )
 
 
 async def burst(n: int, size: int) -> str:
     lines = [
         f"{n} dedicated-Firefox Acquires at once, pool of {size}",
         "",
-        "| pool | burst | warm | p50 wait ms | p99 wait ms |",
-        "|---|---|---:|---:|---:|",
+        "| pool | burst | warm | p50 wait ms | p99 wait ms | slowest warm ms | fastest cold ms |",
+        "|---|---|---:|---:|---:|---:|---:|",
     ]
     for name, ceiling in ((f"fixed, size {size}", None), (f"demand, {size} to {n}", n)):
         flag = pool_flag(Engine.FIREFOX, Isolation.BROWSER, size, ceiling)
@@ -158,10 +166,12 @@ async def burst(n: int, size: int) -> str:
             bursts = ["first", "second (after refill)"] if ceiling else ["first"]
             for which in bursts:
                 await pool_ready(client, Engine.FIREFOX, Isolation.BROWSER)
-                warm, waits = await one_burst(client, n)
+                warm, cold = await one_burst(client, n)
+                waits = warm + cold
                 lines.append(
-                    f"| {name} | {which} | {warm} of {n} | {percentile(waits, 0.5) * 1000:.0f} "
-                    f"| {percentile(waits, 0.99) * 1000:.0f} |"
+                    f"| {name} | {which} | {len(warm)} of {n} "
+                    f"| {percentile(waits, 0.5) * 1000:.0f} | {percentile(waits, 0.99) * 1000:.0f} "
+                    f"| {ms(max(warm)) if warm else 'n/a'} | {ms(min(cold)) if cold else 'n/a'} |"
                 )
         finally:
             await client.close()

@@ -82,7 +82,7 @@ class Broker:
             egress=self.egress,
         )
         self.warm = Pools(
-            lambda: (lease.spec for lease in self.leases.active_leases()),
+            self.leases.active_leases,
             settings.session_memory,
             settings.memory_budget_mb,
             settings.warm_demand_window_s,

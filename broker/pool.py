@@ -4,8 +4,8 @@ a table operation.
 Refilled in the background, never on the caller's path. Serves leases that ask for its engine and
 isolation with the options its sessions were opened with (the defaults); anything else opens a
 fresh session. Its target moves between a floor and a ceiling (`set_target`, see `demand.py`);
-`admit` (the broker's memory budget) is asked before each open, and again before a freshly opened
-session joins the pool, so warm sessions never take memory a lease needs.
+`admit` is asked before each open and `keep` before a freshly opened session joins the pool (the
+broker's memory budget, and launches of one engine that put leases first, see `pools.py`).
 """
 
 from __future__ import annotations
@@ -61,6 +61,7 @@ class WarmPool:
         max_age_s: float = 0.0,
         launches: asyncio.Semaphore | None = None,
         admit: Callable[[WarmPool], bool] | None = None,
+        keep: Callable[[WarmPool], bool] | None = None,
         now: Callable[[], float] = time.monotonic,
         refill_delay_s: float = 0.0,
     ) -> None:
@@ -77,7 +78,8 @@ class WarmPool:
         self._open_timeout_s = open_timeout_s  # a refill never waits on a browser for ever
         # Shared by the pools of one engine: how many warm opens it takes at once.
         self._launches = launches or asyncio.Semaphore(1)
-        self._admit = admit
+        self._admit = admit  # asked before each open
+        self._keep = keep  # asked before an opened session joins the pool
         # A refill after a take starts this much later, so that the synchronous first steps of
         # a launch (a process walk) do not hold up the reply that lends the session.
         self._refill_delay_s = refill_delay_s
@@ -242,7 +244,7 @@ class WarmPool:
                 if self._closed:
                     await session.close()
                     return
-                if not session.alive or (self._admit is not None and not self._admit(self)):
+                if not session.alive or (self._keep is not None and not self._keep(self)):
                     # Died while opening, or a lease needs the memory meanwhile: leases first.
                     self._close_later(session)
                     break

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable
 from broker.demand import Demand, Pair
 from broker.engines.base import Engine, Session
 from broker.errors import LimitExceeded
-from broker.lease import LeaseSpec
+from broker.lease import Lease, LeaseSpec
 from broker.options import EngineName, Isolation
 from broker.pool import SWEEP_INTERVAL_S, PoolStatus, WarmPool
 
@@ -38,13 +38,13 @@ SessionMemory = Callable[[EngineName, Isolation], float]
 class Pools:
     def __init__(
         self,
-        active_specs: Callable[[], Iterable[LeaseSpec]],
+        active: Callable[[], Iterable[Lease]],
         session_memory: SessionMemory,
         memory_budget_mb: float = 0.0,
         demand_window_s: float = 300.0,
         now: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._active_specs = active_specs  # the lease table's active leases
+        self._active = active  # the lease table's active leases
         self._memory = session_memory
         self.memory_budget_mb = memory_budget_mb  # 0: no budget
         self.demand = Demand(demand_window_s, now)
@@ -74,7 +74,8 @@ class Pools:
             ceiling=ceiling,
             max_age_s=max_age_s,
             launches=launches,
-            admit=self._admit,
+            admit=self._may_open,
+            keep=self._fits_budget,
             now=self._now,
             refill_delay_s=REFILL_DELAY_S,
         )
@@ -94,7 +95,9 @@ class Pools:
         return [pool.status() for pool in self.pools]
 
     def leases_mb(self) -> float:
-        return sum(self._memory(s.engine, s.isolation) for s in self._active_specs())
+        return sum(
+            self._memory(lease.spec.engine, lease.spec.isolation) for lease in self._active()
+        )
 
     def warm_mb(self, opening: bool = True) -> float:
         return sum(
@@ -108,7 +111,9 @@ class Pools:
     def take(self, spec: LeaseSpec) -> Session | None:
         """The lease table's warm source (see the module's docstring)."""
         pair = (spec.engine, spec.isolation)
-        held = sum(1 for s in self._active_specs() if (s.engine, s.isolation) == pair)
+        held = sum(
+            1 for lease in self._active() if (lease.spec.engine, lease.spec.isolation) == pair
+        )
         self.demand.observe(pair, held)
         pool = self._by_pair.get(pair)
         if pool is not None:
@@ -140,8 +145,21 @@ class Pools:
                 retry_after_s=1.0,
             )
 
-    def _admit(self, pool: WarmPool) -> bool:
-        """May `pool` open (or keep) one more warm session without taking a lease's memory?"""
+    def _may_open(self, pool: WarmPool) -> bool:
+        """May `pool` open one more warm session? Not while a lease of its engine is launching a
+        dedicated browser (launches of one engine take turns: the lease goes first), nor with
+        memory a lease needs."""
+        if pool.isolation is Isolation.BROWSER and any(
+            lease.session is None
+            and lease.spec.engine is pool.engine.name
+            and lease.spec.isolation is Isolation.BROWSER
+            for lease in self._active()
+        ):
+            return False
+        return self._fits_budget(pool)
+
+    def _fits_budget(self, pool: WarmPool) -> bool:
+        """Does one more warm session of `pool` fit the memory budget beside the leases?"""
         budget = self.memory_budget_mb
         if not budget:
             return True

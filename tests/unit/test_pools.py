@@ -316,3 +316,26 @@ async def test_a_refill_after_a_take_waits_until_the_reply_is_out() -> None:
             await asyncio.sleep(0)
         assert len(engine.all_sessions) == 1  # no launch started on the lending reply's path
     await fake(lent).close()
+
+
+async def test_a_refill_waits_while_a_lease_launches_a_browser_of_its_engine() -> None:
+    pools = [{"engine": "firefox", "isolation": "browser", "size": 1}]
+    async with running(warm_pools=pools) as (broker, engines):
+        pool = pool_of(broker, EngineName.FIREFOX, Isolation.BROWSER)
+        await wait_filled(pool)
+        firefox = engines[EngineName.FIREFOX]
+        gate = firefox.open_gate = asyncio.Event()  # the cold lease's launch takes its time
+        cold = asyncio.create_task(
+            broker.leases.acquire(spec(context=ContextOptions(locale="de-DE")), 5)
+        )
+        await until(lambda: len(firefox.all_sessions) == 1 and broker.leases.active_count == 1)
+        warm = await broker.leases.acquire(spec(), 5)
+        assert warm.warm
+        await asyncio.sleep(0.1)  # past the refill delay: the pool would open now
+        assert pool.opening == 0 and len(pool) == 0  # but the lease's launch goes first
+        gate.set()
+        lease = await cold
+        assert not lease.warm
+        await eventually(lambda: len(pool) == 1, BACKSTOP_S)  # then the pool refills
+        for held in (warm, lease):
+            await release(broker, held)
