@@ -9,28 +9,58 @@ import signal
 
 import pytest
 
-from broker.options import Isolation as BrokerIsolation
 from broker.pool import WarmPool
 from browserbroker import Isolation, steps
 from tests.conftest import BrokerFactory
 from tests.fixture_site import FixtureSite
-from tests.integration.test_engines import ENGINES, SDK_ENGINE, engine_of, gone, start
+from tests.integration.test_engines import (
+    ENGINES,
+    SDK_ENGINE,
+    SDK_ISOLATION,
+    engine_of,
+    gone,
+    start,
+)
 from tests.support import InProcessBroker, eventually
 
 pytestmark = pytest.mark.browser
 
 
-async def pooled_broker(factory: BrokerFactory, engine: str, size: int) -> InProcessBroker:
-    running = await start(
-        factory, engine, warm_pools=[{"engine": engine, "isolation": "browser", "size": size}]
-    )
+async def pooled_broker(
+    factory: BrokerFactory, engine: str, size: int, isolation: str = "browser"
+) -> InProcessBroker:
+    if (engine, isolation) == ("chromium", "context"):  # the default pair: warm_pool_size
+        running = await start(factory, engine, warm_pool_size=size)
+    else:
+        pools = [{"engine": engine, "isolation": isolation, "size": size}]
+        running = await start(factory, engine, warm_pools=pools)
     await asyncio.wait_for(pool(running).filled.wait(), 120)
     return running
 
 
 def pool(running: InProcessBroker) -> WarmPool:
-    (found,) = [p for p in running.broker.pools if p.isolation is BrokerIsolation.BROWSER]
+    (found,) = running.broker.pools
     return found
+
+
+@ENGINES
+@pytest.mark.parametrize("isolation", ["context", "browser"])
+async def test_every_engine_and_isolation_is_lent_warm_from_its_pool(
+    broker_factory: BrokerFactory, fixture_server: FixtureSite, engine: str, isolation: str
+) -> None:
+    running = await pooled_broker(broker_factory, engine, 1, isolation)
+    (pooled,) = pool(running).sessions()
+    lease = await running.client.acquire(
+        engine=SDK_ENGINE[engine], isolation=SDK_ISOLATION[isolation], ttl=60, timeout=60
+    )
+    assert lease.grant.warm
+    assert pooled not in pool(running).sessions()
+    result = await lease.run(steps.goto(fixture_server.url("form.html")), timeout=30)
+    assert result.raise_for_failure()[0].http_status == 200
+    await lease.release()
+    await asyncio.wait_for(pool(running).filled.wait(), 120)
+    assert pooled not in pool(running).sessions()  # a lent session never comes back
+    await running.check_no_leftovers()
 
 
 @ENGINES
