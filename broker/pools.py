@@ -111,8 +111,11 @@ class Pools:
     def take(self, spec: LeaseSpec) -> Session | None:
         """The lease table's warm source (see the module's docstring)."""
         pair = (spec.engine, spec.isolation)
+        # Demand a pool could serve: leases of the pair whose options a pooled session fits.
         held = sum(
-            1 for lease in self._active() if (lease.spec.engine, lease.spec.isolation) == pair
+            1
+            for lease in self._active()
+            if (lease.spec.engine, lease.spec.isolation) == pair and WarmPool.fits(lease.spec)
         )
         self.demand.observe(pair, held)
         pool = self._by_pair.get(pair)

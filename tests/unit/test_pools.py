@@ -277,6 +277,19 @@ async def test_a_pool_follows_demand_between_floor_and_ceiling() -> None:
             await release(broker, lease)
 
 
+async def test_leases_a_pool_could_not_serve_do_not_raise_its_target() -> None:
+    pools = [{"engine": "firefox", "isolation": "browser", "size": 1, "max_size": 4}]
+    async with running(warm_pools=pools) as (broker, _engines):
+        pool = pool_of(broker, EngineName.FIREFOX, Isolation.BROWSER)
+        await wait_filled(pool)
+        other = spec(context=ContextOptions(locale="de-DE"))
+        held = [await broker.leases.acquire(other, 5) for _ in range(3)]
+        assert not any(lease.warm for lease in held)
+        assert pool.status().target == 1 and pool.status().misses == 3
+        for lease in held:
+            await release(broker, lease)
+
+
 def test_demand_is_the_peak_held_within_the_window() -> None:
     now = [0.0]
     demand = Demand(60, lambda: now[0])
