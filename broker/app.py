@@ -83,6 +83,7 @@ class Broker:
         )
         self.warm = Pools(
             self.leases.active_leases,
+            self.leases.owned_sessions,
             settings.session_memory,
             settings.memory_budget_mb,
             settings.warm_demand_window_s,

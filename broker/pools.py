@@ -39,12 +39,15 @@ class Pools:
     def __init__(
         self,
         active: Callable[[], Iterable[Lease]],
+        owned: Callable[[], Iterable[Session]] | None,
         session_memory: SessionMemory,
         memory_budget_mb: float = 0.0,
         demand_window_s: float = 300.0,
         now: Callable[[], float] = time.monotonic,
     ) -> None:
         self._active = active  # the lease table's active leases
+        # The sessions the lease table accounts for: lent, or closing after their release.
+        self._owned = owned
         self._memory = session_memory
         self.memory_budget_mb = memory_budget_mb  # 0: no budget
         self.demand = Demand(demand_window_s, now)
@@ -161,13 +164,25 @@ class Pools:
             return False
         return self._fits_budget(pool)
 
+    def closing_mb(self) -> float:
+        """Sessions of ended leases still closing: their memory is not free yet."""
+        if self._owned is None:
+            return 0.0
+        lent = {lease.session for lease in self._active()}
+        return sum(
+            self._memory(session.engine, session.isolation)
+            for session in self._owned()
+            if session not in lent
+        )
+
     def _fits_budget(self, pool: WarmPool) -> bool:
-        """Does one more warm session of `pool` fit the memory budget beside the leases?"""
+        """Does one more warm session of `pool` fit the memory budget beside the leases (and the
+        sessions of ended leases still closing)?"""
         budget = self.memory_budget_mb
         if not budget:
             return True
         one = self._memory(pool.engine.name, pool.isolation)
-        return self.leases_mb() + self.warm_mb() + one <= budget
+        return self.leases_mb() + self.closing_mb() + self.warm_mb() + one <= budget
 
     def _follow_demand(self, pool: WarmPool) -> None:
         if pool.ceiling > pool.floor:

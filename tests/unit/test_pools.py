@@ -30,7 +30,14 @@ from broker.pool import WarmPool
 from broker.tenants import Tenant
 from tests.fakes import FakeEngine, FakeSession
 from tests.support import eventually
-from tests.unit.test_warm_pool import BACKSTOP_S, TURNS, until, wait_filled
+from tests.unit.test_warm_pool import (
+    BACKSTOP_S,
+    TURNS,
+    PoolEngine,
+    tracked,
+    until,
+    wait_filled,
+)
 
 PAIRS = [(engine, isolation) for engine in EngineName for isolation in Isolation]
 
@@ -58,7 +65,7 @@ async def running(**overrides: Any) -> AsyncIterator[tuple[Broker, dict[EngineNa
         for p in values.get("warm_pools", [])
     ):
         del values["warm_pool_size"]  # the entry sizes the default pair
-    engines = {name: FakeEngine(name) for name in EngineName}
+    engines: dict[EngineName, FakeEngine] = {name: PoolEngine(name) for name in EngineName}
     async with Broker(Settings.model_validate(values), engines=dict(engines)) as broker:
         try:
             yield broker, engines
@@ -258,6 +265,25 @@ async def test_the_memory_budget_drops_warm_sessions_before_refusing_a_lease() -
         await wait_filled(pool)
         assert len(pool) == 2
         await release(broker, third)
+
+
+async def test_a_refill_waits_for_the_memory_of_a_session_still_closing() -> None:
+    pools = [{"engine": "firefox", "isolation": "context", "size": 1}]
+    async with running(warm_pools=pools, memory_budget_mb=120) as (broker, _engines):
+        pool = pool_of(broker, EngineName.FIREFOX, Isolation.CONTEXT)
+        await wait_filled(pool)
+        ended = await broker.leases.acquire(
+            spec(isolation=Isolation.CONTEXT, context=ContextOptions(locale="de-DE")), 5
+        )
+        slow_close = tracked(ended.session).close_gate = asyncio.Event()
+        broker.leases.release(ended, ReleaseReason.CLIENT_RELEASE)  # its close hangs
+        warm = await broker.leases.acquire(spec(isolation=Isolation.CONTEXT), 5)
+        assert warm.warm
+        await asyncio.sleep(0.1)  # past the refill delay
+        assert len(pool) == 0 and pool.opening == 0  # 60 lent + 60 closing: no room
+        slow_close.set()
+        await eventually(lambda: len(pool) == 1, BACKSTOP_S)
+        await release(broker, warm)
 
 
 async def test_a_pool_follows_demand_between_floor_and_ceiling() -> None:
