@@ -98,6 +98,7 @@ class Broker:
                     pool.ceiling,
                     pool.max_age_s,
                     settings.warm_launches_per_engine,
+                    settings.session_open_timeout_s,
                 )
         self.leases.set_warm_source(self.warm.take)
         self.reconciler = Reconciler(

@@ -66,14 +66,14 @@ class Pools:
         ceiling: int | None = None,
         max_age_s: float = 0.0,
         launches_per_engine: int = 1,
-        first_backoff_s: float = 0.5,
+        open_timeout_s: float = 60.0,
     ) -> WarmPool:
         launches = self._launches.setdefault(engine.name, asyncio.Semaphore(launches_per_engine))
         pool = WarmPool(
             engine,
             isolation,
             size,
-            first_backoff_s,
+            open_timeout_s=open_timeout_s,
             ceiling=ceiling,
             max_age_s=max_age_s,
             launches=launches,

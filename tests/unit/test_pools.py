@@ -378,3 +378,11 @@ async def test_a_refill_waits_while_a_lease_launches_a_browser_of_its_engine() -
         await eventually(lambda: len(pool) == 1, BACKSTOP_S)  # then the pool refills
         for held in (warm, lease):
             await release(broker, held)
+
+
+async def test_pools_take_their_bounds_from_the_settings() -> None:
+    pools = [{"engine": "firefox", "isolation": "browser", "size": 1, "max_age_s": 90}]
+    async with running(warm_pools=pools, session_open_timeout_s=7) as (broker, _engines):
+        pool = pool_of(broker, EngineName.FIREFOX, Isolation.BROWSER)
+        assert (pool._open_timeout_s, pool.max_age_s) == (7, 90)
+        await wait_filled(pool)
