@@ -2455,7 +2455,7 @@ type GetStatusResponse struct {
 	// Every tenant's numbers (admins only).
 	Tenants []*TenantStatus `protobuf:"bytes,11,rep,name=tenants,proto3" json:"tenants,omitempty"`
 	// Each warm pool (admins only); warm_pool_size is their ready sessions summed.
-	Pools         []*PoolStatus `protobuf:"bytes,12,rep,name=pools,proto3" json:"pools,omitempty"`
+	Pools         []*PoolStatus `protobuf:"bytes,13,rep,name=pools,proto3" json:"pools,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2946,7 +2946,7 @@ const file_browserbroker_v1_broker_proto_rawDesc = "" +
 	"\x06tenant\x18\n" +
 	" \x01(\tR\x06tenant\x128\n" +
 	"\atenants\x18\v \x03(\v2\x1e.browserbroker.v1.TenantStatusR\atenants\x122\n" +
-	"\x05pools\x18\f \x03(\v2\x1c.browserbroker.v1.PoolStatusR\x05pools\"\xa3\x02\n" +
+	"\x05pools\x18\r \x03(\v2\x1c.browserbroker.v1.PoolStatusR\x05pools\"\xa3\x02\n" +
 	"\n" +
 	"PoolStatus\x120\n" +
 	"\x06engine\x18\x01 \x01(\x0e2\x18.browserbroker.v1.EngineR\x06engine\x129\n" +
