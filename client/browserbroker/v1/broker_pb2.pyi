@@ -1214,6 +1214,7 @@ class GetStatusResponse(_message.Message):
     queued: _builtins.int
     queue_limit: _builtins.int
     warm_pool_size: _builtins.int
+    """Warm sessions ready to be lent, all pools together (see pools)."""
     draining: _builtins.bool
     default_engine: Global___Engine.ValueType
     drift_repairs: _builtins.int
@@ -1232,7 +1233,7 @@ class GetStatusResponse(_message.Message):
 
     @_builtins.property
     def pools(self) -> _containers.RepeatedCompositeFieldContainer[Global___PoolStatus]:
-        """Each warm pool (admins only); warm_pool_size is their ready sessions summed."""
+        """Each warm pool, by engine and isolation (admins only)."""
 
     def __init__(
         self,

@@ -2436,15 +2436,16 @@ func (x *EngineStatus) GetBrowsersRecycled() uint64 {
 }
 
 type GetStatusResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Capacity      uint32                 `protobuf:"varint,1,opt,name=capacity,proto3" json:"capacity,omitempty"`
-	ActiveLeases  uint32                 `protobuf:"varint,2,opt,name=active_leases,json=activeLeases,proto3" json:"active_leases,omitempty"`
-	Queued        uint32                 `protobuf:"varint,3,opt,name=queued,proto3" json:"queued,omitempty"`
-	QueueLimit    uint32                 `protobuf:"varint,4,opt,name=queue_limit,json=queueLimit,proto3" json:"queue_limit,omitempty"`
-	WarmPoolSize  uint32                 `protobuf:"varint,5,opt,name=warm_pool_size,json=warmPoolSize,proto3" json:"warm_pool_size,omitempty"`
-	Draining      bool                   `protobuf:"varint,6,opt,name=draining,proto3" json:"draining,omitempty"`
-	Engines       []*EngineStatus        `protobuf:"bytes,7,rep,name=engines,proto3" json:"engines,omitempty"`
-	DefaultEngine Engine                 `protobuf:"varint,8,opt,name=default_engine,json=defaultEngine,proto3,enum=browserbroker.v1.Engine" json:"default_engine,omitempty"`
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Capacity     uint32                 `protobuf:"varint,1,opt,name=capacity,proto3" json:"capacity,omitempty"`
+	ActiveLeases uint32                 `protobuf:"varint,2,opt,name=active_leases,json=activeLeases,proto3" json:"active_leases,omitempty"`
+	Queued       uint32                 `protobuf:"varint,3,opt,name=queued,proto3" json:"queued,omitempty"`
+	QueueLimit   uint32                 `protobuf:"varint,4,opt,name=queue_limit,json=queueLimit,proto3" json:"queue_limit,omitempty"`
+	// Warm sessions ready to be lent, all pools together (see pools).
+	WarmPoolSize  uint32          `protobuf:"varint,5,opt,name=warm_pool_size,json=warmPoolSize,proto3" json:"warm_pool_size,omitempty"`
+	Draining      bool            `protobuf:"varint,6,opt,name=draining,proto3" json:"draining,omitempty"`
+	Engines       []*EngineStatus `protobuf:"bytes,7,rep,name=engines,proto3" json:"engines,omitempty"`
+	DefaultEngine Engine          `protobuf:"varint,8,opt,name=default_engine,json=defaultEngine,proto3,enum=browserbroker.v1.Engine" json:"default_engine,omitempty"`
 	// Drift the reconciler has found and repaired since start (should be 0).
 	DriftRepairs uint64 `protobuf:"varint,9,opt,name=drift_repairs,json=driftRepairs,proto3" json:"drift_repairs,omitempty"`
 	// The tenant the caller authenticated as ("operator" with authentication off). A tenant
@@ -2454,7 +2455,7 @@ type GetStatusResponse struct {
 	Tenant string `protobuf:"bytes,10,opt,name=tenant,proto3" json:"tenant,omitempty"`
 	// Every tenant's numbers (admins only).
 	Tenants []*TenantStatus `protobuf:"bytes,11,rep,name=tenants,proto3" json:"tenants,omitempty"`
-	// Each warm pool (admins only); warm_pool_size is their ready sessions summed.
+	// Each warm pool, by engine and isolation (admins only).
 	Pools         []*PoolStatus `protobuf:"bytes,13,rep,name=pools,proto3" json:"pools,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
