@@ -90,7 +90,10 @@ class Broker:
         )
         for pool in settings.pool_configs():
             pooled = self.engines.get(pool.engine)
-            if pooled is not None and pooled.availability().available:
+            if pooled is None or not pooled.availability().available:
+                # Acquires of the engine fail the same way; the pool would only retry for ever.
+                log.warning("warm pool %s left out: its engine is unavailable", pool.pair)
+            else:
                 self.warm.add(
                     pooled,
                     pool.isolation,

@@ -386,3 +386,19 @@ async def test_pools_take_their_bounds_from_the_settings() -> None:
         pool = pool_of(broker, EngineName.FIREFOX, Isolation.BROWSER)
         assert (pool._open_timeout_s, pool.max_age_s) == (7, 90)
         await wait_filled(pool)
+
+
+async def test_a_pool_of_an_unavailable_engine_is_left_out_with_a_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    values = {"listen": "127.0.0.1:0", "engines": ["chromium", "camoufox"], "log_level": "WARNING"}
+    settings = Settings.model_validate(
+        {**values, "warm_pools": [{"engine": "camoufox", "isolation": "browser", "size": 2}]}
+    )
+    engines = {
+        EngineName.CHROMIUM: FakeEngine(),
+        EngineName.CAMOUFOX: FakeEngine(EngineName.CAMOUFOX, available=False),
+    }
+    broker = Broker(settings, engines=dict(engines))
+    assert [p.name for p in broker.pools] == ["chromium/context"]
+    assert "warm pool camoufox/browser left out: its engine is unavailable" in caplog.text
