@@ -12,12 +12,12 @@ from broker.clock import Clock, LoopClock
 from broker.config import Settings
 from broker.egress.policy import EgressPolicy, local_addresses
 from broker.egress.proxy import EgressGateway
-from broker.engines.base import Engine, EngineCensus, ResultLimits, Session
+from broker.engines.base import Engine, EngineCensus, ResultLimits
 from broker.events import LeaseObserver, ObserverList
-from broker.lease import LeaseSpec
 from broker.lease_table import LeaseTable
 from broker.options import EngineName
-from broker.pool import WarmPool
+from broker.pool import PoolStatus, WarmPool
+from broker.pools import Pools
 from broker.reconciler import Reconciler
 
 log = logging.getLogger("broker.app")
@@ -81,29 +81,46 @@ class Broker:
             self.observers,
             egress=self.egress,
         )
-        self.pools: list[WarmPool] = []
-        default = self.engines.get(settings.default_engine)
-        if default is not None and settings.warm_pool_size > 0 and default.availability().available:
-            self.pools.append(
-                WarmPool(default, settings.default_isolation, settings.warm_pool_size)
-            )
-        self.leases.set_warm_source(self._take_warm)
+        self.warm = Pools(
+            self.leases.active_leases,
+            self.leases.owned_sessions,
+            settings.session_memory,
+            settings.memory_budget_mb,
+            settings.warm_demand_window_s,
+        )
+        for pool in settings.pool_configs():
+            pooled = self.engines.get(pool.engine)
+            if pooled is None or not pooled.availability().available:
+                # Acquires of the engine fail the same way; the pool would only retry for ever.
+                log.warning("warm pool %s left out: its engine is unavailable", pool.pair)
+            else:
+                self.warm.add(
+                    pooled,
+                    pool.isolation,
+                    pool.size,
+                    pool.ceiling,
+                    pool.max_age_s,
+                    settings.warm_launches_per_engine,
+                    settings.session_open_timeout_s,
+                )
+        self.leases.set_warm_source(self.warm.take)
         self.reconciler = Reconciler(
-            self.leases, list(self.engines.values()), self.pools, self.observers
+            self.leases, list(self.engines.values()), self.warm.pools, self.observers
         )
         self._background: list[asyncio.Task[None]] = []
         self._stopped = False
 
-    def _take_warm(self, spec: LeaseSpec) -> Session | None:
-        for pool in self.pools:
-            session = pool.take(spec)
-            if session is not None:
-                return session
-        return None
+    @property
+    def pools(self) -> list[WarmPool]:
+        return self.warm.pools
 
     @property
     def warm_pool_size(self) -> int:
-        return sum(len(pool) for pool in self.pools)
+        """Warm sessions ready, all pools together."""
+        return len(self.warm)
+
+    def pool_statuses(self) -> list[PoolStatus]:
+        return self.warm.statuses()
 
     async def engine_status(self) -> dict[EngineName, EngineCensus]:
         """Each engine's census; process walks run off the event loop, at most twice a second."""
@@ -125,8 +142,7 @@ class Broker:
         }
 
     async def __aenter__(self) -> Broker:
-        for pool in self.pools:
-            await pool.__aenter__()
+        await self.warm.__aenter__()
         self._background.append(
             asyncio.get_running_loop().create_task(
                 self.reconciler.run_forever(self.settings.reconcile_interval_s)
@@ -180,8 +196,7 @@ class Broker:
             for task in self._background:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-            for pool in self.pools:
-                await pool.close()
+            await self.warm.close()
             for engine in self.engines.values():
                 try:
                     await engine.close()

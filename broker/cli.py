@@ -20,6 +20,8 @@ def _serve(args: argparse.Namespace) -> int:
         "capacity": args.capacity,
         "queue_limit": args.queue_limit,
         "warm_pool_size": args.warm_pool_size,
+        "warm_pools": [_warm_pool(spec) for spec in args.warm_pool] if args.warm_pool else None,
+        "memory_budget_mb": args.memory_budget_mb,
         "engines": args.engines.split(",") if args.engines else None,
         "default_engine": args.default_engine,
         "default_ttl_s": args.default_ttl,
@@ -38,6 +40,17 @@ def _serve(args: argparse.Namespace) -> int:
     on_ready = write_port_file(args.port_file) if args.port_file else None
     asyncio.run(serve(settings, on_ready=on_ready))
     return 0
+
+
+def _warm_pool(spec: str) -> dict[str, object]:
+    """ENGINE/ISOLATION=SIZE[:MAX_SIZE], e.g. firefox/browser=2:8 (checked by the settings)."""
+    pair, _, sizes = spec.partition("=")
+    engine, _, isolation = pair.partition("/")
+    size, _, ceiling = sizes.partition(":")
+    pool: dict[str, object] = {"engine": engine, "isolation": isolation or "context", "size": size}
+    if ceiling:
+        pool["max_size"] = ceiling
+    return pool
 
 
 def _find_browser(args: argparse.Namespace) -> int:
@@ -67,6 +80,15 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--queue-limit", type=int, help="Acquire calls allowed to wait")
     serve.add_argument(
         "--warm-pool-size", type=int, help="ready sessions kept for the default engine"
+    )
+    serve.add_argument(
+        "--warm-pool",
+        action="append",
+        metavar="ENGINE/ISOLATION=SIZE[:MAX]",
+        help="a warm pool, e.g. firefox/browser=2:8 (repeatable; replaces warm_pools)",
+    )
+    serve.add_argument(
+        "--memory-budget-mb", type=float, help="estimated MiB for leases and warm sessions"
     )
     serve.add_argument(
         "--engines", help="comma-separated engines to enable (chromium,firefox,camoufox)"

@@ -98,6 +98,46 @@ class TenantConfig(EgressLists):
         )
 
 
+# Estimated memory of one session per engine/isolation, MiB (PSS per lease in docs/benchmarks.md,
+# rounded up; Camoufox above Firefox for its fingerprinting and addon).
+DEFAULT_SESSION_MEMORY_MB = {
+    "chromium/context": 60.0,
+    "chromium/browser": 170.0,
+    "firefox/context": 60.0,
+    "firefox/browser": 330.0,
+    "camoufox/context": 80.0,
+    "camoufox/browser": 400.0,
+}
+
+
+class WarmPoolConfig(BaseModel):
+    """Ready sessions kept for one engine and isolation."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    engine: EngineName
+    isolation: Isolation = Isolation.CONTEXT
+    size: int = Field(ge=0, le=1_000, description="ready sessions kept (the floor)")
+    max_size: int | None = Field(
+        None, ge=0, le=1_000, description="follow demand up to this many; unset: size (fixed)"
+    )
+    max_age_s: float = Field(0.0, ge=0, description="replace a ready session this old; 0: never")
+
+    @model_validator(mode="after")
+    def _ceiling(self) -> WarmPoolConfig:
+        if self.max_size is not None and self.max_size < self.size:
+            raise ValueError(f"warm pool {self.pair}: max_size must not be below size")
+        return self
+
+    @property
+    def pair(self) -> str:
+        return f"{self.engine.value}/{self.isolation.value}"
+
+    @property
+    def ceiling(self) -> int:
+        return self.size if self.max_size is None else self.max_size
+
+
 class Settings(EgressLists, BaseSettings):
     model_config = SettingsConfigDict(env_prefix="BROKER_", extra="forbid")
 
@@ -106,6 +146,25 @@ class Settings(EgressLists, BaseSettings):
     queue_limit: int = Field(64, ge=0, le=100_000, description="Acquire calls that may wait")
     warm_pool_size: int = Field(
         2, ge=0, le=1_000, description="ready sessions kept for the default engine and isolation"
+    )
+    warm_pools: list[WarmPoolConfig] = Field(
+        default_factory=list,
+        description="warm pools per engine and isolation (the default pair's overrides "
+        "warm_pool_size)",
+    )
+    warm_launches_per_engine: int = Field(
+        1, ge=1, le=16, description="warm sessions one engine opens at once in the background"
+    )
+    warm_demand_window_s: float = Field(
+        300.0, gt=0, description="how far back a pool with max_size looks for its peak demand"
+    )
+    memory_budget_mb: float = Field(
+        0.0, ge=0, description="estimated memory of leases and warm sessions, MiB; 0: no budget"
+    )
+    session_memory_mb: dict[str, float] = Field(
+        default_factory=dict,
+        description="estimated MiB of one session per engine/isolation (overrides the "
+        "defaults), for memory_budget_mb",
     )
     engines: list[EngineName] = Field(
         default_factory=lambda: [EngineName.CHROMIUM], description="engines to enable"
@@ -224,6 +283,7 @@ class Settings(EgressLists, BaseSettings):
             raise ValueError("tls_client_ca_file (mutual TLS) needs tls_cert_file and tls_key_file")
         if self.max_result_bytes > self.max_message_bytes - 64 * 1024:
             raise ValueError("max_result_bytes must leave 64 KiB of max_message_bytes for framing")
+        self._check_warm_pools()
         names = [t.name for t in self.tenants]
         if len(set(names)) != len(names):
             raise ValueError("tenant names must be unique")
@@ -243,6 +303,51 @@ class Settings(EgressLists, BaseSettings):
                     "allow_insecure_remote = true to accept the risk"
                 )
         return self
+
+    def _check_warm_pools(self) -> None:
+        pairs = [pool.pair for pool in self.warm_pools]
+        if len(set(pairs)) != len(pairs):
+            raise ValueError("warm_pools: one entry per engine and isolation")
+        for pool in self.warm_pools:
+            if pool.engine not in self.engines:
+                raise ValueError(f"warm pool {pool.pair}: engine {pool.engine.value} not enabled")
+        default = f"{self.default_engine.value}/{self.default_isolation.value}"
+        if default in pairs and "warm_pool_size" in self.model_fields_set:
+            raise ValueError(
+                f"warm_pool_size and a warm_pools entry for {default} both size the default "
+                "pool; set one"
+            )
+        unknown = set(self.session_memory_mb) - set(DEFAULT_SESSION_MEMORY_MB)
+        if unknown:
+            raise ValueError(
+                f"session_memory_mb: unknown key {sorted(unknown)[0]!r}; keys are "
+                f"{', '.join(DEFAULT_SESSION_MEMORY_MB)}"
+            )
+        if any(mb <= 0 for mb in self.session_memory_mb.values()):
+            raise ValueError("session_memory_mb values must be above 0")
+
+    def pool_configs(self) -> list[WarmPoolConfig]:
+        """Every warm pool: `warm_pools`, and the default pair sized by warm_pool_size unless
+        listed there."""
+        pools = list(self.warm_pools)
+        if not any(
+            p.engine is self.default_engine and p.isolation is self.default_isolation for p in pools
+        ):
+            pools.insert(
+                0,
+                WarmPoolConfig(
+                    engine=self.default_engine,
+                    isolation=self.default_isolation,
+                    size=self.warm_pool_size,
+                    max_size=None,
+                    max_age_s=0.0,
+                ),
+            )
+        return [p for p in pools if p.ceiling > 0]
+
+    def session_memory(self, engine: EngineName, isolation: Isolation) -> float:
+        key = f"{engine.value}/{isolation.value}"
+        return self.session_memory_mb.get(key, DEFAULT_SESSION_MEMORY_MB[key])
 
     @property
     def listens_on_loopback(self) -> bool:

@@ -12,6 +12,7 @@ from broker.app import Broker
 from broker.engines.base import EngineCensus
 from broker.lease import Lease, ReleaseOutcome, ReleaseReason
 from broker.options import EngineName, Isolation
+from broker.pool import PoolStatus
 from broker.steps import StepErrorKind, StepOutcome
 from broker.tenants import Tenant
 from browserbroker.v1 import broker_pb2 as pb
@@ -103,6 +104,20 @@ def release_response(outcome: ReleaseOutcome) -> pb.ReleaseResponse:
     )
 
 
+def pool_status(status: PoolStatus) -> pb.PoolStatus:
+    return pb.PoolStatus(
+        engine=ENGINE_TO_PB[status.engine],
+        isolation=ISOLATION_TO_PB[status.isolation],
+        target=status.target,
+        min_size=status.floor,
+        max_size=status.ceiling,
+        ready=status.ready,
+        opening=status.opening,
+        hits=status.hits,
+        misses=status.misses,
+    )
+
+
 def status_response(
     broker: Broker,
     caller: Tenant,
@@ -139,6 +154,7 @@ def status_response(
         reply.queued = leases.queued_count
         reply.queue_limit = leases.limits.queue_limit
         reply.drift_repairs = broker.reconciler.repairs
+        reply.pools.extend(pool_status(status) for status in broker.pool_statuses())
         for tenant in tenants:
             active, queued = counts[tenant.name]
             reply.tenants.append(

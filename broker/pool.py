@@ -1,7 +1,11 @@
-"""The warm pool: sessions opened ahead of demand, so a warm Acquire is a table operation.
+"""A warm pool: sessions of one engine and isolation opened ahead of demand, so a warm Acquire is
+a table operation.
 
-Refilled in the background, never on the caller's path. Serves leases that ask for its engine
-and isolation with default context options; anything else opens a fresh session.
+Refilled in the background, never on the caller's path. Serves leases that ask for its engine and
+isolation with the options its sessions were opened with (the defaults); anything else opens a
+fresh session. Its target moves between a floor and a ceiling (`set_target`, see `demand.py`);
+`admit` is asked before each open and `keep` before a freshly opened session joins the pool (the
+broker's memory budget, and launches of one engine that put leases first, see `pools.py`).
 """
 
 from __future__ import annotations
@@ -9,18 +13,39 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from broker.cleanup import TaskSet
 from broker.engines.base import Engine, LostCause, Session
 from broker.lease import LeaseSpec
-from broker.options import ContextOptions, Isolation
+from broker.options import ContextOptions, EngineName, Isolation
 
 log = logging.getLogger("broker.pool")
 
 MAX_BACKOFF_S = 30.0
-# How often ready sessions are checked for a browser being recycled (they would keep it alive).
+# How often ready sessions are checked for a browser being recycled or aged out (and the
+# budget asked again while a refill waits for it).
 SWEEP_INTERVAL_S = 1.0
+
+
+@dataclass(frozen=True)
+class PoolStatus:
+    engine: EngineName
+    isolation: Isolation
+    target: int
+    floor: int
+    ceiling: int
+    ready: int
+    opening: int
+    hits: int  # Acquires for the pool's pair served warm
+    misses: int  # Acquires for the pool's pair that opened cold (none ready, or options differ)
+
+    @property
+    def name(self) -> str:
+        return f"{self.engine.value}/{self.isolation.value}"
 
 
 class WarmPool:
@@ -31,18 +56,45 @@ class WarmPool:
         size: int,
         first_backoff_s: float = 0.5,
         open_timeout_s: float = 60.0,
+        *,
+        ceiling: int | None = None,
+        max_age_s: float = 0.0,
+        launches: asyncio.Semaphore | None = None,
+        admit: Callable[[WarmPool], bool] | None = None,
+        keep: Callable[[WarmPool], bool] | None = None,
+        now: Callable[[], float] = time.monotonic,
+        refill_delay_s: float = 0.0,
     ) -> None:
         self.engine = engine
         self.isolation = isolation
-        self.size = size
+        self.floor = size
+        self.ceiling = max(size, ceiling if ceiling is not None else size)
+        self.target = size
+        self.max_age_s = max_age_s  # 0: a ready session never ages out
+        self.hits = 0
+        self.misses = 0
+        self.opening = 0
         self._first_backoff_s = first_backoff_s
         self._open_timeout_s = open_timeout_s  # a refill never waits on a browser for ever
+        # Shared by the pools of one engine: how many warm opens it takes at once.
+        self._launches = launches or asyncio.Semaphore(1)
+        self._admit = admit  # asked before each open
+        self._keep = keep  # asked before an opened session joins the pool
+        # A refill after a take starts this much later, so that the synchronous first steps of
+        # a launch (a process walk) do not hold up the reply that lends the session.
+        self._refill_delay_s = refill_delay_s
+        self._now = now
         self._ready: deque[Session] = deque()
+        self._born: dict[Session, float] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closed = False
-        self.filled = asyncio.Event()
+        self.filled = asyncio.Event()  # set while the pool holds its target; cleared on a take
         self._closers = TaskSet()
+
+    @property
+    def name(self) -> str:
+        return f"{self.engine.name.value}/{self.isolation.value}"
 
     def sessions(self) -> list[Session]:
         return list(self._ready)
@@ -50,23 +102,74 @@ class WarmPool:
     def __len__(self) -> int:
         return len(self._ready)
 
+    def status(self) -> PoolStatus:
+        return PoolStatus(
+            self.engine.name,
+            self.isolation,
+            self.target,
+            self.floor,
+            self.ceiling,
+            len(self._ready),
+            self.opening,
+            self.hits,
+            self.misses,
+        )
+
+    def serves(self, spec: LeaseSpec) -> bool:
+        """The lease asks for this pool's engine and isolation (whatever its options)."""
+        return spec.engine is self.engine.name and spec.isolation is self.isolation
+
+    @staticmethod
+    def fits(spec: LeaseSpec) -> bool:
+        """A pooled session was opened with default options: only such a lease may have it."""
+        return spec.context.is_default and spec.camoufox is None
+
     def take(self, spec: LeaseSpec) -> Session | None:
-        """A ready session for `spec`, or None; never waits."""
-        if spec.engine is not self.engine.name or spec.isolation is not self.isolation:
+        """A ready session for `spec`, or None; never waits. Counts a hit or a miss."""
+        if not self.serves(spec):
             return None
-        if not spec.context.is_default or spec.camoufox is not None:
-            return None  # a pooled session was opened with default options
-        while self._ready:
-            session = self._ready.popleft()
-            self._wake.set()
-            if session.alive and not session.retiring:
-                session.set_lost_callback(None)
-                return session
-            self._close_later(session)
+        if self.fits(spec):
+            while self._ready:
+                session = self._ready.popleft()
+                self._wake_after_take()
+                self.filled.clear()
+                usable = session.alive and not session.retiring and not self._aged(session)
+                self._born.pop(session, None)
+                if usable:
+                    session.set_lost_callback(None)
+                    self.hits += 1
+                    return session
+                self._close_later(session)
+        self.misses += 1
         return None
 
+    def _wake_after_take(self) -> None:
+        if self._refill_delay_s and not self._closed:
+            asyncio.get_running_loop().call_later(self._refill_delay_s, self._wake.set)
+        else:
+            self._wake.set()
+
+    def set_target(self, target: int) -> None:
+        """Follow demand, within the floor and the ceiling; a lower target lets the excess go."""
+        target = min(self.ceiling, max(self.floor, target))
+        if target != self.target:
+            self.target = target
+            self.filled.clear()
+            self._wake.set()
+
+    def drop_one(self) -> bool:
+        """Give up the oldest ready session (its memory is wanted); False if none is ready."""
+        if not self._ready:
+            return False
+        session = self._ready.popleft()
+        self._born.pop(session, None)
+        self._close_later(session)
+        self._wake.set()
+        self.filled.clear()
+        return True
+
     async def __aenter__(self) -> WarmPool:
-        if self.size > 0:
+        if self.ceiling > 0:
             self._task = asyncio.get_running_loop().create_task(self._refill_forever())
             self._wake.set()
         return self
@@ -83,25 +186,41 @@ class WarmPool:
             self._task = None
         while self._ready:
             session = self._ready.popleft()
+            session.set_lost_callback(None)
             with contextlib.suppress(Exception):
                 await session.close()
+        self._born.clear()
         await self._closers.wait()
 
     def _on_lost(self, session: Session, cause: LostCause) -> None:
         with contextlib.suppress(ValueError):
             self._ready.remove(session)
+        self._born.pop(session, None)
         self._wake.set()
+        self.filled.clear()
         self._close_later(session)
 
     def _close_later(self, session: Session) -> None:
         session.set_lost_callback(None)
         self._closers.spawn(session.close())
 
-    def _sweep_retiring(self) -> None:
-        """Give up ready sessions whose browser is being recycled, and replace them."""
-        for session in [s for s in self._ready if s.retiring]:
-            self._ready.remove(session)
-            self._close_later(session)
+    def _aged(self, session: Session) -> bool:
+        born = self._born.get(session)
+        return bool(self.max_age_s) and born is not None and self._now() - born >= self.max_age_s
+
+    def _sweep(self) -> None:
+        """Give up ready sessions that are dead, being recycled or too old, and any above the
+        target; the refill replaces what the target still wants."""
+        for session in list(self._ready):
+            if not session.alive or session.retiring or self._aged(session):
+                self._ready.remove(session)
+                self._born.pop(session, None)
+                self._close_later(session)
+        while len(self._ready) > self.target:
+            self.drop_one()
+
+    def _wanted(self) -> bool:
+        return not self._closed and len(self._ready) + self.opening < self.target
 
     async def _refill_forever(self) -> None:
         backoff = self._first_backoff_s
@@ -110,13 +229,14 @@ class WarmPool:
                 async with asyncio.timeout(SWEEP_INTERVAL_S):
                     await self._wake.wait()
             self._wake.clear()
-            self._sweep_retiring()
-            while len(self._ready) < self.size and not self._closed:
+            self._sweep()
+            while self._wanted() and (self._admit is None or self._admit(self)):
                 try:
-                    async with asyncio.timeout(self._open_timeout_s):
-                        session = await self.engine.open_session(self.isolation, ContextOptions())
+                    session = await self._open_one()
                 except Exception as exc:
-                    log.warning("warm pool refill failed; retrying in %.1fs: %s", backoff, exc)
+                    log.warning(
+                        "warm pool %s refill failed; retrying in %.1fs: %s", self.name, backoff, exc
+                    )
                     await asyncio.sleep(backoff)
                     backoff = min(MAX_BACKOFF_S, backoff * 2)
                     continue
@@ -124,7 +244,21 @@ class WarmPool:
                 if self._closed:
                     await session.close()
                     return
+                if not session.alive or (self._keep is not None and not self._keep(self)):
+                    # Died while opening, or a lease needs the memory meanwhile: leases first.
+                    self._close_later(session)
+                    break
                 session.set_lost_callback(self._on_lost)
+                self._born[session] = self._now()
                 self._ready.append(session)
-            if len(self._ready) >= self.size:
+            if len(self._ready) >= self.target:
                 self.filled.set()
+
+    async def _open_one(self) -> Session:
+        async with self._launches:
+            self.opening += 1
+            try:
+                async with asyncio.timeout(self._open_timeout_s):
+                    return await self.engine.open_session(self.isolation, ContextOptions())
+            finally:
+                self.opening -= 1

@@ -48,7 +48,9 @@ async def serve(
         interceptors: list[aio.ServerInterceptor] = []  # type: ignore[type-arg]
         if setup.tracing or setup.metrics:
             lease_telemetry = telemetry.LeaseTelemetry(
-                gauges=running.gauges, redact_urls=settings.redact_urls
+                gauges=running.gauges,
+                redact_urls=settings.redact_urls,
+                pools=running.pool_statuses,
             )
             running.observers.add(lease_telemetry)
             if setup.tracing:

@@ -27,6 +27,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from broker.egress.proxy import Blocked
 from broker.events import LeaseObserver
 from broker.lease import Lease, ReleaseOutcome
+from broker.pool import PoolStatus
 from broker.redact import redact_text, redact_url
 from broker.steps import StepOutcome
 
@@ -103,7 +104,10 @@ class LeaseTelemetry(LeaseObserver):
     """Lease spans and lease metrics, driven by the lease table's events."""
 
     def __init__(
-        self, gauges: Callable[[], dict[str, float]] | None = None, redact_urls: bool = True
+        self,
+        gauges: Callable[[], dict[str, float]] | None = None,
+        redact_urls: bool = True,
+        pools: Callable[[], list[PoolStatus]] | None = None,
     ) -> None:
         self.tracer = trace.get_tracer(SCOPE)
         # Query strings, fragments and userinfo never reach a span unless the operator says so.
@@ -148,6 +152,35 @@ class LeaseTelemetry(LeaseObserver):
             ("broker.pages", "open pages"),
         ):
             meter.create_observable_gauge(name, [observe(name)], description=description)
+        self._pools = pools
+        for field, description in (
+            ("target", "warm sessions a pool aims to keep ready now"),
+            ("ready", "warm sessions ready, per pool"),
+            ("opening", "warm sessions being opened, per pool"),
+        ):
+            meter.create_observable_gauge(
+                f"broker.pool.{field}", [self._observe_pools(field)], description=description
+            )
+        for field, description in (
+            ("hits", "Acquires served from a warm pool"),
+            ("misses", "Acquires of a pooled engine and isolation that opened cold"),
+        ):
+            meter.create_observable_counter(
+                f"broker.pool.{field}", [self._observe_pools(field)], description=description
+            )
+
+    def _observe_pools(self, field: str) -> Callable[[CallbackOptions], Iterable[Observation]]:
+        def callback(options: CallbackOptions) -> Iterable[Observation]:
+            statuses = self._pools() if self._pools is not None else []
+            return [
+                Observation(
+                    getattr(status, field),
+                    {"engine": status.engine.value, "isolation": status.isolation.value},
+                )
+                for status in statuses
+            ]
+
+        return callback
 
     def lease_span(self, lease_id: str) -> Span | None:
         return self._spans.get(lease_id)
@@ -170,6 +203,8 @@ class LeaseTelemetry(LeaseObserver):
                 "lease.idle_timeout_s": lease.spec.idle_timeout_s,
                 "lease.queue_wait_ms": round(lease.queue_wait_s * 1000, 3),
                 "lease.warm": lease.warm,
+                # One pool per engine and isolation: a warm lease's pair names its pool.
+                **({"lease.pool": _pair(lease)} if lease.warm else {}),
                 **{f"lease.label.{k}": v for k, v in lease.spec.labels},
             },
         )
@@ -251,6 +286,10 @@ class LeaseTelemetry(LeaseObserver):
         span = self._spans.get(lease.id)
         if span is not None:  # host:port and the rule only: no path, no query
             span.add_event("egress.blocked", {"target": blocked.target, "rule": blocked.rule})
+
+
+def _pair(lease: Lease) -> str:
+    return f"{lease.spec.engine.value}/{lease.spec.isolation.value}"
 
 
 def _same(text: str) -> str:

@@ -20,10 +20,13 @@ def scrape(port: int) -> str:
 
 
 def metric(text: str, name: str) -> float:
+    """The sum of a metric's samples; `name` may end in a label prefix (`...{engine="x",`)."""
     values = [
         float(line.rsplit(" ", 1)[1])
         for line in text.splitlines()
-        if line.startswith(name) and not line.startswith("#") and line[len(name)] in " {"
+        if line.startswith(name)
+        and not line.startswith("#")
+        and (name.endswith(",") or line[len(name)] in " {")
     ]
     assert values, f"{name} not exported"
     return sum(values)
@@ -50,5 +53,12 @@ def test_prometheus_endpoint_exports_lease_metrics() -> None:
         assert metric(after, "broker_lease_releases_total") >= 1
         assert metric(after, "broker_step_duration_seconds_count") >= 1
         assert metric(after, "broker_acquire_duration_seconds_count") >= 1
+        # The default pair's pool, by engine and isolation: the lease was a hit or a miss.
+        pool = '{engine="chromium",isolation="context",'
+        assert metric(after, "broker_pool_target" + pool) == 1
+        assert metric(after, "broker_pool_ready" + pool) <= 1
+        assert metric(after, "broker_pool_opening" + pool) <= 1
+        hits = metric(after, "broker_pool_hits_total" + pool)
+        assert hits + metric(after, "broker_pool_misses_total" + pool) == 1
     finally:
         broker.stop()

@@ -1209,11 +1209,13 @@ class GetStatusResponse(_message.Message):
     TENANT_FIELD_NUMBER: _builtins.int
     TENANTS_FIELD_NUMBER: _builtins.int
     CLOSING_SESSIONS_FIELD_NUMBER: _builtins.int
+    POOLS_FIELD_NUMBER: _builtins.int
     capacity: _builtins.int
     active_leases: _builtins.int
     queued: _builtins.int
     queue_limit: _builtins.int
     warm_pool_size: _builtins.int
+    """Warm sessions ready to be lent, all pools together (see pools)."""
     draining: _builtins.bool
     default_engine: Global___Engine.ValueType
     drift_repairs: _builtins.int
@@ -1234,6 +1236,10 @@ class GetStatusResponse(_message.Message):
     def tenants(self) -> _containers.RepeatedCompositeFieldContainer[Global___TenantStatus]:
         """Every tenant's numbers (admins only)."""
 
+    @_builtins.property
+    def pools(self) -> _containers.RepeatedCompositeFieldContainer[Global___PoolStatus]:
+        """Each warm pool, by engine and isolation (admins only)."""
+
     def __init__(
         self,
         *,
@@ -1249,14 +1255,69 @@ class GetStatusResponse(_message.Message):
         tenant: _builtins.str = ...,
         tenants: _abc.Iterable[Global___TenantStatus] | None = ...,
         closing_sessions: _builtins.int = ...,
+        pools: _abc.Iterable[Global___PoolStatus] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_leases", b"active_leases", "capacity", b"capacity", "closing_sessions", b"closing_sessions", "default_engine", b"default_engine", "draining", b"draining", "drift_repairs", b"drift_repairs", "engines", b"engines", "queue_limit", b"queue_limit", "queued", b"queued", "tenant", b"tenant", "tenants", b"tenants", "warm_pool_size", b"warm_pool_size"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_leases", b"active_leases", "capacity", b"capacity", "closing_sessions", b"closing_sessions", "default_engine", b"default_engine", "draining", b"draining", "drift_repairs", b"drift_repairs", "engines", b"engines", "pools", b"pools", "queue_limit", b"queue_limit", "queued", b"queued", "tenant", b"tenant", "tenants", b"tenants", "warm_pool_size", b"warm_pool_size"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetStatusResponse: _TypeAlias = GetStatusResponse  # noqa: Y015
+
+@_typing.final
+class PoolStatus(_message.Message):
+    """A warm pool: sessions of one engine and isolation opened ahead of demand."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENGINE_FIELD_NUMBER: _builtins.int
+    ISOLATION_FIELD_NUMBER: _builtins.int
+    TARGET_FIELD_NUMBER: _builtins.int
+    MIN_SIZE_FIELD_NUMBER: _builtins.int
+    MAX_SIZE_FIELD_NUMBER: _builtins.int
+    READY_FIELD_NUMBER: _builtins.int
+    OPENING_FIELD_NUMBER: _builtins.int
+    HITS_FIELD_NUMBER: _builtins.int
+    MISSES_FIELD_NUMBER: _builtins.int
+    engine: Global___Engine.ValueType
+    isolation: Global___Isolation.ValueType
+    target: _builtins.int
+    """Ready sessions the pool aims to keep now: between min_size and max_size, following
+    recent demand when max_size is above min_size.
+    """
+    min_size: _builtins.int
+    max_size: _builtins.int
+    ready: _builtins.int
+    """Sessions ready to be lent."""
+    opening: _builtins.int
+    """Sessions being opened for the pool in the background."""
+    hits: _builtins.int
+    """Acquires of the pool's engine and isolation served from the pool since start."""
+    misses: _builtins.int
+    """Acquires of the pool's engine and isolation that opened a session (none ready, or
+    options a pooled session does not have).
+    """
+    def __init__(
+        self,
+        *,
+        engine: Global___Engine.ValueType = ...,
+        isolation: Global___Isolation.ValueType = ...,
+        target: _builtins.int = ...,
+        min_size: _builtins.int = ...,
+        max_size: _builtins.int = ...,
+        ready: _builtins.int = ...,
+        opening: _builtins.int = ...,
+        hits: _builtins.int = ...,
+        misses: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["engine", b"engine", "hits", b"hits", "isolation", b"isolation", "max_size", b"max_size", "min_size", b"min_size", "misses", b"misses", "opening", b"opening", "ready", b"ready", "target", b"target"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PoolStatus: _TypeAlias = PoolStatus  # noqa: Y015
 
 @_typing.final
 class TenantStatus(_message.Message):

@@ -2436,15 +2436,16 @@ func (x *EngineStatus) GetBrowsersRecycled() uint64 {
 }
 
 type GetStatusResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Capacity      uint32                 `protobuf:"varint,1,opt,name=capacity,proto3" json:"capacity,omitempty"`
-	ActiveLeases  uint32                 `protobuf:"varint,2,opt,name=active_leases,json=activeLeases,proto3" json:"active_leases,omitempty"`
-	Queued        uint32                 `protobuf:"varint,3,opt,name=queued,proto3" json:"queued,omitempty"`
-	QueueLimit    uint32                 `protobuf:"varint,4,opt,name=queue_limit,json=queueLimit,proto3" json:"queue_limit,omitempty"`
-	WarmPoolSize  uint32                 `protobuf:"varint,5,opt,name=warm_pool_size,json=warmPoolSize,proto3" json:"warm_pool_size,omitempty"`
-	Draining      bool                   `protobuf:"varint,6,opt,name=draining,proto3" json:"draining,omitempty"`
-	Engines       []*EngineStatus        `protobuf:"bytes,7,rep,name=engines,proto3" json:"engines,omitempty"`
-	DefaultEngine Engine                 `protobuf:"varint,8,opt,name=default_engine,json=defaultEngine,proto3,enum=browserbroker.v1.Engine" json:"default_engine,omitempty"`
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Capacity     uint32                 `protobuf:"varint,1,opt,name=capacity,proto3" json:"capacity,omitempty"`
+	ActiveLeases uint32                 `protobuf:"varint,2,opt,name=active_leases,json=activeLeases,proto3" json:"active_leases,omitempty"`
+	Queued       uint32                 `protobuf:"varint,3,opt,name=queued,proto3" json:"queued,omitempty"`
+	QueueLimit   uint32                 `protobuf:"varint,4,opt,name=queue_limit,json=queueLimit,proto3" json:"queue_limit,omitempty"`
+	// Warm sessions ready to be lent, all pools together (see pools).
+	WarmPoolSize  uint32          `protobuf:"varint,5,opt,name=warm_pool_size,json=warmPoolSize,proto3" json:"warm_pool_size,omitempty"`
+	Draining      bool            `protobuf:"varint,6,opt,name=draining,proto3" json:"draining,omitempty"`
+	Engines       []*EngineStatus `protobuf:"bytes,7,rep,name=engines,proto3" json:"engines,omitempty"`
+	DefaultEngine Engine          `protobuf:"varint,8,opt,name=default_engine,json=defaultEngine,proto3,enum=browserbroker.v1.Engine" json:"default_engine,omitempty"`
 	// Drift the reconciler has found and repaired since start (should be 0).
 	DriftRepairs uint64 `protobuf:"varint,9,opt,name=drift_repairs,json=driftRepairs,proto3" json:"drift_repairs,omitempty"`
 	// The tenant the caller authenticated as ("operator" with authentication off). A tenant
@@ -2457,8 +2458,10 @@ type GetStatusResponse struct {
 	// Sessions of ended leases the browsers are still closing (admins only). They count against
 	// capacity until closed: capacity in use is active_leases + closing_sessions.
 	ClosingSessions uint32 `protobuf:"varint,12,opt,name=closing_sessions,json=closingSessions,proto3" json:"closing_sessions,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// Each warm pool, by engine and isolation (admins only).
+	Pools         []*PoolStatus `protobuf:"bytes,13,rep,name=pools,proto3" json:"pools,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GetStatusResponse) Reset() {
@@ -2575,6 +2578,129 @@ func (x *GetStatusResponse) GetClosingSessions() uint32 {
 	return 0
 }
 
+func (x *GetStatusResponse) GetPools() []*PoolStatus {
+	if x != nil {
+		return x.Pools
+	}
+	return nil
+}
+
+// A warm pool: sessions of one engine and isolation opened ahead of demand.
+type PoolStatus struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Engine    Engine                 `protobuf:"varint,1,opt,name=engine,proto3,enum=browserbroker.v1.Engine" json:"engine,omitempty"`
+	Isolation Isolation              `protobuf:"varint,2,opt,name=isolation,proto3,enum=browserbroker.v1.Isolation" json:"isolation,omitempty"`
+	// Ready sessions the pool aims to keep now: between min_size and max_size, following
+	// recent demand when max_size is above min_size.
+	Target  uint32 `protobuf:"varint,3,opt,name=target,proto3" json:"target,omitempty"`
+	MinSize uint32 `protobuf:"varint,4,opt,name=min_size,json=minSize,proto3" json:"min_size,omitempty"`
+	MaxSize uint32 `protobuf:"varint,5,opt,name=max_size,json=maxSize,proto3" json:"max_size,omitempty"`
+	// Sessions ready to be lent.
+	Ready uint32 `protobuf:"varint,6,opt,name=ready,proto3" json:"ready,omitempty"`
+	// Sessions being opened for the pool in the background.
+	Opening uint32 `protobuf:"varint,7,opt,name=opening,proto3" json:"opening,omitempty"`
+	// Acquires of the pool's engine and isolation served from the pool since start.
+	Hits uint64 `protobuf:"varint,8,opt,name=hits,proto3" json:"hits,omitempty"`
+	// Acquires of the pool's engine and isolation that opened a session (none ready, or
+	// options a pooled session does not have).
+	Misses        uint64 `protobuf:"varint,9,opt,name=misses,proto3" json:"misses,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PoolStatus) Reset() {
+	*x = PoolStatus{}
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PoolStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PoolStatus) ProtoMessage() {}
+
+func (x *PoolStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PoolStatus.ProtoReflect.Descriptor instead.
+func (*PoolStatus) Descriptor() ([]byte, []int) {
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *PoolStatus) GetEngine() Engine {
+	if x != nil {
+		return x.Engine
+	}
+	return Engine_ENGINE_UNSPECIFIED
+}
+
+func (x *PoolStatus) GetIsolation() Isolation {
+	if x != nil {
+		return x.Isolation
+	}
+	return Isolation_ISOLATION_UNSPECIFIED
+}
+
+func (x *PoolStatus) GetTarget() uint32 {
+	if x != nil {
+		return x.Target
+	}
+	return 0
+}
+
+func (x *PoolStatus) GetMinSize() uint32 {
+	if x != nil {
+		return x.MinSize
+	}
+	return 0
+}
+
+func (x *PoolStatus) GetMaxSize() uint32 {
+	if x != nil {
+		return x.MaxSize
+	}
+	return 0
+}
+
+func (x *PoolStatus) GetReady() uint32 {
+	if x != nil {
+		return x.Ready
+	}
+	return 0
+}
+
+func (x *PoolStatus) GetOpening() uint32 {
+	if x != nil {
+		return x.Opening
+	}
+	return 0
+}
+
+func (x *PoolStatus) GetHits() uint64 {
+	if x != nil {
+		return x.Hits
+	}
+	return 0
+}
+
+func (x *PoolStatus) GetMisses() uint64 {
+	if x != nil {
+		return x.Misses
+	}
+	return 0
+}
+
 type TenantStatus struct {
 	state        protoimpl.MessageState `protogen:"open.v1"`
 	Name         string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -2589,7 +2715,7 @@ type TenantStatus struct {
 
 func (x *TenantStatus) Reset() {
 	*x = TenantStatus{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[30]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2601,7 +2727,7 @@ func (x *TenantStatus) String() string {
 func (*TenantStatus) ProtoMessage() {}
 
 func (x *TenantStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[30]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2614,7 +2740,7 @@ func (x *TenantStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TenantStatus.ProtoReflect.Descriptor instead.
 func (*TenantStatus) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{30}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *TenantStatus) GetName() string {
@@ -2816,7 +2942,7 @@ const file_browserbroker_v1_broker_proto_rawDesc = "" +
 	"\bcontexts\x18\x05 \x01(\rR\bcontexts\x12\x14\n" +
 	"\x05pages\x18\x06 \x01(\rR\x05pages\x12+\n" +
 	"\x11browsers_retiring\x18\a \x01(\rR\x10browsersRetiring\x12+\n" +
-	"\x11browsers_recycled\x18\b \x01(\x04R\x10browsersRecycled\"\xec\x03\n" +
+	"\x11browsers_recycled\x18\b \x01(\x04R\x10browsersRecycled\"\xa0\x04\n" +
 	"\x11GetStatusResponse\x12\x1a\n" +
 	"\bcapacity\x18\x01 \x01(\rR\bcapacity\x12#\n" +
 	"\ractive_leases\x18\x02 \x01(\rR\factiveLeases\x12\x16\n" +
@@ -2831,7 +2957,19 @@ const file_browserbroker_v1_broker_proto_rawDesc = "" +
 	"\x06tenant\x18\n" +
 	" \x01(\tR\x06tenant\x128\n" +
 	"\atenants\x18\v \x03(\v2\x1e.browserbroker.v1.TenantStatusR\atenants\x12)\n" +
-	"\x10closing_sessions\x18\f \x01(\rR\x0fclosingSessions\"\x9d\x01\n" +
+	"\x10closing_sessions\x18\f \x01(\rR\x0fclosingSessions\x122\n" +
+	"\x05pools\x18\r \x03(\v2\x1c.browserbroker.v1.PoolStatusR\x05pools\"\xa3\x02\n" +
+	"\n" +
+	"PoolStatus\x120\n" +
+	"\x06engine\x18\x01 \x01(\x0e2\x18.browserbroker.v1.EngineR\x06engine\x129\n" +
+	"\tisolation\x18\x02 \x01(\x0e2\x1b.browserbroker.v1.IsolationR\tisolation\x12\x16\n" +
+	"\x06target\x18\x03 \x01(\rR\x06target\x12\x19\n" +
+	"\bmin_size\x18\x04 \x01(\rR\aminSize\x12\x19\n" +
+	"\bmax_size\x18\x05 \x01(\rR\amaxSize\x12\x14\n" +
+	"\x05ready\x18\x06 \x01(\rR\x05ready\x12\x18\n" +
+	"\aopening\x18\a \x01(\rR\aopening\x12\x12\n" +
+	"\x04hits\x18\b \x01(\x04R\x04hits\x12\x16\n" +
+	"\x06misses\x18\t \x01(\x04R\x06misses\"\x9d\x01\n" +
 	"\fTenantStatus\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12#\n" +
 	"\ractive_leases\x18\x02 \x01(\rR\factiveLeases\x12\x16\n" +
@@ -2894,7 +3032,7 @@ func file_browserbroker_v1_broker_proto_rawDescGZIP() []byte {
 }
 
 var file_browserbroker_v1_broker_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_browserbroker_v1_broker_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
+var file_browserbroker_v1_broker_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
 var file_browserbroker_v1_broker_proto_goTypes = []any{
 	(Engine)(0),                   // 0: browserbroker.v1.Engine
 	(Isolation)(0),                // 1: browserbroker.v1.Isolation
@@ -2931,31 +3069,32 @@ var file_browserbroker_v1_broker_proto_goTypes = []any{
 	(*GetStatusRequest)(nil),      // 32: browserbroker.v1.GetStatusRequest
 	(*EngineStatus)(nil),          // 33: browserbroker.v1.EngineStatus
 	(*GetStatusResponse)(nil),     // 34: browserbroker.v1.GetStatusResponse
-	(*TenantStatus)(nil),          // 35: browserbroker.v1.TenantStatus
-	nil,                           // 36: browserbroker.v1.ContextOptions.ExtraHttpHeadersEntry
-	nil,                           // 37: browserbroker.v1.AcquireRequest.LabelsEntry
-	(*durationpb.Duration)(nil),   // 38: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 39: google.protobuf.Timestamp
+	(*PoolStatus)(nil),            // 35: browserbroker.v1.PoolStatus
+	(*TenantStatus)(nil),          // 36: browserbroker.v1.TenantStatus
+	nil,                           // 37: browserbroker.v1.ContextOptions.ExtraHttpHeadersEntry
+	nil,                           // 38: browserbroker.v1.AcquireRequest.LabelsEntry
+	(*durationpb.Duration)(nil),   // 39: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 40: google.protobuf.Timestamp
 }
 var file_browserbroker_v1_broker_proto_depIdxs = []int32{
 	5,  // 0: browserbroker.v1.ContextOptions.viewport:type_name -> browserbroker.v1.Viewport
-	36, // 1: browserbroker.v1.ContextOptions.extra_http_headers:type_name -> browserbroker.v1.ContextOptions.ExtraHttpHeadersEntry
+	37, // 1: browserbroker.v1.ContextOptions.extra_http_headers:type_name -> browserbroker.v1.ContextOptions.ExtraHttpHeadersEntry
 	6,  // 2: browserbroker.v1.ContextOptions.proxy:type_name -> browserbroker.v1.Proxy
-	38, // 3: browserbroker.v1.CamoufoxOptions.humanize_max:type_name -> google.protobuf.Duration
+	39, // 3: browserbroker.v1.CamoufoxOptions.humanize_max:type_name -> google.protobuf.Duration
 	5,  // 4: browserbroker.v1.CamoufoxOptions.window:type_name -> browserbroker.v1.Viewport
 	0,  // 5: browserbroker.v1.AcquireRequest.engine:type_name -> browserbroker.v1.Engine
 	1,  // 6: browserbroker.v1.AcquireRequest.isolation:type_name -> browserbroker.v1.Isolation
-	38, // 7: browserbroker.v1.AcquireRequest.ttl:type_name -> google.protobuf.Duration
-	38, // 8: browserbroker.v1.AcquireRequest.idle_timeout:type_name -> google.protobuf.Duration
+	39, // 7: browserbroker.v1.AcquireRequest.ttl:type_name -> google.protobuf.Duration
+	39, // 8: browserbroker.v1.AcquireRequest.idle_timeout:type_name -> google.protobuf.Duration
 	7,  // 9: browserbroker.v1.AcquireRequest.context:type_name -> browserbroker.v1.ContextOptions
-	37, // 10: browserbroker.v1.AcquireRequest.labels:type_name -> browserbroker.v1.AcquireRequest.LabelsEntry
+	38, // 10: browserbroker.v1.AcquireRequest.labels:type_name -> browserbroker.v1.AcquireRequest.LabelsEntry
 	8,  // 11: browserbroker.v1.AcquireRequest.camoufox:type_name -> browserbroker.v1.CamoufoxOptions
-	39, // 12: browserbroker.v1.AcquireResponse.expires_at:type_name -> google.protobuf.Timestamp
+	40, // 12: browserbroker.v1.AcquireResponse.expires_at:type_name -> google.protobuf.Timestamp
 	0,  // 13: browserbroker.v1.AcquireResponse.engine:type_name -> browserbroker.v1.Engine
 	1,  // 14: browserbroker.v1.AcquireResponse.isolation:type_name -> browserbroker.v1.Isolation
-	38, // 15: browserbroker.v1.AcquireResponse.ttl:type_name -> google.protobuf.Duration
-	38, // 16: browserbroker.v1.AcquireResponse.idle_timeout:type_name -> google.protobuf.Duration
-	38, // 17: browserbroker.v1.AcquireResponse.queue_wait:type_name -> google.protobuf.Duration
+	39, // 15: browserbroker.v1.AcquireResponse.ttl:type_name -> google.protobuf.Duration
+	39, // 16: browserbroker.v1.AcquireResponse.idle_timeout:type_name -> google.protobuf.Duration
+	39, // 17: browserbroker.v1.AcquireResponse.queue_wait:type_name -> google.protobuf.Duration
 	11, // 18: browserbroker.v1.Step.goto:type_name -> browserbroker.v1.Goto
 	12, // 19: browserbroker.v1.Step.click:type_name -> browserbroker.v1.Click
 	13, // 20: browserbroker.v1.Step.fill:type_name -> browserbroker.v1.Fill
@@ -2968,36 +3107,39 @@ var file_browserbroker_v1_broker_proto_depIdxs = []int32{
 	20, // 27: browserbroker.v1.Step.get_attribute:type_name -> browserbroker.v1.GetAttribute
 	21, // 28: browserbroker.v1.Step.screenshot:type_name -> browserbroker.v1.Screenshot
 	22, // 29: browserbroker.v1.Step.pdf:type_name -> browserbroker.v1.Pdf
-	38, // 30: browserbroker.v1.Step.timeout:type_name -> google.protobuf.Duration
+	39, // 30: browserbroker.v1.Step.timeout:type_name -> google.protobuf.Duration
 	23, // 31: browserbroker.v1.RunRequest.steps:type_name -> browserbroker.v1.Step
 	3,  // 32: browserbroker.v1.RunRequest.on_cancel:type_name -> browserbroker.v1.OnCancel
 	4,  // 33: browserbroker.v1.StepError.kind:type_name -> browserbroker.v1.StepErrorKind
 	25, // 34: browserbroker.v1.StepResult.error:type_name -> browserbroker.v1.StepError
-	38, // 35: browserbroker.v1.StepResult.duration:type_name -> google.protobuf.Duration
+	39, // 35: browserbroker.v1.StepResult.duration:type_name -> google.protobuf.Duration
 	26, // 36: browserbroker.v1.RunResponse.step:type_name -> browserbroker.v1.StepResult
-	38, // 37: browserbroker.v1.KeepAliveRequest.ttl:type_name -> google.protobuf.Duration
-	39, // 38: browserbroker.v1.KeepAliveResponse.expires_at:type_name -> google.protobuf.Timestamp
+	39, // 37: browserbroker.v1.KeepAliveRequest.ttl:type_name -> google.protobuf.Duration
+	40, // 38: browserbroker.v1.KeepAliveResponse.expires_at:type_name -> google.protobuf.Timestamp
 	2,  // 39: browserbroker.v1.ReleaseResponse.reason:type_name -> browserbroker.v1.ReleaseReason
-	39, // 40: browserbroker.v1.ReleaseResponse.released_at:type_name -> google.protobuf.Timestamp
+	40, // 40: browserbroker.v1.ReleaseResponse.released_at:type_name -> google.protobuf.Timestamp
 	0,  // 41: browserbroker.v1.EngineStatus.engine:type_name -> browserbroker.v1.Engine
 	33, // 42: browserbroker.v1.GetStatusResponse.engines:type_name -> browserbroker.v1.EngineStatus
 	0,  // 43: browserbroker.v1.GetStatusResponse.default_engine:type_name -> browserbroker.v1.Engine
-	35, // 44: browserbroker.v1.GetStatusResponse.tenants:type_name -> browserbroker.v1.TenantStatus
-	9,  // 45: browserbroker.v1.BrowserBrokerService.Acquire:input_type -> browserbroker.v1.AcquireRequest
-	24, // 46: browserbroker.v1.BrowserBrokerService.Run:input_type -> browserbroker.v1.RunRequest
-	28, // 47: browserbroker.v1.BrowserBrokerService.KeepAlive:input_type -> browserbroker.v1.KeepAliveRequest
-	30, // 48: browserbroker.v1.BrowserBrokerService.Release:input_type -> browserbroker.v1.ReleaseRequest
-	32, // 49: browserbroker.v1.BrowserBrokerService.GetStatus:input_type -> browserbroker.v1.GetStatusRequest
-	10, // 50: browserbroker.v1.BrowserBrokerService.Acquire:output_type -> browserbroker.v1.AcquireResponse
-	27, // 51: browserbroker.v1.BrowserBrokerService.Run:output_type -> browserbroker.v1.RunResponse
-	29, // 52: browserbroker.v1.BrowserBrokerService.KeepAlive:output_type -> browserbroker.v1.KeepAliveResponse
-	31, // 53: browserbroker.v1.BrowserBrokerService.Release:output_type -> browserbroker.v1.ReleaseResponse
-	34, // 54: browserbroker.v1.BrowserBrokerService.GetStatus:output_type -> browserbroker.v1.GetStatusResponse
-	50, // [50:55] is the sub-list for method output_type
-	45, // [45:50] is the sub-list for method input_type
-	45, // [45:45] is the sub-list for extension type_name
-	45, // [45:45] is the sub-list for extension extendee
-	0,  // [0:45] is the sub-list for field type_name
+	36, // 44: browserbroker.v1.GetStatusResponse.tenants:type_name -> browserbroker.v1.TenantStatus
+	35, // 45: browserbroker.v1.GetStatusResponse.pools:type_name -> browserbroker.v1.PoolStatus
+	0,  // 46: browserbroker.v1.PoolStatus.engine:type_name -> browserbroker.v1.Engine
+	1,  // 47: browserbroker.v1.PoolStatus.isolation:type_name -> browserbroker.v1.Isolation
+	9,  // 48: browserbroker.v1.BrowserBrokerService.Acquire:input_type -> browserbroker.v1.AcquireRequest
+	24, // 49: browserbroker.v1.BrowserBrokerService.Run:input_type -> browserbroker.v1.RunRequest
+	28, // 50: browserbroker.v1.BrowserBrokerService.KeepAlive:input_type -> browserbroker.v1.KeepAliveRequest
+	30, // 51: browserbroker.v1.BrowserBrokerService.Release:input_type -> browserbroker.v1.ReleaseRequest
+	32, // 52: browserbroker.v1.BrowserBrokerService.GetStatus:input_type -> browserbroker.v1.GetStatusRequest
+	10, // 53: browserbroker.v1.BrowserBrokerService.Acquire:output_type -> browserbroker.v1.AcquireResponse
+	27, // 54: browserbroker.v1.BrowserBrokerService.Run:output_type -> browserbroker.v1.RunResponse
+	29, // 55: browserbroker.v1.BrowserBrokerService.KeepAlive:output_type -> browserbroker.v1.KeepAliveResponse
+	31, // 56: browserbroker.v1.BrowserBrokerService.Release:output_type -> browserbroker.v1.ReleaseResponse
+	34, // 57: browserbroker.v1.BrowserBrokerService.GetStatus:output_type -> browserbroker.v1.GetStatusResponse
+	53, // [53:58] is the sub-list for method output_type
+	48, // [48:53] is the sub-list for method input_type
+	48, // [48:48] is the sub-list for extension type_name
+	48, // [48:48] is the sub-list for extension extendee
+	0,  // [0:48] is the sub-list for field type_name
 }
 
 func init() { file_browserbroker_v1_broker_proto_init() }
@@ -3025,7 +3167,7 @@ func file_browserbroker_v1_broker_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_browserbroker_v1_broker_proto_rawDesc), len(file_browserbroker_v1_broker_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   33,
+			NumMessages:   34,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
