@@ -71,6 +71,7 @@ class Broker:
                 settings.max_screenshot_pixels,
                 settings.max_pdf_pages,
                 settings.max_pages_per_lease,
+                settings.max_download_bytes,
             )
             engine.use_egress(self.egress)
         self.observers = ObserverList(observers)

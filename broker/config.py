@@ -195,6 +195,15 @@ class Settings(EgressLists, BaseSettings):
     max_pages_per_lease: int = Field(
         8, ge=1, le=1_000, description="pages open at once in a lease, popups included"
     )
+    max_upload_bytes: int = Field(
+        8 * 1024 * 1024, ge=0, description="bytes a set_input_files step may upload, in all"
+    )
+    max_download_bytes: int = Field(
+        8 * 1024 * 1024, ge=0, description="largest file a download step may capture"
+    )
+    max_storage_state_bytes: int = Field(
+        1024 * 1024, ge=0, description="largest storage_state an Acquire may start from"
+    )
     status_requests_per_s: float = Field(
         20.0, gt=0, description="GetStatus calls per second per tenant"
     )
@@ -224,6 +233,8 @@ class Settings(EgressLists, BaseSettings):
             raise ValueError("tls_client_ca_file (mutual TLS) needs tls_cert_file and tls_key_file")
         if self.max_result_bytes > self.max_message_bytes - 64 * 1024:
             raise ValueError("max_result_bytes must leave 64 KiB of max_message_bytes for framing")
+        if self.max_upload_bytes > self.max_message_bytes - 64 * 1024:
+            raise ValueError("max_upload_bytes must leave 64 KiB of max_message_bytes for framing")
         names = [t.name for t in self.tenants]
         if len(set(names)) != len(names):
             raise ValueError("tenant names must be unique")

@@ -87,6 +87,11 @@ def step_result(outcome: StepOutcome) -> pb.StepResult:
         found=outcome.found,
         json=outcome.json,
         data=outcome.data,
+        page_id=outcome.page_id,
+        pages=[
+            pb.PageInfo(id=p.id, url=p.url, title=p.title, current=p.current, opener_id=p.opener_id)
+            for p in outcome.pages
+        ],
     )
     if outcome.error_kind is not None:
         result.error.CopyFrom(

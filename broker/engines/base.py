@@ -59,6 +59,7 @@ class ResultLimits:
     max_screenshot_pixels: int = 25_000_000
     max_pdf_pages: int = 200
     max_pages: int = 8  # pages open at once in one lease, counting those the site opens
+    max_download_bytes: int = 8 * 1024 * 1024  # a file a download step captures
 
 
 @dataclass(frozen=True)

@@ -85,13 +85,17 @@ def create(
     async def launch(playwright: Playwright) -> Browser:
         if protocol == JUGGLER:
             return await playwright.firefox.launch(
-                executable_path=executable, headless=headless, firefox_user_prefs=EGRESS_PREFS
+                executable_path=executable,
+                headless=headless,
+                firefox_user_prefs=EGRESS_PREFS,
+                downloads_path=sandbox.downloads_path(),
             )
         return await playwright.firefox.launch(
             channel="moz-firefox",
             executable_path=executable,
             headless=headless,
             firefox_user_prefs=EGRESS_PREFS,
+            downloads_path=sandbox.downloads_path(),
         )
 
     engine = FirefoxEngine(
