@@ -95,6 +95,7 @@ class FixtureSite:
     def __init__(self) -> None:
         self.pings = PingLog()
         self.image_bytes = 0  # bytes of /img/ responses sent (blocking measurements)
+        self.images: list[str] = []  # paths of the /img/ requests served
         self._sessions: dict[str, str] = {}  # session cookie -> user
         self._stopping = threading.Event()
         site = self
@@ -173,6 +174,7 @@ class FixtureSite:
         elif parts.path.startswith("/img/"):
             image = b"\x89PNG" + b"\0" * (pages.HEAVY_IMAGE_KB * 1024)
             self.image_bytes += len(image)
+            self.images.append(parts.path)
             self._send(req, 200, image, "image/png")
         elif parts.path == "/api/data":
             self._send(req, 200, b'{"ok": true}', "application/json")

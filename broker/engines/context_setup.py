@@ -59,14 +59,21 @@ async def open_first_page(context: BrowserContext, options: ContextOptions) -> P
     """Install the lease's request blocking on the context, then open its first page."""
     if options.block_resource_types or options.block_url_patterns:
         await context.route("**/*", _blocker(options))
-    page = await context.new_page()
-    await shape_page(page, options)
-    return page
+    return await context.new_page()
 
 
 async def shape_page(page: Page, options: ContextOptions) -> None:
-    """What each page of the lease emulates (popups included): the CSS media type."""
-    if options.media:
+    """What each page of the lease emulates (popups included): the CSS media type. Called once
+    the page's interrupter is attached: on Chromium, the emulation of the CDP session attached
+    last is the one that lasts across navigations (Playwright's own is lost once another
+    session is attached), so it is set through a session of its own, attached after."""
+    if not options.media:
+        return
+    browser = page.context.browser
+    if browser is not None and browser.browser_type.name == "chromium":
+        cdp = await page.context.new_cdp_session(page)
+        await cdp.send("Emulation.setEmulatedMedia", {"media": options.media})
+    else:
         await page.emulate_media(media=options.media)  # type: ignore[arg-type]
 
 

@@ -37,6 +37,14 @@ BIDI_UNSUPPORTED_CONTEXT = {
         "not supported by stock Firefox over WebDriver BiDi (scripts would still run); "
         "use engine chromium, or Playwright's Firefox build (`playwright install firefox`)"
     ),
+    "color_scheme": (
+        "not supported by stock Firefox over WebDriver BiDi (prefers-color-scheme stays light); "
+        "use engine chromium, or Playwright's Firefox build (`playwright install firefox`)"
+    ),
+    "media": (
+        "not supported by stock Firefox over WebDriver BiDi (the CSS media type stays screen); "
+        "use engine chromium, or Playwright's Firefox build (`playwright install firefox`)"
+    ),
 }
 
 

@@ -23,7 +23,7 @@ from broker.engines.base import (
     ResultLimits,
     check_supported,
 )
-from broker.engines.context_setup import context_kwargs, open_first_page
+from broker.engines.context_setup import context_kwargs, open_first_page, shape_page
 from broker.engines.playwright_driver import (
     BrowserProcesses,
     BrowserRecord,
@@ -208,6 +208,7 @@ class PlaywrightEngine:
                 self, browser, context, page, isolation, route, self.result_limits, options
             )
             session.set_interrupter(page, interrupter)
+            await self.while_connected(browser, shape_page(page, options))
             self.sessions.add(session)
             if shared is not None:
                 self._count_session(shared)

@@ -102,7 +102,6 @@ class PlaywrightSession:
         self._lost = False
         self.driver_lost = False  # Playwright's driver died: nothing here can be called any more
         self._extra_pages = TaskSet()  # closes of pages opened past the per-lease limit
-        self._shaping = TaskSet()  # emulation applied to the pages a site opens
         self._watch_page(page)
         context.on("page", self._page_opened)
 
@@ -148,8 +147,6 @@ class PlaywrightSession:
             return
         self._watch_page(page)
         self._attaching.spawn(self._attach_interrupter(page))
-        if self._options.media:
-            self._shaping.spawn(_shape_quietly(page, self._options))
 
     async def _attach_interrupter(self, page: Page) -> None:
         with contextlib.suppress(Exception):  # a page without one is still closed on cancel
@@ -157,6 +154,7 @@ class PlaywrightSession:
                 self._host.page_interrupter(self.context, page), CLOSE_TIMEOUT_S
             )
             self.set_interrupter(page, interrupter)
+        await _shape_quietly(page, self._options)  # after the interrupter (see shape_page)
 
     def _watch_page(self, page: Page) -> None:
         if self.pages.known(page):
