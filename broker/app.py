@@ -19,6 +19,7 @@ from broker.lease_table import LeaseTable
 from broker.options import EngineName
 from broker.pool import WarmPool
 from broker.reconciler import Reconciler
+from broker.traces import TraceStore
 
 log = logging.getLogger("broker.app")
 
@@ -75,6 +76,10 @@ class Broker:
             )
             engine.use_egress(self.egress)
         self.observers = ObserverList(observers)
+        self.traces = TraceStore(
+            settings.data_dir / "traces", settings.trace_retention_s, settings.max_trace_bytes
+        )
+        self.observers.add(self.traces)
         self.leases = LeaseTable(
             self.engines,
             clock or LoopClock(),

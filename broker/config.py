@@ -204,6 +204,16 @@ class Settings(EgressLists, BaseSettings):
     max_storage_state_bytes: int = Field(
         1024 * 1024, ge=0, description="largest storage_state an Acquire may start from"
     )
+    data_dir: Path = Field(
+        Path.home() / ".local/share/browser-broker",
+        description="where the broker keeps its files (lease traces, in traces/)",
+    )
+    max_trace_bytes: int = Field(
+        100 * 1024 * 1024, ge=0, description="largest lease trace kept; a larger one is dropped"
+    )
+    trace_retention_s: float = Field(
+        3600.0, ge=0, description="how long a lease's trace is kept after the lease ends"
+    )
     status_requests_per_s: float = Field(
         20.0, gt=0, description="GetStatus calls per second per tenant"
     )

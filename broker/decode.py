@@ -223,6 +223,7 @@ def _context_options(
         media=shaping.media,
         geolocation=shaping.geolocation,
         permissions=shaping.permissions,
+        trace=msg.trace,
     )
 
 

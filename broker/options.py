@@ -63,6 +63,7 @@ class ContextOptions:
     media: str = ""  # emulated CSS media type ("screen", "print")
     geolocation: Geolocation | None = None
     permissions: tuple[str, ...] = ()
+    trace: bool = False  # record a Playwright trace, kept for the owner after the lease ends
 
     @property
     def is_default(self) -> bool:

@@ -91,6 +91,11 @@ class Session(Protocol):
         policy refuses are reported to `on_blocked`. A no-op where egress is not enforced."""
         ...
 
+    def keep_trace(self, path: str, max_bytes: int) -> None:
+        """When the session closes, write the trace it records (if it records one) to `path`,
+        or nothing if it is over `max_bytes`."""
+        ...
+
     async def execute(self, index: int, step: Step, timeout_s: float) -> StepOutcome:
         """Run one step; browser failures come back as a failed StepOutcome, not an exception."""
         ...

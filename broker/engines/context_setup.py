@@ -59,6 +59,8 @@ async def open_first_page(context: BrowserContext, options: ContextOptions) -> P
     """Install the lease's request blocking on the context, then open its first page."""
     if options.block_resource_types or options.block_url_patterns:
         await context.route("**/*", _blocker(options))
+    if options.trace:
+        await context.tracing.start(screenshots=True, snapshots=True)
     return await context.new_page()
 
 

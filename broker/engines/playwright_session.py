@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable
 from typing import Protocol, TypeVar
@@ -48,6 +49,7 @@ Interrupter = Callable[[], Awaitable[object]]
 
 INTERRUPT_TIMEOUT_S = 0.25
 CLOSE_TIMEOUT_S = 5.0
+TRACE_STOP_TIMEOUT_S = 5.0  # within the cleanup bound of the whole close (10 s)
 
 
 class SessionHost(Protocol):
@@ -94,6 +96,7 @@ class PlaywrightSession:
         self.context = context
         self.page = page
         self._lost_callback: LostCallback | None = None
+        self._trace: tuple[str, int] | None = None  # where the trace goes, its bound
         # Per page (the lease's and those the site opened): stops a script that never yields.
         self._interrupters: dict[Page, Interrupter] = {}
         self._attaching = TaskSet()
@@ -329,9 +332,26 @@ class PlaywrightSession:
         live = [i for page, i in self._interrupters.items() if not page.is_closed()]
         await asyncio.gather(*(interrupt(i) for i in live))
 
+    def keep_trace(self, path: str, max_bytes: int) -> None:
+        self._trace = (path, max_bytes)
+
     async def close(self) -> None:
         self._closing = True
+        await self._save_trace()
         await self._host.close_session(self)
+
+    async def _save_trace(self) -> None:
+        """Stop the lease's trace into its file before the context closes; one over the bound
+        is deleted. A trace that cannot be written is lost, never the close."""
+        if self._trace is None or self.driver_lost or not self.browser.is_connected():
+            return
+        path, max_bytes = self._trace
+        self._trace = None
+        try:
+            await bounded(self.context.tracing.stop(path=path), TRACE_STOP_TIMEOUT_S)
+            await asyncio.to_thread(_drop_if_over, path, max_bytes)
+        except Exception as exc:
+            log.warning("a lease's trace could not be written: %s", exc)
 
 
 # A failed step of these kinds is reported as BLOCKED when the egress policy refused a request
@@ -339,6 +359,13 @@ class PlaywrightSession:
 _MAYBE_BLOCKED = frozenset(
     {StepErrorKind.NAVIGATION, StepErrorKind.SCRIPT_ERROR, StepErrorKind.BROWSER}
 )
+
+
+def _drop_if_over(path: str, max_bytes: int) -> None:
+    size = os.path.getsize(path)
+    if size > max_bytes:
+        os.unlink(path)
+        log.warning("a lease's trace was dropped", extra={"bytes": size, "limit": max_bytes})
 
 
 async def _shape_quietly(page: Page, options: ContextOptions) -> None:

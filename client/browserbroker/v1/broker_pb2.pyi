@@ -330,6 +330,7 @@ class ContextOptions(_message.Message):
     MEDIA_FIELD_NUMBER: _builtins.int
     GEOLOCATION_FIELD_NUMBER: _builtins.int
     PERMISSIONS_FIELD_NUMBER: _builtins.int
+    TRACE_FIELD_NUMBER: _builtins.int
     user_agent: _builtins.str
     locale: _builtins.str
     """BCP 47, e.g. "de-DE"."""
@@ -346,6 +347,10 @@ class ContextOptions(_message.Message):
     """Emulated prefers-color-scheme: "light", "dark" or "no-preference"; empty: the default."""
     media: _builtins.str
     """Emulated CSS media type of every page: "screen" or "print"; empty: the default."""
+    trace: _builtins.bool
+    """Record a Playwright trace of the lease (DOM snapshots, screenshots, network, console),
+    written when the lease ends and fetched with GetTrace.
+    """
     @_builtins.property
     def viewport(self) -> Global___Viewport: ...
     @_builtins.property
@@ -394,10 +399,11 @@ class ContextOptions(_message.Message):
         media: _builtins.str = ...,
         geolocation: Global___Geolocation | None = ...,
         permissions: _abc.Iterable[_builtins.str] | None = ...,
+        trace: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["geolocation", b"geolocation", "proxy", b"proxy", "viewport", b"viewport"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["block_resource_types", b"block_resource_types", "block_url_patterns", b"block_url_patterns", "color_scheme", b"color_scheme", "extra_http_headers", b"extra_http_headers", "geolocation", b"geolocation", "ignore_https_errors", b"ignore_https_errors", "java_script_disabled", b"java_script_disabled", "locale", b"locale", "media", b"media", "permissions", b"permissions", "proxy", b"proxy", "storage_state", b"storage_state", "timezone_id", b"timezone_id", "user_agent", b"user_agent", "viewport", b"viewport"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["block_resource_types", b"block_resource_types", "block_url_patterns", b"block_url_patterns", "color_scheme", b"color_scheme", "extra_http_headers", b"extra_http_headers", "geolocation", b"geolocation", "ignore_https_errors", b"ignore_https_errors", "java_script_disabled", b"java_script_disabled", "locale", b"locale", "media", b"media", "permissions", b"permissions", "proxy", b"proxy", "storage_state", b"storage_state", "timezone_id", b"timezone_id", "trace", b"trace", "user_agent", b"user_agent", "viewport", b"viewport"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1997,6 +2003,48 @@ class GetStatusResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetStatusResponse: _TypeAlias = GetStatusResponse  # noqa: Y015
+
+@_typing.final
+class GetTraceRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LEASE_ID_FIELD_NUMBER: _builtins.int
+    TOKEN_FIELD_NUMBER: _builtins.int
+    lease_id: _builtins.str
+    token: _builtins.str
+    def __init__(
+        self,
+        *,
+        lease_id: _builtins.str = ...,
+        token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["lease_id", b"lease_id", "token", b"token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetTraceRequest: _TypeAlias = GetTraceRequest  # noqa: Y015
+
+@_typing.final
+class GetTraceResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHUNK_FIELD_NUMBER: _builtins.int
+    chunk: _builtins.bytes
+    """The next piece of the trace zip (1 MiB at most); concatenated in order they are the file."""
+    def __init__(
+        self,
+        *,
+        chunk: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetTraceResponse: _TypeAlias = GetTraceResponse  # noqa: Y015
 
 @_typing.final
 class TenantStatus(_message.Message):

@@ -530,7 +530,10 @@ type ContextOptions struct {
 	Geolocation *Geolocation `protobuf:"bytes,14,opt,name=geolocation,proto3" json:"geolocation,omitempty"`
 	// Permissions granted to every origin, e.g. "geolocation", "notifications",
 	// "clipboard-read" (what each engine accepts differs; see docs/steps.md).
-	Permissions   []string `protobuf:"bytes,15,rep,name=permissions,proto3" json:"permissions,omitempty"`
+	Permissions []string `protobuf:"bytes,15,rep,name=permissions,proto3" json:"permissions,omitempty"`
+	// Record a Playwright trace of the lease (DOM snapshots, screenshots, network, console),
+	// written when the lease ends and fetched with GetTrace.
+	Trace         bool `protobuf:"varint,16,opt,name=trace,proto3" json:"trace,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -668,6 +671,13 @@ func (x *ContextOptions) GetPermissions() []string {
 		return x.Permissions
 	}
 	return nil
+}
+
+func (x *ContextOptions) GetTrace() bool {
+	if x != nil {
+		return x.Trace
+	}
+	return false
 }
 
 type Geolocation struct {
@@ -4323,6 +4333,103 @@ func (x *GetStatusResponse) GetTenants() []*TenantStatus {
 	return nil
 }
 
+type GetTraceRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	LeaseId       string                 `protobuf:"bytes,1,opt,name=lease_id,json=leaseId,proto3" json:"lease_id,omitempty"`
+	Token         string                 `protobuf:"bytes,2,opt,name=token,proto3" json:"token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetTraceRequest) Reset() {
+	*x = GetTraceRequest{}
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[55]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetTraceRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetTraceRequest) ProtoMessage() {}
+
+func (x *GetTraceRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[55]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetTraceRequest.ProtoReflect.Descriptor instead.
+func (*GetTraceRequest) Descriptor() ([]byte, []int) {
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{55}
+}
+
+func (x *GetTraceRequest) GetLeaseId() string {
+	if x != nil {
+		return x.LeaseId
+	}
+	return ""
+}
+
+func (x *GetTraceRequest) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+type GetTraceResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The next piece of the trace zip (1 MiB at most); concatenated in order they are the file.
+	Chunk         []byte `protobuf:"bytes,1,opt,name=chunk,proto3" json:"chunk,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetTraceResponse) Reset() {
+	*x = GetTraceResponse{}
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[56]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetTraceResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetTraceResponse) ProtoMessage() {}
+
+func (x *GetTraceResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[56]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetTraceResponse.ProtoReflect.Descriptor instead.
+func (*GetTraceResponse) Descriptor() ([]byte, []int) {
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{56}
+}
+
+func (x *GetTraceResponse) GetChunk() []byte {
+	if x != nil {
+		return x.Chunk
+	}
+	return nil
+}
+
 type TenantStatus struct {
 	state        protoimpl.MessageState `protogen:"open.v1"`
 	Name         string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -4337,7 +4444,7 @@ type TenantStatus struct {
 
 func (x *TenantStatus) Reset() {
 	*x = TenantStatus{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[55]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4349,7 +4456,7 @@ func (x *TenantStatus) String() string {
 func (*TenantStatus) ProtoMessage() {}
 
 func (x *TenantStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[55]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4362,7 +4469,7 @@ func (x *TenantStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TenantStatus.ProtoReflect.Descriptor instead.
 func (*TenantStatus) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{55}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *TenantStatus) GetName() string {
@@ -4412,7 +4519,7 @@ const file_browserbroker_v1_broker_proto_rawDesc = "" +
 	"\x06server\x18\x01 \x01(\tR\x06server\x12\x1a\n" +
 	"\busername\x18\x02 \x01(\tR\busername\x12\x1a\n" +
 	"\bpassword\x18\x03 \x01(\tR\bpassword\x12\x16\n" +
-	"\x06bypass\x18\x04 \x01(\tR\x06bypass\"\xfd\x05\n" +
+	"\x06bypass\x18\x04 \x01(\tR\x06bypass\"\x93\x06\n" +
 	"\x0eContextOptions\x126\n" +
 	"\bviewport\x18\x01 \x01(\v2\x1a.browserbroker.v1.ViewportR\bviewport\x12\x1d\n" +
 	"\n" +
@@ -4431,7 +4538,8 @@ const file_browserbroker_v1_broker_proto_rawDesc = "" +
 	"\fcolor_scheme\x18\f \x01(\tR\vcolorScheme\x12\x14\n" +
 	"\x05media\x18\r \x01(\tR\x05media\x12?\n" +
 	"\vgeolocation\x18\x0e \x01(\v2\x1d.browserbroker.v1.GeolocationR\vgeolocation\x12 \n" +
-	"\vpermissions\x18\x0f \x03(\tR\vpermissions\x1aC\n" +
+	"\vpermissions\x18\x0f \x03(\tR\vpermissions\x12\x14\n" +
+	"\x05trace\x18\x10 \x01(\bR\x05trace\x1aC\n" +
 	"\x15ExtraHttpHeadersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"c\n" +
@@ -4700,7 +4808,12 @@ const file_browserbroker_v1_broker_proto_rawDesc = "" +
 	"\rdrift_repairs\x18\t \x01(\x04R\fdriftRepairs\x12\x16\n" +
 	"\x06tenant\x18\n" +
 	" \x01(\tR\x06tenant\x128\n" +
-	"\atenants\x18\v \x03(\v2\x1e.browserbroker.v1.TenantStatusR\atenants\"\x9d\x01\n" +
+	"\atenants\x18\v \x03(\v2\x1e.browserbroker.v1.TenantStatusR\atenants\"B\n" +
+	"\x0fGetTraceRequest\x12\x19\n" +
+	"\blease_id\x18\x01 \x01(\tR\aleaseId\x12\x14\n" +
+	"\x05token\x18\x02 \x01(\tR\x05token\"(\n" +
+	"\x10GetTraceResponse\x12\x14\n" +
+	"\x05chunk\x18\x01 \x01(\fR\x05chunk\"\x9d\x01\n" +
 	"\fTenantStatus\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12#\n" +
 	"\ractive_leases\x18\x02 \x01(\rR\factiveLeases\x12\x16\n" +
@@ -4742,13 +4855,14 @@ const file_browserbroker_v1_broker_proto_rawDesc = "" +
 	"\x1bSTEP_ERROR_KIND_UNSUPPORTED\x10\x05\x12\x1b\n" +
 	"\x17STEP_ERROR_KIND_BROWSER\x10\x06\x12\x1b\n" +
 	"\x17STEP_ERROR_KIND_BLOCKED\x10\a\x12\x1d\n" +
-	"\x19STEP_ERROR_KIND_TOO_LARGE\x10\b2\xa8\x03\n" +
+	"\x19STEP_ERROR_KIND_TOO_LARGE\x10\b2\xfd\x03\n" +
 	"\x14BrowserBrokerService\x12N\n" +
 	"\aAcquire\x12 .browserbroker.v1.AcquireRequest\x1a!.browserbroker.v1.AcquireResponse\x12D\n" +
 	"\x03Run\x12\x1c.browserbroker.v1.RunRequest\x1a\x1d.browserbroker.v1.RunResponse0\x01\x12T\n" +
 	"\tKeepAlive\x12\".browserbroker.v1.KeepAliveRequest\x1a#.browserbroker.v1.KeepAliveResponse\x12N\n" +
 	"\aRelease\x12 .browserbroker.v1.ReleaseRequest\x1a!.browserbroker.v1.ReleaseResponse\x12T\n" +
-	"\tGetStatus\x12\".browserbroker.v1.GetStatusRequest\x1a#.browserbroker.v1.GetStatusResponseB9Z7example.com/browserbroker/gen/browserbroker/v1;brokerv1b\x06proto3"
+	"\tGetStatus\x12\".browserbroker.v1.GetStatusRequest\x1a#.browserbroker.v1.GetStatusResponse\x12S\n" +
+	"\bGetTrace\x12!.browserbroker.v1.GetTraceRequest\x1a\".browserbroker.v1.GetTraceResponse0\x01B9Z7example.com/browserbroker/gen/browserbroker/v1;brokerv1b\x06proto3"
 
 var (
 	file_browserbroker_v1_broker_proto_rawDescOnce sync.Once
@@ -4763,7 +4877,7 @@ func file_browserbroker_v1_broker_proto_rawDescGZIP() []byte {
 }
 
 var file_browserbroker_v1_broker_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_browserbroker_v1_broker_proto_msgTypes = make([]protoimpl.MessageInfo, 58)
+var file_browserbroker_v1_broker_proto_msgTypes = make([]protoimpl.MessageInfo, 60)
 var file_browserbroker_v1_broker_proto_goTypes = []any{
 	(Engine)(0),                   // 0: browserbroker.v1.Engine
 	(Isolation)(0),                // 1: browserbroker.v1.Isolation
@@ -4825,33 +4939,35 @@ var file_browserbroker_v1_broker_proto_goTypes = []any{
 	(*GetStatusRequest)(nil),      // 57: browserbroker.v1.GetStatusRequest
 	(*EngineStatus)(nil),          // 58: browserbroker.v1.EngineStatus
 	(*GetStatusResponse)(nil),     // 59: browserbroker.v1.GetStatusResponse
-	(*TenantStatus)(nil),          // 60: browserbroker.v1.TenantStatus
-	nil,                           // 61: browserbroker.v1.ContextOptions.ExtraHttpHeadersEntry
-	nil,                           // 62: browserbroker.v1.AcquireRequest.LabelsEntry
-	(*durationpb.Duration)(nil),   // 63: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 64: google.protobuf.Timestamp
+	(*GetTraceRequest)(nil),       // 60: browserbroker.v1.GetTraceRequest
+	(*GetTraceResponse)(nil),      // 61: browserbroker.v1.GetTraceResponse
+	(*TenantStatus)(nil),          // 62: browserbroker.v1.TenantStatus
+	nil,                           // 63: browserbroker.v1.ContextOptions.ExtraHttpHeadersEntry
+	nil,                           // 64: browserbroker.v1.AcquireRequest.LabelsEntry
+	(*durationpb.Duration)(nil),   // 65: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 66: google.protobuf.Timestamp
 }
 var file_browserbroker_v1_broker_proto_depIdxs = []int32{
 	5,  // 0: browserbroker.v1.ContextOptions.viewport:type_name -> browserbroker.v1.Viewport
-	61, // 1: browserbroker.v1.ContextOptions.extra_http_headers:type_name -> browserbroker.v1.ContextOptions.ExtraHttpHeadersEntry
+	63, // 1: browserbroker.v1.ContextOptions.extra_http_headers:type_name -> browserbroker.v1.ContextOptions.ExtraHttpHeadersEntry
 	6,  // 2: browserbroker.v1.ContextOptions.proxy:type_name -> browserbroker.v1.Proxy
 	8,  // 3: browserbroker.v1.ContextOptions.geolocation:type_name -> browserbroker.v1.Geolocation
-	63, // 4: browserbroker.v1.CamoufoxOptions.humanize_max:type_name -> google.protobuf.Duration
+	65, // 4: browserbroker.v1.CamoufoxOptions.humanize_max:type_name -> google.protobuf.Duration
 	5,  // 5: browserbroker.v1.CamoufoxOptions.window:type_name -> browserbroker.v1.Viewport
 	0,  // 6: browserbroker.v1.AcquireRequest.engine:type_name -> browserbroker.v1.Engine
 	1,  // 7: browserbroker.v1.AcquireRequest.isolation:type_name -> browserbroker.v1.Isolation
-	63, // 8: browserbroker.v1.AcquireRequest.ttl:type_name -> google.protobuf.Duration
-	63, // 9: browserbroker.v1.AcquireRequest.idle_timeout:type_name -> google.protobuf.Duration
+	65, // 8: browserbroker.v1.AcquireRequest.ttl:type_name -> google.protobuf.Duration
+	65, // 9: browserbroker.v1.AcquireRequest.idle_timeout:type_name -> google.protobuf.Duration
 	7,  // 10: browserbroker.v1.AcquireRequest.context:type_name -> browserbroker.v1.ContextOptions
-	62, // 11: browserbroker.v1.AcquireRequest.labels:type_name -> browserbroker.v1.AcquireRequest.LabelsEntry
+	64, // 11: browserbroker.v1.AcquireRequest.labels:type_name -> browserbroker.v1.AcquireRequest.LabelsEntry
 	9,  // 12: browserbroker.v1.AcquireRequest.camoufox:type_name -> browserbroker.v1.CamoufoxOptions
-	64, // 13: browserbroker.v1.AcquireResponse.expires_at:type_name -> google.protobuf.Timestamp
+	66, // 13: browserbroker.v1.AcquireResponse.expires_at:type_name -> google.protobuf.Timestamp
 	0,  // 14: browserbroker.v1.AcquireResponse.engine:type_name -> browserbroker.v1.Engine
 	1,  // 15: browserbroker.v1.AcquireResponse.isolation:type_name -> browserbroker.v1.Isolation
-	63, // 16: browserbroker.v1.AcquireResponse.ttl:type_name -> google.protobuf.Duration
-	63, // 17: browserbroker.v1.AcquireResponse.idle_timeout:type_name -> google.protobuf.Duration
-	63, // 18: browserbroker.v1.AcquireResponse.queue_wait:type_name -> google.protobuf.Duration
-	63, // 19: browserbroker.v1.Type.delay:type_name -> google.protobuf.Duration
+	65, // 16: browserbroker.v1.AcquireResponse.ttl:type_name -> google.protobuf.Duration
+	65, // 17: browserbroker.v1.AcquireResponse.idle_timeout:type_name -> google.protobuf.Duration
+	65, // 18: browserbroker.v1.AcquireResponse.queue_wait:type_name -> google.protobuf.Duration
+	65, // 19: browserbroker.v1.Type.delay:type_name -> google.protobuf.Duration
 	36, // 20: browserbroker.v1.SetInputFiles.files:type_name -> browserbroker.v1.InputFile
 	44, // 21: browserbroker.v1.AddCookies.cookies:type_name -> browserbroker.v1.Cookie
 	12, // 22: browserbroker.v1.Step.goto:type_name -> browserbroker.v1.Goto
@@ -4887,34 +5003,36 @@ var file_browserbroker_v1_broker_proto_depIdxs = []int32{
 	43, // 52: browserbroker.v1.Step.get_cookies:type_name -> browserbroker.v1.GetCookies
 	45, // 53: browserbroker.v1.Step.add_cookies:type_name -> browserbroker.v1.AddCookies
 	46, // 54: browserbroker.v1.Step.clear_cookies:type_name -> browserbroker.v1.ClearCookies
-	63, // 55: browserbroker.v1.Step.timeout:type_name -> google.protobuf.Duration
+	65, // 55: browserbroker.v1.Step.timeout:type_name -> google.protobuf.Duration
 	47, // 56: browserbroker.v1.RunRequest.steps:type_name -> browserbroker.v1.Step
 	3,  // 57: browserbroker.v1.RunRequest.on_cancel:type_name -> browserbroker.v1.OnCancel
 	4,  // 58: browserbroker.v1.StepError.kind:type_name -> browserbroker.v1.StepErrorKind
 	49, // 59: browserbroker.v1.StepResult.error:type_name -> browserbroker.v1.StepError
-	63, // 60: browserbroker.v1.StepResult.duration:type_name -> google.protobuf.Duration
+	65, // 60: browserbroker.v1.StepResult.duration:type_name -> google.protobuf.Duration
 	51, // 61: browserbroker.v1.StepResult.pages:type_name -> browserbroker.v1.PageInfo
 	50, // 62: browserbroker.v1.RunResponse.step:type_name -> browserbroker.v1.StepResult
-	63, // 63: browserbroker.v1.KeepAliveRequest.ttl:type_name -> google.protobuf.Duration
-	64, // 64: browserbroker.v1.KeepAliveResponse.expires_at:type_name -> google.protobuf.Timestamp
+	65, // 63: browserbroker.v1.KeepAliveRequest.ttl:type_name -> google.protobuf.Duration
+	66, // 64: browserbroker.v1.KeepAliveResponse.expires_at:type_name -> google.protobuf.Timestamp
 	2,  // 65: browserbroker.v1.ReleaseResponse.reason:type_name -> browserbroker.v1.ReleaseReason
-	64, // 66: browserbroker.v1.ReleaseResponse.released_at:type_name -> google.protobuf.Timestamp
+	66, // 66: browserbroker.v1.ReleaseResponse.released_at:type_name -> google.protobuf.Timestamp
 	0,  // 67: browserbroker.v1.EngineStatus.engine:type_name -> browserbroker.v1.Engine
 	58, // 68: browserbroker.v1.GetStatusResponse.engines:type_name -> browserbroker.v1.EngineStatus
 	0,  // 69: browserbroker.v1.GetStatusResponse.default_engine:type_name -> browserbroker.v1.Engine
-	60, // 70: browserbroker.v1.GetStatusResponse.tenants:type_name -> browserbroker.v1.TenantStatus
+	62, // 70: browserbroker.v1.GetStatusResponse.tenants:type_name -> browserbroker.v1.TenantStatus
 	10, // 71: browserbroker.v1.BrowserBrokerService.Acquire:input_type -> browserbroker.v1.AcquireRequest
 	48, // 72: browserbroker.v1.BrowserBrokerService.Run:input_type -> browserbroker.v1.RunRequest
 	53, // 73: browserbroker.v1.BrowserBrokerService.KeepAlive:input_type -> browserbroker.v1.KeepAliveRequest
 	55, // 74: browserbroker.v1.BrowserBrokerService.Release:input_type -> browserbroker.v1.ReleaseRequest
 	57, // 75: browserbroker.v1.BrowserBrokerService.GetStatus:input_type -> browserbroker.v1.GetStatusRequest
-	11, // 76: browserbroker.v1.BrowserBrokerService.Acquire:output_type -> browserbroker.v1.AcquireResponse
-	52, // 77: browserbroker.v1.BrowserBrokerService.Run:output_type -> browserbroker.v1.RunResponse
-	54, // 78: browserbroker.v1.BrowserBrokerService.KeepAlive:output_type -> browserbroker.v1.KeepAliveResponse
-	56, // 79: browserbroker.v1.BrowserBrokerService.Release:output_type -> browserbroker.v1.ReleaseResponse
-	59, // 80: browserbroker.v1.BrowserBrokerService.GetStatus:output_type -> browserbroker.v1.GetStatusResponse
-	76, // [76:81] is the sub-list for method output_type
-	71, // [71:76] is the sub-list for method input_type
+	60, // 76: browserbroker.v1.BrowserBrokerService.GetTrace:input_type -> browserbroker.v1.GetTraceRequest
+	11, // 77: browserbroker.v1.BrowserBrokerService.Acquire:output_type -> browserbroker.v1.AcquireResponse
+	52, // 78: browserbroker.v1.BrowserBrokerService.Run:output_type -> browserbroker.v1.RunResponse
+	54, // 79: browserbroker.v1.BrowserBrokerService.KeepAlive:output_type -> browserbroker.v1.KeepAliveResponse
+	56, // 80: browserbroker.v1.BrowserBrokerService.Release:output_type -> browserbroker.v1.ReleaseResponse
+	59, // 81: browserbroker.v1.BrowserBrokerService.GetStatus:output_type -> browserbroker.v1.GetStatusResponse
+	61, // 82: browserbroker.v1.BrowserBrokerService.GetTrace:output_type -> browserbroker.v1.GetTraceResponse
+	77, // [77:83] is the sub-list for method output_type
+	71, // [71:77] is the sub-list for method input_type
 	71, // [71:71] is the sub-list for extension type_name
 	71, // [71:71] is the sub-list for extension extendee
 	0,  // [0:71] is the sub-list for field type_name
@@ -4966,7 +5084,7 @@ func file_browserbroker_v1_broker_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_browserbroker_v1_broker_proto_rawDesc), len(file_browserbroker_v1_broker_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   58,
+			NumMessages:   60,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
