@@ -252,6 +252,15 @@ class PageInfo:
     opener_id: str = ""
 
 
+@dataclass(frozen=True)
+class PageEvent:
+    """What a page said while a step ran: a console error or warning, or an uncaught error."""
+
+    kind: str  # "console.error", "console.warning" or "page.error"
+    text: str
+    page_id: str
+
+
 def check_page_id(field_name: str, page_id: str, out: list[FieldViolation]) -> None:
     if len(page_id) > MAX_PAGE_ID_CHARS or not page_id.isprintable():
         out.append(FieldViolation(field_name, f"not a page id (1..{MAX_PAGE_ID_CHARS} characters)"))

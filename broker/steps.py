@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from broker.actions import MORE_ACTION_NAMES, MoreAction, PageInfo, validate_more
+from broker.actions import MORE_ACTION_NAMES, MoreAction, PageEvent, PageInfo, validate_more
 from broker.errors import FieldViolation
 from broker.step_checks import (
     MAX_SCRIPT_CHARS,
@@ -194,6 +194,9 @@ class StepOutcome:
     data: bytes = b""
     page_id: str = ""  # the lease's current page after the step
     pages: list[PageInfo] = field(default_factory=list)  # list_pages
+    # Console errors and warnings and uncaught errors of the lease's pages while the step ran
+    # (bounded; the lease's span records them).
+    page_events: list[PageEvent] = field(default_factory=list)
 
 
 def validate_action(

@@ -8,16 +8,18 @@ import collections
 import contextlib
 from dataclasses import dataclass
 
-from playwright.async_api import Download, Page
+from playwright.async_api import ConsoleMessage, Download, Page
 from playwright.async_api import Error as PlaywrightError
 
-from broker.actions import PageInfo
+from broker.actions import PageEvent, PageInfo
 from broker.cleanup import TaskSet, bounded
 from broker.step_checks import glob_regex
 
 RESPONSES_KEPT = 256
 TITLE_TIMEOUT_S = 1.0
 POLL_S = 0.05
+EVENTS_KEPT = 32  # page events reported per step
+EVENT_TEXT_CHARS = 1000
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,8 @@ class LeasePages:
         self.responses = ResponseLog()
         self._download: asyncio.Future[Download] | None = None
         self._cancels = TaskSet()
+        self._events: list[PageEvent] = []
+        self.events_dropped = 0
 
     def known(self, page: Page) -> bool:
         return page in self._ids
@@ -80,7 +84,24 @@ class LeasePages:
         page.on("response", lambda response: self.responses.add(response.url, response.status))
         page.on("download", self._on_download)
         page.on("close", self._forget)
+        page.on("console", lambda message: self._console(page, message))
+        page.on("pageerror", lambda error: self._event(page, "page.error", str(error)))
         return page_id
+
+    def _console(self, page: Page, message: ConsoleMessage) -> None:
+        if message.type in ("error", "warning"):
+            self._event(page, f"console.{message.type}", message.text)
+
+    def _event(self, page: Page, kind: str, text: str) -> None:
+        if len(self._events) >= EVENTS_KEPT:
+            self.events_dropped += 1
+            return
+        self._events.append(PageEvent(kind, text[:EVENT_TEXT_CHARS], self.id_of(page)))
+
+    def take_events(self) -> list[PageEvent]:
+        """The page events since the last call (at most EVENTS_KEPT of them)."""
+        events, self._events = self._events, []
+        return events
 
     def _forget(self, page: Page) -> None:
         page_id = self._ids.pop(page, None)

@@ -222,6 +222,7 @@ class PlaywrightSession:
             if blocked:  # the step failed because the policy refused what it needed
                 outcome.error_kind = StepErrorKind.BLOCKED
                 outcome.error_message = f"{blocked[0].message}: {outcome.error_message}"
+        outcome.page_events = self.pages.take_events()
         if not self.page.is_closed():
             outcome.url = self.page.url
             outcome.page_id = self.pages.id_of(self.page)

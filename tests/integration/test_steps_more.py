@@ -8,6 +8,9 @@ from contextlib import AbstractAsyncContextManager
 
 import pytest
 
+from broker.events import LeaseObserver
+from broker.lease import Lease
+from broker.steps import StepOutcome
 from browserbroker import AsyncLease, ContextOptions, Cookie, Engine, steps
 from tests.conftest import BrokerFactory
 from tests.fixture_site import FixtureSite
@@ -272,6 +275,33 @@ async def test_cookie_steps(
         assert sorted(result[2].value.split("; ")) == ["a=1", "b=2"]
         assert sorted(c["name"] for c in result[3].value) == ["a", "b"]
         assert result[5].value == []
+
+
+@ENGINES
+async def test_console_errors_and_page_errors_are_reported_with_the_step(
+    broker_factory: BrokerFactory, fixture_server: FixtureSite, engine: str
+) -> None:
+    running = await broker_for(broker_factory, engine)
+    seen: list[StepOutcome] = []
+
+    class Watcher(LeaseObserver):
+        def step_finished(self, lease: Lease, outcome: StepOutcome) -> None:
+            seen.append(outcome)
+
+    running.broker.observers.add(Watcher())
+    async with lease_on(running, engine) as lease:
+        result = await lease.run(
+            steps.goto(fixture_server.url("form.html")),
+            steps.evaluate("console.error('broken: ' + 42); console.log('chatter'); 1"),
+            steps.evaluate("setTimeout(() => { throw new Error('uncaught boom'); }); 1"),
+            steps.wait_for_function("new Promise(r => setTimeout(() => r(true), 200))"),
+            timeout=30,
+        )
+        result.raise_for_failure()
+    kinds = [(e.kind, e.text, e.page_id) for o in seen for e in o.page_events]
+    assert ("console.error", "broken: 42", "p1") in kinds
+    assert any(kind == "page.error" and "uncaught boom" in text for kind, text, _ in kinds)
+    assert not any("chatter" in text for _, text, _ in kinds)  # plain logs are not kept
 
 
 async def test_default_engine_lease_reports_its_page(
