@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from playwright.async_api import BrowserContext, Frame, Page
+from playwright.async_api import BrowserContext, Frame, Page, Response
 from playwright.async_api import Error as PlaywrightError
 
 from broker.actions import (
@@ -105,19 +105,7 @@ async def perform(scope: StepScope, action: Action, timeout_s: float, out: StepO
     match action:
         case Goto(url=url, wait_until=wait_until):
             response = await page.goto(url, wait_until=wait_until, timeout=ms)  # type: ignore[arg-type]
-            out.http_status = response.status if response is not None else 0
-            headers = response.headers if response is not None else {}
-            rule = headers.get(DENIED_HEADER.lower())
-            if rule is not None:  # a plain-HTTP navigation the route refused
-                raise StepRefused(
-                    StepErrorKind.BLOCKED, f"{url_origin(url)} denied by egress rule {rule!r}"
-                )
-            unreachable = headers.get(UPSTREAM_HEADER.lower())
-            if unreachable is not None:  # the route could not reach it: a network error
-                raise StepRefused(
-                    StepErrorKind.NAVIGATION,
-                    f"{url_origin(url)}: {unreachable} (net::ERR_{unreachable.upper()})",
-                )
+            _check_route_answer(url, response, out)
         case Click(selector=selector):
             try:
                 await frame.click(selector, timeout=ms)
@@ -194,13 +182,13 @@ async def _perform_more(
                     await frame.evaluate(SCROLL_BY, [dx, dy])
         case GoBack(wait_until=wait_until):
             response = await page.go_back(wait_until=wait_until, timeout=ms)  # type: ignore[arg-type]
-            out.http_status = response.status if response is not None else 0
+            _check_route_answer(page.url, response, out)
         case GoForward(wait_until=wait_until):
             response = await page.go_forward(wait_until=wait_until, timeout=ms)  # type: ignore[arg-type]
-            out.http_status = response.status if response is not None else 0
+            _check_route_answer(page.url, response, out)
         case Reload(wait_until=wait_until):
             response = await page.reload(wait_until=wait_until, timeout=ms)  # type: ignore[arg-type]
-            out.http_status = response.status if response is not None else 0
+            _check_route_answer(page.url, response, out)
         case WaitForUrl(url=url, wait_until=wait_until):
             regex = glob_regex(url)
             await page.wait_for_url(
@@ -258,6 +246,24 @@ async def _download(scope: StepScope, selector: str, timeout_s: float, out: Step
             with contextlib.suppress(PlaywrightError):
                 await download.cancel()
                 await download.delete()
+
+
+def _check_route_answer(url: str, response: Response | None, out: StepOutcome) -> None:
+    """A navigation's main response as the egress route answered it: a refusal is BLOCKED, an
+    unreachable destination a NAVIGATION error (the route answers plain HTTP with headers)."""
+    out.http_status = response.status if response is not None else 0
+    headers = response.headers if response is not None else {}
+    rule = headers.get(DENIED_HEADER.lower())
+    if rule is not None:
+        raise StepRefused(
+            StepErrorKind.BLOCKED, f"{url_origin(url)} denied by egress rule {rule!r}"
+        )
+    unreachable = headers.get(UPSTREAM_HEADER.lower())
+    if unreachable is not None:
+        raise StepRefused(
+            StepErrorKind.NAVIGATION,
+            f"{url_origin(url)}: {unreachable} (net::ERR_{unreachable.upper()})",
+        )
 
 
 def _read_bounded(path: str | os.PathLike[str], limit: int) -> bytes:
