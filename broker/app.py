@@ -148,12 +148,17 @@ class Broker:
         return self
 
     async def _census_forever(self, interval_s: float = 5.0) -> None:
-        """Keeps the census behind the metrics' gauges fresh."""
+        """Keeps the census behind the metrics' gauges fresh, and deletes traces whose retention
+        has passed (even when no lease ends and nobody asks for one)."""
         while True:
             try:
                 await self.engine_status()
             except Exception:
                 log.exception("engine census failed")
+            try:
+                self.traces.sweep()
+            except OSError:
+                log.exception("deleting expired traces failed")
             await asyncio.sleep(interval_s)
 
     async def _check_memory_forever(self, interval_s: float) -> None:
