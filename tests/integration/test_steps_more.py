@@ -310,3 +310,30 @@ async def test_default_engine_lease_reports_its_page(
     async with chromium_broker.client.lease(engine=Engine.DEFAULT) as lease:
         result = await lease.run(steps.goto(fixture_server.url("form.html")), timeout=30)
         assert result[0].page_id == "p1"
+
+
+@ENGINES
+async def test_new_steps_fail_with_documented_kinds(
+    broker_factory: BrokerFactory, fixture_server: FixtureSite, engine: str
+) -> None:
+    running = await broker_for(broker_factory, engine)
+    async with lease_on(running, engine) as lease:
+        result = await lease.run(
+            steps.goto(fixture_server.url("controls.html")),
+            steps.hover("#nowhere", timeout_s=1),
+            steps.check("#color", timeout_s=1),  # not a checkbox
+            steps.select_option("#color", "Purple", timeout_s=1),  # no such option
+            steps.set_input_files("#hovered", steps.input_file("a.txt", b"a"), timeout_s=1),
+            steps.type_text("#nowhere", "x", timeout_s=1),
+            steps.scroll("#nowhere", timeout_s=1),
+            steps.within(steps.click("#go", timeout_s=1), frame_selector="#nowhere"),
+            steps.close_page("p404"),
+            steps.text("#hovered"),  # the lease is fine after all of them
+            continue_on_error=True,
+            timeout=60,
+        )
+        kinds = [r.error_kind for r in result]
+        assert kinds[0] == "" and kinds[-1] == "" and result[-1].text == "no"
+        assert all(kind in ("timeout", "browser", "selector") for kind in kinds[1:-1]), kinds
+        assert kinds[1] == kinds[5] == kinds[6] == kinds[7] == "timeout", kinds
+        assert kinds[8] == "browser" and "p404" in result[8].error_message
