@@ -13,6 +13,7 @@ import pytest
 
 from browserbroker import (
     AsyncBrokerClient,
+    BrokerClient,
     ContextOptions,
     LeaseNotFoundError,
     PermissionDeniedError,
@@ -23,6 +24,7 @@ from browserbroker.aio import AsyncLease
 from tests.conftest import BrokerFactory
 from tests.fixture_site import FixtureSite
 from tests.integration.test_engines import SDK_ENGINE, start
+from tests.support import BrokerProcess
 
 pytestmark = pytest.mark.browser
 
@@ -106,3 +108,21 @@ def _with_token(grant: LeaseGrant, token: str) -> LeaseGrant:
     from dataclasses import replace
 
     return replace(grant, token=token)
+
+
+def test_the_blocking_client_fetches_a_trace_from_a_served_broker(
+    fixture_server: FixtureSite, tmp_path: Path
+) -> None:
+    """`browser-broker serve` with data_dir from the environment; the blocking SDK."""
+    process = BrokerProcess(env={"BROKER_DATA_DIR": str(tmp_path)}).start()
+    try:
+        with BrokerClient(process.address) as client:
+            lease = client.acquire(context=ContextOptions(trace=True))
+            lease.run(steps.goto(fixture_server.url("form.html")), timeout=30).raise_for_failure()
+            lease.release()
+            data = lease.trace()
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            assert "trace.trace" in archive.namelist()
+        assert (tmp_path / "traces" / f"{lease.id}.zip").is_file()
+    finally:
+        process.stop()
