@@ -30,12 +30,17 @@ def test_urls_keep_only_what_is_not_secret() -> None:
     assert cleaned.count("https://shop.test:8443/cart/42?…#…") == 2
 
 
-def test_step_spans_carry_no_query_or_credentials() -> None:
+def recording_telemetry() -> tuple[LeaseTelemetry, InMemorySpanExporter]:
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     telemetry = LeaseTelemetry()
     telemetry.tracer = provider.get_tracer("test")
+    return telemetry, exporter
+
+
+def test_step_spans_carry_no_query_or_credentials() -> None:
+    telemetry, exporter = recording_telemetry()
     lease = Lease(LeaseSpec(EngineName.CHROMIUM, Isolation.CONTEXT, 60, 60), granted_at=0.0)
     outcome = StepOutcome(index=0, action="goto", ok=False, url=SECRET_URL)
     outcome.error_kind = StepErrorKind.NAVIGATION
@@ -67,11 +72,7 @@ def test_page_events_land_on_the_lease_span_redacted() -> None:
     from broker.actions import PageEvent
     from broker.lease import ReleaseOutcome, ReleaseReason
 
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    telemetry = LeaseTelemetry()
-    telemetry.tracer = provider.get_tracer("test")
+    telemetry, exporter = recording_telemetry()
     lease = Lease(LeaseSpec(EngineName.CHROMIUM, Isolation.CONTEXT, 60, 60), granted_at=0.0)
     telemetry.lease_granted(lease)
     outcome = StepOutcome(index=0, action="click")
