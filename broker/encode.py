@@ -92,6 +92,9 @@ def step_result(outcome: StepOutcome) -> pb.StepResult:
             pb.PageInfo(id=p.id, url=p.url, title=p.title, current=p.current, opener_id=p.opener_id)
             for p in outcome.pages
         ],
+        page_events=[
+            pb.PageEvent(kind=e.kind, text=e.text, page_id=e.page_id) for e in outcome.page_events
+        ],
     )
     if outcome.error_kind is not None:
         result.error.CopyFrom(

@@ -33,6 +33,7 @@ EXPECTED_ALL = [
     "LeaseGrant",
     "LeaseNotFoundError",
     "OnCancel",
+    "PageEvent",
     "PageInfo",
     "PermissionDeniedError",
     "Proxy",

@@ -47,6 +47,15 @@ class PageInfo:
 
 
 @dataclass(frozen=True)
+class PageEvent:
+    """A console error or warning, or an uncaught error, of a page while a step ran."""
+
+    kind: str  # "console.error", "console.warning" or "page.error"
+    text: str
+    page_id: str
+
+
+@dataclass(frozen=True)
 class StepResult:
     index: int
     action: str
@@ -62,6 +71,7 @@ class StepResult:
     data: bytes
     page_id: str = ""  # the lease's current page after the step
     pages: tuple[PageInfo, ...] = ()  # list_pages
+    page_events: tuple[PageEvent, ...] = ()  # what the pages reported while the step ran
 
     @classmethod
     def from_pb(cls, msg: pb.StepResult) -> StepResult:
@@ -81,6 +91,7 @@ class StepResult:
             data=msg.data,
             page_id=msg.page_id,
             pages=tuple(PageInfo(p.id, p.url, p.title, p.current, p.opener_id) for p in msg.pages),
+            page_events=tuple(PageEvent(e.kind, e.text, e.page_id) for e in msg.page_events),
         )
 
     @property

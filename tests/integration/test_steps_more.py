@@ -302,6 +302,9 @@ async def test_console_errors_and_page_errors_are_reported_with_the_step(
     assert ("console.error", "broken: 42", "p1") in kinds
     assert any(kind == "page.error" and "uncaught boom" in text for kind, text, _ in kinds)
     assert not any("chatter" in text for _, text, _ in kinds)  # plain logs are not kept
+    # The client sees them in the step results too.
+    reported = [(e.kind, e.text, e.page_id) for r in result for e in r.page_events]
+    assert ("console.error", "broken: 42", "p1") in reported
 
 
 async def test_default_engine_lease_reports_its_page(

@@ -1679,6 +1679,7 @@ class StepResult(_message.Message):
     DATA_FIELD_NUMBER: _builtins.int
     PAGE_ID_FIELD_NUMBER: _builtins.int
     PAGES_FIELD_NUMBER: _builtins.int
+    PAGE_EVENTS_FIELD_NUMBER: _builtins.int
     index: _builtins.int
     """Index of the step in RunRequest.steps."""
     action: _builtins.str
@@ -1706,6 +1707,12 @@ class StepResult(_message.Message):
     def pages(self) -> _containers.RepeatedCompositeFieldContainer[Global___PageInfo]:
         """list_pages: every open page of the lease, in the order they opened."""
 
+    @_builtins.property
+    def page_events(self) -> _containers.RepeatedCompositeFieldContainer[Global___PageEvent]:
+        """Console errors and warnings and uncaught errors of the lease's pages while the step ran
+        (at most 32 a step, 1000 characters each); also events on the lease's span.
+        """
+
     def __init__(
         self,
         *,
@@ -1722,14 +1729,42 @@ class StepResult(_message.Message):
         data: _builtins.bytes = ...,
         page_id: _builtins.str = ...,
         pages: _abc.Iterable[Global___PageInfo] | None = ...,
+        page_events: _abc.Iterable[Global___PageEvent] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["duration", b"duration", "error", b"error"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "data", b"data", "duration", b"duration", "error", b"error", "found", b"found", "http_status", b"http_status", "index", b"index", "json", b"json", "ok", b"ok", "page_id", b"page_id", "pages", b"pages", "text", b"text", "url", b"url"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "data", b"data", "duration", b"duration", "error", b"error", "found", b"found", "http_status", b"http_status", "index", b"index", "json", b"json", "ok", b"ok", "page_events", b"page_events", "page_id", b"page_id", "pages", b"pages", "text", b"text", "url", b"url"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___StepResult: _TypeAlias = StepResult  # noqa: Y015
+
+@_typing.final
+class PageEvent(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    PAGE_ID_FIELD_NUMBER: _builtins.int
+    kind: _builtins.str
+    """"console.error", "console.warning" or "page.error"."""
+    text: _builtins.str
+    page_id: _builtins.str
+    """The page it happened in."""
+    def __init__(
+        self,
+        *,
+        kind: _builtins.str = ...,
+        text: _builtins.str = ...,
+        page_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "page_id", b"page_id", "text", b"text"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PageEvent: _TypeAlias = PageEvent  # noqa: Y015
 
 @_typing.final
 class PageInfo(_message.Message):

@@ -3594,7 +3594,10 @@ type StepResult struct {
 	// The lease's current page after the step.
 	PageId string `protobuf:"bytes,12,opt,name=page_id,json=pageId,proto3" json:"page_id,omitempty"`
 	// list_pages: every open page of the lease, in the order they opened.
-	Pages         []*PageInfo `protobuf:"bytes,13,rep,name=pages,proto3" json:"pages,omitempty"`
+	Pages []*PageInfo `protobuf:"bytes,13,rep,name=pages,proto3" json:"pages,omitempty"`
+	// Console errors and warnings and uncaught errors of the lease's pages while the step ran
+	// (at most 32 a step, 1000 characters each); also events on the lease's span.
+	PageEvents    []*PageEvent `protobuf:"bytes,14,rep,name=page_events,json=pageEvents,proto3" json:"page_events,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3720,6 +3723,75 @@ func (x *StepResult) GetPages() []*PageInfo {
 	return nil
 }
 
+func (x *StepResult) GetPageEvents() []*PageEvent {
+	if x != nil {
+		return x.PageEvents
+	}
+	return nil
+}
+
+type PageEvent struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "console.error", "console.warning" or "page.error".
+	Kind string `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`
+	Text string `protobuf:"bytes,2,opt,name=text,proto3" json:"text,omitempty"`
+	// The page it happened in.
+	PageId        string `protobuf:"bytes,3,opt,name=page_id,json=pageId,proto3" json:"page_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PageEvent) Reset() {
+	*x = PageEvent{}
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[46]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PageEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PageEvent) ProtoMessage() {}
+
+func (x *PageEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[46]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PageEvent.ProtoReflect.Descriptor instead.
+func (*PageEvent) Descriptor() ([]byte, []int) {
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{46}
+}
+
+func (x *PageEvent) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *PageEvent) GetText() string {
+	if x != nil {
+		return x.Text
+	}
+	return ""
+}
+
+func (x *PageEvent) GetPageId() string {
+	if x != nil {
+		return x.PageId
+	}
+	return ""
+}
+
 type PageInfo struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -3735,7 +3807,7 @@ type PageInfo struct {
 
 func (x *PageInfo) Reset() {
 	*x = PageInfo{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[46]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3747,7 +3819,7 @@ func (x *PageInfo) String() string {
 func (*PageInfo) ProtoMessage() {}
 
 func (x *PageInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[46]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3760,7 +3832,7 @@ func (x *PageInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PageInfo.ProtoReflect.Descriptor instead.
 func (*PageInfo) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{46}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *PageInfo) GetId() string {
@@ -3809,7 +3881,7 @@ type RunResponse struct {
 
 func (x *RunResponse) Reset() {
 	*x = RunResponse{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[47]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3821,7 +3893,7 @@ func (x *RunResponse) String() string {
 func (*RunResponse) ProtoMessage() {}
 
 func (x *RunResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[47]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3834,7 +3906,7 @@ func (x *RunResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunResponse.ProtoReflect.Descriptor instead.
 func (*RunResponse) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{47}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *RunResponse) GetStep() *StepResult {
@@ -3856,7 +3928,7 @@ type KeepAliveRequest struct {
 
 func (x *KeepAliveRequest) Reset() {
 	*x = KeepAliveRequest{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[48]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3868,7 +3940,7 @@ func (x *KeepAliveRequest) String() string {
 func (*KeepAliveRequest) ProtoMessage() {}
 
 func (x *KeepAliveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[48]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3881,7 +3953,7 @@ func (x *KeepAliveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeepAliveRequest.ProtoReflect.Descriptor instead.
 func (*KeepAliveRequest) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{48}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *KeepAliveRequest) GetLeaseId() string {
@@ -3914,7 +3986,7 @@ type KeepAliveResponse struct {
 
 func (x *KeepAliveResponse) Reset() {
 	*x = KeepAliveResponse{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[49]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3926,7 +3998,7 @@ func (x *KeepAliveResponse) String() string {
 func (*KeepAliveResponse) ProtoMessage() {}
 
 func (x *KeepAliveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[49]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3939,7 +4011,7 @@ func (x *KeepAliveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeepAliveResponse.ProtoReflect.Descriptor instead.
 func (*KeepAliveResponse) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{49}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *KeepAliveResponse) GetExpiresAt() *timestamppb.Timestamp {
@@ -3959,7 +4031,7 @@ type ReleaseRequest struct {
 
 func (x *ReleaseRequest) Reset() {
 	*x = ReleaseRequest{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[50]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3971,7 +4043,7 @@ func (x *ReleaseRequest) String() string {
 func (*ReleaseRequest) ProtoMessage() {}
 
 func (x *ReleaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[50]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3984,7 +4056,7 @@ func (x *ReleaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseRequest.ProtoReflect.Descriptor instead.
 func (*ReleaseRequest) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{50}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *ReleaseRequest) GetLeaseId() string {
@@ -4014,7 +4086,7 @@ type ReleaseResponse struct {
 
 func (x *ReleaseResponse) Reset() {
 	*x = ReleaseResponse{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[51]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4026,7 +4098,7 @@ func (x *ReleaseResponse) String() string {
 func (*ReleaseResponse) ProtoMessage() {}
 
 func (x *ReleaseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[51]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4039,7 +4111,7 @@ func (x *ReleaseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseResponse.ProtoReflect.Descriptor instead.
 func (*ReleaseResponse) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{51}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *ReleaseResponse) GetReleasedNow() bool {
@@ -4071,7 +4143,7 @@ type GetStatusRequest struct {
 
 func (x *GetStatusRequest) Reset() {
 	*x = GetStatusRequest{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[52]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4083,7 +4155,7 @@ func (x *GetStatusRequest) String() string {
 func (*GetStatusRequest) ProtoMessage() {}
 
 func (x *GetStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[52]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4096,7 +4168,7 @@ func (x *GetStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetStatusRequest) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{52}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{53}
 }
 
 type EngineStatus struct {
@@ -4119,7 +4191,7 @@ type EngineStatus struct {
 
 func (x *EngineStatus) Reset() {
 	*x = EngineStatus{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[53]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4131,7 +4203,7 @@ func (x *EngineStatus) String() string {
 func (*EngineStatus) ProtoMessage() {}
 
 func (x *EngineStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[53]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4144,7 +4216,7 @@ func (x *EngineStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EngineStatus.ProtoReflect.Descriptor instead.
 func (*EngineStatus) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{53}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *EngineStatus) GetEngine() Engine {
@@ -4228,7 +4300,7 @@ type GetStatusResponse struct {
 
 func (x *GetStatusResponse) Reset() {
 	*x = GetStatusResponse{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[54]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4240,7 +4312,7 @@ func (x *GetStatusResponse) String() string {
 func (*GetStatusResponse) ProtoMessage() {}
 
 func (x *GetStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[54]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4253,7 +4325,7 @@ func (x *GetStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatusResponse.ProtoReflect.Descriptor instead.
 func (*GetStatusResponse) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{54}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *GetStatusResponse) GetCapacity() uint32 {
@@ -4343,7 +4415,7 @@ type GetTraceRequest struct {
 
 func (x *GetTraceRequest) Reset() {
 	*x = GetTraceRequest{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[55]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4355,7 +4427,7 @@ func (x *GetTraceRequest) String() string {
 func (*GetTraceRequest) ProtoMessage() {}
 
 func (x *GetTraceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[55]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4368,7 +4440,7 @@ func (x *GetTraceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTraceRequest.ProtoReflect.Descriptor instead.
 func (*GetTraceRequest) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{55}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *GetTraceRequest) GetLeaseId() string {
@@ -4395,7 +4467,7 @@ type GetTraceResponse struct {
 
 func (x *GetTraceResponse) Reset() {
 	*x = GetTraceResponse{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[56]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4407,7 +4479,7 @@ func (x *GetTraceResponse) String() string {
 func (*GetTraceResponse) ProtoMessage() {}
 
 func (x *GetTraceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[56]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4420,7 +4492,7 @@ func (x *GetTraceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTraceResponse.ProtoReflect.Descriptor instead.
 func (*GetTraceResponse) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{56}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *GetTraceResponse) GetChunk() []byte {
@@ -4444,7 +4516,7 @@ type TenantStatus struct {
 
 func (x *TenantStatus) Reset() {
 	*x = TenantStatus{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[57]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4456,7 +4528,7 @@ func (x *TenantStatus) String() string {
 func (*TenantStatus) ProtoMessage() {}
 
 func (x *TenantStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[57]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4469,7 +4541,7 @@ func (x *TenantStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TenantStatus.ProtoReflect.Descriptor instead.
 func (*TenantStatus) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{57}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *TenantStatus) GetName() string {
@@ -4744,7 +4816,7 @@ const file_browserbroker_v1_broker_proto_rawDesc = "" +
 	"\x11continue_on_error\x18\x05 \x01(\bR\x0fcontinueOnError\"Z\n" +
 	"\tStepError\x123\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x1f.browserbroker.v1.StepErrorKindR\x04kind\x12\x18\n" +
-	"\amessage\x18\x02 \x01(\tR\amessage\"\x84\x03\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\"\xc2\x03\n" +
 	"\n" +
 	"StepResult\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\rR\x05index\x12\x16\n" +
@@ -4761,7 +4833,13 @@ const file_browserbroker_v1_broker_proto_rawDesc = "" +
 	" \x01(\tR\x04json\x12\x12\n" +
 	"\x04data\x18\v \x01(\fR\x04data\x12\x17\n" +
 	"\apage_id\x18\f \x01(\tR\x06pageId\x120\n" +
-	"\x05pages\x18\r \x03(\v2\x1a.browserbroker.v1.PageInfoR\x05pages\"y\n" +
+	"\x05pages\x18\r \x03(\v2\x1a.browserbroker.v1.PageInfoR\x05pages\x12<\n" +
+	"\vpage_events\x18\x0e \x03(\v2\x1b.browserbroker.v1.PageEventR\n" +
+	"pageEvents\"L\n" +
+	"\tPageEvent\x12\x12\n" +
+	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x12\n" +
+	"\x04text\x18\x02 \x01(\tR\x04text\x12\x17\n" +
+	"\apage_id\x18\x03 \x01(\tR\x06pageId\"y\n" +
 	"\bPageInfo\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x10\n" +
 	"\x03url\x18\x02 \x01(\tR\x03url\x12\x14\n" +
@@ -4877,7 +4955,7 @@ func file_browserbroker_v1_broker_proto_rawDescGZIP() []byte {
 }
 
 var file_browserbroker_v1_broker_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_browserbroker_v1_broker_proto_msgTypes = make([]protoimpl.MessageInfo, 60)
+var file_browserbroker_v1_broker_proto_msgTypes = make([]protoimpl.MessageInfo, 61)
 var file_browserbroker_v1_broker_proto_goTypes = []any{
 	(Engine)(0),                   // 0: browserbroker.v1.Engine
 	(Isolation)(0),                // 1: browserbroker.v1.Isolation
@@ -4930,44 +5008,45 @@ var file_browserbroker_v1_broker_proto_goTypes = []any{
 	(*RunRequest)(nil),            // 48: browserbroker.v1.RunRequest
 	(*StepError)(nil),             // 49: browserbroker.v1.StepError
 	(*StepResult)(nil),            // 50: browserbroker.v1.StepResult
-	(*PageInfo)(nil),              // 51: browserbroker.v1.PageInfo
-	(*RunResponse)(nil),           // 52: browserbroker.v1.RunResponse
-	(*KeepAliveRequest)(nil),      // 53: browserbroker.v1.KeepAliveRequest
-	(*KeepAliveResponse)(nil),     // 54: browserbroker.v1.KeepAliveResponse
-	(*ReleaseRequest)(nil),        // 55: browserbroker.v1.ReleaseRequest
-	(*ReleaseResponse)(nil),       // 56: browserbroker.v1.ReleaseResponse
-	(*GetStatusRequest)(nil),      // 57: browserbroker.v1.GetStatusRequest
-	(*EngineStatus)(nil),          // 58: browserbroker.v1.EngineStatus
-	(*GetStatusResponse)(nil),     // 59: browserbroker.v1.GetStatusResponse
-	(*GetTraceRequest)(nil),       // 60: browserbroker.v1.GetTraceRequest
-	(*GetTraceResponse)(nil),      // 61: browserbroker.v1.GetTraceResponse
-	(*TenantStatus)(nil),          // 62: browserbroker.v1.TenantStatus
-	nil,                           // 63: browserbroker.v1.ContextOptions.ExtraHttpHeadersEntry
-	nil,                           // 64: browserbroker.v1.AcquireRequest.LabelsEntry
-	(*durationpb.Duration)(nil),   // 65: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 66: google.protobuf.Timestamp
+	(*PageEvent)(nil),             // 51: browserbroker.v1.PageEvent
+	(*PageInfo)(nil),              // 52: browserbroker.v1.PageInfo
+	(*RunResponse)(nil),           // 53: browserbroker.v1.RunResponse
+	(*KeepAliveRequest)(nil),      // 54: browserbroker.v1.KeepAliveRequest
+	(*KeepAliveResponse)(nil),     // 55: browserbroker.v1.KeepAliveResponse
+	(*ReleaseRequest)(nil),        // 56: browserbroker.v1.ReleaseRequest
+	(*ReleaseResponse)(nil),       // 57: browserbroker.v1.ReleaseResponse
+	(*GetStatusRequest)(nil),      // 58: browserbroker.v1.GetStatusRequest
+	(*EngineStatus)(nil),          // 59: browserbroker.v1.EngineStatus
+	(*GetStatusResponse)(nil),     // 60: browserbroker.v1.GetStatusResponse
+	(*GetTraceRequest)(nil),       // 61: browserbroker.v1.GetTraceRequest
+	(*GetTraceResponse)(nil),      // 62: browserbroker.v1.GetTraceResponse
+	(*TenantStatus)(nil),          // 63: browserbroker.v1.TenantStatus
+	nil,                           // 64: browserbroker.v1.ContextOptions.ExtraHttpHeadersEntry
+	nil,                           // 65: browserbroker.v1.AcquireRequest.LabelsEntry
+	(*durationpb.Duration)(nil),   // 66: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 67: google.protobuf.Timestamp
 }
 var file_browserbroker_v1_broker_proto_depIdxs = []int32{
 	5,  // 0: browserbroker.v1.ContextOptions.viewport:type_name -> browserbroker.v1.Viewport
-	63, // 1: browserbroker.v1.ContextOptions.extra_http_headers:type_name -> browserbroker.v1.ContextOptions.ExtraHttpHeadersEntry
+	64, // 1: browserbroker.v1.ContextOptions.extra_http_headers:type_name -> browserbroker.v1.ContextOptions.ExtraHttpHeadersEntry
 	6,  // 2: browserbroker.v1.ContextOptions.proxy:type_name -> browserbroker.v1.Proxy
 	8,  // 3: browserbroker.v1.ContextOptions.geolocation:type_name -> browserbroker.v1.Geolocation
-	65, // 4: browserbroker.v1.CamoufoxOptions.humanize_max:type_name -> google.protobuf.Duration
+	66, // 4: browserbroker.v1.CamoufoxOptions.humanize_max:type_name -> google.protobuf.Duration
 	5,  // 5: browserbroker.v1.CamoufoxOptions.window:type_name -> browserbroker.v1.Viewport
 	0,  // 6: browserbroker.v1.AcquireRequest.engine:type_name -> browserbroker.v1.Engine
 	1,  // 7: browserbroker.v1.AcquireRequest.isolation:type_name -> browserbroker.v1.Isolation
-	65, // 8: browserbroker.v1.AcquireRequest.ttl:type_name -> google.protobuf.Duration
-	65, // 9: browserbroker.v1.AcquireRequest.idle_timeout:type_name -> google.protobuf.Duration
+	66, // 8: browserbroker.v1.AcquireRequest.ttl:type_name -> google.protobuf.Duration
+	66, // 9: browserbroker.v1.AcquireRequest.idle_timeout:type_name -> google.protobuf.Duration
 	7,  // 10: browserbroker.v1.AcquireRequest.context:type_name -> browserbroker.v1.ContextOptions
-	64, // 11: browserbroker.v1.AcquireRequest.labels:type_name -> browserbroker.v1.AcquireRequest.LabelsEntry
+	65, // 11: browserbroker.v1.AcquireRequest.labels:type_name -> browserbroker.v1.AcquireRequest.LabelsEntry
 	9,  // 12: browserbroker.v1.AcquireRequest.camoufox:type_name -> browserbroker.v1.CamoufoxOptions
-	66, // 13: browserbroker.v1.AcquireResponse.expires_at:type_name -> google.protobuf.Timestamp
+	67, // 13: browserbroker.v1.AcquireResponse.expires_at:type_name -> google.protobuf.Timestamp
 	0,  // 14: browserbroker.v1.AcquireResponse.engine:type_name -> browserbroker.v1.Engine
 	1,  // 15: browserbroker.v1.AcquireResponse.isolation:type_name -> browserbroker.v1.Isolation
-	65, // 16: browserbroker.v1.AcquireResponse.ttl:type_name -> google.protobuf.Duration
-	65, // 17: browserbroker.v1.AcquireResponse.idle_timeout:type_name -> google.protobuf.Duration
-	65, // 18: browserbroker.v1.AcquireResponse.queue_wait:type_name -> google.protobuf.Duration
-	65, // 19: browserbroker.v1.Type.delay:type_name -> google.protobuf.Duration
+	66, // 16: browserbroker.v1.AcquireResponse.ttl:type_name -> google.protobuf.Duration
+	66, // 17: browserbroker.v1.AcquireResponse.idle_timeout:type_name -> google.protobuf.Duration
+	66, // 18: browserbroker.v1.AcquireResponse.queue_wait:type_name -> google.protobuf.Duration
+	66, // 19: browserbroker.v1.Type.delay:type_name -> google.protobuf.Duration
 	36, // 20: browserbroker.v1.SetInputFiles.files:type_name -> browserbroker.v1.InputFile
 	44, // 21: browserbroker.v1.AddCookies.cookies:type_name -> browserbroker.v1.Cookie
 	12, // 22: browserbroker.v1.Step.goto:type_name -> browserbroker.v1.Goto
@@ -5003,39 +5082,40 @@ var file_browserbroker_v1_broker_proto_depIdxs = []int32{
 	43, // 52: browserbroker.v1.Step.get_cookies:type_name -> browserbroker.v1.GetCookies
 	45, // 53: browserbroker.v1.Step.add_cookies:type_name -> browserbroker.v1.AddCookies
 	46, // 54: browserbroker.v1.Step.clear_cookies:type_name -> browserbroker.v1.ClearCookies
-	65, // 55: browserbroker.v1.Step.timeout:type_name -> google.protobuf.Duration
+	66, // 55: browserbroker.v1.Step.timeout:type_name -> google.protobuf.Duration
 	47, // 56: browserbroker.v1.RunRequest.steps:type_name -> browserbroker.v1.Step
 	3,  // 57: browserbroker.v1.RunRequest.on_cancel:type_name -> browserbroker.v1.OnCancel
 	4,  // 58: browserbroker.v1.StepError.kind:type_name -> browserbroker.v1.StepErrorKind
 	49, // 59: browserbroker.v1.StepResult.error:type_name -> browserbroker.v1.StepError
-	65, // 60: browserbroker.v1.StepResult.duration:type_name -> google.protobuf.Duration
-	51, // 61: browserbroker.v1.StepResult.pages:type_name -> browserbroker.v1.PageInfo
-	50, // 62: browserbroker.v1.RunResponse.step:type_name -> browserbroker.v1.StepResult
-	65, // 63: browserbroker.v1.KeepAliveRequest.ttl:type_name -> google.protobuf.Duration
-	66, // 64: browserbroker.v1.KeepAliveResponse.expires_at:type_name -> google.protobuf.Timestamp
-	2,  // 65: browserbroker.v1.ReleaseResponse.reason:type_name -> browserbroker.v1.ReleaseReason
-	66, // 66: browserbroker.v1.ReleaseResponse.released_at:type_name -> google.protobuf.Timestamp
-	0,  // 67: browserbroker.v1.EngineStatus.engine:type_name -> browserbroker.v1.Engine
-	58, // 68: browserbroker.v1.GetStatusResponse.engines:type_name -> browserbroker.v1.EngineStatus
-	0,  // 69: browserbroker.v1.GetStatusResponse.default_engine:type_name -> browserbroker.v1.Engine
-	62, // 70: browserbroker.v1.GetStatusResponse.tenants:type_name -> browserbroker.v1.TenantStatus
-	10, // 71: browserbroker.v1.BrowserBrokerService.Acquire:input_type -> browserbroker.v1.AcquireRequest
-	48, // 72: browserbroker.v1.BrowserBrokerService.Run:input_type -> browserbroker.v1.RunRequest
-	53, // 73: browserbroker.v1.BrowserBrokerService.KeepAlive:input_type -> browserbroker.v1.KeepAliveRequest
-	55, // 74: browserbroker.v1.BrowserBrokerService.Release:input_type -> browserbroker.v1.ReleaseRequest
-	57, // 75: browserbroker.v1.BrowserBrokerService.GetStatus:input_type -> browserbroker.v1.GetStatusRequest
-	60, // 76: browserbroker.v1.BrowserBrokerService.GetTrace:input_type -> browserbroker.v1.GetTraceRequest
-	11, // 77: browserbroker.v1.BrowserBrokerService.Acquire:output_type -> browserbroker.v1.AcquireResponse
-	52, // 78: browserbroker.v1.BrowserBrokerService.Run:output_type -> browserbroker.v1.RunResponse
-	54, // 79: browserbroker.v1.BrowserBrokerService.KeepAlive:output_type -> browserbroker.v1.KeepAliveResponse
-	56, // 80: browserbroker.v1.BrowserBrokerService.Release:output_type -> browserbroker.v1.ReleaseResponse
-	59, // 81: browserbroker.v1.BrowserBrokerService.GetStatus:output_type -> browserbroker.v1.GetStatusResponse
-	61, // 82: browserbroker.v1.BrowserBrokerService.GetTrace:output_type -> browserbroker.v1.GetTraceResponse
-	77, // [77:83] is the sub-list for method output_type
-	71, // [71:77] is the sub-list for method input_type
-	71, // [71:71] is the sub-list for extension type_name
-	71, // [71:71] is the sub-list for extension extendee
-	0,  // [0:71] is the sub-list for field type_name
+	66, // 60: browserbroker.v1.StepResult.duration:type_name -> google.protobuf.Duration
+	52, // 61: browserbroker.v1.StepResult.pages:type_name -> browserbroker.v1.PageInfo
+	51, // 62: browserbroker.v1.StepResult.page_events:type_name -> browserbroker.v1.PageEvent
+	50, // 63: browserbroker.v1.RunResponse.step:type_name -> browserbroker.v1.StepResult
+	66, // 64: browserbroker.v1.KeepAliveRequest.ttl:type_name -> google.protobuf.Duration
+	67, // 65: browserbroker.v1.KeepAliveResponse.expires_at:type_name -> google.protobuf.Timestamp
+	2,  // 66: browserbroker.v1.ReleaseResponse.reason:type_name -> browserbroker.v1.ReleaseReason
+	67, // 67: browserbroker.v1.ReleaseResponse.released_at:type_name -> google.protobuf.Timestamp
+	0,  // 68: browserbroker.v1.EngineStatus.engine:type_name -> browserbroker.v1.Engine
+	59, // 69: browserbroker.v1.GetStatusResponse.engines:type_name -> browserbroker.v1.EngineStatus
+	0,  // 70: browserbroker.v1.GetStatusResponse.default_engine:type_name -> browserbroker.v1.Engine
+	63, // 71: browserbroker.v1.GetStatusResponse.tenants:type_name -> browserbroker.v1.TenantStatus
+	10, // 72: browserbroker.v1.BrowserBrokerService.Acquire:input_type -> browserbroker.v1.AcquireRequest
+	48, // 73: browserbroker.v1.BrowserBrokerService.Run:input_type -> browserbroker.v1.RunRequest
+	54, // 74: browserbroker.v1.BrowserBrokerService.KeepAlive:input_type -> browserbroker.v1.KeepAliveRequest
+	56, // 75: browserbroker.v1.BrowserBrokerService.Release:input_type -> browserbroker.v1.ReleaseRequest
+	58, // 76: browserbroker.v1.BrowserBrokerService.GetStatus:input_type -> browserbroker.v1.GetStatusRequest
+	61, // 77: browserbroker.v1.BrowserBrokerService.GetTrace:input_type -> browserbroker.v1.GetTraceRequest
+	11, // 78: browserbroker.v1.BrowserBrokerService.Acquire:output_type -> browserbroker.v1.AcquireResponse
+	53, // 79: browserbroker.v1.BrowserBrokerService.Run:output_type -> browserbroker.v1.RunResponse
+	55, // 80: browserbroker.v1.BrowserBrokerService.KeepAlive:output_type -> browserbroker.v1.KeepAliveResponse
+	57, // 81: browserbroker.v1.BrowserBrokerService.Release:output_type -> browserbroker.v1.ReleaseResponse
+	60, // 82: browserbroker.v1.BrowserBrokerService.GetStatus:output_type -> browserbroker.v1.GetStatusResponse
+	62, // 83: browserbroker.v1.BrowserBrokerService.GetTrace:output_type -> browserbroker.v1.GetTraceResponse
+	78, // [78:84] is the sub-list for method output_type
+	72, // [72:78] is the sub-list for method input_type
+	72, // [72:72] is the sub-list for extension type_name
+	72, // [72:72] is the sub-list for extension extendee
+	0,  // [0:72] is the sub-list for field type_name
 }
 
 func init() { file_browserbroker_v1_broker_proto_init() }
@@ -5084,7 +5164,7 @@ func file_browserbroker_v1_broker_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_browserbroker_v1_broker_proto_rawDesc), len(file_browserbroker_v1_broker_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   60,
+			NumMessages:   61,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
