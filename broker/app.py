@@ -19,6 +19,7 @@ from broker.options import EngineName
 from broker.pool import PoolStatus, WarmPool
 from broker.pools import Pools
 from broker.reconciler import Reconciler
+from broker.traces import TraceStore
 
 log = logging.getLogger("broker.app")
 
@@ -71,9 +72,14 @@ class Broker:
                 settings.max_screenshot_pixels,
                 settings.max_pdf_pages,
                 settings.max_pages_per_lease,
+                settings.max_download_bytes,
             )
             engine.use_egress(self.egress)
         self.observers = ObserverList(observers)
+        self.traces = TraceStore(
+            settings.data_dir / "traces", settings.trace_retention_s, settings.max_trace_bytes
+        )
+        self.observers.add(self.traces)
         self.leases = LeaseTable(
             self.engines,
             clock or LoopClock(),
@@ -158,12 +164,17 @@ class Broker:
         return self
 
     async def _census_forever(self, interval_s: float = 5.0) -> None:
-        """Keeps the census behind the metrics' gauges fresh."""
+        """Keeps the census behind the metrics' gauges fresh, and deletes traces whose retention
+        has passed (even when no lease ends and nobody asks for one)."""
         while True:
             try:
                 await self.engine_status()
             except Exception:
                 log.exception("engine census failed")
+            try:
+                self.traces.sweep()
+            except OSError:
+                log.exception("deleting expired traces failed")
             await asyncio.sleep(interval_s)
 
     async def _check_memory_forever(self, interval_s: float) -> None:

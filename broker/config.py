@@ -254,6 +254,28 @@ class Settings(EgressLists, BaseSettings):
     max_pages_per_lease: int = Field(
         8, ge=1, le=1_000, description="pages open at once in a lease, popups included"
     )
+    max_upload_bytes: int = Field(
+        8 * 1024 * 1024,
+        ge=0,
+        description="bytes a set_input_files step may upload, in all (a Run larger than "
+        "max_message_bytes is refused by gRPC first)",
+    )
+    max_download_bytes: int = Field(
+        8 * 1024 * 1024, ge=0, description="largest file a download step may capture"
+    )
+    max_storage_state_bytes: int = Field(
+        1024 * 1024, ge=0, description="largest storage_state an Acquire may start from"
+    )
+    data_dir: Path = Field(
+        Path.home() / ".local/share/browser-broker",
+        description="where the broker keeps its files (lease traces, in traces/)",
+    )
+    max_trace_bytes: int = Field(
+        100 * 1024 * 1024, ge=0, description="largest lease trace kept; a larger one is dropped"
+    )
+    trace_retention_s: float = Field(
+        3600.0, ge=0, description="how long a lease's trace is kept after the lease ends"
+    )
     status_requests_per_s: float = Field(
         20.0, gt=0, description="GetStatus calls per second per tenant"
     )

@@ -6,7 +6,9 @@ import re
 
 from google.protobuf.duration_pb2 import Duration
 
+from broker.actions import PAGE_LEVEL, check_page_id
 from broker.config import Settings
+from broker.decode_more import more_action, page_shaping
 from broker.egress.policy import METADATA_HEADERS
 from broker.errors import FieldViolation, InvalidArgument
 from broker.lease import LeaseSpec
@@ -19,6 +21,7 @@ from broker.options import (
     ProxySettings,
     Viewport,
 )
+from broker.step_checks import check_selector
 from broker.steps import (
     Action,
     Click,
@@ -203,6 +206,7 @@ def _context_options(
         proxy = ProxySettings(
             msg.proxy.server, msg.proxy.username, msg.proxy.password, msg.proxy.bypass
         )
+    shaping = page_shaping(msg, settings.max_storage_state_bytes, out)
     return ContextOptions(
         viewport=viewport,
         user_agent=msg.user_agent,
@@ -212,6 +216,14 @@ def _context_options(
         proxy=proxy,
         ignore_https_errors=msg.ignore_https_errors,
         java_script_disabled=msg.java_script_disabled,
+        storage_state=shaping.storage_state,
+        block_resource_types=shaping.block_resource_types,
+        block_url_patterns=shaping.block_url_patterns,
+        color_scheme=shaping.color_scheme,
+        media=shaping.media,
+        geolocation=shaping.geolocation,
+        permissions=shaping.permissions,
+        trace=msg.trace,
     )
 
 
@@ -310,7 +322,7 @@ def _action(step: pb.Step) -> Action | None:
         return Screenshot(step.screenshot.full_page)
     if kind == "pdf":
         return Pdf()
-    return None
+    return more_action(step, kind)
 
 
 def run_options(request: pb.RunRequest, settings: Settings) -> RunOptions:
@@ -334,13 +346,23 @@ def run_options(request: pb.RunRequest, settings: Settings) -> RunOptions:
             )
             continue
         name = step_pb.WhichOneof("action")
-        out.extend(validate_action(f"steps[{i}].{name}", action))
+        out.extend(validate_action(f"steps[{i}].{name}", action, settings.max_upload_bytes))
         if isinstance(action, Goto):
             out.extend(_goto_policy(f"steps[{i}].{name}.url", action.url, settings))
         timeout_s = _bounded_duration(
             f"steps[{i}].timeout", step_pb.timeout, 0.0, settings.max_run_timeout_s, out
         )
-        steps.append(Step(action, timeout_s))
+        if step_pb.page_id:
+            check_page_id(f"steps[{i}].page_id", step_pb.page_id, out)
+        if step_pb.frame_selector:
+            if name in PAGE_LEVEL:
+                out.append(FieldViolation(f"steps[{i}].frame_selector", f"not for {name}"))
+            else:
+                bad: list[FieldViolation] = []
+                check_selector("", step_pb.frame_selector, bad)
+                field_name = f"steps[{i}].frame_selector"
+                out += [FieldViolation(field_name, v.description) for v in bad]
+        steps.append(Step(action, timeout_s, step_pb.page_id, step_pb.frame_selector))
     if request.on_cancel not in (
         pb.ON_CANCEL_UNSPECIFIED,
         pb.ON_CANCEL_KEEP_LEASE,

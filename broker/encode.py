@@ -88,6 +88,14 @@ def step_result(outcome: StepOutcome) -> pb.StepResult:
         found=outcome.found,
         json=outcome.json,
         data=outcome.data,
+        page_id=outcome.page_id,
+        pages=[
+            pb.PageInfo(id=p.id, url=p.url, title=p.title, current=p.current, opener_id=p.opener_id)
+            for p in outcome.pages
+        ],
+        page_events=[
+            pb.PageEvent(kind=e.kind, text=e.text, page_id=e.page_id) for e in outcome.page_events
+        ],
     )
     if outcome.error_kind is not None:
         result.error.CopyFrom(

@@ -36,6 +36,13 @@ class ProxySettings:
 
 
 @dataclass(frozen=True)
+class Geolocation:
+    latitude: float
+    longitude: float
+    accuracy: float = 0.0
+
+
+@dataclass(frozen=True)
 class ContextOptions:
     """Browser context options; the default (all empty) may be served from the warm pool."""
 
@@ -48,6 +55,15 @@ class ContextOptions:
     proxy: ProxySettings | None = None
     ignore_https_errors: bool = False
     java_script_disabled: bool = False
+    # Playwright storage state JSON to start from: cookies and storage are credentials.
+    storage_state: bytes = field(default=b"", repr=False)
+    block_resource_types: tuple[str, ...] = ()  # requests of these types are aborted
+    block_url_patterns: tuple[str, ...] = ()  # URL globs whose requests are aborted
+    color_scheme: str = ""  # emulated prefers-color-scheme
+    media: str = ""  # emulated CSS media type ("screen", "print")
+    geolocation: Geolocation | None = None
+    permissions: tuple[str, ...] = ()
+    trace: bool = False  # record a Playwright trace, kept for the owner after the lease ends
 
     @property
     def is_default(self) -> bool:

@@ -27,7 +27,10 @@ STEP_DEADLINE_MARGIN_S = 0.05
 # loading, a script still running): a timeout resets the page. Waits for an element leave no
 # work behind, and keep the page.
 LINGERING = frozenset(
-    {"goto", "evaluate", "wait_for_load_state", "get_content", "get_text", "screenshot", "pdf"}
+    {
+        *("goto", "go_back", "go_forward", "reload", "evaluate", "wait_for_function"),
+        *("wait_for_load_state", "get_content", "get_text", "screenshot", "pdf", "download"),
+    }
 )
 
 

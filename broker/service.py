@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -20,6 +21,7 @@ from browserbroker.v1 import broker_pb2 as pb
 from browserbroker.v1 import broker_pb2_grpc
 
 Context = aio.ServicerContext[Any, Any]
+TRACE_CHUNK_BYTES = 1024 * 1024
 
 
 class BrokerService(broker_pb2_grpc.BrowserBrokerServiceServicer):
@@ -119,6 +121,17 @@ class BrokerService(broker_pb2_grpc.BrowserBrokerServiceServicer):
             tenants = [t.tenant() for t in self.settings.tenants] or [tenant]
         counts = {t.name: self.leases.tenant_counts(t) for t in tenants}
         return encode.status_response(self.broker, tenant, censuses, tenants, counts)
+
+    @streaming
+    async def GetTrace(
+        self, request: pb.GetTraceRequest, context: Context
+    ) -> AsyncIterator[pb.GetTraceResponse]:
+        tenant = self.auth.tenant_for(context)
+        decode.check_lease_ref(request.lease_id, request.token)
+        path = self.broker.traces.find(request.lease_id, request.token, tenant)
+        with path.open("rb") as trace:  # (read a chunk at a time: a trace may be large)
+            while chunk := await asyncio.to_thread(trace.read, TRACE_CHUNK_BYTES):
+                yield pb.GetTraceResponse(chunk=chunk)
 
     def _rate_limit(self, tenant: Tenant) -> None:
         limit = self._status_calls.setdefault(

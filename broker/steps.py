@@ -2,21 +2,39 @@
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
-from urllib.parse import urlsplit
 
+from broker.actions import MORE_ACTION_NAMES, MoreAction, PageEvent, PageInfo, validate_more
 from broker.errors import FieldViolation
+from broker.step_checks import (
+    MAX_SCRIPT_CHARS,
+    MAX_SELECTOR_CHARS,
+    MAX_URL_CHARS,
+    MAX_VALUE_CHARS,
+    URL_SCHEMES,
+    check_choice,
+    check_json_arg,
+    check_script,
+    check_selector,
+    check_text,
+    json_depth,
+    validate_url,
+)
 
-MAX_URL_CHARS = 8 * 1024
-MAX_SELECTOR_CHARS = 4 * 1024
-MAX_SCRIPT_CHARS = 64 * 1024
-MAX_VALUE_CHARS = 1024 * 1024
+__all__ = [
+    "MAX_SCRIPT_CHARS",
+    "MAX_SELECTOR_CHARS",
+    "MAX_URL_CHARS",
+    "MAX_VALUE_CHARS",
+    "URL_SCHEMES",
+    "json_depth",
+    "validate_url",
+]
+
 MAX_KEY_CHARS = 64
-MAX_JSON_DEPTH = 64
-
-URL_SCHEMES = frozenset({"http", "https", "file", "data", "about"})
+# Uploaded files of one set_input_files step, in all, unless the broker says otherwise.
+DEFAULT_MAX_UPLOAD_BYTES = 8 * 1024 * 1024
 WAIT_UNTIL = frozenset({"load", "domcontentloaded", "networkidle", "commit"})
 LOAD_STATES = frozenset({"load", "domcontentloaded", "networkidle"})
 SELECTOR_STATES = frozenset({"visible", "attached", "detached", "hidden"})
@@ -101,6 +119,7 @@ Action = (
     | GetAttribute
     | Screenshot
     | Pdf
+    | MoreAction
 )
 
 ACTION_NAMES: dict[type[Action], str] = {
@@ -116,6 +135,7 @@ ACTION_NAMES: dict[type[Action], str] = {
     GetAttribute: "get_attribute",
     Screenshot: "screenshot",
     Pdf: "pdf",
+    **MORE_ACTION_NAMES,
 }
 
 
@@ -123,6 +143,8 @@ ACTION_NAMES: dict[type[Action], str] = {
 class Step:
     action: Action
     timeout_s: float  # 0: the broker default
+    page_id: str = ""  # the lease's page it acts in; empty: the current page
+    frame_selector: str = ""  # an <iframe> of that page whose document it acts in
 
     @property
     def name(self) -> str:
@@ -170,93 +192,16 @@ class StepOutcome:
     found: bool = False
     json: str = ""
     data: bytes = b""
+    page_id: str = ""  # the lease's current page after the step
+    pages: list[PageInfo] = field(default_factory=list)  # list_pages
+    # Console errors and warnings and uncaught errors of the lease's pages while the step ran
+    # (bounded; the lease's span records them).
+    page_events: list[PageEvent] = field(default_factory=list)
 
 
-def _check_selector(prefix: str, selector: str, out: list[FieldViolation]) -> None:
-    field_name = f"{prefix}.selector"
-    if not selector.strip():
-        out.append(FieldViolation(field_name, "must not be empty"))
-    elif len(selector) > MAX_SELECTOR_CHARS:
-        out.append(FieldViolation(field_name, f"longer than {MAX_SELECTOR_CHARS} characters"))
-    elif "\x00" in selector:
-        out.append(FieldViolation(field_name, "contains a NUL character"))
-    elif not _balanced(selector):
-        out.append(FieldViolation(field_name, f"unbalanced brackets or quotes in {selector!r}"))
-
-
-def _balanced(selector: str) -> bool:
-    """Catches the common malformed selectors before they reach the browser."""
-    closing = {")": "(", "]": "[", "}": "{"}
-    stack: list[str] = []
-    quote = ""
-    escaped = False
-    for ch in selector:
-        if escaped:
-            escaped = False
-        elif ch == "\\":
-            escaped = True
-        elif quote:
-            quote = "" if ch == quote else quote
-        elif ch in "\"'":
-            quote = ch
-        elif ch in "([{":
-            stack.append(ch)
-        elif ch in closing and (not stack or stack.pop() != closing[ch]):
-            return False
-    return not stack and not quote
-
-
-def _check_text(field_name: str, value: str, limit: int, out: list[FieldViolation]) -> None:
-    if len(value) > limit:
-        out.append(FieldViolation(field_name, f"longer than {limit} characters"))
-
-
-def _check_choice(
-    field_name: str, value: str, allowed: frozenset[str], out: list[FieldViolation]
-) -> None:
-    if value not in allowed:
-        out.append(FieldViolation(field_name, f"{value!r} is not one of {sorted(allowed)}"))
-
-
-def json_depth(text: str) -> int:
-    """How deeply `text`'s arrays and objects nest (strings skipped), without parsing it."""
-    depth = deepest = 0
-    in_string = escaped = False
-    for ch in text:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == '"':
-                in_string = False
-        elif ch == '"':
-            in_string = True
-        elif ch in "[{":
-            depth += 1
-            deepest = max(deepest, depth)
-        elif ch in "]}":
-            depth -= 1
-    return deepest
-
-
-def validate_url(field_name: str, url: str) -> FieldViolation | None:
-    if not url:
-        return FieldViolation(field_name, "must not be empty")
-    if len(url) > MAX_URL_CHARS:
-        return FieldViolation(field_name, f"longer than {MAX_URL_CHARS} characters")
-    parts = urlsplit(url)
-    if parts.scheme not in URL_SCHEMES:
-        return FieldViolation(
-            field_name,
-            f"{url[:200]!r} is not an absolute URL with a scheme in {sorted(URL_SCHEMES)}",
-        )
-    if parts.scheme in {"http", "https"} and not parts.hostname:
-        return FieldViolation(field_name, f"{url[:200]!r} has no host")
-    return None
-
-
-def validate_action(prefix: str, action: Action) -> list[FieldViolation]:
+def validate_action(
+    prefix: str, action: Action, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
+) -> list[FieldViolation]:
     """Every violation of one step's action, with field paths like `steps[2].goto.url`."""
     out: list[FieldViolation] = []
     match action:
@@ -264,46 +209,31 @@ def validate_action(prefix: str, action: Action) -> list[FieldViolation]:
             bad_url = validate_url(f"{prefix}.url", url)
             if bad_url:
                 out.append(bad_url)
-            _check_choice(f"{prefix}.wait_until", wait_until, WAIT_UNTIL, out)
+            check_choice(f"{prefix}.wait_until", wait_until, WAIT_UNTIL, out)
         case Click(selector=selector) | GetText(selector=selector):
-            _check_selector(prefix, selector, out)
+            check_selector(prefix, selector, out)
         case Fill(selector=selector, value=value):
-            _check_selector(prefix, selector, out)
-            _check_text(f"{prefix}.value", value, MAX_VALUE_CHARS, out)
+            check_selector(prefix, selector, out)
+            check_text(f"{prefix}.value", value, MAX_VALUE_CHARS, out)
         case Press(selector=selector, key=key):
-            _check_selector(prefix, selector, out)
+            check_selector(prefix, selector, out)
             if not key.strip():
                 out.append(FieldViolation(f"{prefix}.key", "must not be empty"))
-            _check_text(f"{prefix}.key", key, MAX_KEY_CHARS, out)
+            check_text(f"{prefix}.key", key, MAX_KEY_CHARS, out)
         case WaitForSelector(selector=selector, state=state):
-            _check_selector(prefix, selector, out)
-            _check_choice(f"{prefix}.state", state, SELECTOR_STATES, out)
+            check_selector(prefix, selector, out)
+            check_choice(f"{prefix}.state", state, SELECTOR_STATES, out)
         case WaitForLoadState(state=state):
-            _check_choice(f"{prefix}.state", state, LOAD_STATES, out)
+            check_choice(f"{prefix}.state", state, LOAD_STATES, out)
         case Evaluate(expression=expression, arg_json=arg_json):
-            if not expression.strip():
-                out.append(FieldViolation(f"{prefix}.expression", "must not be empty"))
-            _check_text(f"{prefix}.expression", expression, MAX_SCRIPT_CHARS, out)
-            if arg_json:
-                _check_text(f"{prefix}.arg_json", arg_json, MAX_VALUE_CHARS, out)
-                depth = json_depth(arg_json)
-                if depth > MAX_JSON_DEPTH:
-                    out.append(
-                        FieldViolation(
-                            f"{prefix}.arg_json", f"nested deeper than {MAX_JSON_DEPTH} levels"
-                        )
-                    )
-                else:
-                    try:
-                        json.loads(arg_json)
-                    except ValueError as exc:
-                        out.append(
-                            FieldViolation(f"{prefix}.arg_json", f"is not valid JSON: {exc}")
-                        )
+            check_script(f"{prefix}.expression", expression, out)
+            check_json_arg(f"{prefix}.arg_json", arg_json, out)
         case GetAttribute(selector=selector, name=name):
-            _check_selector(prefix, selector, out)
+            check_selector(prefix, selector, out)
             if not name.strip():
                 out.append(FieldViolation(f"{prefix}.name", "must not be empty"))
         case GetContent() | Screenshot() | Pdf():
             pass
+        case _:
+            out += validate_more(prefix, action, max_upload_bytes)
     return out

@@ -267,6 +267,11 @@ class LeaseTelemetry(LeaseObserver):
             message = self._text(outcome.error_message)
             span.set_status(Status(StatusCode.ERROR, f"{kind}: {message}"))
         span.end(end_time=end_ns)
+        lease_span = self._spans.get(lease.id)
+        if lease_span is not None:
+            for event in outcome.page_events:
+                attributes = {"page.id": event.page_id, "text": self._text(event.text)}
+                lease_span.add_event(event.kind, attributes)
 
     def run_cancelled(self, lease: Lease, cause: str) -> None:
         for span in (trace.get_current_span(), self._spans.get(lease.id)):

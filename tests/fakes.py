@@ -97,6 +97,9 @@ class FakeSession:
         if self._lost_callback is not None:
             self._lost_callback(self, cause)
 
+    def keep_trace(self, path: str, max_bytes: int) -> None:
+        pass
+
     async def execute(self, index: int, step: Step, timeout_s: float) -> StepOutcome:
         self.executed.append(step)
         gate = self.owner.step_gate

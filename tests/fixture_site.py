@@ -6,11 +6,14 @@ Pages that keep "pinging" let a test see from the server's side when the browser
 from __future__ import annotations
 
 import html
+import secrets
 import threading
 import time
 from collections import defaultdict
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
+
+from tests import fixture_pages as pages
 
 FORM = b"""<!doctype html><html><head><title>Fixture form</title></head><body>
 <h1 id="title">Fixture</h1>
@@ -54,6 +57,24 @@ EMBEDS = {
 }
 
 
+SIMPLE_PAGES = {
+    "/login.html": pages.LOGIN,
+    "/app.html": pages.APP,
+    "/oauth/authorize": pages.AUTHORIZE,
+    "/controls.html": pages.CONTROLS,
+    "/upload.html": pages.UPLOAD,
+    "/download.html": pages.DOWNLOAD,
+}
+
+
+def _cookie(header: str, name: str) -> str:
+    for part in header.split(";"):
+        key, _, value = part.strip().partition("=")
+        if key == name:
+            return value
+    return ""
+
+
 class PingLog:
     """Arrival times (time.monotonic, system-wide) of pings, per id."""
 
@@ -73,6 +94,9 @@ class PingLog:
 class FixtureSite:
     def __init__(self) -> None:
         self.pings = PingLog()
+        self.image_bytes = 0  # bytes of /img/ responses sent (blocking measurements)
+        self.images: list[str] = []  # paths of the /img/ requests served
+        self._sessions: dict[str, str] = {}  # session cookie -> user
         self._stopping = threading.Event()
         site = self
 
@@ -82,6 +106,9 @@ class FixtureSite:
 
             def do_GET(self) -> None:
                 site.handle(self)
+
+            def do_POST(self) -> None:
+                site.handle_post(self)
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
@@ -133,6 +160,29 @@ class FixtureSite:
             text = "lorem ipsum " * (int(query.get("kb", "1")) * 1024 // 12)
             body = f'<!doctype html><div id="big" style="height:{height}px">{text}</div>'
             self._send(req, 200, body.encode())
+        elif parts.path in SIMPLE_PAGES:
+            self._send(req, 200, SIMPLE_PAGES[parts.path])
+        elif parts.path == "/account":
+            cookie = _cookie(req.headers.get("Cookie", ""), "session")
+            who = self._sessions.get(cookie, "")
+            body = pages.ACCOUNT.format(
+                who=html.escape(f"signed in as {who}" if who else "signed out")
+            )
+            self._send(req, 200, body.encode())
+        elif parts.path == "/heavy.html":
+            self._send(req, 200, pages.heavy_page())
+        elif parts.path.startswith("/img/"):
+            image = b"\x89PNG" + b"\0" * (pages.HEAVY_IMAGE_KB * 1024)
+            self.image_bytes += len(image)
+            self.images.append(parts.path)
+            self._send(req, 200, image, "image/png")
+        elif parts.path == "/api/data":
+            self._send(req, 200, b'{"ok": true}', "application/json")
+        elif parts.path == "/file.txt":
+            self._send(req, 200, b"quarterly report\n", "text/plain", "report.txt")
+        elif parts.path == "/file.bin":
+            blob = b"x" * (int(query.get("kb", "1")) * 1024)
+            self._send(req, 200, blob, "application/octet-stream", "data.bin")
         elif parts.path in EMBEDS:
             target = html.escape(query["src"], quote=True)
             self._send(req, 200, EMBEDS[parts.path].format(src=target).encode())
@@ -155,11 +205,34 @@ class FixtureSite:
         except OSError:
             return  # the browser closed the connection: the navigation was stopped
 
+    def handle_post(self, req: BaseHTTPRequestHandler) -> None:
+        """POST /login: any user with password "secret" gets a session cookie."""
+        length = int(req.headers.get("Content-Length", "0"))
+        form = {k: v[0] for k, v in parse_qs(req.rfile.read(length).decode()).items()}
+        if urlsplit(req.path).path != "/login" or form.get("password") != "secret":
+            self._send(req, 403, b"<h1>denied</h1>")
+            return
+        token = secrets.token_hex(8)
+        self._sessions[token] = form.get("user", "")
+        req.send_response(303)
+        req.send_header("Location", "/account")
+        req.send_header("Set-Cookie", f"session={token}; Path=/; HttpOnly")
+        req.send_header("Content-Length", "0")
+        req.end_headers()
+
     @staticmethod
-    def _send(req: BaseHTTPRequestHandler, status: int, body: bytes) -> None:
+    def _send(
+        req: BaseHTTPRequestHandler,
+        status: int,
+        body: bytes,
+        content_type: str = "text/html; charset=utf-8",
+        attachment: str = "",
+    ) -> None:
         try:
             req.send_response(status)
-            req.send_header("Content-Type", "text/html; charset=utf-8")
+            req.send_header("Content-Type", content_type)
+            if attachment:
+                req.send_header("Content-Disposition", f'attachment; filename="{attachment}"')
             req.send_header("Content-Length", str(len(body)))
             req.send_header("Cache-Control", "no-store")
             req.end_headers()

@@ -59,6 +59,7 @@ class ResultLimits:
     max_screenshot_pixels: int = 25_000_000
     max_pdf_pages: int = 200
     max_pages: int = 8  # pages open at once in one lease, counting those the site opens
+    max_download_bytes: int = 8 * 1024 * 1024  # a file a download step captures
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,11 @@ class Session(Protocol):
     def bind_egress(self, rules: EgressRules, on_blocked: BlockListener | None) -> None:
         """The session is lent to a tenant: its egress rules apply from now on, and requests the
         policy refuses are reported to `on_blocked`. A no-op where egress is not enforced."""
+        ...
+
+    def keep_trace(self, path: str, max_bytes: int) -> None:
+        """When the session closes, write the trace it records (if it records one) to `path`,
+        or nothing if it is over `max_bytes`."""
         ...
 
     async def execute(self, index: int, step: Step, timeout_s: float) -> StepOutcome:

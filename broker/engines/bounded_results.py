@@ -10,7 +10,7 @@ from collections.abc import Awaitable
 from typing import TypeVar
 
 from playwright.async_api import Error as PlaywrightError
-from playwright.async_api import Page
+from playwright.async_api import Frame
 
 from broker.steps import StepErrorKind
 
@@ -84,19 +84,19 @@ async def bounded_text(work: Awaitable[str]) -> str:
 _NOT_FOUND = "Failed to find element matching selector"
 
 
-async def text_of_first(page: Page, selector: str, limit: int, timeout_ms: float) -> str:
+async def text_of_first(frame: Frame, selector: str, limit: int, timeout_ms: float) -> str:
     """The bounded innerText of the first element matching `selector`.
 
     One round trip when the element is there already (the common case right after a
     navigation); otherwise it waits for the element as a locator does, up to the step timeout.
     """
     try:
-        text: str = await page.eval_on_selector(selector, BOUNDED_TEXT, limit)
+        text: str = await frame.eval_on_selector(selector, BOUNDED_TEXT, limit)
         return text
     except PlaywrightError as exc:
         if _NOT_FOUND not in exc.message:
             raise
-    text = await page.locator(selector).first.evaluate(BOUNDED_TEXT, limit, timeout=timeout_ms)
+    text = await frame.locator(selector).first.evaluate(BOUNDED_TEXT, limit, timeout=timeout_ms)
     return text
 
 

@@ -233,6 +233,8 @@ def create(headless: bool = True, sandbox: Sandbox | None = None) -> PlaywrightE
         }
         if from_options.get("executable_path"):
             from_options["executable_path"] = sandbox.executable(from_options["executable_path"])
+        if (downloads := sandbox.downloads_path()) is not None:
+            from_options["downloads_path"] = downloads
 
         async def launch(playwright: Playwright) -> Browser:
             # AsyncNewBrowser, not firefox.launch: it adds the defaults Camoufox needs to

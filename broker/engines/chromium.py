@@ -79,6 +79,7 @@ def create(
             args=args,
             headless=headless,
             chromium_sandbox=sandbox.enabled,
+            downloads_path=sandbox.downloads_path(),
         )
 
     return ChromiumEngine(EngineName.CHROMIUM, launch, exe.path, Availability(True, exe.describe()))

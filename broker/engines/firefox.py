@@ -37,6 +37,14 @@ BIDI_UNSUPPORTED_CONTEXT = {
         "not supported by stock Firefox over WebDriver BiDi (scripts would still run); "
         "use engine chromium, or Playwright's Firefox build (`playwright install firefox`)"
     ),
+    "color_scheme": (
+        "not supported by stock Firefox over WebDriver BiDi (prefers-color-scheme stays light); "
+        "use engine chromium, or Playwright's Firefox build (`playwright install firefox`)"
+    ),
+    "media": (
+        "not supported by stock Firefox over WebDriver BiDi (the CSS media type stays screen); "
+        "use engine chromium, or Playwright's Firefox build (`playwright install firefox`)"
+    ),
 }
 
 
@@ -85,13 +93,17 @@ def create(
     async def launch(playwright: Playwright) -> Browser:
         if protocol == JUGGLER:
             return await playwright.firefox.launch(
-                executable_path=executable, headless=headless, firefox_user_prefs=EGRESS_PREFS
+                executable_path=executable,
+                headless=headless,
+                firefox_user_prefs=EGRESS_PREFS,
+                downloads_path=sandbox.downloads_path(),
             )
         return await playwright.firefox.launch(
             channel="moz-firefox",
             executable_path=executable,
             headless=headless,
             firefox_user_prefs=EGRESS_PREFS,
+            downloads_path=sandbox.downloads_path(),
         )
 
     engine = FirefoxEngine(

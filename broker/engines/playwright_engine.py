@@ -23,6 +23,7 @@ from broker.engines.base import (
     ResultLimits,
     check_supported,
 )
+from broker.engines.context_setup import context_kwargs, open_first_page, shape_page
 from broker.engines.playwright_driver import (
     BrowserProcesses,
     BrowserRecord,
@@ -33,12 +34,7 @@ from broker.engines.playwright_driver import (
     process_tree_pss_mb,
     resolve,
 )
-from broker.engines.playwright_session import (
-    CLOSE_TIMEOUT_S,
-    Interrupter,
-    PlaywrightSession,
-    context_kwargs,
-)
+from broker.engines.playwright_session import CLOSE_TIMEOUT_S, Interrupter, PlaywrightSession
 from broker.errors import Unavailable
 from broker.options import BrowserOptions, ContextOptions, EngineName, Isolation
 
@@ -204,14 +200,15 @@ class PlaywrightEngine:
             context = await self.while_connected(
                 browser, browser.new_context(**context_kwargs(options, route))
             )
-            page = await self.while_connected(browser, context.new_page())
+            page = await self.while_connected(browser, open_first_page(context, options))
             # The renderer is up: the first step pays no start-up.
             await self.while_connected(browser, page.evaluate("1"))
             interrupter = await self.page_interrupter(context, page)
             session = PlaywrightSession(
-                self, browser, context, page, isolation, route, self.result_limits
+                self, browser, context, page, isolation, route, self.result_limits, options
             )
             session.set_interrupter(page, interrupter)
+            await self.while_connected(browser, shape_page(page, options))
             self.sessions.add(session)
             if shared is not None:
                 self._count_session(shared)

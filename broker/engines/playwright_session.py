@@ -9,51 +9,37 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-import math
+import os
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol, TypeVar
-from urllib.parse import urlsplit
+from typing import Protocol, TypeVar
 
 from playwright.async_api import Browser, BrowserContext, Page
 from playwright.async_api import Error as PlaywrightError
 from playwright.async_api import TimeoutError as PlaywrightTimeout
 
+from broker.actions import (
+    ClosePage,
+    GoBack,
+    GoForward,
+    ListPages,
+    Reload,
+    SwitchPage,
+    WaitForFunction,
+)
 from broker.cleanup import TaskSet, bounded
 from broker.egress.policy import EgressRules
-from broker.egress.proxy import DENIED_HEADER, UPSTREAM_HEADER, BlockListener, EgressRoute
+from broker.egress.proxy import BlockListener, EgressRoute
 from broker.engines.base import LostCallback, LostCause, ResultLimits
-from broker.engines.bounded_results import (
-    BOUNDED_CONTENT,
-    PAGE_SIZE,
-    TO_BOUNDED_JSON,
-    StepRefused,
-    bounded_text,
-    check_size,
-    text_of_first,
-)
+from broker.engines.bounded_results import StepRefused
+from broker.engines.context_setup import shape_page
+from broker.engines.lease_pages import LeasePages
 from broker.engines.playwright_driver import first_line
+from broker.engines.step_dispatch import StepScope, frame_of, perform
 from broker.errors import Unavailable
 from broker.options import ContextOptions, EngineName, Isolation
-from broker.steps import (
-    Click,
-    Evaluate,
-    Fill,
-    GetAttribute,
-    GetContent,
-    GetText,
-    Goto,
-    Pdf,
-    Press,
-    Screenshot,
-    Step,
-    StepErrorKind,
-    StepOutcome,
-    WaitForLoadState,
-    WaitForSelector,
-)
+from broker.steps import Evaluate, Goto, Step, StepErrorKind, StepOutcome
 
 log = logging.getLogger("broker.engines")
 
@@ -63,6 +49,7 @@ Interrupter = Callable[[], Awaitable[object]]
 
 INTERRUPT_TIMEOUT_S = 0.25
 CLOSE_TIMEOUT_S = 5.0
+TRACE_STOP_TIMEOUT_S = 5.0  # within the cleanup bound of the whole close (10 s)
 
 
 class SessionHost(Protocol):
@@ -96,8 +83,11 @@ class PlaywrightSession:
         isolation: Isolation,
         egress: EgressRoute | None = None,
         limits: ResultLimits | None = None,
+        options: ContextOptions | None = None,
     ) -> None:
         self._host = host
+        self._options = options or ContextOptions()
+        self.pages = LeasePages()
         self.egress = egress  # the proxy route all of this session's traffic goes through
         self._limits = limits or ResultLimits()
         self.engine: EngineName = host.name
@@ -106,6 +96,7 @@ class PlaywrightSession:
         self.context = context
         self.page = page
         self._lost_callback: LostCallback | None = None
+        self._trace: tuple[str, int] | None = None  # where the trace goes, its bound
         # Per page (the lease's and those the site opened): stops a script that never yields.
         self._interrupters: dict[Page, Interrupter] = {}
         self._attaching = TaskSet()
@@ -157,6 +148,7 @@ class PlaywrightSession:
             )
             self._extra_pages.spawn(_close_quietly(page))
             return
+        self._watch_page(page)
         self._attaching.spawn(self._attach_interrupter(page))
 
     async def _attach_interrupter(self, page: Page) -> None:
@@ -165,8 +157,14 @@ class PlaywrightSession:
                 self._host.page_interrupter(self.context, page), CLOSE_TIMEOUT_S
             )
             self.set_interrupter(page, interrupter)
+        await _shape_quietly(page, self._options)  # after the interrupter (see shape_page)
 
     def _watch_page(self, page: Page) -> None:
+        if self.pages.known(page):
+            return
+        self.pages.add(page)
+        page.on("close", self._follow_closed)
+
         def crashed(crashed_page: Page) -> None:
             # A page being replaced may die on its way out; only the current one matters.
             if crashed_page is self.page and not self._resetting:
@@ -224,8 +222,10 @@ class PlaywrightSession:
             if blocked:  # the step failed because the policy refused what it needed
                 outcome.error_kind = StepErrorKind.BLOCKED
                 outcome.error_message = f"{blocked[0].message}: {outcome.error_message}"
+        outcome.page_events = self.pages.take_events()
         if not self.page.is_closed():
             outcome.url = self.page.url
+            outcome.page_id = self.pages.id_of(self.page)
         return outcome
 
     def _check_alive(self) -> None:
@@ -236,96 +236,51 @@ class PlaywrightSession:
             self.mark_lost(LostCause.PAGE_CRASHED)
 
     async def _perform(self, step: Step, timeout_s: float, out: StepOutcome) -> None:
+        action = step.action
+        if isinstance(action, (ListPages, SwitchPage, ClosePage)):
+            async with asyncio.timeout(timeout_s):
+                await self._page_step(action, out)
+            return
         page = self.page
-        ms = max(1.0, timeout_s * 1000)
-        limit = self._limits.max_bytes
-        match step.action:
-            case Goto(url=url, wait_until=wait_until):
-                response = await page.goto(url, wait_until=wait_until, timeout=ms)  # type: ignore[arg-type]
-                out.http_status = response.status if response is not None else 0
-                headers = response.headers if response is not None else {}
-                rule = headers.get(DENIED_HEADER.lower())
-                if rule is not None:  # a plain-HTTP navigation the route refused
-                    raise StepRefused(
-                        StepErrorKind.BLOCKED, f"{url_origin(url)} denied by egress rule {rule!r}"
-                    )
-                unreachable = headers.get(UPSTREAM_HEADER.lower())
-                if unreachable is not None:  # the route could not reach it: a network error
-                    raise StepRefused(
-                        StepErrorKind.NAVIGATION,
-                        f"{url_origin(url)}: {unreachable} (net::ERR_{unreachable.upper()})",
-                    )
-            case Click(selector=selector):
-                await page.click(selector, timeout=ms)
-            case Fill(selector=selector, value=value):
-                await page.fill(selector, value, timeout=ms)
-            case Press(selector=selector, key=key):
-                await page.press(selector, key, timeout=ms)
-            case WaitForSelector(selector=selector, state=state):
-                await page.wait_for_selector(selector, state=state, timeout=ms)  # type: ignore[arg-type]
-            case WaitForLoadState(state=state):
-                await page.wait_for_load_state(state, timeout=ms)  # type: ignore[arg-type]
-            case Evaluate(expression=expression, arg_json=arg_json):
-                # Playwright has no timeout for evaluate; the Run's cancellation stops the script.
-                async with asyncio.timeout(timeout_s):
-                    if arg_json:
-                        handle = await page.evaluate_handle(expression, json.loads(arg_json))
-                    else:
-                        handle = await page.evaluate_handle(expression)
-                    try:
-                        out.json = await bounded_text(handle.evaluate(TO_BOUNDED_JSON, limit))
-                    finally:
-                        with contextlib.suppress(PlaywrightError):
-                            await handle.dispose()
-            case GetContent():
-                async with asyncio.timeout(timeout_s):
-                    out.text = await bounded_text(page.evaluate(BOUNDED_CONTENT, limit))
-            case GetText(selector=selector):
-                out.text = await bounded_text(text_of_first(page, selector, limit, ms))
-            case GetAttribute(selector=selector, name=name):
-                attribute = await page.locator(selector).first.get_attribute(name, timeout=ms)
-                out.found = attribute is not None
-                out.text = check_size(attribute or "", limit)
-            case Screenshot(full_page=full_page):
-                await self._check_pixels(full_page)
-                data = await page.screenshot(full_page=full_page, timeout=ms, type="png")
-                out.data = check_size(data, limit)
-            case Pdf():
-                if not self._host.supports_pdf:
-                    raise StepRefused(
-                        StepErrorKind.UNSUPPORTED, f"pdf is not supported by {self.engine.value}"
-                    )
-                await self._check_pdf_pages()
-                async with asyncio.timeout(timeout_s):
-                    out.data = check_size(await page.pdf(), limit)
+        if step.page_id:
+            found = self.pages.get(step.page_id)
+            if found is None:
+                raise StepRefused(StepErrorKind.BROWSER, f"no open page {step.page_id!r}")
+            page = found
+        frame = await frame_of(page, step.frame_selector, max(1.0, timeout_s * 1000))
+        scope = StepScope(
+            page,
+            frame,
+            self.context,
+            self.pages,
+            self._limits,
+            self.engine,
+            self._host.supports_pdf,
+        )
+        await perform(scope, action, timeout_s, out)
 
-    async def _check_pdf_pages(self) -> None:
-        """Refuse a PDF that would run past the page bound before the browser prints it.
-
-        An estimate: the page's height once reflowed to a Letter sheet's width (816 CSS
-        pixels), over a sheet's height (1056 CSS pixels)."""
-        width, height = await self.page.evaluate(PAGE_SIZE)
-        pages = math.ceil(height * max(1.0, width / 816) / 1056)
-        limit = self._limits.max_pdf_pages
-        if pages > limit:
-            raise StepRefused(
-                StepErrorKind.TOO_LARGE,
-                f"the PDF would run to about {pages} pages; the limit is {limit} pages",
-            )
-
-    async def _check_pixels(self, full_page: bool) -> None:
-        """Refuse a screenshot larger than the bound before the browser renders it."""
-        if full_page:
-            width, height = await self.page.evaluate(PAGE_SIZE)
-        else:
-            size = self.page.viewport_size or {"width": 0, "height": 0}
-            width, height = size["width"], size["height"]
-        limit = self._limits.max_screenshot_pixels
-        if width * height > limit:
-            raise StepRefused(
-                StepErrorKind.TOO_LARGE,
-                f"the screenshot would be {width}x{height} pixels; the limit is {limit} pixels",
-            )
+    async def _page_step(
+        self, action: ListPages | SwitchPage | ClosePage, out: StepOutcome
+    ) -> None:
+        match action:
+            case ListPages():
+                out.pages = await self.pages.describe(self.page)
+            case SwitchPage(page_id=page_id, url=url):
+                found = self.pages.get(page_id) if page_id else await self.pages.find(url)
+                if found is None:
+                    raise StepRefused(StepErrorKind.BROWSER, f"no open page {page_id!r}")
+                self.page = found
+                with contextlib.suppress(PlaywrightError):
+                    await found.bring_to_front()
+            case ClosePage(page_id=page_id):
+                target = self.pages.get(page_id) if page_id else self.page
+                if target is None:
+                    raise StepRefused(StepErrorKind.BROWSER, f"no open page {page_id!r}")
+                await target.close(run_before_unload=False)
+                if self.page.is_closed():
+                    self._follow_closed(self.page)
+                if self.page.is_closed():  # it was the last one: the lease keeps a page
+                    await self._open_page()
 
     async def reset_page(self) -> None:
         # Closing the pages aborts their pending navigations and running scripts in the browser:
@@ -342,12 +297,27 @@ class PlaywrightSession:
             )
         finally:
             self._resetting = False
-        self.page = await bounded(
+        await self._open_page()
+
+    async def _open_page(self) -> None:
+        """A fresh current page in the same context (cookies and storage survive)."""
+        page = await bounded(
             self._host.while_connected(self.browser, self.context.new_page(), "replacing a page"),
             CLOSE_TIMEOUT_S,
         )
-        self._watch_page(self.page)
-        self.set_interrupter(self.page, await self._host.page_interrupter(self.context, self.page))
+        self.page = page
+        self._watch_page(page)
+        self.set_interrupter(page, await self._host.page_interrupter(self.context, page))
+        await shape_page(page, self._options)
+
+    def _follow_closed(self, page: Page) -> None:
+        """The current page closed (a popup that closed itself, a close_page step): the most
+        recently opened page left becomes current."""
+        if page is not self.page or self._resetting or self._closing:
+            return
+        remaining = self.pages.open_pages()
+        if remaining:
+            self.page = remaining[-1]
 
     async def interrupt_scripts(self) -> None:
         """Stop scripts that hold the pages' main threads, so closing them need not wait for a
@@ -363,9 +333,26 @@ class PlaywrightSession:
         live = [i for page, i in self._interrupters.items() if not page.is_closed()]
         await asyncio.gather(*(interrupt(i) for i in live))
 
+    def keep_trace(self, path: str, max_bytes: int) -> None:
+        self._trace = (path, max_bytes)
+
     async def close(self) -> None:
         self._closing = True
+        await self._save_trace()
         await self._host.close_session(self)
+
+    async def _save_trace(self) -> None:
+        """Stop the lease's trace into its file before the context closes; one over the bound
+        is deleted. A trace that cannot be written is lost, never the close."""
+        if self._trace is None or self.driver_lost or not self.browser.is_connected():
+            return
+        path, max_bytes = self._trace
+        self._trace = None
+        try:
+            await bounded(self.context.tracing.stop(path=path), TRACE_STOP_TIMEOUT_S)
+            await asyncio.to_thread(_drop_if_over, path, max_bytes)
+        except Exception as exc:
+            log.warning("a lease's trace could not be written: %s", exc)
 
 
 # A failed step of these kinds is reported as BLOCKED when the egress policy refused a request
@@ -375,54 +362,31 @@ _MAYBE_BLOCKED = frozenset(
 )
 
 
+def _drop_if_over(path: str, max_bytes: int) -> None:
+    size = os.path.getsize(path)
+    if size > max_bytes:
+        os.unlink(path)
+        log.warning("a lease's trace was dropped", extra={"bytes": size, "limit": max_bytes})
+
+
+async def _shape_quietly(page: Page, options: ContextOptions) -> None:
+    with contextlib.suppress(PlaywrightError, TimeoutError):
+        await bounded(shape_page(page, options), CLOSE_TIMEOUT_S)
+
+
 async def _close_quietly(page: Page) -> None:
     with contextlib.suppress(PlaywrightError):
         await bounded(page.close(run_before_unload=False), CLOSE_TIMEOUT_S)
 
 
-def url_origin(url: str) -> str:
-    """scheme://host:port of a URL: what may appear in messages (no path, query or secrets)."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    return f"{parts.scheme}://{host}" + (f":{parts.port}" if parts.port else "")
-
-
 def _classify(step: Step, exc: PlaywrightError) -> StepErrorKind:
     message = exc.message
-    if isinstance(step.action, Evaluate):
+    if isinstance(step.action, (Evaluate, WaitForFunction)):
         return StepErrorKind.SCRIPT_ERROR
-    if isinstance(step.action, Goto) and (
+    if isinstance(step.action, (Goto, GoBack, GoForward, Reload)) and (
         "net::" in message or "NS_ERROR" in message or "browsingContext.navigate" in message
     ):
         return StepErrorKind.NAVIGATION
     if "selector" in message.lower() or "Unexpected token" in message:
         return StepErrorKind.SELECTOR
     return StepErrorKind.BROWSER
-
-
-def context_kwargs(options: ContextOptions, egress: EgressRoute | None) -> dict[str, Any]:
-    # Downloads stay off: a page cannot write files on the broker's host.
-    kwargs: dict[str, Any] = {"accept_downloads": False}
-    if options.viewport is not None:
-        kwargs["viewport"] = {"width": options.viewport.width, "height": options.viewport.height}
-    if options.user_agent:
-        kwargs["user_agent"] = options.user_agent
-    if options.locale:
-        kwargs["locale"] = options.locale
-    if options.timezone_id:
-        kwargs["timezone_id"] = options.timezone_id
-    if options.extra_http_headers:
-        kwargs["extra_http_headers"] = dict(options.extra_http_headers)
-    if options.proxy is not None:
-        proxy = {"server": options.proxy.server}
-        for key in ("username", "password", "bypass"):
-            if getattr(options.proxy, key):
-                proxy[key] = getattr(options.proxy, key)
-        kwargs["proxy"] = proxy
-    elif egress is not None:
-        kwargs["proxy"] = {"server": egress.server_url}
-    if options.ignore_https_errors:
-        kwargs["ignore_https_errors"] = True
-    if options.java_script_disabled:
-        kwargs["java_script_enabled"] = False
-    return kwargs

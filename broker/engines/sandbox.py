@@ -72,6 +72,18 @@ class Sandbox:
             return real
         return str(_write_launcher(real, self.user))
 
+    def downloads_path(self) -> str | None:
+        """Where the browser may write the files a download step captures: a folder of the
+        browser user's (Playwright's own, the daemon's, is not writable for it); None: the
+        default."""
+        if self.user is None:
+            return None
+        folder = self.user.home / "downloads"
+        if not folder.is_dir():
+            folder.mkdir(mode=0o700, exist_ok=True)
+            os.chown(folder, self.user.uid, self.user.gid)
+        return str(folder)
+
 
 def plan(enabled: bool, user_name: str) -> Sandbox:
     """The sandbox for this process: as root, browsers run as `user_name`."""

@@ -31,13 +31,23 @@ from browserbroker.models import (
     Engine,
     Isolation,
     OnCancel,
+    PageEvent,
+    PageInfo,
     ReleaseResult,
     RunResult,
     StepFailedError,
     StepResult,
 )
 from browserbroker.sync import BrokerClient, Lease
-from browserbroker.v1.broker_pb2 import CamoufoxOptions, ContextOptions, Proxy, Viewport
+from browserbroker.v1.broker_pb2 import (
+    CamoufoxOptions,
+    ContextOptions,
+    Cookie,
+    Geolocation,
+    InputFile,
+    Proxy,
+    Viewport,
+)
 
 __version__ = "0.1.0"
 
@@ -49,11 +59,14 @@ __all__ = [
     "CamoufoxOptions",
     "CancelledError",
     "ContextOptions",
+    "Cookie",
     "DeadlineExceededError",
     "Engine",
     "EngineUnavailableError",
     "FailedPreconditionError",
     "FieldViolation",
+    "Geolocation",
+    "InputFile",
     "InvalidArgumentError",
     "Isolation",
     "Lease",
@@ -61,6 +74,8 @@ __all__ = [
     "LeaseGrant",
     "LeaseNotFoundError",
     "OnCancel",
+    "PageEvent",
+    "PageInfo",
     "PermissionDeniedError",
     "Proxy",
     "QueueFullError",

@@ -87,5 +87,9 @@ def keep_alive_request(grant: LeaseGrant, ttl_s: float | None) -> pb.KeepAliveRe
     return request
 
 
+def trace_request(grant: LeaseGrant) -> pb.GetTraceRequest:
+    return pb.GetTraceRequest(lease_id=grant.lease_id, token=grant.token)
+
+
 def release_request(grant: LeaseGrant) -> pb.ReleaseRequest:
     return pb.ReleaseRequest(lease_id=grant.lease_id, token=grant.token)

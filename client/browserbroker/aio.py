@@ -92,6 +92,19 @@ class AsyncLease:
         )
         return ReleaseResult.from_pb(response)
 
+    async def trace(self, timeout: float | None = 60.0) -> bytes:
+        """The lease's Playwright trace zip (open it with `playwright show-trace`), once the
+        lease has ended; only for a lease acquired with ContextOptions(trace=True)."""
+        call = self._client.stub.GetTrace(
+            req.trace_request(self.grant),
+            timeout=timeout,
+            metadata=self._client.connection.metadata(),
+        )
+        try:
+            return b"".join([message.chunk async for message in call])
+        except grpc.RpcError as error:
+            raise from_rpc_error(error) from None
+
 
 def _with_expiry(grant: LeaseGrant, expires_at: datetime) -> LeaseGrant:
     from dataclasses import replace

@@ -36,6 +36,26 @@ def reason_name(reason: int) -> str:
 
 
 @dataclass(frozen=True)
+class PageInfo:
+    """One open page of a lease (`steps.list_pages`)."""
+
+    id: str
+    url: str
+    title: str
+    current: bool
+    opener_id: str
+
+
+@dataclass(frozen=True)
+class PageEvent:
+    """A console error or warning, or an uncaught error, of a page while a step ran."""
+
+    kind: str  # "console.error", "console.warning" or "page.error"
+    text: str
+    page_id: str
+
+
+@dataclass(frozen=True)
 class StepResult:
     index: int
     action: str
@@ -49,6 +69,9 @@ class StepResult:
     found: bool
     json: str
     data: bytes
+    page_id: str = ""  # the lease's current page after the step
+    pages: tuple[PageInfo, ...] = ()  # list_pages
+    page_events: tuple[PageEvent, ...] = ()  # what the pages reported while the step ran
 
     @classmethod
     def from_pb(cls, msg: pb.StepResult) -> StepResult:
@@ -66,6 +89,9 @@ class StepResult:
             found=msg.found,
             json=msg.json,
             data=msg.data,
+            page_id=msg.page_id,
+            pages=tuple(PageInfo(p.id, p.url, p.title, p.current, p.opener_id) for p in msg.pages),
+            page_events=tuple(PageEvent(e.kind, e.text, e.page_id) for e in msg.page_events),
         )
 
     @property

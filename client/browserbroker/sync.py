@@ -91,6 +91,18 @@ class Lease:
         )
         return ReleaseResult.from_pb(response)
 
+    def trace(self, timeout: float | None = 60.0) -> bytes:
+        """The lease's Playwright trace zip, once the lease has ended (see AsyncLease.trace)."""
+        call = self._client.stub.GetTrace(
+            req.trace_request(self.grant),
+            timeout=timeout,
+            metadata=self._client.connection.metadata(),
+        )
+        try:
+            return b"".join(message.chunk for message in call)
+        except grpc.RpcError as error:
+            raise from_rpc_error(error) from None
+
 
 class BrokerClient:
     """A blocking connection to a broker. `target` is "host:port"."""

@@ -18,6 +18,12 @@
 //	               DEADLINE_EXCEEDED; Run evaluate on the same lease; Release
 //	release-twice  Acquire; Release; Release
 //	wrong-token    Acquire; Run and Release with a wrong token; Release
+//	login          Acquire; Run goto -url (a sign-in form: #user, #password,
+//	               #submit), fill -user and -password, submit, wait for
+//	               -selector and read it, storage_state; Release; Acquire a
+//	               second lease that starts from that storage state; Run goto
+//	               the page the first lease ended on, read -selector (it must
+//	               read the same: still signed in); Release
 //
 // The calls carry W3C trace context (the traceparent header) through the
 // OpenTelemetry gRPC instrumentation, so the broker's spans join the trace whose
@@ -63,6 +69,8 @@ var (
 	certFile = flag.String("cert", "", "PEM file of this client's certificate, for mutual TLS")
 	keyFile  = flag.String("key", "", "PEM file of this client's private key, for mutual TLS")
 	token    = flag.String("token", "", "the tenant's bearer token")
+	user     = flag.String("user", "ada", "login: the user name to sign in with")
+	password = flag.String("password", "secret", "login: the password to sign in with")
 )
 
 // failed is set when the broker answered other than the scenario expects.
@@ -78,7 +86,7 @@ func main() {
 	if scenario == "" {
 		scenario = "cycle"
 	}
-	if !strings.Contains(" cycle deadline release-twice wrong-token ", " "+scenario+" ") || flag.NArg() > 1 {
+	if !strings.Contains(" cycle deadline release-twice wrong-token login ", " "+scenario+" ") || flag.NArg() > 1 {
 		flag.Usage()
 		os.Exit(2)
 	}
@@ -125,6 +133,8 @@ func main() {
 		}
 	case "wrong-token":
 		wrongToken(ctx, b)
+	case "login":
+		login(ctx, b)
 	}
 	span.End()
 	emit("done", map[string]any{"ok": !failed})
@@ -221,10 +231,66 @@ func releaseTwice(ctx context.Context, b brokerv1.BrowserBrokerServiceClient, le
 	}
 }
 
+// login signs in through a form in one lease, keeps its storage state (cookies
+// and local storage, as Playwright's JSON) and starts a second lease from it.
+func login(ctx context.Context, b brokerv1.BrowserBrokerServiceClient) {
+	first := acquire(ctx, b)
+	if first == nil {
+		return
+	}
+	results, err := runCollect(ctx, b, first.GetLeaseId(), first.GetToken(), *timeout,
+		gotoStep(*pageURL),
+		&brokerv1.Step{Action: &brokerv1.Step_Fill{Fill: &brokerv1.Fill{Selector: "#user", Value: *user}}},
+		&brokerv1.Step{Action: &brokerv1.Step_Fill{Fill: &brokerv1.Fill{Selector: "#password", Value: *password}}},
+		&brokerv1.Step{Action: &brokerv1.Step_Click{Click: &brokerv1.Click{Selector: "#submit"}}},
+		&brokerv1.Step{Action: &brokerv1.Step_WaitForSelector{WaitForSelector: &brokerv1.WaitForSelector{Selector: *selector}}},
+		getTextStep(*selector),
+		&brokerv1.Step{Action: &brokerv1.Step_StorageState{StorageState: &brokerv1.StorageState{}}})
+	expect("Run", err, codes.OK)
+	release(ctx, b, first.GetLeaseId(), first.GetToken())
+	if err != nil || len(results) != 7 || failed {
+		failed = true
+		return
+	}
+	signedIn, state := results[5], results[6].GetData()
+	var parsed struct {
+		Cookies []struct{ Name string } `json:"cookies"`
+	}
+	names := []string{}
+	if json.Unmarshal(state, &parsed) == nil {
+		for _, c := range parsed.Cookies {
+			names = append(names, c.Name)
+		}
+	}
+	emit("state", map[string]any{"bytes": len(state), "cookies": names})
+
+	second := acquireWith(ctx, b, &brokerv1.AcquireRequest{
+		Context: &brokerv1.ContextOptions{StorageState: state},
+		Labels:  map[string]string{"client": "go-example"},
+	})
+	if second == nil {
+		return
+	}
+	again, err := runCollect(ctx, b, second.GetLeaseId(), second.GetToken(), *timeout,
+		gotoStep(signedIn.GetUrl()), getTextStep(*selector))
+	expect("Run", err, codes.OK)
+	if err == nil && (len(again) != 2 || again[1].GetText() != signedIn.GetText()) {
+		failed = true
+	}
+	if err == nil && len(again) == 2 {
+		emit("signed_in", map[string]any{"text": again[1].GetText(), "same": again[1].GetText() == signedIn.GetText()})
+	}
+	release(ctx, b, second.GetLeaseId(), second.GetToken())
+}
+
 func acquire(ctx context.Context, b brokerv1.BrowserBrokerServiceClient) *brokerv1.AcquireResponse {
+	return acquireWith(ctx, b, &brokerv1.AcquireRequest{Labels: map[string]string{"client": "go-example"}})
+}
+
+func acquireWith(ctx context.Context, b brokerv1.BrowserBrokerServiceClient, req *brokerv1.AcquireRequest) *brokerv1.AcquireResponse {
 	ctx, cancel := context.WithTimeout(ctx, 60*time.Second) // bounds the wait in the broker's queue
 	defer cancel()
-	resp, err := b.Acquire(ctx, &brokerv1.AcquireRequest{Labels: map[string]string{"client": "go-example"}})
+	resp, err := b.Acquire(ctx, req)
 	if err != nil {
 		expect("Acquire", err, codes.OK)
 		return nil
@@ -237,21 +303,30 @@ func acquire(ctx context.Context, b brokerv1.BrowserBrokerServiceClient) *broker
 // run streams one line per step result and returns the call's final error.
 func run(ctx context.Context, b brokerv1.BrowserBrokerServiceClient, leaseID, token string,
 	timeout time.Duration, steps ...*brokerv1.Step) error {
+	_, err := runCollect(ctx, b, leaseID, token, timeout, steps...)
+	return err
+}
+
+// runCollect is run that also returns the step results.
+func runCollect(ctx context.Context, b brokerv1.BrowserBrokerServiceClient, leaseID, token string,
+	timeout time.Duration, steps ...*brokerv1.Step) ([]*brokerv1.StepResult, error) {
+	var results []*brokerv1.StepResult
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	stream, err := b.Run(ctx, &brokerv1.RunRequest{LeaseId: leaseID, Token: token, Steps: steps})
 	if err != nil {
-		return err
+		return results, err
 	}
 	for {
 		resp, err := stream.Recv()
 		if errors.Is(err, io.EOF) {
-			return nil
+			return results, nil
 		}
 		if err != nil {
-			return err
+			return results, err
 		}
 		s := resp.GetStep()
+		results = append(results, s)
 		emit("step", map[string]any{"index": s.GetIndex(), "action": s.GetAction(), "ok": s.GetOk(),
 			"error": s.GetError().GetMessage(), "url": s.GetUrl(), "http_status": s.GetHttpStatus(),
 			"text": s.GetText(), "json": s.GetJson()})

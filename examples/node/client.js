@@ -14,6 +14,12 @@
 //                  DEADLINE_EXCEEDED; Run evaluate on the same lease; Release
 //   release-twice  Acquire; Release; Release
 //   wrong-token    Acquire; Run and Release with a wrong token; Release
+//   login          Acquire; Run goto --url (a sign-in form: #user, #password,
+//                  #submit), fill --user and --password, submit, wait for
+//                  --selector and read it, storage_state; Release; Acquire a
+//                  second lease that starts from that storage state; Run goto
+//                  the page the first lease ended on, read --selector (it must
+//                  read the same: still signed in); Release
 //
 // Every call carries a W3C `traceparent` header of one trace, whose id is
 // printed first, so the broker's spans join that trace.
@@ -36,6 +42,8 @@ const { values: opts, positionals } = parseArgs({
     cert: { type: 'string' }, // this client's certificate and key, for mutual TLS
     key: { type: 'string' },
     token: { type: 'string' }, // the tenant's bearer token
+    user: { type: 'string', default: 'ada' }, // login: who signs in
+    password: { type: 'string', default: 'secret' },
   },
   allowPositionals: true,
 });
@@ -116,10 +124,10 @@ function unary(method, request, timeoutMs) {
   });
 }
 
-async function acquire() {
+async function acquire(options = {}) {
   try {
     // The deadline bounds the wait in the broker's queue.
-    const lease = await unary('Acquire', { labels: { client: 'node-example' } }, 60000);
+    const lease = await unary('Acquire', { labels: { client: 'node-example' }, ...options }, 60000);
     emit('Acquire', { code: 'OK', lease_id: lease.lease_id, engine: lease.engine, warm: lease.warm });
     return lease;
   } catch (err) {
@@ -128,8 +136,9 @@ async function acquire() {
   }
 }
 
-// run prints one line per step result and resolves to the call's error (null: OK).
-async function run(lease, token, timeoutMs, steps) {
+// run prints one line per step result and resolves to the call's error (null: OK);
+// `results`, when given, collects the step results.
+async function run(lease, token, timeoutMs, steps, results = []) {
   const deadline = Date.now() + timeoutMs;
   const call = broker.Run({ lease_id: lease.lease_id, token, steps }, callMetadata(), { deadline });
   try {
@@ -139,6 +148,7 @@ async function run(lease, token, timeoutMs, steps) {
         url: step.url, http_status: step.http_status, text: step.text, json: step.json,
       });
       if (!step.ok) failed = true;
+      results.push(step);
     }
     return null;
   } catch (err) {
@@ -189,6 +199,45 @@ const scenarios = {
     expect('Run', await run(lease, lease.token, 30000, [evaluateStep(opts.eval)]), grpc.status.OK);
     await release(lease, lease.token).catch((e) => expect('Release', e, grpc.status.OK));
   },
+  // Signs in through a form in one lease, keeps its storage state (cookies and
+  // local storage, as Playwright's JSON) and starts a second lease from it.
+  async login() {
+    const first = await acquire();
+    if (!first) return;
+    const timeout = parseDuration(opts.timeout);
+    const results = [];
+    const err = await run(first, first.token, timeout, [
+      gotoStep(opts.url),
+      { fill: { selector: '#user', value: opts.user } },
+      { fill: { selector: '#password', value: opts.password } },
+      { click: { selector: '#submit' } },
+      { wait_for_selector: { selector: opts.selector } },
+      getTextStep(opts.selector),
+      { storage_state: {} },
+    ], results);
+    expect('Run', err, grpc.status.OK);
+    await release(first, first.token).catch((e) => expect('Release', e, grpc.status.OK));
+    if (err || results.length !== 7 || failed) {
+      failed = true;
+      return;
+    }
+    const signedIn = results[5];
+    const state = results[6].data; // a Buffer of JSON
+    const cookies = JSON.parse(state.toString()).cookies.map((c) => c.name);
+    emit('state', { bytes: state.length, cookies });
+
+    const second = await acquire({ context: { storage_state: state } });
+    if (!second) return;
+    const again = [];
+    const err2 = await run(second, second.token, timeout,
+      [gotoStep(signedIn.url), getTextStep(opts.selector)], again);
+    expect('Run', err2, grpc.status.OK);
+    if (!err2 && again.length === 2) {
+      emit('signed_in', { text: again[1].text, same: again[1].text === signedIn.text });
+    }
+    if (err2 || again.length !== 2 || again[1].text !== signedIn.text) failed = true;
+    await release(second, second.token).catch((e) => expect('Release', e, grpc.status.OK));
+  },
   async 'release-twice'() {
     const lease = await acquire();
     if (lease) await releaseTwice(lease);
@@ -206,7 +255,7 @@ const scenarios = {
 
 async function main() {
   if (!(scenario in scenarios)) {
-    console.error(`usage: node client.js [--addr HOST:PORT] [--url URL] [--selector CSS] [--eval JS] [--timeout 30s] [--cacert CA.pem [--cert CERT.pem --key KEY.pem]] [--token TOKEN] [${Object.keys(scenarios).join('|')}]`);
+    console.error(`usage: node client.js [--addr HOST:PORT] [--url URL] [--selector CSS] [--eval JS] [--timeout 30s] [--cacert CA.pem [--cert CERT.pem --key KEY.pem]] [--token TOKEN] [--user NAME --password SECRET] [${Object.keys(scenarios).join('|')}]`);
     process.exit(2);
   }
   emit('trace', { trace_id: traceId });

@@ -111,3 +111,28 @@ def test_calls_carry_the_printed_trace_context(example: list[str]) -> None:
     assert re.fullmatch(f"00-{trace_id}-[0-9a-f]{{16}}-01", str(metadata.get("traceparent"))), (
         metadata
     )
+
+
+@pytest.mark.browser
+def test_login_keeps_storage_state_for_a_second_lease(
+    example: list[str], live_broker: Any, fixture_server: Any
+) -> None:
+    """Lease 1 signs in through the fixture site's form and exports its storage state; lease 2
+    starts from it and is signed in."""
+    flags = ["--url", fixture_server.url("login.html"), "--selector", "#who"]
+    outcome = drive(example, live_broker.address, "login", *flags)
+    assert outcome.returncode == 0, outcome.describe()
+    steps = outcome.of("step")
+    assert [s["action"] for s in steps] == [
+        "goto", "fill", "fill", "click", "wait_for_selector", "get_text", "storage_state",
+        "goto", "get_text",
+    ], outcome.describe()  # fmt: skip
+    assert all(s["ok"] for s in steps), outcome.describe()
+    assert steps[5]["text"] == steps[8]["text"] == "signed in as ada"
+    [state] = outcome.of("state")
+    assert state["cookies"] == ["session"] and state["bytes"] > 0
+    assert outcome.of("signed_in") == [
+        {"event": "signed_in", "text": "signed in as ada", "same": True}
+    ]
+    assert len(outcome.of("Acquire")) == 2 and codes(outcome, "Run") == ["OK", "OK"]
+    assert [r["released_now"] for r in outcome.of("Release")] == [True, True]

@@ -30,12 +30,17 @@ def test_urls_keep_only_what_is_not_secret() -> None:
     assert cleaned.count("https://shop.test:8443/cart/42?…#…") == 2
 
 
-def test_step_spans_carry_no_query_or_credentials() -> None:
+def recording_telemetry() -> tuple[LeaseTelemetry, InMemorySpanExporter]:
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     telemetry = LeaseTelemetry()
     telemetry.tracer = provider.get_tracer("test")
+    return telemetry, exporter
+
+
+def test_step_spans_carry_no_query_or_credentials() -> None:
+    telemetry, exporter = recording_telemetry()
     lease = Lease(LeaseSpec(EngineName.CHROMIUM, Isolation.CONTEXT, 60, 60), granted_at=0.0)
     outcome = StepOutcome(index=0, action="goto", ok=False, url=SECRET_URL)
     outcome.error_kind = StepErrorKind.NAVIGATION
@@ -59,3 +64,28 @@ def test_log_lines_are_redacted() -> None:
     assert "s3cr3t" not in line and "hunter2" not in line
     raw = JsonFormatter(redact=False).format(record)
     assert "s3cr3t" in raw  # only when the operator turns redaction off
+
+
+def test_page_events_land_on_the_lease_span_redacted() -> None:
+    from datetime import UTC, datetime
+
+    from broker.actions import PageEvent
+    from broker.lease import ReleaseOutcome, ReleaseReason
+
+    telemetry, exporter = recording_telemetry()
+    lease = Lease(LeaseSpec(EngineName.CHROMIUM, Isolation.CONTEXT, 60, 60), granted_at=0.0)
+    telemetry.lease_granted(lease)
+    outcome = StepOutcome(index=0, action="click")
+    outcome.page_events = [
+        PageEvent("console.error", f"failed to load {SECRET_URL}", "p1"),
+        PageEvent("page.error", "TypeError: x is undefined", "p2"),
+    ]
+    telemetry.step_finished(lease, outcome)
+    telemetry.lease_released(
+        lease, ReleaseOutcome(ReleaseReason.CLIENT_RELEASE, datetime.now(UTC), True)
+    )
+    (lease_span,) = [s for s in exporter.get_finished_spans() if s.name == "lease"]
+    events = [(e.name, dict(e.attributes or {})) for e in lease_span.events]
+    assert events[0][0] == "console.error" and events[0][1]["page.id"] == "p1"
+    assert "s3cr3t" not in str(events[0][1]["text"]) and "shop.test" in str(events[0][1]["text"])
+    assert events[1] == ("page.error", {"page.id": "p2", "text": "TypeError: x is undefined"})

@@ -323,6 +323,14 @@ class ContextOptions(_message.Message):
     PROXY_FIELD_NUMBER: _builtins.int
     IGNORE_HTTPS_ERRORS_FIELD_NUMBER: _builtins.int
     JAVA_SCRIPT_DISABLED_FIELD_NUMBER: _builtins.int
+    STORAGE_STATE_FIELD_NUMBER: _builtins.int
+    BLOCK_RESOURCE_TYPES_FIELD_NUMBER: _builtins.int
+    BLOCK_URL_PATTERNS_FIELD_NUMBER: _builtins.int
+    COLOR_SCHEME_FIELD_NUMBER: _builtins.int
+    MEDIA_FIELD_NUMBER: _builtins.int
+    GEOLOCATION_FIELD_NUMBER: _builtins.int
+    PERMISSIONS_FIELD_NUMBER: _builtins.int
+    TRACE_FIELD_NUMBER: _builtins.int
     user_agent: _builtins.str
     locale: _builtins.str
     """BCP 47, e.g. "de-DE"."""
@@ -330,6 +338,19 @@ class ContextOptions(_message.Message):
     """IANA zone, e.g. "Europe/Berlin"."""
     ignore_https_errors: _builtins.bool
     java_script_disabled: _builtins.bool
+    storage_state: _builtins.bytes
+    """A Playwright storage state to start from (cookies and local storage), as the JSON that
+    the storage_state step returns or Playwright's `storage_state(path=...)` writes. At most
+    max_storage_state_bytes, 3000 cookies and 200 origins.
+    """
+    color_scheme: _builtins.str
+    """Emulated prefers-color-scheme: "light", "dark" or "no-preference"; empty: the default."""
+    media: _builtins.str
+    """Emulated CSS media type of every page: "screen" or "print"; empty: the default."""
+    trace: _builtins.bool
+    """Record a Playwright trace of the lease (DOM snapshots, screenshots, network, console),
+    written when the lease ends and fetched with GetTrace.
+    """
     @_builtins.property
     def viewport(self) -> Global___Viewport: ...
     @_builtins.property
@@ -338,6 +359,28 @@ class ContextOptions(_message.Message):
 
     @_builtins.property
     def proxy(self) -> Global___Proxy: ...
+    @_builtins.property
+    def block_resource_types(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Requests of these resource types are aborted: "image", "media", "font", "stylesheet",
+        "script", "xhr", "fetch", "websocket", "other", ... (Playwright's resource types).
+        """
+
+    @_builtins.property
+    def block_url_patterns(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Requests whose URL matches one of these globs (e.g. "**/*.png", "**/ads/**") are aborted.
+        At most 64 patterns of up to 1024 characters.
+        """
+
+    @_builtins.property
+    def geolocation(self) -> Global___Geolocation:
+        """Emulated position reported by navigator.geolocation (needs the "geolocation" permission)."""
+
+    @_builtins.property
+    def permissions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Permissions granted to every origin, e.g. "geolocation", "notifications",
+        "clipboard-read" (what each engine accepts differs; see docs/steps.md).
+        """
+
     def __init__(
         self,
         *,
@@ -349,14 +392,49 @@ class ContextOptions(_message.Message):
         proxy: Global___Proxy | None = ...,
         ignore_https_errors: _builtins.bool = ...,
         java_script_disabled: _builtins.bool = ...,
+        storage_state: _builtins.bytes = ...,
+        block_resource_types: _abc.Iterable[_builtins.str] | None = ...,
+        block_url_patterns: _abc.Iterable[_builtins.str] | None = ...,
+        color_scheme: _builtins.str = ...,
+        media: _builtins.str = ...,
+        geolocation: Global___Geolocation | None = ...,
+        permissions: _abc.Iterable[_builtins.str] | None = ...,
+        trace: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["proxy", b"proxy", "viewport", b"viewport"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["geolocation", b"geolocation", "proxy", b"proxy", "viewport", b"viewport"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["extra_http_headers", b"extra_http_headers", "ignore_https_errors", b"ignore_https_errors", "java_script_disabled", b"java_script_disabled", "locale", b"locale", "proxy", b"proxy", "timezone_id", b"timezone_id", "user_agent", b"user_agent", "viewport", b"viewport"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["block_resource_types", b"block_resource_types", "block_url_patterns", b"block_url_patterns", "color_scheme", b"color_scheme", "extra_http_headers", b"extra_http_headers", "geolocation", b"geolocation", "ignore_https_errors", b"ignore_https_errors", "java_script_disabled", b"java_script_disabled", "locale", b"locale", "media", b"media", "permissions", b"permissions", "proxy", b"proxy", "storage_state", b"storage_state", "timezone_id", b"timezone_id", "trace", b"trace", "user_agent", b"user_agent", "viewport", b"viewport"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ContextOptions: _TypeAlias = ContextOptions  # noqa: Y015
+
+@_typing.final
+class Geolocation(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LATITUDE_FIELD_NUMBER: _builtins.int
+    LONGITUDE_FIELD_NUMBER: _builtins.int
+    ACCURACY_FIELD_NUMBER: _builtins.int
+    latitude: _builtins.float
+    """Degrees, -90..90 and -180..180."""
+    longitude: _builtins.float
+    accuracy: _builtins.float
+    """Meters, >= 0."""
+    def __init__(
+        self,
+        *,
+        latitude: _builtins.float = ...,
+        longitude: _builtins.float = ...,
+        accuracy: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accuracy", b"accuracy", "latitude", b"latitude", "longitude", b"longitude"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Geolocation: _TypeAlias = Geolocation  # noqa: Y015
 
 @_typing.final
 class CamoufoxOptions(_message.Message):
@@ -821,6 +899,539 @@ class Pdf(_message.Message):
 Global___Pdf: _TypeAlias = Pdf  # noqa: Y015
 
 @_typing.final
+class Hover(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SELECTOR_FIELD_NUMBER: _builtins.int
+    selector: _builtins.str
+    def __init__(
+        self,
+        *,
+        selector: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["selector", b"selector"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Hover: _TypeAlias = Hover  # noqa: Y015
+
+@_typing.final
+class Check(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SELECTOR_FIELD_NUMBER: _builtins.int
+    selector: _builtins.str
+    def __init__(
+        self,
+        *,
+        selector: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["selector", b"selector"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Check: _TypeAlias = Check  # noqa: Y015
+
+@_typing.final
+class Uncheck(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SELECTOR_FIELD_NUMBER: _builtins.int
+    selector: _builtins.str
+    def __init__(
+        self,
+        *,
+        selector: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["selector", b"selector"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Uncheck: _TypeAlias = Uncheck  # noqa: Y015
+
+@_typing.final
+class SelectOption(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SELECTOR_FIELD_NUMBER: _builtins.int
+    VALUES_FIELD_NUMBER: _builtins.int
+    selector: _builtins.str
+    @_builtins.property
+    def values(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Options to select in a <select>, each matched by value or label (1..64 of them).
+        StepResult.json holds the values selected.
+        """
+
+    def __init__(
+        self,
+        *,
+        selector: _builtins.str = ...,
+        values: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["selector", b"selector", "values", b"values"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SelectOption: _TypeAlias = SelectOption  # noqa: Y015
+
+@_typing.final
+class Type(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SELECTOR_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    DELAY_FIELD_NUMBER: _builtins.int
+    selector: _builtins.str
+    text: _builtins.str
+    """Typed key by key (keydown, keypress/input, keyup per character), up to 64 Ki characters."""
+    @_builtins.property
+    def delay(self) -> _duration_pb2.Duration:
+        """Pause between keys, up to 1s."""
+
+    def __init__(
+        self,
+        *,
+        selector: _builtins.str = ...,
+        text: _builtins.str = ...,
+        delay: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["delay", b"delay"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["delay", b"delay", "selector", b"selector", "text", b"text"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Type: _TypeAlias = Type  # noqa: Y015
+
+@_typing.final
+class Scroll(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SELECTOR_FIELD_NUMBER: _builtins.int
+    DELTA_X_FIELD_NUMBER: _builtins.int
+    DELTA_Y_FIELD_NUMBER: _builtins.int
+    selector: _builtins.str
+    """Scroll this element into view; when empty, scroll the page by delta_x/delta_y."""
+    delta_x: _builtins.int
+    """CSS pixels, positive down/right."""
+    delta_y: _builtins.int
+    def __init__(
+        self,
+        *,
+        selector: _builtins.str = ...,
+        delta_x: _builtins.int = ...,
+        delta_y: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["delta_x", b"delta_x", "delta_y", b"delta_y", "selector", b"selector"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Scroll: _TypeAlias = Scroll  # noqa: Y015
+
+@_typing.final
+class GoBack(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WAIT_UNTIL_FIELD_NUMBER: _builtins.int
+    wait_until: _builtins.str
+    """As Goto.wait_until."""
+    def __init__(
+        self,
+        *,
+        wait_until: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["wait_until", b"wait_until"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GoBack: _TypeAlias = GoBack  # noqa: Y015
+
+@_typing.final
+class GoForward(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WAIT_UNTIL_FIELD_NUMBER: _builtins.int
+    wait_until: _builtins.str
+    def __init__(
+        self,
+        *,
+        wait_until: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["wait_until", b"wait_until"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GoForward: _TypeAlias = GoForward  # noqa: Y015
+
+@_typing.final
+class Reload(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WAIT_UNTIL_FIELD_NUMBER: _builtins.int
+    wait_until: _builtins.str
+    def __init__(
+        self,
+        *,
+        wait_until: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["wait_until", b"wait_until"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Reload: _TypeAlias = Reload  # noqa: Y015
+
+@_typing.final
+class WaitForUrl(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    URL_FIELD_NUMBER: _builtins.int
+    WAIT_UNTIL_FIELD_NUMBER: _builtins.int
+    url: _builtins.str
+    """A glob ("**/done*") matched against the whole URL of the page, or the exact URL."""
+    wait_until: _builtins.str
+    """As Goto.wait_until."""
+    def __init__(
+        self,
+        *,
+        url: _builtins.str = ...,
+        wait_until: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["url", b"url", "wait_until", b"wait_until"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WaitForUrl: _TypeAlias = WaitForUrl  # noqa: Y015
+
+@_typing.final
+class WaitForResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    URL_FIELD_NUMBER: _builtins.int
+    url: _builtins.str
+    """A glob matched against the whole response URL. The lease remembers the last 256
+    responses of its pages: a matching one that arrived before this step (since the previous
+    wait_for_response matched) counts, so the step may follow the one that caused it. Each
+    response is matched at most once. StepResult.http_status and .text (the URL) describe it.
+    """
+    def __init__(
+        self,
+        *,
+        url: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["url", b"url"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WaitForResponse: _TypeAlias = WaitForResponse  # noqa: Y015
+
+@_typing.final
+class WaitForFunction(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EXPRESSION_FIELD_NUMBER: _builtins.int
+    ARG_JSON_FIELD_NUMBER: _builtins.int
+    expression: _builtins.str
+    """A JavaScript expression or function, evaluated repeatedly in the page until it returns a
+    truthy value; that value is returned JSON-encoded in StepResult.json.
+    """
+    arg_json: _builtins.str
+    """Optional JSON-encoded argument, as in Evaluate."""
+    def __init__(
+        self,
+        *,
+        expression: _builtins.str = ...,
+        arg_json: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["arg_json", b"arg_json", "expression", b"expression"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WaitForFunction: _TypeAlias = WaitForFunction  # noqa: Y015
+
+@_typing.final
+class InputFile(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    MIME_TYPE_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """A base name (no path), 1..255 characters."""
+    mime_type: _builtins.str
+    """e.g. "text/plain"; empty: application/octet-stream."""
+    data: _builtins.bytes
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        mime_type: _builtins.str = ...,
+        data: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "mime_type", b"mime_type", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___InputFile: _TypeAlias = InputFile  # noqa: Y015
+
+@_typing.final
+class SetInputFiles(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SELECTOR_FIELD_NUMBER: _builtins.int
+    FILES_FIELD_NUMBER: _builtins.int
+    selector: _builtins.str
+    """An <input type=file>."""
+    @_builtins.property
+    def files(self) -> _containers.RepeatedCompositeFieldContainer[Global___InputFile]:
+        """0..16 files (none clears the input), at most max_upload_bytes in all."""
+
+    def __init__(
+        self,
+        *,
+        selector: _builtins.str = ...,
+        files: _abc.Iterable[Global___InputFile] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["files", b"files", "selector", b"selector"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetInputFiles: _TypeAlias = SetInputFiles  # noqa: Y015
+
+@_typing.final
+class Download(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SELECTOR_FIELD_NUMBER: _builtins.int
+    selector: _builtins.str
+    """Clicks this element and captures the download it starts: StepResult.data holds its
+    bytes (at most max_download_bytes, else TOO_LARGE), StepResult.text its suggested file
+    name. Downloads a page starts outside this step are cancelled.
+    """
+    def __init__(
+        self,
+        *,
+        selector: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["selector", b"selector"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Download: _TypeAlias = Download  # noqa: Y015
+
+@_typing.final
+class ListPages(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListPages: _TypeAlias = ListPages  # noqa: Y015
+
+@_typing.final
+class SwitchPage(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_ID_FIELD_NUMBER: _builtins.int
+    URL_FIELD_NUMBER: _builtins.int
+    page_id: _builtins.str
+    """The page to make current: by id (as in StepResult.page_id / pages), or the first page
+    whose URL matches url (a glob), waiting for it to open (e.g. a popup) within the timeout.
+    Exactly one of the two.
+    """
+    url: _builtins.str
+    def __init__(
+        self,
+        *,
+        page_id: _builtins.str = ...,
+        url: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_id", b"page_id", "url", b"url"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SwitchPage: _TypeAlias = SwitchPage  # noqa: Y015
+
+@_typing.final
+class ClosePage(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_ID_FIELD_NUMBER: _builtins.int
+    page_id: _builtins.str
+    """The page to close; empty: the current page. When the current page closes, the most
+    recently opened remaining page becomes current (a fresh page opens if none is left).
+    """
+    def __init__(
+        self,
+        *,
+        page_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_id", b"page_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ClosePage: _TypeAlias = ClosePage  # noqa: Y015
+
+@_typing.final
+class StorageState(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StorageState: _TypeAlias = StorageState  # noqa: Y015
+
+@_typing.final
+class GetCookies(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    URLS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def urls(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Only the cookies that would be sent to these URLs (at most 64); none: all of them.
+        StepResult.json holds them as a JSON list of Playwright cookies.
+        """
+
+    def __init__(
+        self,
+        *,
+        urls: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["urls", b"urls"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetCookies: _TypeAlias = GetCookies  # noqa: Y015
+
+@_typing.final
+class Cookie(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    URL_FIELD_NUMBER: _builtins.int
+    DOMAIN_FIELD_NUMBER: _builtins.int
+    PATH_FIELD_NUMBER: _builtins.int
+    EXPIRES_FIELD_NUMBER: _builtins.int
+    HTTP_ONLY_FIELD_NUMBER: _builtins.int
+    SECURE_FIELD_NUMBER: _builtins.int
+    SAME_SITE_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    value: _builtins.str
+    url: _builtins.str
+    """Either url, or domain and path."""
+    domain: _builtins.str
+    path: _builtins.str
+    expires: _builtins.float
+    """Unix time in seconds; 0: a session cookie."""
+    http_only: _builtins.bool
+    secure: _builtins.bool
+    same_site: _builtins.str
+    """"Strict", "Lax" or "None"; empty: the browser's default."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        value: _builtins.str = ...,
+        url: _builtins.str = ...,
+        domain: _builtins.str = ...,
+        path: _builtins.str = ...,
+        expires: _builtins.float = ...,
+        http_only: _builtins.bool = ...,
+        secure: _builtins.bool = ...,
+        same_site: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["domain", b"domain", "expires", b"expires", "http_only", b"http_only", "name", b"name", "path", b"path", "same_site", b"same_site", "secure", b"secure", "url", b"url", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Cookie: _TypeAlias = Cookie  # noqa: Y015
+
+@_typing.final
+class AddCookies(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COOKIES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def cookies(self) -> _containers.RepeatedCompositeFieldContainer[Global___Cookie]:
+        """1..max cookies (see docs/steps.md); names up to 256 and values up to 4096 characters."""
+
+    def __init__(
+        self,
+        *,
+        cookies: _abc.Iterable[Global___Cookie] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cookies", b"cookies"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AddCookies: _TypeAlias = AddCookies  # noqa: Y015
+
+@_typing.final
+class ClearCookies(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ClearCookies: _TypeAlias = ClearCookies  # noqa: Y015
+
+@_typing.final
 class Step(_message.Message):
     """One browser step. Exactly one action must be set."""
 
@@ -838,7 +1449,40 @@ class Step(_message.Message):
     GET_ATTRIBUTE_FIELD_NUMBER: _builtins.int
     SCREENSHOT_FIELD_NUMBER: _builtins.int
     PDF_FIELD_NUMBER: _builtins.int
+    HOVER_FIELD_NUMBER: _builtins.int
+    CHECK_FIELD_NUMBER: _builtins.int
+    UNCHECK_FIELD_NUMBER: _builtins.int
+    SELECT_OPTION_FIELD_NUMBER: _builtins.int
+    TYPE_FIELD_NUMBER: _builtins.int
+    SCROLL_FIELD_NUMBER: _builtins.int
+    GO_BACK_FIELD_NUMBER: _builtins.int
+    GO_FORWARD_FIELD_NUMBER: _builtins.int
+    RELOAD_FIELD_NUMBER: _builtins.int
+    WAIT_FOR_URL_FIELD_NUMBER: _builtins.int
+    WAIT_FOR_RESPONSE_FIELD_NUMBER: _builtins.int
+    WAIT_FOR_FUNCTION_FIELD_NUMBER: _builtins.int
+    SET_INPUT_FILES_FIELD_NUMBER: _builtins.int
+    DOWNLOAD_FIELD_NUMBER: _builtins.int
+    LIST_PAGES_FIELD_NUMBER: _builtins.int
+    SWITCH_PAGE_FIELD_NUMBER: _builtins.int
+    CLOSE_PAGE_FIELD_NUMBER: _builtins.int
+    STORAGE_STATE_FIELD_NUMBER: _builtins.int
+    GET_COOKIES_FIELD_NUMBER: _builtins.int
+    ADD_COOKIES_FIELD_NUMBER: _builtins.int
+    CLEAR_COOKIES_FIELD_NUMBER: _builtins.int
     TIMEOUT_FIELD_NUMBER: _builtins.int
+    PAGE_ID_FIELD_NUMBER: _builtins.int
+    FRAME_SELECTOR_FIELD_NUMBER: _builtins.int
+    page_id: _builtins.str
+    """The page the step acts in (an id from StepResult.page_id or list_pages); empty: the
+    lease's current page. Page steps (list_pages, switch_page, close_page) and context steps
+    (storage_state, cookies) ignore it.
+    """
+    frame_selector: _builtins.str
+    """A CSS selector of an <iframe> in that page: element steps (click, fill, ...,
+    wait_for_function, evaluate, get_text) then act inside the frame's document. Not for
+    navigation, screenshot, pdf or context steps.
+    """
     @_builtins.property
     def goto(self) -> Global___Goto: ...
     @_builtins.property
@@ -864,6 +1508,48 @@ class Step(_message.Message):
     @_builtins.property
     def pdf(self) -> Global___Pdf: ...
     @_builtins.property
+    def hover(self) -> Global___Hover: ...
+    @_builtins.property
+    def check(self) -> Global___Check: ...
+    @_builtins.property
+    def uncheck(self) -> Global___Uncheck: ...
+    @_builtins.property
+    def select_option(self) -> Global___SelectOption: ...
+    @_builtins.property
+    def type(self) -> Global___Type: ...
+    @_builtins.property
+    def scroll(self) -> Global___Scroll: ...
+    @_builtins.property
+    def go_back(self) -> Global___GoBack: ...
+    @_builtins.property
+    def go_forward(self) -> Global___GoForward: ...
+    @_builtins.property
+    def reload(self) -> Global___Reload: ...
+    @_builtins.property
+    def wait_for_url(self) -> Global___WaitForUrl: ...
+    @_builtins.property
+    def wait_for_response(self) -> Global___WaitForResponse: ...
+    @_builtins.property
+    def wait_for_function(self) -> Global___WaitForFunction: ...
+    @_builtins.property
+    def set_input_files(self) -> Global___SetInputFiles: ...
+    @_builtins.property
+    def download(self) -> Global___Download: ...
+    @_builtins.property
+    def list_pages(self) -> Global___ListPages: ...
+    @_builtins.property
+    def switch_page(self) -> Global___SwitchPage: ...
+    @_builtins.property
+    def close_page(self) -> Global___ClosePage: ...
+    @_builtins.property
+    def storage_state(self) -> Global___StorageState: ...
+    @_builtins.property
+    def get_cookies(self) -> Global___GetCookies: ...
+    @_builtins.property
+    def add_cookies(self) -> Global___AddCookies: ...
+    @_builtins.property
+    def clear_cookies(self) -> Global___ClearCookies: ...
+    @_builtins.property
     def timeout(self) -> _duration_pb2.Duration:
         """Per-step timeout; 0 means the broker default. The effective timeout is
         never longer than what remains of the Run's deadline.
@@ -884,13 +1570,36 @@ class Step(_message.Message):
         get_attribute: Global___GetAttribute | None = ...,
         screenshot: Global___Screenshot | None = ...,
         pdf: Global___Pdf | None = ...,
+        hover: Global___Hover | None = ...,
+        check: Global___Check | None = ...,
+        uncheck: Global___Uncheck | None = ...,
+        select_option: Global___SelectOption | None = ...,
+        type: Global___Type | None = ...,
+        scroll: Global___Scroll | None = ...,
+        go_back: Global___GoBack | None = ...,
+        go_forward: Global___GoForward | None = ...,
+        reload: Global___Reload | None = ...,
+        wait_for_url: Global___WaitForUrl | None = ...,
+        wait_for_response: Global___WaitForResponse | None = ...,
+        wait_for_function: Global___WaitForFunction | None = ...,
+        set_input_files: Global___SetInputFiles | None = ...,
+        download: Global___Download | None = ...,
+        list_pages: Global___ListPages | None = ...,
+        switch_page: Global___SwitchPage | None = ...,
+        close_page: Global___ClosePage | None = ...,
+        storage_state: Global___StorageState | None = ...,
+        get_cookies: Global___GetCookies | None = ...,
+        add_cookies: Global___AddCookies | None = ...,
+        clear_cookies: Global___ClearCookies | None = ...,
         timeout: _duration_pb2.Duration | None = ...,
+        page_id: _builtins.str = ...,
+        frame_selector: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "click", b"click", "evaluate", b"evaluate", "fill", b"fill", "get_attribute", b"get_attribute", "get_content", b"get_content", "get_text", b"get_text", "goto", b"goto", "pdf", b"pdf", "press", b"press", "screenshot", b"screenshot", "timeout", b"timeout", "wait_for_load_state", b"wait_for_load_state", "wait_for_selector", b"wait_for_selector"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "add_cookies", b"add_cookies", "check", b"check", "clear_cookies", b"clear_cookies", "click", b"click", "close_page", b"close_page", "download", b"download", "evaluate", b"evaluate", "fill", b"fill", "get_attribute", b"get_attribute", "get_content", b"get_content", "get_cookies", b"get_cookies", "get_text", b"get_text", "go_back", b"go_back", "go_forward", b"go_forward", "goto", b"goto", "hover", b"hover", "list_pages", b"list_pages", "pdf", b"pdf", "press", b"press", "reload", b"reload", "screenshot", b"screenshot", "scroll", b"scroll", "select_option", b"select_option", "set_input_files", b"set_input_files", "storage_state", b"storage_state", "switch_page", b"switch_page", "timeout", b"timeout", "type", b"type", "uncheck", b"uncheck", "wait_for_function", b"wait_for_function", "wait_for_load_state", b"wait_for_load_state", "wait_for_response", b"wait_for_response", "wait_for_selector", b"wait_for_selector", "wait_for_url", b"wait_for_url"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "click", b"click", "evaluate", b"evaluate", "fill", b"fill", "get_attribute", b"get_attribute", "get_content", b"get_content", "get_text", b"get_text", "goto", b"goto", "pdf", b"pdf", "press", b"press", "screenshot", b"screenshot", "timeout", b"timeout", "wait_for_load_state", b"wait_for_load_state", "wait_for_selector", b"wait_for_selector"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "add_cookies", b"add_cookies", "check", b"check", "clear_cookies", b"clear_cookies", "click", b"click", "close_page", b"close_page", "download", b"download", "evaluate", b"evaluate", "fill", b"fill", "frame_selector", b"frame_selector", "get_attribute", b"get_attribute", "get_content", b"get_content", "get_cookies", b"get_cookies", "get_text", b"get_text", "go_back", b"go_back", "go_forward", b"go_forward", "goto", b"goto", "hover", b"hover", "list_pages", b"list_pages", "page_id", b"page_id", "pdf", b"pdf", "press", b"press", "reload", b"reload", "screenshot", b"screenshot", "scroll", b"scroll", "select_option", b"select_option", "set_input_files", b"set_input_files", "storage_state", b"storage_state", "switch_page", b"switch_page", "timeout", b"timeout", "type", b"type", "uncheck", b"uncheck", "wait_for_function", b"wait_for_function", "wait_for_load_state", b"wait_for_load_state", "wait_for_response", b"wait_for_response", "wait_for_selector", b"wait_for_selector", "wait_for_url", b"wait_for_url"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_action: _TypeAlias = _typing.Literal["goto", "click", "fill", "press", "wait_for_selector", "wait_for_load_state", "evaluate", "get_content", "get_text", "get_attribute", "screenshot", "pdf"]  # noqa: Y015
+    _WhichOneofReturnType_action: _TypeAlias = _typing.Literal["goto", "click", "fill", "press", "wait_for_selector", "wait_for_load_state", "evaluate", "get_content", "get_text", "get_attribute", "screenshot", "pdf", "hover", "check", "uncheck", "select_option", "type", "scroll", "go_back", "go_forward", "reload", "wait_for_url", "wait_for_response", "wait_for_function", "set_input_files", "download", "list_pages", "switch_page", "close_page", "storage_state", "get_cookies", "add_cookies", "clear_cookies"]  # noqa: Y015
     _WhichOneofArgType_action: _TypeAlias = _typing.Literal["action", b"action"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_action) -> _WhichOneofReturnType_action | None: ...
 
@@ -968,6 +1677,9 @@ class StepResult(_message.Message):
     FOUND_FIELD_NUMBER: _builtins.int
     JSON_FIELD_NUMBER: _builtins.int
     DATA_FIELD_NUMBER: _builtins.int
+    PAGE_ID_FIELD_NUMBER: _builtins.int
+    PAGES_FIELD_NUMBER: _builtins.int
+    PAGE_EVENTS_FIELD_NUMBER: _builtins.int
     index: _builtins.int
     """Index of the step in RunRequest.steps."""
     action: _builtins.str
@@ -984,11 +1696,23 @@ class StepResult(_message.Message):
     json: _builtins.str
     """evaluate: the JSON-encoded value."""
     data: _builtins.bytes
-    """screenshot: PNG bytes; pdf: PDF bytes."""
+    """screenshot: PNG bytes; pdf: PDF bytes; storage_state: JSON; download: the file."""
+    page_id: _builtins.str
+    """The lease's current page after the step."""
     @_builtins.property
     def error(self) -> Global___StepError: ...
     @_builtins.property
     def duration(self) -> _duration_pb2.Duration: ...
+    @_builtins.property
+    def pages(self) -> _containers.RepeatedCompositeFieldContainer[Global___PageInfo]:
+        """list_pages: every open page of the lease, in the order they opened."""
+
+    @_builtins.property
+    def page_events(self) -> _containers.RepeatedCompositeFieldContainer[Global___PageEvent]:
+        """Console errors and warnings and uncaught errors of the lease's pages while the step ran
+        (at most 32 a step, 1000 characters each); also events on the lease's span.
+        """
+
     def __init__(
         self,
         *,
@@ -1003,14 +1727,77 @@ class StepResult(_message.Message):
         found: _builtins.bool = ...,
         json: _builtins.str = ...,
         data: _builtins.bytes = ...,
+        page_id: _builtins.str = ...,
+        pages: _abc.Iterable[Global___PageInfo] | None = ...,
+        page_events: _abc.Iterable[Global___PageEvent] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["duration", b"duration", "error", b"error"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "data", b"data", "duration", b"duration", "error", b"error", "found", b"found", "http_status", b"http_status", "index", b"index", "json", b"json", "ok", b"ok", "text", b"text", "url", b"url"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "data", b"data", "duration", b"duration", "error", b"error", "found", b"found", "http_status", b"http_status", "index", b"index", "json", b"json", "ok", b"ok", "page_events", b"page_events", "page_id", b"page_id", "pages", b"pages", "text", b"text", "url", b"url"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___StepResult: _TypeAlias = StepResult  # noqa: Y015
+
+@_typing.final
+class PageEvent(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    PAGE_ID_FIELD_NUMBER: _builtins.int
+    kind: _builtins.str
+    """"console.error", "console.warning" or "page.error"."""
+    text: _builtins.str
+    page_id: _builtins.str
+    """The page it happened in."""
+    def __init__(
+        self,
+        *,
+        kind: _builtins.str = ...,
+        text: _builtins.str = ...,
+        page_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "page_id", b"page_id", "text", b"text"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PageEvent: _TypeAlias = PageEvent  # noqa: Y015
+
+@_typing.final
+class PageInfo(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    URL_FIELD_NUMBER: _builtins.int
+    TITLE_FIELD_NUMBER: _builtins.int
+    CURRENT_FIELD_NUMBER: _builtins.int
+    OPENER_ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    url: _builtins.str
+    title: _builtins.str
+    current: _builtins.bool
+    """True for the lease's current page."""
+    opener_id: _builtins.str
+    """The page that opened this one (a popup's opener), if it is one of the lease's pages."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        url: _builtins.str = ...,
+        title: _builtins.str = ...,
+        current: _builtins.bool = ...,
+        opener_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["current", b"current", "id", b"id", "opener_id", b"opener_id", "title", b"title", "url", b"url"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PageInfo: _TypeAlias = PageInfo  # noqa: Y015
 
 @_typing.final
 class RunResponse(_message.Message):
@@ -1318,6 +2105,48 @@ class PoolStatus(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PoolStatus: _TypeAlias = PoolStatus  # noqa: Y015
+
+@_typing.final
+class GetTraceRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LEASE_ID_FIELD_NUMBER: _builtins.int
+    TOKEN_FIELD_NUMBER: _builtins.int
+    lease_id: _builtins.str
+    token: _builtins.str
+    def __init__(
+        self,
+        *,
+        lease_id: _builtins.str = ...,
+        token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["lease_id", b"lease_id", "token", b"token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetTraceRequest: _TypeAlias = GetTraceRequest  # noqa: Y015
+
+@_typing.final
+class GetTraceResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHUNK_FIELD_NUMBER: _builtins.int
+    chunk: _builtins.bytes
+    """The next piece of the trace zip (1 MiB at most); concatenated in order they are the file."""
+    def __init__(
+        self,
+        *,
+        chunk: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetTraceResponse: _TypeAlias = GetTraceResponse  # noqa: Y015
 
 @_typing.final
 class TenantStatus(_message.Message):

@@ -60,6 +60,11 @@ class BrowserBrokerServiceStub:
                 request_serializer=browserbroker_dot_v1_dot_broker__pb2.GetStatusRequest.SerializeToString,
                 response_deserializer=browserbroker_dot_v1_dot_broker__pb2.GetStatusResponse.FromString,
                 _registered_method=True)
+        self.GetTrace = channel.unary_stream(
+                '/browserbroker.v1.BrowserBrokerService/GetTrace',
+                request_serializer=browserbroker_dot_v1_dot_broker__pb2.GetTraceRequest.SerializeToString,
+                response_deserializer=browserbroker_dot_v1_dot_broker__pb2.GetTraceResponse.FromString,
+                _registered_method=True)
 
 
 class BrowserBrokerServiceServicer:
@@ -110,6 +115,17 @@ class BrowserBrokerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetTrace(self, request, context):
+        """GetTrace streams the Playwright trace (a zip for `playwright show-trace`) of a lease
+        that asked for one (ContextOptions.trace), once the lease has ended, for the broker's
+        trace_retention_s. Only the lease's owner may fetch it: its tenant and its token.
+        NOT_FOUND: no such trace (never asked for, not ended yet, expired, over max_trace_bytes,
+        or another tenant's); PERMISSION_DENIED: the token does not match.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BrowserBrokerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -137,6 +153,11 @@ def add_BrowserBrokerServiceServicer_to_server(servicer, server):
                     servicer.GetStatus,
                     request_deserializer=browserbroker_dot_v1_dot_broker__pb2.GetStatusRequest.FromString,
                     response_serializer=browserbroker_dot_v1_dot_broker__pb2.GetStatusResponse.SerializeToString,
+            ),
+            'GetTrace': grpc.unary_stream_rpc_method_handler(
+                    servicer.GetTrace,
+                    request_deserializer=browserbroker_dot_v1_dot_broker__pb2.GetTraceRequest.FromString,
+                    response_serializer=browserbroker_dot_v1_dot_broker__pb2.GetTraceResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -275,6 +296,33 @@ class BrowserBrokerService:
             '/browserbroker.v1.BrowserBrokerService/GetStatus',
             browserbroker_dot_v1_dot_broker__pb2.GetStatusRequest.SerializeToString,
             browserbroker_dot_v1_dot_broker__pb2.GetStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetTrace(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/browserbroker.v1.BrowserBrokerService/GetTrace',
+            browserbroker_dot_v1_dot_broker__pb2.GetTraceRequest.SerializeToString,
+            browserbroker_dot_v1_dot_broker__pb2.GetTraceResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -83,6 +83,13 @@ class BrowserBrokerServiceStub:
     """
     GetStatus: _grpc.UnaryUnaryMultiCallable[_broker_pb2.GetStatusRequest, _broker_pb2.GetStatusResponse]
     """GetStatus reports capacity, queue, warm pool and engine state."""
+    GetTrace: _grpc.UnaryStreamMultiCallable[_broker_pb2.GetTraceRequest, _broker_pb2.GetTraceResponse]
+    """GetTrace streams the Playwright trace (a zip for `playwright show-trace`) of a lease
+    that asked for one (ContextOptions.trace), once the lease has ended, for the broker's
+    trace_retention_s. Only the lease's owner may fetch it: its tenant and its token.
+    NOT_FOUND: no such trace (never asked for, not ended yet, expired, over max_trace_bytes,
+    or another tenant's); PERMISSION_DENIED: the token does not match.
+    """
 
 @_typing.type_check_only
 class BrowserBrokerServiceAsyncStub(BrowserBrokerServiceStub):
@@ -111,6 +118,13 @@ class BrowserBrokerServiceAsyncStub(BrowserBrokerServiceStub):
     """
     GetStatus: _aio.UnaryUnaryMultiCallable[_broker_pb2.GetStatusRequest, _broker_pb2.GetStatusResponse]  # type: ignore[assignment]
     """GetStatus reports capacity, queue, warm pool and engine state."""
+    GetTrace: _aio.UnaryStreamMultiCallable[_broker_pb2.GetTraceRequest, _broker_pb2.GetTraceResponse]  # type: ignore[assignment]
+    """GetTrace streams the Playwright trace (a zip for `playwright show-trace`) of a lease
+    that asked for one (ContextOptions.trace), once the lease has ended, for the broker's
+    trace_retention_s. Only the lease's owner may fetch it: its tenant and its token.
+    NOT_FOUND: no such trace (never asked for, not ended yet, expired, over max_trace_bytes,
+    or another tenant's); PERMISSION_DENIED: the token does not match.
+    """
 
 class BrowserBrokerServiceServicer(metaclass=_abc_1.ABCMeta):
     """BrowserBrokerService lends isolated browser sessions as leases."""
@@ -166,5 +180,18 @@ class BrowserBrokerServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_broker_pb2.GetStatusResponse, _abc.Awaitable[_broker_pb2.GetStatusResponse]]:
         """GetStatus reports capacity, queue, warm pool and engine state."""
+
+    @_abc_1.abstractmethod
+    def GetTrace(
+        self,
+        request: _broker_pb2.GetTraceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_broker_pb2.GetTraceResponse], _abc.AsyncIterator[_broker_pb2.GetTraceResponse]]:
+        """GetTrace streams the Playwright trace (a zip for `playwright show-trace`) of a lease
+        that asked for one (ContextOptions.trace), once the lease has ended, for the broker's
+        trace_retention_s. Only the lease's owner may fetch it: its tenant and its token.
+        NOT_FOUND: no such trace (never asked for, not ended yet, expired, over max_trace_bytes,
+        or another tenant's); PERMISSION_DENIED: the token does not match.
+        """
 
 def add_BrowserBrokerServiceServicer_to_server(servicer: BrowserBrokerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -512,8 +512,30 @@ type ContextOptions struct {
 	Proxy              *Proxy            `protobuf:"bytes,6,opt,name=proxy,proto3" json:"proxy,omitempty"`
 	IgnoreHttpsErrors  bool              `protobuf:"varint,7,opt,name=ignore_https_errors,json=ignoreHttpsErrors,proto3" json:"ignore_https_errors,omitempty"`
 	JavaScriptDisabled bool              `protobuf:"varint,8,opt,name=java_script_disabled,json=javaScriptDisabled,proto3" json:"java_script_disabled,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// A Playwright storage state to start from (cookies and local storage), as the JSON that
+	// the storage_state step returns or Playwright's `storage_state(path=...)` writes. At most
+	// max_storage_state_bytes, 3000 cookies and 200 origins.
+	StorageState []byte `protobuf:"bytes,9,opt,name=storage_state,json=storageState,proto3" json:"storage_state,omitempty"`
+	// Requests of these resource types are aborted: "image", "media", "font", "stylesheet",
+	// "script", "xhr", "fetch", "websocket", "other", ... (Playwright's resource types).
+	BlockResourceTypes []string `protobuf:"bytes,10,rep,name=block_resource_types,json=blockResourceTypes,proto3" json:"block_resource_types,omitempty"`
+	// Requests whose URL matches one of these globs (e.g. "**/*.png", "**/ads/**") are aborted.
+	// At most 64 patterns of up to 1024 characters.
+	BlockUrlPatterns []string `protobuf:"bytes,11,rep,name=block_url_patterns,json=blockUrlPatterns,proto3" json:"block_url_patterns,omitempty"`
+	// Emulated prefers-color-scheme: "light", "dark" or "no-preference"; empty: the default.
+	ColorScheme string `protobuf:"bytes,12,opt,name=color_scheme,json=colorScheme,proto3" json:"color_scheme,omitempty"`
+	// Emulated CSS media type of every page: "screen" or "print"; empty: the default.
+	Media string `protobuf:"bytes,13,opt,name=media,proto3" json:"media,omitempty"`
+	// Emulated position reported by navigator.geolocation (needs the "geolocation" permission).
+	Geolocation *Geolocation `protobuf:"bytes,14,opt,name=geolocation,proto3" json:"geolocation,omitempty"`
+	// Permissions granted to every origin, e.g. "geolocation", "notifications",
+	// "clipboard-read" (what each engine accepts differs; see docs/steps.md).
+	Permissions []string `protobuf:"bytes,15,rep,name=permissions,proto3" json:"permissions,omitempty"`
+	// Record a Playwright trace of the lease (DOM snapshots, screenshots, network, console),
+	// written when the lease ends and fetched with GetTrace.
+	Trace         bool `protobuf:"varint,16,opt,name=trace,proto3" json:"trace,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ContextOptions) Reset() {
@@ -602,6 +624,124 @@ func (x *ContextOptions) GetJavaScriptDisabled() bool {
 	return false
 }
 
+func (x *ContextOptions) GetStorageState() []byte {
+	if x != nil {
+		return x.StorageState
+	}
+	return nil
+}
+
+func (x *ContextOptions) GetBlockResourceTypes() []string {
+	if x != nil {
+		return x.BlockResourceTypes
+	}
+	return nil
+}
+
+func (x *ContextOptions) GetBlockUrlPatterns() []string {
+	if x != nil {
+		return x.BlockUrlPatterns
+	}
+	return nil
+}
+
+func (x *ContextOptions) GetColorScheme() string {
+	if x != nil {
+		return x.ColorScheme
+	}
+	return ""
+}
+
+func (x *ContextOptions) GetMedia() string {
+	if x != nil {
+		return x.Media
+	}
+	return ""
+}
+
+func (x *ContextOptions) GetGeolocation() *Geolocation {
+	if x != nil {
+		return x.Geolocation
+	}
+	return nil
+}
+
+func (x *ContextOptions) GetPermissions() []string {
+	if x != nil {
+		return x.Permissions
+	}
+	return nil
+}
+
+func (x *ContextOptions) GetTrace() bool {
+	if x != nil {
+		return x.Trace
+	}
+	return false
+}
+
+type Geolocation struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Degrees, -90..90 and -180..180.
+	Latitude  float64 `protobuf:"fixed64,1,opt,name=latitude,proto3" json:"latitude,omitempty"`
+	Longitude float64 `protobuf:"fixed64,2,opt,name=longitude,proto3" json:"longitude,omitempty"`
+	// Meters, >= 0.
+	Accuracy      float64 `protobuf:"fixed64,3,opt,name=accuracy,proto3" json:"accuracy,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Geolocation) Reset() {
+	*x = Geolocation{}
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Geolocation) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Geolocation) ProtoMessage() {}
+
+func (x *Geolocation) ProtoReflect() protoreflect.Message {
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Geolocation.ProtoReflect.Descriptor instead.
+func (*Geolocation) Descriptor() ([]byte, []int) {
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *Geolocation) GetLatitude() float64 {
+	if x != nil {
+		return x.Latitude
+	}
+	return 0
+}
+
+func (x *Geolocation) GetLongitude() float64 {
+	if x != nil {
+		return x.Longitude
+	}
+	return 0
+}
+
+func (x *Geolocation) GetAccuracy() float64 {
+	if x != nil {
+		return x.Accuracy
+	}
+	return 0
+}
+
 // Options of a Camoufox browser. Camoufox draws a fingerprint for a whole
 // browser process when it launches, so these options need a dedicated
 // browser: a lease that sets them must ask for ENGINE_CAMOUFOX, and gets
@@ -642,7 +782,7 @@ type CamoufoxOptions struct {
 
 func (x *CamoufoxOptions) Reset() {
 	*x = CamoufoxOptions{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[3]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -654,7 +794,7 @@ func (x *CamoufoxOptions) String() string {
 func (*CamoufoxOptions) ProtoMessage() {}
 
 func (x *CamoufoxOptions) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[3]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -667,7 +807,7 @@ func (x *CamoufoxOptions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CamoufoxOptions.ProtoReflect.Descriptor instead.
 func (*CamoufoxOptions) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{3}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *CamoufoxOptions) GetOs() []string {
@@ -756,7 +896,7 @@ type AcquireRequest struct {
 
 func (x *AcquireRequest) Reset() {
 	*x = AcquireRequest{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[4]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -768,7 +908,7 @@ func (x *AcquireRequest) String() string {
 func (*AcquireRequest) ProtoMessage() {}
 
 func (x *AcquireRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[4]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -781,7 +921,7 @@ func (x *AcquireRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AcquireRequest.ProtoReflect.Descriptor instead.
 func (*AcquireRequest) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{4}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *AcquireRequest) GetEngine() Engine {
@@ -855,7 +995,7 @@ type AcquireResponse struct {
 
 func (x *AcquireResponse) Reset() {
 	*x = AcquireResponse{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[5]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -867,7 +1007,7 @@ func (x *AcquireResponse) String() string {
 func (*AcquireResponse) ProtoMessage() {}
 
 func (x *AcquireResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[5]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -880,7 +1020,7 @@ func (x *AcquireResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AcquireResponse.ProtoReflect.Descriptor instead.
 func (*AcquireResponse) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{5}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *AcquireResponse) GetLeaseId() string {
@@ -958,7 +1098,7 @@ type Goto struct {
 
 func (x *Goto) Reset() {
 	*x = Goto{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[6]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -970,7 +1110,7 @@ func (x *Goto) String() string {
 func (*Goto) ProtoMessage() {}
 
 func (x *Goto) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[6]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -983,7 +1123,7 @@ func (x *Goto) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Goto.ProtoReflect.Descriptor instead.
 func (*Goto) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{6}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Goto) GetUrl() string {
@@ -1009,7 +1149,7 @@ type Click struct {
 
 func (x *Click) Reset() {
 	*x = Click{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[7]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1021,7 +1161,7 @@ func (x *Click) String() string {
 func (*Click) ProtoMessage() {}
 
 func (x *Click) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[7]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1034,7 +1174,7 @@ func (x *Click) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Click.ProtoReflect.Descriptor instead.
 func (*Click) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{7}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Click) GetSelector() string {
@@ -1054,7 +1194,7 @@ type Fill struct {
 
 func (x *Fill) Reset() {
 	*x = Fill{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[8]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1066,7 +1206,7 @@ func (x *Fill) String() string {
 func (*Fill) ProtoMessage() {}
 
 func (x *Fill) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[8]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1079,7 +1219,7 @@ func (x *Fill) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Fill.ProtoReflect.Descriptor instead.
 func (*Fill) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{8}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Fill) GetSelector() string {
@@ -1107,7 +1247,7 @@ type Press struct {
 
 func (x *Press) Reset() {
 	*x = Press{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[9]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1119,7 +1259,7 @@ func (x *Press) String() string {
 func (*Press) ProtoMessage() {}
 
 func (x *Press) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[9]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1132,7 +1272,7 @@ func (x *Press) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Press.ProtoReflect.Descriptor instead.
 func (*Press) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{9}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Press) GetSelector() string {
@@ -1160,7 +1300,7 @@ type WaitForSelector struct {
 
 func (x *WaitForSelector) Reset() {
 	*x = WaitForSelector{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[10]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1172,7 +1312,7 @@ func (x *WaitForSelector) String() string {
 func (*WaitForSelector) ProtoMessage() {}
 
 func (x *WaitForSelector) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[10]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1185,7 +1325,7 @@ func (x *WaitForSelector) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitForSelector.ProtoReflect.Descriptor instead.
 func (*WaitForSelector) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{10}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *WaitForSelector) GetSelector() string {
@@ -1212,7 +1352,7 @@ type WaitForLoadState struct {
 
 func (x *WaitForLoadState) Reset() {
 	*x = WaitForLoadState{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[11]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1224,7 +1364,7 @@ func (x *WaitForLoadState) String() string {
 func (*WaitForLoadState) ProtoMessage() {}
 
 func (x *WaitForLoadState) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[11]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1237,7 +1377,7 @@ func (x *WaitForLoadState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitForLoadState.ProtoReflect.Descriptor instead.
 func (*WaitForLoadState) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{11}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *WaitForLoadState) GetState() string {
@@ -1261,7 +1401,7 @@ type Evaluate struct {
 
 func (x *Evaluate) Reset() {
 	*x = Evaluate{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[12]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1273,7 +1413,7 @@ func (x *Evaluate) String() string {
 func (*Evaluate) ProtoMessage() {}
 
 func (x *Evaluate) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[12]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1286,7 +1426,7 @@ func (x *Evaluate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Evaluate.ProtoReflect.Descriptor instead.
 func (*Evaluate) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{12}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Evaluate) GetExpression() string {
@@ -1311,7 +1451,7 @@ type GetContent struct {
 
 func (x *GetContent) Reset() {
 	*x = GetContent{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[13]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1323,7 +1463,7 @@ func (x *GetContent) String() string {
 func (*GetContent) ProtoMessage() {}
 
 func (x *GetContent) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[13]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1336,7 +1476,7 @@ func (x *GetContent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetContent.ProtoReflect.Descriptor instead.
 func (*GetContent) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{13}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{14}
 }
 
 type GetText struct {
@@ -1348,7 +1488,7 @@ type GetText struct {
 
 func (x *GetText) Reset() {
 	*x = GetText{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[14]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1360,7 +1500,7 @@ func (x *GetText) String() string {
 func (*GetText) ProtoMessage() {}
 
 func (x *GetText) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[14]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1373,7 +1513,7 @@ func (x *GetText) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetText.ProtoReflect.Descriptor instead.
 func (*GetText) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{14}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *GetText) GetSelector() string {
@@ -1393,7 +1533,7 @@ type GetAttribute struct {
 
 func (x *GetAttribute) Reset() {
 	*x = GetAttribute{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[15]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1405,7 +1545,7 @@ func (x *GetAttribute) String() string {
 func (*GetAttribute) ProtoMessage() {}
 
 func (x *GetAttribute) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[15]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1418,7 +1558,7 @@ func (x *GetAttribute) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAttribute.ProtoReflect.Descriptor instead.
 func (*GetAttribute) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{15}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *GetAttribute) GetSelector() string {
@@ -1444,7 +1584,7 @@ type Screenshot struct {
 
 func (x *Screenshot) Reset() {
 	*x = Screenshot{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[16]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1456,7 +1596,7 @@ func (x *Screenshot) String() string {
 func (*Screenshot) ProtoMessage() {}
 
 func (x *Screenshot) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[16]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1469,7 +1609,7 @@ func (x *Screenshot) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Screenshot.ProtoReflect.Descriptor instead.
 func (*Screenshot) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{16}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Screenshot) GetFullPage() bool {
@@ -1487,7 +1627,7 @@ type Pdf struct {
 
 func (x *Pdf) Reset() {
 	*x = Pdf{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[17]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1499,7 +1639,7 @@ func (x *Pdf) String() string {
 func (*Pdf) ProtoMessage() {}
 
 func (x *Pdf) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[17]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1512,7 +1652,1181 @@ func (x *Pdf) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Pdf.ProtoReflect.Descriptor instead.
 func (*Pdf) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{17}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{18}
+}
+
+type Hover struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Selector      string                 `protobuf:"bytes,1,opt,name=selector,proto3" json:"selector,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Hover) Reset() {
+	*x = Hover{}
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Hover) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Hover) ProtoMessage() {}
+
+func (x *Hover) ProtoReflect() protoreflect.Message {
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Hover.ProtoReflect.Descriptor instead.
+func (*Hover) Descriptor() ([]byte, []int) {
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *Hover) GetSelector() string {
+	if x != nil {
+		return x.Selector
+	}
+	return ""
+}
+
+type Check struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Selector      string                 `protobuf:"bytes,1,opt,name=selector,proto3" json:"selector,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Check) Reset() {
+	*x = Check{}
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Check) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Check) ProtoMessage() {}
+
+func (x *Check) ProtoReflect() protoreflect.Message {
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Check.ProtoReflect.Descriptor instead.
+func (*Check) Descriptor() ([]byte, []int) {
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *Check) GetSelector() string {
+	if x != nil {
+		return x.Selector
+	}
+	return ""
+}
+
+type Uncheck struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Selector      string                 `protobuf:"bytes,1,opt,name=selector,proto3" json:"selector,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Uncheck) Reset() {
+	*x = Uncheck{}
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Uncheck) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Uncheck) ProtoMessage() {}
+
+func (x *Uncheck) ProtoReflect() protoreflect.Message {
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Uncheck.ProtoReflect.Descriptor instead.
+func (*Uncheck) Descriptor() ([]byte, []int) {
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *Uncheck) GetSelector() string {
+	if x != nil {
+		return x.Selector
+	}
+	return ""
+}
+
+type SelectOption struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Selector string                 `protobuf:"bytes,1,opt,name=selector,proto3" json:"selector,omitempty"`
+	// Options to select in a <select>, each matched by value or label (1..64 of them).
+	// StepResult.json holds the values selected.
+	Values        []string `protobuf:"bytes,2,rep,name=values,proto3" json:"values,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SelectOption) Reset() {
+	*x = SelectOption{}
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SelectOption) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SelectOption) ProtoMessage() {}
+
+func (x *SelectOption) ProtoReflect() protoreflect.Message {
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SelectOption.ProtoReflect.Descriptor instead.
+func (*SelectOption) Descriptor() ([]byte, []int) {
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *SelectOption) GetSelector() string {
+	if x != nil {
+		return x.Selector
+	}
+	return ""
+}
+
+func (x *SelectOption) GetValues() []string {
+	if x != nil {
+		return x.Values
+	}
+	return nil
+}
+
+type Type struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Selector string                 `protobuf:"bytes,1,opt,name=selector,proto3" json:"selector,omitempty"`
+	// Typed key by key (keydown, keypress/input, keyup per character), up to 64 Ki characters.
+	Text string `protobuf:"bytes,2,opt,name=text,proto3" json:"text,omitempty"`
+	// Pause between keys, up to 1s.
+	Delay         *durationpb.Duration `protobuf:"bytes,3,opt,name=delay,proto3" json:"delay,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Type) Reset() {
+	*x = Type{}
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Type) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Type) ProtoMessage() {}
+
+func (x *Type) ProtoReflect() protoreflect.Message {
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Type.ProtoReflect.Descriptor instead.
+func (*Type) Descriptor() ([]byte, []int) {
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *Type) GetSelector() string {
+	if x != nil {
+		return x.Selector
+	}
+	return ""
+}
+
+func (x *Type) GetText() string {
+	if x != nil {
+		return x.Text
+	}
+	return ""
+}
+
+func (x *Type) GetDelay() *durationpb.Duration {
+	if x != nil {
+		return x.Delay
+	}
+	return nil
+}
+
+type Scroll struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Scroll this element into view; when empty, scroll the page by delta_x/delta_y.
+	Selector string `protobuf:"bytes,1,opt,name=selector,proto3" json:"selector,omitempty"`
+	// CSS pixels, positive down/right.
+	DeltaX        int32 `protobuf:"varint,2,opt,name=delta_x,json=deltaX,proto3" json:"delta_x,omitempty"`
+	DeltaY        int32 `protobuf:"varint,3,opt,name=delta_y,json=deltaY,proto3" json:"delta_y,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Scroll) Reset() {
+	*x = Scroll{}
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Scroll) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Scroll) ProtoMessage() {}
+
+func (x *Scroll) ProtoReflect() protoreflect.Message {
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Scroll.ProtoReflect.Descriptor instead.
+func (*Scroll) Descriptor() ([]byte, []int) {
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *Scroll) GetSelector() string {
+	if x != nil {
+		return x.Selector
+	}
+	return ""
+}
+
+func (x *Scroll) GetDeltaX() int32 {
+	if x != nil {
+		return x.DeltaX
+	}
+	return 0
+}
+
+func (x *Scroll) GetDeltaY() int32 {
+	if x != nil {
+		return x.DeltaY
+	}
+	return 0
+}
+
+type GoBack struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// As Goto.wait_until.
+	WaitUntil     string `protobuf:"bytes,1,opt,name=wait_until,json=waitUntil,proto3" json:"wait_until,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GoBack) Reset() {
+	*x = GoBack{}
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GoBack) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GoBack) ProtoMessage() {}
+
+func (x *GoBack) ProtoReflect() protoreflect.Message {
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GoBack.ProtoReflect.Descriptor instead.
+func (*GoBack) Descriptor() ([]byte, []int) {
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *GoBack) GetWaitUntil() string {
+	if x != nil {
+		return x.WaitUntil
+	}
+	return ""
+}
+
+type GoForward struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	WaitUntil     string                 `protobuf:"bytes,1,opt,name=wait_until,json=waitUntil,proto3" json:"wait_until,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GoForward) Reset() {
+	*x = GoForward{}
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GoForward) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GoForward) ProtoMessage() {}
+
+func (x *GoForward) ProtoReflect() protoreflect.Message {
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GoForward.ProtoReflect.Descriptor instead.
+func (*GoForward) Descriptor() ([]byte, []int) {
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *GoForward) GetWaitUntil() string {
+	if x != nil {
+		return x.WaitUntil
+	}
+	return ""
+}
+
+type Reload struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	WaitUntil     string                 `protobuf:"bytes,1,opt,name=wait_until,json=waitUntil,proto3" json:"wait_until,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Reload) Reset() {
+	*x = Reload{}
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Reload) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Reload) ProtoMessage() {}
+
+func (x *Reload) ProtoReflect() protoreflect.Message {
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Reload.ProtoReflect.Descriptor instead.
+func (*Reload) Descriptor() ([]byte, []int) {
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *Reload) GetWaitUntil() string {
+	if x != nil {
+		return x.WaitUntil
+	}
+	return ""
+}
+
+type WaitForUrl struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A glob ("**/done*") matched against the whole URL of the page, or the exact URL.
+	Url string `protobuf:"bytes,1,opt,name=url,proto3" json:"url,omitempty"`
+	// As Goto.wait_until.
+	WaitUntil     string `protobuf:"bytes,2,opt,name=wait_until,json=waitUntil,proto3" json:"wait_until,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WaitForUrl) Reset() {
+	*x = WaitForUrl{}
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WaitForUrl) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WaitForUrl) ProtoMessage() {}
+
+func (x *WaitForUrl) ProtoReflect() protoreflect.Message {
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WaitForUrl.ProtoReflect.Descriptor instead.
+func (*WaitForUrl) Descriptor() ([]byte, []int) {
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *WaitForUrl) GetUrl() string {
+	if x != nil {
+		return x.Url
+	}
+	return ""
+}
+
+func (x *WaitForUrl) GetWaitUntil() string {
+	if x != nil {
+		return x.WaitUntil
+	}
+	return ""
+}
+
+type WaitForResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A glob matched against the whole response URL. The lease remembers the last 256
+	// responses of its pages: a matching one that arrived before this step (since the previous
+	// wait_for_response matched) counts, so the step may follow the one that caused it. Each
+	// response is matched at most once. StepResult.http_status and .text (the URL) describe it.
+	Url           string `protobuf:"bytes,1,opt,name=url,proto3" json:"url,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WaitForResponse) Reset() {
+	*x = WaitForResponse{}
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WaitForResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WaitForResponse) ProtoMessage() {}
+
+func (x *WaitForResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WaitForResponse.ProtoReflect.Descriptor instead.
+func (*WaitForResponse) Descriptor() ([]byte, []int) {
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *WaitForResponse) GetUrl() string {
+	if x != nil {
+		return x.Url
+	}
+	return ""
+}
+
+type WaitForFunction struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A JavaScript expression or function, evaluated repeatedly in the page until it returns a
+	// truthy value; that value is returned JSON-encoded in StepResult.json.
+	Expression string `protobuf:"bytes,1,opt,name=expression,proto3" json:"expression,omitempty"`
+	// Optional JSON-encoded argument, as in Evaluate.
+	ArgJson       string `protobuf:"bytes,2,opt,name=arg_json,json=argJson,proto3" json:"arg_json,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WaitForFunction) Reset() {
+	*x = WaitForFunction{}
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WaitForFunction) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WaitForFunction) ProtoMessage() {}
+
+func (x *WaitForFunction) ProtoReflect() protoreflect.Message {
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WaitForFunction.ProtoReflect.Descriptor instead.
+func (*WaitForFunction) Descriptor() ([]byte, []int) {
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *WaitForFunction) GetExpression() string {
+	if x != nil {
+		return x.Expression
+	}
+	return ""
+}
+
+func (x *WaitForFunction) GetArgJson() string {
+	if x != nil {
+		return x.ArgJson
+	}
+	return ""
+}
+
+type InputFile struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A base name (no path), 1..255 characters.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// e.g. "text/plain"; empty: application/octet-stream.
+	MimeType      string `protobuf:"bytes,2,opt,name=mime_type,json=mimeType,proto3" json:"mime_type,omitempty"`
+	Data          []byte `protobuf:"bytes,3,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InputFile) Reset() {
+	*x = InputFile{}
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InputFile) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InputFile) ProtoMessage() {}
+
+func (x *InputFile) ProtoReflect() protoreflect.Message {
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InputFile.ProtoReflect.Descriptor instead.
+func (*InputFile) Descriptor() ([]byte, []int) {
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *InputFile) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *InputFile) GetMimeType() string {
+	if x != nil {
+		return x.MimeType
+	}
+	return ""
+}
+
+func (x *InputFile) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+type SetInputFiles struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// An <input type=file>.
+	Selector string `protobuf:"bytes,1,opt,name=selector,proto3" json:"selector,omitempty"`
+	// 0..16 files (none clears the input), at most max_upload_bytes in all.
+	Files         []*InputFile `protobuf:"bytes,2,rep,name=files,proto3" json:"files,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetInputFiles) Reset() {
+	*x = SetInputFiles{}
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetInputFiles) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetInputFiles) ProtoMessage() {}
+
+func (x *SetInputFiles) ProtoReflect() protoreflect.Message {
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetInputFiles.ProtoReflect.Descriptor instead.
+func (*SetInputFiles) Descriptor() ([]byte, []int) {
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *SetInputFiles) GetSelector() string {
+	if x != nil {
+		return x.Selector
+	}
+	return ""
+}
+
+func (x *SetInputFiles) GetFiles() []*InputFile {
+	if x != nil {
+		return x.Files
+	}
+	return nil
+}
+
+type Download struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Clicks this element and captures the download it starts: StepResult.data holds its
+	// bytes (at most max_download_bytes, else TOO_LARGE), StepResult.text its suggested file
+	// name. Downloads a page starts outside this step are cancelled.
+	Selector      string `protobuf:"bytes,1,opt,name=selector,proto3" json:"selector,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Download) Reset() {
+	*x = Download{}
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Download) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Download) ProtoMessage() {}
+
+func (x *Download) ProtoReflect() protoreflect.Message {
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Download.ProtoReflect.Descriptor instead.
+func (*Download) Descriptor() ([]byte, []int) {
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *Download) GetSelector() string {
+	if x != nil {
+		return x.Selector
+	}
+	return ""
+}
+
+type ListPages struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListPages) Reset() {
+	*x = ListPages{}
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListPages) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListPages) ProtoMessage() {}
+
+func (x *ListPages) ProtoReflect() protoreflect.Message {
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListPages.ProtoReflect.Descriptor instead.
+func (*ListPages) Descriptor() ([]byte, []int) {
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{34}
+}
+
+type SwitchPage struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The page to make current: by id (as in StepResult.page_id / pages), or the first page
+	// whose URL matches url (a glob), waiting for it to open (e.g. a popup) within the timeout.
+	// Exactly one of the two.
+	PageId        string `protobuf:"bytes,1,opt,name=page_id,json=pageId,proto3" json:"page_id,omitempty"`
+	Url           string `protobuf:"bytes,2,opt,name=url,proto3" json:"url,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SwitchPage) Reset() {
+	*x = SwitchPage{}
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SwitchPage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SwitchPage) ProtoMessage() {}
+
+func (x *SwitchPage) ProtoReflect() protoreflect.Message {
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SwitchPage.ProtoReflect.Descriptor instead.
+func (*SwitchPage) Descriptor() ([]byte, []int) {
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *SwitchPage) GetPageId() string {
+	if x != nil {
+		return x.PageId
+	}
+	return ""
+}
+
+func (x *SwitchPage) GetUrl() string {
+	if x != nil {
+		return x.Url
+	}
+	return ""
+}
+
+type ClosePage struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The page to close; empty: the current page. When the current page closes, the most
+	// recently opened remaining page becomes current (a fresh page opens if none is left).
+	PageId        string `protobuf:"bytes,1,opt,name=page_id,json=pageId,proto3" json:"page_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClosePage) Reset() {
+	*x = ClosePage{}
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClosePage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClosePage) ProtoMessage() {}
+
+func (x *ClosePage) ProtoReflect() protoreflect.Message {
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClosePage.ProtoReflect.Descriptor instead.
+func (*ClosePage) Descriptor() ([]byte, []int) {
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *ClosePage) GetPageId() string {
+	if x != nil {
+		return x.PageId
+	}
+	return ""
+}
+
+type StorageState struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StorageState) Reset() {
+	*x = StorageState{}
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StorageState) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StorageState) ProtoMessage() {}
+
+func (x *StorageState) ProtoReflect() protoreflect.Message {
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StorageState.ProtoReflect.Descriptor instead.
+func (*StorageState) Descriptor() ([]byte, []int) {
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{37}
+}
+
+type GetCookies struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Only the cookies that would be sent to these URLs (at most 64); none: all of them.
+	// StepResult.json holds them as a JSON list of Playwright cookies.
+	Urls          []string `protobuf:"bytes,1,rep,name=urls,proto3" json:"urls,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetCookies) Reset() {
+	*x = GetCookies{}
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetCookies) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetCookies) ProtoMessage() {}
+
+func (x *GetCookies) ProtoReflect() protoreflect.Message {
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetCookies.ProtoReflect.Descriptor instead.
+func (*GetCookies) Descriptor() ([]byte, []int) {
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *GetCookies) GetUrls() []string {
+	if x != nil {
+		return x.Urls
+	}
+	return nil
+}
+
+type Cookie struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Value string                 `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
+	// Either url, or domain and path.
+	Url    string `protobuf:"bytes,3,opt,name=url,proto3" json:"url,omitempty"`
+	Domain string `protobuf:"bytes,4,opt,name=domain,proto3" json:"domain,omitempty"`
+	Path   string `protobuf:"bytes,5,opt,name=path,proto3" json:"path,omitempty"`
+	// Unix time in seconds; 0: a session cookie.
+	Expires  float64 `protobuf:"fixed64,6,opt,name=expires,proto3" json:"expires,omitempty"`
+	HttpOnly bool    `protobuf:"varint,7,opt,name=http_only,json=httpOnly,proto3" json:"http_only,omitempty"`
+	Secure   bool    `protobuf:"varint,8,opt,name=secure,proto3" json:"secure,omitempty"`
+	// "Strict", "Lax" or "None"; empty: the browser's default.
+	SameSite      string `protobuf:"bytes,9,opt,name=same_site,json=sameSite,proto3" json:"same_site,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Cookie) Reset() {
+	*x = Cookie{}
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Cookie) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Cookie) ProtoMessage() {}
+
+func (x *Cookie) ProtoReflect() protoreflect.Message {
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Cookie.ProtoReflect.Descriptor instead.
+func (*Cookie) Descriptor() ([]byte, []int) {
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *Cookie) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Cookie) GetValue() string {
+	if x != nil {
+		return x.Value
+	}
+	return ""
+}
+
+func (x *Cookie) GetUrl() string {
+	if x != nil {
+		return x.Url
+	}
+	return ""
+}
+
+func (x *Cookie) GetDomain() string {
+	if x != nil {
+		return x.Domain
+	}
+	return ""
+}
+
+func (x *Cookie) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *Cookie) GetExpires() float64 {
+	if x != nil {
+		return x.Expires
+	}
+	return 0
+}
+
+func (x *Cookie) GetHttpOnly() bool {
+	if x != nil {
+		return x.HttpOnly
+	}
+	return false
+}
+
+func (x *Cookie) GetSecure() bool {
+	if x != nil {
+		return x.Secure
+	}
+	return false
+}
+
+func (x *Cookie) GetSameSite() string {
+	if x != nil {
+		return x.SameSite
+	}
+	return ""
+}
+
+type AddCookies struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// 1..max cookies (see docs/steps.md); names up to 256 and values up to 4096 characters.
+	Cookies       []*Cookie `protobuf:"bytes,1,rep,name=cookies,proto3" json:"cookies,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AddCookies) Reset() {
+	*x = AddCookies{}
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddCookies) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddCookies) ProtoMessage() {}
+
+func (x *AddCookies) ProtoReflect() protoreflect.Message {
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddCookies.ProtoReflect.Descriptor instead.
+func (*AddCookies) Descriptor() ([]byte, []int) {
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *AddCookies) GetCookies() []*Cookie {
+	if x != nil {
+		return x.Cookies
+	}
+	return nil
+}
+
+type ClearCookies struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClearCookies) Reset() {
+	*x = ClearCookies{}
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClearCookies) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClearCookies) ProtoMessage() {}
+
+func (x *ClearCookies) ProtoReflect() protoreflect.Message {
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClearCookies.ProtoReflect.Descriptor instead.
+func (*ClearCookies) Descriptor() ([]byte, []int) {
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{41}
 }
 
 // One browser step. Exactly one action must be set.
@@ -1532,17 +2846,46 @@ type Step struct {
 	//	*Step_GetAttribute
 	//	*Step_Screenshot
 	//	*Step_Pdf
+	//	*Step_Hover
+	//	*Step_Check
+	//	*Step_Uncheck
+	//	*Step_SelectOption
+	//	*Step_Type
+	//	*Step_Scroll
+	//	*Step_GoBack
+	//	*Step_GoForward
+	//	*Step_Reload
+	//	*Step_WaitForUrl
+	//	*Step_WaitForResponse
+	//	*Step_WaitForFunction
+	//	*Step_SetInputFiles
+	//	*Step_Download
+	//	*Step_ListPages
+	//	*Step_SwitchPage
+	//	*Step_ClosePage
+	//	*Step_StorageState
+	//	*Step_GetCookies
+	//	*Step_AddCookies
+	//	*Step_ClearCookies
 	Action isStep_Action `protobuf_oneof:"action"`
 	// Per-step timeout; 0 means the broker default. The effective timeout is
 	// never longer than what remains of the Run's deadline.
-	Timeout       *durationpb.Duration `protobuf:"bytes,20,opt,name=timeout,proto3" json:"timeout,omitempty"`
+	Timeout *durationpb.Duration `protobuf:"bytes,20,opt,name=timeout,proto3" json:"timeout,omitempty"`
+	// The page the step acts in (an id from StepResult.page_id or list_pages); empty: the
+	// lease's current page. Page steps (list_pages, switch_page, close_page) and context steps
+	// (storage_state, cookies) ignore it.
+	PageId string `protobuf:"bytes,40,opt,name=page_id,json=pageId,proto3" json:"page_id,omitempty"`
+	// A CSS selector of an <iframe> in that page: element steps (click, fill, ...,
+	// wait_for_function, evaluate, get_text) then act inside the frame's document. Not for
+	// navigation, screenshot, pdf or context steps.
+	FrameSelector string `protobuf:"bytes,41,opt,name=frame_selector,json=frameSelector,proto3" json:"frame_selector,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Step) Reset() {
 	*x = Step{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[18]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1554,7 +2897,7 @@ func (x *Step) String() string {
 func (*Step) ProtoMessage() {}
 
 func (x *Step) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[18]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1567,7 +2910,7 @@ func (x *Step) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Step.ProtoReflect.Descriptor instead.
 func (*Step) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{18}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *Step) GetAction() isStep_Action {
@@ -1685,11 +3028,214 @@ func (x *Step) GetPdf() *Pdf {
 	return nil
 }
 
+func (x *Step) GetHover() *Hover {
+	if x != nil {
+		if x, ok := x.Action.(*Step_Hover); ok {
+			return x.Hover
+		}
+	}
+	return nil
+}
+
+func (x *Step) GetCheck() *Check {
+	if x != nil {
+		if x, ok := x.Action.(*Step_Check); ok {
+			return x.Check
+		}
+	}
+	return nil
+}
+
+func (x *Step) GetUncheck() *Uncheck {
+	if x != nil {
+		if x, ok := x.Action.(*Step_Uncheck); ok {
+			return x.Uncheck
+		}
+	}
+	return nil
+}
+
+func (x *Step) GetSelectOption() *SelectOption {
+	if x != nil {
+		if x, ok := x.Action.(*Step_SelectOption); ok {
+			return x.SelectOption
+		}
+	}
+	return nil
+}
+
+func (x *Step) GetType() *Type {
+	if x != nil {
+		if x, ok := x.Action.(*Step_Type); ok {
+			return x.Type
+		}
+	}
+	return nil
+}
+
+func (x *Step) GetScroll() *Scroll {
+	if x != nil {
+		if x, ok := x.Action.(*Step_Scroll); ok {
+			return x.Scroll
+		}
+	}
+	return nil
+}
+
+func (x *Step) GetGoBack() *GoBack {
+	if x != nil {
+		if x, ok := x.Action.(*Step_GoBack); ok {
+			return x.GoBack
+		}
+	}
+	return nil
+}
+
+func (x *Step) GetGoForward() *GoForward {
+	if x != nil {
+		if x, ok := x.Action.(*Step_GoForward); ok {
+			return x.GoForward
+		}
+	}
+	return nil
+}
+
+func (x *Step) GetReload() *Reload {
+	if x != nil {
+		if x, ok := x.Action.(*Step_Reload); ok {
+			return x.Reload
+		}
+	}
+	return nil
+}
+
+func (x *Step) GetWaitForUrl() *WaitForUrl {
+	if x != nil {
+		if x, ok := x.Action.(*Step_WaitForUrl); ok {
+			return x.WaitForUrl
+		}
+	}
+	return nil
+}
+
+func (x *Step) GetWaitForResponse() *WaitForResponse {
+	if x != nil {
+		if x, ok := x.Action.(*Step_WaitForResponse); ok {
+			return x.WaitForResponse
+		}
+	}
+	return nil
+}
+
+func (x *Step) GetWaitForFunction() *WaitForFunction {
+	if x != nil {
+		if x, ok := x.Action.(*Step_WaitForFunction); ok {
+			return x.WaitForFunction
+		}
+	}
+	return nil
+}
+
+func (x *Step) GetSetInputFiles() *SetInputFiles {
+	if x != nil {
+		if x, ok := x.Action.(*Step_SetInputFiles); ok {
+			return x.SetInputFiles
+		}
+	}
+	return nil
+}
+
+func (x *Step) GetDownload() *Download {
+	if x != nil {
+		if x, ok := x.Action.(*Step_Download); ok {
+			return x.Download
+		}
+	}
+	return nil
+}
+
+func (x *Step) GetListPages() *ListPages {
+	if x != nil {
+		if x, ok := x.Action.(*Step_ListPages); ok {
+			return x.ListPages
+		}
+	}
+	return nil
+}
+
+func (x *Step) GetSwitchPage() *SwitchPage {
+	if x != nil {
+		if x, ok := x.Action.(*Step_SwitchPage); ok {
+			return x.SwitchPage
+		}
+	}
+	return nil
+}
+
+func (x *Step) GetClosePage() *ClosePage {
+	if x != nil {
+		if x, ok := x.Action.(*Step_ClosePage); ok {
+			return x.ClosePage
+		}
+	}
+	return nil
+}
+
+func (x *Step) GetStorageState() *StorageState {
+	if x != nil {
+		if x, ok := x.Action.(*Step_StorageState); ok {
+			return x.StorageState
+		}
+	}
+	return nil
+}
+
+func (x *Step) GetGetCookies() *GetCookies {
+	if x != nil {
+		if x, ok := x.Action.(*Step_GetCookies); ok {
+			return x.GetCookies
+		}
+	}
+	return nil
+}
+
+func (x *Step) GetAddCookies() *AddCookies {
+	if x != nil {
+		if x, ok := x.Action.(*Step_AddCookies); ok {
+			return x.AddCookies
+		}
+	}
+	return nil
+}
+
+func (x *Step) GetClearCookies() *ClearCookies {
+	if x != nil {
+		if x, ok := x.Action.(*Step_ClearCookies); ok {
+			return x.ClearCookies
+		}
+	}
+	return nil
+}
+
 func (x *Step) GetTimeout() *durationpb.Duration {
 	if x != nil {
 		return x.Timeout
 	}
 	return nil
+}
+
+func (x *Step) GetPageId() string {
+	if x != nil {
+		return x.PageId
+	}
+	return ""
+}
+
+func (x *Step) GetFrameSelector() string {
+	if x != nil {
+		return x.FrameSelector
+	}
+	return ""
 }
 
 type isStep_Action interface {
@@ -1744,6 +3290,90 @@ type Step_Pdf struct {
 	Pdf *Pdf `protobuf:"bytes,12,opt,name=pdf,proto3,oneof"`
 }
 
+type Step_Hover struct {
+	Hover *Hover `protobuf:"bytes,13,opt,name=hover,proto3,oneof"`
+}
+
+type Step_Check struct {
+	Check *Check `protobuf:"bytes,14,opt,name=check,proto3,oneof"`
+}
+
+type Step_Uncheck struct {
+	Uncheck *Uncheck `protobuf:"bytes,15,opt,name=uncheck,proto3,oneof"`
+}
+
+type Step_SelectOption struct {
+	SelectOption *SelectOption `protobuf:"bytes,16,opt,name=select_option,json=selectOption,proto3,oneof"`
+}
+
+type Step_Type struct {
+	Type *Type `protobuf:"bytes,17,opt,name=type,proto3,oneof"`
+}
+
+type Step_Scroll struct {
+	Scroll *Scroll `protobuf:"bytes,18,opt,name=scroll,proto3,oneof"`
+}
+
+type Step_GoBack struct {
+	GoBack *GoBack `protobuf:"bytes,19,opt,name=go_back,json=goBack,proto3,oneof"`
+}
+
+type Step_GoForward struct {
+	GoForward *GoForward `protobuf:"bytes,21,opt,name=go_forward,json=goForward,proto3,oneof"`
+}
+
+type Step_Reload struct {
+	Reload *Reload `protobuf:"bytes,22,opt,name=reload,proto3,oneof"`
+}
+
+type Step_WaitForUrl struct {
+	WaitForUrl *WaitForUrl `protobuf:"bytes,23,opt,name=wait_for_url,json=waitForUrl,proto3,oneof"`
+}
+
+type Step_WaitForResponse struct {
+	WaitForResponse *WaitForResponse `protobuf:"bytes,24,opt,name=wait_for_response,json=waitForResponse,proto3,oneof"`
+}
+
+type Step_WaitForFunction struct {
+	WaitForFunction *WaitForFunction `protobuf:"bytes,25,opt,name=wait_for_function,json=waitForFunction,proto3,oneof"`
+}
+
+type Step_SetInputFiles struct {
+	SetInputFiles *SetInputFiles `protobuf:"bytes,26,opt,name=set_input_files,json=setInputFiles,proto3,oneof"`
+}
+
+type Step_Download struct {
+	Download *Download `protobuf:"bytes,27,opt,name=download,proto3,oneof"`
+}
+
+type Step_ListPages struct {
+	ListPages *ListPages `protobuf:"bytes,28,opt,name=list_pages,json=listPages,proto3,oneof"`
+}
+
+type Step_SwitchPage struct {
+	SwitchPage *SwitchPage `protobuf:"bytes,29,opt,name=switch_page,json=switchPage,proto3,oneof"`
+}
+
+type Step_ClosePage struct {
+	ClosePage *ClosePage `protobuf:"bytes,30,opt,name=close_page,json=closePage,proto3,oneof"`
+}
+
+type Step_StorageState struct {
+	StorageState *StorageState `protobuf:"bytes,31,opt,name=storage_state,json=storageState,proto3,oneof"`
+}
+
+type Step_GetCookies struct {
+	GetCookies *GetCookies `protobuf:"bytes,32,opt,name=get_cookies,json=getCookies,proto3,oneof"`
+}
+
+type Step_AddCookies struct {
+	AddCookies *AddCookies `protobuf:"bytes,33,opt,name=add_cookies,json=addCookies,proto3,oneof"`
+}
+
+type Step_ClearCookies struct {
+	ClearCookies *ClearCookies `protobuf:"bytes,34,opt,name=clear_cookies,json=clearCookies,proto3,oneof"`
+}
+
 func (*Step_Goto) isStep_Action() {}
 
 func (*Step_Click) isStep_Action() {}
@@ -1768,6 +3398,48 @@ func (*Step_Screenshot) isStep_Action() {}
 
 func (*Step_Pdf) isStep_Action() {}
 
+func (*Step_Hover) isStep_Action() {}
+
+func (*Step_Check) isStep_Action() {}
+
+func (*Step_Uncheck) isStep_Action() {}
+
+func (*Step_SelectOption) isStep_Action() {}
+
+func (*Step_Type) isStep_Action() {}
+
+func (*Step_Scroll) isStep_Action() {}
+
+func (*Step_GoBack) isStep_Action() {}
+
+func (*Step_GoForward) isStep_Action() {}
+
+func (*Step_Reload) isStep_Action() {}
+
+func (*Step_WaitForUrl) isStep_Action() {}
+
+func (*Step_WaitForResponse) isStep_Action() {}
+
+func (*Step_WaitForFunction) isStep_Action() {}
+
+func (*Step_SetInputFiles) isStep_Action() {}
+
+func (*Step_Download) isStep_Action() {}
+
+func (*Step_ListPages) isStep_Action() {}
+
+func (*Step_SwitchPage) isStep_Action() {}
+
+func (*Step_ClosePage) isStep_Action() {}
+
+func (*Step_StorageState) isStep_Action() {}
+
+func (*Step_GetCookies) isStep_Action() {}
+
+func (*Step_AddCookies) isStep_Action() {}
+
+func (*Step_ClearCookies) isStep_Action() {}
+
 type RunRequest struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	LeaseId string                 `protobuf:"bytes,1,opt,name=lease_id,json=leaseId,proto3" json:"lease_id,omitempty"`
@@ -1783,7 +3455,7 @@ type RunRequest struct {
 
 func (x *RunRequest) Reset() {
 	*x = RunRequest{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[19]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1795,7 +3467,7 @@ func (x *RunRequest) String() string {
 func (*RunRequest) ProtoMessage() {}
 
 func (x *RunRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[19]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1808,7 +3480,7 @@ func (x *RunRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunRequest.ProtoReflect.Descriptor instead.
 func (*RunRequest) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{19}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *RunRequest) GetLeaseId() string {
@@ -1856,7 +3528,7 @@ type StepError struct {
 
 func (x *StepError) Reset() {
 	*x = StepError{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[20]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1868,7 +3540,7 @@ func (x *StepError) String() string {
 func (*StepError) ProtoMessage() {}
 
 func (x *StepError) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[20]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1881,7 +3553,7 @@ func (x *StepError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StepError.ProtoReflect.Descriptor instead.
 func (*StepError) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{20}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *StepError) GetKind() StepErrorKind {
@@ -1917,15 +3589,22 @@ type StepResult struct {
 	Found bool `protobuf:"varint,9,opt,name=found,proto3" json:"found,omitempty"`
 	// evaluate: the JSON-encoded value.
 	Json string `protobuf:"bytes,10,opt,name=json,proto3" json:"json,omitempty"`
-	// screenshot: PNG bytes; pdf: PDF bytes.
-	Data          []byte `protobuf:"bytes,11,opt,name=data,proto3" json:"data,omitempty"`
+	// screenshot: PNG bytes; pdf: PDF bytes; storage_state: JSON; download: the file.
+	Data []byte `protobuf:"bytes,11,opt,name=data,proto3" json:"data,omitempty"`
+	// The lease's current page after the step.
+	PageId string `protobuf:"bytes,12,opt,name=page_id,json=pageId,proto3" json:"page_id,omitempty"`
+	// list_pages: every open page of the lease, in the order they opened.
+	Pages []*PageInfo `protobuf:"bytes,13,rep,name=pages,proto3" json:"pages,omitempty"`
+	// Console errors and warnings and uncaught errors of the lease's pages while the step ran
+	// (at most 32 a step, 1000 characters each); also events on the lease's span.
+	PageEvents    []*PageEvent `protobuf:"bytes,14,rep,name=page_events,json=pageEvents,proto3" json:"page_events,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *StepResult) Reset() {
 	*x = StepResult{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[21]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1937,7 +3616,7 @@ func (x *StepResult) String() string {
 func (*StepResult) ProtoMessage() {}
 
 func (x *StepResult) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[21]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1950,7 +3629,7 @@ func (x *StepResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StepResult.ProtoReflect.Descriptor instead.
 func (*StepResult) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{21}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *StepResult) GetIndex() uint32 {
@@ -2030,6 +3709,167 @@ func (x *StepResult) GetData() []byte {
 	return nil
 }
 
+func (x *StepResult) GetPageId() string {
+	if x != nil {
+		return x.PageId
+	}
+	return ""
+}
+
+func (x *StepResult) GetPages() []*PageInfo {
+	if x != nil {
+		return x.Pages
+	}
+	return nil
+}
+
+func (x *StepResult) GetPageEvents() []*PageEvent {
+	if x != nil {
+		return x.PageEvents
+	}
+	return nil
+}
+
+type PageEvent struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "console.error", "console.warning" or "page.error".
+	Kind string `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`
+	Text string `protobuf:"bytes,2,opt,name=text,proto3" json:"text,omitempty"`
+	// The page it happened in.
+	PageId        string `protobuf:"bytes,3,opt,name=page_id,json=pageId,proto3" json:"page_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PageEvent) Reset() {
+	*x = PageEvent{}
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[46]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PageEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PageEvent) ProtoMessage() {}
+
+func (x *PageEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[46]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PageEvent.ProtoReflect.Descriptor instead.
+func (*PageEvent) Descriptor() ([]byte, []int) {
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{46}
+}
+
+func (x *PageEvent) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *PageEvent) GetText() string {
+	if x != nil {
+		return x.Text
+	}
+	return ""
+}
+
+func (x *PageEvent) GetPageId() string {
+	if x != nil {
+		return x.PageId
+	}
+	return ""
+}
+
+type PageInfo struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Url   string                 `protobuf:"bytes,2,opt,name=url,proto3" json:"url,omitempty"`
+	Title string                 `protobuf:"bytes,3,opt,name=title,proto3" json:"title,omitempty"`
+	// True for the lease's current page.
+	Current bool `protobuf:"varint,4,opt,name=current,proto3" json:"current,omitempty"`
+	// The page that opened this one (a popup's opener), if it is one of the lease's pages.
+	OpenerId      string `protobuf:"bytes,5,opt,name=opener_id,json=openerId,proto3" json:"opener_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PageInfo) Reset() {
+	*x = PageInfo{}
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[47]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PageInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PageInfo) ProtoMessage() {}
+
+func (x *PageInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[47]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PageInfo.ProtoReflect.Descriptor instead.
+func (*PageInfo) Descriptor() ([]byte, []int) {
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{47}
+}
+
+func (x *PageInfo) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *PageInfo) GetUrl() string {
+	if x != nil {
+		return x.Url
+	}
+	return ""
+}
+
+func (x *PageInfo) GetTitle() string {
+	if x != nil {
+		return x.Title
+	}
+	return ""
+}
+
+func (x *PageInfo) GetCurrent() bool {
+	if x != nil {
+		return x.Current
+	}
+	return false
+}
+
+func (x *PageInfo) GetOpenerId() string {
+	if x != nil {
+		return x.OpenerId
+	}
+	return ""
+}
+
 // One message of the Run stream.
 type RunResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2041,7 +3881,7 @@ type RunResponse struct {
 
 func (x *RunResponse) Reset() {
 	*x = RunResponse{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[22]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2053,7 +3893,7 @@ func (x *RunResponse) String() string {
 func (*RunResponse) ProtoMessage() {}
 
 func (x *RunResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[22]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2066,7 +3906,7 @@ func (x *RunResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunResponse.ProtoReflect.Descriptor instead.
 func (*RunResponse) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{22}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *RunResponse) GetStep() *StepResult {
@@ -2088,7 +3928,7 @@ type KeepAliveRequest struct {
 
 func (x *KeepAliveRequest) Reset() {
 	*x = KeepAliveRequest{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[23]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2100,7 +3940,7 @@ func (x *KeepAliveRequest) String() string {
 func (*KeepAliveRequest) ProtoMessage() {}
 
 func (x *KeepAliveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[23]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2113,7 +3953,7 @@ func (x *KeepAliveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeepAliveRequest.ProtoReflect.Descriptor instead.
 func (*KeepAliveRequest) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{23}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *KeepAliveRequest) GetLeaseId() string {
@@ -2146,7 +3986,7 @@ type KeepAliveResponse struct {
 
 func (x *KeepAliveResponse) Reset() {
 	*x = KeepAliveResponse{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[24]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2158,7 +3998,7 @@ func (x *KeepAliveResponse) String() string {
 func (*KeepAliveResponse) ProtoMessage() {}
 
 func (x *KeepAliveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[24]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2171,7 +4011,7 @@ func (x *KeepAliveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeepAliveResponse.ProtoReflect.Descriptor instead.
 func (*KeepAliveResponse) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{24}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *KeepAliveResponse) GetExpiresAt() *timestamppb.Timestamp {
@@ -2191,7 +4031,7 @@ type ReleaseRequest struct {
 
 func (x *ReleaseRequest) Reset() {
 	*x = ReleaseRequest{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[25]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2203,7 +4043,7 @@ func (x *ReleaseRequest) String() string {
 func (*ReleaseRequest) ProtoMessage() {}
 
 func (x *ReleaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[25]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2216,7 +4056,7 @@ func (x *ReleaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseRequest.ProtoReflect.Descriptor instead.
 func (*ReleaseRequest) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{25}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *ReleaseRequest) GetLeaseId() string {
@@ -2246,7 +4086,7 @@ type ReleaseResponse struct {
 
 func (x *ReleaseResponse) Reset() {
 	*x = ReleaseResponse{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[26]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2258,7 +4098,7 @@ func (x *ReleaseResponse) String() string {
 func (*ReleaseResponse) ProtoMessage() {}
 
 func (x *ReleaseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[26]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2271,7 +4111,7 @@ func (x *ReleaseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseResponse.ProtoReflect.Descriptor instead.
 func (*ReleaseResponse) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{26}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *ReleaseResponse) GetReleasedNow() bool {
@@ -2303,7 +4143,7 @@ type GetStatusRequest struct {
 
 func (x *GetStatusRequest) Reset() {
 	*x = GetStatusRequest{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[27]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2315,7 +4155,7 @@ func (x *GetStatusRequest) String() string {
 func (*GetStatusRequest) ProtoMessage() {}
 
 func (x *GetStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[27]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2328,7 +4168,7 @@ func (x *GetStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetStatusRequest) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{27}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{53}
 }
 
 type EngineStatus struct {
@@ -2351,7 +4191,7 @@ type EngineStatus struct {
 
 func (x *EngineStatus) Reset() {
 	*x = EngineStatus{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[28]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2363,7 +4203,7 @@ func (x *EngineStatus) String() string {
 func (*EngineStatus) ProtoMessage() {}
 
 func (x *EngineStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[28]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2376,7 +4216,7 @@ func (x *EngineStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EngineStatus.ProtoReflect.Descriptor instead.
 func (*EngineStatus) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{28}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *EngineStatus) GetEngine() Engine {
@@ -2466,7 +4306,7 @@ type GetStatusResponse struct {
 
 func (x *GetStatusResponse) Reset() {
 	*x = GetStatusResponse{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[29]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2478,7 +4318,7 @@ func (x *GetStatusResponse) String() string {
 func (*GetStatusResponse) ProtoMessage() {}
 
 func (x *GetStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[29]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2491,7 +4331,7 @@ func (x *GetStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatusResponse.ProtoReflect.Descriptor instead.
 func (*GetStatusResponse) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{29}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *GetStatusResponse) GetCapacity() uint32 {
@@ -2610,7 +4450,7 @@ type PoolStatus struct {
 
 func (x *PoolStatus) Reset() {
 	*x = PoolStatus{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[30]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2622,7 +4462,7 @@ func (x *PoolStatus) String() string {
 func (*PoolStatus) ProtoMessage() {}
 
 func (x *PoolStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[30]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2635,7 +4475,7 @@ func (x *PoolStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PoolStatus.ProtoReflect.Descriptor instead.
 func (*PoolStatus) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{30}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *PoolStatus) GetEngine() Engine {
@@ -2701,6 +4541,103 @@ func (x *PoolStatus) GetMisses() uint64 {
 	return 0
 }
 
+type GetTraceRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	LeaseId       string                 `protobuf:"bytes,1,opt,name=lease_id,json=leaseId,proto3" json:"lease_id,omitempty"`
+	Token         string                 `protobuf:"bytes,2,opt,name=token,proto3" json:"token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetTraceRequest) Reset() {
+	*x = GetTraceRequest{}
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[57]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetTraceRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetTraceRequest) ProtoMessage() {}
+
+func (x *GetTraceRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[57]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetTraceRequest.ProtoReflect.Descriptor instead.
+func (*GetTraceRequest) Descriptor() ([]byte, []int) {
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{57}
+}
+
+func (x *GetTraceRequest) GetLeaseId() string {
+	if x != nil {
+		return x.LeaseId
+	}
+	return ""
+}
+
+func (x *GetTraceRequest) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+type GetTraceResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The next piece of the trace zip (1 MiB at most); concatenated in order they are the file.
+	Chunk         []byte `protobuf:"bytes,1,opt,name=chunk,proto3" json:"chunk,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetTraceResponse) Reset() {
+	*x = GetTraceResponse{}
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[58]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetTraceResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetTraceResponse) ProtoMessage() {}
+
+func (x *GetTraceResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[58]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetTraceResponse.ProtoReflect.Descriptor instead.
+func (*GetTraceResponse) Descriptor() ([]byte, []int) {
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{58}
+}
+
+func (x *GetTraceResponse) GetChunk() []byte {
+	if x != nil {
+		return x.Chunk
+	}
+	return nil
+}
+
 type TenantStatus struct {
 	state        protoimpl.MessageState `protogen:"open.v1"`
 	Name         string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -2715,7 +4652,7 @@ type TenantStatus struct {
 
 func (x *TenantStatus) Reset() {
 	*x = TenantStatus{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[31]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2727,7 +4664,7 @@ func (x *TenantStatus) String() string {
 func (*TenantStatus) ProtoMessage() {}
 
 func (x *TenantStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[31]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2740,7 +4677,7 @@ func (x *TenantStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TenantStatus.ProtoReflect.Descriptor instead.
 func (*TenantStatus) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{31}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *TenantStatus) GetName() string {
@@ -2790,7 +4727,7 @@ const file_browserbroker_v1_broker_proto_rawDesc = "" +
 	"\x06server\x18\x01 \x01(\tR\x06server\x12\x1a\n" +
 	"\busername\x18\x02 \x01(\tR\busername\x12\x1a\n" +
 	"\bpassword\x18\x03 \x01(\tR\bpassword\x12\x16\n" +
-	"\x06bypass\x18\x04 \x01(\tR\x06bypass\"\xdc\x03\n" +
+	"\x06bypass\x18\x04 \x01(\tR\x06bypass\"\x93\x06\n" +
 	"\x0eContextOptions\x126\n" +
 	"\bviewport\x18\x01 \x01(\v2\x1a.browserbroker.v1.ViewportR\bviewport\x12\x1d\n" +
 	"\n" +
@@ -2801,10 +4738,23 @@ const file_browserbroker_v1_broker_proto_rawDesc = "" +
 	"\x12extra_http_headers\x18\x05 \x03(\v26.browserbroker.v1.ContextOptions.ExtraHttpHeadersEntryR\x10extraHttpHeaders\x12-\n" +
 	"\x05proxy\x18\x06 \x01(\v2\x17.browserbroker.v1.ProxyR\x05proxy\x12.\n" +
 	"\x13ignore_https_errors\x18\a \x01(\bR\x11ignoreHttpsErrors\x120\n" +
-	"\x14java_script_disabled\x18\b \x01(\bR\x12javaScriptDisabled\x1aC\n" +
+	"\x14java_script_disabled\x18\b \x01(\bR\x12javaScriptDisabled\x12#\n" +
+	"\rstorage_state\x18\t \x01(\fR\fstorageState\x120\n" +
+	"\x14block_resource_types\x18\n" +
+	" \x03(\tR\x12blockResourceTypes\x12,\n" +
+	"\x12block_url_patterns\x18\v \x03(\tR\x10blockUrlPatterns\x12!\n" +
+	"\fcolor_scheme\x18\f \x01(\tR\vcolorScheme\x12\x14\n" +
+	"\x05media\x18\r \x01(\tR\x05media\x12?\n" +
+	"\vgeolocation\x18\x0e \x01(\v2\x1d.browserbroker.v1.GeolocationR\vgeolocation\x12 \n" +
+	"\vpermissions\x18\x0f \x03(\tR\vpermissions\x12\x14\n" +
+	"\x05trace\x18\x10 \x01(\bR\x05trace\x1aC\n" +
 	"\x15ExtraHttpHeadersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xc6\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"c\n" +
+	"\vGeolocation\x12\x1a\n" +
+	"\blatitude\x18\x01 \x01(\x01R\blatitude\x12\x1c\n" +
+	"\tlongitude\x18\x02 \x01(\x01R\tlongitude\x12\x1a\n" +
+	"\baccuracy\x18\x03 \x01(\x01R\baccuracy\"\xc6\x02\n" +
 	"\x0fCamoufoxOptions\x12\x0e\n" +
 	"\x02os\x18\x01 \x03(\tR\x02os\x12\x1a\n" +
 	"\bhumanize\x18\x02 \x01(\bR\bhumanize\x12<\n" +
@@ -2871,7 +4821,79 @@ const file_browserbroker_v1_broker_proto_rawDesc = "" +
 	"\n" +
 	"Screenshot\x12\x1b\n" +
 	"\tfull_page\x18\x01 \x01(\bR\bfullPage\"\x05\n" +
-	"\x03Pdf\"\x8e\x06\n" +
+	"\x03Pdf\"#\n" +
+	"\x05Hover\x12\x1a\n" +
+	"\bselector\x18\x01 \x01(\tR\bselector\"#\n" +
+	"\x05Check\x12\x1a\n" +
+	"\bselector\x18\x01 \x01(\tR\bselector\"%\n" +
+	"\aUncheck\x12\x1a\n" +
+	"\bselector\x18\x01 \x01(\tR\bselector\"B\n" +
+	"\fSelectOption\x12\x1a\n" +
+	"\bselector\x18\x01 \x01(\tR\bselector\x12\x16\n" +
+	"\x06values\x18\x02 \x03(\tR\x06values\"g\n" +
+	"\x04Type\x12\x1a\n" +
+	"\bselector\x18\x01 \x01(\tR\bselector\x12\x12\n" +
+	"\x04text\x18\x02 \x01(\tR\x04text\x12/\n" +
+	"\x05delay\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x05delay\"V\n" +
+	"\x06Scroll\x12\x1a\n" +
+	"\bselector\x18\x01 \x01(\tR\bselector\x12\x17\n" +
+	"\adelta_x\x18\x02 \x01(\x05R\x06deltaX\x12\x17\n" +
+	"\adelta_y\x18\x03 \x01(\x05R\x06deltaY\"'\n" +
+	"\x06GoBack\x12\x1d\n" +
+	"\n" +
+	"wait_until\x18\x01 \x01(\tR\twaitUntil\"*\n" +
+	"\tGoForward\x12\x1d\n" +
+	"\n" +
+	"wait_until\x18\x01 \x01(\tR\twaitUntil\"'\n" +
+	"\x06Reload\x12\x1d\n" +
+	"\n" +
+	"wait_until\x18\x01 \x01(\tR\twaitUntil\"=\n" +
+	"\n" +
+	"WaitForUrl\x12\x10\n" +
+	"\x03url\x18\x01 \x01(\tR\x03url\x12\x1d\n" +
+	"\n" +
+	"wait_until\x18\x02 \x01(\tR\twaitUntil\"#\n" +
+	"\x0fWaitForResponse\x12\x10\n" +
+	"\x03url\x18\x01 \x01(\tR\x03url\"L\n" +
+	"\x0fWaitForFunction\x12\x1e\n" +
+	"\n" +
+	"expression\x18\x01 \x01(\tR\n" +
+	"expression\x12\x19\n" +
+	"\barg_json\x18\x02 \x01(\tR\aargJson\"P\n" +
+	"\tInputFile\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1b\n" +
+	"\tmime_type\x18\x02 \x01(\tR\bmimeType\x12\x12\n" +
+	"\x04data\x18\x03 \x01(\fR\x04data\"^\n" +
+	"\rSetInputFiles\x12\x1a\n" +
+	"\bselector\x18\x01 \x01(\tR\bselector\x121\n" +
+	"\x05files\x18\x02 \x03(\v2\x1b.browserbroker.v1.InputFileR\x05files\"&\n" +
+	"\bDownload\x12\x1a\n" +
+	"\bselector\x18\x01 \x01(\tR\bselector\"\v\n" +
+	"\tListPages\"7\n" +
+	"\n" +
+	"SwitchPage\x12\x17\n" +
+	"\apage_id\x18\x01 \x01(\tR\x06pageId\x12\x10\n" +
+	"\x03url\x18\x02 \x01(\tR\x03url\"$\n" +
+	"\tClosePage\x12\x17\n" +
+	"\apage_id\x18\x01 \x01(\tR\x06pageId\"\x0e\n" +
+	"\fStorageState\" \n" +
+	"\n" +
+	"GetCookies\x12\x12\n" +
+	"\x04urls\x18\x01 \x03(\tR\x04urls\"\xdc\x01\n" +
+	"\x06Cookie\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value\x12\x10\n" +
+	"\x03url\x18\x03 \x01(\tR\x03url\x12\x16\n" +
+	"\x06domain\x18\x04 \x01(\tR\x06domain\x12\x12\n" +
+	"\x04path\x18\x05 \x01(\tR\x04path\x12\x18\n" +
+	"\aexpires\x18\x06 \x01(\x01R\aexpires\x12\x1b\n" +
+	"\thttp_only\x18\a \x01(\bR\bhttpOnly\x12\x16\n" +
+	"\x06secure\x18\b \x01(\bR\x06secure\x12\x1b\n" +
+	"\tsame_site\x18\t \x01(\tR\bsameSite\"@\n" +
+	"\n" +
+	"AddCookies\x122\n" +
+	"\acookies\x18\x01 \x03(\v2\x18.browserbroker.v1.CookieR\acookies\"\x0e\n" +
+	"\fClearCookies\"\xed\x10\n" +
 	"\x04Step\x12,\n" +
 	"\x04goto\x18\x01 \x01(\v2\x16.browserbroker.v1.GotoH\x00R\x04goto\x12/\n" +
 	"\x05click\x18\x02 \x01(\v2\x17.browserbroker.v1.ClickH\x00R\x05click\x12,\n" +
@@ -2888,8 +4910,38 @@ const file_browserbroker_v1_broker_proto_rawDesc = "" +
 	"\n" +
 	"screenshot\x18\v \x01(\v2\x1c.browserbroker.v1.ScreenshotH\x00R\n" +
 	"screenshot\x12)\n" +
-	"\x03pdf\x18\f \x01(\v2\x15.browserbroker.v1.PdfH\x00R\x03pdf\x123\n" +
-	"\atimeout\x18\x14 \x01(\v2\x19.google.protobuf.DurationR\atimeoutB\b\n" +
+	"\x03pdf\x18\f \x01(\v2\x15.browserbroker.v1.PdfH\x00R\x03pdf\x12/\n" +
+	"\x05hover\x18\r \x01(\v2\x17.browserbroker.v1.HoverH\x00R\x05hover\x12/\n" +
+	"\x05check\x18\x0e \x01(\v2\x17.browserbroker.v1.CheckH\x00R\x05check\x125\n" +
+	"\auncheck\x18\x0f \x01(\v2\x19.browserbroker.v1.UncheckH\x00R\auncheck\x12E\n" +
+	"\rselect_option\x18\x10 \x01(\v2\x1e.browserbroker.v1.SelectOptionH\x00R\fselectOption\x12,\n" +
+	"\x04type\x18\x11 \x01(\v2\x16.browserbroker.v1.TypeH\x00R\x04type\x122\n" +
+	"\x06scroll\x18\x12 \x01(\v2\x18.browserbroker.v1.ScrollH\x00R\x06scroll\x123\n" +
+	"\ago_back\x18\x13 \x01(\v2\x18.browserbroker.v1.GoBackH\x00R\x06goBack\x12<\n" +
+	"\n" +
+	"go_forward\x18\x15 \x01(\v2\x1b.browserbroker.v1.GoForwardH\x00R\tgoForward\x122\n" +
+	"\x06reload\x18\x16 \x01(\v2\x18.browserbroker.v1.ReloadH\x00R\x06reload\x12@\n" +
+	"\fwait_for_url\x18\x17 \x01(\v2\x1c.browserbroker.v1.WaitForUrlH\x00R\n" +
+	"waitForUrl\x12O\n" +
+	"\x11wait_for_response\x18\x18 \x01(\v2!.browserbroker.v1.WaitForResponseH\x00R\x0fwaitForResponse\x12O\n" +
+	"\x11wait_for_function\x18\x19 \x01(\v2!.browserbroker.v1.WaitForFunctionH\x00R\x0fwaitForFunction\x12I\n" +
+	"\x0fset_input_files\x18\x1a \x01(\v2\x1f.browserbroker.v1.SetInputFilesH\x00R\rsetInputFiles\x128\n" +
+	"\bdownload\x18\x1b \x01(\v2\x1a.browserbroker.v1.DownloadH\x00R\bdownload\x12<\n" +
+	"\n" +
+	"list_pages\x18\x1c \x01(\v2\x1b.browserbroker.v1.ListPagesH\x00R\tlistPages\x12?\n" +
+	"\vswitch_page\x18\x1d \x01(\v2\x1c.browserbroker.v1.SwitchPageH\x00R\n" +
+	"switchPage\x12<\n" +
+	"\n" +
+	"close_page\x18\x1e \x01(\v2\x1b.browserbroker.v1.ClosePageH\x00R\tclosePage\x12E\n" +
+	"\rstorage_state\x18\x1f \x01(\v2\x1e.browserbroker.v1.StorageStateH\x00R\fstorageState\x12?\n" +
+	"\vget_cookies\x18  \x01(\v2\x1c.browserbroker.v1.GetCookiesH\x00R\n" +
+	"getCookies\x12?\n" +
+	"\vadd_cookies\x18! \x01(\v2\x1c.browserbroker.v1.AddCookiesH\x00R\n" +
+	"addCookies\x12E\n" +
+	"\rclear_cookies\x18\" \x01(\v2\x1e.browserbroker.v1.ClearCookiesH\x00R\fclearCookies\x123\n" +
+	"\atimeout\x18\x14 \x01(\v2\x19.google.protobuf.DurationR\atimeout\x12\x17\n" +
+	"\apage_id\x18( \x01(\tR\x06pageId\x12%\n" +
+	"\x0eframe_selector\x18) \x01(\tR\rframeSelectorB\b\n" +
 	"\x06action\"\xd0\x01\n" +
 	"\n" +
 	"RunRequest\x12\x19\n" +
@@ -2900,7 +4952,7 @@ const file_browserbroker_v1_broker_proto_rawDesc = "" +
 	"\x11continue_on_error\x18\x05 \x01(\bR\x0fcontinueOnError\"Z\n" +
 	"\tStepError\x123\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x1f.browserbroker.v1.StepErrorKindR\x04kind\x12\x18\n" +
-	"\amessage\x18\x02 \x01(\tR\amessage\"\xb9\x02\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\"\xc2\x03\n" +
 	"\n" +
 	"StepResult\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\rR\x05index\x12\x16\n" +
@@ -2915,7 +4967,21 @@ const file_browserbroker_v1_broker_proto_rawDesc = "" +
 	"\x05found\x18\t \x01(\bR\x05found\x12\x12\n" +
 	"\x04json\x18\n" +
 	" \x01(\tR\x04json\x12\x12\n" +
-	"\x04data\x18\v \x01(\fR\x04data\"?\n" +
+	"\x04data\x18\v \x01(\fR\x04data\x12\x17\n" +
+	"\apage_id\x18\f \x01(\tR\x06pageId\x120\n" +
+	"\x05pages\x18\r \x03(\v2\x1a.browserbroker.v1.PageInfoR\x05pages\x12<\n" +
+	"\vpage_events\x18\x0e \x03(\v2\x1b.browserbroker.v1.PageEventR\n" +
+	"pageEvents\"L\n" +
+	"\tPageEvent\x12\x12\n" +
+	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x12\n" +
+	"\x04text\x18\x02 \x01(\tR\x04text\x12\x17\n" +
+	"\apage_id\x18\x03 \x01(\tR\x06pageId\"y\n" +
+	"\bPageInfo\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x10\n" +
+	"\x03url\x18\x02 \x01(\tR\x03url\x12\x14\n" +
+	"\x05title\x18\x03 \x01(\tR\x05title\x12\x18\n" +
+	"\acurrent\x18\x04 \x01(\bR\acurrent\x12\x1b\n" +
+	"\topener_id\x18\x05 \x01(\tR\bopenerId\"?\n" +
 	"\vRunResponse\x120\n" +
 	"\x04step\x18\x01 \x01(\v2\x1c.browserbroker.v1.StepResultR\x04step\"p\n" +
 	"\x10KeepAliveRequest\x12\x19\n" +
@@ -2969,7 +5035,12 @@ const file_browserbroker_v1_broker_proto_rawDesc = "" +
 	"\x05ready\x18\x06 \x01(\rR\x05ready\x12\x18\n" +
 	"\aopening\x18\a \x01(\rR\aopening\x12\x12\n" +
 	"\x04hits\x18\b \x01(\x04R\x04hits\x12\x16\n" +
-	"\x06misses\x18\t \x01(\x04R\x06misses\"\x9d\x01\n" +
+	"\x06misses\x18\t \x01(\x04R\x06misses\"B\n" +
+	"\x0fGetTraceRequest\x12\x19\n" +
+	"\blease_id\x18\x01 \x01(\tR\aleaseId\x12\x14\n" +
+	"\x05token\x18\x02 \x01(\tR\x05token\"(\n" +
+	"\x10GetTraceResponse\x12\x14\n" +
+	"\x05chunk\x18\x01 \x01(\fR\x05chunk\"\x9d\x01\n" +
 	"\fTenantStatus\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12#\n" +
 	"\ractive_leases\x18\x02 \x01(\rR\factiveLeases\x12\x16\n" +
@@ -3011,13 +5082,14 @@ const file_browserbroker_v1_broker_proto_rawDesc = "" +
 	"\x1bSTEP_ERROR_KIND_UNSUPPORTED\x10\x05\x12\x1b\n" +
 	"\x17STEP_ERROR_KIND_BROWSER\x10\x06\x12\x1b\n" +
 	"\x17STEP_ERROR_KIND_BLOCKED\x10\a\x12\x1d\n" +
-	"\x19STEP_ERROR_KIND_TOO_LARGE\x10\b2\xa8\x03\n" +
+	"\x19STEP_ERROR_KIND_TOO_LARGE\x10\b2\xfd\x03\n" +
 	"\x14BrowserBrokerService\x12N\n" +
 	"\aAcquire\x12 .browserbroker.v1.AcquireRequest\x1a!.browserbroker.v1.AcquireResponse\x12D\n" +
 	"\x03Run\x12\x1c.browserbroker.v1.RunRequest\x1a\x1d.browserbroker.v1.RunResponse0\x01\x12T\n" +
 	"\tKeepAlive\x12\".browserbroker.v1.KeepAliveRequest\x1a#.browserbroker.v1.KeepAliveResponse\x12N\n" +
 	"\aRelease\x12 .browserbroker.v1.ReleaseRequest\x1a!.browserbroker.v1.ReleaseResponse\x12T\n" +
-	"\tGetStatus\x12\".browserbroker.v1.GetStatusRequest\x1a#.browserbroker.v1.GetStatusResponseB9Z7example.com/browserbroker/gen/browserbroker/v1;brokerv1b\x06proto3"
+	"\tGetStatus\x12\".browserbroker.v1.GetStatusRequest\x1a#.browserbroker.v1.GetStatusResponse\x12S\n" +
+	"\bGetTrace\x12!.browserbroker.v1.GetTraceRequest\x1a\".browserbroker.v1.GetTraceResponse0\x01B9Z7example.com/browserbroker/gen/browserbroker/v1;brokerv1b\x06proto3"
 
 var (
 	file_browserbroker_v1_broker_proto_rawDescOnce sync.Once
@@ -3032,7 +5104,7 @@ func file_browserbroker_v1_broker_proto_rawDescGZIP() []byte {
 }
 
 var file_browserbroker_v1_broker_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_browserbroker_v1_broker_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
+var file_browserbroker_v1_broker_proto_msgTypes = make([]protoimpl.MessageInfo, 62)
 var file_browserbroker_v1_broker_proto_goTypes = []any{
 	(Engine)(0),                   // 0: browserbroker.v1.Engine
 	(Isolation)(0),                // 1: browserbroker.v1.Isolation
@@ -3042,104 +5114,161 @@ var file_browserbroker_v1_broker_proto_goTypes = []any{
 	(*Viewport)(nil),              // 5: browserbroker.v1.Viewport
 	(*Proxy)(nil),                 // 6: browserbroker.v1.Proxy
 	(*ContextOptions)(nil),        // 7: browserbroker.v1.ContextOptions
-	(*CamoufoxOptions)(nil),       // 8: browserbroker.v1.CamoufoxOptions
-	(*AcquireRequest)(nil),        // 9: browserbroker.v1.AcquireRequest
-	(*AcquireResponse)(nil),       // 10: browserbroker.v1.AcquireResponse
-	(*Goto)(nil),                  // 11: browserbroker.v1.Goto
-	(*Click)(nil),                 // 12: browserbroker.v1.Click
-	(*Fill)(nil),                  // 13: browserbroker.v1.Fill
-	(*Press)(nil),                 // 14: browserbroker.v1.Press
-	(*WaitForSelector)(nil),       // 15: browserbroker.v1.WaitForSelector
-	(*WaitForLoadState)(nil),      // 16: browserbroker.v1.WaitForLoadState
-	(*Evaluate)(nil),              // 17: browserbroker.v1.Evaluate
-	(*GetContent)(nil),            // 18: browserbroker.v1.GetContent
-	(*GetText)(nil),               // 19: browserbroker.v1.GetText
-	(*GetAttribute)(nil),          // 20: browserbroker.v1.GetAttribute
-	(*Screenshot)(nil),            // 21: browserbroker.v1.Screenshot
-	(*Pdf)(nil),                   // 22: browserbroker.v1.Pdf
-	(*Step)(nil),                  // 23: browserbroker.v1.Step
-	(*RunRequest)(nil),            // 24: browserbroker.v1.RunRequest
-	(*StepError)(nil),             // 25: browserbroker.v1.StepError
-	(*StepResult)(nil),            // 26: browserbroker.v1.StepResult
-	(*RunResponse)(nil),           // 27: browserbroker.v1.RunResponse
-	(*KeepAliveRequest)(nil),      // 28: browserbroker.v1.KeepAliveRequest
-	(*KeepAliveResponse)(nil),     // 29: browserbroker.v1.KeepAliveResponse
-	(*ReleaseRequest)(nil),        // 30: browserbroker.v1.ReleaseRequest
-	(*ReleaseResponse)(nil),       // 31: browserbroker.v1.ReleaseResponse
-	(*GetStatusRequest)(nil),      // 32: browserbroker.v1.GetStatusRequest
-	(*EngineStatus)(nil),          // 33: browserbroker.v1.EngineStatus
-	(*GetStatusResponse)(nil),     // 34: browserbroker.v1.GetStatusResponse
-	(*PoolStatus)(nil),            // 35: browserbroker.v1.PoolStatus
-	(*TenantStatus)(nil),          // 36: browserbroker.v1.TenantStatus
-	nil,                           // 37: browserbroker.v1.ContextOptions.ExtraHttpHeadersEntry
-	nil,                           // 38: browserbroker.v1.AcquireRequest.LabelsEntry
-	(*durationpb.Duration)(nil),   // 39: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 40: google.protobuf.Timestamp
+	(*Geolocation)(nil),           // 8: browserbroker.v1.Geolocation
+	(*CamoufoxOptions)(nil),       // 9: browserbroker.v1.CamoufoxOptions
+	(*AcquireRequest)(nil),        // 10: browserbroker.v1.AcquireRequest
+	(*AcquireResponse)(nil),       // 11: browserbroker.v1.AcquireResponse
+	(*Goto)(nil),                  // 12: browserbroker.v1.Goto
+	(*Click)(nil),                 // 13: browserbroker.v1.Click
+	(*Fill)(nil),                  // 14: browserbroker.v1.Fill
+	(*Press)(nil),                 // 15: browserbroker.v1.Press
+	(*WaitForSelector)(nil),       // 16: browserbroker.v1.WaitForSelector
+	(*WaitForLoadState)(nil),      // 17: browserbroker.v1.WaitForLoadState
+	(*Evaluate)(nil),              // 18: browserbroker.v1.Evaluate
+	(*GetContent)(nil),            // 19: browserbroker.v1.GetContent
+	(*GetText)(nil),               // 20: browserbroker.v1.GetText
+	(*GetAttribute)(nil),          // 21: browserbroker.v1.GetAttribute
+	(*Screenshot)(nil),            // 22: browserbroker.v1.Screenshot
+	(*Pdf)(nil),                   // 23: browserbroker.v1.Pdf
+	(*Hover)(nil),                 // 24: browserbroker.v1.Hover
+	(*Check)(nil),                 // 25: browserbroker.v1.Check
+	(*Uncheck)(nil),               // 26: browserbroker.v1.Uncheck
+	(*SelectOption)(nil),          // 27: browserbroker.v1.SelectOption
+	(*Type)(nil),                  // 28: browserbroker.v1.Type
+	(*Scroll)(nil),                // 29: browserbroker.v1.Scroll
+	(*GoBack)(nil),                // 30: browserbroker.v1.GoBack
+	(*GoForward)(nil),             // 31: browserbroker.v1.GoForward
+	(*Reload)(nil),                // 32: browserbroker.v1.Reload
+	(*WaitForUrl)(nil),            // 33: browserbroker.v1.WaitForUrl
+	(*WaitForResponse)(nil),       // 34: browserbroker.v1.WaitForResponse
+	(*WaitForFunction)(nil),       // 35: browserbroker.v1.WaitForFunction
+	(*InputFile)(nil),             // 36: browserbroker.v1.InputFile
+	(*SetInputFiles)(nil),         // 37: browserbroker.v1.SetInputFiles
+	(*Download)(nil),              // 38: browserbroker.v1.Download
+	(*ListPages)(nil),             // 39: browserbroker.v1.ListPages
+	(*SwitchPage)(nil),            // 40: browserbroker.v1.SwitchPage
+	(*ClosePage)(nil),             // 41: browserbroker.v1.ClosePage
+	(*StorageState)(nil),          // 42: browserbroker.v1.StorageState
+	(*GetCookies)(nil),            // 43: browserbroker.v1.GetCookies
+	(*Cookie)(nil),                // 44: browserbroker.v1.Cookie
+	(*AddCookies)(nil),            // 45: browserbroker.v1.AddCookies
+	(*ClearCookies)(nil),          // 46: browserbroker.v1.ClearCookies
+	(*Step)(nil),                  // 47: browserbroker.v1.Step
+	(*RunRequest)(nil),            // 48: browserbroker.v1.RunRequest
+	(*StepError)(nil),             // 49: browserbroker.v1.StepError
+	(*StepResult)(nil),            // 50: browserbroker.v1.StepResult
+	(*PageEvent)(nil),             // 51: browserbroker.v1.PageEvent
+	(*PageInfo)(nil),              // 52: browserbroker.v1.PageInfo
+	(*RunResponse)(nil),           // 53: browserbroker.v1.RunResponse
+	(*KeepAliveRequest)(nil),      // 54: browserbroker.v1.KeepAliveRequest
+	(*KeepAliveResponse)(nil),     // 55: browserbroker.v1.KeepAliveResponse
+	(*ReleaseRequest)(nil),        // 56: browserbroker.v1.ReleaseRequest
+	(*ReleaseResponse)(nil),       // 57: browserbroker.v1.ReleaseResponse
+	(*GetStatusRequest)(nil),      // 58: browserbroker.v1.GetStatusRequest
+	(*EngineStatus)(nil),          // 59: browserbroker.v1.EngineStatus
+	(*GetStatusResponse)(nil),     // 60: browserbroker.v1.GetStatusResponse
+	(*PoolStatus)(nil),            // 61: browserbroker.v1.PoolStatus
+	(*GetTraceRequest)(nil),       // 62: browserbroker.v1.GetTraceRequest
+	(*GetTraceResponse)(nil),      // 63: browserbroker.v1.GetTraceResponse
+	(*TenantStatus)(nil),          // 64: browserbroker.v1.TenantStatus
+	nil,                           // 65: browserbroker.v1.ContextOptions.ExtraHttpHeadersEntry
+	nil,                           // 66: browserbroker.v1.AcquireRequest.LabelsEntry
+	(*durationpb.Duration)(nil),   // 67: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 68: google.protobuf.Timestamp
 }
 var file_browserbroker_v1_broker_proto_depIdxs = []int32{
 	5,  // 0: browserbroker.v1.ContextOptions.viewport:type_name -> browserbroker.v1.Viewport
-	37, // 1: browserbroker.v1.ContextOptions.extra_http_headers:type_name -> browserbroker.v1.ContextOptions.ExtraHttpHeadersEntry
+	65, // 1: browserbroker.v1.ContextOptions.extra_http_headers:type_name -> browserbroker.v1.ContextOptions.ExtraHttpHeadersEntry
 	6,  // 2: browserbroker.v1.ContextOptions.proxy:type_name -> browserbroker.v1.Proxy
-	39, // 3: browserbroker.v1.CamoufoxOptions.humanize_max:type_name -> google.protobuf.Duration
-	5,  // 4: browserbroker.v1.CamoufoxOptions.window:type_name -> browserbroker.v1.Viewport
-	0,  // 5: browserbroker.v1.AcquireRequest.engine:type_name -> browserbroker.v1.Engine
-	1,  // 6: browserbroker.v1.AcquireRequest.isolation:type_name -> browserbroker.v1.Isolation
-	39, // 7: browserbroker.v1.AcquireRequest.ttl:type_name -> google.protobuf.Duration
-	39, // 8: browserbroker.v1.AcquireRequest.idle_timeout:type_name -> google.protobuf.Duration
-	7,  // 9: browserbroker.v1.AcquireRequest.context:type_name -> browserbroker.v1.ContextOptions
-	38, // 10: browserbroker.v1.AcquireRequest.labels:type_name -> browserbroker.v1.AcquireRequest.LabelsEntry
-	8,  // 11: browserbroker.v1.AcquireRequest.camoufox:type_name -> browserbroker.v1.CamoufoxOptions
-	40, // 12: browserbroker.v1.AcquireResponse.expires_at:type_name -> google.protobuf.Timestamp
-	0,  // 13: browserbroker.v1.AcquireResponse.engine:type_name -> browserbroker.v1.Engine
-	1,  // 14: browserbroker.v1.AcquireResponse.isolation:type_name -> browserbroker.v1.Isolation
-	39, // 15: browserbroker.v1.AcquireResponse.ttl:type_name -> google.protobuf.Duration
-	39, // 16: browserbroker.v1.AcquireResponse.idle_timeout:type_name -> google.protobuf.Duration
-	39, // 17: browserbroker.v1.AcquireResponse.queue_wait:type_name -> google.protobuf.Duration
-	11, // 18: browserbroker.v1.Step.goto:type_name -> browserbroker.v1.Goto
-	12, // 19: browserbroker.v1.Step.click:type_name -> browserbroker.v1.Click
-	13, // 20: browserbroker.v1.Step.fill:type_name -> browserbroker.v1.Fill
-	14, // 21: browserbroker.v1.Step.press:type_name -> browserbroker.v1.Press
-	15, // 22: browserbroker.v1.Step.wait_for_selector:type_name -> browserbroker.v1.WaitForSelector
-	16, // 23: browserbroker.v1.Step.wait_for_load_state:type_name -> browserbroker.v1.WaitForLoadState
-	17, // 24: browserbroker.v1.Step.evaluate:type_name -> browserbroker.v1.Evaluate
-	18, // 25: browserbroker.v1.Step.get_content:type_name -> browserbroker.v1.GetContent
-	19, // 26: browserbroker.v1.Step.get_text:type_name -> browserbroker.v1.GetText
-	20, // 27: browserbroker.v1.Step.get_attribute:type_name -> browserbroker.v1.GetAttribute
-	21, // 28: browserbroker.v1.Step.screenshot:type_name -> browserbroker.v1.Screenshot
-	22, // 29: browserbroker.v1.Step.pdf:type_name -> browserbroker.v1.Pdf
-	39, // 30: browserbroker.v1.Step.timeout:type_name -> google.protobuf.Duration
-	23, // 31: browserbroker.v1.RunRequest.steps:type_name -> browserbroker.v1.Step
-	3,  // 32: browserbroker.v1.RunRequest.on_cancel:type_name -> browserbroker.v1.OnCancel
-	4,  // 33: browserbroker.v1.StepError.kind:type_name -> browserbroker.v1.StepErrorKind
-	25, // 34: browserbroker.v1.StepResult.error:type_name -> browserbroker.v1.StepError
-	39, // 35: browserbroker.v1.StepResult.duration:type_name -> google.protobuf.Duration
-	26, // 36: browserbroker.v1.RunResponse.step:type_name -> browserbroker.v1.StepResult
-	39, // 37: browserbroker.v1.KeepAliveRequest.ttl:type_name -> google.protobuf.Duration
-	40, // 38: browserbroker.v1.KeepAliveResponse.expires_at:type_name -> google.protobuf.Timestamp
-	2,  // 39: browserbroker.v1.ReleaseResponse.reason:type_name -> browserbroker.v1.ReleaseReason
-	40, // 40: browserbroker.v1.ReleaseResponse.released_at:type_name -> google.protobuf.Timestamp
-	0,  // 41: browserbroker.v1.EngineStatus.engine:type_name -> browserbroker.v1.Engine
-	33, // 42: browserbroker.v1.GetStatusResponse.engines:type_name -> browserbroker.v1.EngineStatus
-	0,  // 43: browserbroker.v1.GetStatusResponse.default_engine:type_name -> browserbroker.v1.Engine
-	36, // 44: browserbroker.v1.GetStatusResponse.tenants:type_name -> browserbroker.v1.TenantStatus
-	35, // 45: browserbroker.v1.GetStatusResponse.pools:type_name -> browserbroker.v1.PoolStatus
-	0,  // 46: browserbroker.v1.PoolStatus.engine:type_name -> browserbroker.v1.Engine
-	1,  // 47: browserbroker.v1.PoolStatus.isolation:type_name -> browserbroker.v1.Isolation
-	9,  // 48: browserbroker.v1.BrowserBrokerService.Acquire:input_type -> browserbroker.v1.AcquireRequest
-	24, // 49: browserbroker.v1.BrowserBrokerService.Run:input_type -> browserbroker.v1.RunRequest
-	28, // 50: browserbroker.v1.BrowserBrokerService.KeepAlive:input_type -> browserbroker.v1.KeepAliveRequest
-	30, // 51: browserbroker.v1.BrowserBrokerService.Release:input_type -> browserbroker.v1.ReleaseRequest
-	32, // 52: browserbroker.v1.BrowserBrokerService.GetStatus:input_type -> browserbroker.v1.GetStatusRequest
-	10, // 53: browserbroker.v1.BrowserBrokerService.Acquire:output_type -> browserbroker.v1.AcquireResponse
-	27, // 54: browserbroker.v1.BrowserBrokerService.Run:output_type -> browserbroker.v1.RunResponse
-	29, // 55: browserbroker.v1.BrowserBrokerService.KeepAlive:output_type -> browserbroker.v1.KeepAliveResponse
-	31, // 56: browserbroker.v1.BrowserBrokerService.Release:output_type -> browserbroker.v1.ReleaseResponse
-	34, // 57: browserbroker.v1.BrowserBrokerService.GetStatus:output_type -> browserbroker.v1.GetStatusResponse
-	53, // [53:58] is the sub-list for method output_type
-	48, // [48:53] is the sub-list for method input_type
-	48, // [48:48] is the sub-list for extension type_name
-	48, // [48:48] is the sub-list for extension extendee
-	0,  // [0:48] is the sub-list for field type_name
+	8,  // 3: browserbroker.v1.ContextOptions.geolocation:type_name -> browserbroker.v1.Geolocation
+	67, // 4: browserbroker.v1.CamoufoxOptions.humanize_max:type_name -> google.protobuf.Duration
+	5,  // 5: browserbroker.v1.CamoufoxOptions.window:type_name -> browserbroker.v1.Viewport
+	0,  // 6: browserbroker.v1.AcquireRequest.engine:type_name -> browserbroker.v1.Engine
+	1,  // 7: browserbroker.v1.AcquireRequest.isolation:type_name -> browserbroker.v1.Isolation
+	67, // 8: browserbroker.v1.AcquireRequest.ttl:type_name -> google.protobuf.Duration
+	67, // 9: browserbroker.v1.AcquireRequest.idle_timeout:type_name -> google.protobuf.Duration
+	7,  // 10: browserbroker.v1.AcquireRequest.context:type_name -> browserbroker.v1.ContextOptions
+	66, // 11: browserbroker.v1.AcquireRequest.labels:type_name -> browserbroker.v1.AcquireRequest.LabelsEntry
+	9,  // 12: browserbroker.v1.AcquireRequest.camoufox:type_name -> browserbroker.v1.CamoufoxOptions
+	68, // 13: browserbroker.v1.AcquireResponse.expires_at:type_name -> google.protobuf.Timestamp
+	0,  // 14: browserbroker.v1.AcquireResponse.engine:type_name -> browserbroker.v1.Engine
+	1,  // 15: browserbroker.v1.AcquireResponse.isolation:type_name -> browserbroker.v1.Isolation
+	67, // 16: browserbroker.v1.AcquireResponse.ttl:type_name -> google.protobuf.Duration
+	67, // 17: browserbroker.v1.AcquireResponse.idle_timeout:type_name -> google.protobuf.Duration
+	67, // 18: browserbroker.v1.AcquireResponse.queue_wait:type_name -> google.protobuf.Duration
+	67, // 19: browserbroker.v1.Type.delay:type_name -> google.protobuf.Duration
+	36, // 20: browserbroker.v1.SetInputFiles.files:type_name -> browserbroker.v1.InputFile
+	44, // 21: browserbroker.v1.AddCookies.cookies:type_name -> browserbroker.v1.Cookie
+	12, // 22: browserbroker.v1.Step.goto:type_name -> browserbroker.v1.Goto
+	13, // 23: browserbroker.v1.Step.click:type_name -> browserbroker.v1.Click
+	14, // 24: browserbroker.v1.Step.fill:type_name -> browserbroker.v1.Fill
+	15, // 25: browserbroker.v1.Step.press:type_name -> browserbroker.v1.Press
+	16, // 26: browserbroker.v1.Step.wait_for_selector:type_name -> browserbroker.v1.WaitForSelector
+	17, // 27: browserbroker.v1.Step.wait_for_load_state:type_name -> browserbroker.v1.WaitForLoadState
+	18, // 28: browserbroker.v1.Step.evaluate:type_name -> browserbroker.v1.Evaluate
+	19, // 29: browserbroker.v1.Step.get_content:type_name -> browserbroker.v1.GetContent
+	20, // 30: browserbroker.v1.Step.get_text:type_name -> browserbroker.v1.GetText
+	21, // 31: browserbroker.v1.Step.get_attribute:type_name -> browserbroker.v1.GetAttribute
+	22, // 32: browserbroker.v1.Step.screenshot:type_name -> browserbroker.v1.Screenshot
+	23, // 33: browserbroker.v1.Step.pdf:type_name -> browserbroker.v1.Pdf
+	24, // 34: browserbroker.v1.Step.hover:type_name -> browserbroker.v1.Hover
+	25, // 35: browserbroker.v1.Step.check:type_name -> browserbroker.v1.Check
+	26, // 36: browserbroker.v1.Step.uncheck:type_name -> browserbroker.v1.Uncheck
+	27, // 37: browserbroker.v1.Step.select_option:type_name -> browserbroker.v1.SelectOption
+	28, // 38: browserbroker.v1.Step.type:type_name -> browserbroker.v1.Type
+	29, // 39: browserbroker.v1.Step.scroll:type_name -> browserbroker.v1.Scroll
+	30, // 40: browserbroker.v1.Step.go_back:type_name -> browserbroker.v1.GoBack
+	31, // 41: browserbroker.v1.Step.go_forward:type_name -> browserbroker.v1.GoForward
+	32, // 42: browserbroker.v1.Step.reload:type_name -> browserbroker.v1.Reload
+	33, // 43: browserbroker.v1.Step.wait_for_url:type_name -> browserbroker.v1.WaitForUrl
+	34, // 44: browserbroker.v1.Step.wait_for_response:type_name -> browserbroker.v1.WaitForResponse
+	35, // 45: browserbroker.v1.Step.wait_for_function:type_name -> browserbroker.v1.WaitForFunction
+	37, // 46: browserbroker.v1.Step.set_input_files:type_name -> browserbroker.v1.SetInputFiles
+	38, // 47: browserbroker.v1.Step.download:type_name -> browserbroker.v1.Download
+	39, // 48: browserbroker.v1.Step.list_pages:type_name -> browserbroker.v1.ListPages
+	40, // 49: browserbroker.v1.Step.switch_page:type_name -> browserbroker.v1.SwitchPage
+	41, // 50: browserbroker.v1.Step.close_page:type_name -> browserbroker.v1.ClosePage
+	42, // 51: browserbroker.v1.Step.storage_state:type_name -> browserbroker.v1.StorageState
+	43, // 52: browserbroker.v1.Step.get_cookies:type_name -> browserbroker.v1.GetCookies
+	45, // 53: browserbroker.v1.Step.add_cookies:type_name -> browserbroker.v1.AddCookies
+	46, // 54: browserbroker.v1.Step.clear_cookies:type_name -> browserbroker.v1.ClearCookies
+	67, // 55: browserbroker.v1.Step.timeout:type_name -> google.protobuf.Duration
+	47, // 56: browserbroker.v1.RunRequest.steps:type_name -> browserbroker.v1.Step
+	3,  // 57: browserbroker.v1.RunRequest.on_cancel:type_name -> browserbroker.v1.OnCancel
+	4,  // 58: browserbroker.v1.StepError.kind:type_name -> browserbroker.v1.StepErrorKind
+	49, // 59: browserbroker.v1.StepResult.error:type_name -> browserbroker.v1.StepError
+	67, // 60: browserbroker.v1.StepResult.duration:type_name -> google.protobuf.Duration
+	52, // 61: browserbroker.v1.StepResult.pages:type_name -> browserbroker.v1.PageInfo
+	51, // 62: browserbroker.v1.StepResult.page_events:type_name -> browserbroker.v1.PageEvent
+	50, // 63: browserbroker.v1.RunResponse.step:type_name -> browserbroker.v1.StepResult
+	67, // 64: browserbroker.v1.KeepAliveRequest.ttl:type_name -> google.protobuf.Duration
+	68, // 65: browserbroker.v1.KeepAliveResponse.expires_at:type_name -> google.protobuf.Timestamp
+	2,  // 66: browserbroker.v1.ReleaseResponse.reason:type_name -> browserbroker.v1.ReleaseReason
+	68, // 67: browserbroker.v1.ReleaseResponse.released_at:type_name -> google.protobuf.Timestamp
+	0,  // 68: browserbroker.v1.EngineStatus.engine:type_name -> browserbroker.v1.Engine
+	59, // 69: browserbroker.v1.GetStatusResponse.engines:type_name -> browserbroker.v1.EngineStatus
+	0,  // 70: browserbroker.v1.GetStatusResponse.default_engine:type_name -> browserbroker.v1.Engine
+	64, // 71: browserbroker.v1.GetStatusResponse.tenants:type_name -> browserbroker.v1.TenantStatus
+	61, // 72: browserbroker.v1.GetStatusResponse.pools:type_name -> browserbroker.v1.PoolStatus
+	0,  // 73: browserbroker.v1.PoolStatus.engine:type_name -> browserbroker.v1.Engine
+	1,  // 74: browserbroker.v1.PoolStatus.isolation:type_name -> browserbroker.v1.Isolation
+	10, // 75: browserbroker.v1.BrowserBrokerService.Acquire:input_type -> browserbroker.v1.AcquireRequest
+	48, // 76: browserbroker.v1.BrowserBrokerService.Run:input_type -> browserbroker.v1.RunRequest
+	54, // 77: browserbroker.v1.BrowserBrokerService.KeepAlive:input_type -> browserbroker.v1.KeepAliveRequest
+	56, // 78: browserbroker.v1.BrowserBrokerService.Release:input_type -> browserbroker.v1.ReleaseRequest
+	58, // 79: browserbroker.v1.BrowserBrokerService.GetStatus:input_type -> browserbroker.v1.GetStatusRequest
+	62, // 80: browserbroker.v1.BrowserBrokerService.GetTrace:input_type -> browserbroker.v1.GetTraceRequest
+	11, // 81: browserbroker.v1.BrowserBrokerService.Acquire:output_type -> browserbroker.v1.AcquireResponse
+	53, // 82: browserbroker.v1.BrowserBrokerService.Run:output_type -> browserbroker.v1.RunResponse
+	55, // 83: browserbroker.v1.BrowserBrokerService.KeepAlive:output_type -> browserbroker.v1.KeepAliveResponse
+	57, // 84: browserbroker.v1.BrowserBrokerService.Release:output_type -> browserbroker.v1.ReleaseResponse
+	60, // 85: browserbroker.v1.BrowserBrokerService.GetStatus:output_type -> browserbroker.v1.GetStatusResponse
+	63, // 86: browserbroker.v1.BrowserBrokerService.GetTrace:output_type -> browserbroker.v1.GetTraceResponse
+	81, // [81:87] is the sub-list for method output_type
+	75, // [75:81] is the sub-list for method input_type
+	75, // [75:75] is the sub-list for extension type_name
+	75, // [75:75] is the sub-list for extension extendee
+	0,  // [0:75] is the sub-list for field type_name
 }
 
 func init() { file_browserbroker_v1_broker_proto_init() }
@@ -3147,7 +5276,7 @@ func file_browserbroker_v1_broker_proto_init() {
 	if File_browserbroker_v1_broker_proto != nil {
 		return
 	}
-	file_browserbroker_v1_broker_proto_msgTypes[18].OneofWrappers = []any{
+	file_browserbroker_v1_broker_proto_msgTypes[42].OneofWrappers = []any{
 		(*Step_Goto)(nil),
 		(*Step_Click)(nil),
 		(*Step_Fill)(nil),
@@ -3160,6 +5289,27 @@ func file_browserbroker_v1_broker_proto_init() {
 		(*Step_GetAttribute)(nil),
 		(*Step_Screenshot)(nil),
 		(*Step_Pdf)(nil),
+		(*Step_Hover)(nil),
+		(*Step_Check)(nil),
+		(*Step_Uncheck)(nil),
+		(*Step_SelectOption)(nil),
+		(*Step_Type)(nil),
+		(*Step_Scroll)(nil),
+		(*Step_GoBack)(nil),
+		(*Step_GoForward)(nil),
+		(*Step_Reload)(nil),
+		(*Step_WaitForUrl)(nil),
+		(*Step_WaitForResponse)(nil),
+		(*Step_WaitForFunction)(nil),
+		(*Step_SetInputFiles)(nil),
+		(*Step_Download)(nil),
+		(*Step_ListPages)(nil),
+		(*Step_SwitchPage)(nil),
+		(*Step_ClosePage)(nil),
+		(*Step_StorageState)(nil),
+		(*Step_GetCookies)(nil),
+		(*Step_AddCookies)(nil),
+		(*Step_ClearCookies)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -3167,7 +5317,7 @@ func file_browserbroker_v1_broker_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_browserbroker_v1_broker_proto_rawDesc), len(file_browserbroker_v1_broker_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   34,
+			NumMessages:   62,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

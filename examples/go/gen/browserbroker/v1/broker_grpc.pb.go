@@ -53,6 +53,7 @@ const (
 	BrowserBrokerService_KeepAlive_FullMethodName = "/browserbroker.v1.BrowserBrokerService/KeepAlive"
 	BrowserBrokerService_Release_FullMethodName   = "/browserbroker.v1.BrowserBrokerService/Release"
 	BrowserBrokerService_GetStatus_FullMethodName = "/browserbroker.v1.BrowserBrokerService/GetStatus"
+	BrowserBrokerService_GetTrace_FullMethodName  = "/browserbroker.v1.BrowserBrokerService/GetTrace"
 )
 
 // BrowserBrokerServiceClient is the client API for BrowserBrokerService service.
@@ -80,6 +81,12 @@ type BrowserBrokerServiceClient interface {
 	Release(ctx context.Context, in *ReleaseRequest, opts ...grpc.CallOption) (*ReleaseResponse, error)
 	// GetStatus reports capacity, queue, warm pool and engine state.
 	GetStatus(ctx context.Context, in *GetStatusRequest, opts ...grpc.CallOption) (*GetStatusResponse, error)
+	// GetTrace streams the Playwright trace (a zip for `playwright show-trace`) of a lease
+	// that asked for one (ContextOptions.trace), once the lease has ended, for the broker's
+	// trace_retention_s. Only the lease's owner may fetch it: its tenant and its token.
+	// NOT_FOUND: no such trace (never asked for, not ended yet, expired, over max_trace_bytes,
+	// or another tenant's); PERMISSION_DENIED: the token does not match.
+	GetTrace(ctx context.Context, in *GetTraceRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[GetTraceResponse], error)
 }
 
 type browserBrokerServiceClient struct {
@@ -149,6 +156,25 @@ func (c *browserBrokerServiceClient) GetStatus(ctx context.Context, in *GetStatu
 	return out, nil
 }
 
+func (c *browserBrokerServiceClient) GetTrace(ctx context.Context, in *GetTraceRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[GetTraceResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &BrowserBrokerService_ServiceDesc.Streams[1], BrowserBrokerService_GetTrace_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[GetTraceRequest, GetTraceResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type BrowserBrokerService_GetTraceClient = grpc.ServerStreamingClient[GetTraceResponse]
+
 // BrowserBrokerServiceServer is the server API for BrowserBrokerService service.
 // All implementations must embed UnimplementedBrowserBrokerServiceServer
 // for forward compatibility.
@@ -174,6 +200,12 @@ type BrowserBrokerServiceServer interface {
 	Release(context.Context, *ReleaseRequest) (*ReleaseResponse, error)
 	// GetStatus reports capacity, queue, warm pool and engine state.
 	GetStatus(context.Context, *GetStatusRequest) (*GetStatusResponse, error)
+	// GetTrace streams the Playwright trace (a zip for `playwright show-trace`) of a lease
+	// that asked for one (ContextOptions.trace), once the lease has ended, for the broker's
+	// trace_retention_s. Only the lease's owner may fetch it: its tenant and its token.
+	// NOT_FOUND: no such trace (never asked for, not ended yet, expired, over max_trace_bytes,
+	// or another tenant's); PERMISSION_DENIED: the token does not match.
+	GetTrace(*GetTraceRequest, grpc.ServerStreamingServer[GetTraceResponse]) error
 	mustEmbedUnimplementedBrowserBrokerServiceServer()
 }
 
@@ -198,6 +230,9 @@ func (UnimplementedBrowserBrokerServiceServer) Release(context.Context, *Release
 }
 func (UnimplementedBrowserBrokerServiceServer) GetStatus(context.Context, *GetStatusRequest) (*GetStatusResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetStatus not implemented")
+}
+func (UnimplementedBrowserBrokerServiceServer) GetTrace(*GetTraceRequest, grpc.ServerStreamingServer[GetTraceResponse]) error {
+	return status.Error(codes.Unimplemented, "method GetTrace not implemented")
 }
 func (UnimplementedBrowserBrokerServiceServer) mustEmbedUnimplementedBrowserBrokerServiceServer() {}
 func (UnimplementedBrowserBrokerServiceServer) testEmbeddedByValue()                              {}
@@ -303,6 +338,17 @@ func _BrowserBrokerService_GetStatus_Handler(srv interface{}, ctx context.Contex
 	return interceptor(ctx, in, info, handler)
 }
 
+func _BrowserBrokerService_GetTrace_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(GetTraceRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(BrowserBrokerServiceServer).GetTrace(m, &grpc.GenericServerStream[GetTraceRequest, GetTraceResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type BrowserBrokerService_GetTraceServer = grpc.ServerStreamingServer[GetTraceResponse]
+
 // BrowserBrokerService_ServiceDesc is the grpc.ServiceDesc for BrowserBrokerService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -331,6 +377,11 @@ var BrowserBrokerService_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "Run",
 			Handler:       _BrowserBrokerService_Run_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "GetTrace",
+			Handler:       _BrowserBrokerService_GetTrace_Handler,
 			ServerStreams: true,
 		},
 	},

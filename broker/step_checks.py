@@ -1,0 +1,148 @@
+"""Field checks shared by the step validators: selectors, text bounds, choices, URLs, globs."""
+
+from __future__ import annotations
+
+import json
+import re
+from urllib.parse import urlsplit
+
+from broker.errors import FieldViolation
+
+MAX_URL_CHARS = 8 * 1024
+MAX_SELECTOR_CHARS = 4 * 1024
+MAX_SCRIPT_CHARS = 64 * 1024
+MAX_VALUE_CHARS = 1024 * 1024
+MAX_JSON_DEPTH = 64
+
+URL_SCHEMES = frozenset({"http", "https", "file", "data", "about"})
+
+
+def check_selector(prefix: str, selector: str, out: list[FieldViolation]) -> None:
+    field_name = f"{prefix}.selector"
+    if not selector.strip():
+        out.append(FieldViolation(field_name, "must not be empty"))
+    elif len(selector) > MAX_SELECTOR_CHARS:
+        out.append(FieldViolation(field_name, f"longer than {MAX_SELECTOR_CHARS} characters"))
+    elif "\x00" in selector:
+        out.append(FieldViolation(field_name, "contains a NUL character"))
+    elif not balanced(selector):
+        out.append(FieldViolation(field_name, f"unbalanced brackets or quotes in {selector!r}"))
+
+
+def balanced(selector: str) -> bool:
+    """Catches the common malformed selectors before they reach the browser."""
+    closing = {")": "(", "]": "[", "}": "{"}
+    stack: list[str] = []
+    quote = ""
+    escaped = False
+    for ch in selector:
+        if escaped:
+            escaped = False
+        elif ch == "\\":
+            escaped = True
+        elif quote:
+            quote = "" if ch == quote else quote
+        elif ch in "\"'":
+            quote = ch
+        elif ch in "([{":
+            stack.append(ch)
+        elif ch in closing and (not stack or stack.pop() != closing[ch]):
+            return False
+    return not stack and not quote
+
+
+def check_text(field_name: str, value: str, limit: int, out: list[FieldViolation]) -> None:
+    if len(value) > limit:
+        out.append(FieldViolation(field_name, f"longer than {limit} characters"))
+
+
+def check_choice(
+    field_name: str, value: str, allowed: frozenset[str], out: list[FieldViolation]
+) -> None:
+    if value not in allowed:
+        out.append(FieldViolation(field_name, f"{value!r} is not one of {sorted(allowed)}"))
+
+
+def json_depth(text: str) -> int:
+    """How deeply `text`'s arrays and objects nest (strings skipped), without parsing it."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+    return deepest
+
+
+def validate_url(field_name: str, url: str) -> FieldViolation | None:
+    if not url:
+        return FieldViolation(field_name, "must not be empty")
+    if len(url) > MAX_URL_CHARS:
+        return FieldViolation(field_name, f"longer than {MAX_URL_CHARS} characters")
+    parts = urlsplit(url)
+    if parts.scheme not in URL_SCHEMES:
+        return FieldViolation(
+            field_name,
+            f"{url[:200]!r} is not an absolute URL with a scheme in {sorted(URL_SCHEMES)}",
+        )
+    if parts.scheme in {"http", "https"} and not parts.hostname:
+        return FieldViolation(field_name, f"{url[:200]!r} has no host")
+    return None
+
+
+def check_json_arg(field_name: str, arg_json: str, out: list[FieldViolation]) -> None:
+    """An optional JSON argument: bounded in size and depth, and valid."""
+    if not arg_json:
+        return
+    check_text(field_name, arg_json, MAX_VALUE_CHARS, out)
+    if json_depth(arg_json) > MAX_JSON_DEPTH:
+        out.append(FieldViolation(field_name, f"nested deeper than {MAX_JSON_DEPTH} levels"))
+        return
+    try:
+        json.loads(arg_json)
+    except ValueError as exc:
+        out.append(FieldViolation(field_name, f"is not valid JSON: {exc}"))
+
+
+def check_script(field_name: str, expression: str, out: list[FieldViolation]) -> None:
+    if not expression.strip():
+        out.append(FieldViolation(field_name, "must not be empty"))
+    check_text(field_name, expression, MAX_SCRIPT_CHARS, out)
+
+
+def glob_regex(pattern: str) -> re.Pattern[str]:
+    """A URL glob as Playwright reads one: `**` any characters, `*` any but `/`, `?` one."""
+    parts: list[str] = []
+    i = 0
+    while i < len(pattern):
+        if pattern.startswith("**", i):
+            parts.append(".*")
+            i += 2
+        elif pattern[i] == "*":
+            parts.append("[^/]*")
+            i += 1
+        elif pattern[i] == "?":
+            parts.append(".")
+            i += 1
+        else:
+            parts.append(re.escape(pattern[i]))
+            i += 1
+    return re.compile("^" + "".join(parts) + "$")
+
+
+def check_glob(field_name: str, pattern: str, out: list[FieldViolation]) -> None:
+    if not pattern.strip():
+        out.append(FieldViolation(field_name, "must not be empty"))
+    elif len(pattern) > MAX_URL_CHARS:
+        out.append(FieldViolation(field_name, f"longer than {MAX_URL_CHARS} characters"))
