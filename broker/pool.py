@@ -15,7 +15,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from broker.cleanup import TaskSet
@@ -62,6 +62,7 @@ class WarmPool:
         launches: asyncio.Semaphore | None = None,
         admit: Callable[[WarmPool], bool] | None = None,
         keep: Callable[[WarmPool], bool] | None = None,
+        quiet: Callable[[WarmPool], Awaitable[None]] | None = None,
         now: Callable[[], float] = time.monotonic,
         refill_delay_s: float = 0.0,
     ) -> None:
@@ -80,6 +81,7 @@ class WarmPool:
         self._launches = launches or asyncio.Semaphore(1)
         self._admit = admit  # asked before each open
         self._keep = keep  # asked before an opened session joins the pool
+        self._quiet = quiet  # awaited before each open: lets the engine's lease work go first
         # A refill after a take starts this much later, so that the synchronous first steps of
         # a launch (a process walk) do not hold up the reply that lends the session.
         self._refill_delay_s = refill_delay_s
@@ -231,6 +233,10 @@ class WarmPool:
             self._wake.clear()
             self._sweep()
             while self._wanted() and (self._admit is None or self._admit(self)):
+                if self._quiet is not None:
+                    await self._quiet(self)
+                    if not self._wanted() or (self._admit is not None and not self._admit(self)):
+                        break
                 try:
                     session = await self._open_one()
                 except Exception as exc:

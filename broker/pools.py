@@ -31,6 +31,9 @@ log = logging.getLogger("broker.pool")
 
 # A refill after a take waits this long: the reply lending the session goes out first.
 REFILL_DELAY_S = 0.02
+# A warm open waits (polling) while its engine is busy with a lease's work, at most this long.
+QUIET_MAX_WAIT_S = 1.0
+QUIET_POLL_S = 0.01
 
 SessionMemory = Callable[[EngineName, Isolation], float]
 
@@ -79,6 +82,7 @@ class Pools:
             launches=launches,
             admit=self._may_open,
             keep=self._fits_budget,
+            quiet=self._wait_quiet,
             now=self._now,
             refill_delay_s=REFILL_DELAY_S,
         )
@@ -163,6 +167,23 @@ class Pools:
         ):
             return False
         return self._fits_budget(pool)
+
+    def _busy(self, engine: EngineName) -> bool:
+        """Is a lease of `engine` running steps, or having its session opened, right now?"""
+        return any(
+            lease.spec.engine is engine and (lease.session is None or bool(lease.run_tasks))
+            for lease in self._active()
+        )
+
+    async def _wait_quiet(self, pool: WarmPool) -> None:
+        """Let the engine's lease work go first. A context opened beside a navigation slows the
+        navigation down (the browser's main thread and, on a small machine, the cores are
+        shared), and a pool exists to take work off the caller's path, not to add to it. Under
+        steady load the wait is bounded, so the pool still refills."""
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + QUIET_MAX_WAIT_S
+        while self._busy(pool.engine.name) and loop.time() < give_up:  # noqa: ASYNC110
+            await asyncio.sleep(QUIET_POLL_S)  # polled: a Run's end has no event to wait on
 
     def closing_mb(self) -> float:
         """Sessions of ended leases still closing: their memory is not free yet."""

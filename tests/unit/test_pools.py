@@ -27,6 +27,8 @@ from broker.options import (
     Viewport,
 )
 from broker.pool import WarmPool
+from broker.runs import Run
+from broker.steps import Evaluate, OnCancel, RunOptions, Step
 from broker.tenants import Tenant
 from tests.fakes import FakeEngine, FakeSession
 from tests.support import eventually
@@ -377,6 +379,36 @@ async def test_a_refill_waits_while_a_lease_launches_a_browser_of_its_engine() -
         assert not lease.warm
         await eventually(lambda: len(pool) == 1, BACKSTOP_S)  # then the pool refills
         for held in (warm, lease):
+            await release(broker, held)
+
+
+async def test_a_refill_waits_while_a_lease_of_its_engine_runs_steps() -> None:
+    """A warm open beside a lease's navigation would slow it down: the pool lets it go first,
+    then refills; under steady load the wait is bounded and the pool still refills."""
+    pools = [{"engine": "firefox", "isolation": "browser", "size": 1}]
+    async with running(warm_pools=pools) as (broker, engines):
+        pool = pool_of(broker, EngineName.FIREFOX, Isolation.BROWSER)
+        await wait_filled(pool)
+        firefox = engines[EngineName.FIREFOX]
+        firefox.step_gate = asyncio.Event()  # the lease's Run takes its time
+        lease = await broker.leases.acquire(spec(), 5)
+        assert lease.warm
+        steps = (Step(Evaluate("1"), 0.0),)
+        run = Run(broker.leases, lease, RunOptions(steps, OnCancel.KEEP_LEASE), 60.0, 30.0)
+        run.start()
+        await asyncio.sleep(0.3)  # past the refill delay: the pool would open now
+        assert pool.opening == 0 and len(pool) == 0 and len(firefox.all_sessions) == 1
+        firefox.step_gate.set()
+        await eventually(lambda: len(pool) == 1, BACKSTOP_S)  # the Run ended: the pool refills
+        # A Run that never ends holds the refill back only so long.
+        firefox.step_gate = asyncio.Event()
+        second = await broker.leases.acquire(spec(), 5)
+        assert second.warm
+        stuck = Run(broker.leases, second, RunOptions(steps, OnCancel.KEEP_LEASE), 60.0, 30.0)
+        stuck.start()
+        await eventually(lambda: len(pool) == 1, BACKSTOP_S)
+        firefox.step_gate.set()
+        for held in (lease, second):
             await release(broker, held)
 
 
