@@ -23,6 +23,7 @@ class SessionCloser:
         self._timeout_s = timeout_s
         self._on_closed = on_closed
         self._closing: dict[Session, asyncio.Task[None]] = {}
+        self._by_lease: dict[str, asyncio.Task[None]] = {}
 
     def __len__(self) -> int:
         return len(self._closing)
@@ -30,17 +31,21 @@ class SessionCloser:
     def sessions(self) -> set[Session]:
         return set(self._closing)
 
-    def close(self, session: Session) -> asyncio.Task[None]:
+    def close(self, session: Session, lease_id: str | None = None) -> asyncio.Task[None]:
         """Start closing `session` (once: a second call returns the first call's task)."""
-        if session in self._closing:
-            return self._closing[session]
-        task = self._tasks.spawn(self._close(session))
-        self._closing[session] = task
+        task = self._closing.get(session)
+        if task is None:
+            task = self._tasks.spawn(self._close(session))
+            self._closing[session] = task
+        if lease_id is not None and not task.done():
+            self._by_lease[lease_id] = task
+            task.add_done_callback(lambda _: self._by_lease.pop(lease_id, None))
         return task
 
-    async def wait(self, session: Session | None) -> None:
-        """Wait until `session` is closed, if it is closing (bounded by the close's timeout)."""
-        task = self._closing.get(session) if session is not None else None
+    async def wait(self, lease_id: str) -> None:
+        """Wait until the session of lease `lease_id` is closed, if it is closing (bounded by
+        the close's timeout)."""
+        task = self._by_lease.get(lease_id)
         if task is not None:
             await asyncio.shield(task)
 

@@ -222,7 +222,7 @@ class LeaseTable:
         lease.session = session
         lease.warm = warm
         if lease.released is not None:
-            closing = self._schedule_close(session)
+            closing = self._closing.close(session, lease.id)
             closing.add_done_callback(lambda _: self._forget_session(lease))
             return
         session.set_lost_callback(self._on_session_lost)
@@ -400,7 +400,7 @@ class LeaseTable:
                 task.cancel()
         if lease.session is not None:
             lease.session.set_lost_callback(None)
-            closing = self._schedule_close(lease.session)
+            closing = self._closing.close(lease.session, lease.id)
             # The tombstone outlives the session by tombstone_ttl_s: let the browser objects go.
             closing.add_done_callback(lambda _: self._forget_session(lease))
             self.estimates.lease_ended(self.clock.now() - lease.granted_at)
@@ -413,16 +413,13 @@ class LeaseTable:
         )
         return outcome
 
-    async def wait_closed(self, lease: Lease) -> None:
+    async def wait_closed(self, lease_id: str) -> None:
         """Wait (bounded by the cleanup timeout) until a released lease's browser side is closed."""
-        await self._closing.wait(lease.session)
+        await self._closing.wait(lease_id)
 
     def close_orphan(self, session: Session) -> None:
         """Close a session no lease owns (found by the reconciler)."""
         self._closing.close(session)
-
-    def _schedule_close(self, session: Session) -> asyncio.Task[None]:
-        return self._closing.close(session)
 
     @staticmethod
     def _forget_session(lease: Lease) -> None:

@@ -213,7 +213,7 @@ class Run:
             return  # the release path is closing the whole session
         if self.options.on_cancel is OnCancel.RELEASE_LEASE:
             self.leases.release(lease, ReleaseReason.RUN_CANCELLED)
-            await self.leases.wait_closed(lease)
+            await self.leases.wait_closed(lease.id)
             self.stopped_in_browser = True
             return
         session = lease.session
@@ -229,7 +229,7 @@ class Run:
                 return
             log.exception("could not reset the page after a cancelled run; ending the lease")
             self.leases.release(lease, ReleaseReason.RUN_CANCELLED)
-            await self.leases.wait_closed(lease)
+            await self.leases.wait_closed(lease.id)
 
 
 async def _wait_done(task: asyncio.Task[None]) -> None:

@@ -128,6 +128,8 @@ class BrokerService(broker_pb2_grpc.BrowserBrokerServiceServicer):
     ) -> AsyncIterator[pb.GetTraceResponse]:
         tenant = self.auth.tenant_for(context)
         decode.check_lease_ref(request.lease_id, request.token)
+        # Release answers before the session is closed, and the trace is written by the close.
+        await self.leases.wait_closed(request.lease_id)
         path = self.broker.traces.find(request.lease_id, request.token, tenant)
         with path.open("rb") as trace:  # (read a chunk at a time: a trace may be large)
             while chunk := await asyncio.to_thread(trace.read, TRACE_CHUNK_BYTES):

@@ -87,7 +87,7 @@ def pool_of(broker: Broker, engine: EngineName, isolation: Isolation) -> WarmPoo
 
 async def release(broker: Broker, lease: Lease) -> None:
     broker.leases.release(lease, ReleaseReason.CLIENT_RELEASE)
-    await broker.leases.wait_closed(lease)
+    await broker.leases.wait_closed(lease.id)
 
 
 def fake(session: object) -> FakeSession:

@@ -50,7 +50,7 @@ class Harness:
         """What the Release RPC does: look up by id and token, release, wait for the close."""
         outcome, ended = self.leases.release_by_client(lease.id, lease.token)
         if ended is not None:
-            await self.leases.wait_closed(ended)
+            await self.leases.wait_closed(ended.id)
         return outcome
 
     def start_run(self, lease: Lease, on_cancel: OnCancel = OnCancel.KEEP_LEASE) -> Run:
