@@ -35,6 +35,7 @@ from broker.estimates import Estimates
 from broker.events import LeaseObserver, ObserverList
 from broker.lease import Lease, LeaseSpec, ReleaseOutcome, ReleaseReason, token_digest
 from broker.limits import Limits
+from broker.opening import open_cold
 from broker.options import EngineName
 from broker.steps import StepOutcome
 from broker.tenants import OPERATOR, Tenant
@@ -50,6 +51,12 @@ _LOST_REASONS = {
     LostCause.ENGINE_CRASHED: ReleaseReason.ENGINE_CRASHED,
     LostCause.PAGE_CRASHED: ReleaseReason.PAGE_CRASHED,
 }
+
+
+def _ended_while_opening(reason: ReleaseReason) -> str:
+    if reason is ReleaseReason.SHUTDOWN:
+        return "broker is shutting down"
+    return f"the browser session died while it was being opened ({reason.value})"
 
 
 SessionSource = Callable[[LeaseSpec], Session | None]
@@ -147,8 +154,9 @@ class LeaseTable:
             raise
         self._attach(lease, session, warm)
         if lease.released is not None:
-            # Drained while the session was being opened: the release path already closed it.
-            raise Unavailable("broker is shutting down")
+            # Drained, or its browser died, while the session was being opened: the release
+            # path already closed the session.
+            raise Unavailable(_ended_while_opening(lease.released.reason))
         return lease
 
     async def _admit(self, spec: LeaseSpec, timeout_s: float | None) -> Lease:
@@ -193,30 +201,8 @@ class LeaseTable:
             warm = self._warm_source(spec)
             if warm is not None:
                 return warm, True
-        remaining = None if deadline is None else deadline - self.clock.now()
-        expected = self.estimates.expected_open_s(spec.engine, spec.isolation)
-        if remaining is not None and expected is not None and remaining < expected:
-            raise DeadlineExceeded(
-                f"a new {spec.engine.value} session takes about {expected:.2f}s; "
-                f"only {max(0.0, remaining):.2f}s of the deadline remain"
-            )
-        # Bounded even without a deadline: a browser that never answers must not hold the slot.
-        bound = self.limits.open_timeout_s
-        by_deadline = remaining is not None and remaining < bound
-        started = self.clock.now()
-        try:
-            async with asyncio.timeout(remaining if by_deadline else bound):
-                session = await engine.open_session(spec.isolation, spec.context, spec.camoufox)
-        except TimeoutError:
-            if by_deadline:
-                raise DeadlineExceeded(
-                    "deadline passed while opening the browser session"
-                ) from None
-            raise Unavailable(
-                f"{spec.engine.value} did not open a session within {bound:g}s"
-            ) from None
-        self.estimates.session_opened(spec.engine, spec.isolation, self.clock.now() - started)
-        return session, False
+        opened = await open_cold(engine, spec, deadline, self.clock, self.estimates, self.limits)
+        return opened, False
 
     def _attach(self, lease: Lease, session: Session, warm: bool) -> None:
         lease.session = session
@@ -234,6 +220,8 @@ class LeaseTable:
         self._set_ttl(lease, lease.spec.ttl_s, jitter=True)
         self._arm_idle(lease)
         self.observers.lease_granted(lease)
+        if session.lost_cause is not None:  # died before it had anyone to tell
+            self._on_session_lost(session, session.lost_cause)
 
     # ------------------------------------------------------------ lookups
 

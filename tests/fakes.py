@@ -77,6 +77,7 @@ class FakeSession:
     closed: int = 0  # how many times close() ran: must end at exactly 1
     resets: int = 0
     lost: bool = False
+    lost_cause: LostCause | None = None  # set by crash(): a death the session reported
     retiring: bool = False
     executed: list[Step] = field(default_factory=list)
     egress_rules: EgressRules | None = None  # the tenant rules bound when it was lent
@@ -94,6 +95,7 @@ class FakeSession:
 
     def crash(self, cause: LostCause = LostCause.ENGINE_CRASHED) -> None:
         self.lost = True
+        self.lost_cause = cause
         if self._lost_callback is not None:
             self._lost_callback(self, cause)
 

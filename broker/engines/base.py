@@ -78,6 +78,11 @@ class Session(Protocol):
     def alive(self) -> bool: ...
 
     @property
+    def lost_cause(self) -> LostCause | None:
+        """Why it died on its own, once it has (a loss before a callback was set is kept here)."""
+        ...
+
+    @property
     def retiring(self) -> bool:
         """Its browser is being recycled: lend it to no new lease (an existing one keeps it)."""
         ...

@@ -212,6 +212,8 @@ class PlaywrightEngine:
             self.sessions.add(session)
             if shared is not None:
                 self._count_session(shared)
+            if not browser.is_connected():  # its disconnect came before the session was known
+                session.mark_lost(LostCause.ENGINE_CRASHED)
             return session
         except BaseException as exc:
             # Half-built: close what exists, even when cancelled, then let the error through.

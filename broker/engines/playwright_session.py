@@ -102,7 +102,7 @@ class PlaywrightSession:
         self._attaching = TaskSet()
         self._closing = False
         self._resetting = False  # the page is being replaced on purpose
-        self._lost = False
+        self._lost: LostCause | None = None
         self.driver_lost = False  # Playwright's driver died: nothing here can be called any more
         self._extra_pages = TaskSet()  # closes of pages opened past the per-lease limit
         self._watch_page(page)
@@ -110,9 +110,13 @@ class PlaywrightSession:
 
     @property
     def alive(self) -> bool:
-        if self._closing or self._lost or self.driver_lost:
+        if self._closing or self._lost is not None or self.driver_lost:
             return False
         return self.browser.is_connected()
+
+    @property
+    def lost_cause(self) -> LostCause | None:
+        return self._lost
 
     @property
     def retiring(self) -> bool:
@@ -174,9 +178,9 @@ class PlaywrightSession:
 
     def mark_lost(self, cause: LostCause) -> None:
         """The session died on its own. Tells the owner once; intentional closes are not losses."""
-        if self._closing or self._lost:
+        if self._closing or self._lost is not None:
             return
-        self._lost = True
+        self._lost = cause
         log.warning("session lost", extra={"engine": self.engine.value, "cause": cause})
         if self._lost_callback is not None:
             self._lost_callback(self, cause)

@@ -9,6 +9,7 @@ no lease left in the table, and the slot free again.
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
@@ -454,3 +455,38 @@ async def test_slot_handed_to_a_waiter_then_drain_before_it_resumes() -> None:
     # The waiter's lease was ended by the drain before it had a session: no browser session may
     # be opened for it during shutdown (it would be a cold launch nobody can use).
     assert len(h.engine.all_sessions) == 1, "a session was opened for a lease the drain had ended"
+
+
+@pytest.mark.parametrize(
+    ("cause", "crash_reason"),
+    [
+        (LostCause.ENGINE_CRASHED, ReleaseReason.ENGINE_CRASHED),
+        (LostCause.PAGE_CRASHED, ReleaseReason.PAGE_CRASHED),
+    ],
+)
+async def test_session_that_died_before_it_was_attached_ends_its_lease_for_that_cause(
+    cause: LostCause, crash_reason: ReleaseReason
+) -> None:
+    """The browser dies after the engine opened the session but before the lease table took it
+    (no lost-callback was set yet): the Acquire is refused and the lease ends for the crash,
+    once, not later as drift."""
+    h = Harness()
+    opened: list[FakeSession] = []
+    open_session = h.engine.open_session
+
+    async def open_then_die(*args: Any, **kwargs: Any) -> FakeSession:
+        session = await open_session(*args, **kwargs)
+        session.crash(cause)
+        opened.append(session)
+        return session
+
+    h.engine.open_session = open_then_die  # type: ignore[method-assign]
+    with pytest.raises(Unavailable, match=f"died while it was being opened \\({crash_reason}"):
+        await h.leases.acquire(TTL_FIRST, None)
+    [session] = opened
+    [(lease_id, reason)] = h.recorder.released
+    assert reason == crash_reason.value
+    assert h.recorder.granted == [lease_id]  # granted, then ended: observers saw both, in order
+    await h.leases.wait_all_closed()
+    assert session.closed == 1 and h.engine.open_sessions == set()
+    assert h.leases.active_count == 0 and h.leases.used_count == 0
