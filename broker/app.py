@@ -9,6 +9,8 @@ from collections.abc import Mapping
 from types import TracebackType
 
 from broker.clock import Clock, LoopClock
+from broker.cluster_node import ClusterNode
+from broker.cluster_store import ClusterStore
 from broker.config import Settings
 from broker.egress.policy import EgressPolicy, local_addresses
 from broker.egress.proxy import EgressGateway
@@ -113,6 +115,18 @@ class Broker:
         self.reconciler = Reconciler(
             self.leases, list(self.engines.values()), self.warm.pools, self.observers
         )
+        self.cluster: ClusterNode | None = None
+        if settings.cluster_url is not None:
+            self.cluster = ClusterNode(
+                ClusterStore(settings.cluster_url, settings.cluster_name),
+                self.leases,
+                settings.cluster_advertise or settings.listen,
+                list(self.engines),
+                settings.cluster_heartbeat_s,
+                settings.cluster_dead_after_s,
+                settings.tombstone_ttl_s,
+            )
+            self.observers.add(self.cluster)
         self._background: list[asyncio.Task[None]] = []
         self._stopped = False
 
@@ -163,6 +177,17 @@ class Broker:
             )
         return self
 
+    async def join_cluster(self, bound_port: int) -> None:
+        """Cluster mode: announce this node (at the port it is serving on) and keep beating.
+        A store that cannot be reached yet is retried by the heartbeat."""
+        if self.cluster is None:
+            return
+        if self.settings.cluster_advertise is None:
+            host = self.settings.listen.rpartition(":")[0]
+            self.cluster.address = f"{host}:{bound_port}"
+        await self.cluster.tick()
+        self._background.append(asyncio.get_running_loop().create_task(self.cluster.run_forever()))
+
     async def _census_forever(self, interval_s: float = 5.0) -> None:
         """Keeps the census behind the metrics' gauges fresh, and deletes traces whose retention
         has passed (even when no lease ends and nobody asks for one)."""
@@ -207,6 +232,8 @@ class Broker:
             for task in self._background:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            if self.cluster is not None:
+                await self.cluster.leave()  # the drained leases' outcomes, then off the list
             await self.warm.close()
             for engine in self.engines.values():
                 try:

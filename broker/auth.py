@@ -20,6 +20,10 @@ from broker.errors import Unauthenticated
 from broker.tenants import OPERATOR, Tenant
 
 BEARER = "bearer "
+# A call one cluster node forwards to another: the tenant the first node authenticated, vouched
+# for by the cluster's shared secret.
+FORWARDED_TENANT = "x-broker-forwarded-tenant"
+CLUSTER_SECRET = "x-broker-cluster-secret"
 
 
 @dataclass(frozen=True)
@@ -30,8 +34,15 @@ class Credentials:
 
 
 class Authenticator:
-    def __init__(self, credentials: Sequence[Credentials]) -> None:
+    def __init__(
+        self,
+        credentials: Sequence[Credentials],
+        cluster: bool = False,
+        cluster_secret: str | None = None,
+    ) -> None:
         self._credentials = list(credentials)
+        self._cluster = cluster
+        self._cluster_secret = cluster_secret.encode() if cluster_secret is not None else None
 
     @property
     def enabled(self) -> bool:
@@ -39,9 +50,13 @@ class Authenticator:
 
     def tenant_for(self, context: aio.ServicerContext[Any, Any]) -> Tenant:
         """The calling tenant; Unauthenticated when authentication is on and nothing matches."""
+        metadata = tuple(context.invocation_metadata() or ())
+        forwarded = _value(metadata, FORWARDED_TENANT)
+        if forwarded is not None:
+            return self._forwarded(forwarded, _value(metadata, CLUSTER_SECRET))
         if not self._credentials:
             return OPERATOR
-        token = _bearer_token(context.invocation_metadata() or ())
+        token = _bearer_token(metadata)
         if token is not None:
             tenant = self._by_token(token)
             if tenant is None:
@@ -54,6 +69,22 @@ class Authenticator:
                 "or a client certificate registered for a tenant"
             )
         return tenant
+
+    def _forwarded(self, name: str, secret: str | None) -> Tenant:
+        if not self._cluster:
+            raise Unauthenticated("forwarded calls are accepted only by cluster nodes")
+        if self._cluster_secret is not None and not hmac.compare_digest(
+            (secret or "").encode(), self._cluster_secret
+        ):
+            raise Unauthenticated("the cluster secret of the forwarded call is not valid")
+        if not self._credentials:
+            return OPERATOR
+        if self._cluster_secret is None:  # (the settings require a secret with tenants)
+            raise Unauthenticated("forwarded calls need cluster_secret")
+        for credentials in self._credentials:
+            if credentials.tenant.name == name:
+                return credentials.tenant
+        raise Unauthenticated(f"the forwarded call names an unknown tenant {name!r}")
 
     def _by_token(self, token: str) -> Tenant | None:
         digest = hashlib.sha256(token.encode()).digest()
@@ -76,6 +107,13 @@ class Authenticator:
             if names.intersection(credentials.client_cert_names):
                 return credentials.tenant
         return None
+
+
+def _value(metadata: Iterable[tuple[str, Any]], key: str) -> str | None:
+    for name, value in metadata:
+        if name == key and isinstance(value, str):
+            return value
+    return None
 
 
 def _bearer_token(metadata: Iterable[tuple[str, Any]]) -> str | None:

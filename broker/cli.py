@@ -30,6 +30,8 @@ def _serve(args: argparse.Namespace) -> int:
         "prometheus_port": args.prometheus_port,
         "log_level": args.log_level,
         "log_format": args.log_format,
+        "cluster_url": args.cluster,
+        "cluster_advertise": args.advertise,
     }
     try:
         settings = load_settings(args.config, **overrides)
@@ -102,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     serve.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     serve.add_argument("--log-format", choices=["json", "text"])
+    serve.add_argument("--cluster", metavar="REDIS_URL", help="run as a node of this cluster")
+    serve.add_argument("--advertise", help="host:port other cluster nodes reach this one at")
     serve.add_argument("--port-file", type=Path, help="write the bound port here once serving")
     serve.set_defaults(func=_serve)
 

@@ -15,6 +15,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from broker.cluster_config import ClusterSettings
 from broker.egress.policy import EgressRules, parse_cidr
 from broker.engines.base import RecyclePolicy
 from broker.limits import Limits
@@ -138,7 +139,7 @@ class WarmPoolConfig(BaseModel):
         return self.size if self.max_size is None else self.max_size
 
 
-class Settings(EgressLists, BaseSettings):
+class Settings(EgressLists, ClusterSettings, BaseSettings):
     model_config = SettingsConfigDict(env_prefix="BROKER_", extra="forbid")
 
     listen: str = Field("127.0.0.1:50051", description="host:port the gRPC server binds")
@@ -306,6 +307,7 @@ class Settings(EgressLists, BaseSettings):
         if self.max_result_bytes > self.max_message_bytes - 64 * 1024:
             raise ValueError("max_result_bytes must leave 64 KiB of max_message_bytes for framing")
         self._check_warm_pools()
+        self.check_cluster(self.listen, bool(self.tenants))
         names = [t.name for t in self.tenants]
         if len(set(names)) != len(names):
             raise ValueError("tenant names must be unique")

@@ -9,6 +9,7 @@ from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from broker.app import Broker
+from broker.cluster_node import ClusterView
 from broker.engines.base import EngineCensus
 from broker.lease import Lease, ReleaseOutcome, ReleaseReason
 from broker.options import EngineName, Isolation
@@ -36,6 +37,7 @@ REASON_TO_PB = {
     ReleaseReason.SHUTDOWN: pb.RELEASE_REASON_SHUTDOWN,
     ReleaseReason.ACQUIRE_FAILED: pb.RELEASE_REASON_ACQUIRE_FAILED,
     ReleaseReason.DRIFT_REPAIRED: pb.RELEASE_REASON_DRIFT_REPAIRED,
+    ReleaseReason.NODE_LOST: pb.RELEASE_REASON_NODE_LOST,
 }
 ERROR_KIND_TO_PB = {
     StepErrorKind.TIMEOUT: pb.STEP_ERROR_KIND_TIMEOUT,
@@ -132,6 +134,7 @@ def status_response(
     censuses: Mapping[EngineName, EngineCensus],
     tenants: Sequence[Tenant],
     counts: Mapping[str, tuple[int, int]],
+    cluster: ClusterView | None = None,
 ) -> pb.GetStatusResponse:
     """The broker as `caller` may see it: an admin sees everything, a tenant only its own."""
     leases = broker.leases
@@ -163,6 +166,8 @@ def status_response(
         reply.queue_limit = leases.limits.queue_limit
         reply.drift_repairs = broker.reconciler.repairs
         reply.pools.extend(pool_status(status) for status in broker.pool_statuses())
+        if cluster is not None:
+            reply.cluster.CopyFrom(cluster_status(cluster))
         for tenant in tenants:
             active, queued = counts[tenant.name]
             reply.tenants.append(
@@ -181,3 +186,28 @@ def status_response(
         reply.queued = queued
         reply.queue_limit = caller.max_queued or leases.limits.queue_limit
     return reply
+
+
+_ENGINE_NAMES = {engine.value for engine in EngineName}
+
+
+def cluster_status(view: ClusterView) -> pb.ClusterStatus:
+    nodes = [
+        pb.ClusterNode(
+            id=node.node_id,
+            address=node.address,
+            capacity=node.capacity,
+            used=node.used,
+            queued=node.queued,
+            leases=node.leases,
+            engines=[ENGINE_TO_PB[EngineName(e)] for e in node.engines if e in _ENGINE_NAMES],
+            last_seen_ms=min(node.last_seen_ms, 2**32 - 1),
+        )
+        for node in view.nodes
+    ]
+    return pb.ClusterStatus(
+        node_id=view.node_id,
+        store_reachable=view.store_reachable,
+        nodes=nodes,
+        active_leases=sum(node.leases for node in view.nodes),
+    )

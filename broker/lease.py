@@ -28,6 +28,7 @@ class ReleaseReason(StrEnum):
     SHUTDOWN = "shutdown"
     ACQUIRE_FAILED = "acquire_failed"
     DRIFT_REPAIRED = "drift_repaired"
+    NODE_LOST = "node_lost"  # cluster mode: the node holding it died or was cut off
 
 
 @dataclass(frozen=True)

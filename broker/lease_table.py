@@ -116,6 +116,13 @@ class LeaseTable:
     def active_leases(self) -> list[Lease]:
         return list(self._active.values())
 
+    def knows(self, lease_id: str) -> bool:
+        """Whether this table holds the lease or remembers its end."""
+        return lease_id in self._active or lease_id in self._tombstones
+
+    def tombstones(self) -> list[Tombstone]:
+        return self._tombstones.all()
+
     def owned_sessions(self) -> set[Session]:
         """Sessions the broker accounts for: lent out, or being closed."""
         owned = {lease.session for lease in self._active.values() if lease.session is not None}

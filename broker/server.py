@@ -97,6 +97,7 @@ async def serve(
         if port == 0:
             raise OSError(f"could not bind {settings.listen}")
         await server.start()
+        await running.join_cluster(port)
         for name in ("", SERVICE_NAME):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
         host = settings.listen.rpartition(":")[0]

@@ -9,10 +9,12 @@ from typing import Any
 
 from grpc import aio
 
-from broker import decode, encode
+from broker import cluster_edge, decode, encode
 from broker.app import Broker
 from broker.auth import Authenticator, Credentials
+from broker.cluster_store import LeaseRecord
 from broker.errors import DeadlineExceeded, LimitExceeded
+from broker.forwarding import Forwarder
 from broker.lease import ReleaseReason
 from broker.rpc_errors import streaming, unary
 from broker.runs import CancelCause, Run
@@ -37,15 +39,42 @@ class BrokerService(broker_pb2_grpc.BrowserBrokerServiceServicer):
                     tuple(t.client_cert_names),
                 )
                 for t in self.settings.tenants
-            ]
+            ],
+            cluster=broker.cluster is not None,
+            cluster_secret=(
+                self.settings.cluster_secret.get_secret_value()
+                if self.settings.cluster_secret is not None
+                else None
+            ),
         )
         self._status_calls: dict[str, _RateLimit] = {}
+        self.cluster = broker.cluster
+        self.forwarder: Forwarder | None = None
+        if self.cluster is not None:
+            secret = self.settings.cluster_secret
+            self.forwarder = Forwarder(
+                self.cluster,
+                secret.get_secret_value() if secret is not None else None,
+                self.settings.max_message_bytes,
+            )
 
     @unary
     async def Acquire(self, request: pb.AcquireRequest, context: Context) -> pb.AcquireResponse:
         tenant = self.auth.tenant_for(context)
         spec = decode.lease_spec(request, self.settings, tenant)
+        if self.forwarder is not None and self._full() and not cluster_edge.placed(context):
+            target = self.forwarder.node.place(spec.engine)
+            if target is not None:  # this node is full, another has room: the lease is made there
+                return await self.forwarder.unary(  # type: ignore[no-any-return]
+                    "Acquire", request, target.address, target.node_id, tenant, context, True
+                )
         lease = await self.leases.acquire(spec, context.time_remaining())
+        if self.cluster is not None:
+            try:
+                await self.cluster.record_grant(lease)
+            except BaseException:
+                self.leases.release(lease, ReleaseReason.ACQUIRE_FAILED)
+                raise
         # A caller that left (deadline, cancel) after its lease was granted and before it got
         # the answer holds nothing: the lease ends now, not at its idle timeout.
         left = context.time_remaining()
@@ -64,6 +93,14 @@ class BrokerService(broker_pb2_grpc.BrowserBrokerServiceServicer):
     async def Run(self, request: pb.RunRequest, context: Context) -> AsyncIterator[pb.RunResponse]:
         tenant = self.auth.tenant_for(context)
         options = decode.run_options(request, self.settings)
+        held = await self._held_elsewhere(request.lease_id, request.token, tenant)
+        if held is not None:
+            assert self.forwarder is not None
+            async for response in self.forwarder.stream(
+                "Run", request, held.node_address, held.node, tenant, context
+            ):
+                yield response
+            return
         lease = self.leases.get(request.lease_id, request.token, tenant)
         remaining = context.time_remaining()
         # A Run never outlives max_run_timeout_s, whatever deadline the caller sent.
@@ -95,6 +132,12 @@ class BrokerService(broker_pb2_grpc.BrowserBrokerServiceServicer):
     ) -> pb.KeepAliveResponse:
         tenant = self.auth.tenant_for(context)
         decode.check_lease_ref(request.lease_id, request.token)
+        held = await self._held_elsewhere(request.lease_id, request.token, tenant)
+        if held is not None:
+            assert self.forwarder is not None
+            return await self.forwarder.unary(  # type: ignore[no-any-return]
+                "KeepAlive", request, held.node_address, held.node, tenant, context
+            )
         lease = self.leases.get(request.lease_id, request.token, tenant)
         self.leases.keep_alive(lease, decode.seconds(request.ttl))
         assert lease.expires_at_wall is not None
@@ -106,7 +149,19 @@ class BrokerService(broker_pb2_grpc.BrowserBrokerServiceServicer):
         decode.check_lease_ref(request.lease_id, request.token)
         # The browser closes the session in the background; until it has, the session still
         # counts against capacity, so answering now never over-commits the browser.
+        held = await self._held_elsewhere(request.lease_id, request.token, tenant, ended_ok=True)
+        if held is not None and held.ended:
+            return encode.release_response(cluster_edge.outcome_of(held))
+        if held is not None:
+            assert self.forwarder is not None
+            return await self.forwarder.unary(  # type: ignore[no-any-return]
+                "Release", request, held.node_address, held.node, tenant, context
+            )
         outcome, _ = self.leases.release_by_client(request.lease_id, request.token, tenant)
+        if self.cluster is not None and outcome.released_now:
+            # Whoever recorded an end first (e.g. the cluster, for a node cut off) is the answer.
+            finished = await self.cluster.confirm_end(request.lease_id)
+            outcome = cluster_edge.agreed(outcome, finished)
         return encode.release_response(outcome)
 
     @unary
@@ -120,7 +175,10 @@ class BrokerService(broker_pb2_grpc.BrowserBrokerServiceServicer):
         if tenant.admin:
             tenants = [t.tenant() for t in self.settings.tenants] or [tenant]
         counts = {t.name: self.leases.tenant_counts(t) for t in tenants}
-        return encode.status_response(self.broker, tenant, censuses, tenants, counts)
+        cluster = None
+        if self.cluster is not None and tenant.admin:
+            cluster = await self.cluster.view()
+        return encode.status_response(self.broker, tenant, censuses, tenants, counts, cluster)
 
     @streaming
     async def GetTrace(
@@ -128,12 +186,43 @@ class BrokerService(broker_pb2_grpc.BrowserBrokerServiceServicer):
     ) -> AsyncIterator[pb.GetTraceResponse]:
         tenant = self.auth.tenant_for(context)
         decode.check_lease_ref(request.lease_id, request.token)
+        held = await self._held_elsewhere(request.lease_id, request.token, tenant, ended_ok=True)
+        if held is not None and held.node_address:
+            assert self.forwarder is not None
+            async for response in self.forwarder.stream(
+                "GetTrace", request, held.node_address, held.node, tenant, context
+            ):
+                yield response
+            return
         # Release answers before the session is closed, and the trace is written by the close.
         await self.leases.wait_closed(request.lease_id)
         path = self.broker.traces.find(request.lease_id, request.token, tenant)
         with path.open("rb") as trace:  # (read a chunk at a time: a trace may be large)
             while chunk := await asyncio.to_thread(trace.read, TRACE_CHUNK_BYTES):
                 yield pb.GetTraceResponse(chunk=chunk)
+
+    def _full(self) -> bool:
+        leases = self.leases
+        return leases.used_count >= leases.limits.capacity or leases.queued_count > 0
+
+    async def _held_elsewhere(
+        self, lease_id: str, token: str, tenant: Tenant, ended_ok: bool = False
+    ) -> LeaseRecord | None:
+        """Cluster mode: the record of a lease this node neither holds nor remembers, when
+        another node holds it (or, with `ended_ok`, the cluster recorded its end)."""
+        if self.cluster is None or self.leases.knows(lease_id):
+            return None
+        record = await self.cluster.lookup(lease_id)
+        if record is None:
+            return None  # the local lookup answers: unknown lease
+        cluster_edge.check_owner(record, token, tenant)
+        if record.ended:
+            if ended_ok:
+                return record
+            raise cluster_edge.ended_error(record)
+        if record.node == self.cluster.node_id:
+            return None  # (this node's, as the local table answers)
+        return record
 
     def _rate_limit(self, tenant: Tenant) -> None:
         limit = self._status_calls.setdefault(

@@ -50,6 +50,12 @@ class Tombstones:
                 break
             self._kept.popitem(last=False)
 
+    def __contains__(self, lease_id: str) -> bool:
+        return lease_id in self._kept
+
+    def all(self) -> list[Tombstone]:
+        return list(self._kept.values())
+
     def find(self, lease_id: str, token: str, tenant: Tenant) -> Tombstone:
         """The caller's tombstone; another tenant's answers as an unknown lease does."""
         tomb = self._kept.get(lease_id)

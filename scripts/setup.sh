@@ -58,5 +58,7 @@ fi
 ensure_browser chromium chromium chromium
 if [ "$dev" = 1 ]; then
   ensure_browser firefox firefox firefox-esr
+  # The cluster tests start their own Redis on loopback.
+  command -v redis-server >/dev/null || apt_install redis-server
 fi
 log "ready"

@@ -120,6 +120,10 @@ class _ReleaseReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Release
     """The session could not be set up after the slot was granted."""
     RELEASE_REASON_DRIFT_REPAIRED: _ReleaseReason.ValueType  # 9
     """The reconciler found the session gone from the engine."""
+    RELEASE_REASON_NODE_LOST: _ReleaseReason.ValueType  # 10
+    """Cluster mode: the node holding the lease stopped answering (killed, or cut off from the
+    cluster's store) and the other nodes ended its leases.
+    """
 
 class ReleaseReason(_ReleaseReason, metaclass=_ReleaseReasonEnumTypeWrapper):
     """Why a lease ended."""
@@ -143,6 +147,10 @@ RELEASE_REASON_ACQUIRE_FAILED: ReleaseReason.ValueType  # 8
 """The session could not be set up after the slot was granted."""
 RELEASE_REASON_DRIFT_REPAIRED: ReleaseReason.ValueType  # 9
 """The reconciler found the session gone from the engine."""
+RELEASE_REASON_NODE_LOST: ReleaseReason.ValueType  # 10
+"""Cluster mode: the node holding the lease stopped answering (killed, or cut off from the
+cluster's store) and the other nodes ended its leases.
+"""
 Global___ReleaseReason: _TypeAlias = ReleaseReason  # noqa: Y015
 
 class _OnCancel:
@@ -1997,6 +2005,7 @@ class GetStatusResponse(_message.Message):
     TENANTS_FIELD_NUMBER: _builtins.int
     CLOSING_SESSIONS_FIELD_NUMBER: _builtins.int
     POOLS_FIELD_NUMBER: _builtins.int
+    CLUSTER_FIELD_NUMBER: _builtins.int
     capacity: _builtins.int
     active_leases: _builtins.int
     queued: _builtins.int
@@ -2027,6 +2036,10 @@ class GetStatusResponse(_message.Message):
     def pools(self) -> _containers.RepeatedCompositeFieldContainer[Global___PoolStatus]:
         """Each warm pool, by engine and isolation (admins only)."""
 
+    @_builtins.property
+    def cluster(self) -> Global___ClusterStatus:
+        """Cluster mode: this node and every live node of the cluster (admins only)."""
+
     def __init__(
         self,
         *,
@@ -2043,14 +2056,96 @@ class GetStatusResponse(_message.Message):
         tenants: _abc.Iterable[Global___TenantStatus] | None = ...,
         closing_sessions: _builtins.int = ...,
         pools: _abc.Iterable[Global___PoolStatus] | None = ...,
+        cluster: Global___ClusterStatus | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cluster", b"cluster"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_leases", b"active_leases", "capacity", b"capacity", "closing_sessions", b"closing_sessions", "default_engine", b"default_engine", "draining", b"draining", "drift_repairs", b"drift_repairs", "engines", b"engines", "pools", b"pools", "queue_limit", b"queue_limit", "queued", b"queued", "tenant", b"tenant", "tenants", b"tenants", "warm_pool_size", b"warm_pool_size"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_leases", b"active_leases", "capacity", b"capacity", "closing_sessions", b"closing_sessions", "cluster", b"cluster", "default_engine", b"default_engine", "draining", b"draining", "drift_repairs", b"drift_repairs", "engines", b"engines", "pools", b"pools", "queue_limit", b"queue_limit", "queued", b"queued", "tenant", b"tenant", "tenants", b"tenants", "warm_pool_size", b"warm_pool_size"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetStatusResponse: _TypeAlias = GetStatusResponse  # noqa: Y015
+
+@_typing.final
+class ClusterStatus(_message.Message):
+    """The cluster as its store (Redis) last showed it to the answering node."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NODE_ID_FIELD_NUMBER: _builtins.int
+    STORE_REACHABLE_FIELD_NUMBER: _builtins.int
+    NODES_FIELD_NUMBER: _builtins.int
+    ACTIVE_LEASES_FIELD_NUMBER: _builtins.int
+    node_id: _builtins.str
+    """The answering node's id."""
+    store_reachable: _builtins.bool
+    """False while the cluster's store cannot be reached: new leases are refused, leases held
+    here keep working.
+    """
+    active_leases: _builtins.int
+    """Leases alive in the whole cluster."""
+    @_builtins.property
+    def nodes(self) -> _containers.RepeatedCompositeFieldContainer[Global___ClusterNode]: ...
+    def __init__(
+        self,
+        *,
+        node_id: _builtins.str = ...,
+        store_reachable: _builtins.bool = ...,
+        nodes: _abc.Iterable[Global___ClusterNode] | None = ...,
+        active_leases: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_leases", b"active_leases", "node_id", b"node_id", "nodes", b"nodes", "store_reachable", b"store_reachable"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ClusterStatus: _TypeAlias = ClusterStatus  # noqa: Y015
+
+@_typing.final
+class ClusterNode(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    ADDRESS_FIELD_NUMBER: _builtins.int
+    CAPACITY_FIELD_NUMBER: _builtins.int
+    USED_FIELD_NUMBER: _builtins.int
+    QUEUED_FIELD_NUMBER: _builtins.int
+    LEASES_FIELD_NUMBER: _builtins.int
+    ENGINES_FIELD_NUMBER: _builtins.int
+    LAST_SEEN_MS_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    address: _builtins.str
+    """Where the other nodes reach it."""
+    capacity: _builtins.int
+    used: _builtins.int
+    """Capacity in use: its active leases and closing sessions."""
+    queued: _builtins.int
+    leases: _builtins.int
+    """Its leases as the cluster's store records them."""
+    last_seen_ms: _builtins.int
+    """Milliseconds since its last heartbeat."""
+    @_builtins.property
+    def engines(self) -> _containers.RepeatedScalarFieldContainer[Global___Engine.ValueType]: ...
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        address: _builtins.str = ...,
+        capacity: _builtins.int = ...,
+        used: _builtins.int = ...,
+        queued: _builtins.int = ...,
+        leases: _builtins.int = ...,
+        engines: _abc.Iterable[Global___Engine.ValueType] | None = ...,
+        last_seen_ms: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "capacity", b"capacity", "engines", b"engines", "id", b"id", "last_seen_ms", b"last_seen_ms", "leases", b"leases", "queued", b"queued", "used", b"used"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ClusterNode: _TypeAlias = ClusterNode  # noqa: Y015
 
 @_typing.final
 class PoolStatus(_message.Message):

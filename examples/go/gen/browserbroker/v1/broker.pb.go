@@ -182,21 +182,25 @@ const (
 	ReleaseReason_RELEASE_REASON_ACQUIRE_FAILED ReleaseReason = 8
 	// The reconciler found the session gone from the engine.
 	ReleaseReason_RELEASE_REASON_DRIFT_REPAIRED ReleaseReason = 9
+	// Cluster mode: the node holding the lease stopped answering (killed, or cut off from the
+	// cluster's store) and the other nodes ended its leases.
+	ReleaseReason_RELEASE_REASON_NODE_LOST ReleaseReason = 10
 )
 
 // Enum value maps for ReleaseReason.
 var (
 	ReleaseReason_name = map[int32]string{
-		0: "RELEASE_REASON_UNSPECIFIED",
-		1: "RELEASE_REASON_CLIENT_RELEASE",
-		2: "RELEASE_REASON_TTL_EXPIRED",
-		3: "RELEASE_REASON_IDLE_TIMEOUT",
-		4: "RELEASE_REASON_RUN_CANCELLED",
-		5: "RELEASE_REASON_ENGINE_CRASHED",
-		6: "RELEASE_REASON_PAGE_CRASHED",
-		7: "RELEASE_REASON_SHUTDOWN",
-		8: "RELEASE_REASON_ACQUIRE_FAILED",
-		9: "RELEASE_REASON_DRIFT_REPAIRED",
+		0:  "RELEASE_REASON_UNSPECIFIED",
+		1:  "RELEASE_REASON_CLIENT_RELEASE",
+		2:  "RELEASE_REASON_TTL_EXPIRED",
+		3:  "RELEASE_REASON_IDLE_TIMEOUT",
+		4:  "RELEASE_REASON_RUN_CANCELLED",
+		5:  "RELEASE_REASON_ENGINE_CRASHED",
+		6:  "RELEASE_REASON_PAGE_CRASHED",
+		7:  "RELEASE_REASON_SHUTDOWN",
+		8:  "RELEASE_REASON_ACQUIRE_FAILED",
+		9:  "RELEASE_REASON_DRIFT_REPAIRED",
+		10: "RELEASE_REASON_NODE_LOST",
 	}
 	ReleaseReason_value = map[string]int32{
 		"RELEASE_REASON_UNSPECIFIED":    0,
@@ -209,6 +213,7 @@ var (
 		"RELEASE_REASON_SHUTDOWN":       7,
 		"RELEASE_REASON_ACQUIRE_FAILED": 8,
 		"RELEASE_REASON_DRIFT_REPAIRED": 9,
+		"RELEASE_REASON_NODE_LOST":      10,
 	}
 )
 
@@ -4299,7 +4304,9 @@ type GetStatusResponse struct {
 	// capacity until closed: capacity in use is active_leases + closing_sessions.
 	ClosingSessions uint32 `protobuf:"varint,12,opt,name=closing_sessions,json=closingSessions,proto3" json:"closing_sessions,omitempty"`
 	// Each warm pool, by engine and isolation (admins only).
-	Pools         []*PoolStatus `protobuf:"bytes,13,rep,name=pools,proto3" json:"pools,omitempty"`
+	Pools []*PoolStatus `protobuf:"bytes,13,rep,name=pools,proto3" json:"pools,omitempty"`
+	// Cluster mode: this node and every live node of the cluster (admins only).
+	Cluster       *ClusterStatus `protobuf:"bytes,14,opt,name=cluster,proto3" json:"cluster,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4425,6 +4432,190 @@ func (x *GetStatusResponse) GetPools() []*PoolStatus {
 	return nil
 }
 
+func (x *GetStatusResponse) GetCluster() *ClusterStatus {
+	if x != nil {
+		return x.Cluster
+	}
+	return nil
+}
+
+// The cluster as its store (Redis) last showed it to the answering node.
+type ClusterStatus struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The answering node's id.
+	NodeId string `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	// False while the cluster's store cannot be reached: new leases are refused, leases held
+	// here keep working.
+	StoreReachable bool           `protobuf:"varint,2,opt,name=store_reachable,json=storeReachable,proto3" json:"store_reachable,omitempty"`
+	Nodes          []*ClusterNode `protobuf:"bytes,3,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	// Leases alive in the whole cluster.
+	ActiveLeases  uint32 `protobuf:"varint,4,opt,name=active_leases,json=activeLeases,proto3" json:"active_leases,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClusterStatus) Reset() {
+	*x = ClusterStatus{}
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[56]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClusterStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClusterStatus) ProtoMessage() {}
+
+func (x *ClusterStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[56]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClusterStatus.ProtoReflect.Descriptor instead.
+func (*ClusterStatus) Descriptor() ([]byte, []int) {
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{56}
+}
+
+func (x *ClusterStatus) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *ClusterStatus) GetStoreReachable() bool {
+	if x != nil {
+		return x.StoreReachable
+	}
+	return false
+}
+
+func (x *ClusterStatus) GetNodes() []*ClusterNode {
+	if x != nil {
+		return x.Nodes
+	}
+	return nil
+}
+
+func (x *ClusterStatus) GetActiveLeases() uint32 {
+	if x != nil {
+		return x.ActiveLeases
+	}
+	return 0
+}
+
+type ClusterNode struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// Where the other nodes reach it.
+	Address  string `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
+	Capacity uint32 `protobuf:"varint,3,opt,name=capacity,proto3" json:"capacity,omitempty"`
+	// Capacity in use: its active leases and closing sessions.
+	Used   uint32 `protobuf:"varint,4,opt,name=used,proto3" json:"used,omitempty"`
+	Queued uint32 `protobuf:"varint,5,opt,name=queued,proto3" json:"queued,omitempty"`
+	// Its leases as the cluster's store records them.
+	Leases  uint32   `protobuf:"varint,6,opt,name=leases,proto3" json:"leases,omitempty"`
+	Engines []Engine `protobuf:"varint,7,rep,packed,name=engines,proto3,enum=browserbroker.v1.Engine" json:"engines,omitempty"`
+	// Milliseconds since its last heartbeat.
+	LastSeenMs    uint32 `protobuf:"varint,8,opt,name=last_seen_ms,json=lastSeenMs,proto3" json:"last_seen_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClusterNode) Reset() {
+	*x = ClusterNode{}
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[57]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClusterNode) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClusterNode) ProtoMessage() {}
+
+func (x *ClusterNode) ProtoReflect() protoreflect.Message {
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[57]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClusterNode.ProtoReflect.Descriptor instead.
+func (*ClusterNode) Descriptor() ([]byte, []int) {
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{57}
+}
+
+func (x *ClusterNode) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *ClusterNode) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *ClusterNode) GetCapacity() uint32 {
+	if x != nil {
+		return x.Capacity
+	}
+	return 0
+}
+
+func (x *ClusterNode) GetUsed() uint32 {
+	if x != nil {
+		return x.Used
+	}
+	return 0
+}
+
+func (x *ClusterNode) GetQueued() uint32 {
+	if x != nil {
+		return x.Queued
+	}
+	return 0
+}
+
+func (x *ClusterNode) GetLeases() uint32 {
+	if x != nil {
+		return x.Leases
+	}
+	return 0
+}
+
+func (x *ClusterNode) GetEngines() []Engine {
+	if x != nil {
+		return x.Engines
+	}
+	return nil
+}
+
+func (x *ClusterNode) GetLastSeenMs() uint32 {
+	if x != nil {
+		return x.LastSeenMs
+	}
+	return 0
+}
+
 // A warm pool: sessions of one engine and isolation opened ahead of demand.
 type PoolStatus struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
@@ -4450,7 +4641,7 @@ type PoolStatus struct {
 
 func (x *PoolStatus) Reset() {
 	*x = PoolStatus{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[56]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4462,7 +4653,7 @@ func (x *PoolStatus) String() string {
 func (*PoolStatus) ProtoMessage() {}
 
 func (x *PoolStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[56]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4475,7 +4666,7 @@ func (x *PoolStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PoolStatus.ProtoReflect.Descriptor instead.
 func (*PoolStatus) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{56}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *PoolStatus) GetEngine() Engine {
@@ -4551,7 +4742,7 @@ type GetTraceRequest struct {
 
 func (x *GetTraceRequest) Reset() {
 	*x = GetTraceRequest{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[57]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4563,7 +4754,7 @@ func (x *GetTraceRequest) String() string {
 func (*GetTraceRequest) ProtoMessage() {}
 
 func (x *GetTraceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[57]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4576,7 +4767,7 @@ func (x *GetTraceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTraceRequest.ProtoReflect.Descriptor instead.
 func (*GetTraceRequest) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{57}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *GetTraceRequest) GetLeaseId() string {
@@ -4603,7 +4794,7 @@ type GetTraceResponse struct {
 
 func (x *GetTraceResponse) Reset() {
 	*x = GetTraceResponse{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[58]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4615,7 +4806,7 @@ func (x *GetTraceResponse) String() string {
 func (*GetTraceResponse) ProtoMessage() {}
 
 func (x *GetTraceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[58]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4628,7 +4819,7 @@ func (x *GetTraceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTraceResponse.ProtoReflect.Descriptor instead.
 func (*GetTraceResponse) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{58}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *GetTraceResponse) GetChunk() []byte {
@@ -4652,7 +4843,7 @@ type TenantStatus struct {
 
 func (x *TenantStatus) Reset() {
 	*x = TenantStatus{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[59]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4664,7 +4855,7 @@ func (x *TenantStatus) String() string {
 func (*TenantStatus) ProtoMessage() {}
 
 func (x *TenantStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[59]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4677,7 +4868,7 @@ func (x *TenantStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TenantStatus.ProtoReflect.Descriptor instead.
 func (*TenantStatus) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{59}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *TenantStatus) GetName() string {
@@ -5008,7 +5199,7 @@ const file_browserbroker_v1_broker_proto_rawDesc = "" +
 	"\bcontexts\x18\x05 \x01(\rR\bcontexts\x12\x14\n" +
 	"\x05pages\x18\x06 \x01(\rR\x05pages\x12+\n" +
 	"\x11browsers_retiring\x18\a \x01(\rR\x10browsersRetiring\x12+\n" +
-	"\x11browsers_recycled\x18\b \x01(\x04R\x10browsersRecycled\"\xa0\x04\n" +
+	"\x11browsers_recycled\x18\b \x01(\x04R\x10browsersRecycled\"\xdb\x04\n" +
 	"\x11GetStatusResponse\x12\x1a\n" +
 	"\bcapacity\x18\x01 \x01(\rR\bcapacity\x12#\n" +
 	"\ractive_leases\x18\x02 \x01(\rR\factiveLeases\x12\x16\n" +
@@ -5024,7 +5215,23 @@ const file_browserbroker_v1_broker_proto_rawDesc = "" +
 	" \x01(\tR\x06tenant\x128\n" +
 	"\atenants\x18\v \x03(\v2\x1e.browserbroker.v1.TenantStatusR\atenants\x12)\n" +
 	"\x10closing_sessions\x18\f \x01(\rR\x0fclosingSessions\x122\n" +
-	"\x05pools\x18\r \x03(\v2\x1c.browserbroker.v1.PoolStatusR\x05pools\"\xa3\x02\n" +
+	"\x05pools\x18\r \x03(\v2\x1c.browserbroker.v1.PoolStatusR\x05pools\x129\n" +
+	"\acluster\x18\x0e \x01(\v2\x1f.browserbroker.v1.ClusterStatusR\acluster\"\xab\x01\n" +
+	"\rClusterStatus\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12'\n" +
+	"\x0fstore_reachable\x18\x02 \x01(\bR\x0estoreReachable\x123\n" +
+	"\x05nodes\x18\x03 \x03(\v2\x1d.browserbroker.v1.ClusterNodeR\x05nodes\x12#\n" +
+	"\ractive_leases\x18\x04 \x01(\rR\factiveLeases\"\xed\x01\n" +
+	"\vClusterNode\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
+	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x1a\n" +
+	"\bcapacity\x18\x03 \x01(\rR\bcapacity\x12\x12\n" +
+	"\x04used\x18\x04 \x01(\rR\x04used\x12\x16\n" +
+	"\x06queued\x18\x05 \x01(\rR\x06queued\x12\x16\n" +
+	"\x06leases\x18\x06 \x01(\rR\x06leases\x122\n" +
+	"\aengines\x18\a \x03(\x0e2\x18.browserbroker.v1.EngineR\aengines\x12 \n" +
+	"\flast_seen_ms\x18\b \x01(\rR\n" +
+	"lastSeenMs\"\xa3\x02\n" +
 	"\n" +
 	"PoolStatus\x120\n" +
 	"\x06engine\x18\x01 \x01(\x0e2\x18.browserbroker.v1.EngineR\x06engine\x129\n" +
@@ -5057,7 +5264,7 @@ const file_browserbroker_v1_broker_proto_rawDesc = "" +
 	"\tIsolation\x12\x19\n" +
 	"\x15ISOLATION_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11ISOLATION_CONTEXT\x10\x01\x12\x15\n" +
-	"\x11ISOLATION_BROWSER\x10\x02*\xdc\x02\n" +
+	"\x11ISOLATION_BROWSER\x10\x02*\xfa\x02\n" +
 	"\rReleaseReason\x12\x1e\n" +
 	"\x1aRELEASE_REASON_UNSPECIFIED\x10\x00\x12!\n" +
 	"\x1dRELEASE_REASON_CLIENT_RELEASE\x10\x01\x12\x1e\n" +
@@ -5068,7 +5275,9 @@ const file_browserbroker_v1_broker_proto_rawDesc = "" +
 	"\x1bRELEASE_REASON_PAGE_CRASHED\x10\x06\x12\x1b\n" +
 	"\x17RELEASE_REASON_SHUTDOWN\x10\a\x12!\n" +
 	"\x1dRELEASE_REASON_ACQUIRE_FAILED\x10\b\x12!\n" +
-	"\x1dRELEASE_REASON_DRIFT_REPAIRED\x10\t*\\\n" +
+	"\x1dRELEASE_REASON_DRIFT_REPAIRED\x10\t\x12\x1c\n" +
+	"\x18RELEASE_REASON_NODE_LOST\x10\n" +
+	"*\\\n" +
 	"\bOnCancel\x12\x19\n" +
 	"\x15ON_CANCEL_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14ON_CANCEL_KEEP_LEASE\x10\x01\x12\x1b\n" +
@@ -5104,7 +5313,7 @@ func file_browserbroker_v1_broker_proto_rawDescGZIP() []byte {
 }
 
 var file_browserbroker_v1_broker_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_browserbroker_v1_broker_proto_msgTypes = make([]protoimpl.MessageInfo, 62)
+var file_browserbroker_v1_broker_proto_msgTypes = make([]protoimpl.MessageInfo, 64)
 var file_browserbroker_v1_broker_proto_goTypes = []any{
 	(Engine)(0),                   // 0: browserbroker.v1.Engine
 	(Isolation)(0),                // 1: browserbroker.v1.Isolation
@@ -5167,36 +5376,38 @@ var file_browserbroker_v1_broker_proto_goTypes = []any{
 	(*GetStatusRequest)(nil),      // 58: browserbroker.v1.GetStatusRequest
 	(*EngineStatus)(nil),          // 59: browserbroker.v1.EngineStatus
 	(*GetStatusResponse)(nil),     // 60: browserbroker.v1.GetStatusResponse
-	(*PoolStatus)(nil),            // 61: browserbroker.v1.PoolStatus
-	(*GetTraceRequest)(nil),       // 62: browserbroker.v1.GetTraceRequest
-	(*GetTraceResponse)(nil),      // 63: browserbroker.v1.GetTraceResponse
-	(*TenantStatus)(nil),          // 64: browserbroker.v1.TenantStatus
-	nil,                           // 65: browserbroker.v1.ContextOptions.ExtraHttpHeadersEntry
-	nil,                           // 66: browserbroker.v1.AcquireRequest.LabelsEntry
-	(*durationpb.Duration)(nil),   // 67: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 68: google.protobuf.Timestamp
+	(*ClusterStatus)(nil),         // 61: browserbroker.v1.ClusterStatus
+	(*ClusterNode)(nil),           // 62: browserbroker.v1.ClusterNode
+	(*PoolStatus)(nil),            // 63: browserbroker.v1.PoolStatus
+	(*GetTraceRequest)(nil),       // 64: browserbroker.v1.GetTraceRequest
+	(*GetTraceResponse)(nil),      // 65: browserbroker.v1.GetTraceResponse
+	(*TenantStatus)(nil),          // 66: browserbroker.v1.TenantStatus
+	nil,                           // 67: browserbroker.v1.ContextOptions.ExtraHttpHeadersEntry
+	nil,                           // 68: browserbroker.v1.AcquireRequest.LabelsEntry
+	(*durationpb.Duration)(nil),   // 69: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 70: google.protobuf.Timestamp
 }
 var file_browserbroker_v1_broker_proto_depIdxs = []int32{
 	5,  // 0: browserbroker.v1.ContextOptions.viewport:type_name -> browserbroker.v1.Viewport
-	65, // 1: browserbroker.v1.ContextOptions.extra_http_headers:type_name -> browserbroker.v1.ContextOptions.ExtraHttpHeadersEntry
+	67, // 1: browserbroker.v1.ContextOptions.extra_http_headers:type_name -> browserbroker.v1.ContextOptions.ExtraHttpHeadersEntry
 	6,  // 2: browserbroker.v1.ContextOptions.proxy:type_name -> browserbroker.v1.Proxy
 	8,  // 3: browserbroker.v1.ContextOptions.geolocation:type_name -> browserbroker.v1.Geolocation
-	67, // 4: browserbroker.v1.CamoufoxOptions.humanize_max:type_name -> google.protobuf.Duration
+	69, // 4: browserbroker.v1.CamoufoxOptions.humanize_max:type_name -> google.protobuf.Duration
 	5,  // 5: browserbroker.v1.CamoufoxOptions.window:type_name -> browserbroker.v1.Viewport
 	0,  // 6: browserbroker.v1.AcquireRequest.engine:type_name -> browserbroker.v1.Engine
 	1,  // 7: browserbroker.v1.AcquireRequest.isolation:type_name -> browserbroker.v1.Isolation
-	67, // 8: browserbroker.v1.AcquireRequest.ttl:type_name -> google.protobuf.Duration
-	67, // 9: browserbroker.v1.AcquireRequest.idle_timeout:type_name -> google.protobuf.Duration
+	69, // 8: browserbroker.v1.AcquireRequest.ttl:type_name -> google.protobuf.Duration
+	69, // 9: browserbroker.v1.AcquireRequest.idle_timeout:type_name -> google.protobuf.Duration
 	7,  // 10: browserbroker.v1.AcquireRequest.context:type_name -> browserbroker.v1.ContextOptions
-	66, // 11: browserbroker.v1.AcquireRequest.labels:type_name -> browserbroker.v1.AcquireRequest.LabelsEntry
+	68, // 11: browserbroker.v1.AcquireRequest.labels:type_name -> browserbroker.v1.AcquireRequest.LabelsEntry
 	9,  // 12: browserbroker.v1.AcquireRequest.camoufox:type_name -> browserbroker.v1.CamoufoxOptions
-	68, // 13: browserbroker.v1.AcquireResponse.expires_at:type_name -> google.protobuf.Timestamp
+	70, // 13: browserbroker.v1.AcquireResponse.expires_at:type_name -> google.protobuf.Timestamp
 	0,  // 14: browserbroker.v1.AcquireResponse.engine:type_name -> browserbroker.v1.Engine
 	1,  // 15: browserbroker.v1.AcquireResponse.isolation:type_name -> browserbroker.v1.Isolation
-	67, // 16: browserbroker.v1.AcquireResponse.ttl:type_name -> google.protobuf.Duration
-	67, // 17: browserbroker.v1.AcquireResponse.idle_timeout:type_name -> google.protobuf.Duration
-	67, // 18: browserbroker.v1.AcquireResponse.queue_wait:type_name -> google.protobuf.Duration
-	67, // 19: browserbroker.v1.Type.delay:type_name -> google.protobuf.Duration
+	69, // 16: browserbroker.v1.AcquireResponse.ttl:type_name -> google.protobuf.Duration
+	69, // 17: browserbroker.v1.AcquireResponse.idle_timeout:type_name -> google.protobuf.Duration
+	69, // 18: browserbroker.v1.AcquireResponse.queue_wait:type_name -> google.protobuf.Duration
+	69, // 19: browserbroker.v1.Type.delay:type_name -> google.protobuf.Duration
 	36, // 20: browserbroker.v1.SetInputFiles.files:type_name -> browserbroker.v1.InputFile
 	44, // 21: browserbroker.v1.AddCookies.cookies:type_name -> browserbroker.v1.Cookie
 	12, // 22: browserbroker.v1.Step.goto:type_name -> browserbroker.v1.Goto
@@ -5232,43 +5443,46 @@ var file_browserbroker_v1_broker_proto_depIdxs = []int32{
 	43, // 52: browserbroker.v1.Step.get_cookies:type_name -> browserbroker.v1.GetCookies
 	45, // 53: browserbroker.v1.Step.add_cookies:type_name -> browserbroker.v1.AddCookies
 	46, // 54: browserbroker.v1.Step.clear_cookies:type_name -> browserbroker.v1.ClearCookies
-	67, // 55: browserbroker.v1.Step.timeout:type_name -> google.protobuf.Duration
+	69, // 55: browserbroker.v1.Step.timeout:type_name -> google.protobuf.Duration
 	47, // 56: browserbroker.v1.RunRequest.steps:type_name -> browserbroker.v1.Step
 	3,  // 57: browserbroker.v1.RunRequest.on_cancel:type_name -> browserbroker.v1.OnCancel
 	4,  // 58: browserbroker.v1.StepError.kind:type_name -> browserbroker.v1.StepErrorKind
 	49, // 59: browserbroker.v1.StepResult.error:type_name -> browserbroker.v1.StepError
-	67, // 60: browserbroker.v1.StepResult.duration:type_name -> google.protobuf.Duration
+	69, // 60: browserbroker.v1.StepResult.duration:type_name -> google.protobuf.Duration
 	52, // 61: browserbroker.v1.StepResult.pages:type_name -> browserbroker.v1.PageInfo
 	51, // 62: browserbroker.v1.StepResult.page_events:type_name -> browserbroker.v1.PageEvent
 	50, // 63: browserbroker.v1.RunResponse.step:type_name -> browserbroker.v1.StepResult
-	67, // 64: browserbroker.v1.KeepAliveRequest.ttl:type_name -> google.protobuf.Duration
-	68, // 65: browserbroker.v1.KeepAliveResponse.expires_at:type_name -> google.protobuf.Timestamp
+	69, // 64: browserbroker.v1.KeepAliveRequest.ttl:type_name -> google.protobuf.Duration
+	70, // 65: browserbroker.v1.KeepAliveResponse.expires_at:type_name -> google.protobuf.Timestamp
 	2,  // 66: browserbroker.v1.ReleaseResponse.reason:type_name -> browserbroker.v1.ReleaseReason
-	68, // 67: browserbroker.v1.ReleaseResponse.released_at:type_name -> google.protobuf.Timestamp
+	70, // 67: browserbroker.v1.ReleaseResponse.released_at:type_name -> google.protobuf.Timestamp
 	0,  // 68: browserbroker.v1.EngineStatus.engine:type_name -> browserbroker.v1.Engine
 	59, // 69: browserbroker.v1.GetStatusResponse.engines:type_name -> browserbroker.v1.EngineStatus
 	0,  // 70: browserbroker.v1.GetStatusResponse.default_engine:type_name -> browserbroker.v1.Engine
-	64, // 71: browserbroker.v1.GetStatusResponse.tenants:type_name -> browserbroker.v1.TenantStatus
-	61, // 72: browserbroker.v1.GetStatusResponse.pools:type_name -> browserbroker.v1.PoolStatus
-	0,  // 73: browserbroker.v1.PoolStatus.engine:type_name -> browserbroker.v1.Engine
-	1,  // 74: browserbroker.v1.PoolStatus.isolation:type_name -> browserbroker.v1.Isolation
-	10, // 75: browserbroker.v1.BrowserBrokerService.Acquire:input_type -> browserbroker.v1.AcquireRequest
-	48, // 76: browserbroker.v1.BrowserBrokerService.Run:input_type -> browserbroker.v1.RunRequest
-	54, // 77: browserbroker.v1.BrowserBrokerService.KeepAlive:input_type -> browserbroker.v1.KeepAliveRequest
-	56, // 78: browserbroker.v1.BrowserBrokerService.Release:input_type -> browserbroker.v1.ReleaseRequest
-	58, // 79: browserbroker.v1.BrowserBrokerService.GetStatus:input_type -> browserbroker.v1.GetStatusRequest
-	62, // 80: browserbroker.v1.BrowserBrokerService.GetTrace:input_type -> browserbroker.v1.GetTraceRequest
-	11, // 81: browserbroker.v1.BrowserBrokerService.Acquire:output_type -> browserbroker.v1.AcquireResponse
-	53, // 82: browserbroker.v1.BrowserBrokerService.Run:output_type -> browserbroker.v1.RunResponse
-	55, // 83: browserbroker.v1.BrowserBrokerService.KeepAlive:output_type -> browserbroker.v1.KeepAliveResponse
-	57, // 84: browserbroker.v1.BrowserBrokerService.Release:output_type -> browserbroker.v1.ReleaseResponse
-	60, // 85: browserbroker.v1.BrowserBrokerService.GetStatus:output_type -> browserbroker.v1.GetStatusResponse
-	63, // 86: browserbroker.v1.BrowserBrokerService.GetTrace:output_type -> browserbroker.v1.GetTraceResponse
-	81, // [81:87] is the sub-list for method output_type
-	75, // [75:81] is the sub-list for method input_type
-	75, // [75:75] is the sub-list for extension type_name
-	75, // [75:75] is the sub-list for extension extendee
-	0,  // [0:75] is the sub-list for field type_name
+	66, // 71: browserbroker.v1.GetStatusResponse.tenants:type_name -> browserbroker.v1.TenantStatus
+	63, // 72: browserbroker.v1.GetStatusResponse.pools:type_name -> browserbroker.v1.PoolStatus
+	61, // 73: browserbroker.v1.GetStatusResponse.cluster:type_name -> browserbroker.v1.ClusterStatus
+	62, // 74: browserbroker.v1.ClusterStatus.nodes:type_name -> browserbroker.v1.ClusterNode
+	0,  // 75: browserbroker.v1.ClusterNode.engines:type_name -> browserbroker.v1.Engine
+	0,  // 76: browserbroker.v1.PoolStatus.engine:type_name -> browserbroker.v1.Engine
+	1,  // 77: browserbroker.v1.PoolStatus.isolation:type_name -> browserbroker.v1.Isolation
+	10, // 78: browserbroker.v1.BrowserBrokerService.Acquire:input_type -> browserbroker.v1.AcquireRequest
+	48, // 79: browserbroker.v1.BrowserBrokerService.Run:input_type -> browserbroker.v1.RunRequest
+	54, // 80: browserbroker.v1.BrowserBrokerService.KeepAlive:input_type -> browserbroker.v1.KeepAliveRequest
+	56, // 81: browserbroker.v1.BrowserBrokerService.Release:input_type -> browserbroker.v1.ReleaseRequest
+	58, // 82: browserbroker.v1.BrowserBrokerService.GetStatus:input_type -> browserbroker.v1.GetStatusRequest
+	64, // 83: browserbroker.v1.BrowserBrokerService.GetTrace:input_type -> browserbroker.v1.GetTraceRequest
+	11, // 84: browserbroker.v1.BrowserBrokerService.Acquire:output_type -> browserbroker.v1.AcquireResponse
+	53, // 85: browserbroker.v1.BrowserBrokerService.Run:output_type -> browserbroker.v1.RunResponse
+	55, // 86: browserbroker.v1.BrowserBrokerService.KeepAlive:output_type -> browserbroker.v1.KeepAliveResponse
+	57, // 87: browserbroker.v1.BrowserBrokerService.Release:output_type -> browserbroker.v1.ReleaseResponse
+	60, // 88: browserbroker.v1.BrowserBrokerService.GetStatus:output_type -> browserbroker.v1.GetStatusResponse
+	65, // 89: browserbroker.v1.BrowserBrokerService.GetTrace:output_type -> browserbroker.v1.GetTraceResponse
+	84, // [84:90] is the sub-list for method output_type
+	78, // [78:84] is the sub-list for method input_type
+	78, // [78:78] is the sub-list for extension type_name
+	78, // [78:78] is the sub-list for extension extendee
+	0,  // [0:78] is the sub-list for field type_name
 }
 
 func init() { file_browserbroker_v1_broker_proto_init() }
@@ -5317,7 +5531,7 @@ func file_browserbroker_v1_broker_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_browserbroker_v1_broker_proto_rawDesc), len(file_browserbroker_v1_broker_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   62,
+			NumMessages:   64,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

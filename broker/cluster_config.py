@@ -1,0 +1,56 @@
+"""Cluster mode's settings: off unless `cluster_url` names a Redis (docs/cluster.md)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+
+
+class ClusterSettings(BaseModel):
+    """The node's part of a cluster whose lease table lives in one Redis."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    cluster_url: str | None = Field(
+        None, description="redis:// or rediss:// URL of the cluster's store; unset: one machine"
+    )
+    cluster_advertise: str | None = Field(
+        None, description="host:port the other nodes reach this node at (default: listen)"
+    )
+    cluster_secret: SecretStr | None = Field(
+        None,
+        description="shared by the nodes; vouches for the tenant of a call one node forwards "
+        "to another (required when tenants are configured)",
+    )
+    cluster_name: str = Field(
+        "browser-broker", min_length=1, max_length=64, description="prefix of its Redis keys"
+    )
+    cluster_heartbeat_s: float = Field(1.0, gt=0, le=60, description="how often a node beats")
+    cluster_dead_after_s: float = Field(
+        5.0, gt=0, le=600, description="a node silent this long is dead and its leases end"
+    )
+
+    @field_validator("cluster_url")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(f"{value!r} is not a redis://, rediss:// or unix:// URL")
+        return value
+
+    def check_cluster(self, listen: str, tenants: bool) -> None:
+        """Raises ValueError naming what a cluster node is missing."""
+        if self.cluster_url is None:
+            return
+        if self.cluster_dead_after_s < 2 * self.cluster_heartbeat_s:
+            raise ValueError("cluster_dead_after_s must be at least twice cluster_heartbeat_s")
+        address = self.advertised(listen)
+        host = address.rpartition(":")[0]
+        if host in ("0.0.0.0", "[::]", "::", ""):
+            raise ValueError(
+                f"cluster_advertise: {address!r} is not an address other nodes can dial; "
+                "set cluster_advertise to this node's host:port"
+            )
+        if tenants and self.cluster_secret is None:
+            raise ValueError("cluster_secret is required in cluster mode when tenants are set")
+
+    def advertised(self, listen: str) -> str:
+        return self.cluster_advertise or listen

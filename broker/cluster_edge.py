@@ -1,0 +1,51 @@
+"""The cluster's records as the gRPC edge answers them: ownership checks and outcomes."""
+
+from __future__ import annotations
+
+import hmac
+from datetime import datetime
+from typing import Any
+
+from grpc import aio
+
+from broker.cluster_store import Finished, LeaseRecord, from_us
+from broker.errors import LeaseEnded, LeaseNotFound, PermissionDenied
+from broker.forwarding import PLACED
+from broker.lease import ReleaseOutcome, ReleaseReason, token_digest
+from broker.tenants import Tenant
+
+
+def placed(context: aio.ServicerContext[Any, Any]) -> bool:
+    """An Acquire another node already placed here: it is served (or queued) here."""
+    return any(key == PLACED for key, _ in context.invocation_metadata() or ())
+
+
+def check_owner(record: LeaseRecord, token: str, tenant: Tenant) -> None:
+    """Another tenant's lease answers as an unknown one does; a wrong token is refused."""
+    if record.tenant != tenant.name:
+        raise LeaseNotFound(record.lease_id)
+    if not hmac.compare_digest(record.token_sha256, token_digest(token).hex()):
+        raise PermissionDenied(record.lease_id)
+
+
+def _released_at(us: int) -> datetime:
+    return from_us(us)
+
+
+def ended_error(record: LeaseRecord) -> LeaseEnded:
+    return LeaseEnded(
+        record.lease_id, record.reason, _released_at(record.released_at_us).isoformat()
+    )
+
+
+def outcome_of(record: LeaseRecord) -> ReleaseOutcome:
+    return ReleaseOutcome(ReleaseReason(record.reason), _released_at(record.released_at_us), False)
+
+
+def agreed(local: ReleaseOutcome, cluster: Finished | None) -> ReleaseOutcome:
+    """This node's Release outcome, unless the cluster had recorded another end first."""
+    if cluster is None or cluster.ended_now:
+        return local
+    return ReleaseOutcome(
+        ReleaseReason(cluster.reason), _released_at(cluster.released_at_us), False
+    )
