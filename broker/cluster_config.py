@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 
@@ -29,6 +31,20 @@ class ClusterSettings(BaseModel):
         5.0, gt=0, le=600, description="a node silent this long is dead and its leases end"
     )
 
+    cluster_ca_file: Path | None = Field(
+        None,
+        description="PEM CA bundle of the other nodes' certificates (forwarded calls use TLS "
+        "when tls_cert_file is set); unset: the system's roots",
+    )
+    cluster_client_cert_file: Path | None = Field(
+        None,
+        description="PEM certificate this node presents to nodes that require client "
+        "certificates (mutual TLS); unset: none",
+    )
+    cluster_client_key_file: Path | None = Field(
+        None, description="PEM private key of cluster_client_cert_file"
+    )
+
     @field_validator("cluster_url")
     @classmethod
     def _redis_url(cls, value: str | None) -> str | None:
@@ -49,6 +65,8 @@ class ClusterSettings(BaseModel):
                 f"cluster_advertise: {address!r} is not an address other nodes can dial; "
                 "set cluster_advertise to this node's host:port"
             )
+        if (self.cluster_client_cert_file is None) != (self.cluster_client_key_file is None):
+            raise ValueError("cluster_client_cert_file and cluster_client_key_file go together")
         if tenants and self.cluster_secret is None:
             raise ValueError("cluster_secret is required in cluster mode when tenants are set")
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any, NoReturn
 
 import grpc
@@ -28,6 +29,19 @@ PLACED = "x-broker-placed"  # an Acquire another node placed here: queue here, p
 _KEPT_TRAILERS = ("grpc-status-details-bin",)
 
 Context = aio.ServicerContext[Any, Any]
+
+
+def channel_credentials(
+    tls: bool, ca_file: Path | None, cert_file: Path | None, key_file: Path | None
+) -> grpc.ChannelCredentials | None:
+    """TLS to the other nodes when this node serves TLS (the cluster is one trust domain)."""
+    if not tls:
+        return None
+    return grpc.ssl_channel_credentials(
+        root_certificates=ca_file.read_bytes() if ca_file is not None else None,
+        private_key=key_file.read_bytes() if key_file is not None else None,
+        certificate_chain=cert_file.read_bytes() if cert_file is not None else None,
+    )
 
 
 class Forwarder:

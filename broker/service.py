@@ -14,7 +14,7 @@ from broker.app import Broker
 from broker.auth import Authenticator, Credentials
 from broker.cluster_store import LeaseRecord
 from broker.errors import DeadlineExceeded, LimitExceeded
-from broker.forwarding import Forwarder
+from broker.forwarding import Forwarder, channel_credentials
 from broker.lease import ReleaseReason
 from broker.rpc_errors import streaming, unary
 from broker.runs import CancelCause, Run
@@ -52,10 +52,17 @@ class BrokerService(broker_pb2_grpc.BrowserBrokerServiceServicer):
         self.forwarder: Forwarder | None = None
         if self.cluster is not None:
             secret = self.settings.cluster_secret
+            settings = self.settings
             self.forwarder = Forwarder(
                 self.cluster,
                 secret.get_secret_value() if secret is not None else None,
-                self.settings.max_message_bytes,
+                settings.max_message_bytes,
+                channel_credentials(
+                    settings.tls_cert_file is not None,
+                    settings.cluster_ca_file,
+                    settings.cluster_client_cert_file,
+                    settings.cluster_client_key_file,
+                ),
             )
 
     @unary

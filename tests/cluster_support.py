@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +40,9 @@ class Cluster:
     capacity: int = 4
     prefix: str = field(default_factory=lambda: f"test-{os.urandom(3).hex()}")
     nodes: dict[str, Node] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)  # more settings for every node
+    # How the test reaches a node (an admin of it: GetStatus shows the cluster to admins).
+    connect: Callable[[str], AsyncBrokerClient] = AsyncBrokerClient
 
     def start_node(self, name: str) -> Node:
         process = BrokerProcess(
@@ -49,9 +53,10 @@ class Cluster:
                 "BROKER_CLUSTER_DEAD_AFTER_S": str(DEAD_AFTER_S),
                 "BROKER_WARM_POOL_SIZE": "1",
                 NODE_MARK: f"{self.prefix}-{name}",
+                **self.env,
             },
         ).start()
-        node = Node(name, process, AsyncBrokerClient(process.address))
+        node = Node(name, process, self.connect(process.address))
         self.nodes[name] = node
         return node
 
@@ -67,7 +72,10 @@ class Cluster:
             await asyncio.sleep(0.1)
 
     async def status(self, name: str) -> pb.GetStatusResponse:
-        return await self.nodes[name].client.stub.GetStatus(pb.GetStatusRequest())
+        client = self.nodes[name].client
+        return await client.stub.GetStatus(
+            pb.GetStatusRequest(), metadata=client.connection.metadata()
+        )
 
     def kill(self, name: str) -> None:
         node = self.nodes[name]
