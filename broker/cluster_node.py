@@ -28,6 +28,8 @@ from broker.options import EngineName
 
 log = logging.getLogger("broker.cluster")
 
+_PRUNE_AT = 100_000  # ids of recorded leases kept before those no longer known are dropped
+
 
 @dataclass(frozen=True)
 class _Ending:
@@ -78,6 +80,7 @@ class ClusterNode(LeaseObserver):
         self._reachable_since = 0.0
         self.nodes: tuple[NodeRecord, ...] = ()
         self._recorded: dict[str, Lease] = {}  # leases the store holds as live, by id
+        self._published: set[str] = set()  # every lease ever recorded (pruned to what is known)
         self._journal: dict[str, _Ending] = {}
         self._writes = TaskSet()
         self._wake = asyncio.Event()
@@ -145,6 +148,7 @@ class ClusterNode(LeaseObserver):
         for lease in self.leases.active_leases():
             self.leases.release(lease, ReleaseReason.NODE_LOST)
         self._recorded.clear()
+        self._published.clear()
         self._journal.clear()
         self.node_id = new_node_id()
         self.joined = False
@@ -158,7 +162,10 @@ class ClusterNode(LeaseObserver):
         for lease in list(self._recorded.values()):
             if lease.released is None:
                 await self._grant(lease, quota=None)
+        self._published = {lease_id for lease_id in self._published if self.leases.knows(lease_id)}
         for tomb in self.leases.tombstones():
+            if tomb.lease_id not in self._published:
+                continue  # never known cluster-wide
             self._journal.setdefault(
                 tomb.lease_id,
                 _Ending(
@@ -193,6 +200,9 @@ class ClusterNode(LeaseObserver):
             quota,
         )
         self._recorded[lease.id] = lease
+        self._published.add(lease.id)
+        if len(self._published) > _PRUNE_AT:
+            self._published = {i for i in self._published if self.leases.knows(i)}
         if lease.released is not None:  # ended while the record was being written
             self.lease_released(lease, lease.released)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
@@ -141,3 +142,48 @@ def test_cli_warm_pool_flag(capsys: pytest.CaptureFixture[str]) -> None:
     }
     assert main(["serve", "--warm-pool", "firefox/browser=2"]) == 2  # firefox is not enabled
     assert "warm pool firefox/browser" in capsys.readouterr().err
+
+
+def test_cluster_mode_is_off_by_default_and_set_by_url() -> None:
+    assert load_settings().cluster_url is None
+    settings = load_settings(
+        cluster_url="redis://10.0.0.5:6379/0", cluster_advertise="10.0.0.7:50051"
+    )
+    assert settings.advertised("127.0.0.1:50051") == "10.0.0.7:50051"
+    assert load_settings(cluster_url="redis://r").advertised("127.0.0.1:50051") == "127.0.0.1:50051"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"cluster_url": "http://redis:6379"}, "is not a redis://"),
+        (
+            {"cluster_url": "redis://r", "cluster_heartbeat_s": 2, "cluster_dead_after_s": 3},
+            "at least twice cluster_heartbeat_s",
+        ),
+        (
+            {"cluster_url": "redis://r", "cluster_advertise": "0.0.0.0:50051"},
+            "not an address other nodes can dial",
+        ),
+        (
+            {
+                "cluster_url": "redis://r",
+                "tenants": [{"name": "a", "token_sha256": ["00" * 32]}],
+            },
+            "cluster_secret is required",
+        ),
+        (
+            {"cluster_url": "redis://r", "cluster_client_cert_file": "/tmp/node.pem"},
+            "cluster_client_cert_file and cluster_client_key_file go together",
+        ),
+    ],
+    ids=["not-redis", "dead-too-soon", "unroutable-advertise", "tenants-no-secret", "cert-no-key"],
+)
+def test_bad_cluster_settings_are_refused_clearly(overrides: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        load_settings(**overrides)
+
+
+def test_cli_cluster_flags(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", "--cluster", "ftp://nope"]) == 2
+    assert "cluster_url" in capsys.readouterr().err
