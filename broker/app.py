@@ -10,7 +10,7 @@ from types import TracebackType
 
 from broker.clock import Clock, LoopClock
 from broker.cluster_node import ClusterNode
-from broker.cluster_store import ClusterStore
+from broker.cluster_store import ClusterStore, NodeRecord
 from broker.config import Settings
 from broker.egress.policy import EgressPolicy, local_addresses
 from broker.egress.proxy import EgressGateway
@@ -139,6 +139,9 @@ class Broker:
         """Warm sessions ready, all pools together."""
         return len(self.warm)
 
+    def cluster_nodes(self) -> tuple[NodeRecord, ...]:
+        return self.cluster.nodes if self.cluster is not None else ()
+
     def pool_statuses(self) -> list[PoolStatus]:
         return self.warm.statuses()
 
@@ -159,6 +162,7 @@ class Broker:
             "broker.sessions.unclosed": sum(c.unclosed for c in censuses),
             "broker.contexts": sum(c.contexts for c in censuses),
             "broker.pages": sum(c.pages for c in censuses),
+            **(self.cluster.gauges() if self.cluster is not None else {}),
         }
 
     async def __aenter__(self) -> Broker:

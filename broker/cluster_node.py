@@ -269,6 +269,15 @@ class ClusterNode(LeaseObserver):
     def pending_outcomes(self) -> int:
         return len(self._journal)
 
+    def gauges(self) -> dict[str, float]:
+        """The metrics' cluster gauges, from the last heartbeat (read off the event loop)."""
+        return {
+            "broker.cluster.nodes": len(self.nodes),
+            "broker.cluster.leases": sum(node.leases for node in self.nodes),
+            "broker.cluster.store_reachable": float(self.store_reachable),
+            "broker.cluster.pending_outcomes": len(self._journal),
+        }
+
     # ------------------------------------------------------------------ lookups
 
     async def lookup(self, lease_id: str) -> LeaseRecord | None:

@@ -51,6 +51,7 @@ async def serve(
                 gauges=running.gauges,
                 redact_urls=settings.redact_urls,
                 pools=running.pool_statuses,
+                nodes=running.cluster_nodes,
             )
             running.observers.add(lease_telemetry)
             if setup.tracing:

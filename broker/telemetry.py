@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +24,7 @@ from opentelemetry import metrics, trace
 from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
+from broker.cluster_store import NodeRecord
 from broker.egress.proxy import Blocked
 from broker.events import LeaseObserver
 from broker.lease import Lease, ReleaseOutcome
@@ -108,6 +109,7 @@ class LeaseTelemetry(LeaseObserver):
         gauges: Callable[[], dict[str, float]] | None = None,
         redact_urls: bool = True,
         pools: Callable[[], list[PoolStatus]] | None = None,
+        nodes: Callable[[], Sequence[NodeRecord]] | None = None,
     ) -> None:
         self.tracer = trace.get_tracer(SCOPE)
         # Query strings, fragments and userinfo never reach a span unless the operator says so.
@@ -150,9 +152,23 @@ class LeaseTelemetry(LeaseObserver):
             ("broker.sessions.unclosed", "released sessions whose context would not close"),
             ("broker.contexts", "open browser contexts"),
             ("broker.pages", "open pages"),
+            ("broker.cluster.nodes", "cluster mode: live nodes, as this node last saw them"),
+            ("broker.cluster.leases", "cluster mode: live leases in the whole cluster"),
+            ("broker.cluster.store_reachable", "cluster mode: 1 while Redis answers this node"),
+            ("broker.cluster.pending_outcomes", "cluster mode: lease endings not yet in Redis"),
         ):
             meter.create_observable_gauge(name, [observe(name)], description=description)
         self._pools = pools
+        self._nodes = nodes
+        for field, description in (
+            ("leases", "cluster mode: live leases per node (attribute node)"),
+            ("used", "cluster mode: capacity in use per node (attribute node)"),
+        ):
+            meter.create_observable_gauge(
+                f"broker.cluster.node.{field}",
+                [self._observe_nodes(field)],
+                description=description,
+            )
         for field, description in (
             ("target", "warm sessions a pool aims to keep ready now"),
             ("ready", "warm sessions ready, per pool"),
@@ -168,6 +184,13 @@ class LeaseTelemetry(LeaseObserver):
             meter.create_observable_counter(
                 f"broker.pool.{field}", [self._observe_pools(field)], description=description
             )
+
+    def _observe_nodes(self, field: str) -> Callable[[CallbackOptions], Iterable[Observation]]:
+        def callback(options: CallbackOptions) -> Iterable[Observation]:
+            nodes = self._nodes() if self._nodes is not None else ()
+            return [Observation(getattr(n, field), {"node": n.node_id}) for n in nodes]
+
+        return callback
 
     def _observe_pools(self, field: str) -> Callable[[CallbackOptions], Iterable[Observation]]:
         def callback(options: CallbackOptions) -> Iterable[Observation]:

@@ -44,7 +44,7 @@ class Cluster:
     # How the test reaches a node (an admin of it: GetStatus shows the cluster to admins).
     connect: Callable[[str], AsyncBrokerClient] = AsyncBrokerClient
 
-    def start_node(self, name: str) -> Node:
+    def start_node(self, name: str, **env: str) -> Node:
         process = BrokerProcess(
             args=["--cluster", self.redis.url, "--capacity", str(self.capacity)],
             env={
@@ -54,6 +54,7 @@ class Cluster:
                 "BROKER_WARM_POOL_SIZE": "1",
                 NODE_MARK: f"{self.prefix}-{name}",
                 **self.env,
+                **env,
             },
         ).start()
         node = Node(name, process, self.connect(process.address))

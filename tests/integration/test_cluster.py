@@ -19,7 +19,8 @@ from browserbroker import steps
 from browserbroker.v1 import broker_pb2 as pb
 from tests.cluster_support import NODE_LOST_BOUND_S, Cluster
 from tests.fixture_site import FixtureSite
-from tests.redis_server import RedisServer
+from tests.integration.test_metrics import metric, scrape
+from tests.redis_server import RedisServer, free_port
 from tests.support import eventually, last_ping_after, work_for
 
 pytestmark = pytest.mark.browser
@@ -28,12 +29,16 @@ STOP_BOUND_S = 1.0  # as for a Run on its own node (test_cancellation.py)
 SLACK_S = 3.0  # for a loaded CI machine, on top of the documented node_lost bound
 
 
+METRICS_PORT = free_port()
+
+
 @pytest.fixture
 async def cluster() -> AsyncIterator[Cluster]:
     redis = RedisServer().start()
     formed = Cluster(redis)
     try:
-        for name in ("a", "b", "c"):
+        formed.start_node("a", BROKER_PROMETHEUS_PORT=str(METRICS_PORT))
+        for name in ("b", "c"):
             formed.start_node(name)
         await formed.wait_formed()
         yield formed
@@ -70,6 +75,13 @@ async def test_a_lease_from_one_node_is_run_kept_and_released_through_the_others
     by_node = {node.address: node.leases for node in status.cluster.nodes}
     assert by_node[cluster.nodes["a"].process.address] == 1
     assert sum(by_node.values()) == 1 and status.cluster.active_leases == 1
+    await asyncio.sleep(0.6)  # (the gauges read the last heartbeat's view)
+    scraped = await asyncio.to_thread(scrape, METRICS_PORT)
+    assert metric(scraped, "broker_cluster_nodes") == 3
+    assert metric(scraped, "broker_cluster_leases") == 1
+    assert metric(scraped, "broker_cluster_store_reachable") == 1
+    assert metric(scraped, "broker_cluster_node_leases") == 1  # summed over the nodes
+    assert scraped.count("broker_cluster_node_used{") == 3  # one sample per node
 
     first = await cluster.nodes["b"].client.stub.Release(
         pb.ReleaseRequest(lease_id=lease.lease_id, token=lease.token)
