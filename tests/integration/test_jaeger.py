@@ -19,14 +19,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from opentelemetry import propagate, trace
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
 from browserbroker import BrokerClient, DeadlineExceededError, steps
+from browserbroker.v1 import broker_pb2 as pb
+from tests.cluster_support import Cluster
 from tests.conftest import require
 from tests.fixture_site import FixtureSite
+from tests.redis_server import RedisServer
 from tests.support import ROOT, BrokerProcess
 
 pytestmark = pytest.mark.browser
@@ -187,3 +191,74 @@ def test_lease_is_one_trace_joined_to_the_caller(
     causes = [e.get("cause") for e in event_fields(cancelled_run)]
     assert "deadline_exceeded" in causes, event_fields(cancelled_run)
     assert "deadline_exceeded" in str(cancelled_tags.get("otel.status_description", "")).lower()
+
+
+async def test_a_lease_run_through_another_cluster_node_is_still_one_trace(
+    jaeger: dict[str, int],
+) -> None:
+    """Acquire on node A, Run and Release through node B: B's RPC span, its forward span and
+    A's RPC span and steps are one trace, joined to the caller's, with A's lease span."""
+    otlp = f"http://127.0.0.1:{jaeger['JAEGER_OTLP_GRPC_PORT']}"
+    redis = RedisServer().start()
+    cluster = Cluster(
+        redis,
+        env={
+            "OTEL_EXPORTER_OTLP_ENDPOINT": otlp,
+            "OTEL_SERVICE_NAME": SERVICE,
+            "OTEL_BSP_SCHEDULE_DELAY": "100",
+            "OTEL_METRICS_EXPORTER": "none",
+        },
+    )
+    provider = TracerProvider(resource=Resource.create({"service.name": "e2e-client"}))
+    provider.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(endpoint=otlp, insecure=True)))
+    tracer = provider.get_tracer("e2e")
+    try:
+        a, b = (cluster.start_node(name).process.address for name in ("a", "b"))
+        await cluster.wait_formed()
+        with (
+            BrokerClient(a) as client_a,
+            BrokerClient(b) as client_b,
+            tracer.start_as_current_span("client work") as mine,
+        ):
+            lease = client_a.acquire(ttl=60)
+            carrier: dict[str, str] = {}
+            propagate.inject(carrier, context=trace.set_span_in_context(mine))
+            run = client_b.stub.Run(
+                pb.RunRequest(
+                    lease_id=lease.id, token=lease.grant.token, steps=[steps.evaluate("1")]
+                ),
+                metadata=tuple(carrier.items()),
+                timeout=30,
+            )
+            assert [r.step.ok for r in run] == [True]
+            client_b.stub.Release(
+                pb.ReleaseRequest(lease_id=lease.id, token=lease.grant.token),
+                metadata=tuple(carrier.items()),
+            )
+        trace_id = format(mine.get_span_context().trace_id, "032x")
+        provider.force_flush()
+
+        def complete(t: dict[str, Any]) -> bool:
+            leases = spans_named(t, "lease")
+            return (
+                bool(leases)
+                and "release.reason" in tags(leases[0])
+                and len(spans_named(t, RPC + "Run")) == 2
+                and len(spans_named(t, RPC + "Release")) == 2
+                and bool(spans_named(t, "step evaluate"))
+            )
+
+        found = find_trace(jaeger, lease.id, complete)
+    finally:
+        await cluster.stop()
+        redis.stop()
+        provider.shutdown()
+
+    assert found["traceID"].lstrip("0") == trace_id.lstrip("0")
+    forward = spans_named(found, "forward/Run")
+    (entry_run, owner_run) = sorted(spans_named(found, RPC + "Run"), key=lambda s: s["startTime"])
+    assert len(forward) == 1 and parent_id(forward[0]) == entry_run["spanID"]
+    assert parent_id(owner_run) == forward[0]["spanID"]  # A's span: across the hop
+    (step,) = spans_named(found, "step evaluate")
+    assert parent_id(step) == owner_run["spanID"]  # the browser work, on the owner
+    assert tags(spans_named(found, "lease")[0])["release.reason"] == "client_release"
