@@ -1,0 +1,124 @@
+"""Cluster forwarding cost: the same calls on one lease, through its owner and through a node
+that forwards them to the owner, measured side by side in one run.
+
+    .venv/bin/python -m bench.cluster [--samples 200]
+
+A real Redis and two broker processes (`--cluster`, on loopback). One lease is acquired on node
+A. Each round sends, in random order, a one-step Run (`evaluate "1"`) through A and through B,
+and a KeepAlive through A and through B. Reported: the median and p90 of each, and the ratio of
+medians (through B / through A). The gRPC health check of A is measured in the same rounds as a
+floor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import random
+import statistics
+import time
+from collections.abc import Awaitable, Callable
+
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from browserbroker import steps
+from browserbroker.v1 import broker_pb2 as pb
+from tests.cluster_support import Cluster
+from tests.redis_server import RedisServer
+
+
+def _p(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def measure(samples: int) -> dict[str, object]:
+    redis = RedisServer().start()
+    cluster = Cluster(redis)
+    try:
+        a = cluster.start_node("a")
+        cluster.start_node("b")
+        await cluster.wait_formed()
+        lease = await a.client.stub.Acquire(pb.AcquireRequest(), timeout=60)
+        lease_id, token = lease.lease_id, lease.token
+        health = health_pb2_grpc.HealthStub(a.client.channel)
+
+        def run_via(node: str) -> Callable[[], Awaitable[object]]:
+            stub = cluster.nodes[node].client.stub
+
+            async def call() -> object:
+                request = pb.RunRequest(lease_id=lease_id, token=token, steps=[steps.evaluate("1")])
+                return [r async for r in stub.Run(request, timeout=30)]
+
+            return call
+
+        def keepalive_via(node: str) -> Callable[[], Awaitable[object]]:
+            stub = cluster.nodes[node].client.stub
+
+            async def call() -> object:
+                request = pb.KeepAliveRequest(lease_id=lease_id, token=token)
+                request.ttl.seconds = 300
+                return await stub.KeepAlive(request, timeout=30)
+
+            return call
+
+        async def check() -> object:
+            return await health.Check(health_pb2.HealthCheckRequest(), timeout=30)
+
+        probes: dict[str, Callable[[], Awaitable[object]]] = {
+            "health check (A)": check,
+            "Run via owner (A)": run_via("a"),
+            "Run via other node (B)": run_via("b"),
+            "KeepAlive via owner (A)": keepalive_via("a"),
+            "KeepAlive via other node (B)": keepalive_via("b"),
+        }
+        for probe in probes.values():  # warm up channels and the page
+            for _ in range(5):
+                await probe()
+        timings: dict[str, list[float]] = {name: [] for name in probes}
+        for _ in range(samples):
+            order = list(probes.items())
+            random.shuffle(order)
+            for name, probe in order:
+                started = time.perf_counter()
+                await probe()
+                timings[name].append((time.perf_counter() - started) * 1000)
+        await a.client.stub.Release(pb.ReleaseRequest(lease_id=lease_id, token=token))
+    finally:
+        await cluster.stop()
+        redis.stop()
+    medians = {name: statistics.median(values) for name, values in timings.items()}
+    return {
+        "samples": samples,
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}",
+        "ms": {n: {"p50": medians[n], "p90": _p(v, 0.9)} for n, v in timings.items()},
+        "ratios": {
+            "Run": medians["Run via other node (B)"] / medians["Run via owner (A)"],
+            "KeepAlive": medians["KeepAlive via other node (B)"]
+            / medians["KeepAlive via owner (A)"],
+        },
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--samples", type=int, default=200)
+    parser.add_argument("--json", help="also write the figures here")
+    args = parser.parse_args()
+    result = asyncio.run(measure(args.samples))
+    print(f"{result['samples']} rounds; {result['machine']}")
+    print("| call | p50 ms | p90 ms |\n|---|---:|---:|")
+    for name, figures in result["ms"].items():  # type: ignore[attr-defined]
+        print(f"| {name} | {figures['p50']:.2f} | {figures['p90']:.2f} |")
+    for call, ratio in result["ratios"].items():  # type: ignore[attr-defined]
+        print(f"{call} through a non-owner node / through the owner (medians): {ratio:.2f}x")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
