@@ -6,11 +6,12 @@ import hmac
 from datetime import datetime
 from typing import Any
 
+import grpc
 from grpc import aio
 
-from broker.cluster_store import Finished, LeaseRecord, from_us
+from broker.cluster_store import Finished, LeaseRecord, from_us, to_us
 from broker.errors import LeaseEnded, LeaseNotFound, PermissionDenied
-from broker.forwarding import PLACED
+from broker.forwarding import NO_ROOM, PLACED
 from broker.lease import ReleaseOutcome, ReleaseReason, token_digest
 from broker.tenants import Tenant
 
@@ -18,6 +19,15 @@ from broker.tenants import Tenant
 def placed(context: aio.ServicerContext[Any, Any]) -> bool:
     """An Acquire another node already placed here: it is served (or queued) here."""
     return any(key == PLACED for key, _ in context.invocation_metadata() or ())
+
+
+async def no_room(context: aio.ServicerContext[Any, Any]) -> None:
+    """A placed Acquire found this node full: the entry node places it again (or queues it)."""
+    await context.abort(
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        "this node has no room for the placed Acquire",
+        trailing_metadata=((NO_ROOM, "1"),),
+    )
 
 
 def check_owner(record: LeaseRecord, token: str, tenant: Tenant) -> None:
@@ -44,7 +54,10 @@ def outcome_of(record: LeaseRecord) -> ReleaseOutcome:
 
 def agreed(local: ReleaseOutcome, cluster: Finished | None) -> ReleaseOutcome:
     """This node's Release outcome, unless the cluster had recorded another end first."""
-    if cluster is None or cluster.ended_now:
+    if cluster is None or (
+        # (this node's own outcome, whether this call or the heartbeat's journal wrote it)
+        cluster.reason == local.reason.value and cluster.released_at_us == to_us(local.released_at)
+    ):
         return local
     return ReleaseOutcome(
         ReleaseReason(cluster.reason), _released_at(cluster.released_at_us), False

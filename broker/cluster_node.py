@@ -16,18 +16,20 @@ import secrets
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from broker.cleanup import TaskSet
 from broker.cluster_store import ClusterStore, Finished, LeaseRecord, NodeRecord, to_us
-from broker.errors import Unavailable
+from broker.errors import DeadlineExceeded, Unavailable
 from broker.events import LeaseObserver
 from broker.lease import Lease, ReleaseOutcome, ReleaseReason, token_digest
 from broker.lease_table import LeaseTable
 from broker.options import EngineName
+from broker.tenants import Tenant
 
 log = logging.getLogger("broker.cluster")
 
+QUEUE_POLL_S = 0.05  # how often a queued Acquire checks its place and the nodes' room
 _PRUNE_AT = 100_000  # ids of recorded leases kept before those no longer known are dropped
 
 
@@ -282,6 +284,52 @@ class ClusterNode(LeaseObserver):
 
     async def lookup(self, lease_id: str) -> LeaseRecord | None:
         return await self.store.lookup(lease_id)
+
+    async def queue_length(self) -> int:
+        return await self.store.queue_length()
+
+    async def wait_for_room(
+        self,
+        tenant: Tenant,
+        engine: EngineName,
+        queue_limit: int,
+        timeout_s: float | None,
+        room_here: Callable[[], bool],
+    ) -> NodeRecord | None:
+        """Wait in the cluster's queue (first in, first out) until this Acquire is first in line
+        and some node has room: None for this node, else the node to place it on."""
+        ticket = f"{self.node_id}:{secrets.token_hex(8)}"
+        ttl_ms = int(max(2.0, 3 * self.heartbeat_s) * 1000)  # outlives a missed poll, not a node
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        await self.store.enqueue(ticket, tenant.name, queue_limit, tenant.max_queued, ttl_ms)
+        try:
+            while True:
+                place = await self.store.queue_place(ticket, ttl_ms)
+                if place < 0:
+                    raise Unavailable("this Acquire lost its place in the cluster's queue")
+                if place == 0:
+                    if room_here():
+                        return None
+                    self.nodes = tuple(await self.store.nodes())
+                    target = self.place(engine)
+                    if target is not None:
+                        return target
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    raise DeadlineExceeded(
+                        "deadline passed while queued for capacity in the cluster"
+                    )
+                await asyncio.sleep(QUEUE_POLL_S if left is None else min(QUEUE_POLL_S, left))
+        finally:
+            with contextlib.suppress(Unavailable):
+                await asyncio.shield(self.store.leave_queue(ticket))
+
+    def mark_full(self, node_id: str) -> None:
+        """A node said it has no room: so it is, until its next heartbeat says otherwise."""
+        self.nodes = tuple(
+            replace(node, used=node.capacity) if node.node_id == node_id else node
+            for node in self.nodes
+        )
 
     def place(self, engine: EngineName) -> NodeRecord | None:
         """Another live node with room for a lease of `engine`, the least loaded; None if none."""

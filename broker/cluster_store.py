@@ -12,6 +12,9 @@ need not agree. Keys (P is `cluster_name`):
     P:tenant-leases:<t>   set: a tenant's live leases, cluster-wide (its quota)
     P:lease:<id>          hash: node, tenant, token (SHA-256 hex), engine, expires_at and, once
                           ended, reason and released_at; expires tombstone_ttl_s after the end
+    P:queue               sorted set: Acquires waiting for capacity anywhere, by arrival
+    P:queue:<tenant>      sorted set: the same, one tenant's (its max_queued)
+    P:ticket:<id>         string: a waiting Acquire's tenant; expires unless its node renews it
 """
 
 from __future__ import annotations
@@ -23,125 +26,8 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from broker.errors import LimitExceeded, Unavailable
-
-# Shared by the scripts that end leases: sets the outcome unless one is already there.
-_END = """
-local function end_lease(p, id, reason, at, ttl)
-  local key = p .. ':lease:' .. id
-  local current = redis.call('HGET', key, 'reason')
-  if current and current ~= '' then
-    return {0, current, redis.call('HGET', key, 'released_at')}
-  end
-  redis.call('HSET', key, 'reason', reason, 'released_at', at)
-  redis.call('EXPIRE', key, ttl)
-  local node = redis.call('HGET', key, 'node')
-  local tenant = redis.call('HGET', key, 'tenant')
-  if node then redis.call('SREM', p .. ':node-leases:' .. node, id) end
-  if tenant then redis.call('SREM', p .. ':tenant-leases:' .. tenant, id) end
-  return {1, reason, at}
-end
-local function now_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
-local function now_us_string()  -- exact: Lua's tostring would round a number this large
-  local t = redis.call('TIME')
-  return t[1] .. string.format('%06d', tonumber(t[2]))
-end
-"""
-
-# ARGV: prefix, node, address, capacity, used, queued, engines, expire_ms.
-# Returns 'dead' (declared dead: may not rejoin under this id), 'new' (unknown: first beat, or
-# the store lost its data) or 'ok'.
-_BEAT = """
-local p, node = ARGV[1], ARGV[2]
-if redis.call('SISMEMBER', p .. ':dead', node) == 1 then return 'dead' end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local known = redis.call('ZSCORE', p .. ':nodes', node)
-redis.call('ZADD', p .. ':nodes', now, node)
-local key = p .. ':node:' .. node
-redis.call('HSET', key, 'address', ARGV[3], 'capacity', ARGV[4], 'used', ARGV[5],
-  'queued', ARGV[6], 'engines', ARGV[7])
-redis.call('PEXPIRE', key, ARGV[8])
-if known then return 'ok' end
-return 'new'
-"""
-
-# ARGV: prefix, dead_after_ms, tombstone_ttl_s. Declares every silent node dead and ends its
-# live leases node_lost, all at once. Returns {node, lease, node, lease, ...} of what it ended
-# (a node with no leases appears with lease '').
-_REAP = (
-    _END
-    + """
-local p = ARGV[1]
-local now = now_ms()
-local silent = redis.call('ZRANGEBYSCORE', p .. ':nodes', '-inf', now - tonumber(ARGV[2]))
-local ended = {}
-for _, node in ipairs(silent) do
-  redis.call('ZREM', p .. ':nodes', node)
-  redis.call('SADD', p .. ':dead', node)
-  redis.call('DEL', p .. ':node:' .. node)
-  local leases = redis.call('SMEMBERS', p .. ':node-leases:' .. node)
-  table.insert(ended, node)
-  table.insert(ended, '')
-  for _, id in ipairs(leases) do
-    local result = end_lease(p, id, 'node_lost', now_us_string(), tonumber(ARGV[3]))
-    if result[1] == 1 then
-      table.insert(ended, node)
-      table.insert(ended, id)
-    end
-  end
-  redis.call('DEL', p .. ':node-leases:' .. node)
-end
-return ended
-"""
-)
-
-# ARGV: prefix, id, node, tenant, token, engine, expires_at, max_leases (-1: none).
-# Returns 'ok', 'dead' (this node was declared dead), 'exists' or 'quota'.
-_GRANT = """
-local p, id, node, tenant = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-if redis.call('SISMEMBER', p .. ':dead', node) == 1 then return 'dead' end
-local key = p .. ':lease:' .. id
-if redis.call('EXISTS', key) == 1 then return 'exists' end
-local max = tonumber(ARGV[8])
-if max >= 0 and redis.call('SCARD', p .. ':tenant-leases:' .. tenant) >= max then
-  return 'quota'
-end
-redis.call('HSET', key, 'node', node, 'tenant', tenant, 'token', ARGV[5], 'engine', ARGV[6],
-  'expires_at', ARGV[7])
-redis.call('SADD', p .. ':node-leases:' .. node, id)
-redis.call('SADD', p .. ':tenant-leases:' .. tenant, id)
-return 'ok'
-"""
-
-# ARGV: prefix, id, reason, released_at_us, ttl_s, node, tenant, token, engine.
-# Records the outcome unless one is there; creates the record if the store lost it.
-# Returns {1 if this call ended it, reason, released_at_us}.
-_FINISH = (
-    _END
-    + """
-local p, id = ARGV[1], ARGV[2]
-local key = p .. ':lease:' .. id
-if redis.call('EXISTS', key) == 0 then
-  redis.call('HSET', key, 'node', ARGV[6], 'tenant', ARGV[7], 'token', ARGV[8],
-    'engine', ARGV[9], 'reason', '')
-end
-return end_lease(p, id, ARGV[3], ARGV[4], tonumber(ARGV[5]))
-"""
-)
-
-# ARGV: prefix, id, expires_at. A live lease's new expiry; nothing for an ended one.
-_EXTEND = """
-local key = ARGV[1] .. ':lease:' .. ARGV[2]
-if redis.call('EXISTS', key) == 0 then return 0 end
-local reason = redis.call('HGET', key, 'reason')
-if reason and reason ~= '' then return 0 end
-redis.call('HSET', key, 'expires_at', ARGV[3])
-return 1
-"""
+from broker import cluster_scripts as scripts
+from broker.errors import LimitExceeded, QueueFull, Unavailable
 
 
 @dataclass(frozen=True)
@@ -207,11 +93,14 @@ class ClusterStore:
             socket_connect_timeout=timeout_s,
             health_check_interval=0,
         )
-        self._beat = self.redis.register_script(_BEAT)
-        self._reap = self.redis.register_script(_REAP)
-        self._grant = self.redis.register_script(_GRANT)
-        self._finish = self.redis.register_script(_FINISH)
-        self._extend = self.redis.register_script(_EXTEND)
+        self._beat = self.redis.register_script(scripts.BEAT)
+        self._reap = self.redis.register_script(scripts.REAP)
+        self._grant = self.redis.register_script(scripts.GRANT)
+        self._finish = self.redis.register_script(scripts.FINISH)
+        self._extend = self.redis.register_script(scripts.EXTEND)
+        self._enqueue = self.redis.register_script(scripts.ENQUEUE)
+        self._place = self.redis.register_script(scripts.PLACE)
+        self._leave_queue = self.redis.register_script(scripts.LEAVE)
 
     async def close(self) -> None:
         await self.redis.aclose()
@@ -299,6 +188,41 @@ class ClusterStore:
 
     async def extend(self, lease_id: str, expires_at: str) -> None:
         await self._call(self._extend, lease_id, expires_at)
+
+    async def enqueue(
+        self, ticket: str, tenant: str, queue_limit: int, max_queued: int | None, ttl_ms: int
+    ) -> None:
+        """Join the cluster's queue of Acquires waiting for capacity (last in line)."""
+        answer = await self._call(
+            self._enqueue,
+            ticket,
+            tenant,
+            queue_limit,
+            -1 if max_queued is None else max_queued,
+            ttl_ms,
+        )
+        if answer == "full":
+            raise QueueFull(queue_limit, 1.0)
+        if answer == "tenant":
+            raise LimitExceeded(
+                "tenant_max_queued",
+                f"tenant {tenant!r} has {max_queued} Acquires waiting across the cluster, its "
+                "maximum",
+                retry_after_s=1.0,
+            )
+
+    async def queue_place(self, ticket: str, ttl_ms: int) -> int:
+        """The ticket's place in line (0: next), renewing it; -1 if it is no longer queued."""
+        return int(await self._call(self._place, ticket, ttl_ms))
+
+    async def leave_queue(self, ticket: str) -> None:
+        await self._call(self._leave_queue, ticket)
+
+    async def queue_length(self) -> int:
+        try:
+            return int(await self.redis.zcard(f"{self.prefix}:queue"))
+        except RedisError as exc:
+            raise StoreUnavailable(exc) from exc
 
     async def leave(self, node: str) -> None:
         """A node shutting down (its leases already ended): gone at once, not reaped later."""

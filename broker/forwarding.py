@@ -21,11 +21,13 @@ from opentelemetry.trace import SpanKind
 
 from broker.auth import CLUSTER_SECRET, FORWARDED_TENANT
 from broker.cluster_node import ClusterNode
+from broker.cluster_store import NodeRecord
 from broker.errors import Unavailable
 from broker.tenants import Tenant
 from browserbroker.v1 import broker_pb2_grpc
 
-PLACED = "x-broker-placed"  # an Acquire another node placed here: queue here, place no further
+PLACED = "x-broker-placed"  # an Acquire another node placed here: serve it here or say no room
+NO_ROOM = "x-broker-no-room"  # the answer of a full node to a placed Acquire
 _KEPT_TRAILERS = ("grpc-status-details-bin",)
 
 Context = aio.ServicerContext[Any, Any]
@@ -107,6 +109,26 @@ class Forwarder:
                 )
             except aio.AioRpcError as error:
                 await _relay(error, context, node_id)
+
+    async def place(
+        self, request: Any, target: NodeRecord, tenant: Tenant, context: Context
+    ) -> Any | None:
+        """Send an Acquire to a node that had room; None if it has none now."""
+        with self._tracer.start_as_current_span(
+            "forward/Acquire", kind=SpanKind.CLIENT, attributes={"cluster.node": target.node_id}
+        ):
+            acquire: Any = self._stub(target.address).Acquire
+            try:
+                return await acquire(
+                    request,
+                    timeout=context.time_remaining(),
+                    metadata=self._metadata(tenant, placed=True),
+                )
+            except aio.AioRpcError as error:
+                received: Any = error.trailing_metadata() or ()
+                if any(key == NO_ROOM for key, _ in received):
+                    return None
+                await _relay(error, context, target.node_id)
 
     async def stream(
         self,

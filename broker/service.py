@@ -12,10 +12,11 @@ from grpc import aio
 from broker import cluster_edge, decode, encode
 from broker.app import Broker
 from broker.auth import Authenticator, Credentials
-from broker.cluster_store import LeaseRecord
+from broker.cluster_store import LeaseRecord, NodeRecord
 from broker.errors import DeadlineExceeded, LimitExceeded
 from broker.forwarding import Forwarder, channel_credentials
 from broker.lease import ReleaseReason
+from broker.options import EngineName
 from broker.rpc_errors import streaming, unary
 from broker.runs import CancelCause, Run
 from broker.tenants import Tenant
@@ -69,12 +70,16 @@ class BrokerService(broker_pb2_grpc.BrowserBrokerServiceServicer):
     async def Acquire(self, request: pb.AcquireRequest, context: Context) -> pb.AcquireResponse:
         tenant = self.auth.tenant_for(context)
         spec = decode.lease_spec(request, self.settings, tenant)
-        if self.forwarder is not None and self._full() and not cluster_edge.placed(context):
-            target = self.forwarder.node.place(spec.engine)
-            if target is not None:  # this node is full, another has room: the lease is made there
-                return await self.forwarder.unary(  # type: ignore[no-any-return]
-                    "Acquire", request, target.address, target.node_id, tenant, context, True
-                )
+        if self.forwarder is not None:
+            if cluster_edge.placed(context):
+                if self._full():  # the entry node's view was stale: it places it again
+                    await cluster_edge.no_room(context)
+            else:
+                while target := await self._placement(spec.tenant, spec.engine, context):
+                    placed = await self.forwarder.place(request, target, tenant, context)
+                    if placed is not None:
+                        return placed  # type: ignore[no-any-return]
+                    self.forwarder.node.mark_full(target.node_id)
         lease = await self.leases.acquire(spec, context.time_remaining())
         if self.cluster is not None:
             try:
@@ -211,6 +216,26 @@ class BrokerService(broker_pb2_grpc.BrowserBrokerServiceServicer):
     def _full(self) -> bool:
         leases = self.leases
         return leases.used_count >= leases.limits.capacity or leases.queued_count > 0
+
+    async def _placement(
+        self, tenant: Tenant, engine: EngineName, context: Context
+    ) -> NodeRecord | None:
+        """Cluster mode: where an Acquire is served; None for here. Nobody waiting and room
+        here: here. Nobody waiting and a node with room: there. Else it queues cluster-wide."""
+        assert self.cluster is not None
+        if await self.cluster.queue_length() == 0:
+            if not self._full():
+                return None
+            target = self.cluster.place(engine)
+            if target is not None:
+                return target
+        return await self.cluster.wait_for_room(
+            tenant,
+            engine,
+            self.settings.queue_limit,
+            context.time_remaining(),
+            lambda: not self._full(),
+        )
 
     async def _held_elsewhere(
         self, lease_id: str, token: str, tenant: Tenant, ended_ok: bool = False

@@ -15,6 +15,7 @@ from typing import Any
 import grpc
 import pytest
 
+from broker.cluster_store import ClusterStore
 from browserbroker import steps
 from browserbroker.v1 import broker_pb2 as pb
 from tests.cluster_support import NODE_LOST_BOUND_S, Cluster
@@ -259,3 +260,63 @@ async def test_a_redis_restart_mid_traffic_loses_and_doubles_nothing(cluster: Cl
     await cluster.nodes["a"].client.stub.Release(
         pb.ReleaseRequest(lease_id=fresh.lease_id, token=fresh.token)
     )
+
+
+async def test_acquires_wait_in_one_cluster_wide_queue_first_in_first_out() -> None:
+    """Two nodes of one slot each, both held: Acquires arriving at either node wait in one line,
+    and a slot freed on either node serves the first in line, wherever it arrived."""
+    redis = RedisServer().start()
+    small = Cluster(redis, capacity=1)
+    store = ClusterStore(redis.url, small.prefix)
+    try:
+        for name in ("a", "b"):
+            small.start_node(name, BROKER_QUEUE_LIMIT="2")
+        await small.wait_formed()
+        held_a, held_b = await acquire_on(small, "a"), await acquire_on(small, "b")
+
+        async def queued(count: int) -> None:
+            for _ in range(600):
+                if await store.queue_length() == count:
+                    return
+                await asyncio.sleep(0.05)
+            raise AssertionError(f"the cluster's queue never held {count}")
+
+        first = asyncio.create_task(acquire_on(small, "a"))
+        await queued(1)
+        second = asyncio.create_task(acquire_on(small, "b"))
+        await queued(2)
+        with pytest.raises(grpc.aio.AioRpcError) as full:  # queue_limit 2, cluster-wide
+            await acquire_on(small, "a")
+        assert full.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+        # B's slot frees: the first in line (it arrived at A) gets it, the second still waits.
+        await small.nodes["a"].client.stub.Release(
+            pb.ReleaseRequest(lease_id=held_b.lease_id, token=held_b.token)
+        )
+        served_first = await asyncio.wait_for(first, 30)
+        await asyncio.sleep(1.0)
+        assert not second.done()
+        records = await small.records()
+        assert records[served_first.lease_id]["node"] != records[held_a.lease_id]["node"]
+
+        # A caller whose deadline passes in line leaves it, and takes nobody's place.
+        with pytest.raises(grpc.aio.AioRpcError) as late:
+            await small.nodes["b"].client.stub.Acquire(pb.AcquireRequest(), timeout=1.0)
+        assert late.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        await queued(1)
+
+        await small.nodes["b"].client.stub.Release(
+            pb.ReleaseRequest(lease_id=held_a.lease_id, token=held_a.token)
+        )
+        served_second = await asyncio.wait_for(second, 30)
+        for lease in (served_first, served_second):
+            (ok,) = await run_on(small, "a", lease, steps.evaluate("1"))
+            assert ok.step.ok
+            await small.nodes["b"].client.stub.Release(
+                pb.ReleaseRequest(lease_id=lease.lease_id, token=lease.token)
+            )
+        await queued(0)
+    finally:
+        await store.close()
+        await small.stop()
+        redis.stop()
