@@ -33,7 +33,7 @@ end
 # the store lost its data) or 'ok'.
 BEAT = """
 local p, node = ARGV[1], ARGV[2]
-if redis.call('SISMEMBER', p .. ':dead', node) == 1 then return 'dead' end
+if redis.call('EXISTS', p .. ':dead:' .. node) == 1 then return 'dead' end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local known = redis.call('ZSCORE', p .. ':nodes', node)
@@ -58,7 +58,7 @@ local silent = redis.call('ZRANGEBYSCORE', p .. ':nodes', '-inf', now - tonumber
 local ended = {}
 for _, node in ipairs(silent) do
   redis.call('ZREM', p .. ':nodes', node)
-  redis.call('SADD', p .. ':dead', node)
+  redis.call('SET', p .. ':dead:' .. node, '1', 'EX', 86400)
   redis.call('DEL', p .. ':node:' .. node)
   local leases = redis.call('SMEMBERS', p .. ':node-leases:' .. node)
   table.insert(ended, node)
@@ -80,7 +80,7 @@ return ended
 # Returns 'ok', 'dead' (this node was declared dead), 'exists' or 'quota'.
 GRANT = """
 local p, id, node, tenant = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-if redis.call('SISMEMBER', p .. ':dead', node) == 1 then return 'dead' end
+if redis.call('EXISTS', p .. ':dead:' .. node) == 1 then return 'dead' end
 local key = p .. ':lease:' .. id
 if redis.call('EXISTS', key) == 1 then return 'exists' end
 local max = tonumber(ARGV[8])

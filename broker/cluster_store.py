@@ -7,7 +7,7 @@ need not agree. Keys (P is `cluster_name`):
 
     P:nodes               sorted set: node id -> last heartbeat (ms, Redis time)
     P:node:<id>           hash: address, capacity, used, queued, engines (expires when silent)
-    P:dead                set: nodes declared dead (a dead node may not record anything again)
+    P:dead:<id>           a node declared dead: it may not record anything again (kept a day)
     P:node-leases:<id>    set: the live leases a node holds
     P:tenant-leases:<t>   set: a tenant's live leases, cluster-wide (its quota)
     P:lease:<id>          hash: node, tenant, token (SHA-256 hex), engine, expires_at and, once
