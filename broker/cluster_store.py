@@ -235,11 +235,16 @@ class ClusterStore:
             raise StoreUnavailable(exc) from exc
 
     async def lookup(self, lease_id: str) -> LeaseRecord | None:
+        key = f"{self.prefix}:lease:{lease_id}"
         try:
-            fields = await self.redis.hgetall(f"{self.prefix}:lease:{lease_id}")
+            fields = await self.redis.hgetall(key)
             if not fields:
                 return None
             address = await self.redis.hget(f"{self.prefix}:node:{fields['node']}", "address")
+            if not address and not fields.get("reason"):
+                # The node's entry went between the two reads: reaped (which ended this lease
+                # node_lost in the same script) or expired. The outcome, if there is one now.
+                fields = await self.redis.hgetall(key) or fields
         except RedisError as exc:
             raise StoreUnavailable(exc) from exc
         return LeaseRecord(

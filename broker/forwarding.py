@@ -97,6 +97,8 @@ class Forwarder:
         placed: bool = False,
     ) -> Any:
         """Forward one unary call (`method` is the stub's attribute, e.g. "Release")."""
+        if not address:  # the node's entry is gone from the store: dead, not yet reaped
+            raise _unreachable(node_id)
         with self._tracer.start_as_current_span(
             f"forward/{method}", kind=SpanKind.CLIENT, attributes={"cluster.node": node_id}
         ):
@@ -141,6 +143,8 @@ class Forwarder:
     ) -> AsyncIterator[Any]:
         """Forward a streaming call (Run, GetTrace); when the caller goes (deadline, cancel),
         the owner's call is cancelled, which stops a Run's work in the owner's browser."""
+        if not address:
+            raise _unreachable(node_id)
         with self._tracer.start_as_current_span(
             f"forward/{method}", kind=SpanKind.CLIENT, attributes={"cluster.node": node_id}
         ):
@@ -170,9 +174,13 @@ async def _relay(error: aio.AioRpcError, context: Context, node_id: str) -> NoRe
     trailers = tuple((key, value) for key, value in received if key in _KEPT_TRAILERS)
     if error.code() is grpc.StatusCode.UNAVAILABLE and not trailers:
         # No answer from the broker itself: the node is unreachable (killed, cut off).
-        raise Unavailable(
-            f"node {node_id} holding the lease cannot be reached; if it is gone, the cluster "
-            "ends its leases node_lost shortly"
-        )
+        raise _unreachable(node_id)
     await context.abort(error.code(), error.details() or "", trailing_metadata=trailers)
     raise AssertionError("unreachable")
+
+
+def _unreachable(node_id: str) -> Unavailable:
+    return Unavailable(
+        f"node {node_id} holding the lease cannot be reached; if it is gone, the cluster "
+        "ends its leases node_lost shortly"
+    )

@@ -32,6 +32,11 @@ class Node:
     name: str
     process: BrokerProcess
     client: AsyncBrokerClient
+    incarnation: int = 0  # how many processes ran under this name before this one
+
+    @property
+    def label(self) -> str:
+        return self.name if self.incarnation == 0 else f"{self.name}.{self.incarnation}"
 
 
 @dataclass
@@ -43,23 +48,49 @@ class Cluster:
     env: dict[str, str] = field(default_factory=dict)  # more settings for every node
     # How the test reaches a node (an admin of it: GetStatus shows the cluster to admins).
     connect: Callable[[str], AsyncBrokerClient] = AsyncBrokerClient
+    # Earlier processes of restarted nodes (`restart_node`), oldest first.
+    retired: list[Node] = field(default_factory=list)
 
     def start_node(self, name: str, **env: str) -> Node:
-        process = BrokerProcess(
+        process = self._launch(name, 0, env)
+        node = Node(name, process, self.connect(process.address))
+        self.nodes[name] = node
+        return node
+
+    async def restart_node(self, name: str, **env: str) -> Node:
+        """A new process under the name of a node that was killed (a new port, node id and
+        mark); the old one is kept in `retired` for its log and its mark."""
+        old = self.nodes[name]
+        assert old.process.proc is not None and old.process.proc.poll() is not None, (
+            f"node {name} is still running"
+        )
+        incarnation = old.incarnation + 1
+        # (Starting blocks until the process listens: off the event loop, which serves the
+        # other nodes' callers meanwhile.)
+        process = await asyncio.to_thread(self._launch, name, incarnation, env)
+        self.retired.append(old)
+        node = Node(name, process, self.connect(process.address), incarnation)
+        self.nodes[name] = node
+        return node
+
+    def mark(self, name: str, incarnation: int = 0) -> str:
+        """The value of NODE_MARK in the environment of a node's process and its browsers."""
+        base = f"{self.prefix}-{name}"
+        return base if incarnation == 0 else f"{base}.{incarnation}"
+
+    def _launch(self, name: str, incarnation: int, env: dict[str, str]) -> BrokerProcess:
+        return BrokerProcess(
             args=["--cluster", self.redis.url, "--capacity", str(self.capacity)],
             env={
                 "BROKER_CLUSTER_NAME": self.prefix,
                 "BROKER_CLUSTER_HEARTBEAT_S": str(HEARTBEAT_S),
                 "BROKER_CLUSTER_DEAD_AFTER_S": str(DEAD_AFTER_S),
                 "BROKER_WARM_POOL_SIZE": "1",
-                NODE_MARK: f"{self.prefix}-{name}",
+                NODE_MARK: self.mark(name, incarnation),
                 **self.env,
                 **env,
             },
         ).start()
-        node = Node(name, process, self.connect(process.address))
-        self.nodes[name] = node
-        return node
 
     async def wait_formed(self, names: list[str] | None = None, timeout_s: float = 30) -> None:
         """Until every named node sees all of them as live nodes."""
@@ -83,9 +114,12 @@ class Cluster:
         node.process.signal(signal.SIGKILL)
         node.process.wait(30)
 
-    def leftover_browsers(self, name: str) -> list[psutil.Process]:
-        """Processes started for node `name` (found by the mark in their environment)."""
-        mark = f"{NODE_MARK}={self.prefix}-{name}"
+    def leftover_browsers(self, name: str, incarnation: int | None = None) -> list[psutil.Process]:
+        """Processes started for node `name` (found by the mark in their environment): for its
+        current process, or for the given incarnation of it."""
+        if incarnation is None:
+            incarnation = self.nodes[name].incarnation if name in self.nodes else 0
+        mark = f"{NODE_MARK}={self.mark(name, incarnation)}"
         found = []
         for proc in psutil.process_iter():
             try:
@@ -98,7 +132,7 @@ class Cluster:
     def reaped(self, lease_id: str) -> int:
         """How many node logs say they ended `lease_id` as the lease of a dead node."""
         count = 0
-        for node in self.nodes.values():
+        for node in [*self.retired, *self.nodes.values()]:
             for line in node.process.log().splitlines():
                 try:
                     entry = json.loads(line)
@@ -120,7 +154,7 @@ class Cluster:
             await store.aclose()
 
     async def stop(self) -> None:
-        for node in self.nodes.values():
+        for node in [*self.retired, *self.nodes.values()]:
             await node.client.close()
             node.process.stop()
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -101,6 +102,31 @@ async def test_an_ending_the_store_lost_is_written_back(store: ClusterStore) -> 
     record = await store.lookup("lease-x")
     assert record is not None
     assert (record.reason, record.tenant, record.token_sha256) == ("ttl_expired", "t", "cd" * 32)
+
+
+async def test_a_lookup_the_reaper_overtakes_answers_the_outcome(
+    store: ClusterStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reaper ends a dead node's leases and drops its entry in one script; a lookup that
+    read the live record just before it still answers the outcome, not a node without an
+    address (found by bench.cluster_soak: a Release forwarded to '')."""
+    await store.beat("n1", "127.0.0.1:1", 4, 0, 0, ["chromium"], 60_000)
+    await grant(store, "lease-r")
+    read = store.redis.hget
+
+    async def reaped_between(*args: Any) -> Any:
+        await store.reap(0, 60)  # (silent for 0 s: n1 is dead now)
+        return await read(*args)
+
+    monkeypatch.setattr(store.redis, "hget", reaped_between)
+    record = await store.lookup("lease-r")
+    assert record is not None and record.reason == "node_lost"
+    monkeypatch.setattr(store.redis, "hget", read)
+    # A node whose entry expired before anyone reaped it: live, and no address to forward to
+    # (the forwarding node answers UNAVAILABLE).
+    await grant(store, "lease-s", node="n2")
+    silent = await store.lookup("lease-s")
+    assert silent is not None and not silent.ended and silent.node_address == ""
 
 
 OPS = st.lists(
