@@ -1,6 +1,7 @@
 """Peer benchmark: the broker beside direct Playwright, Playwright's run-server and Selenium Grid.
 
-    .venv/bin/python -m bench.peers [--out bench-results] [--clients 1,4,16] [--quick]
+    scripts/selenium.sh build   # once: the Grid's jars and chromium-driver (scripts/test does it)
+    .venv/bin/python -m bench.peers [--out bench-results] [--clients 1,4,16] [--quick | --smoke]
 
 Every system does the same work per session (open an isolated session, go to a tiny page served
 over HTTP on loopback, read its h1, end the session) with the same Chromium, in one run:
@@ -8,7 +9,7 @@ over HTTP on loopback, read its h1, end the session) with the same Chromium, in 
 - the broker with a warm pool, through the Python SDK and through a raw gRPC stub;
 - Playwright in this process, a new context per session, and on a page opened beforehand;
 - `playwright run-server`, `connect` per session;
-- Selenium Grid 4 standalone (scripts/selenium.sh fetches it), Debian's ChromeDriver.
+- Selenium Grid 4 standalone (`scripts/selenium.sh build` fetches it first), Debian's ChromeDriver.
 
 Sweeps: 1 client (sequential, with a pause so pools refill as they would between requests),
 then 4 and 16 clients looping. Systems run one after the other at each level, in an order that
@@ -57,6 +58,8 @@ CAPACITY = 32
 PAUSE_S = 0.25  # between sequential sessions: the broker's pool refills, as between requests
 SESSIONS = {1: 40, 4: 60, 16: 96}  # per level, split evenly over the clients
 QUICK_SESSIONS = {1: 6, 4: 8, 16: 16}
+# --smoke: does every peer start and give its rows? A session or two each, no figures to quote.
+SMOKE_SESSIONS = {1: 2, 4: 4, 16: 16}
 
 
 @dataclass
@@ -173,15 +176,18 @@ def machine() -> dict[str, str | int | float]:
 
 
 def grid_jars() -> Path:
+    """The Grid's jars, fetched beforehand by `scripts/selenium.sh build` (never from here)."""
     done = subprocess.run(
-        [str(ROOT / "scripts" / "selenium.sh"), "build"], capture_output=True, text=True
+        [str(ROOT / "scripts" / "selenium.sh"), "path"], capture_output=True, text=True
     )
     if done.returncode != 0:
-        raise RuntimeError(f"scripts/selenium.sh build failed:\n{done.stderr}")
+        raise RuntimeError(done.stderr.strip())
     return Path(done.stdout.strip().splitlines()[-1])
 
 
-async def run(levels: list[int], sessions: dict[int, int], out: Path, memory: bool) -> str:
+async def run(
+    levels: list[int], sessions: dict[int, int], out: Path, memory: bool, warmups: int
+) -> str:
     executable = find_browser("chromium", None, playwright_managed("chromium")).path
     jars = grid_jars()
     info = {"machine": machine(), "versions": versions(executable)}
@@ -207,7 +213,7 @@ async def run(levels: list[int], sessions: dict[int, int], out: Path, memory: bo
                 await system.start()
             try:
                 for system in systems:  # warm-up: first launches, first renders, JIT
-                    for _ in range(2):
+                    for _ in range(warmups):
                         await system.prepare()
                         await system.session()
                 for turn, clients in enumerate(levels):
@@ -367,14 +373,17 @@ def main() -> None:
     )
     parser.add_argument("--out", type=Path, default=Path("bench-results"))
     parser.add_argument("--clients", default="1,4,16", help="comma-separated client counts")
-    parser.add_argument("--quick", action="store_true", help="few sessions: a smoke run")
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="few sessions: rough figures")
+    size.add_argument("--smoke", action="store_true", help="a session or two: rows, no figures")
     parser.add_argument("--no-memory", action="store_true", help="skip the PSS levels")
     args = parser.parse_args()
     levels = [int(c) for c in args.clients.split(",")]
-    base = QUICK_SESSIONS if args.quick else SESSIONS
+    base = SMOKE_SESSIONS if args.smoke else QUICK_SESSIONS if args.quick else SESSIONS
     sessions = {c: base.get(c, 6 * c) for c in levels}
+    warmups = 1 if args.smoke else 2
     try:
-        print(asyncio.run(run(levels, sessions, args.out, not args.no_memory)))
+        print(asyncio.run(run(levels, sessions, args.out, not args.no_memory, warmups)))
     except RuntimeError as exc:
         print(f"bench.peers failed: {exc}", file=sys.stderr)
         sys.exit(1)

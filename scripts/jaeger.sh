@@ -2,7 +2,8 @@
 # Jaeger all-in-one for tests, built from source through the Go module proxy
 # (no Docker, no GitHub release downloads here).
 #   scripts/jaeger.sh build       print the binary path; build it first if not cached
-#   scripts/jaeger.sh start DIR   run it in the background on 127.0.0.1 (in-memory
+#   scripts/jaeger.sh path        print the binary path if it is built, else fail (builds nothing)
+#   scripts/jaeger.sh start DIR   run the built binary in the background on 127.0.0.1 (in-memory
 #                                 storage); writes DIR/jaeger.yaml, .pid and .log
 #   scripts/jaeger.sh stop DIR    stop the instance started with that DIR
 # Ports (env): JAEGER_OTLP_GRPC_PORT=4317 JAEGER_OTLP_HTTP_PORT=4318
@@ -92,6 +93,11 @@ exporters:
 EOF
 }
 
+path() {
+  [ -x "$BIN" ] || die "Jaeger $JAEGER_VERSION is not built: run scripts/jaeger.sh build"
+  echo "$BIN"
+}
+
 running() { [ -f "$1/jaeger.pid" ] && kill -0 "$(cat "$1/jaeger.pid")" 2>/dev/null; }
 
 start() {
@@ -101,7 +107,7 @@ start() {
   mkdir -p "$dir"
   dir=$(cd "$dir" && pwd) # absolute: the config path is given to jaeger
   running "$dir" && die "already running (pid $(cat "$dir/jaeger.pid")); stop it first"
-  bin=$(build)
+  bin=$(path)
   write_config "$dir/jaeger.yaml"
   t0=$(date +%s%N)
   # setsid: own session, so the test runner's Ctrl-C/process group doesn't hit it
@@ -143,7 +149,8 @@ stop() {
 
 case "${1:-}" in
   build) build ;;
+  path) path ;;
   start) [ $# -eq 2 ] || die "usage: $0 start DIR"; start "$2" ;;
   stop) [ $# -eq 2 ] || die "usage: $0 stop DIR"; stop "$2" ;;
-  *) die "usage: $0 build | start DIR | stop DIR" ;;
+  *) die "usage: $0 build | path | start DIR | stop DIR" ;;
 esac

@@ -2,6 +2,7 @@
 # Selenium Grid 4 standalone for the peer benchmark (bench/peers.py), from Maven Central,
 # driving Debian's Chromium through Debian's ChromeDriver.
 #   scripts/selenium.sh build    print the directory of the Grid's jars; fetch them first if not cached
+#   scripts/selenium.sh path     print that directory if the jars and chromedriver are there, else fail
 # Needs Java 11+ and Maven; installs chromium-driver with apt-get when run as root.
 set -euo pipefail
 
@@ -50,7 +51,15 @@ POM
   echo "$DIR/lib"
 }
 
+path() {
+  command -v chromedriver >/dev/null || die "chromedriver not found: run scripts/selenium.sh build"
+  [ -f "$DIR/lib/selenium-grid-$GRID_VERSION.jar" ] \
+    || die "Selenium Grid $GRID_VERSION is not fetched: run scripts/selenium.sh build"
+  echo "$DIR/lib"
+}
+
 case "${1:-}" in
   build) build ;;
-  *) die "usage: scripts/selenium.sh build" ;;
+  path) path ;;
+  *) die "usage: scripts/selenium.sh build | path" ;;
 esac

@@ -25,7 +25,7 @@ FORM = b"""<!doctype html><html><head><title>Fixture form</title></head><body>
 </body></html>"""
 
 PING_LOOP = """<!doctype html><html><body><h1>timer loop</h1><script>
-setInterval(() => fetch('/ping?id={id}').catch(() => {{}}), 10);
+setInterval(() => fetch('/ping?id={id}&t=' + Date.now()).catch(() => {{}}), 10);
 </script></body></html>"""
 
 PING_SCRIPT = """<!doctype html><html><body><h1>slow script</h1><script>
@@ -35,13 +35,22 @@ function spin() {{
     const now = performance.now();
     if (now - last > 10) {{
       const x = new XMLHttpRequest();
-      x.open('GET', '/ping?id={id}', false);
+      x.open('GET', '/ping?id={id}&t=' + Date.now(), false);
       try {{ x.send(); }} catch (e) {{}}
       last = now;
     }}
   }}
 }}
 </script></body></html>"""
+
+# The same never-yielding loop, started by the page itself from a timer after load: no step
+# started it, so stopping it cannot rely on the step's own evaluate being cancelled.
+PING_PAGE_SCRIPT = PING_SCRIPT.replace(
+    "</script>", "addEventListener('load', () => setTimeout(spin, 50));\n</script>"
+).replace("slow script", "page script")
+
+
+PING_INLINE_SCRIPT = PING_SCRIPT.replace("</script>", "setTimeout(spin, 0);\n</script>")
 
 
 # Pages that make the browser reach `src` through one channel each (egress tests).
@@ -76,19 +85,29 @@ def _cookie(header: str, name: str) -> str:
 
 
 class PingLog:
-    """Arrival times (time.monotonic, system-wide) of pings, per id."""
+    """Arrival times (time.monotonic, system-wide) of pings, per id; and, for pings that say when
+    the page sent them (`t`, the page's Date.now()), how long each took to arrive."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._times: dict[str, list[float]] = defaultdict(list)
+        self._transit: dict[str, list[float]] = defaultdict(list)
 
-    def record(self, ping_id: str) -> None:
+    def record(self, ping_id: str, sent_ms: str | None = None) -> None:
+        arrived, now_ms = time.monotonic(), time.time() * 1000
         with self._lock:
-            self._times[ping_id].append(time.monotonic())
+            self._times[ping_id].append(arrived)
+            if sent_ms is not None and sent_ms.isdigit():
+                self._transit[ping_id].append((now_ms - int(sent_ms)) / 1000)
 
     def times(self, ping_id: str) -> list[float]:
         with self._lock:
             return list(self._times[ping_id])
+
+    def transit(self, ping_id: str) -> list[float]:
+        """Seconds from the page's send to the arrival here, for pings that carry `t`."""
+        with self._lock:
+            return list(self._transit[ping_id])
 
 
 class FixtureSite:
@@ -137,12 +156,15 @@ class FixtureSite:
         if parts.path == "/form.html":
             self._send(req, 200, FORM)
         elif parts.path == "/ping":
-            self.pings.record(ping_id)
+            self.pings.record(ping_id, query.get("t"))
             self._send(req, 204, b"")
         elif parts.path == "/ping-loop.html":
             self._send(req, 200, PING_LOOP.format(id=ping_id).encode())
         elif parts.path == "/ping-script.html":
             self._send(req, 200, PING_SCRIPT.format(id=ping_id).encode())
+        elif parts.path == "/ping-page-script.html":
+            page = PING_PAGE_SCRIPT if query.get("when") != "inline" else PING_INLINE_SCRIPT
+            self._send(req, 200, page.format(id=ping_id).encode())
         elif parts.path == "/slow":
             # The response never arrives in time: a navigation that hangs.
             self._stopping.wait(float(query.get("seconds", "30")))

@@ -198,10 +198,19 @@ class BrokerProcess:
 
 
 # Browser work that keeps pinging the fixture site until the browser stops it.
+# The documented stop bound (README, "Stop bound"): the browser work stops within this long after
+# a Run's deadline or cancel. It keeps at least 2x headroom over the slowest stop `bench.cancel`
+# measured with a core kept busy (docs/benchmarks.md#stop-latency).
+STOP_BOUND_S = 1.0
+# A stop test's Run deadline: long enough for a page to start its work (and ping) before it on a
+# busy machine.
+STOP_DEADLINE_S = 2.0
+
 STOP_KINDS = (
     "navigation",  # a page that keeps streaming
     "timer_loop",  # setInterval pings
     "slow_script",  # a script that never yields (synchronous XHR pings)
+    "page_script",  # the same loop, started by the page from a timer after load
     "evaluate_promise",  # an async evaluate that never resolves, pinging as it goes
     "iframe_script",  # a never-yielding script inside an iframe
     "popup_work",  # a popup the page opened, pinging on a timer
@@ -212,6 +221,8 @@ def work_for(kind: str, site: FixtureSite, ping_id: str) -> list[pb.Step]:
     forever = steps.evaluate("new Promise(() => {})")  # the Run waits while the page works
     if kind == "navigation":
         return [steps.goto(site.url(f"slow-stream?id={ping_id}"))]
+    if kind == "page_script":
+        return [steps.goto(site.url(f"ping-page-script.html?id={ping_id}")), forever]
     if kind == "timer_loop":
         return [steps.goto(site.url(f"ping-loop.html?id={ping_id}")), forever]
     if kind == "evaluate_promise":
@@ -220,7 +231,7 @@ def work_for(kind: str, site: FixtureSite, ping_id: str) -> list[pb.Step]:
             steps.evaluate(
                 "(async () => { for (;;) { await fetch('/ping?id="
                 + ping_id
-                + "').catch(() => {}); await new Promise(r => setTimeout(r, 10)); } })()"
+                + "&t=' + Date.now()).catch(() => {}); await new Promise(r => setTimeout(r, 10)); } })()"
             ),
         ]
     if kind == "iframe_script":

@@ -16,7 +16,7 @@ import contextlib
 import itertools
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -79,6 +79,7 @@ class EgressRoute:
         self.blocked_total = 0
         self.on_blocked: BlockListener | None = None
         self.port = 0
+        self._holds = 0  # while above 0, the route forwards nothing (see `hold`)
 
     @property
     def server_url(self) -> str:
@@ -100,6 +101,22 @@ class EgressRoute:
             self._server = None
         await self._connections.cancel()
 
+    @contextlib.asynccontextmanager
+    async def hold(self) -> AsyncIterator[None]:
+        """While the session's work is being stopped: every connection in flight is cut and new
+        ones are turned away, so nothing the stopped pages sent (a request still being relayed,
+        one queued behind a busy loop) reaches anywhere after the stop began."""
+        self._holds += 1
+        try:
+            await self._connections.cancel()
+            yield
+        finally:
+            self._holds -= 1
+
+    @property
+    def held(self) -> bool:
+        return self._holds > 0
+
     def last_seq(self) -> int:
         return self.recent[-1].seq if self.recent else 0
 
@@ -109,6 +126,9 @@ class EgressRoute:
     # ------------------------------------------------------------ serving
 
     def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._holds:
+            writer.close()  # the work that opened it is being stopped
+            return
         self._connections.spawn(self._handle(reader, writer))
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -125,6 +145,8 @@ class EgressRoute:
                 await _reply(writer, 400, "not a proxy request")
                 return
             method, host, port, rest = request
+            if self._holds:
+                return  # the stop began while this request was read: it goes nowhere
             target = f"{host}:{port}" if ":" not in host else f"[{host}]:{port}"
             decision, address = await self._decide(host, port)
             if decision.rule == UNRESOLVABLE:  # a DNS failure, as any browser meets, not a denial
@@ -143,6 +165,8 @@ class EgressRoute:
                 reason = "timed_out" if isinstance(exc, TimeoutError) else "connection_failed"
                 await _reply(writer, 502, f"{target}: {reason.replace('_', ' ')}", upstream=reason)
                 return
+            if self._holds:
+                return  # the stop began while this connection was being opened
             if method == "CONNECT":
                 writer.write(b"HTTP/1.1 200 Connection Established\r\n\r\n")
             else:

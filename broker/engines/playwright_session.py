@@ -292,16 +292,22 @@ class PlaywrightSession:
         pages = [self.page, *(p for p in self.context.pages if p is not self.page)]
         self._resetting = True
         try:
-            await self.interrupt_scripts()
-            # Bounded: Chromium can acknowledge a close without closing (a close racing a
-            # navigation commit). The caller then ends the lease, which closes the context.
-            await bounded(
-                asyncio.gather(*(p.close(run_before_unload=False) for p in pages)),
-                CLOSE_TIMEOUT_S,
-            )
+            async with self._route_held():
+                await self.interrupt_scripts()
+                # Bounded: Chromium can acknowledge a close without closing (a close racing a
+                # navigation commit). The caller then ends the lease, which closes the context.
+                await bounded(
+                    asyncio.gather(*(p.close(run_before_unload=False) for p in pages)),
+                    CLOSE_TIMEOUT_S,
+                )
         finally:
             self._resetting = False
         await self._open_page()
+
+    def _route_held(self) -> contextlib.AbstractAsyncContextManager[None]:
+        """The session's route forwards nothing while its work is stopped (a lease with a proxy
+        of its own has no route; closing its pages is all there is)."""
+        return self.egress.hold() if self.egress is not None else contextlib.nullcontext()
 
     async def _open_page(self) -> None:
         """A fresh current page in the same context (cookies and storage survive)."""
@@ -342,8 +348,9 @@ class PlaywrightSession:
 
     async def close(self) -> None:
         self._closing = True
-        await self._save_trace()
-        await self._host.close_session(self)
+        async with self._route_held():  # the ended lease's requests in flight go nowhere
+            await self._save_trace()
+            await self._host.close_session(self)
 
     async def _save_trace(self) -> None:
         """Stop the lease's trace into its file before the context closes; one over the bound

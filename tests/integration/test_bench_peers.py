@@ -23,13 +23,13 @@ pytestmark = pytest.mark.browser
 
 
 def test_peer_benchmark_gives_every_peers_row(tmp_path: Path) -> None:
-    command = [sys.executable, "-m", "bench.peers", "--quick", "--clients", "1,4"]
+    command = [sys.executable, "-m", "bench.peers", "--smoke", "--clients", "1,4"]
     done = subprocess.run(
         [*command, "--no-memory", "--out", str(tmp_path)],
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=900,
+        timeout=280,  # inside pytest-timeout's 300 s, so a hang still shows the output
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     report = json.loads((tmp_path / "peers.json").read_text())

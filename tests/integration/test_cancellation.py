@@ -17,14 +17,19 @@ import pytest
 from browserbroker import DeadlineExceededError, OnCancel, steps
 from browserbroker.v1 import broker_pb2 as pb
 from tests.fixture_site import FixtureSite
-from tests.support import STOP_KINDS, InProcessBroker, eventually, last_ping_after, work_for
+from tests.support import (
+    STOP_BOUND_S,
+    STOP_DEADLINE_S,
+    STOP_KINDS,
+    InProcessBroker,
+    eventually,
+    last_ping_after,
+    work_for,
+)
 
 pytestmark = pytest.mark.browser
 
-# Documented bound (README, "Deadlines"): work stops within this long after the deadline. The
-# typical figure is far lower (see `scripts/bench-cancel`); this bound absorbs a loaded CI machine.
-STOP_BOUND_S = 1.0
-DEADLINE_S = 1.5
+DEADLINE_S = STOP_DEADLINE_S
 
 
 async def stop_latency(

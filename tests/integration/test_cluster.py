@@ -22,11 +22,10 @@ from tests.cluster_support import NODE_LOST_BOUND_S, Cluster
 from tests.fixture_site import FixtureSite
 from tests.integration.test_metrics import metric, scrape
 from tests.redis_server import RedisServer, free_port
-from tests.support import eventually, last_ping_after, work_for
+from tests.support import STOP_BOUND_S, STOP_DEADLINE_S, eventually, last_ping_after, work_for
 
 pytestmark = pytest.mark.browser
 
-STOP_BOUND_S = 1.0  # as for a Run on its own node (test_cancellation.py)
 SLACK_S = 3.0  # for a loaded CI machine, on top of the documented node_lost bound
 
 
@@ -141,7 +140,7 @@ async def test_a_deadline_at_one_node_stops_the_browser_work_on_the_owner(
 ) -> None:
     lease = await acquire_on(cluster, "a")
     ping_id = uuid.uuid4().hex
-    deadline_s = 1.5
+    deadline_s = STOP_DEADLINE_S
     started = time.monotonic()
     with pytest.raises(grpc.aio.AioRpcError) as stopped:
         await run_on(

@@ -6,21 +6,15 @@ tests/conftest.py; the tools from scripts/polyglot.sh (see polyglot_helpers).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
-from .polyglot_helpers import ROOT, missing, need_tool, run
+from .polyglot_helpers import ROOT, missing, need_tool
 
 
 @pytest.fixture(scope="session")
-def go_example(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[str]]:
-    """The command of the Go example client, freshly built (go build is incremental)."""
-    go = need_tool("go")
-    binary = tmp_path_factory.mktemp("go-example") / "browserbroker-go-example"
-    built = run([go, "build", "-o", str(binary), "."], cwd=ROOT / "examples/go", timeout=600)
-    assert built.returncode == 0, built.describe()
-    yield [str(binary)]
+def go_example() -> list[str]:
+    """The command of the Go example client, built by scripts/polyglot.sh before the suite."""
+    return [need_tool("browserbroker-go-example")]
 
 
 @pytest.fixture(scope="session")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 
 import pytest
@@ -166,3 +167,39 @@ async def test_closing_a_route_ends_its_connections() -> None:
     await route.close()
     assert await asyncio.wait_for(reader.read(), 5) == b""
     writer.close()
+
+
+async def test_a_held_route_cuts_what_is_in_flight_and_forwards_nothing_until_released() -> None:
+    """While a session's work is stopped, its route forwards nothing: a tunnel in flight is cut,
+    a request arriving meanwhile never reaches its server, and traffic resumes afterwards."""
+    received: list[bytes] = []
+
+    async def record(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        received.append(await reader.read(1024))
+        writer.close()
+
+    server = await asyncio.start_server(record, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    gateway = EgressGateway(EgressPolicy(EgressRules(allow_cidrs=(parse_cidr("127.0.0.1/32"),))))
+    route = await gateway.open_route()
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", route.port)
+        writer.write(f"CONNECT 127.0.0.1:{port} HTTP/1.1\r\n\r\n".encode())
+        await writer.drain()
+        assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200")
+        async with route.hold():
+            assert route.held
+            assert await asyncio.wait_for(reader.read(), 5) == b""  # the tunnel was cut
+            writer.write(b"sent after the stop began")
+            with contextlib.suppress(ConnectionError):
+                await writer.drain()
+            late = await _ask(route, f"GET http://127.0.0.1:{port}/late HTTP/1.1\r\n\r\n".encode())
+            assert late == b""  # turned away
+        writer.close()
+        after = await _ask(route, f"GET http://127.0.0.1:{port}/after HTTP/1.1\r\n\r\n".encode())
+        assert not route.held and after == b""  # the recording server answers nothing
+        await asyncio.sleep(0.05)
+        assert [r.split(b"\r\n")[0] for r in received if r] == [b"GET /after HTTP/1.1"]
+    finally:
+        await gateway.close_route(route)
+        server.close()
