@@ -12,7 +12,7 @@ DIR=${BROKER_CACHE_DIR:-$HOME/.cache/browser-broker}/selenium-grid-$GRID_VERSION
 log() { printf '[selenium] %s\n' "$*" >&2; }
 die() { log "$*"; exit 1; }
 
-chromedriver() {
+ensure_chromedriver() {
   command -v chromedriver >/dev/null && return
   if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
     log "installing chromium-driver with apt-get"
@@ -24,7 +24,7 @@ chromedriver() {
 }
 
 build() {
-  chromedriver
+  ensure_chromedriver
   if [ -f "$DIR/lib/selenium-grid-$GRID_VERSION.jar" ]; then echo "$DIR/lib"; return; fi
   command -v java >/dev/null || die "java not found (need Java 11+)"
   command -v mvn >/dev/null || die "mvn not found (need Maven to fetch the Grid's jars)"
