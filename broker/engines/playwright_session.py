@@ -288,21 +288,29 @@ class PlaywrightSession:
 
     async def reset_page(self) -> None:
         # Closing the pages aborts their pending navigations and running scripts in the browser:
-        # the current page, and any the site opened (popups keep working otherwise).
-        pages = [self.page, *(p for p in self.context.pages if p is not self.page)]
-        self._resetting = True
-        try:
-            async with self._route_held():
+        # the current page, and any the site opened (popups keep working otherwise). The route
+        # forwards nothing until the fresh page is open: a request the closed pages' network
+        # stack still had queued, or retries after its connection was cut, goes nowhere.
+        async with self._route_held():
+            self._resetting = True
+            try:
                 await self.interrupt_scripts()
-                # Bounded: Chromium can acknowledge a close without closing (a close racing a
-                # navigation commit). The caller then ends the lease, which closes the context.
-                await bounded(
-                    asyncio.gather(*(p.close(run_before_unload=False) for p in pages)),
-                    CLOSE_TIMEOUT_S,
-                )
-        finally:
-            self._resetting = False
-        await self._open_page()
+                await self._close_pages()
+                await self._close_pages()  # a popup whose opening raced the first close
+            finally:
+                self._resetting = False
+            await self._open_page()
+
+    async def _close_pages(self) -> None:
+        pages = [self.page, *(p for p in self.context.pages if p is not self.page)]
+        live = [p for p in pages if not p.is_closed()]
+        if not live:
+            return
+        # Bounded: Chromium can acknowledge a close without closing (a close racing a
+        # navigation commit). The caller then ends the lease, which closes the context.
+        await bounded(
+            asyncio.gather(*(p.close(run_before_unload=False) for p in live)), CLOSE_TIMEOUT_S
+        )
 
     def _route_held(self) -> contextlib.AbstractAsyncContextManager[None]:
         """The session's route forwards nothing while its work is stopped (a lease with a proxy
