@@ -200,6 +200,10 @@ class Run:
         try:
             await session.reset_page()
             outcome.error_message += "; the page was reset to stop the work in the browser"
+        except asyncio.CancelledError:
+            if lease.released is None:  # abandoned past the cleanup bound (see _stop_in_browser)
+                self.leases.release(lease, ReleaseReason.RUN_CANCELLED)
+            raise
         except Exception as exc:
             if lease.released is None:
                 log.warning("could not reset the page after a step timed out; ending the lease")
@@ -221,6 +225,12 @@ class Run:
         try:
             await session.reset_page()
             self.stopped_in_browser = True
+        except asyncio.CancelledError:
+            # Abandoned past the cleanup bound: a half-reset session (its route still held) is
+            # not lent on.
+            if lease.released is None:
+                self.leases.release(lease, ReleaseReason.RUN_CANCELLED)
+            raise
         except Exception as exc:
             if lease.released is not None:
                 # Ended meanwhile (e.g. the client released it): its context is being closed,

@@ -3,7 +3,8 @@
 # driving Debian's Chromium through Debian's ChromeDriver.
 #   scripts/selenium.sh build    print the directory of the Grid's jars; fetch them first if not cached
 #   scripts/selenium.sh path     print that directory if the jars and chromedriver are there, else fail
-# Needs Java 11+ and Maven; installs chromium-driver with apt-get when run as root.
+# Needs Java 11+, Maven and chromedriver; as root, installs whichever is missing with apt-get
+# (default-jre-headless, maven, chromium-driver).
 set -euo pipefail
 
 GRID_VERSION=4.38.0
@@ -12,22 +13,25 @@ DIR=${BROKER_CACHE_DIR:-$HOME/.cache/browser-broker}/selenium-grid-$GRID_VERSION
 log() { printf '[selenium] %s\n' "$*" >&2; }
 die() { log "$*"; exit 1; }
 
-ensure_chromedriver() {
-  command -v chromedriver >/dev/null && return
+apt_install() {  # apt_install PACKAGE...: as root with apt-get, else fail naming them
   if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
-    log "installing chromium-driver with apt-get"
+    log "installing $* with apt-get"
     apt-get update -qq >/dev/null || true
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium-driver >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
   else
-    die "chromedriver not found: install your distribution's chromium-driver"
+    die "not found: install $* (your distribution's packages)"
   fi
 }
 
+ensure_tools() {
+  command -v chromedriver >/dev/null || apt_install chromium-driver
+  command -v java >/dev/null || apt_install default-jre-headless
+  command -v mvn >/dev/null || apt_install maven
+}
+
 build() {
-  ensure_chromedriver
+  ensure_tools
   if [ -f "$DIR/lib/selenium-grid-$GRID_VERSION.jar" ]; then echo "$DIR/lib"; return; fi
-  command -v java >/dev/null || die "java not found (need Java 11+)"
-  command -v mvn >/dev/null || die "mvn not found (need Maven to fetch the Grid's jars)"
   work=$(mktemp -d)
   trap 'rm -rf "${work:-}"' EXIT
   cat > "$work/pom.xml" <<POM

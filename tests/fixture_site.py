@@ -50,9 +50,6 @@ PING_PAGE_SCRIPT = PING_SCRIPT.replace(
 ).replace("slow script", "page script")
 
 
-PING_INLINE_SCRIPT = PING_SCRIPT.replace("</script>", "setTimeout(spin, 0);\n</script>")
-
-
 # Pages that make the browser reach `src` through one channel each (egress tests).
 EMBEDS = {
     "/iframe": '<!doctype html><h1>iframe</h1><iframe src="{src}"></iframe>',
@@ -85,29 +82,31 @@ def _cookie(header: str, name: str) -> str:
 
 
 class PingLog:
-    """Arrival times (time.monotonic, system-wide) of pings, per id; and, for pings that say when
-    the page sent them (`t`, the page's Date.now()), how long each took to arrive."""
+    """Pings per id: when each arrived here (time.monotonic, system-wide) and, for pings that say
+    when the page sent them (`t`, the page's Date.now()), when the page sent it, on the same
+    clock. The send time is the browser's side of a stop: a ping that waited in a proxy or a
+    network stack arrives late, but was sent when the page still ran."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._times: dict[str, list[float]] = defaultdict(list)
-        self._transit: dict[str, list[float]] = defaultdict(list)
+        self._sent: dict[str, list[float]] = defaultdict(list)
 
     def record(self, ping_id: str, sent_ms: str | None = None) -> None:
         arrived, now_ms = time.monotonic(), time.time() * 1000
         with self._lock:
             self._times[ping_id].append(arrived)
             if sent_ms is not None and sent_ms.isdigit():
-                self._transit[ping_id].append((now_ms - int(sent_ms)) / 1000)
+                self._sent[ping_id].append(arrived - (now_ms - int(sent_ms)) / 1000)
 
     def times(self, ping_id: str) -> list[float]:
         with self._lock:
             return list(self._times[ping_id])
 
-    def transit(self, ping_id: str) -> list[float]:
-        """Seconds from the page's send to the arrival here, for pings that carry `t`."""
+    def sent_times(self, ping_id: str) -> list[float]:
+        """When the page sent each ping that carries `t`, on time.monotonic's clock."""
         with self._lock:
-            return list(self._transit[ping_id])
+            return list(self._sent[ping_id])
 
 
 class FixtureSite:
@@ -163,8 +162,7 @@ class FixtureSite:
         elif parts.path == "/ping-script.html":
             self._send(req, 200, PING_SCRIPT.format(id=ping_id).encode())
         elif parts.path == "/ping-page-script.html":
-            page = PING_PAGE_SCRIPT if query.get("when") != "inline" else PING_INLINE_SCRIPT
-            self._send(req, 200, page.format(id=ping_id).encode())
+            self._send(req, 200, PING_PAGE_SCRIPT.format(id=ping_id).encode())
         elif parts.path == "/slow":
             # The response never arrives in time: a navigation that hangs.
             self._stopping.wait(float(query.get("seconds", "30")))

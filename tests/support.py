@@ -3,22 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import psutil
+import pytest
 
 from broker.app import Broker
 from broker.config import Settings
+from broker.egress.proxy import EgressRoute
 from broker.engines.playwright_engine import PlaywrightEngine
 from broker.server import serve
 from browserbroker import AsyncBrokerClient, steps
@@ -251,12 +254,33 @@ async def eventually(predicate: Callable[[], bool], timeout_s: float = 30.0) -> 
         await asyncio.sleep(0.02)
 
 
-async def last_ping_after(site: FixtureSite, ping_id: str, quiet_s: float = 1.0) -> float:
-    """Waits until the pings have been quiet for `quiet_s`, then returns the last ping's time."""
+async def last_ping_after(
+    site: FixtureSite, ping_id: str, quiet_s: float = 1.0, sent: bool = False
+) -> float:
+    """Waits until the pings have been quiet for `quiet_s`, then returns the last ping's arrival;
+    with `sent`, when the page sent its last ping (the browser's side; arrival for pings that
+    carry no send time, such as a streaming navigation's)."""
 
     def quiet() -> bool:
         times = site.pings.times(ping_id)
         return bool(times) and time.monotonic() - times[-1] >= quiet_s
 
     await eventually(quiet)
-    return site.pings.times(ping_id)[-1]
+    sent_times = site.pings.sent_times(ping_id) if sent else []
+    return max(sent_times) if sent_times else site.pings.times(ping_id)[-1]
+
+
+@contextlib.asynccontextmanager
+async def _forward_regardless(route: EgressRoute) -> AsyncIterator[None]:
+    yield
+
+
+def unhold_routes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Routes keep forwarding while a stop runs: what is then measured (with `sent=True`) is the
+    browser's own stop, without the wall the route's hold puts in front of it."""
+    monkeypatch.setattr(EgressRoute, "hold", _forward_regardless)
+
+
+# Whether a stop test runs with the route's hold (the whole promise, seen at the site) or without
+# it (the browser's own stop, from the pages' send times).
+ROUTE_MODES = ("held", "unheld")

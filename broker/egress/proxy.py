@@ -105,13 +105,18 @@ class EgressRoute:
     async def hold(self) -> AsyncIterator[None]:
         """While the session's work is being stopped: every connection in flight is cut and new
         ones are turned away, so nothing the stopped pages sent (a request still being relayed,
-        one queued behind a busy loop) reaches anywhere after the stop began."""
+        one queued behind a busy loop, one the browser retries) reaches anywhere after the stop
+        began. A stop that fails leaves the route held: its pages may still be running, and the
+        lease is ended next."""
         self._holds += 1
-        try:
-            await self._connections.cancel()
-            yield
-        finally:
-            self._holds -= 1
+        await self._connections.cancel()
+        yield
+        self._holds -= 1
+
+    async def shut(self) -> None:
+        """Forward nothing ever again (the session is closing), whether or not it closes."""
+        self._holds += 1
+        await self._connections.cancel()
 
     @property
     def held(self) -> bool:
@@ -129,7 +134,9 @@ class EgressRoute:
         if self._holds:
             writer.close()  # the work that opened it is being stopped
             return
-        self._connections.spawn(self._handle(reader, writer))
+        task = self._connections.spawn(self._handle(reader, writer))
+        # A task cancelled before its first step never runs its `finally`: close the socket here.
+        task.add_done_callback(lambda _: writer.close())
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         upstream: asyncio.StreamWriter | None = None

@@ -290,7 +290,8 @@ class PlaywrightSession:
         # Closing the pages aborts their pending navigations and running scripts in the browser:
         # the current page, and any the site opened (popups keep working otherwise). The route
         # forwards nothing until the fresh page is open: a request the closed pages' network
-        # stack still had queued, or retries after its connection was cut, goes nowhere.
+        # stack still had queued, or retries after its connection was cut, goes nowhere. If the
+        # reset fails, the route stays held and the caller ends the lease.
         async with self._route_held():
             self._resetting = True
             try:
@@ -356,9 +357,10 @@ class PlaywrightSession:
 
     async def close(self) -> None:
         self._closing = True
-        async with self._route_held():  # the ended lease's requests in flight go nowhere
-            await self._save_trace()
-            await self._host.close_session(self)
+        if self.egress is not None:
+            await self.egress.shut()  # the ended lease's traffic goes nowhere, even if it lingers
+        await self._save_trace()
+        await self._host.close_session(self)
 
     async def _save_trace(self) -> None:
         """Stop the lease's trace into its file before the context closes; one over the bound

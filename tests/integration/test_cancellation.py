@@ -18,12 +18,14 @@ from browserbroker import DeadlineExceededError, OnCancel, steps
 from browserbroker.v1 import broker_pb2 as pb
 from tests.fixture_site import FixtureSite
 from tests.support import (
+    ROUTE_MODES,
     STOP_BOUND_S,
     STOP_DEADLINE_S,
     STOP_KINDS,
     InProcessBroker,
     eventually,
     last_ping_after,
+    unhold_routes,
     work_for,
 )
 
@@ -33,9 +35,14 @@ DEADLINE_S = STOP_DEADLINE_S
 
 
 async def stop_latency(
-    running: InProcessBroker, site: FixtureSite, kind: str, on_cancel: OnCancel
+    running: InProcessBroker,
+    site: FixtureSite,
+    kind: str,
+    on_cancel: OnCancel,
+    sent: bool = False,
 ) -> tuple[float, str, str]:
-    """Runs `kind` work with a short deadline; returns (stop latency, lease id, token)."""
+    """Runs `kind` work with a short deadline; returns (stop latency, lease id, token). The
+    latency is the last ping's arrival after the deadline; with `sent`, its send time."""
     lease = await running.client.acquire()
     ping_id = uuid.uuid4().hex
     started = time.monotonic()
@@ -43,16 +50,23 @@ async def stop_latency(
         await lease.run(*work_for(kind, site, ping_id), timeout=DEADLINE_S, on_cancel=on_cancel)
     deadline = started + DEADLINE_S
     assert site.pings.times(ping_id), "the page never pinged: the fixture did not run"
-    last = await asyncio.wait_for(last_ping_after(site, ping_id), 30)
+    last = await asyncio.wait_for(last_ping_after(site, ping_id, sent=sent), 30)
     return last - deadline, lease.id, lease.grant.token
 
 
+@pytest.mark.parametrize("route", ROUTE_MODES)
 @pytest.mark.parametrize("kind", STOP_KINDS)
 async def test_deadline_stops_browser_work_and_keeps_lease(
-    chromium_broker: InProcessBroker, fixture_server: FixtureSite, kind: str
+    chromium_broker: InProcessBroker,
+    fixture_server: FixtureSite,
+    kind: str,
+    route: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    if route == "unheld":
+        unhold_routes(monkeypatch)
     latency, lease_id, token = await stop_latency(
-        chromium_broker, fixture_server, kind, OnCancel.KEEP_LEASE
+        chromium_broker, fixture_server, kind, OnCancel.KEEP_LEASE, sent=route == "unheld"
     )
     assert latency < STOP_BOUND_S, f"{kind}: pings went on {latency:.3f}s after the deadline"
     lease = chromium_broker.broker.leases.get(lease_id, token)  # still lent, fresh page

@@ -37,11 +37,13 @@ from browserbroker.v1 import broker_pb2 as pb
 from tests.conftest import BrokerFactory, require
 from tests.fixture_site import FixtureSite
 from tests.support import (
+    ROUTE_MODES,
     STOP_BOUND_S,
     STOP_KINDS,
     InProcessBroker,
     eventually,
     last_ping_after,
+    unhold_routes,
     work_for,
 )
 from tests.support import STOP_DEADLINE_S as DEADLINE_S
@@ -255,11 +257,19 @@ async def test_firefox_navigation_errors_are_classified(broker_factory: BrokerFa
     assert "ERR_NAME_NOT_RESOLVED" in result[1].error_message
 
 
+@pytest.mark.parametrize("route", ROUTE_MODES)
 @pytest.mark.parametrize("kind", STOP_KINDS)
 async def test_firefox_deadline_stops_the_work_in_the_browser(
-    broker_factory: BrokerFactory, fixture_server: FixtureSite, kind: str
+    broker_factory: BrokerFactory,
+    fixture_server: FixtureSite,
+    kind: str,
+    route: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Closing the page (what a deadline does) stops the work over BiDi too."""
+    """Closing the page (what a deadline does) stops the work over BiDi too: seen at the site
+    with the route's hold, and from the pages' send times without it."""
+    if route == "unheld":
+        unhold_routes(monkeypatch)
     running = await start(broker_factory, "firefox")
     async with running.client.lease(engine=Engine.FIREFOX) as lease:
         ping_id = uuid.uuid4().hex
@@ -267,7 +277,9 @@ async def test_firefox_deadline_stops_the_work_in_the_browser(
         with pytest.raises(DeadlineExceededError):
             await lease.run(*work_for(kind, fixture_server, ping_id), timeout=DEADLINE_S)
         assert fixture_server.pings.times(ping_id), "the page never pinged"
-        last = await asyncio.wait_for(last_ping_after(fixture_server, ping_id), 30)
+        last = await asyncio.wait_for(
+            last_ping_after(fixture_server, ping_id, sent=route == "unheld"), 30
+        )
         latency = last - (started + DEADLINE_S)
         assert latency < STOP_BOUND_S, f"{kind} went on {latency:.3f}s after the deadline"
         again = await lease.run(steps.evaluate("1 + 1"), timeout=10)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import socket
 
 import pytest
 
@@ -203,3 +204,36 @@ async def test_a_held_route_cuts_what_is_in_flight_and_forwards_nothing_until_re
     finally:
         await gateway.close_route(route)
         server.close()
+
+
+async def test_a_stop_that_fails_leaves_the_route_held_and_a_shut_route_stays_shut() -> None:
+    route = await EgressRoute(EgressPolicy()).start()
+    try:
+        with pytest.raises(TimeoutError):
+            async with route.hold():
+                raise TimeoutError  # the pages would not close: they may still be running
+        assert route.held
+        other = await EgressRoute(EgressPolicy()).start()
+        await other.shut()
+        assert other.held
+        assert await _ask(other, b"CONNECT example.com:443 HTTP/1.1\r\n\r\n") == b""
+        await other.close()
+    finally:
+        await route.close()
+
+
+async def test_a_connection_cut_before_it_was_served_is_closed() -> None:
+    """A hold that lands between accepting a connection and serving it still closes the socket
+    (a task cancelled before its first step never runs its own cleanup)."""
+    route = await EgressRoute(EgressPolicy()).start()
+    ours, theirs = socket.socketpair()
+    try:
+        reader, writer = await asyncio.open_connection(sock=theirs)
+        route._serve(reader, writer)  # accepted; its task has not run a step yet
+        async with route.hold():
+            pass
+        client_reader, client_writer = await asyncio.open_connection(sock=ours)
+        assert await asyncio.wait_for(client_reader.read(), 5) == b""
+        client_writer.close()
+    finally:
+        await route.close()
