@@ -59,7 +59,7 @@ import grpc
 import redis.asyncio as aioredis
 from grpc import aio
 
-from broker.lease import ReleaseReason
+from broker.leases.lease import ReleaseReason
 from browserbroker import steps
 from browserbroker.v1 import broker_pb2 as pb
 from tests.cluster_support import DEAD_AFTER_S, HEARTBEAT_S, Cluster, Node

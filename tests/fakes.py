@@ -19,10 +19,10 @@ from broker.engines.base import (
     RecyclePolicy,
     ResultLimits,
 )
-from broker.events import LeaseObserver
-from broker.lease import Lease, ReleaseOutcome
-from broker.options import BrowserOptions, ContextOptions, EngineName, Isolation
-from broker.steps import Evaluate, Step, StepOutcome
+from broker.leases.events import LeaseObserver
+from broker.leases.lease import Lease, ReleaseOutcome
+from broker.model.options import BrowserOptions, ContextOptions, EngineName, Isolation
+from broker.model.steps.base import Evaluate, Step, StepOutcome
 
 
 class FakeTimer:

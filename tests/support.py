@@ -19,11 +19,11 @@ from urllib.parse import quote
 import psutil
 import pytest
 
-from broker.app import Broker
-from broker.config import Settings
+from broker.daemon.server import serve
 from broker.egress.proxy import EgressRoute
-from broker.engines.playwright_engine import PlaywrightEngine
-from broker.server import serve
+from broker.engines.playwright.engine import PlaywrightEngine
+from broker.runtime.settings import Settings
+from broker.runtime.wiring import Broker
 from browserbroker import AsyncBrokerClient, steps
 from browserbroker.v1 import broker_pb2 as pb
 from tests.fixture_site import FixtureSite

@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from broker.cleanup import TaskSet
+from broker.common.cleanup import TaskSet
 from broker.egress.policy import (
     Decision,
     EgressPolicy,

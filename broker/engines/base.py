@@ -10,8 +10,8 @@ from typing import Protocol
 from broker.egress.policy import EgressRules
 from broker.egress.proxy import BlockListener, EgressGateway
 from broker.errors import FieldViolation, InvalidArgument
-from broker.options import BrowserOptions, ContextOptions, EngineName, Isolation
-from broker.steps import Step, StepOutcome
+from broker.model.options import BrowserOptions, ContextOptions, EngineName, Isolation
+from broker.model.steps.base import Step, StepOutcome
 
 
 class LostCause(StrEnum):

@@ -24,10 +24,10 @@ from playwright.async_api import Browser, Playwright
 
 from broker.engines.base import Availability
 from broker.engines.firefox import EGRESS_PREFS
-from broker.engines.playwright_engine import Launcher, PlaywrightEngine
+from broker.engines.playwright.engine import Launcher, PlaywrightEngine
 from broker.engines.sandbox import Sandbox
 from broker.errors import EngineNotInstalled, FieldViolation, InvalidArgument, Unavailable
-from broker.options import CamoufoxOptions, ContextOptions, EngineName
+from broker.model.options import CamoufoxOptions, ContextOptions, EngineName
 
 INSTALL_HINT = "pip install 'browser-broker[camoufox]'"
 FETCH_HINT = "run `python -m camoufox fetch`"

@@ -5,13 +5,13 @@ from __future__ import annotations
 from playwright.async_api import Browser, BrowserContext, Page, Playwright
 from playwright.async_api import Error as PlaywrightError
 
-from broker.cleanup import bounded
+from broker.common.cleanup import bounded
 from broker.engines.base import Availability
 from broker.engines.discovery import BrowserNotFound, find_browser, playwright_managed
-from broker.engines.playwright_engine import PlaywrightEngine
-from broker.engines.playwright_session import Interrupter
+from broker.engines.playwright.engine import PlaywrightEngine
+from broker.engines.playwright.session import Interrupter
 from broker.engines.sandbox import Sandbox
-from broker.options import EngineName
+from broker.model.options import EngineName
 
 # Server-safe flags: no GPU, no /dev/shm exhaustion, and nothing that phones home (a closed
 # network otherwise costs a failed connection per background service at every start).

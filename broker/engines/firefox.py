@@ -20,9 +20,9 @@ from broker.engines.discovery import (
     find_browser,
     playwright_managed,
 )
-from broker.engines.playwright_engine import PlaywrightEngine
+from broker.engines.playwright.engine import PlaywrightEngine
 from broker.engines.sandbox import Sandbox
-from broker.options import EngineName
+from broker.model.options import EngineName
 
 JUGGLER = "juggler"
 BIDI = "webdriver-bidi"

@@ -10,9 +10,9 @@ import uuid
 import pytest
 from playwright.async_api import Error as PlaywrightError
 
-from broker.engines.playwright_engine import PlaywrightEngine
-from broker.engines.playwright_session import PlaywrightSession
-from broker.options import EngineName
+from broker.engines.playwright.engine import PlaywrightEngine
+from broker.engines.playwright.session import PlaywrightSession
+from broker.model.options import EngineName
 from browserbroker import DeadlineExceededError, Engine, steps
 from browserbroker.v1 import broker_pb2 as pb
 from tests.conftest import BrokerFactory

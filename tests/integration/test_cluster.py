@@ -15,7 +15,7 @@ from typing import Any
 import grpc
 import pytest
 
-from broker.cluster_store import ClusterStore
+from broker.cluster.store import ClusterStore
 from browserbroker import steps
 from browserbroker.v1 import broker_pb2 as pb
 from tests.cluster_support import NODE_LOST_BOUND_S, Cluster

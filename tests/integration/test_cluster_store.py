@@ -15,14 +15,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from broker.cluster_node import ClusterNode
-from broker.cluster_store import ClusterStore
+from broker.cluster.node import ClusterNode
+from broker.cluster.store import ClusterStore
 from broker.errors import LimitExceeded, Unavailable
-from broker.events import ObserverList
-from broker.lease import LeaseSpec, ReleaseReason
-from broker.lease_table import LeaseTable
-from broker.limits import Limits
-from broker.options import EngineName, Isolation
+from broker.leases.events import ObserverList
+from broker.leases.lease import LeaseSpec, ReleaseReason
+from broker.leases.limits import Limits
+from broker.leases.table import LeaseTable
+from broker.model.options import EngineName, Isolation
 from tests.fakes import FakeEngine
 from tests.redis_server import RedisServer
 
@@ -177,7 +177,7 @@ SPEC = LeaseSpec(EngineName.CHROMIUM, Isolation.CONTEXT, ttl_s=600, idle_timeout
 
 
 def node_on(redis: RedisServer, prefix: str) -> tuple[ClusterNode, LeaseTable]:
-    from broker.clock import LoopClock
+    from broker.common.clock import LoopClock
 
     observers = ObserverList()
     table = LeaseTable(

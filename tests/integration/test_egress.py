@@ -17,9 +17,9 @@ from urllib.parse import quote
 import pytest
 
 from broker.egress.proxy import Blocked
-from broker.events import LeaseObserver
-from broker.lease import Lease
-from broker.options import EngineName
+from broker.leases.events import LeaseObserver
+from broker.leases.lease import Lease
+from broker.model.options import EngineName
 from browserbroker import AsyncLease, Engine, InvalidArgumentError, steps
 from tests.conftest import BrokerFactory
 from tests.fixture_site import FixtureSite

@@ -12,9 +12,9 @@ import psutil
 import pytest
 from playwright.async_api import BrowserContext, Page
 
-from broker.engines.playwright_engine import PlaywrightEngine
-from broker.events import LeaseObserver
-from broker.lease import Lease, ReleaseOutcome
+from broker.engines.playwright.engine import PlaywrightEngine
+from broker.leases.events import LeaseObserver
+from broker.leases.lease import Lease, ReleaseOutcome
 from browserbroker import (
     AsyncBrokerClient,
     LeaseEndedError,

@@ -19,8 +19,8 @@ import psutil
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from broker.engines.playwright_engine import PlaywrightEngine
-from broker.options import EngineName
+from broker.engines.playwright.engine import PlaywrightEngine
+from broker.model.options import EngineName
 from browserbroker import (
     CamoufoxOptions,
     ContextOptions,

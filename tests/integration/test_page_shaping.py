@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from broker.engines.playwright_engine import PlaywrightEngine
-from broker.options import EngineName
+from broker.engines.playwright.engine import PlaywrightEngine
+from broker.model.options import EngineName
 from browserbroker import ContextOptions, Geolocation, InvalidArgumentError, steps
 from tests.conftest import BrokerFactory
 from tests.fixture_pages import HEAVY_IMAGES

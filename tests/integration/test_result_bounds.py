@@ -8,7 +8,7 @@ import asyncio
 
 import pytest
 
-from broker.options import EngineName
+from broker.model.options import EngineName
 from browserbroker import Engine, steps
 from tests.conftest import BrokerFactory
 from tests.fixture_site import FixtureSite

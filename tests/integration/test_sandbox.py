@@ -9,7 +9,7 @@ import pwd
 import psutil
 import pytest
 
-from broker.options import EngineName
+from broker.model.options import EngineName
 from browserbroker import Engine, steps
 from tests.conftest import BrokerFactory
 from tests.fixture_site import FixtureSite

@@ -8,9 +8,9 @@ from contextlib import AbstractAsyncContextManager
 
 import pytest
 
-from broker.events import LeaseObserver
-from broker.lease import Lease
-from broker.steps import StepOutcome
+from broker.leases.events import LeaseObserver
+from broker.leases.lease import Lease
+from broker.model.steps.base import StepOutcome
 from browserbroker import AsyncLease, ContextOptions, Cookie, Engine, steps
 from tests.conftest import BrokerFactory
 from tests.fixture_site import FixtureSite

@@ -9,7 +9,7 @@ import signal
 
 import pytest
 
-from broker.pool import WarmPool
+from broker.warm.pool import WarmPool
 from browserbroker import Isolation, steps
 from tests.conftest import BrokerFactory
 from tests.fixture_site import FixtureSite

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from broker.app import Broker
-from broker.config import Settings
-from broker.options import EngineName
-from broker.server import serve
+from broker.daemon.server import serve
+from broker.model.options import EngineName
+from broker.runtime.settings import Settings
+from broker.runtime.wiring import Broker
 from browserbroker import AsyncBrokerClient
 from tests.fakes import FakeEngine
 

@@ -14,14 +14,14 @@ import grpc
 import pytest
 from grpc import aio
 
-from broker.clock import LoopClock
+from broker.common.clock import LoopClock
 from broker.errors import Unavailable
-from broker.events import LeaseObserver
-from broker.lease import Lease, LeaseSpec, ReleaseReason
-from broker.lease_table import LeaseTable
-from broker.limits import Limits
-from broker.options import ContextOptions, EngineName, Isolation, ProxySettings
-from broker.tombstones import Tombstone
+from broker.leases.events import LeaseObserver
+from broker.leases.lease import Lease, LeaseSpec, ReleaseReason
+from broker.leases.limits import Limits
+from broker.leases.table import LeaseTable
+from broker.leases.tombstones import Tombstone
+from broker.model.options import ContextOptions, EngineName, Isolation, ProxySettings
 from browserbroker import (
     DeadlineExceededError,
     InvalidArgumentError,

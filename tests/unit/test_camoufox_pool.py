@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 
 from broker.engines import camoufox as camoufox_engine
-from broker.engines.playwright_engine import Launcher, PlaywrightEngine
-from broker.lease import LeaseSpec
-from broker.options import EngineName, Isolation
-from broker.pool import WarmPool
+from broker.engines.playwright.engine import Launcher, PlaywrightEngine
+from broker.leases.lease import LeaseSpec
+from broker.model.options import EngineName, Isolation
+from broker.warm.pool import WarmPool
 
 
 class FakePage:

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from broker.cleanup import TaskSet, await_shielded, bounded
+from broker.common.cleanup import TaskSet, await_shielded, bounded
 
 
 async def _stubborn(acknowledge: asyncio.Event, started: asyncio.Event | None = None) -> None:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from broker.cluster_edge import agreed
-from broker.cluster_store import Finished, from_us, to_us
-from broker.lease import ReleaseOutcome, ReleaseReason
+from broker.api.ownership import agreed
+from broker.cluster.store import Finished, from_us, to_us
+from broker.leases.lease import ReleaseOutcome, ReleaseReason
 
 AT = datetime(2026, 11, 28, 12, 0, 0, 123456, tzinfo=UTC)
 LOCAL = ReleaseOutcome(ReleaseReason.CLIENT_RELEASE, AT, True)

@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from broker.cli import _warm_pool, main
-from broker.config import load_settings
-from broker.options import EngineName, Isolation
+from broker.daemon.cli import _warm_pool, main
+from broker.model.options import EngineName, Isolation
+from broker.runtime.settings import load_settings
 
 
 def test_file_then_env_then_flags(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

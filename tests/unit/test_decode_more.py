@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from broker import decode
-from broker.actions import AddCookies, SetInputFiles, SwitchPage
-from broker.config import Settings
+from broker.api.decode import core as decode
 from broker.errors import InvalidArgument
-from broker.options import Geolocation
+from broker.model.options import Geolocation
+from broker.model.steps.extra import AddCookies, SetInputFiles, SwitchPage
+from broker.runtime.settings import Settings
 from browserbroker import steps
 from browserbroker.v1 import broker_pb2 as pb
 

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from broker import diagnostics
+from broker.daemon import diagnostics
 
 
 async def _inner(gate: asyncio.Event) -> None:

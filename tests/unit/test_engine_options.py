@@ -10,16 +10,15 @@ from typing import Any
 import pytest
 from google.protobuf.duration_pb2 import Duration
 
-from broker import decode
-from broker.config import Settings
+from broker.api.decode import core as decode
 from broker.engines import camoufox as camoufox_engine
 from broker.engines import firefox
 from broker.engines.discovery import BrowserExecutable
-from broker.engines.playwright_driver import first_line
-from broker.engines.playwright_engine import PlaywrightEngine
-from broker.engines.playwright_session import _classify
+from broker.engines.playwright.driver import first_line
+from broker.engines.playwright.engine import PlaywrightEngine
+from broker.engines.playwright.session import _classify
 from broker.errors import EngineNotInstalled, InvalidArgument, Unavailable
-from broker.options import (
+from broker.model.options import (
     CamoufoxOptions,
     ContextOptions,
     EngineName,
@@ -27,7 +26,8 @@ from broker.options import (
     ProxySettings,
     Viewport,
 )
-from broker.steps import Goto, Step, StepErrorKind
+from broker.model.steps.base import Goto, Step, StepErrorKind
+from broker.runtime.settings import Settings
 from browserbroker.v1 import broker_pb2 as pb
 
 SETTINGS = Settings(engines=[EngineName.CHROMIUM, EngineName.CAMOUFOX])  # type: ignore[call-arg]
@@ -342,9 +342,9 @@ async def test_open_time_estimate_is_per_engine_and_isolation() -> None:
     """Slow Firefox browser launches must not make fast Chromium contexts refuse short deadlines."""
 
     from broker.errors import DeadlineExceeded
-    from broker.lease import LeaseSpec, ReleaseReason
-    from broker.lease_table import LeaseTable
-    from broker.limits import Limits
+    from broker.leases.lease import LeaseSpec, ReleaseReason
+    from broker.leases.limits import Limits
+    from broker.leases.table import LeaseTable
     from tests.fakes import FakeClock, FakeEngine, ReleaseRecorder
 
     clock = FakeClock()
@@ -382,7 +382,7 @@ async def test_dropped_aborted_calls_are_not_logged_as_errors(
 
     from playwright.async_api import Error as PlaywrightError
 
-    from broker.engines.playwright_driver import quiet_aborted_calls
+    from broker.engines.playwright.driver import quiet_aborted_calls
 
     loop = asyncio.get_running_loop()
     quiet_aborted_calls(loop)
@@ -405,7 +405,7 @@ async def test_dropped_aborted_calls_are_not_logged_as_errors(
 
 async def test_a_driver_that_does_not_start_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     """Playwright's driver start is waited on for a bounded time, then answered UNAVAILABLE."""
-    from broker.engines import playwright_driver
+    from broker.engines.playwright import driver as playwright_driver
     from broker.errors import Unavailable
 
     class Stuck:

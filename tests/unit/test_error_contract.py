@@ -18,13 +18,13 @@ from google.protobuf.duration_pb2 import Duration
 from google.rpc import error_details_pb2, status_pb2
 from grpc import aio
 
-from broker.app import Broker
-from broker.config import Settings
-from broker.events import LeaseObserver
-from broker.lease import ReleaseReason
-from broker.options import EngineName
-from broker.server import serve
-from broker.steps import MAX_VALUE_CHARS
+from broker.daemon.server import serve
+from broker.leases.events import LeaseObserver
+from broker.leases.lease import ReleaseReason
+from broker.model.options import EngineName
+from broker.model.steps.base import MAX_VALUE_CHARS
+from broker.runtime.settings import Settings
+from broker.runtime.wiring import Broker
 from browserbroker import (
     AsyncBrokerClient,
     AsyncLease,

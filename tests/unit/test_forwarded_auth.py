@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from broker.auth import CLUSTER_SECRET, FORWARDED_TENANT, Authenticator, Credentials
+from broker.api.auth import CLUSTER_SECRET, FORWARDED_TENANT, Authenticator, Credentials
 from broker.errors import Unauthenticated
-from broker.tenants import OPERATOR, Tenant
+from broker.leases.tenants import OPERATOR, Tenant
 
 SCRAPER = Tenant("scraper")
 SECRET = "s3cret-of-the-cluster"

@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 
 from broker.errors import DeadlineExceeded, LeaseEnded, LeaseNotFound, PermissionDenied, QueueFull
-from broker.lease import LeaseSpec, ReleaseReason
-from broker.lease_table import LeaseTable
-from broker.limits import Limits
-from broker.options import EngineName, Isolation
+from broker.leases.lease import LeaseSpec, ReleaseReason
+from broker.leases.limits import Limits
+from broker.leases.table import LeaseTable
+from broker.model.options import EngineName, Isolation
 from tests.fakes import FakeClock, FakeEngine, ReleaseRecorder
 
 SPEC = LeaseSpec(EngineName.CHROMIUM, Isolation.CONTEXT, ttl_s=60, idle_timeout_s=30)

@@ -12,10 +12,10 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from broker.lease import Lease, LeaseSpec
-from broker.options import EngineName, Isolation
-from broker.pool import PoolStatus
-from broker.telemetry import LeaseTelemetry
+from broker.leases.lease import Lease, LeaseSpec
+from broker.model.options import EngineName, Isolation
+from broker.observe.telemetry import LeaseTelemetry
+from broker.warm.pool import PoolStatus
 from browserbroker import Engine
 from browserbroker import Isolation as PbIsolation
 from browserbroker.v1 import broker_pb2 as pb

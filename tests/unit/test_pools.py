@@ -12,13 +12,12 @@ from typing import Any
 
 import pytest
 
-from broker.app import Broker
-from broker.config import Settings
-from broker.demand import Demand
 from broker.egress.policy import EgressRules
 from broker.errors import LimitExceeded
-from broker.lease import Lease, LeaseSpec, ReleaseReason
-from broker.options import (
+from broker.leases.lease import Lease, LeaseSpec, ReleaseReason
+from broker.leases.runs import Run
+from broker.leases.tenants import Tenant
+from broker.model.options import (
     CamoufoxOptions,
     ContextOptions,
     EngineName,
@@ -26,10 +25,11 @@ from broker.options import (
     ProxySettings,
     Viewport,
 )
-from broker.pool import WarmPool
-from broker.runs import Run
-from broker.steps import Evaluate, OnCancel, RunOptions, Step
-from broker.tenants import Tenant
+from broker.model.steps.base import Evaluate, OnCancel, RunOptions, Step
+from broker.runtime.settings import Settings
+from broker.runtime.wiring import Broker
+from broker.warm.demand import Demand
+from broker.warm.pool import WarmPool
 from tests.fakes import FakeEngine, FakeSession
 from tests.support import eventually
 from tests.unit.test_warm_pool import (

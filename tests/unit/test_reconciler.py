@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from broker.events import ObserverList
-from broker.lease import LeaseSpec, ReleaseReason
-from broker.lease_table import LeaseTable
-from broker.limits import Limits
-from broker.options import ContextOptions, EngineName, Isolation
-from broker.reconciler import Reconciler
+from broker.leases.events import ObserverList
+from broker.leases.lease import LeaseSpec, ReleaseReason
+from broker.leases.limits import Limits
+from broker.leases.reconciler import Reconciler
+from broker.leases.table import LeaseTable
+from broker.model.options import ContextOptions, EngineName, Isolation
 from tests.fakes import FakeClock, FakeEngine, FakeSession, ReleaseRecorder
 
 SPEC = LeaseSpec(EngineName.CHROMIUM, Isolation.CONTEXT, ttl_s=60, idle_timeout_s=60)
@@ -17,7 +17,7 @@ def make() -> tuple[LeaseTable, FakeEngine, Reconciler, ReleaseRecorder]:
     engine = FakeEngine()
     recorder = ReleaseRecorder()
     leases = LeaseTable({EngineName.CHROMIUM: engine}, FakeClock(), Limits(), recorder)
-    return leases, engine, Reconciler(leases, [engine], [], ObserverList()), recorder
+    return leases, engine, Reconciler(leases, [engine], list, ObserverList()), recorder
 
 
 async def test_no_drift_finds_nothing() -> None:

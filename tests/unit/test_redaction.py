@@ -10,12 +10,12 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from broker.lease import Lease, LeaseSpec
-from broker.logs import JsonFormatter
-from broker.options import EngineName, Isolation
-from broker.redact import redact_text, redact_url
-from broker.steps import StepErrorKind, StepOutcome
-from broker.telemetry import LeaseTelemetry
+from broker.common.logs import JsonFormatter
+from broker.common.redact import redact_text, redact_url
+from broker.leases.lease import Lease, LeaseSpec
+from broker.model.options import EngineName, Isolation
+from broker.model.steps.base import StepErrorKind, StepOutcome
+from broker.observe.telemetry import LeaseTelemetry
 
 SECRET_URL = "https://user:hunter2@shop.test:8443/cart/42?session=s3cr3t&card=4111#token=abc"
 
@@ -69,8 +69,8 @@ def test_log_lines_are_redacted() -> None:
 def test_page_events_land_on_the_lease_span_redacted() -> None:
     from datetime import UTC, datetime
 
-    from broker.actions import PageEvent
-    from broker.lease import ReleaseOutcome, ReleaseReason
+    from broker.leases.lease import ReleaseOutcome, ReleaseReason
+    from broker.model.steps.extra import PageEvent
 
     telemetry, exporter = recording_telemetry()
     lease = Lease(LeaseSpec(EngineName.CHROMIUM, Isolation.CONTEXT, 60, 60), granted_at=0.0)

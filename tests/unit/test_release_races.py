@@ -15,12 +15,12 @@ import pytest
 
 from broker.engines.base import LostCause
 from broker.errors import LeaseEnded, SessionCrashed, Unavailable
-from broker.lease import Lease, LeaseSpec, ReleaseOutcome, ReleaseReason
-from broker.lease_table import LeaseTable
-from broker.limits import Limits
-from broker.options import EngineName, Isolation
-from broker.runs import CancelCause, Run
-from broker.steps import Evaluate, OnCancel, RunOptions, Step
+from broker.leases.lease import Lease, LeaseSpec, ReleaseOutcome, ReleaseReason
+from broker.leases.limits import Limits
+from broker.leases.runs import CancelCause, Run
+from broker.leases.table import LeaseTable
+from broker.model.options import EngineName, Isolation
+from broker.model.steps.base import Evaluate, OnCancel, RunOptions, Step
 from tests.fakes import FakeClock, FakeEngine, FakeSession, ReleaseRecorder
 
 TTL_S = 60.0

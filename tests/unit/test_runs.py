@@ -7,15 +7,15 @@ import asyncio
 import grpc
 import pytest
 
+from broker.api.errors import status_code
 from broker.engines.base import LostCause
 from broker.errors import Cancelled, DeadlineExceeded, LeaseEnded, SessionCrashed
-from broker.lease import Lease, LeaseSpec, ReleaseReason
-from broker.lease_table import LeaseTable
-from broker.limits import Limits
-from broker.options import EngineName, Isolation
-from broker.rpc_errors import status_code
-from broker.runs import CancelCause, Run
-from broker.steps import Evaluate, OnCancel, RunOptions, Step, StepOutcome
+from broker.leases.lease import Lease, LeaseSpec, ReleaseReason
+from broker.leases.limits import Limits
+from broker.leases.runs import CancelCause, Run
+from broker.leases.table import LeaseTable
+from broker.model.options import EngineName, Isolation
+from broker.model.steps.base import Evaluate, OnCancel, RunOptions, Step, StepOutcome
 from tests.fakes import FakeClock, FakeEngine, FakeSession, ReleaseRecorder
 
 SPEC = LeaseSpec(EngineName.CHROMIUM, Isolation.CONTEXT, ttl_s=600, idle_timeout_s=30)

@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from broker.config import Settings
-from broker.lease import Lease, LeaseSpec
-from broker.options import ContextOptions, EngineName, ProxySettings
-from broker.options import Isolation as BrokerIsolation
+from broker.leases.lease import Lease, LeaseSpec
+from broker.model.options import ContextOptions, EngineName, ProxySettings
+from broker.model.options import Isolation as BrokerIsolation
+from broker.runtime.settings import Settings
 from browserbroker import (
     Engine,
     Isolation,

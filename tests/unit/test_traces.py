@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from broker.errors import LeaseNotFound, PermissionDenied
-from broker.lease import Lease, LeaseSpec, ReleaseOutcome, ReleaseReason
-from broker.options import ContextOptions, EngineName, Isolation
-from broker.tenants import Tenant
-from broker.traces import TraceStore
+from broker.leases.lease import Lease, LeaseSpec, ReleaseOutcome, ReleaseReason
+from broker.leases.tenants import Tenant
+from broker.model.options import ContextOptions, EngineName, Isolation
+from broker.observe.trace_files import TraceStore
 
 
 class TracedSession:

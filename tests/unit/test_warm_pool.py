@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import pytest
 
 from broker.engines.base import LostCallback, LostCause, Session
-from broker.lease import LeaseSpec
-from broker.options import (
+from broker.leases.lease import LeaseSpec
+from broker.model.options import (
     BrowserOptions,
     CamoufoxOptions,
     ContextOptions,
@@ -25,7 +25,7 @@ from broker.options import (
     ProxySettings,
     Viewport,
 )
-from broker.pool import WarmPool
+from broker.warm.pool import WarmPool
 from tests.fakes import FakeEngine, FakeSession
 
 SPEC = LeaseSpec(EngineName.CHROMIUM, Isolation.CONTEXT, ttl_s=60, idle_timeout_s=60)

@@ -1,0 +1,125 @@
+"""Who is calling: a tenant, from a bearer token or a client certificate.
+
+Tokens are stored as SHA-256 digests and compared in constant time against every tenant's
+digests (no early exit), so timing says nothing about which tenant or digest came close. A
+token is never logged and never echoed. With no tenants configured, authentication is off and
+every caller is the operator (the server then listens on loopback only, unless told otherwise).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from grpc import aio
+
+from broker.errors import Unauthenticated
+from broker.leases.tenants import OPERATOR, Tenant
+
+BEARER = "bearer "
+# A call one cluster node forwards to another: the tenant the first node authenticated, vouched
+# for by the cluster's shared secret.
+FORWARDED_TENANT = "x-broker-forwarded-tenant"
+CLUSTER_SECRET = "x-broker-cluster-secret"
+
+
+@dataclass(frozen=True)
+class Credentials:
+    tenant: Tenant
+    token_sha256: tuple[bytes, ...] = ()
+    client_cert_names: tuple[str, ...] = ()
+
+
+class Authenticator:
+    def __init__(
+        self,
+        credentials: Sequence[Credentials],
+        cluster: bool = False,
+        cluster_secret: str | None = None,
+    ) -> None:
+        self._credentials = list(credentials)
+        self._cluster = cluster
+        self._cluster_secret = cluster_secret.encode() if cluster_secret is not None else None
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self._credentials)
+
+    def tenant_for(self, context: aio.ServicerContext[Any, Any]) -> Tenant:
+        """The calling tenant; Unauthenticated when authentication is on and nothing matches."""
+        metadata = tuple(context.invocation_metadata() or ())
+        forwarded = _value(metadata, FORWARDED_TENANT)
+        if forwarded is not None:
+            return self._forwarded(forwarded, _value(metadata, CLUSTER_SECRET))
+        if not self._credentials:
+            return OPERATOR
+        token = _bearer_token(metadata)
+        if token is not None:
+            tenant = self._by_token(token)
+            if tenant is None:
+                raise Unauthenticated("the bearer token is not valid")
+            return tenant
+        tenant = self._by_certificate(context.auth_context())
+        if tenant is None:
+            raise Unauthenticated(
+                "no credential: send 'authorization: Bearer <token>' metadata, "
+                "or a client certificate registered for a tenant"
+            )
+        return tenant
+
+    def _forwarded(self, name: str, secret: str | None) -> Tenant:
+        if not self._cluster:
+            raise Unauthenticated("forwarded calls are accepted only by cluster nodes")
+        if self._cluster_secret is not None and not hmac.compare_digest(
+            (secret or "").encode(), self._cluster_secret
+        ):
+            raise Unauthenticated("the cluster secret of the forwarded call is not valid")
+        if not self._credentials:
+            return OPERATOR
+        if self._cluster_secret is None:  # (the settings require a secret with tenants)
+            raise Unauthenticated("forwarded calls need cluster_secret")
+        for credentials in self._credentials:
+            if credentials.tenant.name == name:
+                return credentials.tenant
+        raise Unauthenticated(f"the forwarded call names an unknown tenant {name!r}")
+
+    def _by_token(self, token: str) -> Tenant | None:
+        digest = hashlib.sha256(token.encode()).digest()
+        found: Tenant | None = None
+        for credentials in self._credentials:  # no early exit: timing reveals nothing
+            for candidate in credentials.token_sha256:
+                if hmac.compare_digest(digest, candidate) and found is None:
+                    found = credentials.tenant
+        return found
+
+    def _by_certificate(self, auth_context: Mapping[str, Iterable[bytes]]) -> Tenant | None:
+        names = {
+            value.decode(errors="replace")
+            for key in ("x509_common_name", "x509_subject_alternative_name")
+            for value in auth_context.get(key, ())
+        }
+        if not names:
+            return None
+        for credentials in self._credentials:
+            if names.intersection(credentials.client_cert_names):
+                return credentials.tenant
+        return None
+
+
+def _value(metadata: Iterable[tuple[str, Any]], key: str) -> str | None:
+    for name, value in metadata:
+        if name == key and isinstance(value, str):
+            return value
+    return None
+
+
+def _bearer_token(metadata: Iterable[tuple[str, Any]]) -> str | None:
+    for key, value in metadata:
+        if key == "authorization" and isinstance(value, str):
+            if value[: len(BEARER)].lower() != BEARER:
+                raise Unauthenticated("authorization metadata must be 'Bearer <token>'")
+            return value[len(BEARER) :].strip()
+    return None

@@ -1,0 +1,171 @@
+"""A lease's pages by id (its own and those its sites opened), the responses they received, and
+the downloads a step is waiting for."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+from dataclasses import dataclass
+
+from playwright.async_api import ConsoleMessage, Download, Page
+from playwright.async_api import Error as PlaywrightError
+
+from broker.common.cleanup import TaskSet, bounded
+from broker.model.steps.checks import glob_regex
+from broker.model.steps.extra import PageEvent, PageInfo
+
+RESPONSES_KEPT = 256
+TITLE_TIMEOUT_S = 1.0
+POLL_S = 0.05
+EVENTS_KEPT = 32  # page events reported per step
+EVENT_TEXT_CHARS = 1000
+
+
+@dataclass(frozen=True)
+class SeenResponse:
+    seq: int
+    url: str
+    status: int
+
+
+class ResponseLog:
+    """The last responses the lease's pages received; each is matched at most once."""
+
+    def __init__(self) -> None:
+        self._seen: collections.deque[SeenResponse] = collections.deque(maxlen=RESPONSES_KEPT)
+        self._seq = 0
+        self._arrived = asyncio.Event()
+
+    def add(self, url: str, status: int) -> None:
+        self._seq += 1
+        self._seen.append(SeenResponse(self._seq, url, status))
+        self._arrived.set()
+
+    def _take(self, pattern: str) -> SeenResponse | None:
+        regex = glob_regex(pattern)
+        for seen in self._seen:
+            if seen.url == pattern or regex.match(seen.url):
+                self._seen.remove(seen)
+                return seen
+        return None
+
+    async def wait_for(self, pattern: str) -> SeenResponse:
+        """The first remembered response matching `pattern`, else the next one to arrive."""
+        while (found := self._take(pattern)) is None:
+            self._arrived.clear()
+            await self._arrived.wait()
+        return found
+
+
+class LeasePages:
+    """Ids for a lease's pages, in the order they opened ("p1", "p2", ...)."""
+
+    def __init__(self) -> None:
+        self._ids: dict[Page, str] = {}
+        self._by_id: dict[str, Page] = {}
+        self._next = 1
+        self.responses = ResponseLog()
+        self._download: asyncio.Future[Download] | None = None
+        self._cancels = TaskSet()
+        self._events: list[PageEvent] = []
+        self.events_dropped = 0
+
+    def known(self, page: Page) -> bool:
+        return page in self._ids
+
+    def add(self, page: Page) -> str:
+        if page in self._ids:
+            return self._ids[page]
+        page_id = f"p{self._next}"
+        self._next += 1
+        self._ids[page] = page_id
+        self._by_id[page_id] = page
+        page.on("response", lambda response: self.responses.add(response.url, response.status))
+        page.on("download", self._on_download)
+        page.on("close", self._forget)
+        page.on("console", lambda message: self._console(page, message))
+        page.on("pageerror", lambda error: self._event(page, "page.error", str(error)))
+        return page_id
+
+    def _console(self, page: Page, message: ConsoleMessage) -> None:
+        if message.type in ("error", "warning"):
+            self._event(page, f"console.{message.type}", message.text)
+
+    def _event(self, page: Page, kind: str, text: str) -> None:
+        if len(self._events) >= EVENTS_KEPT:
+            self.events_dropped += 1
+            return
+        self._events.append(PageEvent(kind, text[:EVENT_TEXT_CHARS], self.id_of(page)))
+
+    def take_events(self) -> list[PageEvent]:
+        """The page events since the last call (at most EVENTS_KEPT of them)."""
+        events, self._events = self._events, []
+        return events
+
+    def _forget(self, page: Page) -> None:
+        page_id = self._ids.pop(page, None)
+        if page_id is not None:
+            self._by_id.pop(page_id, None)
+
+    def id_of(self, page: Page) -> str:
+        return self._ids.get(page, "")
+
+    def get(self, page_id: str) -> Page | None:
+        page = self._by_id.get(page_id)
+        return page if page is not None and not page.is_closed() else None
+
+    def open_pages(self) -> list[Page]:
+        return [page for page in self._ids if not page.is_closed()]
+
+    async def find(self, pattern: str) -> Page:
+        """The first open page whose URL matches `pattern`, waiting for one (e.g. a popup)."""
+        regex = glob_regex(pattern)
+        while True:
+            for page in self.open_pages():
+                if page.url == pattern or regex.match(page.url):
+                    return page
+            await asyncio.sleep(POLL_S)
+
+    async def describe(self, current: Page) -> list[PageInfo]:
+        infos = []
+        for page in self.open_pages():
+            title = ""
+            opener: Page | None = None
+            with contextlib.suppress(PlaywrightError, TimeoutError):
+                title = await bounded(page.title(), TITLE_TIMEOUT_S)
+                opener = await bounded(page.opener(), TITLE_TIMEOUT_S)
+            infos.append(
+                PageInfo(
+                    id=self._ids[page],
+                    url=page.url,
+                    title=title,
+                    current=page is current,
+                    opener_id=self._ids.get(opener, "") if opener is not None else "",
+                )
+            )
+        return infos
+
+    # ------------------------------------------------------------- downloads
+
+    def expect_download(self) -> asyncio.Future[Download]:
+        self._download = asyncio.get_running_loop().create_future()
+        return self._download
+
+    def stop_expecting(self) -> None:
+        self._download = None
+
+    def _on_download(self, download: Download) -> None:
+        """A download the step waits for is captured; any other is cancelled at once, so a
+        page cannot write files on the broker's host outside a download step."""
+        waiting = self._download
+        if waiting is not None and not waiting.done():
+            waiting.set_result(download)
+            return
+        self._cancels.spawn(_cancel_quietly(download))
+
+
+async def _cancel_quietly(download: Download) -> None:
+    with contextlib.suppress(PlaywrightError, TimeoutError):
+        await bounded(download.cancel(), TITLE_TIMEOUT_S)
+        await bounded(download.delete(), TITLE_TIMEOUT_S)
