@@ -75,29 +75,25 @@ class Run:
 
     def start(self) -> None:
         # Run deadlines are the caller's real time (the event loop's clock), not the lease clock.
-        self.leases.admit_run(self.lease)
-        loop = asyncio.get_running_loop()
-        self._started = loop.time()
+        self._started = asyncio.get_running_loop().time()
         self._deadline = self._started + self.timeout_s
-        self._task = loop.create_task(self._execute())
-        self.leases.run_started(self.lease, self._task, len(self.options.steps))
-        # A done-callback, not a `finally`: it also runs when the task is cancelled before it starts.
-        self._task.add_done_callback(self._finished)
+        self._task = self.leases.start_run(
+            self.lease, self._execute(), len(self.options.steps), self._ended
+        )
 
-    def _finished(self, task: asyncio.Task[None]) -> None:
+    def _ended(self, task: asyncio.Task[None]) -> str:
+        """What ended the Run, for the lease's trace; results() sees the end of its queue."""
         lease = self.lease
         self._queue.put_nowait(_END)
         # Read here, so it counts as retrieved even when the caller left before results() did.
         failure = None if task.cancelled() else task.exception()
-        error = ""
         if self.cause is not None:
-            error = self.cause.value
-        elif lease.released is not None and task.cancelled():
-            error = f"lease ended: {lease.released.reason.value}"
-        elif failure is not None:
-            error = type(failure).__name__
-        duration = asyncio.get_running_loop().time() - self._started
-        self.leases.run_finished(lease, task, duration, error)
+            return self.cause.value
+        if lease.released is not None and task.cancelled():
+            return f"lease ended: {lease.released.reason.value}"
+        if failure is not None:
+            return type(failure).__name__
+        return ""
 
     async def results(self) -> AsyncIterator[StepOutcome]:
         """Step outcomes as they complete; raises the Run's failure, mapped to a domain error."""
@@ -173,21 +169,19 @@ class Run:
             wanted = step.timeout_s or self.default_step_timeout_s
             capped_by_deadline = remaining < wanted
             outcome = await session.execute(index, step, min(wanted, remaining))
-            self.leases.step_ran(lease)
+            if lease.released is None and outcome.error_kind is StepErrorKind.TIMEOUT:
+                if capped_by_deadline:
+                    # The browser gave up because the Run's deadline is here: that ends the Run.
+                    self.leases.step_done(lease, outcome)
+                    raise _DeadlineReached
+                if step.name in LINGERING:
+                    # The step gave up, the browser may not have: quiet it before anything else
+                    # (the next step, the next Run) touches the page.
+                    await self.leases.run_cleanup(self._quiet_after_timeout(outcome))
+            self.leases.step_done(lease, outcome)
             if lease.released is not None:
                 self._cut_short = True
-                return  # the session died under the step; results() reports why
-            if capped_by_deadline and outcome.error_kind is StepErrorKind.TIMEOUT:
-                # The browser gave up because the Run's deadline is here: that ends the Run.
-                raise _DeadlineReached
-            if outcome.error_kind is StepErrorKind.TIMEOUT and step.name in LINGERING:
-                # The step gave up, the browser may not have: quiet it before anything else
-                # (the next step, the next Run) touches the page.
-                await self.leases.run_cleanup(self._quiet_after_timeout(outcome))
-                if lease.released is not None:
-                    self._cut_short = True
-                    return
-            self.leases.step_finished(lease, outcome)
+                return  # the session died under the step (or its reset); results() says why
             self._queue.put_nowait(outcome)
             if not outcome.ok and not self.options.continue_on_error:
                 return

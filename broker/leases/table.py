@@ -278,43 +278,56 @@ class LeaseTable:
 
     # --------------------------------------------------------------- runs
 
-    def admit_run(self, lease: Lease) -> None:
-        """Refuse a Run that would wait behind more than `max_runs_waiting` others."""
+    def start_run(
+        self,
+        lease: Lease,
+        body: Coroutine[Any, Any, None],
+        steps: int,
+        on_end: Callable[[asyncio.Task[None]], str],
+    ) -> asyncio.Task[None]:
+        """Admit a Run on `lease` and start `body` as its task, owned by the lease (the release
+        path cancels it) until it ends, however it ends. `on_end` is called once then, and says
+        what ended it ("" for success), for the lease's trace.
+
+        Refused when the Run would wait behind more than `max_runs_waiting` others."""
         limit = self.limits.max_runs_waiting
         if lease.runs_in_flight > limit:
+            body.close()
             raise LimitExceeded(
                 "runs_waiting_per_lease",
                 f"lease {lease.id} already has a running Run and {limit} waiting; "
                 "wait for one to finish",
                 retry_after_s=1.0,
             )
-
-    def run_started(self, lease: Lease, task: asyncio.Task[None], steps: int) -> None:
-        """A Run's task now belongs to `lease`: the release path cancels it."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        task = loop.create_task(body)
         lease.run_tasks.add(task)
         lease.runs_in_flight += 1
         lease.run_count += 1
         self.observers.run_started(lease, steps)
 
-    def step_ran(self, lease: Lease) -> None:
-        lease.step_count += 1
+        # A done-callback, not a `finally`: it also runs when the task is cancelled before it
+        # starts.
+        def ended(task: asyncio.Task[None]) -> None:
+            lease.runs_in_flight -= 1
+            lease.run_tasks.discard(task)
+            if lease.released is None:
+                self.touch(lease)
+            self.observers.run_finished(lease, loop.time() - started, on_end(task))
 
-    def step_finished(self, lease: Lease, outcome: StepOutcome) -> None:
-        """A step's outcome goes to the caller: that is activity on the lease."""
-        self.touch(lease)
-        self.observers.step_finished(lease, outcome)
+        task.add_done_callback(ended)
+        return task
+
+    def step_done(self, lease: Lease, outcome: StepOutcome) -> None:
+        """A step of a Run ran. On a live lease its outcome is activity, and goes to the trace."""
+        lease.step_count += 1
+        if lease.released is None:
+            self.touch(lease)
+            self.observers.step_finished(lease, outcome)
 
     def run_cancelled(self, lease: Lease, cause: str) -> None:
         self.observers.run_cancelled(lease, cause)
-
-    def run_finished(
-        self, lease: Lease, task: asyncio.Task[None], duration_s: float, error: str
-    ) -> None:
-        lease.runs_in_flight -= 1
-        lease.run_tasks.discard(task)
-        if lease.released is None:
-            self.touch(lease)
-        self.observers.run_finished(lease, duration_s, error)
 
     def _set_ttl(self, lease: Lease, ttl_s: float, jitter: bool) -> None:
         if lease.ttl_timer is not None:
