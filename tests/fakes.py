@@ -22,7 +22,8 @@ from broker.engines.base import (
 from broker.leases.events import LeaseObserver
 from broker.leases.lease import Lease, ReleaseOutcome
 from broker.model.options import BrowserOptions, ContextOptions, EngineName, Isolation
-from broker.model.steps.base import Evaluate, Step, StepOutcome
+from broker.model.steps.base import Step, StepOutcome
+from broker.model.steps.reading import Evaluate
 
 
 class FakeTimer:

@@ -9,10 +9,9 @@ from typing import Any
 
 from grpc import aio
 
-from broker.api import encode
+from broker.api import decode, encode
 from broker.api import ownership as cluster_edge
 from broker.api.auth import Authenticator, Credentials
-from broker.api.decode import core as decode
 from broker.api.errors import streaming, unary
 from broker.api.forwarding import Forwarder, channel_credentials
 from broker.cluster.store import LeaseRecord, NodeRecord

@@ -23,15 +23,6 @@ log = logging.getLogger("broker.runs")
 # Playwright's own timeout for a step ends this much before the Run's deadline, so the browser
 # gives up first and the broker's backstop rarely has to.
 STEP_DEADLINE_MARGIN_S = 0.05
-# Steps whose work can go on in the browser after the step timed out (a navigation still
-# loading, a script still running): a timeout resets the page. Waits for an element leave no
-# work behind, and keep the page.
-LINGERING = frozenset(
-    {
-        *("goto", "go_back", "go_forward", "reload", "evaluate", "wait_for_function"),
-        *("wait_for_load_state", "get_content", "get_text", "screenshot", "pdf", "download"),
-    }
-)
 
 
 class CancelCause(StrEnum):
@@ -174,7 +165,7 @@ class Run:
                     # The browser gave up because the Run's deadline is here: that ends the Run.
                     self.leases.step_done(lease, outcome)
                     raise _DeadlineReached
-                if step.name in LINGERING:
+                if step.kind.lingers:
                     # The step gave up, the browser may not have: quiet it before anything else
                     # (the next step, the next Run) touches the page.
                     await self.leases.run_cleanup(self._quiet_after_timeout(outcome))

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from google.protobuf.duration_pb2 import Duration
 
-from broker.api.decode import core as decode
+from broker.api import decode
 from broker.engines import camoufox as camoufox_engine
 from broker.engines import firefox
 from broker.engines.discovery import BrowserExecutable
@@ -26,7 +26,8 @@ from broker.model.options import (
     ProxySettings,
     Viewport,
 )
-from broker.model.steps.base import Goto, Step, StepErrorKind
+from broker.model.steps.base import Step, StepErrorKind
+from broker.model.steps.navigation import Goto
 from broker.runtime.settings import Settings
 from browserbroker.v1 import broker_pb2 as pb
 

@@ -22,7 +22,7 @@ from broker.daemon.server import serve
 from broker.leases.events import LeaseObserver
 from broker.leases.lease import ReleaseReason
 from broker.model.options import EngineName
-from broker.model.steps.base import MAX_VALUE_CHARS
+from broker.model.steps.checks import MAX_VALUE_CHARS
 from broker.runtime.settings import Settings
 from broker.runtime.wiring import Broker
 from browserbroker import (

@@ -25,7 +25,8 @@ from broker.model.options import (
     ProxySettings,
     Viewport,
 )
-from broker.model.steps.base import Evaluate, OnCancel, RunOptions, Step
+from broker.model.steps.base import OnCancel, RunOptions, Step
+from broker.model.steps.reading import Evaluate
 from broker.runtime.settings import Settings
 from broker.runtime.wiring import Broker
 from broker.warm.demand import Demand

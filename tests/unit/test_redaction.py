@@ -70,7 +70,7 @@ def test_page_events_land_on_the_lease_span_redacted() -> None:
     from datetime import UTC, datetime
 
     from broker.leases.lease import ReleaseOutcome, ReleaseReason
-    from broker.model.steps.extra import PageEvent
+    from broker.model.steps.base import PageEvent
 
     telemetry, exporter = recording_telemetry()
     lease = Lease(LeaseSpec(EngineName.CHROMIUM, Isolation.CONTEXT, 60, 60), granted_at=0.0)

@@ -31,7 +31,8 @@ from broker.leases.limits import Limits
 from broker.leases.runs import CancelCause, Run
 from broker.leases.table import LeaseTable
 from broker.model.options import EngineName, Isolation
-from broker.model.steps.base import Evaluate, OnCancel, RunOptions, Step
+from broker.model.steps.base import OnCancel, RunOptions, Step
+from broker.model.steps.reading import Evaluate
 from tests.fakes import FakeClock, FakeEngine, ReleaseRecorder
 
 CAPACITY = 3

@@ -15,7 +15,8 @@ from broker.leases.limits import Limits
 from broker.leases.runs import CancelCause, Run
 from broker.leases.table import LeaseTable
 from broker.model.options import EngineName, Isolation
-from broker.model.steps.base import Evaluate, OnCancel, RunOptions, Step, StepOutcome
+from broker.model.steps.base import OnCancel, RunOptions, Step, StepOutcome
+from broker.model.steps.reading import Evaluate
 from tests.fakes import FakeClock, FakeEngine, FakeSession, ReleaseRecorder
 
 SPEC = LeaseSpec(EngineName.CHROMIUM, Isolation.CONTEXT, ttl_s=600, idle_timeout_s=30)

@@ -6,8 +6,9 @@ byte bound (or that JSON cannot hold) before anything crosses to the broker.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Awaitable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from playwright.async_api import Error as PlaywrightError
 from playwright.async_api import Frame
@@ -79,6 +80,15 @@ async def bounded_text(work: Awaitable[str]) -> str:
             detail = exc.message.split(_TOO_LARGE, 1)[1].strip().splitlines()[0]
             raise StepRefused(StepErrorKind.TOO_LARGE, detail) from None
         raise
+
+
+async def bounded_json(handle: Any, limit: int) -> str:
+    """The value a JS handle holds as bounded JSON; the handle is disposed of."""
+    try:
+        return await bounded_text(handle.evaluate(TO_BOUNDED_JSON, limit))
+    finally:
+        with contextlib.suppress(PlaywrightError):
+            await handle.dispose()
 
 
 _NOT_FOUND = "Failed to find element matching selector"

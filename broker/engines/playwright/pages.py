@@ -12,8 +12,8 @@ from playwright.async_api import ConsoleMessage, Download, Page
 from playwright.async_api import Error as PlaywrightError
 
 from broker.common.cleanup import TaskSet, bounded
+from broker.model.steps.base import PageEvent, PageInfo
 from broker.model.steps.checks import glob_regex
-from broker.model.steps.extra import PageEvent, PageInfo
 
 RESPONSES_KEPT = 256
 TITLE_TIMEOUT_S = 1.0

@@ -15,7 +15,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Protocol, TypeVar
 
-from playwright.async_api import Browser, BrowserContext, Page
+from playwright.async_api import Browser, BrowserContext, Frame, Page
 from playwright.async_api import Error as PlaywrightError
 from playwright.async_api import TimeoutError as PlaywrightTimeout
 
@@ -25,21 +25,12 @@ from broker.egress.proxy import BlockListener, EgressRoute
 from broker.engines.base import LostCallback, LostCause, ResultLimits
 from broker.engines.playwright.bounded_results import StepRefused
 from broker.engines.playwright.context import shape_page
-from broker.engines.playwright.dispatch import StepScope, frame_of, perform
 from broker.engines.playwright.driver import first_line
 from broker.engines.playwright.pages import LeasePages
+from broker.engines.playwright.steps import StepScope, frame_of, perform
 from broker.errors import Unavailable
 from broker.model.options import ContextOptions, EngineName, Isolation
-from broker.model.steps.base import Evaluate, Goto, Step, StepErrorKind, StepOutcome
-from broker.model.steps.extra import (
-    ClosePage,
-    GoBack,
-    GoForward,
-    ListPages,
-    Reload,
-    SwitchPage,
-    WaitForFunction,
-)
+from broker.model.steps.base import Step, StepErrorKind, StepOutcome, Target
 
 log = logging.getLogger("broker.engines")
 
@@ -240,10 +231,13 @@ class PlaywrightSession:
             self.mark_lost(LostCause.PAGE_CRASHED)
 
     async def _perform(self, step: Step, timeout_s: float, out: StepOutcome) -> None:
-        action = step.action
-        if isinstance(action, (ListPages, SwitchPage, ClosePage)):
+        if step.kind.target is Target.LEASE:
+            # On the context and its pages: Step.page_id means nothing to it, and Playwright
+            # has no timeout for it.
             async with asyncio.timeout(timeout_s):
-                await self._page_step(action, out)
+                await perform(
+                    self._scope(self.page, self.page.main_frame, timeout_s), step.action, out
+                )
             return
         page = self.page
         if step.page_id:
@@ -252,39 +246,28 @@ class PlaywrightSession:
                 raise StepRefused(StepErrorKind.BROWSER, f"no open page {step.page_id!r}")
             page = found
         frame = await frame_of(page, step.frame_selector, max(1.0, timeout_s * 1000))
-        scope = StepScope(
+        await perform(self._scope(page, frame, timeout_s), step.action, out)
+
+    def _scope(self, page: Page, frame: Frame, timeout_s: float) -> StepScope:
+        return StepScope(
             page,
             frame,
             self.context,
             self.pages,
+            self,
             self._limits,
             self.engine,
             self._host.supports_pdf,
+            timeout_s,
         )
-        await perform(scope, action, timeout_s, out)
 
-    async def _page_step(
-        self, action: ListPages | SwitchPage | ClosePage, out: StepOutcome
-    ) -> None:
-        match action:
-            case ListPages():
-                out.pages = await self.pages.describe(self.page)
-            case SwitchPage(page_id=page_id, url=url):
-                found = self.pages.get(page_id) if page_id else await self.pages.find(url)
-                if found is None:
-                    raise StepRefused(StepErrorKind.BROWSER, f"no open page {page_id!r}")
-                self.page = found
-                with contextlib.suppress(PlaywrightError):
-                    await found.bring_to_front()
-            case ClosePage(page_id=page_id):
-                target = self.pages.get(page_id) if page_id else self.page
-                if target is None:
-                    raise StepRefused(StepErrorKind.BROWSER, f"no open page {page_id!r}")
-                await target.close(run_before_unload=False)
-                if self.page.is_closed():
-                    self._follow_closed(self.page)
-                if self.page.is_closed():  # it was the last one: the lease keeps a page
-                    await self._open_page()
+    async def ensure_open(self) -> None:
+        """After a page closed under a step: the most recently opened page left becomes
+        current, or a fresh one when none is left (the lease keeps a page)."""
+        if self.page.is_closed():
+            self._follow_closed(self.page)
+        if self.page.is_closed():
+            await self._open_page()
 
     async def reset_page(self) -> None:
         # Closing the pages aborts their pending navigations and running scripts in the browser:
@@ -400,13 +383,17 @@ async def _close_quietly(page: Page) -> None:
         await bounded(page.close(run_before_unload=False), CLOSE_TIMEOUT_S)
 
 
+# What a browser says when a navigation failed on the network (Chromium, Firefox, WebDriver
+# BiDi).
+NAVIGATION_FAILURES = ("net::", "NS_ERROR", "browsingContext.navigate")
+
+
 def _classify(step: Step, exc: PlaywrightError) -> StepErrorKind:
     message = exc.message
-    if isinstance(step.action, (Evaluate, WaitForFunction)):
+    kind = step.kind
+    if kind.runs_script:
         return StepErrorKind.SCRIPT_ERROR
-    if isinstance(step.action, (Goto, GoBack, GoForward, Reload)) and (
-        "net::" in message or "NS_ERROR" in message or "browsingContext.navigate" in message
-    ):
+    if kind.navigates and any(failure in message for failure in NAVIGATION_FAILURES):
         return StepErrorKind.NAVIGATION
     if "selector" in message.lower() or "Unexpected token" in message:
         return StepErrorKind.SELECTOR

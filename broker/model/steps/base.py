@@ -1,148 +1,130 @@
-"""Browser steps a Run executes, engine-neutral, with the validation every request passes."""
+"""What every browser step shares, engine-neutral: the registry of step kinds, a Run's steps and
+their outcomes, and the one pass that validates a step.
+
+Each kind of step is declared once, beside its dataclass (navigation.py, input.py, reading.py,
+waits.py, pages.py, storage.py), with `@step_kind`: its name on the wire, where it acts, and how
+its failures and timeouts are treated. Its `validate` method checks its fields. The decoder, the
+engines and the Run read these, never a list of step names of their own.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import ClassVar, TypeVar
 
 from broker.errors import FieldViolation
 from broker.model.steps.checks import (
-    MAX_SCRIPT_CHARS,
-    MAX_SELECTOR_CHARS,
-    MAX_URL_CHARS,
-    MAX_VALUE_CHARS,
-    URL_SCHEMES,
-    check_choice,
     check_json_arg,
+    check_page_id,
     check_script,
     check_selector,
-    check_text,
-    json_depth,
-    validate_url,
-)
-from broker.model.steps.extra import (
-    MORE_ACTION_NAMES,
-    MoreAction,
-    PageEvent,
-    PageInfo,
-    validate_more,
+    check_selector_field,
 )
 
-__all__ = [
-    "MAX_SCRIPT_CHARS",
-    "MAX_SELECTOR_CHARS",
-    "MAX_URL_CHARS",
-    "MAX_VALUE_CHARS",
-    "URL_SCHEMES",
-    "json_depth",
-    "validate_url",
-]
 
-MAX_KEY_CHARS = 64
-# Uploaded files of one set_input_files step, in all, unless the broker says otherwise.
-DEFAULT_MAX_UPLOAD_BYTES = 8 * 1024 * 1024
-WAIT_UNTIL = frozenset({"load", "domcontentloaded", "networkidle", "commit"})
-LOAD_STATES = frozenset({"load", "domcontentloaded", "networkidle"})
-SELECTOR_STATES = frozenset({"visible", "attached", "detached", "hidden"})
+class Target(StrEnum):
+    """What a step acts on."""
+
+    # The document of the page, or of an <iframe> of it (Step.frame_selector).
+    FRAME = "frame"
+    # The page as a whole: navigation, URL and response waits, screenshots, PDFs.
+    PAGE = "page"
+    # The lease's context and its pages (cookies, storage, listing and switching pages); a
+    # step of this kind ignores Step.page_id.
+    LEASE = "lease"
 
 
 @dataclass(frozen=True)
-class Goto:
-    url: str
-    wait_until: str = "load"
+class StepKind:
+    """One kind of step, as every layer sees it."""
+
+    name: str  # the field of the proto's Step.action oneof
+    type: type[Action]
+    target: Target
+    # Its work can go on in the browser after the step timed out (a navigation still loading,
+    # a script still running): a timeout resets the page. A wait for an element leaves no work
+    # behind and keeps the page.
+    lingers: bool = False
+    # It navigates the page: a network failure is a NAVIGATION error.
+    navigates: bool = False
+    # It runs the caller's script: any error the browser reports is a SCRIPT_ERROR.
+    runs_script: bool = False
+
+
+# Every step kind by its name on the wire. The package's __init__ imports every module that
+# declares one, so the table is complete wherever a step can be made.
+KINDS_BY_NAME: dict[str, StepKind] = {}
+
+A = TypeVar("A", bound="type[Action]")
+
+
+def step_kind(
+    name: str,
+    target: Target,
+    *,
+    lingers: bool = False,
+    navigates: bool = False,
+    runs_script: bool = False,
+) -> Callable[[A], A]:
+    """Declares the dataclass it decorates as the step kind `name`."""
+
+    def register(cls: A) -> A:
+        if name in KINDS_BY_NAME:
+            raise ValueError(f"two step kinds are named {name!r}")
+        kind = StepKind(name, cls, target, lingers, navigates, runs_script)
+        cls.kind = kind
+        KINDS_BY_NAME[name] = kind
+        return cls
+
+    return register
 
 
 @dataclass(frozen=True)
-class Click:
+class StepBounds:
+    """What the broker allows that a step's own fields cannot say."""
+
+    max_upload_bytes: int  # uploaded files of one set_input_files step, in all
+    allow_file_urls: bool  # goto may open file: URLs
+
+
+@dataclass(frozen=True)
+class Action:
+    """What a step does; each kind is a frozen dataclass declared with `@step_kind`."""
+
+    kind: ClassVar[StepKind]
+
+    def validate(self, prefix: str, bounds: StepBounds, out: list[FieldViolation]) -> None:
+        """Appends every violation of this action's fields, with paths under `prefix`
+        (`steps[2].goto`). An action without fields has none."""
+
+
+@dataclass(frozen=True)
+class ElementAction(Action):
+    """An action on the first element `selector` matches, with no other fields."""
+
     selector: str
 
-
-@dataclass(frozen=True)
-class Fill:
-    selector: str
-    value: str
+    def validate(self, prefix: str, bounds: StepBounds, out: list[FieldViolation]) -> None:
+        check_selector(prefix, self.selector, out)
 
 
 @dataclass(frozen=True)
-class Press:
-    selector: str
-    key: str
+class ScriptAction(Action):
+    """An action that runs a JavaScript expression or function, with an optional JSON
+    argument."""
 
-
-@dataclass(frozen=True)
-class WaitForSelector:
-    selector: str
-    state: str = "visible"
-
-
-@dataclass(frozen=True)
-class WaitForLoadState:
-    state: str = "load"
-
-
-@dataclass(frozen=True)
-class Evaluate:
     expression: str
     arg_json: str = ""
 
-
-@dataclass(frozen=True)
-class GetContent:
-    pass
-
-
-@dataclass(frozen=True)
-class GetText:
-    selector: str
+    def validate(self, prefix: str, bounds: StepBounds, out: list[FieldViolation]) -> None:
+        check_script(f"{prefix}.expression", self.expression, out)
+        check_json_arg(f"{prefix}.arg_json", self.arg_json, out)
 
 
-@dataclass(frozen=True)
-class GetAttribute:
-    selector: str
-    name: str
-
-
-@dataclass(frozen=True)
-class Screenshot:
-    full_page: bool = False
-
-
-@dataclass(frozen=True)
-class Pdf:
-    pass
-
-
-Action = (
-    Goto
-    | Click
-    | Fill
-    | Press
-    | WaitForSelector
-    | WaitForLoadState
-    | Evaluate
-    | GetContent
-    | GetText
-    | GetAttribute
-    | Screenshot
-    | Pdf
-    | MoreAction
-)
-
-ACTION_NAMES: dict[type[Action], str] = {
-    Goto: "goto",
-    Click: "click",
-    Fill: "fill",
-    Press: "press",
-    WaitForSelector: "wait_for_selector",
-    WaitForLoadState: "wait_for_load_state",
-    Evaluate: "evaluate",
-    GetContent: "get_content",
-    GetText: "get_text",
-    GetAttribute: "get_attribute",
-    Screenshot: "screenshot",
-    Pdf: "pdf",
-    **MORE_ACTION_NAMES,
-}
+def kind_of(action: Action) -> StepKind:
+    return type(action).kind
 
 
 @dataclass(frozen=True)
@@ -153,8 +135,28 @@ class Step:
     frame_selector: str = ""  # an <iframe> of that page whose document it acts in
 
     @property
+    def kind(self) -> StepKind:
+        return kind_of(self.action)
+
+    @property
     def name(self) -> str:
-        return ACTION_NAMES[type(self.action)]
+        return self.kind.name
+
+
+def validate_step(prefix: str, step: Step, bounds: StepBounds) -> list[FieldViolation]:
+    """Every violation of one step, with field paths like `steps[2].goto.url`: its action's
+    fields, the page it names, and a frame only where the step acts in one."""
+    kind = step.kind
+    out: list[FieldViolation] = []
+    step.action.validate(f"{prefix}.{kind.name}", bounds, out)
+    if step.page_id:
+        check_page_id(f"{prefix}.page_id", step.page_id, out)
+    if step.frame_selector:
+        if kind.target is Target.FRAME:
+            check_selector_field(f"{prefix}.frame_selector", step.frame_selector, out)
+        else:
+            out.append(FieldViolation(f"{prefix}.frame_selector", f"not for {kind.name}"))
+    return out
 
 
 class OnCancel(StrEnum):
@@ -182,6 +184,26 @@ class StepErrorKind(StrEnum):
     TOO_LARGE = "too_large"  # the result would exceed the broker's bound
 
 
+@dataclass(frozen=True)
+class PageInfo:
+    """One open page of a lease, as list_pages reports it."""
+
+    id: str
+    url: str
+    title: str
+    current: bool
+    opener_id: str = ""
+
+
+@dataclass(frozen=True)
+class PageEvent:
+    """What a page said while a step ran: a console error or warning, or an uncaught error."""
+
+    kind: str  # "console.error", "console.warning" or "page.error"
+    text: str
+    page_id: str
+
+
 @dataclass
 class StepOutcome:
     """What one step produced; exactly the fields its action fills are set."""
@@ -203,43 +225,3 @@ class StepOutcome:
     # Console errors and warnings and uncaught errors of the lease's pages while the step ran
     # (bounded; the lease's span records them).
     page_events: list[PageEvent] = field(default_factory=list)
-
-
-def validate_action(
-    prefix: str, action: Action, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
-) -> list[FieldViolation]:
-    """Every violation of one step's action, with field paths like `steps[2].goto.url`."""
-    out: list[FieldViolation] = []
-    match action:
-        case Goto(url=url, wait_until=wait_until):
-            bad_url = validate_url(f"{prefix}.url", url)
-            if bad_url:
-                out.append(bad_url)
-            check_choice(f"{prefix}.wait_until", wait_until, WAIT_UNTIL, out)
-        case Click(selector=selector) | GetText(selector=selector):
-            check_selector(prefix, selector, out)
-        case Fill(selector=selector, value=value):
-            check_selector(prefix, selector, out)
-            check_text(f"{prefix}.value", value, MAX_VALUE_CHARS, out)
-        case Press(selector=selector, key=key):
-            check_selector(prefix, selector, out)
-            if not key.strip():
-                out.append(FieldViolation(f"{prefix}.key", "must not be empty"))
-            check_text(f"{prefix}.key", key, MAX_KEY_CHARS, out)
-        case WaitForSelector(selector=selector, state=state):
-            check_selector(prefix, selector, out)
-            check_choice(f"{prefix}.state", state, SELECTOR_STATES, out)
-        case WaitForLoadState(state=state):
-            check_choice(f"{prefix}.state", state, LOAD_STATES, out)
-        case Evaluate(expression=expression, arg_json=arg_json):
-            check_script(f"{prefix}.expression", expression, out)
-            check_json_arg(f"{prefix}.arg_json", arg_json, out)
-        case GetAttribute(selector=selector, name=name):
-            check_selector(prefix, selector, out)
-            if not name.strip():
-                out.append(FieldViolation(f"{prefix}.name", "must not be empty"))
-        case GetContent() | Screenshot() | Pdf():
-            pass
-        case _:
-            out += validate_more(prefix, action, max_upload_bytes)
-    return out

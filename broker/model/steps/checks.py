@@ -1,4 +1,5 @@
-"""Field checks shared by the step validators: selectors, text bounds, choices, URLs, globs."""
+"""Field checks shared by the step validators: selectors, text bounds, choices, URLs, globs, page
+ids, JSON arguments and scripts."""
 
 from __future__ import annotations
 
@@ -14,11 +15,19 @@ MAX_SCRIPT_CHARS = 64 * 1024
 MAX_VALUE_CHARS = 1024 * 1024
 MAX_JSON_DEPTH = 64
 
+MAX_PAGE_ID_CHARS = 64
+
 URL_SCHEMES = frozenset({"http", "https", "file", "data", "about"})
+# What a navigation waits for (goto, history, wait_for_url).
+WAIT_UNTIL = frozenset({"load", "domcontentloaded", "networkidle", "commit"})
 
 
 def check_selector(prefix: str, selector: str, out: list[FieldViolation]) -> None:
-    field_name = f"{prefix}.selector"
+    """The `selector` field of the action at `prefix`."""
+    check_selector_field(f"{prefix}.selector", selector, out)
+
+
+def check_selector_field(field_name: str, selector: str, out: list[FieldViolation]) -> None:
     if not selector.strip():
         out.append(FieldViolation(field_name, "must not be empty"))
     elif len(selector) > MAX_SELECTOR_CHARS:
@@ -63,6 +72,16 @@ def check_choice(
         out.append(FieldViolation(field_name, f"{value!r} is not one of {sorted(allowed)}"))
 
 
+def check_not_blank(field_name: str, value: str, out: list[FieldViolation]) -> None:
+    if not value.strip():
+        out.append(FieldViolation(field_name, "must not be empty"))
+
+
+def check_page_id(field_name: str, page_id: str, out: list[FieldViolation]) -> None:
+    if len(page_id) > MAX_PAGE_ID_CHARS or not page_id.isprintable():
+        out.append(FieldViolation(field_name, f"not a page id (1..{MAX_PAGE_ID_CHARS} characters)"))
+
+
 def json_depth(text: str) -> int:
     """How deeply `text`'s arrays and objects nest (strings skipped), without parsing it."""
     depth = deepest = 0
@@ -101,6 +120,14 @@ def validate_url(field_name: str, url: str) -> FieldViolation | None:
     return None
 
 
+def check_http_url(field_name: str, url: str, out: list[FieldViolation]) -> None:
+    bad = validate_url(field_name, url)
+    if bad is not None:
+        out.append(bad)
+    elif not url.startswith(("http://", "https://")):
+        out.append(FieldViolation(field_name, "must be an http(s) URL"))
+
+
 def check_json_arg(field_name: str, arg_json: str, out: list[FieldViolation]) -> None:
     """An optional JSON argument: bounded in size and depth, and valid."""
     if not arg_json:
@@ -116,8 +143,7 @@ def check_json_arg(field_name: str, arg_json: str, out: list[FieldViolation]) ->
 
 
 def check_script(field_name: str, expression: str, out: list[FieldViolation]) -> None:
-    if not expression.strip():
-        out.append(FieldViolation(field_name, "must not be empty"))
+    check_not_blank(field_name, expression, out)
     check_text(field_name, expression, MAX_SCRIPT_CHARS, out)
 
 

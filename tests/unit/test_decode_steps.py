@@ -1,22 +1,23 @@
-"""The new steps and context options are validated on the way in: every bad field named, every
-size bounded (uploads, cookies, storage state, patterns), before anything reaches a browser."""
+"""A Run's steps are decoded by their kind and validated on the way in: every bad field named,
+every size bounded (uploads, cookies, patterns), before anything reaches a browser. Every step
+kind is declared once, and every layer knows each of them."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import pytest
 
-from broker.api.decode import core as decode
+from broker.api import decode
 from broker.errors import InvalidArgument
-from broker.model.options import Geolocation
-from broker.model.steps.extra import AddCookies, SetInputFiles, SwitchPage
+from broker.model.steps.input import SetInputFiles
+from broker.model.steps.pages import SwitchPage
+from broker.model.steps.storage import AddCookies
 from broker.runtime.settings import Settings
 from browserbroker import steps
 from browserbroker.v1 import broker_pb2 as pb
 
-SETTINGS = Settings(max_upload_bytes=1024, max_storage_state_bytes=4096)  # type: ignore[call-arg]
+SETTINGS = Settings(max_upload_bytes=1024)  # type: ignore[call-arg]
 
 
 def run(*items: pb.Step) -> Any:
@@ -26,12 +27,6 @@ def run(*items: pb.Step) -> Any:
 def refused(*items: pb.Step) -> dict[str, str]:
     with pytest.raises(InvalidArgument) as caught:
         run(*items)
-    return {v.field: v.description for v in caught.value.violations}
-
-
-def acquire_refused(**context: Any) -> dict[str, str]:
-    with pytest.raises(InvalidArgument) as caught:
-        decode.lease_spec(pb.AcquireRequest(context=pb.ContextOptions(**context)), SETTINGS)
     return {v.field: v.description for v in caught.value.violations}
 
 
@@ -134,53 +129,71 @@ def test_page_frame_and_wait_fields_are_checked() -> None:
     assert "not one of" in bad["steps[10].go_back.wait_until"]
 
 
-def test_context_shaping_options_decode() -> None:
-    state = json.dumps({"cookies": [], "origins": []}).encode()
-    spec = decode.lease_spec(
-        pb.AcquireRequest(
-            context=pb.ContextOptions(
-                storage_state=state,
-                block_resource_types=["image", "font", "image"],
-                block_url_patterns=["**/*.png"],
-                color_scheme="dark",
-                media="print",
-                geolocation=pb.Geolocation(latitude=52.5, longitude=13.4, accuracy=10),
-                permissions=["geolocation"],
-            )
-        ),
-        SETTINGS,
-    )
-    context = spec.context
-    assert context.storage_state == state and context.block_resource_types == ("font", "image")
-    assert context.geolocation == Geolocation(52.5, 13.4, 10)
-    assert not context.is_default  # a shaped context never comes from the warm pool
-    assert "storage_state" not in repr(context) and "origins" not in repr(context)
+def test_every_step_kind_is_known_to_every_layer() -> None:
+    """Each kind declared in broker.model.steps has exactly one proto oneof field, one decoder
+    and one Playwright handler: none is missing and none is left over."""
+    from broker.api.decode.steps import DECODERS
+    from broker.engines.playwright.steps import HANDLERS
+    from broker.model.steps.base import KINDS_BY_NAME
+
+    registered = set(KINDS_BY_NAME)
+    on_the_wire = {f.name for f in pb.Step.DESCRIPTOR.oneofs_by_name["action"].fields}
+    assert registered == on_the_wire
+    assert set(DECODERS) == registered
+    assert set(HANDLERS) == {kind.type for kind in KINDS_BY_NAME.values()}
+    assert all(kind.type.kind is kind for kind in KINDS_BY_NAME.values())
 
 
-def test_context_shaping_options_are_checked() -> None:
-    bad = acquire_refused(
-        block_resource_types=["images"],
-        block_url_patterns=[""],
-        color_scheme="blue",
-        media="tv",
-        geolocation=pb.Geolocation(latitude=91),
-        permissions=["everything"],
-        storage_state=b"x" * 5000,
+def test_only_steps_of_another_shape_have_a_decoder_of_their_own() -> None:
+    from broker.api.decode.steps import ACTION_MESSAGES, EXPLICIT, generic_misfits
+    from broker.model.steps.base import KINDS_BY_NAME
+
+    for name, kind in KINDS_BY_NAME.items():
+        misfits = generic_misfits(kind, ACTION_MESSAGES[name])
+        assert bool(misfits) == (name in EXPLICIT), (name, misfits)
+
+
+def test_an_empty_string_means_the_default() -> None:
+    options = run(
+        pb.Step(goto=pb.Goto(url="https://example.org/")),
+        pb.Step(wait_for_selector=pb.WaitForSelector(selector="#a")),
+        pb.Step(wait_for_load_state=pb.WaitForLoadState()),
+        steps.get_cookies("https://example.org/"),
+        steps.screenshot(full_page=True),
     )
-    assert "not one of" in bad["context.block_resource_types[0]"]
-    assert "empty" in bad["context.block_url_patterns[0]"]
-    assert "not one of" in bad["context.color_scheme"] and "not one of" in bad["context.media"]
-    assert "latitude" in bad["context.geolocation"]
-    assert "not a permission" in bad["context.permissions[0]"]
-    assert "too large" in bad["context.storage_state"]
-    assert "valid JSON" in acquire_refused(storage_state=b"{")["context.storage_state"]
-    shape = acquire_refused(storage_state=b'{"cookies": [{"name": 1}], "origins": {}}')
-    assert "string name" in shape["context.storage_state.cookies"]
-    assert "at most 200" in shape["context.storage_state.origins"]
-    many = json.dumps({"cookies": [{"name": "a"}] * 3001}).encode()
-    big_settings = Settings(max_storage_state_bytes=1 << 20)  # type: ignore[call-arg]
-    with pytest.raises(InvalidArgument) as caught:
-        decode.lease_spec(
-            pb.AcquireRequest(context=pb.ContextOptions(storage_state=many)), big_settings
-        )
-    assert "at most 3000" in str(caught.value)
+    goto, wait, load, cookies, shot = (step.action for step in options.steps)
+    assert (goto.url, goto.wait_until) == ("https://example.org/", "load")
+    assert (wait.selector, wait.state) == ("#a", "visible")
+    assert load.state == "load"
+    assert cookies.urls == ("https://example.org/",) and shot.full_page is True
+
+
+def test_goto_reaches_no_local_scheme_the_operator_did_not_allow() -> None:
+    bad = refused(steps.goto("file:///etc/passwd"), steps.goto("about:config"))
+    assert bad == {
+        "steps[0].goto.url": "file: URLs are not allowed on this broker",
+        "steps[1].goto.url": "the only about: URL allowed is about:blank",
+    }
+    run(steps.goto("about:blank"), steps.goto("about:blank#top"))
+    allowed = Settings(allow_file_urls=True)  # type: ignore[call-arg]
+    request = pb.RunRequest(lease_id="l", token="t", steps=[steps.goto("file:///tmp/a.html")])
+    assert decode.run_options(request, allowed).steps[0].name == "goto"
+
+
+def test_frame_selectors_only_where_a_step_acts_in_a_frame() -> None:
+    from broker.model.steps.base import KINDS_BY_NAME, Target
+
+    not_in_frames = sorted(n for n, k in KINDS_BY_NAME.items() if k.target is not Target.FRAME)
+    assert {"goto", "screenshot", "pdf", "list_pages", "get_cookies"} <= set(not_in_frames)
+    assert "click" not in not_in_frames and "evaluate" not in not_in_frames
+    bad = refused(
+        steps.within(steps.screenshot(), frame_selector="iframe"),
+        steps.within(steps.clear_cookies(), frame_selector="iframe"),
+        steps.within(steps.evaluate("1"), frame_selector="  "),
+    )
+    assert bad == {
+        "steps[0].frame_selector": "not for screenshot",
+        "steps[1].frame_selector": "not for clear_cookies",
+        "steps[2].frame_selector": "must not be empty",
+    }
+    assert run(steps.within(steps.evaluate("1"), frame_selector="iframe#x")).steps[0].frame_selector

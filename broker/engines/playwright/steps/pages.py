@@ -1,0 +1,38 @@
+"""The lease's pages on Playwright: listing them, making one current, closing one."""
+
+from __future__ import annotations
+
+import contextlib
+
+from playwright.async_api import Error as PlaywrightError
+
+from broker.engines.playwright.bounded_results import StepRefused
+from broker.engines.playwright.steps.dispatch import StepScope, handles
+from broker.model.steps.base import StepErrorKind, StepOutcome
+from broker.model.steps.pages import ClosePage, ListPages, SwitchPage
+
+
+@handles(ListPages)
+async def list_pages(scope: StepScope, action: ListPages, out: StepOutcome) -> None:
+    out.pages = await scope.pages.describe(scope.current.page)
+
+
+@handles(SwitchPage)
+async def switch_page(scope: StepScope, action: SwitchPage, out: StepOutcome) -> None:
+    page_id = action.page_id
+    found = scope.pages.get(page_id) if page_id else await scope.pages.find(action.url)
+    if found is None:
+        raise StepRefused(StepErrorKind.BROWSER, f"no open page {page_id!r}")
+    scope.current.page = found
+    with contextlib.suppress(PlaywrightError):
+        await found.bring_to_front()
+
+
+@handles(ClosePage)
+async def close_page(scope: StepScope, action: ClosePage, out: StepOutcome) -> None:
+    page_id = action.page_id
+    target = scope.pages.get(page_id) if page_id else scope.current.page
+    if target is None:
+        raise StepRefused(StepErrorKind.BROWSER, f"no open page {page_id!r}")
+    await target.close(run_before_unload=False)
+    await scope.current.ensure_open()

@@ -1,0 +1,146 @@
+"""Reading the page on Playwright: scripts' values, content, text, attributes, screenshots,
+PDFs and downloads, each held to the lease's bounds (checked before the browser does the work
+where it can)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import os
+
+from playwright.async_api import Error as PlaywrightError
+from playwright.async_api import Page
+
+from broker.engines.playwright.bounded_results import (
+    BOUNDED_CONTENT,
+    PAGE_SIZE,
+    StepRefused,
+    bounded_json,
+    bounded_text,
+    check_size,
+    text_of_first,
+)
+from broker.engines.playwright.steps.dispatch import StepScope, handles
+from broker.model.steps.base import StepErrorKind, StepOutcome
+from broker.model.steps.reading import (
+    Download,
+    Evaluate,
+    GetAttribute,
+    GetContent,
+    GetText,
+    Pdf,
+    Screenshot,
+)
+
+
+@handles(Evaluate)
+async def evaluate(scope: StepScope, action: Evaluate, out: StepOutcome) -> None:
+    # Playwright has no timeout for evaluate; the Run's cancellation stops the script.
+    async with asyncio.timeout(scope.timeout_s):
+        if action.arg_json:
+            handle = await scope.frame.evaluate_handle(
+                action.expression, json.loads(action.arg_json)
+            )
+        else:
+            handle = await scope.frame.evaluate_handle(action.expression)
+        out.json = await bounded_json(handle, scope.limits.max_bytes)
+
+
+@handles(GetContent)
+async def get_content(scope: StepScope, action: GetContent, out: StepOutcome) -> None:
+    async with asyncio.timeout(scope.timeout_s):
+        out.text = await bounded_text(scope.frame.evaluate(BOUNDED_CONTENT, scope.limits.max_bytes))
+
+
+@handles(GetText)
+async def get_text(scope: StepScope, action: GetText, out: StepOutcome) -> None:
+    limit, ms = scope.limits.max_bytes, scope.timeout_ms
+    out.text = await bounded_text(text_of_first(scope.frame, action.selector, limit, ms))
+
+
+@handles(GetAttribute)
+async def get_attribute(scope: StepScope, action: GetAttribute, out: StepOutcome) -> None:
+    first = scope.frame.locator(action.selector).first
+    attribute = await first.get_attribute(action.name, timeout=scope.timeout_ms)
+    out.found = attribute is not None
+    out.text = check_size(attribute or "", scope.limits.max_bytes)
+
+
+@handles(Screenshot)
+async def screenshot(scope: StepScope, action: Screenshot, out: StepOutcome) -> None:
+    page, full_page = scope.page, action.full_page
+    await _check_pixels(page, full_page, scope.limits.max_screenshot_pixels)
+    data = await page.screenshot(full_page=full_page, timeout=scope.timeout_ms, type="png")
+    out.data = check_size(data, scope.limits.max_bytes)
+
+
+@handles(Pdf)
+async def pdf(scope: StepScope, action: Pdf, out: StepOutcome) -> None:
+    if not scope.supports_pdf:
+        raise StepRefused(
+            StepErrorKind.UNSUPPORTED, f"pdf is not supported by {scope.engine.value}"
+        )
+    await _check_pdf_pages(scope.page, scope.limits.max_pdf_pages)
+    async with asyncio.timeout(scope.timeout_s):
+        out.data = check_size(await scope.page.pdf(), scope.limits.max_bytes)
+
+
+@handles(Download)
+async def download(scope: StepScope, action: Download, out: StepOutcome) -> None:
+    """Click, capture the download it starts, read it under the bound, delete it."""
+    waiting = scope.pages.expect_download()
+    started = None
+    try:
+        async with asyncio.timeout(scope.timeout_s):
+            await scope.frame.click(action.selector, timeout=scope.timeout_ms)
+            started = await waiting
+            path = await started.path()
+        limit = min(scope.limits.max_download_bytes, scope.limits.max_bytes)
+        out.data = await asyncio.to_thread(_read_bounded, path, limit)
+        out.text = started.suggested_filename
+    finally:
+        scope.pages.stop_expecting()
+        if started is not None:
+            with contextlib.suppress(PlaywrightError):
+                await started.cancel()
+                await started.delete()
+
+
+def _read_bounded(path: str | os.PathLike[str], limit: int) -> bytes:
+    size = os.path.getsize(path)
+    if size > limit:
+        raise StepRefused(
+            StepErrorKind.TOO_LARGE, f"the download is {size} bytes; the limit is {limit}"
+        )
+    with open(path, "rb") as f:
+        return f.read(limit)
+
+
+async def _check_pdf_pages(page: Page, limit: int) -> None:
+    """Refuse a PDF that would run past the page bound before the browser prints it.
+
+    An estimate: the page's height once reflowed to a Letter sheet's width (816 CSS
+    pixels), over a sheet's height (1056 CSS pixels)."""
+    width, height = await page.evaluate(PAGE_SIZE)
+    pages = math.ceil(height * max(1.0, width / 816) / 1056)
+    if pages > limit:
+        raise StepRefused(
+            StepErrorKind.TOO_LARGE,
+            f"the PDF would run to about {pages} pages; the limit is {limit} pages",
+        )
+
+
+async def _check_pixels(page: Page, full_page: bool, limit: int) -> None:
+    """Refuse a screenshot larger than the bound before the browser renders it."""
+    if full_page:
+        width, height = await page.evaluate(PAGE_SIZE)
+    else:
+        size = page.viewport_size or {"width": 0, "height": 0}
+        width, height = size["width"], size["height"]
+    if width * height > limit:
+        raise StepRefused(
+            StepErrorKind.TOO_LARGE,
+            f"the screenshot would be {width}x{height} pixels; the limit is {limit} pixels",
+        )
