@@ -163,6 +163,11 @@ def close_page(page_id: str = "", timeout_s: float | None = None) -> pb.Step:
     return _step(timeout_s, close_page=pb.ClosePage(page_id=page_id))
 
 
+def bring_to_front(timeout_s: float | None = None) -> pb.Step:
+    """Bring the page to the front (activate its tab); the current page stays current."""
+    return _step(timeout_s, bring_to_front=pb.BringToFront())
+
+
 def storage_state(timeout_s: float | None = None) -> pb.Step:
     """The context's cookies and local storage as Playwright storage-state JSON in `.data`;
     start a later lease from it with ContextOptions(storage_state=...)."""

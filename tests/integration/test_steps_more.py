@@ -191,6 +191,39 @@ async def test_popup_flow_across_two_pages(
 
 
 @ENGINES
+async def test_bring_to_front_activates_a_tab_and_keeps_the_current_page(
+    broker_factory: BrokerFactory, fixture_server: FixtureSite, engine: str
+) -> None:
+    running = await broker_for(broker_factory, engine)
+    focused = "document.hasFocus()"
+    async with lease_on(running, engine) as lease:
+        opened = await lease.run(
+            steps.goto(fixture_server.url("app.html")),
+            steps.click("#blank"),  # the site opens a second tab
+            steps.switch_page(url="**/form.html?from=blank"),
+            timeout=60,
+        )
+        opened.raise_for_failure()
+        app_id, tab_id = opened[0].page_id, opened[2].page_id
+        fronted = await lease.run(
+            steps.within(steps.bring_to_front(), page_id=app_id),
+            steps.within(steps.evaluate(focused), page_id=app_id),
+            steps.evaluate(focused),
+            steps.bring_to_front(),
+            steps.within(steps.evaluate(focused), page_id=app_id),
+            steps.evaluate(focused),
+            timeout=60,
+        )
+        fronted.raise_for_failure()
+        assert [r.page_id for r in fronted] == [tab_id] * 6  # the tab stays current
+        focus = [fronted[i].value for i in (1, 2, 4, 5)]
+        if engine == "firefox":
+            assert focus == [True, False, False, True]  # the fronted page has the focus
+        else:  # headless Chromium: Playwright emulates focus in every page
+            assert focus == [True, True, True, True]
+
+
+@ENGINES
 async def test_steps_inside_an_iframe(
     broker_factory: BrokerFactory, fixture_server: FixtureSite, engine: str
 ) -> None:

@@ -1,4 +1,5 @@
-"""Steps on the lease's pages: listing them, making one current, closing one."""
+"""Steps on the lease's pages: listing them, making one current, closing one, bringing one to
+the front."""
 
 from __future__ import annotations
 
@@ -38,3 +39,9 @@ class ClosePage(Action):
     def validate(self, prefix: str, bounds: StepBounds, out: list[FieldViolation]) -> None:
         if self.page_id:
             check_page_id(f"{prefix}.page_id", self.page_id, out)
+
+
+@step_kind("bring_to_front", Target.PAGE)
+@dataclass(frozen=True)
+class BringToFront(Action):
+    pass

@@ -1318,6 +1318,26 @@ class ClosePage(_message.Message):
 Global___ClosePage: _TypeAlias = ClosePage  # noqa: Y015
 
 @_typing.final
+class BringToFront(_message.Message):
+    """Brings the page to the front (activates its tab), as a user switching tabs would: the
+    page gets focus and becomes visible. The lease's current page does not change (see
+    switch_page); Step.page_id picks another page.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BringToFront: _TypeAlias = BringToFront  # noqa: Y015
+
+@_typing.final
 class StorageState(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -1478,6 +1498,7 @@ class Step(_message.Message):
     GET_COOKIES_FIELD_NUMBER: _builtins.int
     ADD_COOKIES_FIELD_NUMBER: _builtins.int
     CLEAR_COOKIES_FIELD_NUMBER: _builtins.int
+    BRING_TO_FRONT_FIELD_NUMBER: _builtins.int
     TIMEOUT_FIELD_NUMBER: _builtins.int
     PAGE_ID_FIELD_NUMBER: _builtins.int
     FRAME_SELECTOR_FIELD_NUMBER: _builtins.int
@@ -1558,6 +1579,8 @@ class Step(_message.Message):
     @_builtins.property
     def clear_cookies(self) -> Global___ClearCookies: ...
     @_builtins.property
+    def bring_to_front(self) -> Global___BringToFront: ...
+    @_builtins.property
     def timeout(self) -> _duration_pb2.Duration:
         """Per-step timeout; 0 means the broker default. The effective timeout is
         never longer than what remains of the Run's deadline.
@@ -1599,15 +1622,16 @@ class Step(_message.Message):
         get_cookies: Global___GetCookies | None = ...,
         add_cookies: Global___AddCookies | None = ...,
         clear_cookies: Global___ClearCookies | None = ...,
+        bring_to_front: Global___BringToFront | None = ...,
         timeout: _duration_pb2.Duration | None = ...,
         page_id: _builtins.str = ...,
         frame_selector: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "add_cookies", b"add_cookies", "check", b"check", "clear_cookies", b"clear_cookies", "click", b"click", "close_page", b"close_page", "download", b"download", "evaluate", b"evaluate", "fill", b"fill", "get_attribute", b"get_attribute", "get_content", b"get_content", "get_cookies", b"get_cookies", "get_text", b"get_text", "go_back", b"go_back", "go_forward", b"go_forward", "goto", b"goto", "hover", b"hover", "list_pages", b"list_pages", "pdf", b"pdf", "press", b"press", "reload", b"reload", "screenshot", b"screenshot", "scroll", b"scroll", "select_option", b"select_option", "set_input_files", b"set_input_files", "storage_state", b"storage_state", "switch_page", b"switch_page", "timeout", b"timeout", "type", b"type", "uncheck", b"uncheck", "wait_for_function", b"wait_for_function", "wait_for_load_state", b"wait_for_load_state", "wait_for_response", b"wait_for_response", "wait_for_selector", b"wait_for_selector", "wait_for_url", b"wait_for_url"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "add_cookies", b"add_cookies", "bring_to_front", b"bring_to_front", "check", b"check", "clear_cookies", b"clear_cookies", "click", b"click", "close_page", b"close_page", "download", b"download", "evaluate", b"evaluate", "fill", b"fill", "get_attribute", b"get_attribute", "get_content", b"get_content", "get_cookies", b"get_cookies", "get_text", b"get_text", "go_back", b"go_back", "go_forward", b"go_forward", "goto", b"goto", "hover", b"hover", "list_pages", b"list_pages", "pdf", b"pdf", "press", b"press", "reload", b"reload", "screenshot", b"screenshot", "scroll", b"scroll", "select_option", b"select_option", "set_input_files", b"set_input_files", "storage_state", b"storage_state", "switch_page", b"switch_page", "timeout", b"timeout", "type", b"type", "uncheck", b"uncheck", "wait_for_function", b"wait_for_function", "wait_for_load_state", b"wait_for_load_state", "wait_for_response", b"wait_for_response", "wait_for_selector", b"wait_for_selector", "wait_for_url", b"wait_for_url"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "add_cookies", b"add_cookies", "check", b"check", "clear_cookies", b"clear_cookies", "click", b"click", "close_page", b"close_page", "download", b"download", "evaluate", b"evaluate", "fill", b"fill", "frame_selector", b"frame_selector", "get_attribute", b"get_attribute", "get_content", b"get_content", "get_cookies", b"get_cookies", "get_text", b"get_text", "go_back", b"go_back", "go_forward", b"go_forward", "goto", b"goto", "hover", b"hover", "list_pages", b"list_pages", "page_id", b"page_id", "pdf", b"pdf", "press", b"press", "reload", b"reload", "screenshot", b"screenshot", "scroll", b"scroll", "select_option", b"select_option", "set_input_files", b"set_input_files", "storage_state", b"storage_state", "switch_page", b"switch_page", "timeout", b"timeout", "type", b"type", "uncheck", b"uncheck", "wait_for_function", b"wait_for_function", "wait_for_load_state", b"wait_for_load_state", "wait_for_response", b"wait_for_response", "wait_for_selector", b"wait_for_selector", "wait_for_url", b"wait_for_url"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "add_cookies", b"add_cookies", "bring_to_front", b"bring_to_front", "check", b"check", "clear_cookies", b"clear_cookies", "click", b"click", "close_page", b"close_page", "download", b"download", "evaluate", b"evaluate", "fill", b"fill", "frame_selector", b"frame_selector", "get_attribute", b"get_attribute", "get_content", b"get_content", "get_cookies", b"get_cookies", "get_text", b"get_text", "go_back", b"go_back", "go_forward", b"go_forward", "goto", b"goto", "hover", b"hover", "list_pages", b"list_pages", "page_id", b"page_id", "pdf", b"pdf", "press", b"press", "reload", b"reload", "screenshot", b"screenshot", "scroll", b"scroll", "select_option", b"select_option", "set_input_files", b"set_input_files", "storage_state", b"storage_state", "switch_page", b"switch_page", "timeout", b"timeout", "type", b"type", "uncheck", b"uncheck", "wait_for_function", b"wait_for_function", "wait_for_load_state", b"wait_for_load_state", "wait_for_response", b"wait_for_response", "wait_for_selector", b"wait_for_selector", "wait_for_url", b"wait_for_url"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_action: _TypeAlias = _typing.Literal["goto", "click", "fill", "press", "wait_for_selector", "wait_for_load_state", "evaluate", "get_content", "get_text", "get_attribute", "screenshot", "pdf", "hover", "check", "uncheck", "select_option", "type", "scroll", "go_back", "go_forward", "reload", "wait_for_url", "wait_for_response", "wait_for_function", "set_input_files", "download", "list_pages", "switch_page", "close_page", "storage_state", "get_cookies", "add_cookies", "clear_cookies"]  # noqa: Y015
+    _WhichOneofReturnType_action: _TypeAlias = _typing.Literal["goto", "click", "fill", "press", "wait_for_selector", "wait_for_load_state", "evaluate", "get_content", "get_text", "get_attribute", "screenshot", "pdf", "hover", "check", "uncheck", "select_option", "type", "scroll", "go_back", "go_forward", "reload", "wait_for_url", "wait_for_response", "wait_for_function", "set_input_files", "download", "list_pages", "switch_page", "close_page", "storage_state", "get_cookies", "add_cookies", "clear_cookies", "bring_to_front"]  # noqa: Y015
     _WhichOneofArgType_action: _TypeAlias = _typing.Literal["action", b"action"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_action) -> _WhichOneofReturnType_action | None: ...
 

@@ -1,7 +1,9 @@
-"""The lease's pages on Playwright: listing them, making one current, closing one."""
+"""The lease's pages on Playwright: listing them, making one current, closing one, bringing one
+to the front."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 
 from playwright.async_api import Error as PlaywrightError
@@ -9,7 +11,7 @@ from playwright.async_api import Error as PlaywrightError
 from broker.engines.playwright.bounded_results import StepRefused
 from broker.engines.playwright.steps.dispatch import StepScope, handles
 from broker.model.steps.base import StepErrorKind, StepOutcome
-from broker.model.steps.pages import ClosePage, ListPages, SwitchPage
+from broker.model.steps.pages import BringToFront, ClosePage, ListPages, SwitchPage
 
 
 @handles(ListPages)
@@ -36,3 +38,9 @@ async def close_page(scope: StepScope, action: ClosePage, out: StepOutcome) -> N
         raise StepRefused(StepErrorKind.BROWSER, f"no open page {page_id!r}")
     await target.close(run_before_unload=False)
     await scope.current.ensure_open()
+
+
+@handles(BringToFront)
+async def bring_to_front(scope: StepScope, action: BringToFront, out: StepOutcome) -> None:
+    async with asyncio.timeout(scope.timeout_s):  # Playwright has no timeout for it
+        await scope.page.bring_to_front()

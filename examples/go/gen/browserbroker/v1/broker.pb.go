@@ -2560,6 +2560,45 @@ func (x *ClosePage) GetPageId() string {
 	return ""
 }
 
+// Brings the page to the front (activates its tab), as a user switching tabs would: the
+// page gets focus and becomes visible. The lease's current page does not change (see
+// switch_page); Step.page_id picks another page.
+type BringToFront struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BringToFront) Reset() {
+	*x = BringToFront{}
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BringToFront) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BringToFront) ProtoMessage() {}
+
+func (x *BringToFront) ProtoReflect() protoreflect.Message {
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BringToFront.ProtoReflect.Descriptor instead.
+func (*BringToFront) Descriptor() ([]byte, []int) {
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{37}
+}
+
 type StorageState struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -2568,7 +2607,7 @@ type StorageState struct {
 
 func (x *StorageState) Reset() {
 	*x = StorageState{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[37]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2580,7 +2619,7 @@ func (x *StorageState) String() string {
 func (*StorageState) ProtoMessage() {}
 
 func (x *StorageState) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[37]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2593,7 +2632,7 @@ func (x *StorageState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StorageState.ProtoReflect.Descriptor instead.
 func (*StorageState) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{37}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{38}
 }
 
 type GetCookies struct {
@@ -2607,7 +2646,7 @@ type GetCookies struct {
 
 func (x *GetCookies) Reset() {
 	*x = GetCookies{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[38]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2619,7 +2658,7 @@ func (x *GetCookies) String() string {
 func (*GetCookies) ProtoMessage() {}
 
 func (x *GetCookies) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[38]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2632,7 +2671,7 @@ func (x *GetCookies) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCookies.ProtoReflect.Descriptor instead.
 func (*GetCookies) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{38}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *GetCookies) GetUrls() []string {
@@ -2662,7 +2701,7 @@ type Cookie struct {
 
 func (x *Cookie) Reset() {
 	*x = Cookie{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[39]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2674,7 +2713,7 @@ func (x *Cookie) String() string {
 func (*Cookie) ProtoMessage() {}
 
 func (x *Cookie) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[39]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2687,7 +2726,7 @@ func (x *Cookie) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Cookie.ProtoReflect.Descriptor instead.
 func (*Cookie) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{39}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *Cookie) GetName() string {
@@ -2763,7 +2802,7 @@ type AddCookies struct {
 
 func (x *AddCookies) Reset() {
 	*x = AddCookies{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[40]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2775,7 +2814,7 @@ func (x *AddCookies) String() string {
 func (*AddCookies) ProtoMessage() {}
 
 func (x *AddCookies) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[40]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2788,7 +2827,7 @@ func (x *AddCookies) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddCookies.ProtoReflect.Descriptor instead.
 func (*AddCookies) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{40}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *AddCookies) GetCookies() []*Cookie {
@@ -2806,7 +2845,7 @@ type ClearCookies struct {
 
 func (x *ClearCookies) Reset() {
 	*x = ClearCookies{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[41]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2818,7 +2857,7 @@ func (x *ClearCookies) String() string {
 func (*ClearCookies) ProtoMessage() {}
 
 func (x *ClearCookies) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[41]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2831,7 +2870,7 @@ func (x *ClearCookies) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClearCookies.ProtoReflect.Descriptor instead.
 func (*ClearCookies) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{41}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{42}
 }
 
 // One browser step. Exactly one action must be set.
@@ -2872,6 +2911,7 @@ type Step struct {
 	//	*Step_GetCookies
 	//	*Step_AddCookies
 	//	*Step_ClearCookies
+	//	*Step_BringToFront
 	Action isStep_Action `protobuf_oneof:"action"`
 	// Per-step timeout; 0 means the broker default. The effective timeout is
 	// never longer than what remains of the Run's deadline.
@@ -2890,7 +2930,7 @@ type Step struct {
 
 func (x *Step) Reset() {
 	*x = Step{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[42]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2902,7 +2942,7 @@ func (x *Step) String() string {
 func (*Step) ProtoMessage() {}
 
 func (x *Step) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[42]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2915,7 +2955,7 @@ func (x *Step) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Step.ProtoReflect.Descriptor instead.
 func (*Step) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{42}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *Step) GetAction() isStep_Action {
@@ -3222,6 +3262,15 @@ func (x *Step) GetClearCookies() *ClearCookies {
 	return nil
 }
 
+func (x *Step) GetBringToFront() *BringToFront {
+	if x != nil {
+		if x, ok := x.Action.(*Step_BringToFront); ok {
+			return x.BringToFront
+		}
+	}
+	return nil
+}
+
 func (x *Step) GetTimeout() *durationpb.Duration {
 	if x != nil {
 		return x.Timeout
@@ -3379,6 +3428,10 @@ type Step_ClearCookies struct {
 	ClearCookies *ClearCookies `protobuf:"bytes,34,opt,name=clear_cookies,json=clearCookies,proto3,oneof"`
 }
 
+type Step_BringToFront struct {
+	BringToFront *BringToFront `protobuf:"bytes,35,opt,name=bring_to_front,json=bringToFront,proto3,oneof"`
+}
+
 func (*Step_Goto) isStep_Action() {}
 
 func (*Step_Click) isStep_Action() {}
@@ -3445,6 +3498,8 @@ func (*Step_AddCookies) isStep_Action() {}
 
 func (*Step_ClearCookies) isStep_Action() {}
 
+func (*Step_BringToFront) isStep_Action() {}
+
 type RunRequest struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	LeaseId string                 `protobuf:"bytes,1,opt,name=lease_id,json=leaseId,proto3" json:"lease_id,omitempty"`
@@ -3460,7 +3515,7 @@ type RunRequest struct {
 
 func (x *RunRequest) Reset() {
 	*x = RunRequest{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[43]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3472,7 +3527,7 @@ func (x *RunRequest) String() string {
 func (*RunRequest) ProtoMessage() {}
 
 func (x *RunRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[43]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3485,7 +3540,7 @@ func (x *RunRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunRequest.ProtoReflect.Descriptor instead.
 func (*RunRequest) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{43}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *RunRequest) GetLeaseId() string {
@@ -3533,7 +3588,7 @@ type StepError struct {
 
 func (x *StepError) Reset() {
 	*x = StepError{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[44]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3545,7 +3600,7 @@ func (x *StepError) String() string {
 func (*StepError) ProtoMessage() {}
 
 func (x *StepError) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[44]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3558,7 +3613,7 @@ func (x *StepError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StepError.ProtoReflect.Descriptor instead.
 func (*StepError) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{44}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *StepError) GetKind() StepErrorKind {
@@ -3609,7 +3664,7 @@ type StepResult struct {
 
 func (x *StepResult) Reset() {
 	*x = StepResult{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[45]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3621,7 +3676,7 @@ func (x *StepResult) String() string {
 func (*StepResult) ProtoMessage() {}
 
 func (x *StepResult) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[45]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3634,7 +3689,7 @@ func (x *StepResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StepResult.ProtoReflect.Descriptor instead.
 func (*StepResult) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{45}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *StepResult) GetIndex() uint32 {
@@ -3748,7 +3803,7 @@ type PageEvent struct {
 
 func (x *PageEvent) Reset() {
 	*x = PageEvent{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[46]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3760,7 +3815,7 @@ func (x *PageEvent) String() string {
 func (*PageEvent) ProtoMessage() {}
 
 func (x *PageEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[46]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3773,7 +3828,7 @@ func (x *PageEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PageEvent.ProtoReflect.Descriptor instead.
 func (*PageEvent) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{46}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *PageEvent) GetKind() string {
@@ -3812,7 +3867,7 @@ type PageInfo struct {
 
 func (x *PageInfo) Reset() {
 	*x = PageInfo{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[47]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3824,7 +3879,7 @@ func (x *PageInfo) String() string {
 func (*PageInfo) ProtoMessage() {}
 
 func (x *PageInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[47]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3837,7 +3892,7 @@ func (x *PageInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PageInfo.ProtoReflect.Descriptor instead.
 func (*PageInfo) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{47}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *PageInfo) GetId() string {
@@ -3886,7 +3941,7 @@ type RunResponse struct {
 
 func (x *RunResponse) Reset() {
 	*x = RunResponse{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[48]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3898,7 +3953,7 @@ func (x *RunResponse) String() string {
 func (*RunResponse) ProtoMessage() {}
 
 func (x *RunResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[48]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3911,7 +3966,7 @@ func (x *RunResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunResponse.ProtoReflect.Descriptor instead.
 func (*RunResponse) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{48}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *RunResponse) GetStep() *StepResult {
@@ -3933,7 +3988,7 @@ type KeepAliveRequest struct {
 
 func (x *KeepAliveRequest) Reset() {
 	*x = KeepAliveRequest{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[49]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3945,7 +4000,7 @@ func (x *KeepAliveRequest) String() string {
 func (*KeepAliveRequest) ProtoMessage() {}
 
 func (x *KeepAliveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[49]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3958,7 +4013,7 @@ func (x *KeepAliveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeepAliveRequest.ProtoReflect.Descriptor instead.
 func (*KeepAliveRequest) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{49}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *KeepAliveRequest) GetLeaseId() string {
@@ -3991,7 +4046,7 @@ type KeepAliveResponse struct {
 
 func (x *KeepAliveResponse) Reset() {
 	*x = KeepAliveResponse{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[50]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4003,7 +4058,7 @@ func (x *KeepAliveResponse) String() string {
 func (*KeepAliveResponse) ProtoMessage() {}
 
 func (x *KeepAliveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[50]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4016,7 +4071,7 @@ func (x *KeepAliveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeepAliveResponse.ProtoReflect.Descriptor instead.
 func (*KeepAliveResponse) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{50}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *KeepAliveResponse) GetExpiresAt() *timestamppb.Timestamp {
@@ -4036,7 +4091,7 @@ type ReleaseRequest struct {
 
 func (x *ReleaseRequest) Reset() {
 	*x = ReleaseRequest{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[51]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4048,7 +4103,7 @@ func (x *ReleaseRequest) String() string {
 func (*ReleaseRequest) ProtoMessage() {}
 
 func (x *ReleaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[51]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4061,7 +4116,7 @@ func (x *ReleaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseRequest.ProtoReflect.Descriptor instead.
 func (*ReleaseRequest) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{51}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *ReleaseRequest) GetLeaseId() string {
@@ -4091,7 +4146,7 @@ type ReleaseResponse struct {
 
 func (x *ReleaseResponse) Reset() {
 	*x = ReleaseResponse{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[52]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4103,7 +4158,7 @@ func (x *ReleaseResponse) String() string {
 func (*ReleaseResponse) ProtoMessage() {}
 
 func (x *ReleaseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[52]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4116,7 +4171,7 @@ func (x *ReleaseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseResponse.ProtoReflect.Descriptor instead.
 func (*ReleaseResponse) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{52}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *ReleaseResponse) GetReleasedNow() bool {
@@ -4148,7 +4203,7 @@ type GetStatusRequest struct {
 
 func (x *GetStatusRequest) Reset() {
 	*x = GetStatusRequest{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[53]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4160,7 +4215,7 @@ func (x *GetStatusRequest) String() string {
 func (*GetStatusRequest) ProtoMessage() {}
 
 func (x *GetStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[53]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4173,7 +4228,7 @@ func (x *GetStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetStatusRequest) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{53}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{54}
 }
 
 type EngineStatus struct {
@@ -4196,7 +4251,7 @@ type EngineStatus struct {
 
 func (x *EngineStatus) Reset() {
 	*x = EngineStatus{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[54]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4208,7 +4263,7 @@ func (x *EngineStatus) String() string {
 func (*EngineStatus) ProtoMessage() {}
 
 func (x *EngineStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[54]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4221,7 +4276,7 @@ func (x *EngineStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EngineStatus.ProtoReflect.Descriptor instead.
 func (*EngineStatus) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{54}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *EngineStatus) GetEngine() Engine {
@@ -4313,7 +4368,7 @@ type GetStatusResponse struct {
 
 func (x *GetStatusResponse) Reset() {
 	*x = GetStatusResponse{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[55]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4325,7 +4380,7 @@ func (x *GetStatusResponse) String() string {
 func (*GetStatusResponse) ProtoMessage() {}
 
 func (x *GetStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[55]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4338,7 +4393,7 @@ func (x *GetStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatusResponse.ProtoReflect.Descriptor instead.
 func (*GetStatusResponse) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{55}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *GetStatusResponse) GetCapacity() uint32 {
@@ -4456,7 +4511,7 @@ type ClusterStatus struct {
 
 func (x *ClusterStatus) Reset() {
 	*x = ClusterStatus{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[56]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4468,7 +4523,7 @@ func (x *ClusterStatus) String() string {
 func (*ClusterStatus) ProtoMessage() {}
 
 func (x *ClusterStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[56]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4481,7 +4536,7 @@ func (x *ClusterStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterStatus.ProtoReflect.Descriptor instead.
 func (*ClusterStatus) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{56}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *ClusterStatus) GetNodeId() string {
@@ -4532,7 +4587,7 @@ type ClusterNode struct {
 
 func (x *ClusterNode) Reset() {
 	*x = ClusterNode{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[57]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4544,7 +4599,7 @@ func (x *ClusterNode) String() string {
 func (*ClusterNode) ProtoMessage() {}
 
 func (x *ClusterNode) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[57]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4557,7 +4612,7 @@ func (x *ClusterNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterNode.ProtoReflect.Descriptor instead.
 func (*ClusterNode) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{57}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *ClusterNode) GetId() string {
@@ -4641,7 +4696,7 @@ type PoolStatus struct {
 
 func (x *PoolStatus) Reset() {
 	*x = PoolStatus{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[58]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4653,7 +4708,7 @@ func (x *PoolStatus) String() string {
 func (*PoolStatus) ProtoMessage() {}
 
 func (x *PoolStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[58]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4666,7 +4721,7 @@ func (x *PoolStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PoolStatus.ProtoReflect.Descriptor instead.
 func (*PoolStatus) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{58}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *PoolStatus) GetEngine() Engine {
@@ -4742,7 +4797,7 @@ type GetTraceRequest struct {
 
 func (x *GetTraceRequest) Reset() {
 	*x = GetTraceRequest{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[59]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4754,7 +4809,7 @@ func (x *GetTraceRequest) String() string {
 func (*GetTraceRequest) ProtoMessage() {}
 
 func (x *GetTraceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[59]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4767,7 +4822,7 @@ func (x *GetTraceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTraceRequest.ProtoReflect.Descriptor instead.
 func (*GetTraceRequest) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{59}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *GetTraceRequest) GetLeaseId() string {
@@ -4794,7 +4849,7 @@ type GetTraceResponse struct {
 
 func (x *GetTraceResponse) Reset() {
 	*x = GetTraceResponse{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[60]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4806,7 +4861,7 @@ func (x *GetTraceResponse) String() string {
 func (*GetTraceResponse) ProtoMessage() {}
 
 func (x *GetTraceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[60]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4819,7 +4874,7 @@ func (x *GetTraceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTraceResponse.ProtoReflect.Descriptor instead.
 func (*GetTraceResponse) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{60}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *GetTraceResponse) GetChunk() []byte {
@@ -4843,7 +4898,7 @@ type TenantStatus struct {
 
 func (x *TenantStatus) Reset() {
 	*x = TenantStatus{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[61]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4855,7 +4910,7 @@ func (x *TenantStatus) String() string {
 func (*TenantStatus) ProtoMessage() {}
 
 func (x *TenantStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[61]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4868,7 +4923,7 @@ func (x *TenantStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TenantStatus.ProtoReflect.Descriptor instead.
 func (*TenantStatus) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{61}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *TenantStatus) GetName() string {
@@ -5067,6 +5122,7 @@ const file_browserbroker_v1_broker_proto_rawDesc = "" +
 	"\x03url\x18\x02 \x01(\tR\x03url\"$\n" +
 	"\tClosePage\x12\x17\n" +
 	"\apage_id\x18\x01 \x01(\tR\x06pageId\"\x0e\n" +
+	"\fBringToFront\"\x0e\n" +
 	"\fStorageState\" \n" +
 	"\n" +
 	"GetCookies\x12\x12\n" +
@@ -5084,7 +5140,7 @@ const file_browserbroker_v1_broker_proto_rawDesc = "" +
 	"\n" +
 	"AddCookies\x122\n" +
 	"\acookies\x18\x01 \x03(\v2\x18.browserbroker.v1.CookieR\acookies\"\x0e\n" +
-	"\fClearCookies\"\xed\x10\n" +
+	"\fClearCookies\"\xb5\x11\n" +
 	"\x04Step\x12,\n" +
 	"\x04goto\x18\x01 \x01(\v2\x16.browserbroker.v1.GotoH\x00R\x04goto\x12/\n" +
 	"\x05click\x18\x02 \x01(\v2\x17.browserbroker.v1.ClickH\x00R\x05click\x12,\n" +
@@ -5129,7 +5185,8 @@ const file_browserbroker_v1_broker_proto_rawDesc = "" +
 	"getCookies\x12?\n" +
 	"\vadd_cookies\x18! \x01(\v2\x1c.browserbroker.v1.AddCookiesH\x00R\n" +
 	"addCookies\x12E\n" +
-	"\rclear_cookies\x18\" \x01(\v2\x1e.browserbroker.v1.ClearCookiesH\x00R\fclearCookies\x123\n" +
+	"\rclear_cookies\x18\" \x01(\v2\x1e.browserbroker.v1.ClearCookiesH\x00R\fclearCookies\x12F\n" +
+	"\x0ebring_to_front\x18# \x01(\v2\x1e.browserbroker.v1.BringToFrontH\x00R\fbringToFront\x123\n" +
 	"\atimeout\x18\x14 \x01(\v2\x19.google.protobuf.DurationR\atimeout\x12\x17\n" +
 	"\apage_id\x18( \x01(\tR\x06pageId\x12%\n" +
 	"\x0eframe_selector\x18) \x01(\tR\rframeSelectorB\b\n" +
@@ -5313,7 +5370,7 @@ func file_browserbroker_v1_broker_proto_rawDescGZIP() []byte {
 }
 
 var file_browserbroker_v1_broker_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_browserbroker_v1_broker_proto_msgTypes = make([]protoimpl.MessageInfo, 64)
+var file_browserbroker_v1_broker_proto_msgTypes = make([]protoimpl.MessageInfo, 65)
 var file_browserbroker_v1_broker_proto_goTypes = []any{
 	(Engine)(0),                   // 0: browserbroker.v1.Engine
 	(Isolation)(0),                // 1: browserbroker.v1.Isolation
@@ -5357,59 +5414,60 @@ var file_browserbroker_v1_broker_proto_goTypes = []any{
 	(*ListPages)(nil),             // 39: browserbroker.v1.ListPages
 	(*SwitchPage)(nil),            // 40: browserbroker.v1.SwitchPage
 	(*ClosePage)(nil),             // 41: browserbroker.v1.ClosePage
-	(*StorageState)(nil),          // 42: browserbroker.v1.StorageState
-	(*GetCookies)(nil),            // 43: browserbroker.v1.GetCookies
-	(*Cookie)(nil),                // 44: browserbroker.v1.Cookie
-	(*AddCookies)(nil),            // 45: browserbroker.v1.AddCookies
-	(*ClearCookies)(nil),          // 46: browserbroker.v1.ClearCookies
-	(*Step)(nil),                  // 47: browserbroker.v1.Step
-	(*RunRequest)(nil),            // 48: browserbroker.v1.RunRequest
-	(*StepError)(nil),             // 49: browserbroker.v1.StepError
-	(*StepResult)(nil),            // 50: browserbroker.v1.StepResult
-	(*PageEvent)(nil),             // 51: browserbroker.v1.PageEvent
-	(*PageInfo)(nil),              // 52: browserbroker.v1.PageInfo
-	(*RunResponse)(nil),           // 53: browserbroker.v1.RunResponse
-	(*KeepAliveRequest)(nil),      // 54: browserbroker.v1.KeepAliveRequest
-	(*KeepAliveResponse)(nil),     // 55: browserbroker.v1.KeepAliveResponse
-	(*ReleaseRequest)(nil),        // 56: browserbroker.v1.ReleaseRequest
-	(*ReleaseResponse)(nil),       // 57: browserbroker.v1.ReleaseResponse
-	(*GetStatusRequest)(nil),      // 58: browserbroker.v1.GetStatusRequest
-	(*EngineStatus)(nil),          // 59: browserbroker.v1.EngineStatus
-	(*GetStatusResponse)(nil),     // 60: browserbroker.v1.GetStatusResponse
-	(*ClusterStatus)(nil),         // 61: browserbroker.v1.ClusterStatus
-	(*ClusterNode)(nil),           // 62: browserbroker.v1.ClusterNode
-	(*PoolStatus)(nil),            // 63: browserbroker.v1.PoolStatus
-	(*GetTraceRequest)(nil),       // 64: browserbroker.v1.GetTraceRequest
-	(*GetTraceResponse)(nil),      // 65: browserbroker.v1.GetTraceResponse
-	(*TenantStatus)(nil),          // 66: browserbroker.v1.TenantStatus
-	nil,                           // 67: browserbroker.v1.ContextOptions.ExtraHttpHeadersEntry
-	nil,                           // 68: browserbroker.v1.AcquireRequest.LabelsEntry
-	(*durationpb.Duration)(nil),   // 69: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 70: google.protobuf.Timestamp
+	(*BringToFront)(nil),          // 42: browserbroker.v1.BringToFront
+	(*StorageState)(nil),          // 43: browserbroker.v1.StorageState
+	(*GetCookies)(nil),            // 44: browserbroker.v1.GetCookies
+	(*Cookie)(nil),                // 45: browserbroker.v1.Cookie
+	(*AddCookies)(nil),            // 46: browserbroker.v1.AddCookies
+	(*ClearCookies)(nil),          // 47: browserbroker.v1.ClearCookies
+	(*Step)(nil),                  // 48: browserbroker.v1.Step
+	(*RunRequest)(nil),            // 49: browserbroker.v1.RunRequest
+	(*StepError)(nil),             // 50: browserbroker.v1.StepError
+	(*StepResult)(nil),            // 51: browserbroker.v1.StepResult
+	(*PageEvent)(nil),             // 52: browserbroker.v1.PageEvent
+	(*PageInfo)(nil),              // 53: browserbroker.v1.PageInfo
+	(*RunResponse)(nil),           // 54: browserbroker.v1.RunResponse
+	(*KeepAliveRequest)(nil),      // 55: browserbroker.v1.KeepAliveRequest
+	(*KeepAliveResponse)(nil),     // 56: browserbroker.v1.KeepAliveResponse
+	(*ReleaseRequest)(nil),        // 57: browserbroker.v1.ReleaseRequest
+	(*ReleaseResponse)(nil),       // 58: browserbroker.v1.ReleaseResponse
+	(*GetStatusRequest)(nil),      // 59: browserbroker.v1.GetStatusRequest
+	(*EngineStatus)(nil),          // 60: browserbroker.v1.EngineStatus
+	(*GetStatusResponse)(nil),     // 61: browserbroker.v1.GetStatusResponse
+	(*ClusterStatus)(nil),         // 62: browserbroker.v1.ClusterStatus
+	(*ClusterNode)(nil),           // 63: browserbroker.v1.ClusterNode
+	(*PoolStatus)(nil),            // 64: browserbroker.v1.PoolStatus
+	(*GetTraceRequest)(nil),       // 65: browserbroker.v1.GetTraceRequest
+	(*GetTraceResponse)(nil),      // 66: browserbroker.v1.GetTraceResponse
+	(*TenantStatus)(nil),          // 67: browserbroker.v1.TenantStatus
+	nil,                           // 68: browserbroker.v1.ContextOptions.ExtraHttpHeadersEntry
+	nil,                           // 69: browserbroker.v1.AcquireRequest.LabelsEntry
+	(*durationpb.Duration)(nil),   // 70: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 71: google.protobuf.Timestamp
 }
 var file_browserbroker_v1_broker_proto_depIdxs = []int32{
 	5,  // 0: browserbroker.v1.ContextOptions.viewport:type_name -> browserbroker.v1.Viewport
-	67, // 1: browserbroker.v1.ContextOptions.extra_http_headers:type_name -> browserbroker.v1.ContextOptions.ExtraHttpHeadersEntry
+	68, // 1: browserbroker.v1.ContextOptions.extra_http_headers:type_name -> browserbroker.v1.ContextOptions.ExtraHttpHeadersEntry
 	6,  // 2: browserbroker.v1.ContextOptions.proxy:type_name -> browserbroker.v1.Proxy
 	8,  // 3: browserbroker.v1.ContextOptions.geolocation:type_name -> browserbroker.v1.Geolocation
-	69, // 4: browserbroker.v1.CamoufoxOptions.humanize_max:type_name -> google.protobuf.Duration
+	70, // 4: browserbroker.v1.CamoufoxOptions.humanize_max:type_name -> google.protobuf.Duration
 	5,  // 5: browserbroker.v1.CamoufoxOptions.window:type_name -> browserbroker.v1.Viewport
 	0,  // 6: browserbroker.v1.AcquireRequest.engine:type_name -> browserbroker.v1.Engine
 	1,  // 7: browserbroker.v1.AcquireRequest.isolation:type_name -> browserbroker.v1.Isolation
-	69, // 8: browserbroker.v1.AcquireRequest.ttl:type_name -> google.protobuf.Duration
-	69, // 9: browserbroker.v1.AcquireRequest.idle_timeout:type_name -> google.protobuf.Duration
+	70, // 8: browserbroker.v1.AcquireRequest.ttl:type_name -> google.protobuf.Duration
+	70, // 9: browserbroker.v1.AcquireRequest.idle_timeout:type_name -> google.protobuf.Duration
 	7,  // 10: browserbroker.v1.AcquireRequest.context:type_name -> browserbroker.v1.ContextOptions
-	68, // 11: browserbroker.v1.AcquireRequest.labels:type_name -> browserbroker.v1.AcquireRequest.LabelsEntry
+	69, // 11: browserbroker.v1.AcquireRequest.labels:type_name -> browserbroker.v1.AcquireRequest.LabelsEntry
 	9,  // 12: browserbroker.v1.AcquireRequest.camoufox:type_name -> browserbroker.v1.CamoufoxOptions
-	70, // 13: browserbroker.v1.AcquireResponse.expires_at:type_name -> google.protobuf.Timestamp
+	71, // 13: browserbroker.v1.AcquireResponse.expires_at:type_name -> google.protobuf.Timestamp
 	0,  // 14: browserbroker.v1.AcquireResponse.engine:type_name -> browserbroker.v1.Engine
 	1,  // 15: browserbroker.v1.AcquireResponse.isolation:type_name -> browserbroker.v1.Isolation
-	69, // 16: browserbroker.v1.AcquireResponse.ttl:type_name -> google.protobuf.Duration
-	69, // 17: browserbroker.v1.AcquireResponse.idle_timeout:type_name -> google.protobuf.Duration
-	69, // 18: browserbroker.v1.AcquireResponse.queue_wait:type_name -> google.protobuf.Duration
-	69, // 19: browserbroker.v1.Type.delay:type_name -> google.protobuf.Duration
+	70, // 16: browserbroker.v1.AcquireResponse.ttl:type_name -> google.protobuf.Duration
+	70, // 17: browserbroker.v1.AcquireResponse.idle_timeout:type_name -> google.protobuf.Duration
+	70, // 18: browserbroker.v1.AcquireResponse.queue_wait:type_name -> google.protobuf.Duration
+	70, // 19: browserbroker.v1.Type.delay:type_name -> google.protobuf.Duration
 	36, // 20: browserbroker.v1.SetInputFiles.files:type_name -> browserbroker.v1.InputFile
-	44, // 21: browserbroker.v1.AddCookies.cookies:type_name -> browserbroker.v1.Cookie
+	45, // 21: browserbroker.v1.AddCookies.cookies:type_name -> browserbroker.v1.Cookie
 	12, // 22: browserbroker.v1.Step.goto:type_name -> browserbroker.v1.Goto
 	13, // 23: browserbroker.v1.Step.click:type_name -> browserbroker.v1.Click
 	14, // 24: browserbroker.v1.Step.fill:type_name -> browserbroker.v1.Fill
@@ -5439,50 +5497,51 @@ var file_browserbroker_v1_broker_proto_depIdxs = []int32{
 	39, // 48: browserbroker.v1.Step.list_pages:type_name -> browserbroker.v1.ListPages
 	40, // 49: browserbroker.v1.Step.switch_page:type_name -> browserbroker.v1.SwitchPage
 	41, // 50: browserbroker.v1.Step.close_page:type_name -> browserbroker.v1.ClosePage
-	42, // 51: browserbroker.v1.Step.storage_state:type_name -> browserbroker.v1.StorageState
-	43, // 52: browserbroker.v1.Step.get_cookies:type_name -> browserbroker.v1.GetCookies
-	45, // 53: browserbroker.v1.Step.add_cookies:type_name -> browserbroker.v1.AddCookies
-	46, // 54: browserbroker.v1.Step.clear_cookies:type_name -> browserbroker.v1.ClearCookies
-	69, // 55: browserbroker.v1.Step.timeout:type_name -> google.protobuf.Duration
-	47, // 56: browserbroker.v1.RunRequest.steps:type_name -> browserbroker.v1.Step
-	3,  // 57: browserbroker.v1.RunRequest.on_cancel:type_name -> browserbroker.v1.OnCancel
-	4,  // 58: browserbroker.v1.StepError.kind:type_name -> browserbroker.v1.StepErrorKind
-	49, // 59: browserbroker.v1.StepResult.error:type_name -> browserbroker.v1.StepError
-	69, // 60: browserbroker.v1.StepResult.duration:type_name -> google.protobuf.Duration
-	52, // 61: browserbroker.v1.StepResult.pages:type_name -> browserbroker.v1.PageInfo
-	51, // 62: browserbroker.v1.StepResult.page_events:type_name -> browserbroker.v1.PageEvent
-	50, // 63: browserbroker.v1.RunResponse.step:type_name -> browserbroker.v1.StepResult
-	69, // 64: browserbroker.v1.KeepAliveRequest.ttl:type_name -> google.protobuf.Duration
-	70, // 65: browserbroker.v1.KeepAliveResponse.expires_at:type_name -> google.protobuf.Timestamp
-	2,  // 66: browserbroker.v1.ReleaseResponse.reason:type_name -> browserbroker.v1.ReleaseReason
-	70, // 67: browserbroker.v1.ReleaseResponse.released_at:type_name -> google.protobuf.Timestamp
-	0,  // 68: browserbroker.v1.EngineStatus.engine:type_name -> browserbroker.v1.Engine
-	59, // 69: browserbroker.v1.GetStatusResponse.engines:type_name -> browserbroker.v1.EngineStatus
-	0,  // 70: browserbroker.v1.GetStatusResponse.default_engine:type_name -> browserbroker.v1.Engine
-	66, // 71: browserbroker.v1.GetStatusResponse.tenants:type_name -> browserbroker.v1.TenantStatus
-	63, // 72: browserbroker.v1.GetStatusResponse.pools:type_name -> browserbroker.v1.PoolStatus
-	61, // 73: browserbroker.v1.GetStatusResponse.cluster:type_name -> browserbroker.v1.ClusterStatus
-	62, // 74: browserbroker.v1.ClusterStatus.nodes:type_name -> browserbroker.v1.ClusterNode
-	0,  // 75: browserbroker.v1.ClusterNode.engines:type_name -> browserbroker.v1.Engine
-	0,  // 76: browserbroker.v1.PoolStatus.engine:type_name -> browserbroker.v1.Engine
-	1,  // 77: browserbroker.v1.PoolStatus.isolation:type_name -> browserbroker.v1.Isolation
-	10, // 78: browserbroker.v1.BrowserBrokerService.Acquire:input_type -> browserbroker.v1.AcquireRequest
-	48, // 79: browserbroker.v1.BrowserBrokerService.Run:input_type -> browserbroker.v1.RunRequest
-	54, // 80: browserbroker.v1.BrowserBrokerService.KeepAlive:input_type -> browserbroker.v1.KeepAliveRequest
-	56, // 81: browserbroker.v1.BrowserBrokerService.Release:input_type -> browserbroker.v1.ReleaseRequest
-	58, // 82: browserbroker.v1.BrowserBrokerService.GetStatus:input_type -> browserbroker.v1.GetStatusRequest
-	64, // 83: browserbroker.v1.BrowserBrokerService.GetTrace:input_type -> browserbroker.v1.GetTraceRequest
-	11, // 84: browserbroker.v1.BrowserBrokerService.Acquire:output_type -> browserbroker.v1.AcquireResponse
-	53, // 85: browserbroker.v1.BrowserBrokerService.Run:output_type -> browserbroker.v1.RunResponse
-	55, // 86: browserbroker.v1.BrowserBrokerService.KeepAlive:output_type -> browserbroker.v1.KeepAliveResponse
-	57, // 87: browserbroker.v1.BrowserBrokerService.Release:output_type -> browserbroker.v1.ReleaseResponse
-	60, // 88: browserbroker.v1.BrowserBrokerService.GetStatus:output_type -> browserbroker.v1.GetStatusResponse
-	65, // 89: browserbroker.v1.BrowserBrokerService.GetTrace:output_type -> browserbroker.v1.GetTraceResponse
-	84, // [84:90] is the sub-list for method output_type
-	78, // [78:84] is the sub-list for method input_type
-	78, // [78:78] is the sub-list for extension type_name
-	78, // [78:78] is the sub-list for extension extendee
-	0,  // [0:78] is the sub-list for field type_name
+	43, // 51: browserbroker.v1.Step.storage_state:type_name -> browserbroker.v1.StorageState
+	44, // 52: browserbroker.v1.Step.get_cookies:type_name -> browserbroker.v1.GetCookies
+	46, // 53: browserbroker.v1.Step.add_cookies:type_name -> browserbroker.v1.AddCookies
+	47, // 54: browserbroker.v1.Step.clear_cookies:type_name -> browserbroker.v1.ClearCookies
+	42, // 55: browserbroker.v1.Step.bring_to_front:type_name -> browserbroker.v1.BringToFront
+	70, // 56: browserbroker.v1.Step.timeout:type_name -> google.protobuf.Duration
+	48, // 57: browserbroker.v1.RunRequest.steps:type_name -> browserbroker.v1.Step
+	3,  // 58: browserbroker.v1.RunRequest.on_cancel:type_name -> browserbroker.v1.OnCancel
+	4,  // 59: browserbroker.v1.StepError.kind:type_name -> browserbroker.v1.StepErrorKind
+	50, // 60: browserbroker.v1.StepResult.error:type_name -> browserbroker.v1.StepError
+	70, // 61: browserbroker.v1.StepResult.duration:type_name -> google.protobuf.Duration
+	53, // 62: browserbroker.v1.StepResult.pages:type_name -> browserbroker.v1.PageInfo
+	52, // 63: browserbroker.v1.StepResult.page_events:type_name -> browserbroker.v1.PageEvent
+	51, // 64: browserbroker.v1.RunResponse.step:type_name -> browserbroker.v1.StepResult
+	70, // 65: browserbroker.v1.KeepAliveRequest.ttl:type_name -> google.protobuf.Duration
+	71, // 66: browserbroker.v1.KeepAliveResponse.expires_at:type_name -> google.protobuf.Timestamp
+	2,  // 67: browserbroker.v1.ReleaseResponse.reason:type_name -> browserbroker.v1.ReleaseReason
+	71, // 68: browserbroker.v1.ReleaseResponse.released_at:type_name -> google.protobuf.Timestamp
+	0,  // 69: browserbroker.v1.EngineStatus.engine:type_name -> browserbroker.v1.Engine
+	60, // 70: browserbroker.v1.GetStatusResponse.engines:type_name -> browserbroker.v1.EngineStatus
+	0,  // 71: browserbroker.v1.GetStatusResponse.default_engine:type_name -> browserbroker.v1.Engine
+	67, // 72: browserbroker.v1.GetStatusResponse.tenants:type_name -> browserbroker.v1.TenantStatus
+	64, // 73: browserbroker.v1.GetStatusResponse.pools:type_name -> browserbroker.v1.PoolStatus
+	62, // 74: browserbroker.v1.GetStatusResponse.cluster:type_name -> browserbroker.v1.ClusterStatus
+	63, // 75: browserbroker.v1.ClusterStatus.nodes:type_name -> browserbroker.v1.ClusterNode
+	0,  // 76: browserbroker.v1.ClusterNode.engines:type_name -> browserbroker.v1.Engine
+	0,  // 77: browserbroker.v1.PoolStatus.engine:type_name -> browserbroker.v1.Engine
+	1,  // 78: browserbroker.v1.PoolStatus.isolation:type_name -> browserbroker.v1.Isolation
+	10, // 79: browserbroker.v1.BrowserBrokerService.Acquire:input_type -> browserbroker.v1.AcquireRequest
+	49, // 80: browserbroker.v1.BrowserBrokerService.Run:input_type -> browserbroker.v1.RunRequest
+	55, // 81: browserbroker.v1.BrowserBrokerService.KeepAlive:input_type -> browserbroker.v1.KeepAliveRequest
+	57, // 82: browserbroker.v1.BrowserBrokerService.Release:input_type -> browserbroker.v1.ReleaseRequest
+	59, // 83: browserbroker.v1.BrowserBrokerService.GetStatus:input_type -> browserbroker.v1.GetStatusRequest
+	65, // 84: browserbroker.v1.BrowserBrokerService.GetTrace:input_type -> browserbroker.v1.GetTraceRequest
+	11, // 85: browserbroker.v1.BrowserBrokerService.Acquire:output_type -> browserbroker.v1.AcquireResponse
+	54, // 86: browserbroker.v1.BrowserBrokerService.Run:output_type -> browserbroker.v1.RunResponse
+	56, // 87: browserbroker.v1.BrowserBrokerService.KeepAlive:output_type -> browserbroker.v1.KeepAliveResponse
+	58, // 88: browserbroker.v1.BrowserBrokerService.Release:output_type -> browserbroker.v1.ReleaseResponse
+	61, // 89: browserbroker.v1.BrowserBrokerService.GetStatus:output_type -> browserbroker.v1.GetStatusResponse
+	66, // 90: browserbroker.v1.BrowserBrokerService.GetTrace:output_type -> browserbroker.v1.GetTraceResponse
+	85, // [85:91] is the sub-list for method output_type
+	79, // [79:85] is the sub-list for method input_type
+	79, // [79:79] is the sub-list for extension type_name
+	79, // [79:79] is the sub-list for extension extendee
+	0,  // [0:79] is the sub-list for field type_name
 }
 
 func init() { file_browserbroker_v1_broker_proto_init() }
@@ -5490,7 +5549,7 @@ func file_browserbroker_v1_broker_proto_init() {
 	if File_browserbroker_v1_broker_proto != nil {
 		return
 	}
-	file_browserbroker_v1_broker_proto_msgTypes[42].OneofWrappers = []any{
+	file_browserbroker_v1_broker_proto_msgTypes[43].OneofWrappers = []any{
 		(*Step_Goto)(nil),
 		(*Step_Click)(nil),
 		(*Step_Fill)(nil),
@@ -5524,6 +5583,7 @@ func file_browserbroker_v1_broker_proto_init() {
 		(*Step_GetCookies)(nil),
 		(*Step_AddCookies)(nil),
 		(*Step_ClearCookies)(nil),
+		(*Step_BringToFront)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -5531,7 +5591,7 @@ func file_browserbroker_v1_broker_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_browserbroker_v1_broker_proto_rawDesc), len(file_browserbroker_v1_broker_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   64,
+			NumMessages:   65,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
