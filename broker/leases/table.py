@@ -21,11 +21,9 @@ from broker.egress.proxy import EgressGateway
 from broker.engines.base import Engine, LostCause, Session
 from broker.errors import (
     DeadlineExceeded,
-    EngineNotInstalled,
     InvalidArgument,
     LeaseEnded,
     LimitExceeded,
-    NotPermitted,
     PermissionDenied,
     QueueFull,
     Unavailable,
@@ -35,7 +33,7 @@ from broker.leases.estimates import Estimates
 from broker.leases.events import LeaseObserver, ObserverList
 from broker.leases.lease import Lease, LeaseSpec, ReleaseOutcome, ReleaseReason, token_digest
 from broker.leases.limits import Limits
-from broker.leases.opening import open_cold
+from broker.leases.opening import engine_for, open_cold, vet_client_proxy
 from broker.leases.queue import WaitQueue
 from broker.leases.tenants import OPERATOR, Tenant
 from broker.leases.tombstones import Tombstone, Tombstones
@@ -137,13 +135,7 @@ class LeaseTable:
         """Admit (maybe after queueing), then attach a session; bounded by the caller's deadline."""
         if self._draining:
             raise Unavailable("broker is shutting down")
-        spec.tenant.check_allowed(spec.engine, spec.isolation)
-        engine = self.engines.get(spec.engine)
-        if engine is None:
-            raise EngineNotInstalled(spec.engine.value, "not enabled on this broker")
-        availability = engine.availability()
-        if not availability.available:
-            raise EngineNotInstalled(spec.engine.value, availability.detail)
+        engine = engine_for(self.engines, spec)
         started = self.clock.now()
         requested_at = self.clock.wall()
         deadline = None if timeout_s is None else started + timeout_s
@@ -154,7 +146,7 @@ class LeaseTable:
         lease.requested_at = requested_at
         lease.queue_wait_s = self.clock.now() - started
         try:
-            await self._vet_client_proxy(spec)
+            await vet_client_proxy(self.egress, spec)
             session, warm = await self._open_session(engine, spec, deadline)
         except BaseException:
             self.release(lease, ReleaseReason.ACQUIRE_FAILED)
@@ -178,15 +170,6 @@ class LeaseTable:
             hint = self.estimates.retry_hint(self.queued_count, self.limits.capacity)
             raise QueueFull(self.limits.queue_limit, hint)
         return await self._queue.wait(spec, timeout_s)
-
-    async def _vet_client_proxy(self, spec: LeaseSpec) -> None:
-        """A lease's own proxy carries all its traffic: its address must pass the policy."""
-        proxy = spec.context.proxy
-        if proxy is None or self.egress is None:
-            return
-        decision = await self.egress.vet_proxy(proxy.server, spec.tenant.egress)
-        if not decision.allowed:
-            raise NotPermitted(f"context.proxy: {decision.describe('the proxy')}")
 
     def _give_back(self, lease: Lease) -> None:
         self.release(lease, ReleaseReason.ACQUIRE_FAILED)
@@ -237,10 +220,8 @@ class LeaseTable:
 
         Another tenant's lease answers exactly as an unknown one does: it learns nothing.
         """
-        lease = self._active.get(lease_id)
-        if lease is not None and lease.session is not None and lease.owner == tenant.name:
-            if not lease.token_matches(token):
-                raise PermissionDenied(lease_id)
+        lease = self._owned(lease_id, token, tenant)
+        if lease is not None:
             return lease
         tomb = self._tombstones.find(lease_id, token, tenant)
         raise LeaseEnded(lease_id, tomb.reason.value, tomb.released_at.isoformat())
@@ -249,13 +230,20 @@ class LeaseTable:
         self, lease_id: str, token: str, tenant: Tenant = OPERATOR
     ) -> tuple[ReleaseOutcome, Lease | None]:
         """The client's Release: the outcome, and the lease if this call ended it."""
-        lease = self._active.get(lease_id)
-        if lease is not None and lease.session is not None and lease.owner == tenant.name:
-            if not lease.token_matches(token):
-                raise PermissionDenied(lease_id)
+        lease = self._owned(lease_id, token, tenant)
+        if lease is not None:
             return self.release(lease, ReleaseReason.CLIENT_RELEASE), lease
         tomb = self._tombstones.find(lease_id, token, tenant)
         return ReleaseOutcome(tomb.reason, tomb.released_at, False), None
+
+    def _owned(self, lease_id: str, token: str, tenant: Tenant) -> Lease | None:
+        """The tenant's live lease of that id (a wrong token is refused); None if there is none."""
+        lease = self._active.get(lease_id)
+        if lease is None or lease.session is None or lease.owner != tenant.name:
+            return None
+        if not lease.token_matches(token):
+            raise PermissionDenied(lease_id)
+        return lease
 
     def tenant_counts(self, tenant: Tenant) -> tuple[int, int]:
         """(active leases, queued Acquires) of one tenant, counted from the table itself."""
@@ -285,11 +273,9 @@ class LeaseTable:
         steps: int,
         on_end: Callable[[asyncio.Task[None]], str],
     ) -> asyncio.Task[None]:
-        """Admit a Run on `lease` and start `body` as its task, owned by the lease (the release
-        path cancels it) until it ends, however it ends. `on_end` is called once then, and says
-        what ended it ("" for success), for the lease's trace.
-
-        Refused when the Run would wait behind more than `max_runs_waiting` others."""
+        """Admit a Run on `lease` (unless it would wait behind more than `max_runs_waiting`) and
+        start `body` as its task, owned by the lease (the release path cancels it) until it ends,
+        however it ends; `on_end` then says what ended it ("" for success), for the trace."""
         limit = self.limits.max_runs_waiting
         if lease.runs_in_flight > limit:
             body.close()
@@ -307,8 +293,7 @@ class LeaseTable:
         lease.run_count += 1
         self.observers.run_started(lease, steps)
 
-        # A done-callback, not a `finally`: it also runs when the task is cancelled before it
-        # starts.
+        # A done-callback, not a `finally`: it runs even if the task is cancelled before it starts.
         def ended(task: asyncio.Task[None]) -> None:
             lease.runs_in_flight -= 1
             lease.run_tasks.discard(task)

@@ -22,6 +22,7 @@ from broker.errors import (
     Cancelled,
     DeadlineExceeded,
     LeaseEnded,
+    LimitExceeded,
     QueueFull,
     SessionCrashed,
     Unavailable,
@@ -289,7 +290,12 @@ class World:
             return
         steps = (Step(Evaluate("1"), 0.0), Step(Evaluate("2"), 0.0))
         run = Run(self.leases, live, RunOptions(steps, on_cancel), 600.0, 30.0)
-        run.start()
+        in_flight = live.runs_in_flight
+        try:
+            run.start()
+        except LimitExceeded:  # too many Runs waiting on the lease: refused, nothing started
+            assert live.runs_in_flight == in_flight
+            return
         consumer = asyncio.get_running_loop().create_task(_consume(run))
         self.runs.append(TrackedRun(run, consumer))
 
@@ -438,5 +444,16 @@ def test_a_busy_fixed_scenario() -> None:
         Release(0, True),
         Release(0, True),
         Advance(61.0, True),
+    ]
+    asyncio.run(play(ops))
+
+
+def test_runs_beyond_the_waiting_limit_are_refused_and_leave_nothing() -> None:
+    """More Runs on one lease than may wait: the extra ones are refused before they start."""
+    ops: list[Op] = [
+        Acquire(0, True),
+        *(StartRun(0, OnCancel.KEEP_LEASE, True) for _ in range(8)),
+        FinishSteps(True),
+        Release(0, True),
     ]
     asyncio.run(play(ops))
