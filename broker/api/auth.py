@@ -16,14 +16,11 @@ from typing import Any
 
 from grpc import aio
 
+from broker.api.cluster_metadata import CLUSTER_SECRET, FORWARDED_TENANT
 from broker.errors import Unauthenticated
 from broker.leases.tenants import OPERATOR, Tenant
 
 BEARER = "bearer "
-# A call one cluster node forwards to another: the tenant the first node authenticated, vouched
-# for by the cluster's shared secret.
-FORWARDED_TENANT = "x-broker-forwarded-tenant"
-CLUSTER_SECRET = "x-broker-cluster-secret"
 
 
 @dataclass(frozen=True)

@@ -19,15 +19,14 @@ from grpc import aio
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind
 
-from broker.api.auth import CLUSTER_SECRET, FORWARDED_TENANT
-from broker.cluster.node import ClusterNode
-from broker.cluster.store import NodeRecord
+from broker.api.cluster_metadata import CLUSTER_SECRET, FORWARDED_TENANT, NO_ROOM, PLACED
+from broker.cluster.routing import Ended, Holder, Router
 from broker.errors import Unavailable
+from broker.leases.lease import ReleaseOutcome
 from broker.leases.tenants import Tenant
+from broker.model.options import EngineName
 from browserbroker.v1 import broker_pb2_grpc
 
-PLACED = "x-broker-placed"  # an Acquire another node placed here: serve it here or say no room
-NO_ROOM = "x-broker-no-room"  # the answer of a full node to a placed Acquire
 _KEPT_TRAILERS = ("grpc-status-details-bin",)
 
 Context = aio.ServicerContext[Any, Any]
@@ -49,12 +48,12 @@ def channel_credentials(
 class Forwarder:
     def __init__(
         self,
-        node: ClusterNode,
+        router: Router,
         secret: str | None,
         max_message_bytes: int,
         credentials: grpc.ChannelCredentials | None = None,
     ) -> None:
-        self.node = node
+        self.router = router
         self._secret = secret
         self._credentials = credentials
         self._options = [
@@ -64,6 +63,62 @@ class Forwarder:
         self._stubs: dict[str, broker_pb2_grpc.BrowserBrokerServiceStub] = {}
         self._channels: list[aio.Channel] = []
         self._tracer = trace.get_tracer("browser-broker.forwarding")
+
+    @property
+    def channels(self) -> tuple[aio.Channel, ...]:
+        """The channels to other nodes opened so far and not yet closed."""
+        return tuple(self._channels)
+
+    async def route(
+        self, method: str, request: Any, tenant: Tenant, context: Context, ended: Ended
+    ) -> Forwarded | ReleaseOutcome | None:
+        """The one way a call on a lease (`request.lease_id`, `request.token`) leaves this node:
+        None to serve it here, the call forwarded to the node that holds the lease, or the
+        outcome the cluster recorded (`Ended.ANSWERED`)."""
+        routed = await self.router.route(request.lease_id, request.token, tenant, ended)
+        if not isinstance(routed, Holder):
+            return routed
+        if not routed.address:  # the node's entry is gone from the store: dead, not yet reaped
+            raise _unreachable(routed.node_id)
+        return Forwarded(self, method, request, routed, tenant, context)
+
+    async def place(
+        self, request: Any, engine: EngineName, tenant: Tenant, context: Context
+    ) -> Any | None:
+        """An Acquire served by another node: its answer; None to serve it here."""
+        if _was_placed(context):  # served here, or placed again by the entry node
+            if not self.router.room_here():  # (the entry node's view was stale)
+                await _no_room(context)
+            return None
+        while target := await self.router.placement(tenant, engine, context.time_remaining()):
+            placed = await self._place_on(request, target.node_id, target.address, tenant, context)
+            if placed is not None:
+                return placed
+            self.router.node.mark_full(target.node_id)
+        return None
+
+    async def _place_on(
+        self, request: Any, node_id: str, address: str, tenant: Tenant, context: Context
+    ) -> Any | None:
+        """Send an Acquire to a node that had room; None if it has none now."""
+        with self._span("Acquire", node_id):
+            acquire: Any = self._stub(address).Acquire
+            try:
+                return await acquire(
+                    request,
+                    timeout=context.time_remaining(),
+                    metadata=self._metadata(tenant, placed=True),
+                )
+            except aio.AioRpcError as error:
+                received: Any = error.trailing_metadata() or ()
+                if any(key == NO_ROOM for key, _ in received):
+                    return None
+                await _relay(error, context, node_id)
+
+    def _span(self, method: str, node_id: str) -> Any:
+        return self._tracer.start_as_current_span(
+            f"forward/{method}", kind=SpanKind.CLIENT, attributes={"cluster.node": node_id}
+        )
 
     def _stub(self, address: str) -> broker_pb2_grpc.BrowserBrokerServiceStub:
         stub = self._stubs.get(address)
@@ -86,83 +141,76 @@ class Forwarder:
             metadata.append((PLACED, "1"))
         return metadata
 
-    async def unary(
+    async def close(self) -> None:
+        """Close every channel to another node (at shutdown, once no call can use them)."""
+        channels, self._channels, self._stubs = self._channels, [], {}
+        for channel in channels:
+            with contextlib.suppress(Exception):
+                await channel.close(grace=None)
+
+
+class Forwarded:
+    """A call on a lease another node holds, sent there: its answer, or its stream of answers.
+    Its deadline is what is left of the caller's when it is sent."""
+
+    def __init__(
         self,
+        forwarder: Forwarder,
         method: str,
         request: Any,
-        address: str,
-        node_id: str,
+        holder: Holder,
         tenant: Tenant,
         context: Context,
-        placed: bool = False,
-    ) -> Any:
-        """Forward one unary call (`method` is the stub's attribute, e.g. "Release")."""
-        if not address:  # the node's entry is gone from the store: dead, not yet reaped
-            raise _unreachable(node_id)
-        with self._tracer.start_as_current_span(
-            f"forward/{method}", kind=SpanKind.CLIENT, attributes={"cluster.node": node_id}
-        ):
-            call = getattr(self._stub(address), method)
-            try:
-                return await call(
-                    request,
-                    timeout=context.time_remaining(),
-                    metadata=self._metadata(tenant, placed),
-                )
-            except aio.AioRpcError as error:
-                await _relay(error, context, node_id)
+    ) -> None:
+        self._forwarder = forwarder
+        self._method = method  # the stub's attribute, e.g. "Release"
+        self._request = request
+        self._holder = holder
+        self._tenant = tenant
+        self._context = context
 
-    async def place(
-        self, request: Any, target: NodeRecord, tenant: Tenant, context: Context
-    ) -> Any | None:
-        """Send an Acquire to a node that had room; None if it has none now."""
-        with self._tracer.start_as_current_span(
-            "forward/Acquire", kind=SpanKind.CLIENT, attributes={"cluster.node": target.node_id}
-        ):
-            acquire: Any = self._stub(target.address).Acquire
-            try:
-                return await acquire(
-                    request,
-                    timeout=context.time_remaining(),
-                    metadata=self._metadata(tenant, placed=True),
-                )
-            except aio.AioRpcError as error:
-                received: Any = error.trailing_metadata() or ()
-                if any(key == NO_ROOM for key, _ in received):
-                    return None
-                await _relay(error, context, target.node_id)
+    def _call(self) -> Any:
+        call = getattr(self._forwarder._stub(self._holder.address), self._method)
+        return call(
+            self._request,
+            timeout=self._context.time_remaining(),
+            metadata=self._forwarder._metadata(self._tenant, placed=False),
+        )
 
-    async def stream(
-        self,
-        method: str,
-        request: Any,
-        address: str,
-        node_id: str,
-        tenant: Tenant,
-        context: Context,
-    ) -> AsyncIterator[Any]:
-        """Forward a streaming call (Run, GetTrace); when the caller goes (deadline, cancel),
+    async def answer(self) -> Any:
+        """A unary call's answer."""
+        with self._forwarder._span(self._method, self._holder.node_id):
+            try:
+                return await self._call()
+            except aio.AioRpcError as error:
+                await _relay(error, self._context, self._holder.node_id)
+
+    async def answers(self) -> AsyncIterator[Any]:
+        """A streaming call's answers (Run, GetTrace); when the caller goes (deadline, cancel),
         the owner's call is cancelled, which stops a Run's work in the owner's browser."""
-        if not address:
-            raise _unreachable(node_id)
-        with self._tracer.start_as_current_span(
-            f"forward/{method}", kind=SpanKind.CLIENT, attributes={"cluster.node": node_id}
-        ):
-            call = getattr(self._stub(address), method)(
-                request, timeout=context.time_remaining(), metadata=self._metadata(tenant, False)
-            )
+        with self._forwarder._span(self._method, self._holder.node_id):
+            call = self._call()
             try:
                 async for response in call:
                     yield response
             except aio.AioRpcError as error:
-                await _relay(error, context, node_id)
+                await _relay(error, self._context, self._holder.node_id)
             finally:
                 call.cancel()  # a no-op once the call has ended
 
-    async def close(self) -> None:
-        for channel in self._channels:
-            with contextlib.suppress(Exception):
-                await channel.close(grace=None)
+
+def _was_placed(context: Context) -> bool:
+    """An Acquire another node already placed here: it is served (or queued) here."""
+    return any(key == PLACED for key, _ in context.invocation_metadata() or ())
+
+
+async def _no_room(context: Context) -> None:
+    """A placed Acquire found this node full: the entry node places it again (or queues it)."""
+    await context.abort(
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        "this node has no room for the placed Acquire",
+        trailing_metadata=((NO_ROOM, "1"),),
+    )
 
 
 async def _relay(error: aio.AioRpcError, context: Context, node_id: str) -> NoReturn:

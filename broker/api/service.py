@@ -10,16 +10,14 @@ from typing import Any
 from grpc import aio
 
 from broker.api import decode, encode
-from broker.api import ownership as cluster_edge
-from broker.api.auth import Authenticator, Credentials
+from broker.api.auth import Authenticator
 from broker.api.errors import streaming, unary
-from broker.api.forwarding import Forwarder, channel_credentials
-from broker.cluster.store import LeaseRecord, NodeRecord
+from broker.api.forwarding import Forwarded, Forwarder
+from broker.cluster.routing import Ended, agreed
 from broker.errors import DeadlineExceeded, LimitExceeded
-from broker.leases.lease import ReleaseReason
+from broker.leases.lease import ReleaseOutcome, ReleaseReason
 from broker.leases.runs import CancelCause, Run
 from broker.leases.tenants import Tenant
-from broker.model.options import EngineName
 from broker.runtime.wiring import Broker
 from browserbroker.v1 import broker_pb2 as pb
 from browserbroker.v1 import broker_pb2_grpc
@@ -29,58 +27,26 @@ TRACE_CHUNK_BYTES = 1024 * 1024
 
 
 class BrokerService(broker_pb2_grpc.BrowserBrokerServiceServicer):
-    def __init__(self, broker: Broker) -> None:
+    def __init__(
+        self, broker: Broker, auth: Authenticator, forwarder: Forwarder | None = None
+    ) -> None:
+        """`forwarder`: cluster mode's route to the other nodes (None outside a cluster)."""
         self.broker = broker
         self.leases = broker.leases
         self.settings = broker.settings
-        self.auth = Authenticator(
-            [
-                Credentials(
-                    t.tenant(),
-                    tuple(bytes.fromhex(d) for d in t.token_sha256),
-                    tuple(t.client_cert_names),
-                )
-                for t in self.settings.tenants
-            ],
-            cluster=broker.cluster is not None,
-            cluster_secret=(
-                self.settings.cluster_secret.get_secret_value()
-                if self.settings.cluster_secret is not None
-                else None
-            ),
-        )
-        self._status_calls: dict[str, _RateLimit] = {}
         self.cluster = broker.cluster
-        self.forwarder: Forwarder | None = None
-        if self.cluster is not None:
-            secret = self.settings.cluster_secret
-            settings = self.settings
-            self.forwarder = Forwarder(
-                self.cluster,
-                secret.get_secret_value() if secret is not None else None,
-                settings.max_message_bytes,
-                channel_credentials(
-                    settings.tls_cert_file is not None,
-                    settings.cluster_ca_file,
-                    settings.cluster_client_cert_file,
-                    settings.cluster_client_key_file,
-                ),
-            )
+        self.auth = auth
+        self.forwarder = forwarder
+        self._status_calls: dict[str, _RateLimit] = {}
 
     @unary
     async def Acquire(self, request: pb.AcquireRequest, context: Context) -> pb.AcquireResponse:
         tenant = self.auth.tenant_for(context)
         spec = decode.lease_spec(request, self.settings, tenant)
         if self.forwarder is not None:
-            if cluster_edge.placed(context):
-                if self._full():  # the entry node's view was stale: it places it again
-                    await cluster_edge.no_room(context)
-            else:
-                while target := await self._placement(spec.tenant, spec.engine, context):
-                    placed = await self.forwarder.place(request, target, tenant, context)
-                    if placed is not None:
-                        return placed  # type: ignore[no-any-return]
-                    self.forwarder.node.mark_full(target.node_id)
+            placed = await self.forwarder.place(request, spec.engine, tenant, context)
+            if placed is not None:
+                return placed  # type: ignore[no-any-return]
         lease = await self.leases.acquire(spec, context.time_remaining())
         if self.cluster is not None:
             try:
@@ -106,12 +72,9 @@ class BrokerService(broker_pb2_grpc.BrowserBrokerServiceServicer):
     async def Run(self, request: pb.RunRequest, context: Context) -> AsyncIterator[pb.RunResponse]:
         tenant = self.auth.tenant_for(context)
         options = decode.run_options(request, self.settings)
-        held = await self._held_elsewhere(request.lease_id, request.token, tenant)
-        if held is not None:
-            assert self.forwarder is not None
-            async for response in self.forwarder.stream(
-                "Run", request, held.node_address, held.node, tenant, context
-            ):
+        forwarded = await self._route("Run", request, tenant, context, Ended.REFUSED)
+        if isinstance(forwarded, Forwarded):
+            async for response in forwarded.answers():
                 yield response
             return
         lease = self.leases.get(request.lease_id, request.token, tenant)
@@ -145,12 +108,9 @@ class BrokerService(broker_pb2_grpc.BrowserBrokerServiceServicer):
     ) -> pb.KeepAliveResponse:
         tenant = self.auth.tenant_for(context)
         decode.check_lease_ref(request.lease_id, request.token)
-        held = await self._held_elsewhere(request.lease_id, request.token, tenant)
-        if held is not None:
-            assert self.forwarder is not None
-            return await self.forwarder.unary(  # type: ignore[no-any-return]
-                "KeepAlive", request, held.node_address, held.node, tenant, context
-            )
+        forwarded = await self._route("KeepAlive", request, tenant, context, Ended.REFUSED)
+        if isinstance(forwarded, Forwarded):
+            return await forwarded.answer()  # type: ignore[no-any-return]
         lease = self.leases.get(request.lease_id, request.token, tenant)
         self.leases.keep_alive(lease, decode.seconds(request.ttl))
         assert lease.expires_at_wall is not None
@@ -162,19 +122,15 @@ class BrokerService(broker_pb2_grpc.BrowserBrokerServiceServicer):
         decode.check_lease_ref(request.lease_id, request.token)
         # The browser closes the session in the background; until it has, the session still
         # counts against capacity, so answering now never over-commits the browser.
-        held = await self._held_elsewhere(request.lease_id, request.token, tenant, ended_ok=True)
-        if held is not None and held.ended:
-            return encode.release_response(cluster_edge.outcome_of(held))
-        if held is not None:
-            assert self.forwarder is not None
-            return await self.forwarder.unary(  # type: ignore[no-any-return]
-                "Release", request, held.node_address, held.node, tenant, context
-            )
+        routed = await self._route("Release", request, tenant, context, Ended.ANSWERED)
+        if isinstance(routed, Forwarded):
+            return await routed.answer()  # type: ignore[no-any-return]
+        if isinstance(routed, ReleaseOutcome):  # the cluster's record of its end
+            return encode.release_response(routed)
         outcome, _ = self.leases.release_by_client(request.lease_id, request.token, tenant)
         if self.cluster is not None and outcome.released_now:
             # Whoever recorded an end first (e.g. the cluster, for a node cut off) is the answer.
-            finished = await self.cluster.confirm_end(request.lease_id)
-            outcome = cluster_edge.agreed(outcome, finished)
+            outcome = agreed(outcome, await self.cluster.confirm_end(request.lease_id))
         return encode.release_response(outcome)
 
     @unary
@@ -199,12 +155,9 @@ class BrokerService(broker_pb2_grpc.BrowserBrokerServiceServicer):
     ) -> AsyncIterator[pb.GetTraceResponse]:
         tenant = self.auth.tenant_for(context)
         decode.check_lease_ref(request.lease_id, request.token)
-        held = await self._held_elsewhere(request.lease_id, request.token, tenant, ended_ok=True)
-        if held is not None and held.node_address:
-            assert self.forwarder is not None
-            async for response in self.forwarder.stream(
-                "GetTrace", request, held.node_address, held.node, tenant, context
-            ):
+        forwarded = await self._route("GetTrace", request, tenant, context, Ended.SERVED)
+        if isinstance(forwarded, Forwarded):
+            async for response in forwarded.answers():
                 yield response
             return
         # Release answers before the session is closed, and the trace is written by the close.
@@ -214,48 +167,14 @@ class BrokerService(broker_pb2_grpc.BrowserBrokerServiceServicer):
             while chunk := await asyncio.to_thread(trace.read, TRACE_CHUNK_BYTES):
                 yield pb.GetTraceResponse(chunk=chunk)
 
-    def _full(self) -> bool:
-        leases = self.leases
-        return leases.used_count >= leases.limits.capacity or leases.queued_count > 0
-
-    async def _placement(
-        self, tenant: Tenant, engine: EngineName, context: Context
-    ) -> NodeRecord | None:
-        """Cluster mode: where an Acquire is served; None for here. Nobody waiting and room
-        here: here. Nobody waiting and a node with room: there. Else it queues cluster-wide."""
-        assert self.cluster is not None
-        if await self.cluster.queue_length() == 0:
-            if not self._full():
-                return None
-            target = self.cluster.place(engine)
-            if target is not None:
-                return target
-        return await self.cluster.wait_for_room(
-            tenant,
-            engine,
-            self.settings.queue_limit,
-            context.time_remaining(),
-            lambda: not self._full(),
-        )
-
-    async def _held_elsewhere(
-        self, lease_id: str, token: str, tenant: Tenant, ended_ok: bool = False
-    ) -> LeaseRecord | None:
-        """Cluster mode: the record of a lease this node neither holds nor remembers, when
-        another node holds it (or, with `ended_ok`, the cluster recorded its end)."""
-        if self.cluster is None or self.leases.knows(lease_id):
+    async def _route(
+        self, method: str, request: Any, tenant: Tenant, context: Context, ended: Ended
+    ) -> Forwarded | ReleaseOutcome | None:
+        """Cluster mode: a call on a lease this node does not answer from its table goes
+        where `Forwarder.route` says; None outside a cluster, and for calls served here."""
+        if self.forwarder is None:
             return None
-        record = await self.cluster.lookup(lease_id)
-        if record is None:
-            return None  # the local lookup answers: unknown lease
-        cluster_edge.check_owner(record, token, tenant)
-        if record.ended:
-            if ended_ok:
-                return record
-            raise cluster_edge.ended_error(record)
-        if record.node == self.cluster.node_id:
-            return None  # (this node's, as the local table answers)
-        return record
+        return await self.forwarder.route(method, request, tenant, context, ended)
 
     def _rate_limit(self, tenant: Tenant) -> None:
         limit = self._status_calls.setdefault(

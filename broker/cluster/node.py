@@ -18,7 +18,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from broker.cluster.store import ClusterStore, Finished, LeaseRecord, NodeRecord, to_us
+from broker.cluster.records import Finished, NodeRecord, to_us
+from broker.cluster.store import ClusterStore
 from broker.common.cleanup import TaskSet
 from broker.errors import DeadlineExceeded, Unavailable
 from broker.leases.events import LeaseObserver
@@ -280,13 +281,7 @@ class ClusterNode(LeaseObserver):
             "broker.cluster.pending_outcomes": len(self._journal),
         }
 
-    # ------------------------------------------------------------------ lookups
-
-    async def lookup(self, lease_id: str) -> LeaseRecord | None:
-        return await self.store.lookup(lease_id)
-
-    async def queue_length(self) -> int:
-        return await self.store.queue_length()
+    # ---------------------------------------------------------------- placement
 
     async def wait_for_room(
         self,

@@ -19,62 +19,14 @@ need not agree. Keys (P is `cluster_name`):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from broker.cluster import scripts
+from broker.cluster.records import Finished, LeaseRecord, NodeRecord
 from broker.errors import LimitExceeded, QueueFull, Unavailable
-
-
-@dataclass(frozen=True)
-class LeaseRecord:
-    lease_id: str
-    node: str
-    tenant: str
-    token_sha256: str  # hex
-    engine: str
-    reason: str  # '' while the lease is alive
-    released_at_us: int
-    node_address: str  # '' when the node is gone
-
-    @property
-    def ended(self) -> bool:
-        return bool(self.reason)
-
-
-@dataclass(frozen=True)
-class NodeRecord:
-    node_id: str
-    address: str
-    capacity: int
-    used: int
-    queued: int
-    engines: tuple[str, ...]
-    leases: int
-    last_seen_ms: int  # since its last heartbeat, by Redis's clock
-
-
-@dataclass(frozen=True)
-class Finished:
-    ended_now: bool
-    reason: str
-    released_at_us: int
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def to_us(moment: datetime) -> int:
-    """Microseconds since the epoch, exactly (the records' unit)."""
-    return (moment - _EPOCH) // timedelta(microseconds=1)
-
-
-def from_us(us: int) -> datetime:
-    return _EPOCH + timedelta(microseconds=us)
 
 
 class StoreUnavailable(Unavailable):

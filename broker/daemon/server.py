@@ -7,6 +7,7 @@ import contextlib
 import logging
 import signal
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -15,8 +16,11 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from broker.api import tracing as rpc_tracing
+from broker.api.auth import Authenticator, Credentials
 from broker.api.errors import tolerant
+from broker.api.forwarding import Forwarder, channel_credentials
 from broker.api.service import BrokerService
+from broker.cluster.routing import Router
 from broker.daemon import diagnostics
 from broker.daemon.tls import CertificateFiles
 from broker.observe import telemetry
@@ -67,7 +71,8 @@ async def serve(
                 ("grpc.max_send_message_length", settings.max_message_bytes),
             ],
         )
-        add_broker_service(BrokerService(running), server)
+        edge = build_edge(settings, running)
+        add_broker_service(edge.service, server)
         health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         reflection.enable_server_reflection(
@@ -115,8 +120,55 @@ async def serve(
             await health_servicer.enter_graceful_shutdown()
             await running.shutdown(settings.shutdown_grace_s)
             await server.stop(grace=1.0)
+            await edge.close()  # (no call is left that could use its channels)
             setup.shutdown()  # flushes spans and metrics still buffered
             log.info("stopped")
+
+
+@dataclass(frozen=True)
+class Edge:
+    """The gRPC edge over a broker: the servicer, and the channels it opens to other nodes."""
+
+    service: BrokerService
+    forwarder: Forwarder | None
+
+    async def close(self) -> None:
+        """Close every client channel the edge opened (after the server has stopped)."""
+        if self.forwarder is not None:
+            await self.forwarder.close()
+
+
+def build_edge(settings: Settings, broker: Broker) -> Edge:
+    """The one place the edge is wired: who is calling (tokens, certificates, the cluster's
+    secret), where a call goes in cluster mode, and the servicer over both."""
+    secret = settings.cluster_secret
+    cluster_secret = secret.get_secret_value() if secret is not None else None
+    auth = Authenticator(
+        [
+            Credentials(
+                t.tenant(),
+                tuple(bytes.fromhex(d) for d in t.token_sha256),
+                tuple(t.client_cert_names),
+            )
+            for t in settings.tenants
+        ],
+        cluster=broker.cluster is not None,
+        cluster_secret=cluster_secret,
+    )
+    forwarder = None
+    if broker.cluster is not None:
+        forwarder = Forwarder(
+            Router(broker.cluster, broker.leases, settings.queue_limit),
+            cluster_secret,
+            settings.max_message_bytes,
+            channel_credentials(
+                settings.tls_cert_file is not None,
+                settings.cluster_ca_file,
+                settings.cluster_client_cert_file,
+                settings.cluster_client_key_file,
+            ),
+        )
+    return Edge(BrokerService(broker, auth, forwarder), forwarder)
 
 
 def add_broker_service(service: BrokerService, server: aio.Server) -> None:

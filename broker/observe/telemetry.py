@@ -24,7 +24,7 @@ from opentelemetry import metrics, trace
 from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
-from broker.cluster.store import NodeRecord
+from broker.cluster.records import NodeRecord
 from broker.common.redact import redact_text, redact_url
 from broker.egress.proxy import Blocked
 from broker.leases.events import LeaseObserver

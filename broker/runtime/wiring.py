@@ -9,7 +9,8 @@ from collections.abc import Mapping
 from types import TracebackType
 
 from broker.cluster.node import ClusterNode
-from broker.cluster.store import ClusterStore, NodeRecord
+from broker.cluster.records import NodeRecord
+from broker.cluster.store import ClusterStore
 from broker.common.clock import Clock, LoopClock
 from broker.egress.policy import EgressPolicy, local_addresses
 from broker.egress.proxy import EgressGateway

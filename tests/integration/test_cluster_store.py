@@ -209,7 +209,7 @@ async def test_a_node_declared_dead_while_alive_ends_its_leases_node_lost_and_re
     await b.tick()
     await asyncio.sleep(DEAD_AFTER_S + 0.1)  # ... and B has been in touch long enough to judge
     await b.tick()
-    record = await b.lookup(lease.id)
+    record = await b.store.lookup(lease.id)
     assert record is not None and record.reason == "node_lost"
     await a.tick()  # A is back: told it is dead
     assert lease.released is not None and lease.released.reason is ReleaseReason.NODE_LOST
@@ -219,7 +219,7 @@ async def test_a_node_declared_dead_while_alive_ends_its_leases_node_lost_and_re
     await a_table.wait_all_closed()
     assert {n.node_id for n in await b.store.nodes()} == {a.node_id, b.node_id}
     # Its journal did not overwrite the cluster's outcome.
-    record = await b.lookup(lease.id)
+    record = await b.store.lookup(lease.id)
     assert record is not None and record.reason == "node_lost"
     for node in (a, b):
         await node.leave()
@@ -247,9 +247,9 @@ async def test_while_the_store_is_away_grants_are_refused_and_endings_wait_for_i
         redis.start()  # empty
         await node.tick()
         assert node.pending_outcomes == 0
-        record = await node.lookup(kept.id)
+        record = await node.store.lookup(kept.id)
         assert record is not None and record.reason == outcome.reason.value
-        assert await node.lookup(refused.id) is None  # never known cluster-wide
+        assert await node.store.lookup(refused.id) is None  # never known cluster-wide
     finally:
         await node.leave()
         redis.stop()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from broker.api.ownership import agreed
-from broker.cluster.store import Finished, from_us, to_us
+from broker.cluster.records import Finished, from_us, to_us
+from broker.cluster.routing import agreed
 from broker.leases.lease import ReleaseOutcome, ReleaseReason
 
 AT = datetime(2026, 11, 28, 12, 0, 0, 123456, tzinfo=UTC)

@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from broker.api.auth import CLUSTER_SECRET, FORWARDED_TENANT, Authenticator, Credentials
+from broker.api.auth import Authenticator, Credentials
+from broker.api.cluster_metadata import CLUSTER_SECRET, FORWARDED_TENANT
 from broker.errors import Unauthenticated
 from broker.leases.tenants import OPERATOR, Tenant
 
