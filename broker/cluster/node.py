@@ -87,11 +87,18 @@ class ClusterNode(LeaseObserver):
         self._journal: dict[str, _Ending] = {}
         self._writes = TaskSet()
         self._wake = asyncio.Event()
+        self._stopping = False
 
     # ---------------------------------------------------------------- heartbeat
 
+    def stop(self) -> None:
+        """Shutdown: the heartbeat ends after the beat in progress. (A cancel alone is not
+        enough: one landing in a Redis call can be swallowed by the client.)"""
+        self._stopping = True
+        self._wake.set()
+
     async def run_forever(self) -> None:
-        while True:
+        while not self._stopping:
             try:
                 await self.tick()
             except Exception:
@@ -99,7 +106,8 @@ class ClusterNode(LeaseObserver):
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.heartbeat_s):
                     await self._wake.wait()
-            self._wake.clear()
+            if not self._stopping:
+                self._wake.clear()
 
     async def tick(self) -> None:
         """One heartbeat: beat, rejoin or fence, reap silent nodes, write the journal."""

@@ -60,16 +60,14 @@ class Router:
                 raise ended_error(record)
             if ended is Ended.ANSWERED:
                 return outcome_of(record)
-        elif record.node == self.node.node_id:
-            return None  # (this node's, as the local table answers)
+        if record.node == self.node.node_id:
+            return None  # (this node's, as the local table answers; never a call to itself)
         if ended is Ended.SERVED and not record.node_address:
             return None  # (its node is gone: the local table answers)
         return Holder(record.node, record.node_address)
 
     def room_here(self) -> bool:
-        # (The lease table's own admission test; it does not expose it yet.)
-        leases = self.leases
-        return leases.used_count < leases.limits.capacity and leases.queued_count == 0
+        return not self.leases.full
 
     async def placement(
         self, tenant: Tenant, engine: EngineName, timeout_s: float | None

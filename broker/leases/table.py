@@ -108,6 +108,11 @@ class LeaseTable:
         return len(self._queue)
 
     @property
+    def full(self) -> bool:
+        """A new Acquire would wait: no free slot, or others already waiting (first come first)."""
+        return self.used_count >= self.limits.capacity or self.queued_count > 0
+
+    @property
     def draining(self) -> bool:
         return self._draining
 
@@ -159,7 +164,7 @@ class LeaseTable:
         return lease
 
     async def _admit(self, spec: LeaseSpec, timeout_s: float | None) -> Lease:
-        full = self.used_count >= self.limits.capacity or self.queued_count > 0
+        full = self.full
         active, queued = self.tenant_counts(spec.tenant)
         spec.tenant.check_quota(active, queued, would_queue=full)
         if not full:

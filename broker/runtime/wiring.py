@@ -232,6 +232,8 @@ class Broker:
         try:
             await self.leases.drain(grace_s)
         finally:
+            if self.cluster is not None:
+                self.cluster.stop()
             for task in self._background:
                 task.cancel()
             for task in self._background:

@@ -15,7 +15,6 @@ import grpc
 import pytest
 
 from broker.api.forwarding import Forwarder
-from broker.cluster.node import ClusterNode
 from broker.daemon import server
 from broker.model.options import EngineName
 from broker.runtime.settings import Settings
@@ -43,10 +42,6 @@ class Node:
         self.stop.set()
         await asyncio.wait_for(self.task, 30)
         await self.client.close()
-
-
-async def _idle(self: ClusterNode) -> None:
-    await asyncio.Event().wait()
 
 
 @pytest.fixture
@@ -87,10 +82,6 @@ async def start(redis: RedisServer, monkeypatch: pytest.MonkeyPatch) -> AsyncIte
         return edge
 
     monkeypatch.setattr(server, "build_edge", capture)
-    # No heartbeat after the first (joining) one: the nodes' records are all this test needs,
-    # and a shutdown's cancel that lands in a heartbeat's Redis call can be lost in redis-py,
-    # which would hang the shutdown (a separate problem from the one tested here).
-    monkeypatch.setattr(ClusterNode, "run_forever", _idle)
     nodes: list[Node] = []
 
     async def node() -> Node:
@@ -104,6 +95,9 @@ async def start(redis: RedisServer, monkeypatch: pytest.MonkeyPatch) -> AsyncIte
                 "shutdown_grace_s": 0,
                 "cluster_url": redis.url,
                 "cluster_name": prefix,
+                # Beating all the time, so the shutdown lands in (or between) Redis calls.
+                "cluster_heartbeat_s": 0.02,
+                "cluster_dead_after_s": 5.0,
             }
         )
         broker = Broker(settings, engines={EngineName.CHROMIUM: FakeEngine()})
