@@ -1,6 +1,7 @@
 """RPC server spans, joined to the caller's W3C trace context and to the lease span.
 
-The span layout is described in `broker.observe.telemetry`; this interceptor is its gRPC half.
+The span layout is described in `broker.observe.lease_telemetry`; this interceptor is its gRPC
+half.
 """
 
 from __future__ import annotations
@@ -14,7 +15,10 @@ from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
 
-from broker.observe.telemetry import OUR_SERVICE_PREFIX, LeaseTelemetry
+from broker.observe.lease_telemetry import LeaseTelemetry
+
+# The broker's own RPCs get spans; health and reflection calls do not.
+OUR_SERVICE_PREFIX = "/browserbroker.v1."
 
 
 def _carrier(metadata: Iterable[tuple[str, Any]] | None) -> dict[str, str]:

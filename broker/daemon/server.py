@@ -23,7 +23,8 @@ from broker.api.service import BrokerService
 from broker.cluster.routing import Router
 from broker.daemon import diagnostics
 from broker.daemon.tls import CertificateFiles
-from broker.observe import telemetry
+from broker.observe import otel
+from broker.observe.lease_telemetry import LeaseTelemetry
 from broker.runtime.settings import Settings
 from broker.runtime.wiring import Broker
 from browserbroker.v1 import broker_pb2
@@ -49,11 +50,11 @@ async def serve(
     with contextlib.suppress(NotImplementedError, RuntimeError):
         loop.add_signal_handler(signal.SIGUSR1, diagnostics.log_tasks)
 
-    setup = telemetry.configure(settings.prometheus_port)
+    setup = otel.configure(settings.prometheus_port)
     async with broker or Broker(settings) as running:
         interceptors: list[aio.ServerInterceptor] = []  # type: ignore[type-arg]
         if setup.tracing or setup.metrics:
-            lease_telemetry = telemetry.LeaseTelemetry(
+            lease_telemetry = LeaseTelemetry(
                 gauges=running.gauges,
                 redact_urls=settings.redact_urls,
                 pools=running.pool_statuses,

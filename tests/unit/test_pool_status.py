@@ -14,7 +14,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from broker.leases.lease import Lease, LeaseSpec
 from broker.model.options import EngineName, Isolation
-from broker.observe.telemetry import LeaseTelemetry
+from broker.observe.lease_telemetry import LeaseTelemetry
 from broker.warm.pool import PoolStatus
 from browserbroker import Engine
 from browserbroker import Isolation as PbIsolation

@@ -15,7 +15,7 @@ from broker.common.redact import redact_text, redact_url
 from broker.leases.lease import Lease, LeaseSpec
 from broker.model.options import EngineName, Isolation
 from broker.model.steps.base import StepErrorKind, StepOutcome
-from broker.observe.telemetry import LeaseTelemetry
+from broker.observe.lease_telemetry import LeaseTelemetry
 
 SECRET_URL = "https://user:hunter2@shop.test:8443/cart/42?session=s3cr3t&card=4111#token=abc"
 
