@@ -197,3 +197,17 @@ def test_frame_selectors_only_where_a_step_acts_in_a_frame() -> None:
         "steps[2].frame_selector": "must not be empty",
     }
     assert run(steps.within(steps.evaluate("1"), frame_selector="iframe#x")).steps[0].frame_selector
+
+
+def test_bring_to_front_takes_a_page_but_no_frame() -> None:
+    """The step has no fields of its own: only the page it acts on, bounded like any other."""
+    (step,) = run(steps.within(steps.bring_to_front(), page_id="p2")).steps
+    assert step.name == "bring_to_front" and step.page_id == "p2"
+    bad = refused(
+        steps.within(steps.bring_to_front(), frame_selector="iframe"),
+        steps.within(steps.bring_to_front(), page_id="p" * 65),
+        steps.within(steps.bring_to_front(), page_id="p\x00"),
+    )
+    assert bad["steps[0].frame_selector"] == "not for bring_to_front"
+    assert "not a page id" in bad["steps[1].page_id"]
+    assert "not a page id" in bad["steps[2].page_id"]
