@@ -72,7 +72,7 @@ async def serve(
                 ("grpc.max_send_message_length", settings.max_message_bytes),
             ],
         )
-        edge = build_edge(settings, running)
+        edge = build_edge(running.settings, running)  # (the settings the broker runs with)
         add_broker_service(edge.service, server)
         health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
