@@ -109,8 +109,9 @@ class LeaseTable:
 
     @property
     def full(self) -> bool:
-        """A new Acquire would wait: no free slot, or others already waiting (first come first)."""
-        return self.used_count >= self.limits.capacity or self.queued_count > 0
+        """A new Acquire would wait: no free slot, or others that could take one already waiting
+        (first come first; a waiter its tenant's quota holds back does not count)."""
+        return self.used_count >= self.limits.capacity or self._queue.grantable(self._held) > 0
 
     @property
     def draining(self) -> bool:
@@ -187,7 +188,9 @@ class LeaseTable:
 
     def _grant_waiters(self) -> None:
         if not self._draining:
-            self._queue.grant(self._new_lease, lambda: self.limits.capacity - self.used_count)
+            self._queue.grant(
+                self._new_lease, lambda: self.limits.capacity - self.used_count, self._held
+            )
 
     async def _open_session(
         self, engine: Engine, spec: LeaseSpec, deadline: float | None
@@ -252,8 +255,11 @@ class LeaseTable:
 
     def tenant_counts(self, tenant: Tenant) -> tuple[int, int]:
         """(active leases, queued Acquires) of one tenant, counted from the table itself."""
-        active = sum(1 for lease in self._active.values() if lease.owner == tenant.name)
-        return active, self._queue.count(lambda spec: spec.tenant.name == tenant.name)
+        queued = self._queue.count(lambda spec: spec.tenant.name == tenant.name)
+        return self._held(tenant), queued
+
+    def _held(self, tenant: Tenant) -> int:
+        return sum(1 for lease in self._active.values() if lease.owner == tenant.name)
 
     # ------------------------------------------------------------- expiry
 
