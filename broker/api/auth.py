@@ -16,7 +16,8 @@ from typing import Any
 
 from grpc import aio
 
-from broker.api.cluster_metadata import CLUSTER_SECRET, FORWARDED_TENANT
+from broker.api.cluster_metadata import ForwardedCall, forwarded_call
+from broker.cluster.signing import CallSigner
 from broker.errors import Unauthenticated
 from broker.leases.tenants import OPERATOR, Tenant
 
@@ -36,10 +37,15 @@ class Authenticator:
         credentials: Sequence[Credentials],
         cluster: bool = False,
         cluster_secret: str | None = None,
+        previous_secrets: Sequence[str] = (),
     ) -> None:
+        """`cluster_secret` signs and checks forwarded calls; `previous_secrets` are still
+        accepted from nodes that sign with them (a rotation window)."""
         self._credentials = list(credentials)
         self._cluster = cluster
-        self._cluster_secret = cluster_secret.encode() if cluster_secret is not None else None
+        self._signer = (
+            CallSigner(cluster_secret, previous_secrets) if cluster_secret is not None else None
+        )
 
     @property
     def enabled(self) -> bool:
@@ -48,9 +54,9 @@ class Authenticator:
     def tenant_for(self, context: aio.ServicerContext[Any, Any]) -> Tenant:
         """The calling tenant; Unauthenticated when authentication is on and nothing matches."""
         metadata = tuple(context.invocation_metadata() or ())
-        forwarded = _value(metadata, FORWARDED_TENANT)
+        forwarded = forwarded_call(metadata)
         if forwarded is not None:
-            return self._forwarded(forwarded, _value(metadata, CLUSTER_SECRET))
+            return self._forwarded(forwarded)
         if not self._credentials:
             return OPERATOR
         token = _bearer_token(metadata)
@@ -67,21 +73,25 @@ class Authenticator:
             )
         return tenant
 
-    def _forwarded(self, name: str, secret: str | None) -> Tenant:
+    def _forwarded(self, call: ForwardedCall) -> Tenant:
+        """The tenant a node vouches for: only with the cluster's signature over this very call
+        (the edge binds method and request to it, `broker.api.forwarding`), once."""
         if not self._cluster:
             raise Unauthenticated("forwarded calls are accepted only by cluster nodes")
-        if self._cluster_secret is not None and not hmac.compare_digest(
-            (secret or "").encode(), self._cluster_secret
-        ):
-            raise Unauthenticated("the cluster secret of the forwarded call is not valid")
+        if self._signer is not None:
+            if not call.signature:
+                raise Unauthenticated("the forwarded call is not signed with the cluster secret")
+            self._signer.check(call.fields, call.signed_at_ms, call.nonce, call.signature)
+        elif self._credentials:  # (the settings require a secret with tenants)
+            raise Unauthenticated("forwarded calls need cluster_secret")
+        if call.hop != 1:
+            raise Unauthenticated("a forwarded call is never forwarded again (hop must be 1)")
         if not self._credentials:
             return OPERATOR
-        if self._cluster_secret is None:  # (the settings require a secret with tenants)
-            raise Unauthenticated("forwarded calls need cluster_secret")
         for credentials in self._credentials:
-            if credentials.tenant.name == name:
+            if credentials.tenant.name == call.tenant:
                 return credentials.tenant
-        raise Unauthenticated(f"the forwarded call names an unknown tenant {name!r}")
+        raise Unauthenticated(f"the forwarded call names an unknown tenant {call.tenant!r}")
 
     def _by_token(self, token: str) -> Tenant | None:
         digest = hashlib.sha256(token.encode()).digest()
@@ -104,13 +114,6 @@ class Authenticator:
             if names.intersection(credentials.client_cert_names):
                 return credentials.tenant
         return None
-
-
-def _value(metadata: Iterable[tuple[str, Any]], key: str) -> str | None:
-    for name, value in metadata:
-        if name == key and isinstance(value, str):
-            return value
-    return None
 
 
 def _bearer_token(metadata: Iterable[tuple[str, Any]]) -> str | None:

@@ -2,8 +2,10 @@
 
 The forwarded call carries the caller's remaining deadline, is cancelled when the caller's is,
 and carries the current trace context, so the owning node's work is bounded, stopped and traced
-as if the caller had dialled it. The owning node trusts the tenant named in the forwarded call
-only with the cluster's shared secret (see `broker.api.auth`).
+as if the caller had dialled it. The call is signed with the cluster's secret over what it is
+(`broker.api.cluster_metadata`): the owning node trusts the tenant it names only with a valid
+signature (`broker.api.auth`), checks here that the signature is for this very call, and never
+forwards it again.
 """
 
 from __future__ import annotations
@@ -19,9 +21,10 @@ from grpc import aio
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind
 
-from broker.api.cluster_metadata import CLUSTER_SECRET, FORWARDED_TENANT, NO_ROOM, PLACED
+from broker.api.cluster_metadata import NO_ROOM, ForwardedCall, forwarded_call
 from broker.cluster.routing import Ended, Holder, Router
-from broker.errors import Unavailable
+from broker.cluster.signing import CallSigner, request_digest
+from broker.errors import Unauthenticated, Unavailable
 from broker.leases.lease import ReleaseOutcome
 from broker.leases.tenants import Tenant
 from broker.model.options import EngineName
@@ -54,7 +57,7 @@ class Forwarder:
         credentials: grpc.ChannelCredentials | None = None,
     ) -> None:
         self.router = router
-        self._secret = secret
+        self._signer = CallSigner(secret) if secret is not None else None
         self._credentials = credentials
         self._options = [
             ("grpc.max_send_message_length", max_message_bytes),
@@ -74,20 +77,33 @@ class Forwarder:
     ) -> Forwarded | ReleaseOutcome | None:
         """The one way a call on a lease (`request.lease_id`, `request.token`) leaves this node:
         None to serve it here, the call forwarded to the node that holds the lease, or the
-        outcome the cluster recorded (`Ended.ANSWERED`)."""
+        outcome the cluster recorded (`Ended.ANSWERED`). A call that was itself forwarded is
+        answered here or refused: never forwarded again."""
+        arrived = _arrived(context, method, request)
         routed = await self.router.route(request.lease_id, request.token, tenant, ended)
         if not isinstance(routed, Holder):
             return routed
+        if arrived is not None:
+            raise Unavailable(
+                f"lease {request.lease_id!r} was forwarded here, but the cluster's record names "
+                f"node {routed.node_id}; a forwarded call is never forwarded again"
+            )
         if not routed.address:  # the node's entry is gone from the store: dead, not yet reaped
             raise _unreachable(routed.node_id)
+        if routed.address == self.router.node.address:
+            raise Unavailable(
+                f"the cluster's record of lease {request.lease_id!r} names node "
+                f"{routed.node_id} at this node's own address; the call is not forwarded"
+            )
         return Forwarded(self, method, request, routed, tenant, context)
 
     async def place(
         self, request: Any, engine: EngineName, tenant: Tenant, context: Context
     ) -> Any | None:
         """An Acquire served by another node: its answer; None to serve it here."""
-        if _was_placed(context):  # served here, or placed again by the entry node
-            if not self.router.room_here():  # (the entry node's view was stale)
+        arrived = _arrived(context, "Acquire", request)
+        if arrived is not None:  # placed here by another node: served here, or placed again
+            if arrived.placed and not self.router.room_here():  # (its view was stale)
                 await _no_room(context)
             return None
         while target := await self.router.placement(tenant, engine, context.time_remaining()):
@@ -107,7 +123,7 @@ class Forwarder:
                 return await acquire(
                     request,
                     timeout=context.time_remaining(),
-                    metadata=self._metadata(tenant, placed=True),
+                    metadata=self._metadata("Acquire", request, tenant, placed=True),
                 )
             except aio.AioRpcError as error:
                 received: Any = error.trailing_metadata() or ()
@@ -131,15 +147,19 @@ class Forwarder:
             stub = self._stubs[address] = broker_pb2_grpc.BrowserBrokerServiceStub(channel)
         return stub
 
-    def _metadata(self, tenant: Tenant, placed: bool) -> list[tuple[str, str]]:
+    def _metadata(
+        self, method: str, request: Any, tenant: Tenant, placed: bool
+    ) -> list[tuple[str, str]]:
         carrier: dict[str, str] = {}
         propagate.inject(carrier)  # the forward span, child of this node's server span
-        metadata = [(FORWARDED_TENANT, tenant.name), *carrier.items()]
-        if self._secret is not None:
-            metadata.append((CLUSTER_SECRET, self._secret))
-        if placed:
-            metadata.append((PLACED, "1"))
-        return metadata
+        call = ForwardedCall(
+            tenant=tenant.name,
+            method=method,
+            lease_id=getattr(request, "lease_id", ""),
+            request_sha256=_digest(request),
+            placed=placed,
+        )
+        return [*call.metadata(self._signer), *carrier.items()]
 
     async def close(self) -> None:
         """Close every channel to another node (at shutdown, once no call can use them)."""
@@ -174,7 +194,9 @@ class Forwarded:
         return call(
             self._request,
             timeout=self._context.time_remaining(),
-            metadata=self._forwarder._metadata(self._tenant, placed=False),
+            metadata=self._forwarder._metadata(
+                self._method, self._request, self._tenant, placed=False
+            ),
         )
 
     async def answer(self) -> Any:
@@ -199,9 +221,24 @@ class Forwarded:
                 call.cancel()  # a no-op once the call has ended
 
 
-def _was_placed(context: Context) -> bool:
-    """An Acquire another node already placed here: it is served (or queued) here."""
-    return any(key == PLACED for key, _ in context.invocation_metadata() or ())
+def _arrived(context: Context, method: str, request: Any) -> ForwardedCall | None:
+    """The forwarded call this is, as its (signed) metadata describes it; None for a client's
+    call. The signature was checked with the tenant (`broker.api.auth`); here it is bound to
+    this call: another method or other request bytes under it are refused."""
+    call = forwarded_call(context.invocation_metadata() or ())
+    if call is None:
+        return None
+    if (
+        call.method != method
+        or call.lease_id != getattr(request, "lease_id", "")
+        or call.request_sha256 != _digest(request)
+    ):
+        raise Unauthenticated("the forwarded call's signature is for another call")
+    return call
+
+
+def _digest(request: Any) -> str:
+    return request_digest(request.SerializeToString(deterministic=True))
 
 
 async def _no_room(context: Context) -> None:

@@ -47,11 +47,20 @@ class BrokerService(broker_pb2_grpc.BrowserBrokerServiceServicer):
             placed = await self.forwarder.place(request, spec.engine, tenant, context)
             if placed is not None:
                 return placed  # type: ignore[no-any-return]
-        lease = await self.leases.acquire(spec, context.time_remaining())
+        reservation = None
+        if self.cluster is not None:  # the cluster-wide quota holds before a browser opens
+            reservation = await self.cluster.reserve(tenant, context.time_remaining())
+        try:
+            lease = await self.leases.acquire(spec, context.time_remaining())
+        except BaseException:
+            if self.cluster is not None:
+                self.cluster.unreserve(tenant, reservation)
+            raise
         if self.cluster is not None:
             try:
-                await self.cluster.record_grant(lease)
+                await self.cluster.record_grant(lease, reservation)
             except BaseException:
+                self.cluster.unreserve(tenant, reservation)
                 self.leases.release(lease, ReleaseReason.ACQUIRE_FAILED)
                 raise
         # A caller that left (deadline, cancel) after its lease was granted and before it got

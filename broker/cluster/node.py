@@ -19,9 +19,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from broker.cluster.records import Finished, NodeRecord, to_us
-from broker.cluster.store import ClusterStore
+from broker.cluster.store import ClusterStore, StoreUnavailable
 from broker.common.cleanup import TaskSet
-from broker.errors import DeadlineExceeded, Unavailable
+from broker.errors import BrokerError, DeadlineExceeded, Unavailable
 from broker.leases.events import LeaseObserver
 from broker.leases.lease import Lease, ReleaseOutcome, ReleaseReason, token_digest
 from broker.leases.table import LeaseTable
@@ -32,6 +32,7 @@ log = logging.getLogger("broker.cluster")
 
 QUEUE_POLL_S = 0.05  # how often a queued Acquire checks its place and the nodes' room
 _PRUNE_AT = 100_000  # ids of recorded leases kept before those no longer known are dropped
+_HOLD_S = 600.0  # a quota slot held for an Acquire without a deadline (its browser opening)
 
 
 @dataclass(frozen=True)
@@ -191,26 +192,64 @@ class ClusterNode(LeaseObserver):
 
     # ------------------------------------------------------------ lease records
 
-    async def record_grant(self, lease: Lease) -> None:
-        """Make a lease this node granted known cluster-wide; refused while the store is away."""
+    def _check_joined(self) -> None:
         if not self.joined or not self.store_reachable:
             raise Unavailable(
                 "the cluster's store (Redis) cannot be reached: no new leases until it returns"
             )
-        await self._grant(lease, quota=lease.spec.tenant.max_leases)
 
-    async def _grant(self, lease: Lease, quota: int | None) -> None:
+    async def reserve(self, tenant: Tenant, timeout_s: float | None) -> str | None:
+        """Hold a slot of the tenant's cluster-wide quota before a browser is opened for it
+        (LimitExceeded at once when its quota is full); None for a tenant without one. The
+        slot is held for the Acquire's deadline, then lapses; `record_grant` takes it over."""
+        if tenant.max_leases is None:
+            return None
+        self._check_joined()
+        reservation = f"{self.node_id}:{secrets.token_hex(8)}"
+        hold_s = (_HOLD_S if timeout_s is None else timeout_s) + max(2.0, 3 * self.heartbeat_s)
+        await self.store.reserve(tenant.name, reservation, tenant.max_leases, int(hold_s * 1000))
+        return reservation
+
+    def unreserve(self, tenant: Tenant, reservation: str | None) -> None:
+        """Give a held slot back (the Acquire failed); a no-op once a grant took it over."""
+        if reservation is not None:
+            self._writes.spawn(self._unreserve(tenant.name, reservation))
+
+    async def _unreserve(self, tenant: str, reservation: str) -> None:
+        with contextlib.suppress(Unavailable):  # (else it lapses with the Acquire's deadline)
+            await self.store.unreserve(tenant, reservation)
+
+    async def record_grant(self, lease: Lease, reservation: str | None = None) -> None:
+        """Make a lease this node granted known cluster-wide; refused while the store is away.
+        The tenant's quota is checked again as it is written."""
+        self._check_joined()
+        await self._grant(lease, lease.spec.tenant.max_leases, reservation or "")
+
+    async def _grant(self, lease: Lease, quota: int | None, reservation: str = "") -> None:
         expires = lease.expires_at_wall.isoformat() if lease.expires_at_wall else ""
-        await self.store.grant(
-            lease.id,
-            self.node_id,
-            lease.owner,
-            token_digest(lease.token).hex(),
-            lease.spec.engine.value,
-            expires,
-            quota,
-        )
+        # Counted as recorded before the reply: if the reply is lost (timeout, cancel) Redis
+        # may have written the record, so the lease's end is journaled like any recorded
+        # lease's, and the FINISH script settles it by reading the record back: it ends the
+        # record if it is there, and leaves a tombstone (so a late GRANT writes nothing) if not.
         self._recorded[lease.id] = lease
+        try:
+            await self.store.grant(
+                lease.id,
+                self.node_id,
+                lease.owner,
+                token_digest(lease.token).hex(),
+                lease.spec.engine.value,
+                expires,
+                quota,
+                reservation,
+            )
+        except BaseException as error:
+            if isinstance(error, BrokerError) and not isinstance(error, StoreUnavailable):
+                self._recorded.pop(lease.id, None)  # Redis answered: nothing was written
+            else:
+                log.warning("a lease's GRANT got no reply; its end settles the record")
+                self._published.add(lease.id)
+            raise
         self._published.add(lease.id)
         if len(self._published) > _PRUNE_AT:
             self._published = {i for i in self._published if self.leases.knows(i)}

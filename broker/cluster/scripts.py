@@ -76,15 +76,52 @@ return ended
 """
 )
 
-# ARGV: prefix, id, node, tenant, token, engine, expires_at, max_leases (-1: none).
+# A tenant's quota slots held for Acquires still opening their browser: reservation -> expiry
+# (ms, Redis time). Counts with its live leases; expired ones are dropped as they are seen.
+HELD = """
+local function held(p, tenant)
+  local key = p .. ':tenant-held:' .. tenant
+  local t = redis.call('TIME')
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', tonumber(t[1]) * 1000)
+  return key, redis.call('ZCARD', key), tonumber(t[1]) * 1000
+end
+"""
+
+# ARGV: prefix, tenant, reservation, max_leases, ttl_ms. Holds one slot of the tenant's
+# cluster-wide quota before a browser is opened. Returns 'ok' or 'quota'.
+RESERVE = (
+    HELD
+    + """
+local p, tenant, reservation, max = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+local key, count, now = held(p, tenant)
+if redis.call('SCARD', p .. ':tenant-leases:' .. tenant) + count >= max then return 'quota' end
+redis.call('ZADD', key, now + tonumber(ARGV[5]), reservation)
+redis.call('PEXPIRE', key, tonumber(ARGV[5]))
+return 'ok'
+"""
+)
+
+# ARGV: prefix, tenant, reservation. Gives a held slot back (the Acquire failed or was granted).
+UNRESERVE = """
+redis.call('ZREM', ARGV[1] .. ':tenant-held:' .. ARGV[2], ARGV[3])
+return 1
+"""
+
+# ARGV: prefix, id, node, tenant, token, engine, expires_at, max_leases (-1: none),
+# reservation ('' for none: its slot becomes the lease's). The quota is checked again here.
 # Returns 'ok', 'dead' (this node was declared dead), 'exists' or 'quota'.
-GRANT = """
+GRANT = (
+    HELD
+    + """
 local p, id, node, tenant = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 if redis.call('EXISTS', p .. ':dead:' .. node) == 1 then return 'dead' end
 local key = p .. ':lease:' .. id
 if redis.call('EXISTS', key) == 1 then return 'exists' end
 local max = tonumber(ARGV[8])
-if max >= 0 and redis.call('SCARD', p .. ':tenant-leases:' .. tenant) >= max then
+local holds, count = held(p, tenant)
+local mine = 0
+if ARGV[9] ~= '' and redis.call('ZREM', holds, ARGV[9]) == 1 then mine = 1 end
+if max >= 0 and redis.call('SCARD', p .. ':tenant-leases:' .. tenant) + count - mine >= max then
   return 'quota'
 end
 redis.call('HSET', key, 'node', node, 'tenant', tenant, 'token', ARGV[5], 'engine', ARGV[6],
@@ -93,6 +130,7 @@ redis.call('SADD', p .. ':node-leases:' .. node, id)
 redis.call('SADD', p .. ':tenant-leases:' .. tenant, id)
 return 'ok'
 """
+)
 
 # ARGV: prefix, id, reason, released_at_us, ttl_s, node, tenant, token, engine.
 # Records the outcome unless one is there; creates the record if the store lost it.

@@ -20,8 +20,14 @@ class ClusterSettings(BaseModel):
     )
     cluster_secret: SecretStr | None = Field(
         None,
-        description="shared by the nodes; vouches for the tenant of a call one node forwards "
-        "to another (required when tenants are configured)",
+        description="shared by the nodes; signs the calls one node forwards to another "
+        "(required when tenants are configured)",
+    )
+    cluster_previous_secrets: list[SecretStr] = Field(
+        default_factory=list,
+        max_length=8,
+        description="secrets still accepted on forwarded calls, never used to sign: the "
+        "window in which the nodes move from one cluster_secret to the next",
     )
     cluster_name: str = Field(
         "browser-broker", min_length=1, max_length=64, description="prefix of its Redis keys"
@@ -69,6 +75,13 @@ class ClusterSettings(BaseModel):
             raise ValueError("cluster_client_cert_file and cluster_client_key_file go together")
         if tenants and self.cluster_secret is None:
             raise ValueError("cluster_secret is required in cluster mode when tenants are set")
+        if self.cluster_previous_secrets and self.cluster_secret is None:
+            raise ValueError("cluster_previous_secrets needs cluster_secret (the one that signs)")
+        for secret in (self.cluster_secret, *self.cluster_previous_secrets):
+            if secret is not None and len(secret.get_secret_value()) < 16:
+                raise ValueError(
+                    "cluster_secret and cluster_previous_secrets must be at least 16 characters"
+                )
 
     def advertised(self, listen: str) -> str:
         return self.cluster_advertise or listen

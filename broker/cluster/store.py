@@ -10,6 +10,7 @@ need not agree. Keys (P is `cluster_name`):
     P:dead:<id>           a node declared dead: it may not record anything again (kept a day)
     P:node-leases:<id>    set: the live leases a node holds
     P:tenant-leases:<t>   set: a tenant's live leases, cluster-wide (its quota)
+    P:tenant-held:<t>     sorted set: quota slots held for Acquires opening a browser -> expiry
     P:lease:<id>          hash: node, tenant, token (SHA-256 hex), engine, expires_at and, once
                           ended, reason and released_at; expires tombstone_ttl_s after the end
     P:queue               sorted set: Acquires waiting for capacity anywhere, by arrival
@@ -48,6 +49,8 @@ class ClusterStore:
         self._beat = self.redis.register_script(scripts.BEAT)
         self._reap = self.redis.register_script(scripts.REAP)
         self._grant = self.redis.register_script(scripts.GRANT)
+        self._reserve = self.redis.register_script(scripts.RESERVE)
+        self._unreserve = self.redis.register_script(scripts.UNRESERVE)
         self._finish = self.redis.register_script(scripts.FINISH)
         self._extend = self.redis.register_script(scripts.EXTEND)
         self._enqueue = self.redis.register_script(scripts.ENQUEUE)
@@ -94,7 +97,10 @@ class ClusterStore:
         engine: str,
         expires_at: str,
         max_leases: int | None,
+        reservation: str = "",
     ) -> None:
+        """Record a live lease, checking the tenant's quota again (a `reservation` of it, held
+        while the browser opened, becomes the lease's slot)."""
         answer = await self._call(
             self._grant,
             lease_id,
@@ -104,15 +110,21 @@ class ClusterStore:
             engine,
             expires_at,
             -1 if max_leases is None else max_leases,
+            reservation,
         )
         if answer == "quota":
-            raise LimitExceeded(
-                "tenant_max_leases",
-                f"tenant {tenant!r} holds its maximum of {max_leases} leases across the "
-                "cluster; release one first",
-            )
+            raise _over_quota(tenant, max_leases)
         if answer == "dead":
             raise Unavailable("this node was declared dead by the cluster; it is rejoining")
+
+    async def reserve(self, tenant: str, reservation: str, max_leases: int, ttl_ms: int) -> None:
+        """Hold one slot of the tenant's cluster-wide quota (before a browser is opened for it);
+        LimitExceeded when its leases and held slots fill it."""
+        if await self._call(self._reserve, tenant, reservation, max_leases, ttl_ms) == "quota":
+            raise _over_quota(tenant, max_leases)
+
+    async def unreserve(self, tenant: str, reservation: str) -> None:
+        await self._call(self._unreserve, tenant, reservation)
 
     async def finish(
         self,
@@ -244,3 +256,11 @@ class ClusterStore:
     async def live_lease_count(self) -> int:
         """Every node's live leases, summed."""
         return sum(node.leases for node in await self.nodes())
+
+
+def _over_quota(tenant: str, max_leases: int | None) -> LimitExceeded:
+    return LimitExceeded(
+        "tenant_max_leases",
+        f"tenant {tenant!r} holds its maximum of {max_leases} leases across the cluster; "
+        "release one first",
+    )

@@ -155,6 +155,7 @@ def build_edge(settings: Settings, broker: Broker) -> Edge:
         ],
         cluster=broker.cluster is not None,
         cluster_secret=cluster_secret,
+        previous_secrets=[s.get_secret_value() for s in settings.cluster_previous_secrets],
     )
     forwarder = None
     if broker.cluster is not None:

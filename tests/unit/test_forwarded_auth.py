@@ -1,19 +1,24 @@
-"""Who a forwarded call is: only a cluster node, with the cluster's secret, may name a tenant."""
+"""Who a forwarded call is: only a cluster node, signing the call with the cluster's secret, may
+name a tenant; a signature is good for one call, once, within the clocks' skew, under the
+current secret or a previous one (rotation)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import time
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pytest
 
 from broker.api.auth import Authenticator, Credentials
-from broker.api.cluster_metadata import CLUSTER_SECRET, FORWARDED_TENANT
+from broker.api.cluster_metadata import CLUSTER_SECRET, FORWARDED_TENANT, ForwardedCall
+from broker.cluster.signing import MAX_SKEW_S, CallSigner
 from broker.errors import Unauthenticated
 from broker.leases.tenants import OPERATOR, Tenant
 
 SCRAPER = Tenant("scraper")
 SECRET = "s3cret-of-the-cluster"
+NEXT = "the-next-secret-of-the-cluster"
 
 
 @dataclass
@@ -28,43 +33,92 @@ class CallContext:
         return self.auth
 
 
-def forwarded(tenant: str, secret: str | None) -> Any:
-    metadata = [(FORWARDED_TENANT, tenant)]
-    if secret is not None:
-        metadata.append((CLUSTER_SECRET, secret))
-    return CallContext(tuple(metadata))
+CALL = ForwardedCall("scraper", "KeepAlive", "lease-1", "ab" * 32)
+
+
+def forwarded(secret: str | None, call: ForwardedCall = CALL, **signer: Any) -> Any:
+    return CallContext(
+        tuple(call.metadata(CallSigner(secret, **signer) if secret is not None else None))
+    )
 
 
 TENANTS = [Credentials(SCRAPER, (b"\0" * 32,))]
 
 
+def cluster_auth(*previous: str) -> Authenticator:
+    return Authenticator(TENANTS, cluster=True, cluster_secret=SECRET, previous_secrets=previous)
+
+
 def test_a_node_with_the_secret_vouches_for_a_tenant() -> None:
-    auth = Authenticator(TENANTS, cluster=True, cluster_secret=SECRET)
-    assert auth.tenant_for(forwarded("scraper", SECRET)) == SCRAPER
+    assert cluster_auth().tenant_for(forwarded(SECRET)) == SCRAPER
+
+
+def test_a_signature_is_good_once() -> None:
+    auth, context = cluster_auth(), forwarded(SECRET)
+    assert auth.tenant_for(context) == SCRAPER
+    with pytest.raises(Unauthenticated, match="replayed"):
+        auth.tenant_for(context)
+
+
+def test_rotation_accepts_the_previous_secret_and_the_next() -> None:
+    # Step 1 of a rotation: nodes still signing with SECRET accept NEXT already.
+    assert cluster_auth(NEXT).tenant_for(forwarded(NEXT)) == SCRAPER
+    # Step 2: nodes signing with NEXT still accept SECRET.
+    rotated = Authenticator(TENANTS, cluster=True, cluster_secret=NEXT, previous_secrets=[SECRET])
+    assert rotated.tenant_for(forwarded(SECRET)) == SCRAPER
+    # Step 3: SECRET dropped.
+    with pytest.raises(Unauthenticated, match="signature"):
+        Authenticator(TENANTS, cluster=True, cluster_secret=NEXT).tenant_for(forwarded(SECRET))
+
+
+@pytest.mark.parametrize("offset_s", [-MAX_SKEW_S - 5, MAX_SKEW_S + 5])
+def test_a_signature_outside_the_clock_skew_is_refused(offset_s: float) -> None:
+    context = forwarded(SECRET, clock=lambda: time.time() + offset_s)
+    with pytest.raises(Unauthenticated, match="signed"):
+        cluster_auth().tenant_for(context)
+
+
+def tampered(key: str, value: str) -> Any:
+    metadata = forwarded(SECRET).metadata
+    return CallContext(tuple((k, value if k == key else v) for k, v in metadata))
 
 
 @pytest.mark.parametrize(
     ("auth", "context", "message"),
     [
-        (Authenticator(TENANTS), forwarded("scraper", SECRET), "only by cluster nodes"),
+        (Authenticator(TENANTS), forwarded(SECRET), "only by cluster nodes"),
+        (cluster_auth(), forwarded("a-guessed-secret"), "signature of the forwarded call"),
+        (cluster_auth(), forwarded(None), "not signed"),
         (
-            Authenticator(TENANTS, cluster=True, cluster_secret=SECRET),
-            forwarded("scraper", "guess"),
-            "secret of the forwarded call is not valid",
-        ),
-        (
-            Authenticator(TENANTS, cluster=True, cluster_secret=SECRET),
-            forwarded("scraper", None),
-            "secret of the forwarded call is not valid",
-        ),
-        (
-            Authenticator(TENANTS, cluster=True, cluster_secret=SECRET),
-            forwarded("nobody", SECRET),
+            cluster_auth(),
+            forwarded(SECRET, replace(CALL, tenant="nobody")),
             "unknown tenant 'nobody'",
         ),
-        (Authenticator(TENANTS, cluster=True), forwarded("scraper", None), "need cluster_secret"),
+        (cluster_auth(), tampered(FORWARDED_TENANT, "ops"), "signature"),
+        (cluster_auth(), tampered("x-broker-method", "Release"), "signature"),
+        (cluster_auth(), tampered("x-broker-signed-at", "12"), "signature"),
+        (cluster_auth(), forwarded(SECRET, replace(CALL, hop=2)), "never forwarded again"),
+        (
+            cluster_auth(),
+            CallContext(((FORWARDED_TENANT, "scraper"), (CLUSTER_SECRET, SECRET))),
+            "never travels",
+        ),
+        (cluster_auth(), CallContext((("x-broker-placed", "1"),)), "lacks"),
+        (Authenticator(TENANTS, cluster=True), forwarded(None), "need cluster_secret"),
     ],
-    ids=["not-a-cluster", "wrong-secret", "no-secret", "unknown-tenant", "no-secret-configured"],
+    ids=[
+        "not-a-cluster",
+        "wrong-secret",
+        "unsigned",
+        "unknown-tenant",
+        "other-tenant",
+        "other-method",
+        "other-time",
+        "second-hop",
+        "secret-in-clear",
+        "placement-header-alone",
+        "no-secret-configured",
+    ],
 )
 def test_forwarded_calls_are_refused_without_proof(
     auth: Authenticator, context: Any, message: str
@@ -74,8 +128,8 @@ def test_forwarded_calls_are_refused_without_proof(
 
 
 def test_with_authentication_off_a_forwarded_call_is_the_operator() -> None:
-    assert Authenticator([], cluster=True).tenant_for(forwarded("scraper", None)) == OPERATOR
+    assert Authenticator([], cluster=True).tenant_for(forwarded(None)) == OPERATOR
     with pytest.raises(Unauthenticated):  # a cluster secret, when set, is still checked
         Authenticator([], cluster=True, cluster_secret=SECRET).tenant_for(
-            forwarded("operator", "guess")
+            forwarded("a-guessed-secret")
         )
