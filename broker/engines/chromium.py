@@ -22,8 +22,12 @@ SERVER_ARGS = [
     "--disable-component-update",
     "--disable-sync",
     "--no-first-run",
+    # No QUIC (HTTP/3 and WebTransport are UDP, which the egress route cannot carry).
     "--disable-quic",
-    # WebRTC would reach the network over UDP, around the egress route: proxied TCP only.
+    # WebRTC would reach the network over UDP, around the egress route: proxied TCP only (TURN
+    # over TCP, through the route). Current Chromium reads the policy's preference switch; the
+    # older `--force-` switch is gone from it and is kept only for older builds.
+    "--webrtc-ip-handling-policy=disable_non_proxied_udp",
     "--force-webrtc-ip-handling-policy=disable_non_proxied_udp",
     # The browser's own calls home (form autofill, hints) would be refused by the egress policy.
     "--disable-features=AutofillServerCommunication,OptimizationHints,MediaRouter",

@@ -49,13 +49,19 @@ BIDI_UNSUPPORTED_CONTEXT = {
 
 
 # Firefox never proxies loopback unless told to (the egress route must see every request), and
-# must not reach the network around its proxy (WebRTC, DNS and link prefetching).
+# must not reach the network around its proxy: no UDP (WebRTC only through the proxy, so TURN
+# over TCP; no HTTP/3 or WebTransport), no name resolved by the browser itself (DNS over HTTPS
+# off, no DNS or link prefetching, no speculative connections).
 EGRESS_PREFS: dict[str, str | float | bool] = {
     "network.proxy.allow_hijacking_localhost": True,
     "network.proxy.testing_localhost_is_secure_when_hijacked": False,
     "media.peerconnection.ice.proxy_only": True,
+    "network.http.http3.enable": False,
+    "network.webtransport.enabled": False,
+    "network.trr.mode": 5,
     "network.dns.disablePrefetch": True,
     "network.prefetch-next": False,
+    "network.http.speculative-parallel-limit": 0,
 }
 
 
