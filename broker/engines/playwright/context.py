@@ -10,7 +10,7 @@ from playwright.async_api import BrowserContext, Page, Route
 
 from broker.egress.proxy import EgressRoute
 from broker.model.options import ContextOptions
-from broker.model.steps.checks import glob_regex
+from broker.model.steps.globs import matches_any, url_glob
 
 
 def context_kwargs(options: ContextOptions, egress: EgressRoute | None) -> dict[str, Any]:
@@ -58,7 +58,8 @@ def context_kwargs(options: ContextOptions, egress: EgressRoute | None) -> dict[
 async def open_first_page(context: BrowserContext, options: ContextOptions) -> Page:
     """Install the lease's request blocking on the context, then open its first page."""
     if options.block_resource_types or options.block_url_patterns:
-        await context.route("**/*", _blocker(options))
+        # Every URL, by a predicate: Playwright matches a glob with a backtracking regex.
+        await context.route(_every_url, _blocker(options))
     if options.trace:
         await context.tracing.start(screenshots=True, snapshots=True)
     return await context.new_page()
@@ -79,13 +80,17 @@ async def shape_page(page: Page, options: ContextOptions) -> None:
         await page.emulate_media(media=options.media)  # type: ignore[arg-type]
 
 
+def _every_url(url: str) -> bool:
+    return True
+
+
 def _blocker(options: ContextOptions) -> Any:
     kinds = frozenset(options.block_resource_types)
-    patterns = [glob_regex(p) for p in options.block_url_patterns]
+    patterns = [url_glob(p) for p in options.block_url_patterns]
 
     async def handle(route: Route) -> None:
         request = route.request
-        if request.resource_type in kinds or any(p.match(request.url) for p in patterns):
+        if request.resource_type in kinds or await matches_any(patterns, request.url):
             await route.abort("blockedbyclient")
         else:
             await route.fallback()

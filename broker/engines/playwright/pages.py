@@ -13,7 +13,7 @@ from playwright.async_api import Error as PlaywrightError
 
 from broker.common.cleanup import TaskSet, bounded
 from broker.model.steps.base import PageEvent, PageInfo
-from broker.model.steps.checks import glob_regex
+from broker.model.steps.globs import UrlGlob, matches_any, url_glob
 
 RESPONSES_KEPT = 256
 TITLE_TIMEOUT_S = 1.0
@@ -42,20 +42,28 @@ class ResponseLog:
         self._seen.append(SeenResponse(self._seq, url, status))
         self._arrived.set()
 
-    def _take(self, pattern: str) -> SeenResponse | None:
-        regex = glob_regex(pattern)
-        for seen in self._seen:
-            if seen.url == pattern or regex.match(seen.url):
+    async def _take(self, glob: UrlGlob, after: int) -> tuple[SeenResponse | None, int]:
+        """The first response after `after` that matches, and the last one looked at."""
+        last = after
+        for seen in list(self._seen):
+            if seen.seq <= after:
+                continue
+            last = seen.seq
+            if await matches_any([glob], seen.url) and seen in self._seen:
                 self._seen.remove(seen)
-                return seen
-        return None
+                return seen, last
+        return None, last
 
     async def wait_for(self, pattern: str) -> SeenResponse:
-        """The first remembered response matching `pattern`, else the next one to arrive."""
-        while (found := self._take(pattern)) is None:
+        """The first remembered response matching `pattern`, else the next one to arrive. Each
+        response is matched once per wait, however many arrive while it waits."""
+        glob, after = url_glob(pattern), 0
+        while True:
             self._arrived.clear()
+            found, after = await self._take(glob, after)
+            if found is not None:
+                return found
             await self._arrived.wait()
-        return found
 
 
 class LeasePages:
@@ -120,11 +128,15 @@ class LeasePages:
 
     async def find(self, pattern: str) -> Page:
         """The first open page whose URL matches `pattern`, waiting for one (e.g. a popup)."""
-        regex = glob_regex(pattern)
+        glob = url_glob(pattern)
+        unmatched: dict[Page, str] = {}  # a page's URL is matched again only once it changes
         while True:
             for page in self.open_pages():
-                if page.url == pattern or regex.match(page.url):
-                    return page
+                url = page.url
+                if unmatched.get(page) != url:
+                    if await matches_any([glob], url):
+                        return page
+                    unmatched[page] = url
             await asyncio.sleep(POLL_S)
 
     async def describe(self, current: Page) -> list[PageInfo]:

@@ -4,10 +4,10 @@ ids, JSON arguments and scripts."""
 from __future__ import annotations
 
 import json
-import re
 from urllib.parse import urlsplit
 
 from broker.errors import FieldViolation
+from broker.model.steps.globs import check_glob as check_glob  # URL globs have their module
 
 MAX_URL_CHARS = 8 * 1024
 MAX_SELECTOR_CHARS = 4 * 1024
@@ -146,29 +146,3 @@ def check_script(field_name: str, expression: str, out: list[FieldViolation]) ->
     check_not_blank(field_name, expression, out)
     check_text(field_name, expression, MAX_SCRIPT_CHARS, out)
 
-
-def glob_regex(pattern: str) -> re.Pattern[str]:
-    """A URL glob as Playwright reads one: `**` any characters, `*` any but `/`, `?` one."""
-    parts: list[str] = []
-    i = 0
-    while i < len(pattern):
-        if pattern.startswith("**", i):
-            parts.append(".*")
-            i += 2
-        elif pattern[i] == "*":
-            parts.append("[^/]*")
-            i += 1
-        elif pattern[i] == "?":
-            parts.append(".")
-            i += 1
-        else:
-            parts.append(re.escape(pattern[i]))
-            i += 1
-    return re.compile("^" + "".join(parts) + "$")
-
-
-def check_glob(field_name: str, pattern: str, out: list[FieldViolation]) -> None:
-    if not pattern.strip():
-        out.append(FieldViolation(field_name, "must not be empty"))
-    elif len(pattern) > MAX_URL_CHARS:
-        out.append(FieldViolation(field_name, f"longer than {MAX_URL_CHARS} characters"))

@@ -9,7 +9,7 @@ import json
 from broker.engines.playwright.bounded_results import bounded_json
 from broker.engines.playwright.steps.dispatch import StepScope, handles
 from broker.model.steps.base import StepOutcome
-from broker.model.steps.checks import glob_regex
+from broker.model.steps.globs import url_glob
 from broker.model.steps.waits import (
     WaitForFunction,
     WaitForLoadState,
@@ -35,9 +35,9 @@ async def wait_for_load_state(scope: StepScope, action: WaitForLoadState, out: S
 
 @handles(WaitForUrl)
 async def wait_for_url(scope: StepScope, action: WaitForUrl, out: StepOutcome) -> None:
-    url, regex = action.url, glob_regex(action.url)
+    # A predicate, not the glob: Playwright would match a glob with a backtracking regex.
     await scope.page.wait_for_url(
-        lambda seen: seen == url or bool(regex.match(seen)),
+        url_glob(action.url).matches,
         wait_until=action.wait_until,  # type: ignore[arg-type]
         timeout=scope.timeout_ms,
     )
