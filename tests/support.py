@@ -30,8 +30,12 @@ from tests.fixture_site import FixtureSite
 
 ROOT = Path(__file__).resolve().parent.parent
 # The fixture site serves on 127.0.0.1, which the default egress policy denies like any loopback
-# address; tests allow that one address (and only it: 127.0.0.2 and up stay "private").
-TEST_EGRESS: dict[str, object] = {"egress_allow_cidrs": ["127.0.0.1/32"]}
+# address; tests allow that one address (and only it: 127.0.0.2 and up stay "private"), which
+# for a loopback address takes egress_allow_loopback too.
+TEST_EGRESS: dict[str, object] = {
+    "egress_allow_cidrs": ["127.0.0.1/32"],
+    "egress_allow_loopback": True,
+}
 # Tests and benchmarks poll GetStatus while they wait for a state; its rate limit is tested
 # on its own (tests/unit/test_security_rpc.py).
 TEST_STATUS_RATE = 1000.0
@@ -163,6 +167,7 @@ class BrokerProcess:
             env={
                 **os.environ,
                 "BROKER_EGRESS_ALLOW_CIDRS": '["127.0.0.1/32"]',
+                "BROKER_EGRESS_ALLOW_LOOPBACK": "true",
                 "BROKER_STATUS_REQUESTS_PER_S": str(TEST_STATUS_RATE),
                 **self.env,
             },

@@ -3,7 +3,11 @@
 By default a page may reach public addresses only: loopback, link-local (cloud metadata
 services), private, shared, multicast and reserved ranges are denied, and so are the broker's
 own ports on this host whatever the lists say. Operators widen or narrow this with lists of hosts
-and CIDRs, for the whole broker and per tenant.
+and CIDRs, for the whole broker and per tenant. An allow list never opens loopback (this host)
+or cloud metadata on its own: a name can resolve to anything, so that takes a setting of its own
+(`allow_loopback`, `allow_metadata`). An IPv6 address that carries an IPv4 one (mapped,
+compatible, NAT64, 6to4, Teredo) is judged by the address it carries, and an IP literal in a
+host list means that address however it is spelt.
 """
 
 from __future__ import annotations
@@ -14,12 +18,23 @@ import ipaddress
 import socket
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from functools import cache
+
+from broker.common.urls import UrlError, canonical_host
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
-_METADATA = {ipaddress.ip_address("169.254.169.254"), ipaddress.ip_address("fd00:ec2::254")}
+_NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")  # RFC 8215; the IPv4 address last, as in /96
+_IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
+_METADATA = {
+    ipaddress.ip_address(a)
+    for a in ("169.254.169.254", "169.254.170.2", "100.100.100.200", "fd00:ec2::254")
+}
+# Rule names an allow list lifts only with the setting named beside them.
+_LOOPBACK_RULES = frozenset({"loopback", "unspecified", "this_host"})
+_METADATA_RULES = frozenset({"cloud_metadata", "link_local"})
 # Headers that cloud metadata services require; a lease may not set them on every request.
 METADATA_HEADERS = frozenset(
     {
@@ -60,6 +75,9 @@ class EgressRules:
     deny_cidrs: tuple[IPNetwork, ...] = ()
     # Deny everything the allow lists do not name (public addresses too).
     allow_listed_only: bool = False
+    # May the allow lists reach loopback (this host) / cloud metadata and link-local addresses?
+    allow_loopback: bool = False
+    allow_metadata: bool = False
 
     def merged(self, other: EgressRules) -> EgressRules:
         """Both sets of lists; `allow_listed_only` if either says so."""
@@ -69,6 +87,8 @@ class EgressRules:
             deny_hosts=self.deny_hosts + other.deny_hosts,
             deny_cidrs=self.deny_cidrs + other.deny_cidrs,
             allow_listed_only=self.allow_listed_only or other.allow_listed_only,
+            allow_loopback=self.allow_loopback or other.allow_loopback,
+            allow_metadata=self.allow_metadata or other.allow_metadata,
         )
 
 
@@ -86,15 +106,21 @@ class Decision:
 
 
 def embedded_ipv4(address: IPAddress) -> ipaddress.IPv4Address | None:
-    """The IPv4 address an IPv6 one carries (mapped, 6to4, NAT64), if any."""
+    """The IPv4 address an IPv6 one carries (mapped, compatible, NAT64, 6to4, Teredo's client),
+    if any."""
     if isinstance(address, ipaddress.IPv4Address):
         return None
     if address.ipv4_mapped is not None:
         return address.ipv4_mapped
     if address.sixtofour is not None:
         return address.sixtofour
-    if address in _NAT64:
-        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    if address.teredo is not None:
+        return address.teredo[1]
+    low = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    if address in _NAT64 or address in _NAT64_LOCAL:
+        return low
+    if address in _IPV4_COMPATIBLE and int(address) > 1:  # not :: nor ::1, which are themselves
+        return low
     return None
 
 
@@ -102,7 +128,12 @@ def address_class(address: IPAddress) -> str | None:
     """Why an address is not public (a rule name), or None for a public address."""
     inner = embedded_ipv4(address)
     if inner is not None:
-        return address_class(inner)
+        kind = address_class(inner)
+        if kind is not None or not isinstance(address, ipaddress.IPv6Address):
+            return kind
+        if address.teredo is None:
+            return None
+        # Teredo to a public client: the tunnel's own range is still not public.
     if address in _METADATA:
         return "cloud_metadata"
     if address.is_loopback:
@@ -115,8 +146,29 @@ def address_class(address: IPAddress) -> str | None:
         return "multicast"
     if address.is_private:
         return "private"
-    if not address.is_global:
+    if not address.is_global or address.is_reserved:
         return "reserved"
+    return None
+
+
+@cache
+def literal_addresses(patterns: tuple[str, ...]) -> frozenset[IPAddress]:
+    """The IP literals among host patterns, in any spelling a browser reads (`0x7f.1`,
+    `2130706433`, `[::ffff:127.0.0.1]`), as addresses."""
+    found: set[IPAddress] = set()
+    for pattern in patterns:
+        try:
+            found.add(ipaddress.ip_address(canonical_host(pattern)))
+        except (UrlError, ValueError):
+            continue  # a name
+    return frozenset(found)
+
+
+def _names_address(address: IPAddress, literals: frozenset[IPAddress]) -> IPAddress | None:
+    inner = embedded_ipv4(address)
+    for candidate in (address, inner):
+        if candidate is not None and candidate in literals:
+            return candidate
     return None
 
 
@@ -161,25 +213,47 @@ class EgressPolicy:
         """May a page connect to `address`:`port`, reached by the name `host`?"""
         if port in self.own_ports and self._is_own(address):
             return Decision(False, "broker_port", f"port {port} is the broker's own")
-        for network in self.rules.deny_cidrs:
+        rules = self.rules
+        for network in rules.deny_cidrs:
             if _in(address, network):
                 return Decision(False, "deny_cidrs", f"{address} is in {network}")
+        denied = _names_address(address, literal_addresses(rules.deny_hosts))
+        if denied is not None:
+            return Decision(False, "deny_hosts", f"{address} is listed as {denied}")
+        kind = address_class(address)
+        if address in self.own_addresses and kind not in _LOOPBACK_RULES:
+            kind = "this_host"  # the host's own interfaces reach what listens on loopback's ports
+        allowed = self._allowed_by_lists(host, address)
+        if allowed is None:
+            if rules.allow_listed_only:
+                return Decision(False, "not_listed", "only listed hosts and CIDRs are allowed")
+            if kind is not None:
+                return Decision(False, kind, f"{address} is not a public address")
+            return Decision(True, "public")
+        if kind in _LOOPBACK_RULES and not rules.allow_loopback:
+            return Decision(False, kind, f"{address} is this host: {_NOT_LIFTED}_loopback")
+        if kind in _METADATA_RULES and not rules.allow_metadata:
+            return Decision(False, kind, f"{address} may be cloud metadata: {_NOT_LIFTED}_metadata")
+        return allowed
+
+    def _allowed_by_lists(self, host: str, address: IPAddress) -> Decision | None:
         allowed_host = host_matches(host, self.rules.allow_hosts)
         if allowed_host is not None:
             return Decision(True, "allow_hosts", f"matches {allowed_host!r}")
+        listed = _names_address(address, literal_addresses(self.rules.allow_hosts))
+        if listed is not None:
+            return Decision(True, "allow_hosts", f"{address} is listed as {listed}")
         for network in self.rules.allow_cidrs:
             if _in(address, network):
                 return Decision(True, "allow_cidrs", f"{address} is in {network}")
-        if self.rules.allow_listed_only:
-            return Decision(False, "not_listed", "only listed hosts and CIDRs are allowed")
-        kind = address_class(address)
-        if kind is not None:
-            return Decision(False, kind, f"{address} is not a public address")
-        return Decision(True, "public")
+        return None
 
     def _is_own(self, address: IPAddress) -> bool:
         inner = embedded_ipv4(address) or address
         return inner.is_loopback or inner.is_unspecified or inner in self.own_addresses
+
+
+_NOT_LIFTED = "the allow lists lift this denial only with egress_allow"
 
 
 def _in(address: IPAddress, network: IPNetwork) -> bool:

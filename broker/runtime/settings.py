@@ -41,6 +41,16 @@ class EgressLists(BaseModel):
     egress_allow_listed_only: bool = Field(
         False, description="deny every destination the allow lists do not name"
     )
+    egress_allow_loopback: bool = Field(
+        False,
+        description="let the allow lists open loopback and this host's own addresses (they "
+        "still have to name them; the broker's own ports stay closed)",
+    )
+    egress_allow_metadata: bool = Field(
+        False,
+        description="let the allow lists open link-local and cloud metadata addresses (they "
+        "still have to name them)",
+    )
 
     @field_validator("egress_allow_cidrs", "egress_deny_cidrs")
     @classmethod
@@ -56,6 +66,8 @@ class EgressLists(BaseModel):
             deny_hosts=tuple(self.egress_deny_hosts),
             deny_cidrs=tuple(parse_cidr(c) for c in self.egress_deny_cidrs),
             allow_listed_only=self.egress_allow_listed_only,
+            allow_loopback=self.egress_allow_loopback,
+            allow_metadata=self.egress_allow_metadata,
         )
 
 

@@ -66,6 +66,7 @@ def test_lists_widen_and_narrow_the_default() -> None:
             allow_hosts=(".intranet.test",),
             deny_hosts=("evil.test",),
             deny_cidrs=(parse_cidr("93.184.216.0/24"),),
+            allow_loopback=True,
         ),
         own_ports={50051},
     )
@@ -118,7 +119,9 @@ async def _ask(route: EgressRoute, request: bytes) -> bytes:
 
 async def test_a_route_relays_allowed_requests_and_refuses_the_rest() -> None:
     server, port = await _upstream()
-    gateway = EgressGateway(EgressPolicy(EgressRules(allow_cidrs=(parse_cidr("127.0.0.1/32"),))))
+    gateway = EgressGateway(
+        EgressPolicy(EgressRules(allow_cidrs=(parse_cidr("127.0.0.1/32"),), allow_loopback=True))
+    )
     route = await gateway.open_route()
     seen: list[Blocked] = []
     route.on_blocked = seen.append
@@ -181,7 +184,9 @@ async def test_a_held_route_cuts_what_is_in_flight_and_forwards_nothing_until_re
 
     server = await asyncio.start_server(record, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    gateway = EgressGateway(EgressPolicy(EgressRules(allow_cidrs=(parse_cidr("127.0.0.1/32"),))))
+    gateway = EgressGateway(
+        EgressPolicy(EgressRules(allow_cidrs=(parse_cidr("127.0.0.1/32"),), allow_loopback=True))
+    )
     route = await gateway.open_route()
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", route.port)

@@ -9,6 +9,7 @@ import math
 import re
 from typing import Any
 
+from broker.common.urls import HostType, UrlError, canonical, clean
 from broker.egress.policy import METADATA_HEADERS
 from broker.errors import FieldViolation
 from broker.model.options import ContextOptions, Geolocation, ProxySettings, Viewport
@@ -161,16 +162,52 @@ def _proxy(
                 "off (allow_client_proxies)",
             )
         )
-    for key, limit in (("username", 256), ("password", 1024), ("bypass", 1024)):
+    for key, limit in (("username", 256), ("password", 1024)):
         if len(getattr(msg.proxy, key)) > limit:
             out.append(FieldViolation(f"context.proxy.{key}", f"longer than {limit} characters"))
-    if not re.fullmatch(r"(https?|socks5)://[^\s/]+(:\d+)?/?", msg.proxy.server):
+    if msg.proxy.bypass:
+        # Hosts on a bypass list are reached directly, past the proxy the policy vetted.
         out.append(
             FieldViolation(
-                "context.proxy.server", f"{msg.proxy.server!r} is not scheme://host:port"
+                "context.proxy.bypass",
+                "not allowed: every request of the lease goes through its vetted proxy",
             )
         )
-    return ProxySettings(msg.proxy.server, msg.proxy.username, msg.proxy.password, msg.proxy.bypass)
+    server = proxy_server(msg.proxy.server)
+    if server is None:
+        out.append(
+            FieldViolation(
+                "context.proxy.server",
+                f"{msg.proxy.server[:200]!r} is not scheme://host[:port] with scheme http, "
+                "https or socks5",
+            )
+        )
+    return ProxySettings(server or "", msg.proxy.username, msg.proxy.password, "")
+
+
+_PROXY_PORTS = {"http": 80, "https": 443, "socks5": 1080}
+
+
+def proxy_server(text: str) -> str | None:
+    """A proxy server in the one spelling the browser and the policy both read alike,
+    `scheme://host:port`: the host as the browser parses it (`0x7f.1` is 127.0.0.1), nothing
+    the parsers could disagree on (userinfo, a path, backslashes, controls), or None."""
+    if text != clean(text) or any(ch in text for ch in "\\@?#%") or not text.isascii():
+        return None
+    scheme, sep, rest = text.partition("://")
+    if not sep or scheme.lower() not in _PROXY_PORTS:
+        return None
+    authority = rest.removesuffix("/")
+    if not authority or "/" in authority:
+        return None
+    try:
+        parsed = canonical(f"http://{authority}/")
+    except UrlError:
+        return None
+    if parsed.has_credentials or not parsed.host or parsed.path != "/":
+        return None
+    host = f"[{parsed.host}]" if parsed.host_type is HostType.IPV6 else parsed.host
+    return f"{scheme.lower()}://{host}:{parsed.port or _PROXY_PORTS[scheme.lower()]}"
 
 
 def _check_blocking(msg: pb.ContextOptions, out: list[FieldViolation]) -> None:

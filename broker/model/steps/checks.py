@@ -4,8 +4,8 @@ ids, JSON arguments and scripts."""
 from __future__ import annotations
 
 import json
-from urllib.parse import urlsplit
 
+from broker.common.urls import CanonicalUrl, UrlError, canonical
 from broker.errors import FieldViolation
 from broker.model.steps.globs import check_glob as check_glob  # URL globs have their module
 
@@ -104,27 +104,40 @@ def json_depth(text: str) -> int:
     return deepest
 
 
+def parse_url(field_name: str, url: str, out: list[FieldViolation]) -> CanonicalUrl | None:
+    """`url` as the browser will read it (broker/common/urls.py), if its scheme is allowed.
+
+    Leading spaces and controls, tabs and newlines inside the scheme, backslashes: all are read
+    as the browser reads them, so the scheme and host judged here are the ones it uses."""
+    bad = validate_url(field_name, url)
+    if bad is not None:
+        out.append(bad)
+        return None
+    return canonical(url)
+
+
 def validate_url(field_name: str, url: str) -> FieldViolation | None:
     if not url:
         return FieldViolation(field_name, "must not be empty")
     if len(url) > MAX_URL_CHARS:
         return FieldViolation(field_name, f"longer than {MAX_URL_CHARS} characters")
-    parts = urlsplit(url)
-    if parts.scheme not in URL_SCHEMES:
+    try:
+        parsed = canonical(url)
+    except UrlError:
+        return FieldViolation(field_name, f"{url[:200]!r} is not a valid absolute URL")
+    if parsed.scheme not in URL_SCHEMES:
         return FieldViolation(
             field_name,
             f"{url[:200]!r} is not an absolute URL with a scheme in {sorted(URL_SCHEMES)}",
         )
-    if parts.scheme in {"http", "https"} and not parts.hostname:
+    if parsed.scheme in {"http", "https"} and not parsed.host:
         return FieldViolation(field_name, f"{url[:200]!r} has no host")
     return None
 
 
 def check_http_url(field_name: str, url: str, out: list[FieldViolation]) -> None:
-    bad = validate_url(field_name, url)
-    if bad is not None:
-        out.append(bad)
-    elif not url.startswith(("http://", "https://")):
+    parsed = parse_url(field_name, url, out)
+    if parsed is not None and parsed.scheme not in {"http", "https"}:
         out.append(FieldViolation(field_name, "must be an http(s) URL"))
 
 
@@ -145,4 +158,3 @@ def check_json_arg(field_name: str, arg_json: str, out: list[FieldViolation]) ->
 def check_script(field_name: str, expression: str, out: list[FieldViolation]) -> None:
     check_not_blank(field_name, expression, out)
     check_text(field_name, expression, MAX_SCRIPT_CHARS, out)
-

@@ -17,7 +17,7 @@ from broker.model.steps.navigation import GoBack, GoForward, Goto, HistoryStep, 
 @handles(Goto)
 async def goto(scope: StepScope, action: Goto, out: StepOutcome) -> None:
     response = await scope.page.goto(
-        action.url,
+        action.href,  # the canonical form the edge judged
         wait_until=action.wait_until,  # type: ignore[arg-type]
         timeout=scope.timeout_ms,
     )

@@ -13,6 +13,7 @@ import os
 from playwright.async_api import Error as PlaywrightError
 from playwright.async_api import Page
 
+from broker.common.urls import is_download_source
 from broker.engines.playwright.bounded_results import (
     BOUNDED_CONTENT,
     PAGE_SIZE,
@@ -96,6 +97,8 @@ async def download(scope: StepScope, action: Download, out: StepOutcome) -> None
         async with asyncio.timeout(scope.timeout_s):
             await scope.frame.click(action.selector, timeout=scope.timeout_ms)
             started = await waiting
+            if not is_download_source(started.url):  # a link to file: reads the host
+                raise StepRefused(StepErrorKind.BLOCKED, "a download from a file: URL")
             path = await started.path()
         limit = min(scope.limits.max_download_bytes, scope.limits.max_bytes)
         out.data = await asyncio.to_thread(_read_bounded, path, limit)
