@@ -55,6 +55,9 @@ if [ "$(id -u)" = 0 ] && ! id browser-broker >/dev/null 2>&1; then
   useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin browser-broker
 fi
 
+# Browsers start inside a bubblewrap filesystem jail (browser_jail); without it they run unjailed.
+command -v bwrap >/dev/null || apt_install bubblewrap || log "no bubblewrap: browsers run without their filesystem jail"
+
 ensure_browser chromium chromium chromium
 if [ "$dev" = 1 ]; then
   ensure_browser firefox firefox firefox-esr

@@ -40,7 +40,16 @@ TEST_EGRESS: dict[str, object] = {
 # on its own (tests/unit/test_security_rpc.py).
 TEST_STATUS_RATE = 1000.0
 BROKER_BIN = Path(sys.executable).parent / "browser-broker"
-BROWSER_NAMES = ("chromium", "chrome", "headless_shell", "firefox", "firefox-esr", "camoufox")
+# bwrap: the filesystem jail a browser runs in (broker/engines/jail.py) is part of it.
+BROWSER_NAMES = (
+    "chromium",
+    "chrome",
+    "headless_shell",
+    "firefox",
+    "firefox-esr",
+    "camoufox",
+    "bwrap",
+)
 
 
 def browser_descendants(pid: int) -> list[psutil.Process]:

@@ -253,6 +253,13 @@ class Settings(EgressLists, ClusterSettings, BaseSettings):
         "browser-broker",
         description="when the daemon runs as root, browsers run as this unprivileged user",
     )
+    browser_jail: Literal["auto", "required", "off"] = Field(
+        "auto",
+        description=(
+            "start each browser in a bubblewrap filesystem jail: auto (when bwrap works here, "
+            "else a warning), required (no browser starts without it), off"
+        ),
+    )
     max_concurrent_rpcs: int = Field(512, ge=1, description="RPCs served at once; more wait")
     max_runs_waiting_per_lease: int = Field(
         4, ge=0, le=1_000, description="Runs that may wait behind the running one on a lease"

@@ -31,7 +31,12 @@ def build_engines(settings: Settings) -> dict[EngineName, Engine]:
     """One adapter per enabled engine; each adapter module is imported only when enabled."""
     from broker.engines import sandbox
 
-    plan = sandbox.plan(settings.browser_sandbox, settings.browser_user)
+    plan = sandbox.plan(
+        settings.browser_sandbox,
+        settings.browser_user,
+        settings.browser_jail,
+        settings.allow_file_urls,
+    )
     engines: dict[EngineName, Engine] = {}
     for name in settings.engines:
         if name is EngineName.CHROMIUM:
