@@ -127,11 +127,15 @@ async def test_forwarded_calls_keep_the_error_contract(cluster: Cluster) -> None
     received: Any = too_long.value.trailing_metadata() or ()
     trailers = [key for key, _ in received]
     assert "grpc-status-details-bin" in trailers  # the rich details (the field) came across
-    # A forwarded call is trusted only from a cluster node: a caller cannot name a tenant.
+    # A forwarded call is trusted only from a cluster node: a caller cannot name a tenant, and
+    # a cluster secret sent in clear (the old form) is refused even with auth off.
     metadata = (("x-broker-forwarded-tenant", "operator"), ("x-broker-cluster-secret", "guess"))
-    released = await b.Release(
-        pb.ReleaseRequest(lease_id=lease.lease_id, token=lease.token), metadata=metadata
-    )
+    with pytest.raises(grpc.aio.AioRpcError) as in_clear:
+        await b.Release(
+            pb.ReleaseRequest(lease_id=lease.lease_id, token=lease.token), metadata=metadata
+        )
+    assert in_clear.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    released = await b.Release(pb.ReleaseRequest(lease_id=lease.lease_id, token=lease.token))
     assert released.released_now  # auth is off here: every caller is the operator anyway
 
 
