@@ -3,9 +3,11 @@
 A browser context is pointed at its route (Playwright's per-context `proxy`; Playwright makes
 Chromium send loopback through it too, and Firefox is told to by a preference). The route sees
 every connection the page's network stack opens: `CONNECT host:port` for HTTPS and WebSockets,
-absolute-form requests for plain HTTP. It resolves the host itself, checks each address, and
-connects to the first allowed one, so the address checked is the address used (no DNS
-rebinding window). A denied request is answered `403` with the rule in `X-Browser-Broker-Egress`,
+absolute-form requests for plain HTTP, each target read as a browser reads URLs
+(broker.common.urls). A plain-HTTP connection carries one request and one response, then closes
+(plain_http.py): a kept-alive connection never takes a request past the route's judgement. It
+resolves the host itself, checks each address, and connects to the first allowed one, so the
+address checked is the address used (no DNS rebinding window). A denied request is answered `403` with the rule in `X-Browser-Broker-Egress`,
 recorded on the route, and reported to whoever listens (metrics, the lease's trace).
 """
 
@@ -21,6 +23,8 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from broker.common.cleanup import TaskSet
+from broker.common.urls import UrlError, canonical, canonical_host
+from broker.egress import plain_http
 from broker.egress.policy import (
     Decision,
     EgressPolicy,
@@ -36,20 +40,10 @@ DENIED_HEADER = "X-Browser-Broker-Egress"
 # On a 502: why the destination could not be reached (the browser would show a network error).
 UPSTREAM_HEADER = "X-Browser-Broker-Upstream-Error"
 UNRESOLVABLE = "unresolvable"
-MAX_HEAD_BYTES = 64 * 1024
 HEAD_TIMEOUT_S = 30.0
 CONNECT_TIMEOUT_S = 10.0
-RELAY_CHUNK = 64 * 1024
-_HOP_BY_HOP = {
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authorization",
-    "proxy-authenticate",
-    "te",
-    "trailer",
-    "upgrade",
-}
+MAX_HEAD_BYTES = plain_http.MAX_HEAD_BYTES
+RELAY_CHUNK = plain_http.RELAY_CHUNK
 
 
 @dataclass(frozen=True)
@@ -140,18 +134,19 @@ class EgressRoute:
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         upstream: asyncio.StreamWriter | None = None
+        client = plain_http.client_side()
         try:
             try:
                 async with asyncio.timeout(HEAD_TIMEOUT_S):
-                    head = await reader.readuntil(b"\r\n\r\n")
-            except (asyncio.LimitOverrunError, asyncio.IncompleteReadError, TimeoutError):
+                    request = await plain_http.read_request(client, reader)
+            except (plain_http.BadRequest, TimeoutError):
                 await _reply(writer, 400, "bad request head")
                 return
-            request = _parse_head(head)
-            if request is None:
+            found = proxy_target(request.method, request.target)
+            if found is None:
                 await _reply(writer, 400, "not a proxy request")
                 return
-            method, host, port, rest = request
+            host, port, origin_form = found
             if self._holds:
                 return  # the stop began while this request was read: it goes nowhere
             target = f"{host}:{port}" if ":" not in host else f"[{host}]:{port}"
@@ -174,13 +169,27 @@ class EgressRoute:
                 return
             if self._holds:
                 return  # the stop began while this connection was being opened
-            if method == "CONNECT":
+            if request.method == "CONNECT":
+                # A tunnel to the one judged host:port (TLS inside): bytes both ways.
                 writer.write(b"HTTP/1.1 200 Connection Established\r\n\r\n")
+                upstream.write(plain_http.trailing_bytes(client))
+                await _relay(reader, writer, up_reader, upstream)
             else:
-                upstream.write(rest)
-            await _relay(reader, writer, up_reader, upstream)
-        except (OSError, asyncio.IncompleteReadError):
-            pass  # either side went away
+                # One request, one response, then both connections close: the next request
+                # comes on a new connection and is judged like this one.
+                authority = target.removesuffix(":80")
+                await plain_http.exchange(
+                    client,
+                    reader,
+                    writer,
+                    request.request,
+                    origin_form,
+                    authority,
+                    up_reader,
+                    upstream,
+                )
+        except (OSError, asyncio.IncompleteReadError, plain_http.Gone):
+            pass  # either side went away, or broke its message
         finally:
             for stream in (writer, upstream):
                 if stream is not None:
@@ -213,41 +222,27 @@ class EgressRoute:
             self.on_blocked(blocked)
 
 
-def _parse_head(head: bytes) -> tuple[str, str, int, bytes] | None:
-    """(method, host, port, head to send upstream) of a proxy request, or None if malformed."""
-    try:
-        text = head.decode("latin-1")
-    except UnicodeDecodeError:
-        return None
-    lines = text.split("\r\n")
-    parts = lines[0].split(" ")
-    if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
-        return None
-    method, target, version = parts
+def proxy_target(method: str, target: str) -> tuple[str, int, str] | None:
+    """(host, port, origin-form path) a proxy request names, or None if it names none the route
+    serves: `CONNECT host:port`, or an absolute `http://` URL read as a browser reads it."""
     if method == "CONNECT":
-        host, sep, port_text = target.rpartition(":")
-        host = host.removeprefix("[").removesuffix("]")
-        if not sep or not _valid_host(host) or not port_text.isdigit():
+        host_text, sep, port_text = target.rpartition(":")
+        if not sep or not port_text.isdigit() or not 0 < int(port_text) < 65536:
             return None
-        port = int(port_text)
-        return (method, host, port, b"") if 0 < port < 65536 else None
-    url = urlsplit(target)
-    if url.scheme != "http" or not url.hostname or not _valid_host(url.hostname):
-        return None  # only plain HTTP comes as an absolute URI; anything else is refused
+        try:
+            host = canonical_host(host_text)
+        except UrlError:
+            return None
+        return (host, int(port_text), "") if _valid_host(host) else None
     try:
-        port = url.port or 80
-    except ValueError:
+        url = canonical(target)
+    except UrlError:
         return None
-    path = url.path or "/"
-    if url.query:
-        path += "?" + url.query
-    headers = [
-        line
-        for line in lines[1:]
-        if line and line.split(":", 1)[0].strip().lower() not in _HOP_BY_HOP
-    ]
-    upstream = "\r\n".join([f"{method} {path} {version}", *headers, "Connection: close", "", ""])
-    return method, url.hostname, port, upstream.encode("latin-1")
+    if url.scheme != "http" or not _valid_host(url.host) or url.has_credentials:
+        return None  # only plain HTTP comes as an absolute URI; anything else is refused
+    # The href is canonical: "http://authority/path?query#fragment"; a request has no fragment.
+    path = "/" + url.href.split("/", 3)[3].partition("#")[0]
+    return url.host, url.port or 80, path
 
 
 def _valid_host(host: str) -> bool:
