@@ -411,3 +411,71 @@ async def test_a_grant_whose_reply_is_lost_is_settled_not_left_live(
         await cluster.stop()
         await store.aclose()
         await proxy.stop()
+
+
+async def test_concurrent_acquires_at_the_quota_open_one_browser(cluster: Cluster) -> None:
+    """Two nodes, one slot: the Redis reservation lets one Acquire through, cluster-wide."""
+    calls = [
+        _stub(cluster, name).Acquire(pb.AcquireRequest(), timeout=60, metadata=_auth("scraper"))
+        for name in ("a", "b", "a", "b")
+    ]
+    answers = await asyncio.gather(*calls, return_exceptions=True)
+    granted = [answer for answer in answers if isinstance(answer, pb.AcquireResponse)]
+    refused = [answer for answer in answers if isinstance(answer, aio.AioRpcError)]
+    assert len(granted) == 1, answers
+    assert all(error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED for error in refused)
+    assert _opened_and_refused(cluster, "a") + _opened_and_refused(cluster, "b") == 0
+    await _stub(cluster, "a").Release(
+        pb.ReleaseRequest(lease_id=granted[0].lease_id, token=granted[0].token),
+        metadata=_auth("scraper"),
+    )
+
+
+# ------------------------------------------------------------ rotating the cluster secret
+
+
+async def test_nodes_mid_rotation_forward_both_ways(redis_server: RedisServer) -> None:
+    """Step 2 of a rotation: A signs with the new secret, B still with the old; each accepts
+    the other's, and a node that dropped the old secret refuses B's calls."""
+    new = "the-next-cluster-secret-0123456789"
+    cluster = _cluster(redis_server)
+    try:
+        cluster.start_node(
+            "a",
+            BROKER_CLUSTER_SECRET=new,
+            BROKER_CLUSTER_PREVIOUS_SECRETS=json.dumps([SECRET]),
+        )
+        cluster.start_node("b", BROKER_CLUSTER_PREVIOUS_SECRETS=json.dumps([new]))
+        await cluster.wait_formed()
+        stub_a, stub_b = _stub(cluster, "a"), _stub(cluster, "b")
+        on_a = await stub_a.Acquire(pb.AcquireRequest(), timeout=60, metadata=_auth("ops"))
+        on_b = await stub_b.Acquire(pb.AcquireRequest(), timeout=60, metadata=_auth("ops"))
+        # Each lease kept alive through the other node: forwarded, signed, accepted.
+        await stub_b.KeepAlive(
+            pb.KeepAliveRequest(lease_id=on_a.lease_id, token=on_a.token), metadata=_auth("ops")
+        )
+        await stub_a.KeepAlive(
+            pb.KeepAliveRequest(lease_id=on_b.lease_id, token=on_b.token), metadata=_auth("ops")
+        )
+        for stub, lease in ((stub_b, on_a), (stub_a, on_b)):
+            await stub.Release(
+                pb.ReleaseRequest(lease_id=lease.lease_id, token=lease.token), metadata=_auth("ops")
+            )
+        # Step 3 on A only (the old secret dropped): B, still signing with it, is refused.
+        cluster.nodes["a"].process.stop()
+        await cluster.nodes["a"].client.close()
+        del cluster.nodes["a"]
+        cluster.start_node("c", BROKER_CLUSTER_SECRET=new)
+        await cluster.wait_formed()
+        on_c = await _stub(cluster, "c").Acquire(
+            pb.AcquireRequest(), timeout=60, metadata=_auth("ops")
+        )
+        with pytest.raises(aio.AioRpcError) as refused:
+            await stub_b.KeepAlive(
+                pb.KeepAliveRequest(lease_id=on_c.lease_id, token=on_c.token),
+                metadata=_auth("ops"),
+            )
+        assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert "signature" in (refused.value.details() or "")
+    finally:
+        await cluster.stop()
