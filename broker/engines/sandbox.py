@@ -47,6 +47,14 @@ case "$profile" in
   "") ;;
   *) echo "browser-broker: refusing to hand $profile to the browser" >&2; exit 1 ;;
 esac
+# The browser gets no more of the daemon's environment than it needs (no BROKER_* secrets).
+for name in $(env | sed -n 's/^\\([A-Za-z_][A-Za-z0-9_]*\\)=.*/\\1/p'); do
+  case "$name" in
+    PATH|LANG|LANGUAGE|LC_*|TZ|MOZ_*|DISPLAY|WAYLAND_DISPLAY|XDG_RUNTIME_DIR) ;;
+    profile|previous|arg|name|downloads) ;;  # (this script's own)
+    *) unset "$name" 2>/dev/null || true ;;
+  esac
+done
 downloads={downloads}
 export HOME={home} XDG_CONFIG_HOME={home}/.config XDG_CACHE_HOME={home}/.cache
 exec {drop}{start} "$@"

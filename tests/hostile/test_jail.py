@@ -69,6 +69,11 @@ async def _shown(lease: AsyncLease, url: str) -> str:
     return str(result[1].value)
 
 
+def _environ(pid: int) -> bytes:
+    with open(f"/proc/{pid}/environ", "rb") as environ:
+        return environ.read()
+
+
 async def _still_works(lease: AsyncLease) -> None:
     """The lease navigates again after the refusals. (Chromium commits the error page of a
     refused navigation late, which can interrupt the very next one: hence a second try.)"""
@@ -179,13 +184,19 @@ async def test_the_browsers_refuse_their_internal_pages(
         await _still_works(lease)
 
 
-async def test_no_jail_outlives_the_broker(broker_factory: BrokerFactory) -> None:
+async def test_no_jail_outlives_the_broker_and_no_secret_reaches_a_browser(
+    broker_factory: BrokerFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
     require(shutil.which("bwrap") is not None, "bubblewrap (bwrap) is not installed")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", "authorization=daemon-secret")
     running = await start(broker_factory, "firefox")
     mine = os.getpid()
     for engine in ("chromium", "firefox"):
         async with running.client.lease(engine=SDK_ENGINE[engine], ttl=120) as lease:
             assert (await lease.run(steps.goto("about:blank"), timeout=30)).ok
+            for pid in engine_of(running, engine).census().browser_pids:
+                environ = _environ(pid)
+                assert b"daemon-secret" not in environ and b"HOME=/tmp/home" in environ
     jails = [p for p in psutil.Process(mine).children(recursive=True) if p.name() == "bwrap"]
     assert jails, "no browser ran in a jail"
     await running.shutdown()
