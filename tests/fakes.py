@@ -158,6 +158,8 @@ class FakeEngine:
         isolation: Isolation,
         options: ContextOptions,
         browser_options: BrowserOptions | None = None,
+        *,
+        tenant: str = "",
     ) -> FakeSession:
         if self.open_gate is not None:
             await self.open_gate.wait()

@@ -40,7 +40,8 @@ class EngineCensus:
 
 @dataclass(frozen=True)
 class RecyclePolicy:
-    """When a shared browser (the one contexts are opened in) is replaced by a fresh one.
+    """When a shared browser (the one a tenant's contexts are opened in) is replaced by a fresh
+    one.
 
     A retired browser takes no new sessions and is closed once its last session has closed, so an
     active lease is never disturbed. A dedicated browser lives exactly as long as its lease.
@@ -132,8 +133,13 @@ class Engine(Protocol):
         isolation: Isolation,
         options: ContextOptions,
         browser_options: BrowserOptions | None = None,
+        *,
+        tenant: str = "",
     ) -> Session:
         """A new ready session; cleans up whatever it half-built if it fails or is cancelled.
+
+        A context session opens in `tenant`'s shared browser, never in one another tenant's
+        sessions use: a browser process holds state its contexts share (the clipboard).
 
         `browser_options` (per-lease launch options, only Camoufox has any) come only with
         ISOLATION_BROWSER; an engine that takes none rejects them with InvalidArgument, and
@@ -163,7 +169,7 @@ class Engine(Protocol):
         ...
 
     async def check_memory(self) -> None:
-        """Retire the shared browser if it is above `recycling.above_mb`."""
+        """Retire each tenant's shared browser that is above `recycling.above_mb`."""
         ...
 
     async def close(self) -> None:

@@ -63,7 +63,9 @@ async def open_cold(
     started = clock.now()
     try:
         async with asyncio.timeout(remaining if by_deadline else bound):
-            session = await engine.open_session(spec.isolation, spec.context, spec.camoufox)
+            session = await engine.open_session(
+                spec.isolation, spec.context, spec.camoufox, tenant=spec.tenant.name
+            )
     except TimeoutError:
         if by_deadline:
             raise DeadlineExceeded("deadline passed while opening the browser session") from None

@@ -18,7 +18,7 @@ from broker.engines.base import Engine, EngineCensus, ResultLimits
 from broker.leases.events import LeaseObserver, ObserverList
 from broker.leases.reconciler import Reconciler
 from broker.leases.table import LeaseTable
-from broker.model.options import EngineName
+from broker.model.options import EngineName, Isolation
 from broker.observe.trace_files import TraceStore
 from broker.runtime.settings import Settings
 from broker.warm.pool import PoolStatus, WarmPool
@@ -107,6 +107,9 @@ class Broker:
             if pooled is None or not pooled.availability().available:
                 # Acquires of the engine fail the same way; the pool would only retry for ever.
                 log.warning("warm pool %s left out: its engine is unavailable", pool.pair)
+            elif pool.isolation is Isolation.CONTEXT and settings.auth_enabled:
+                # A warm context lives in one tenant's browser; tenants never share one.
+                log.info("warm pool %s left out: context pools serve no tenants", pool.pair)
             else:
                 self.warm.add(
                     pooled,

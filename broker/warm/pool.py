@@ -6,6 +6,10 @@ isolation with the options its sessions were opened with (the defaults); anythin
 fresh session. Its target moves between a floor and a ceiling (`set_target`, see `demand.py`);
 `admit` is asked before each open and `keep` before a freshly opened session joins the pool (the
 broker's memory budget, and launches of one engine that put leases first, see `pools.py`).
+
+A warm context session lives in its tenant's shared browser (tenants never share a browser
+process), so a context pool serves one tenant: the operator, with authentication off. A warm
+dedicated browser is nobody's until it is lent, so a browser pool serves every tenant.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from dataclasses import dataclass
 from broker.common.cleanup import TaskSet
 from broker.engines.base import Engine, LostCause, Session
 from broker.leases.lease import LeaseSpec
+from broker.leases.tenants import OPERATOR
 from broker.model.options import ContextOptions, EngineName, Isolation
 
 log = logging.getLogger("broker.pool")
@@ -65,9 +70,12 @@ class WarmPool:
         quiet: Callable[[WarmPool], Awaitable[None]] | None = None,
         now: Callable[[], float] = time.monotonic,
         refill_delay_s: float = 0.0,
+        tenant: str = OPERATOR.name,
     ) -> None:
         self.engine = engine
         self.isolation = isolation
+        # Whose shared browser a context pool's sessions open in, and who alone may have them.
+        self.tenant = tenant
         self.floor = size
         self.ceiling = max(size, ceiling if ceiling is not None else size)
         self.target = size
@@ -118,8 +126,11 @@ class WarmPool:
         )
 
     def serves(self, spec: LeaseSpec) -> bool:
-        """The lease asks for this pool's engine and isolation (whatever its options)."""
-        return spec.engine is self.engine.name and spec.isolation is self.isolation
+        """The lease asks for this pool's engine and isolation (whatever its options), and for
+        a context session, its tenant is the one whose browser the pool's sessions are in."""
+        if spec.engine is not self.engine.name or spec.isolation is not self.isolation:
+            return False
+        return self.isolation is Isolation.BROWSER or spec.tenant.name == self.tenant
 
     @staticmethod
     def fits(spec: LeaseSpec) -> bool:
@@ -265,6 +276,8 @@ class WarmPool:
             self.opening += 1
             try:
                 async with asyncio.timeout(self._open_timeout_s):
-                    return await self.engine.open_session(self.isolation, ContextOptions())
+                    return await self.engine.open_session(
+                        self.isolation, ContextOptions(), tenant=self.tenant
+                    )
             finally:
                 self.opening -= 1

@@ -7,9 +7,11 @@ pool holds one the lease's options fit, and otherwise makes room under the memor
 cold session about to be opened: warm sessions are dropped first, and the lease is refused only
 when the leases alone would exceed the budget.
 
-Warm sessions belong to no tenant: egress rules are bound when a session is lent (the lease
-table's grant), never before, so a pooled session can go to any tenant allowed its engine and
-isolation.
+Egress rules are bound when a session is lent (the lease table's grant), never before. A warm
+dedicated browser can go to any tenant allowed its engine and isolation; a warm context session
+only to the tenant whose shared browser it lives in (see `pool.py`). With authentication on, the
+broker keeps no context pools: a pool per tenant would keep a browser alive per tenant, idle or
+not, and multiply the warm memory by the number of tenants.
 """
 
 from __future__ import annotations

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pytest
 
 from broker.engines.base import LostCallback, LostCause, Session
 from broker.leases.lease import LeaseSpec
+from broker.leases.tenants import OPERATOR, Tenant
 from broker.model.options import (
     BrowserOptions,
     CamoufoxOptions,
@@ -61,15 +62,19 @@ class PoolEngine(FakeEngine):
         self.opening = asyncio.Event()  # set as each open_session begins
         self.attempts: list[float] = []  # loop time at which each open_session began
         self.requested: list[tuple[Isolation, ContextOptions, BrowserOptions | None]] = []
+        self.tenants: list[str] = []  # whose shared browser each open asked for
 
     async def open_session(
         self,
         isolation: Isolation,
         options: ContextOptions,
         browser_options: BrowserOptions | None = None,
+        *,
+        tenant: str = "",
     ) -> TrackedSession:
         self.attempts.append(asyncio.get_running_loop().time())
         self.requested.append((isolation, options, browser_options))
+        self.tenants.append(tenant)
         self.opening.set()
         if self.open_gate is not None:
             await self.open_gate.wait()
@@ -235,6 +240,28 @@ async def test_a_pool_serves_only_its_own_engine_and_isolation() -> None:
         taken = tracked(pool.take(LeaseSpec(EngineName.FIREFOX, Isolation.BROWSER, 60, 60)))
         assert taken.engine is EngineName.FIREFOX and taken.isolation is Isolation.BROWSER
     await taken.close()
+    assert_all_closed_once(engine)
+
+
+async def test_a_context_pool_serves_only_the_tenant_whose_browser_its_sessions_are_in() -> None:
+    """A warm context session lives in its tenant's shared browser: another tenant's lease never
+    gets it. A warm dedicated browser is nobody's until lent: any tenant may have it."""
+    engine = PoolEngine()
+    alpha = Tenant("alpha")
+    async with (
+        WarmPool(engine, Isolation.CONTEXT, 1) as contexts,
+        WarmPool(engine, Isolation.BROWSER, 1) as browsers,
+    ):
+        await wait_filled(contexts)
+        await wait_filled(browsers)
+        assert engine.tenants == [OPERATOR.name, OPERATOR.name]
+        assert contexts.take(replace(SPEC, tenant=alpha)) is None
+        taken = [tracked(contexts.take(SPEC))]
+        taken.append(
+            tracked(browsers.take(replace(SPEC, isolation=Isolation.BROWSER, tenant=alpha)))
+        )
+    for session in taken:
+        await session.close()
     assert_all_closed_once(engine)
 
 

@@ -1,6 +1,7 @@
 """The Playwright-backed engine shared by Chromium, Firefox and Camoufox: launching browsers,
 one record per browser, recycling, driver loss, the kill escalation. Sessions are in
-`playwright_session`, driver and process plumbing in `playwright_driver`."""
+`playwright_session`, driver and process plumbing in `playwright_driver`, each tenant's shared
+browser in `playwright.shared`."""
 
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ from broker.engines.playwright.driver import (
     resolve,
 )
 from broker.engines.playwright.session import CLOSE_TIMEOUT_S, Interrupter, PlaywrightSession
+from broker.engines.playwright.shared import SharedBrowsers
 from broker.errors import Unavailable
 from broker.model.options import BrowserOptions, ContextOptions, EngineName, Isolation
 
@@ -48,7 +50,8 @@ PrepareLauncher = Callable[[BrowserOptions | None, ContextOptions], Awaitable[La
 
 
 class PlaywrightEngine:
-    """Browsers of one kind: a shared browser for context isolation, and dedicated ones."""
+    """Browsers of one kind: a shared browser per tenant for context isolation (see
+    `playwright.shared`), and dedicated ones."""
 
     supports_pdf = False
 
@@ -80,9 +83,8 @@ class PlaywrightEngine:
         self._driver = Driver(self._on_driver_lost)
         self._processes = BrowserProcesses(executable, lambda: self._driver.pid)
         self._browsers: dict[Browser, BrowserRecord] = {}
-        self._shared: Browser | None = None
+        self._shared = SharedBrowsers(self._in_use, self._close_idle, self.name.value)
         self._launch_lock = asyncio.Lock()
-        self._shared_launch_lock = asyncio.Lock()
         self._recycled = 0
         self._browser_closers = TaskSet()
         self._closed = False
@@ -109,7 +111,7 @@ class PlaywrightEngine:
         )
         records = list(self._browsers.values())
         self._browsers.clear()
-        self._shared = None
+        self._shared.clear()
         for record in records:
             kill_browser(record)
             resolve(record.gone)
@@ -147,21 +149,12 @@ class PlaywrightEngine:
             log.info("browser launched", extra={"engine": self.name.value, "pids": new_pids})
             return browser
 
-    async def _shared_browser(self) -> Browser:
-        if self._shared is not None and self._shared.is_connected():
-            return self._shared
-        async with self._shared_launch_lock:
-            if self._shared is None or not self._shared.is_connected():
-                self._shared = await self._launch()
-            return self._shared
-
     def _on_disconnected(self, browser: Browser) -> None:
         record = self._browsers.pop(browser, None)
         if record is not None:
             resolve(record.gone)
             self._processes.forget(record.pid)
-        if browser is self._shared:
-            self._shared = None  # relaunched on the next demand
+        self._shared.unshare(browser)  # relaunched on the next demand
         for session in list(self.sessions):
             if session.browser is browser:
                 session.mark_lost(LostCause.ENGINE_CRASHED)
@@ -173,6 +166,8 @@ class PlaywrightEngine:
         isolation: Isolation,
         options: ContextOptions,
         browser_options: BrowserOptions | None = None,
+        *,
+        tenant: str = "",
     ) -> PlaywrightSession:
         check_supported(
             self.name,
@@ -193,7 +188,7 @@ class PlaywrightEngine:
             if isolation is Isolation.BROWSER:
                 browser = await self._launch(await self._prepare(browser_options, options))
             else:
-                browser = await self._shared_browser()
+                browser = await self._shared.get_or_launch(tenant, self._launch)
                 shared = self._browsers.get(browser)
                 if shared is not None:
                     shared.opening += 1
@@ -233,7 +228,7 @@ class PlaywrightEngine:
         finally:
             if shared is not None:
                 shared.opening -= 1
-                self._close_if_drained(shared)
+                self._drained(shared)
 
     async def while_connected(
         self, browser: Browser, work: Awaitable[T], doing: str = "opening a session"
@@ -296,9 +291,8 @@ class PlaywrightEngine:
         self.sessions.discard(session)
         if session.egress is not None and self._egress is not None:
             self._browser_closers.spawn(self._egress.close_route(session.egress))
-        record = self._browsers.get(session.browser)
-        if record is not None:
-            self._close_if_drained(record)
+        if (record := self._browsers.get(session.browser)) is not None:
+            self._drained(record)
 
     async def reclose(self) -> int:
         """Try again to close the contexts that would not close; how many are still open."""
@@ -357,41 +351,53 @@ class PlaywrightEngine:
         if record.retiring or not record.browser.is_connected():
             return
         record.retiring = True
-        if record.browser is self._shared:
-            self._shared = None
+        self._shared.unshare(record.browser)
         log.info(
             "browser retiring", extra={"engine": self.name.value, "pid": record.pid, "why": why}
         )
         self._close_if_drained(record)
 
+    def _in_use(self, browser: Browser) -> bool:
+        """Has sessions or one opening; a browser no longer tracked is gone (nothing to close)."""
+        record = self._browsers.get(browser)
+        busy = record is None or record.opening > 0
+        return busy or any(session.browser is browser for session in self.sessions)
+
+    def _drained(self, record: BrowserRecord) -> None:
+        """A session of the browser ended or failed to open: a retiring browser left empty
+        closes; a tenant's shared browser left empty starts its idle time."""
+        self._close_if_drained(record)
+        if not (record.retiring or self._closed):
+            self._shared.idle(record.browser)
+
+    def _close_idle(self, browser: Browser) -> None:
+        self._browser_closers.spawn(self._close_browser(browser))
+
     def _close_if_drained(self, record: BrowserRecord) -> None:
-        if (
-            not record.retiring
-            or record.opening > 0
-            or self._browsers.get(record.browser) is not record
-        ):
-            return  # (a record no longer tracked is of a browser that is gone)
-        if any(session.browser is record.browser for session in self.sessions):
+        tracked = self._browsers.get(record.browser) is record  # (if not, the browser is gone)
+        if not record.retiring or not tracked or self._in_use(record.browser):
             return
         record.retiring = False
         self._recycled += 1
         self._browser_closers.spawn(self._close_browser(record.browser))
+        log.info("browser recycled", extra={"engine": self.name.value})
 
     async def _close_browser(self, browser: Browser) -> None:
         try:
             await bounded(browser.close(), CLOSE_TIMEOUT_S)
         except (PlaywrightError, TimeoutError):
             self._kill(browser)
-        log.info("browser recycled", extra={"engine": self.name.value})
 
     async def check_memory(self) -> None:
-        browser = self._shared
-        record = self._browsers.get(browser) if browser is not None else None
-        if not self.recycling.above_mb or record is None or record.pid is None:
+        """Retire every tenant's shared browser that is above the bound."""
+        if not (bound := self.recycling.above_mb):
             return
-        used_mb = await asyncio.to_thread(process_tree_pss_mb, record.pid)
-        if used_mb > self.recycling.above_mb and browser is self._shared:
-            self._retire(record, f"{used_mb:.0f} MB PSS (bound {self.recycling.above_mb:g} MB)")
+        for browser in self._shared.browsers():
+            record = self._browsers.get(browser)
+            if record is not None and record.pid is not None:
+                used_mb = await asyncio.to_thread(process_tree_pss_mb, record.pid)
+                if used_mb > bound and browser in self._shared:
+                    self._retire(record, f"{used_mb:.0f} MB PSS (bound {bound:g} MB)")
 
     def _kill(self, browser: Browser) -> None:
         record = self._browsers.get(browser)
@@ -402,18 +408,15 @@ class PlaywrightEngine:
         if self._closed:
             return
         self._closed = True
+        self._shared.clear()
         for session in list(self.sessions):
             await session.close()
         await self._browser_closers.wait()
-        browsers = {record.browser for record in self._browsers.values()}
-        if self._shared is not None:
-            browsers.add(self._shared)
-        for browser in browsers:
+        for browser in {record.browser for record in self._browsers.values()}:
             try:
                 await bounded(browser.close(), CLOSE_TIMEOUT_S)
             except (PlaywrightError, TimeoutError):
                 self._kill(browser)
-        self._shared = None
         await self._driver.stop()
 
     # ----------------------------------------------------------------- views
@@ -431,7 +434,7 @@ class PlaywrightEngine:
         return self._census(self._processes.pids)
 
     def _census(self, pids: list[int]) -> EngineCensus:
-        browsers = {self._shared} if self._shared is not None else set()
+        browsers = set(self._shared.browsers())
         browsers |= {s.browser for s in self.sessions}
         connected = [b for b in browsers if b.is_connected()]
         contexts = [c for b in connected for c in b.contexts]
