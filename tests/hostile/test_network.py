@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import secrets
+import shutil
 import socket
 import threading
 from collections.abc import Iterator
@@ -23,7 +26,7 @@ from broker.egress.proxy import EgressRoute
 from broker.model.options import EngineName
 from broker.runtime.settings import Settings
 from browserbroker import Engine, steps
-from tests.conftest import BrokerFactory
+from tests.conftest import BrokerFactory, require
 from tests.fixture_site import FixtureSite
 from tests.support import TEST_EGRESS
 
@@ -39,9 +42,10 @@ GATHER_S = 4
 class UdpRecorder:
     """A UDP socket on loopback that records every datagram it receives (there must be none)."""
 
-    def __init__(self, host: str = "127.0.0.1") -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, refuse_dns: bool = False) -> None:
+        self.refuse_dns = refuse_dns  # answer each datagram as a DNS server refusing the query
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind((host, 0))
+        self.sock.bind((host, port))
         self.sock.settimeout(0.2)
         self.port = int(self.sock.getsockname()[1])
         self.datagrams: list[tuple[str, bytes]] = []
@@ -57,12 +61,26 @@ class UdpRecorder:
                 continue
             except OSError:
                 return
-            self.datagrams.append((f"{sender[0]}:{sender[1]}", data[:32]))
+            self.datagrams.append((f"{sender[0]}:{sender[1]}", data[:512]))
+            if self.refuse_dns:
+                with contextlib.suppress(OSError, ValueError):
+                    self.sock.sendto(_refused(data), sender)
 
     def close(self) -> None:
         self._stop.set()
         self._thread.join(5)
         self.sock.close()
+
+
+def _refused(query: bytes) -> bytes:
+    """A DNS answer REFUSED to `query` (so a resolver asking for names a test does not watch,
+    such as localhost, moves on at once instead of waiting for its timeout)."""
+    end = 12
+    while query[end]:
+        end += query[end] + 1
+    question = query[12 : end + 5]
+    flags = bytes([0x80 | (query[2] & 0x79), 0x85])  # a response, same opcode and RD; REFUSED
+    return query[:2] + flags + query[4:6] + b"\0" * 6 + question
 
 
 @pytest.fixture
@@ -267,3 +285,57 @@ async def test_the_route_takes_one_request_per_connection(
     assert pipelined.startswith(b"HTTP/1.1 200") and pipelined.count(b"HTTP/1.") == 1, pipelined
     assert b"connection: close" in pipelined.lower()
     assert framed_twice.startswith(b"HTTP/1.1 400"), framed_twice
+
+
+def _names_script(tag: str) -> str:
+    """Every way a page can make a browser want a name resolved: DNS prefetch, preconnect, a
+    fetch, an image, a WebSocket, a STUN server."""
+    return f"""async () => {{
+      for (const [rel, href] of [['dns-prefetch', '//a-{tag}.test'],
+                                 ['preconnect', 'http://b-{tag}.test']]) {{
+        const link = document.createElement('link');
+        link.rel = rel; link.href = href; document.head.appendChild(link);
+      }}
+      const img = new Image(); img.src = 'http://c-{tag}.test/x.png';
+      try {{ new WebSocket('ws://d-{tag}.test/'); }} catch (e) {{}}
+      const fetched = fetch('http://e-{tag}.test/').then(r => r.status, e => 'failed');
+      if (typeof RTCPeerConnection !== 'undefined') {{
+        const pc = new RTCPeerConnection({{iceServers: [{{urls: 'stun:f-{tag}.test:3478'}}]}});
+        pc.createDataChannel('probe');
+        await pc.setLocalDescription(await pc.createOffer());
+      }}
+      await new Promise(done => setTimeout(done, {GATHER_S * 1000}));
+      return String(await fetched);
+    }}"""
+
+
+@pytest.mark.parametrize("engine", ENGINES, ids=lambda e: e.name.lower())
+async def test_the_browser_resolves_no_name_itself(
+    broker_factory: BrokerFactory, fixture_server: FixtureSite, engine: Engine
+) -> None:
+    """Names go to the route, which resolves them; the browser asks no DNS server. Inside the
+    jail the browser has no resolv.conf, so its resolver would ask 127.0.0.1:53, where a
+    listener records every query naming this test's probe names."""
+    require(os.geteuid() == 0 and shutil.which("bwrap") is not None, "needs the browser jail")
+    try:
+        dns = UdpRecorder(port=53, refuse_dns=True)
+    except OSError as exc:
+        pytest.skip(f"cannot listen on 127.0.0.1:53 ({exc})")
+    tag = secrets.token_hex(6)
+    try:
+        running = await broker_factory(engines=BROKER_ENGINES, browser_jail="required")
+        async with running.client.lease(engine=engine) as lease:
+            result = await lease.run(
+                steps.goto(fixture_server.url("form.html")),
+                steps.evaluate(_names_script(tag)),
+                timeout=60,
+            )
+            assert result.ok, result[0]
+            # The fetch went to the route, which could not resolve the name: 502, not a DNS
+            # error of the browser's own.
+            print(f"{engine.name.lower()}: the fetch of a probe name answered {result[1].value}")
+        await asyncio.sleep(1)
+    finally:
+        dns.close()
+    asked = [data for _, data in dns.datagrams if tag.encode() in data]
+    assert asked == [], f"the browser resolved {len(asked)} names itself"
