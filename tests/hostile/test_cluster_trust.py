@@ -23,6 +23,8 @@ import redis.asyncio as aioredis
 from grpc import aio
 
 from broker.cluster import scripts
+from broker.cluster.store import ClusterStore
+from broker.errors import LimitExceeded
 from browserbroker.aio import AsyncBrokerClient
 from browserbroker.v1 import broker_pb2 as pb
 from browserbroker.v1 import broker_pb2_grpc
@@ -83,7 +85,7 @@ async def cluster(redis_server: RedisServer) -> AsyncIterator[Cluster]:
         await formed.stop()
 
 
-def _stub(cluster: Cluster, name: str) -> broker_pb2_grpc.BrowserBrokerServiceStub:
+def _stub(cluster: Cluster, name: str) -> broker_pb2_grpc.BrowserBrokerServiceAsyncStub:
     return cluster.nodes[name].client.stub
 
 
@@ -176,7 +178,7 @@ async def test_placement_header_without_the_secret_is_refused(cluster: Cluster) 
 # ------------------------------------------------- finding 11: the secret on the wire, replay
 
 
-class _Listener(broker_pb2_grpc.BrowserBrokerServiceServicer):
+class _Listener:
     """A 'node' that only records what a forwarding node sends it (someone on the wire)."""
 
     def __init__(self) -> None:
@@ -196,7 +198,15 @@ class _Listener(broker_pb2_grpc.BrowserBrokerServiceServicer):
 async def listener() -> AsyncIterator[tuple[str, _Listener]]:
     server = aio.server()
     recorder = _Listener()
-    broker_pb2_grpc.add_BrowserBrokerServiceServicer_to_server(recorder, server)
+    keepalive = grpc.unary_unary_rpc_method_handler(
+        recorder.KeepAlive,
+        request_deserializer=pb.KeepAliveRequest.FromString,
+        response_serializer=pb.KeepAliveResponse.SerializeToString,
+    )
+    service = "browserbroker.v1.BrowserBrokerService"
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(service, {"KeepAlive": keepalive}),)
+    )
     port = free_port()
     server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
@@ -479,3 +489,25 @@ async def test_nodes_mid_rotation_forward_both_ways(redis_server: RedisServer) -
         assert "signature" in (refused.value.details() or "")
     finally:
         await cluster.stop()
+
+
+async def test_a_held_quota_slot_lapses_and_the_grant_checks_again(
+    redis_server: RedisServer,
+) -> None:
+    """The store's scripts alone: a held slot counts, lapses after its time, becomes the
+    lease's slot at GRANT; a GRANT over the quota is refused even without a reservation."""
+    store = ClusterStore(redis_server.url, f"test-{time.monotonic_ns()}")
+    try:
+        await store.reserve("t", "r1", 1, 300)
+        with pytest.raises(LimitExceeded, match="across the cluster"):
+            await store.reserve("t", "r2", 1, 10_000)
+        await asyncio.sleep(0.5)  # r1 lapses (its Acquire's node died, say)
+        await store.reserve("t", "r2", 1, 10_000)
+        await store.grant("lease-1", "n", "t", "00", "chromium", "", 1, "r2")
+        assert await store.redis.zcard(f"{store.prefix}:tenant-held:t") == 0
+        assert await store.redis.smembers(f"{store.prefix}:tenant-leases:t") == {"lease-1"}
+        with pytest.raises(LimitExceeded):
+            await store.grant("lease-2", "n", "t", "00", "chromium", "", 1)
+        await store.unreserve("t", "never-held")  # (a no-op)
+    finally:
+        await store.close()
