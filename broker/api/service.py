@@ -80,7 +80,7 @@ class BrokerService(broker_pb2_grpc.BrowserBrokerServiceServicer):
     @streaming
     async def Run(self, request: pb.RunRequest, context: Context) -> AsyncIterator[pb.RunResponse]:
         tenant = self.auth.tenant_for(context)
-        options = decode.run_options(request, self.settings)
+        options = await decode.run_options_off_loop(request, self.settings)
         forwarded = await self._route("Run", request, tenant, context, Ended.REFUSED)
         if isinstance(forwarded, Forwarded):
             async for response in forwarded.answers():

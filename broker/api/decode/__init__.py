@@ -7,7 +7,7 @@ camoufox.py (an Acquire's options), steps.py (Run), durations.py.
 
 from broker.api.decode.durations import bounded_duration, seconds
 from broker.api.decode.leases import check_lease_ref, lease_ref_violations, lease_spec
-from broker.api.decode.steps import run_options
+from broker.api.decode.steps import run_options, run_options_off_loop
 
 __all__ = [
     "bounded_duration",
@@ -15,5 +15,6 @@ __all__ = [
     "lease_ref_violations",
     "lease_spec",
     "run_options",
+    "run_options_off_loop",
     "seconds",
 ]

@@ -8,6 +8,7 @@ becomes a tuple, a Duration seconds). A kind whose shape differs has a decoder i
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import Callable
 from typing import Any
@@ -138,6 +139,17 @@ def _decoders() -> dict[str, Decoder]:
 
 # Every registered step kind's decoder, by the oneof field's name.
 DECODERS = _decoders()
+
+
+# A Run larger than this is decoded in a worker thread: its JSON arguments alone may be
+# max_message_bytes to parse and check, which must not hold the event loop.
+INLINE_DECODE_BYTES = 64 * 1024
+
+
+async def run_options_off_loop(request: pb.RunRequest, settings: Settings) -> RunOptions:
+    if request.ByteSize() <= INLINE_DECODE_BYTES:
+        return run_options(request, settings)
+    return await asyncio.to_thread(run_options, request, settings)
 
 
 def run_options(request: pb.RunRequest, settings: Settings) -> RunOptions:

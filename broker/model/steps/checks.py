@@ -14,6 +14,7 @@ MAX_SELECTOR_CHARS = 4 * 1024
 MAX_SCRIPT_CHARS = 64 * 1024
 MAX_VALUE_CHARS = 1024 * 1024
 MAX_JSON_DEPTH = 64
+MAX_JSON_VALUES = 10_000
 
 MAX_PAGE_ID_CHARS = 64
 
@@ -82,26 +83,23 @@ def check_page_id(field_name: str, page_id: str, out: list[FieldViolation]) -> N
         out.append(FieldViolation(field_name, f"not a page id (1..{MAX_PAGE_ID_CHARS} characters)"))
 
 
-def json_depth(text: str) -> int:
-    """How deeply `text`'s arrays and objects nest (strings skipped), without parsing it."""
-    depth = deepest = 0
-    in_string = escaped = False
-    for ch in text:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == '"':
-                in_string = False
-        elif ch == '"':
-            in_string = True
-        elif ch in "[{":
-            depth += 1
-            deepest = max(deepest, depth)
-        elif ch in "]}":
-            depth -= 1
-    return deepest
+def json_shape_fault(value: object) -> str | None:
+    """What is wrong with a parsed JSON argument's shape, if anything: nested deeper than
+    MAX_JSON_DEPTH, or more than MAX_JSON_VALUES values (Playwright serializes an argument
+    value by value on the event loop). Level by level, in Python bytecode: in a worker thread (a
+    large Run is decoded in one) it lets the event loop run between its steps."""
+    depth, values, level = 0, 1, [value]
+    while containers := [item for item in level if isinstance(item, (list, dict))]:
+        depth += 1
+        if depth > MAX_JSON_DEPTH:
+            return f"nested deeper than {MAX_JSON_DEPTH} levels"
+        level = []
+        for container in containers:
+            level.extend(container.values() if isinstance(container, dict) else container)
+        values += len(level)
+        if values > MAX_JSON_VALUES:
+            return f"holds more than {MAX_JSON_VALUES} values"
+    return None
 
 
 def parse_url(field_name: str, url: str, out: list[FieldViolation]) -> CanonicalUrl | None:
@@ -142,17 +140,23 @@ def check_http_url(field_name: str, url: str, out: list[FieldViolation]) -> None
 
 
 def check_json_arg(field_name: str, arg_json: str, out: list[FieldViolation]) -> None:
-    """An optional JSON argument: bounded in size and depth, and valid."""
+    """An optional JSON argument: bounded in size, depth and values, and valid."""
     if not arg_json:
         return
-    check_text(field_name, arg_json, MAX_VALUE_CHARS, out)
-    if json_depth(arg_json) > MAX_JSON_DEPTH:
-        out.append(FieldViolation(field_name, f"nested deeper than {MAX_JSON_DEPTH} levels"))
+    if len(arg_json) > MAX_VALUE_CHARS:
+        out.append(FieldViolation(field_name, f"longer than {MAX_VALUE_CHARS} characters"))
         return
     try:
-        json.loads(arg_json)
+        value = json.loads(arg_json)  # C; a nest past the recursion limit is a RecursionError
+    except RecursionError:
+        out.append(FieldViolation(field_name, f"nested deeper than {MAX_JSON_DEPTH} levels"))
+        return
     except ValueError as exc:
         out.append(FieldViolation(field_name, f"is not valid JSON: {exc}"))
+        return
+    fault = json_shape_fault(value)
+    if fault is not None:
+        out.append(FieldViolation(field_name, fault))
 
 
 def check_script(field_name: str, expression: str, out: list[FieldViolation]) -> None:

@@ -35,9 +35,10 @@ async def wait_for_load_state(scope: StepScope, action: WaitForLoadState, out: S
 
 @handles(WaitForUrl)
 async def wait_for_url(scope: StepScope, action: WaitForUrl, out: StepOutcome) -> None:
+    glob = url_glob(action.url)
     # A predicate, not the glob: Playwright would match a glob with a backtracking regex.
     await scope.page.wait_for_url(
-        url_glob(action.url).matches,
+        lambda url: glob.matches(url),
         wait_until=action.wait_until,  # type: ignore[arg-type]
         timeout=scope.timeout_ms,
     )
