@@ -22,7 +22,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from broker.egress.policy import EgressPolicy
-from broker.egress.proxy import EgressRoute
+from broker.egress.proxy import Blocked, EgressRoute
+from broker.leases.events import LeaseObserver
+from broker.leases.lease import Lease
 from broker.model.options import EngineName
 from broker.runtime.settings import Settings
 from browserbroker import Engine, steps
@@ -339,3 +341,55 @@ async def test_the_browser_resolves_no_name_itself(
         dns.close()
     asked = [data for _, data in dns.datagrams if tag.encode() in data]
     assert asked == [], f"the browser resolved {len(asked)} names itself"
+
+
+class Refused(LeaseObserver):
+    """The targets the routes refused."""
+
+    def __init__(self) -> None:
+        self.targets: list[str] = []
+
+    def egress_blocked(self, lease: Lease, blocked: Blocked) -> None:
+        self.targets.append(blocked.target)
+
+
+def _turn_tcp_script(host: str, port: int) -> str:
+    return f"""async () => {{
+      if (typeof RTCPeerConnection === 'undefined') return 'absent';
+      const pc = new RTCPeerConnection({{iceServers: [
+        {{urls: 'turn:{host}:{port}?transport=tcp', username: 'u', credential: 'p'}}]}});
+      pc.createDataChannel('probe');
+      await pc.setLocalDescription(await pc.createOffer());
+      await new Promise(done => setTimeout(done, {GATHER_S * 1000}));
+      pc.close();
+      return 'done';
+    }}"""
+
+
+@pytest.mark.parametrize("engine", ENGINES, ids=lambda e: e.name.lower())
+async def test_webrtc_over_tcp_goes_through_the_route(
+    broker_factory: BrokerFactory, fixture_server: FixtureSite, engine: Engine
+) -> None:
+    """TURN over TCP, the one way WebRTC is left, is a connection through the route: to a
+    denied host it is refused there, and the host sees no connection."""
+    listener = socket.create_server(("127.0.0.2", 0))
+    listener.settimeout(0.2)
+    port = int(listener.getsockname()[1])
+    seen = []
+    running = await broker_factory(engines=BROKER_ENGINES)
+    refused = Refused()
+    running.broker.observers.add(refused)
+    try:
+        async with running.client.lease(engine=engine) as lease:
+            result = await lease.run(
+                steps.goto(fixture_server.url("form.html")),
+                steps.evaluate(_turn_tcp_script("127.0.0.2", port)),
+                timeout=60,
+            )
+            assert result.ok, result[0]
+            print(f"{engine.name.lower()}: the route refused {refused.targets}")
+        with contextlib.suppress(TimeoutError):
+            seen.append(listener.accept()[0].getpeername())
+    finally:
+        listener.close()
+    assert seen == [], "a TURN connection went around the route"
