@@ -1,12 +1,16 @@
 """Lease traces on disk: recorded by the engine for leases that ask, kept for their owner for a
 while after the lease ends, then deleted.
 
-The store knows owners only in memory: traces left on disk by an earlier run of the broker have
-no known owner, so they are deleted when it starts.
+The store knows owners only in memory: what an earlier run of the broker left on disk (kept
+traces, a zip half-written when it was killed) has no known owner, so the folder is emptied when
+the store is made, as the broker starts. A kept trace is deleted when its retention passes, by a
+timer, even if nobody asks for traces again.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
 import shutil
@@ -45,6 +49,7 @@ class TraceStore(LeaseObserver):
         self._clock = clock
         self._records: dict[str, TraceRecord] = {}
         self._ready = False
+        shutil.rmtree(self.folder, ignore_errors=True)  # an earlier run's leftovers
 
     def _prepare(self) -> None:
         """The folder, private to the broker's user, emptied of an earlier run's traces."""
@@ -72,6 +77,8 @@ class TraceStore(LeaseObserver):
         record = self._records.get(lease.id)
         if record is not None:
             record.expires_at = self._clock() + self.retention_s
+            with contextlib.suppress(RuntimeError):  # no loop: the next sweep deletes it
+                asyncio.get_running_loop().call_later(self.retention_s + 0.1, self.sweep)
         self.sweep()
 
     def sweep(self) -> None:

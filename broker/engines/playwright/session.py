@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time
 from collections.abc import Awaitable, Callable
 from typing import Protocol, TypeVar
@@ -23,7 +22,8 @@ from broker.common.cleanup import TaskSet, bounded
 from broker.egress.policy import EgressRules
 from broker.egress.proxy import BlockListener, EgressRoute
 from broker.engines.base import LostCallback, LostCause, ResultLimits
-from broker.engines.playwright.bounded_results import StepRefused
+from broker.engines.playwright.bounded_results import URL_CHARS, StepRefused, truncated
+from broker.engines.playwright.bounded_trace import BoundedTrace
 from broker.engines.playwright.context import shape_page
 from broker.engines.playwright.driver import first_line
 from broker.engines.playwright.pages import LeasePages
@@ -40,7 +40,6 @@ Interrupter = Callable[[], Awaitable[object]]
 
 INTERRUPT_TIMEOUT_S = 0.25
 CLOSE_TIMEOUT_S = 5.0
-TRACE_STOP_TIMEOUT_S = 5.0  # within the cleanup bound of the whole close (10 s)
 
 
 class SessionHost(Protocol):
@@ -87,7 +86,7 @@ class PlaywrightSession:
         self.context = context
         self.page = page
         self._lost_callback: LostCallback | None = None
-        self._trace: tuple[str, int] | None = None  # where the trace goes, its bound
+        self._trace: BoundedTrace | None = None
         # Per page (the lease's and those the site opened): stops a script that never yields.
         self._interrupters: dict[Page, Interrupter] = {}
         self._attaching = TaskSet()
@@ -219,7 +218,7 @@ class PlaywrightSession:
                 outcome.error_message = f"{blocked[0].message}: {outcome.error_message}"
         outcome.page_events = self.pages.take_events()
         if not self.page.is_closed():
-            outcome.url = self.page.url
+            outcome.url = truncated(self.page.url, URL_CHARS)  # the page's to choose
             outcome.page_id = self.pages.id_of(self.page)
         return outcome
 
@@ -336,7 +335,8 @@ class PlaywrightSession:
         await asyncio.gather(*(interrupt(i) for i in live))
 
     def keep_trace(self, path: str, max_bytes: int) -> None:
-        self._trace = (path, max_bytes)
+        """Keep the trace being recorded at `path`, held to `max_bytes` while it is written."""
+        self._trace = BoundedTrace(self.context, path, max_bytes)
 
     async def close(self) -> None:
         self._closing = True
@@ -346,15 +346,13 @@ class PlaywrightSession:
         await self._host.close_session(self)
 
     async def _save_trace(self) -> None:
-        """Stop the lease's trace into its file before the context closes; one over the bound
-        is deleted. A trace that cannot be written is lost, never the close."""
+        """Stop the lease's trace into its file before the context closes (see BoundedTrace).
+        A trace that cannot be written is lost, never the close."""
         if self._trace is None or self.driver_lost or not self.browser.is_connected():
             return
-        path, max_bytes = self._trace
-        self._trace = None
+        trace, self._trace = self._trace, None
         try:
-            await bounded(self.context.tracing.stop(path=path), TRACE_STOP_TIMEOUT_S)
-            await asyncio.to_thread(_drop_if_over, path, max_bytes)
+            await trace.save()
         except Exception as exc:
             log.warning("a lease's trace could not be written: %s", exc)
 
@@ -364,13 +362,6 @@ class PlaywrightSession:
 _MAYBE_BLOCKED = frozenset(
     {StepErrorKind.NAVIGATION, StepErrorKind.SCRIPT_ERROR, StepErrorKind.BROWSER}
 )
-
-
-def _drop_if_over(path: str, max_bytes: int) -> None:
-    size = os.path.getsize(path)
-    if size > max_bytes:
-        os.unlink(path)
-        log.warning("a lease's trace was dropped", extra={"bytes": size, "limit": max_bytes})
 
 
 async def _shape_quietly(page: Page, options: ContextOptions) -> None:

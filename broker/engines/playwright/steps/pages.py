@@ -7,16 +7,43 @@ import asyncio
 import contextlib
 
 from playwright.async_api import Error as PlaywrightError
+from playwright.async_api import Page
 
-from broker.engines.playwright.bounded_results import StepRefused
+from broker.common.cleanup import bounded
+from broker.engines.playwright.bounded_results import (
+    BOUNDED_TITLE,
+    TITLE_CHARS,
+    URL_CHARS,
+    StepRefused,
+    truncated,
+)
+from broker.engines.playwright.pages import TITLE_TIMEOUT_S
 from broker.engines.playwright.steps.dispatch import StepScope, handles
-from broker.model.steps.base import StepErrorKind, StepOutcome
+from broker.model.steps.base import PageInfo, StepErrorKind, StepOutcome
 from broker.model.steps.pages import BringToFront, ClosePage, ListPages, SwitchPage
 
 
 @handles(ListPages)
 async def list_pages(scope: StepScope, action: ListPages, out: StepOutcome) -> None:
-    out.pages = await scope.pages.describe(scope.current.page)
+    """The lease's pages; their titles and URLs are the pages' to choose, so both are cut
+    (the title in the page, before it crosses to the broker)."""
+    current = scope.current.page
+    for page in scope.pages.open_pages():
+        title = ""
+        opener: Page | None = None
+        with contextlib.suppress(PlaywrightError, TimeoutError):
+            answer = await bounded(page.evaluate(BOUNDED_TITLE, TITLE_CHARS), TITLE_TIMEOUT_S)
+            title = truncated(answer, TITLE_CHARS) if isinstance(answer, str) else ""
+            opener = await bounded(page.opener(), TITLE_TIMEOUT_S)
+        out.pages.append(
+            PageInfo(
+                id=scope.pages.id_of(page),
+                url=truncated(page.url, URL_CHARS),
+                title=title,
+                current=page is current,
+                opener_id=scope.pages.id_of(opener) if opener is not None else "",
+            )
+        )
 
 
 @handles(SwitchPage)

@@ -8,19 +8,19 @@ import asyncio
 import contextlib
 import json
 import math
-import os
 
 from playwright.async_api import Error as PlaywrightError
-from playwright.async_api import Page
+from playwright.async_api import FloatRect, Page
 
 from broker.common.urls import is_download_source
 from broker.engines.playwright.bounded_results import (
     BOUNDED_CONTENT,
     PAGE_SIZE,
     StepRefused,
-    bounded_json,
     bounded_text,
     check_size,
+    evaluate_bounded,
+    finished_download,
     text_of_first,
 )
 from broker.engines.playwright.steps.dispatch import StepScope, handles
@@ -39,26 +39,24 @@ from broker.model.steps.reading import (
 @handles(Evaluate)
 async def evaluate(scope: StepScope, action: Evaluate, out: StepOutcome) -> None:
     # Playwright has no timeout for evaluate; the Run's cancellation stops the script.
+    arg = json.loads(action.arg_json) if action.arg_json else None
     async with asyncio.timeout(scope.timeout_s):
-        if action.arg_json:
-            handle = await scope.frame.evaluate_handle(
-                action.expression, json.loads(action.arg_json)
-            )
-        else:
-            handle = await scope.frame.evaluate_handle(action.expression)
-        out.json = await bounded_json(handle, scope.limits.max_bytes)
+        out.json = await evaluate_bounded(
+            scope.frame, action.expression, bool(action.arg_json), arg, scope.limits.max_bytes
+        )
 
 
 @handles(GetContent)
 async def get_content(scope: StepScope, action: GetContent, out: StepOutcome) -> None:
     async with asyncio.timeout(scope.timeout_s):
-        out.text = await bounded_text(scope.frame.evaluate(BOUNDED_CONTENT, scope.limits.max_bytes))
+        limit = scope.limits.max_bytes
+        out.text = await bounded_text(scope.frame.evaluate(BOUNDED_CONTENT, limit), limit)
 
 
 @handles(GetText)
 async def get_text(scope: StepScope, action: GetText, out: StepOutcome) -> None:
     limit, ms = scope.limits.max_bytes, scope.timeout_ms
-    out.text = await bounded_text(text_of_first(scope.frame, action.selector, limit, ms))
+    out.text = await text_of_first(scope.frame, action.selector, limit, ms)
 
 
 @handles(GetAttribute)
@@ -72,8 +70,10 @@ async def get_attribute(scope: StepScope, action: GetAttribute, out: StepOutcome
 @handles(Screenshot)
 async def screenshot(scope: StepScope, action: Screenshot, out: StepOutcome) -> None:
     page, full_page = scope.page, action.full_page
-    await _check_pixels(page, full_page, scope.limits.max_screenshot_pixels)
-    data = await page.screenshot(full_page=full_page, timeout=scope.timeout_ms, type="png")
+    clip = await _bounded_clip(page, full_page, scope.limits.max_screenshot_pixels)
+    data = await page.screenshot(
+        full_page=full_page, clip=clip, timeout=scope.timeout_ms, type="png"
+    )
     out.data = check_size(data, scope.limits.max_bytes)
 
 
@@ -91,6 +91,7 @@ async def pdf(scope: StepScope, action: Pdf, out: StepOutcome) -> None:
 @handles(Download)
 async def download(scope: StepScope, action: Download, out: StepOutcome) -> None:
     """Click, capture the download it starts, read it under the bound, delete it."""
+    limit = min(scope.limits.max_download_bytes, scope.limits.max_bytes)
     waiting = scope.pages.expect_download()
     started = None
     try:
@@ -99,8 +100,7 @@ async def download(scope: StepScope, action: Download, out: StepOutcome) -> None
             started = await waiting
             if not is_download_source(started.url):  # a link to file: reads the host
                 raise StepRefused(StepErrorKind.BLOCKED, "a download from a file: URL")
-            path = await started.path()
-        limit = min(scope.limits.max_download_bytes, scope.limits.max_bytes)
+            path = await finished_download(started, limit)
         out.data = await asyncio.to_thread(_read_bounded, path, limit)
         out.text = started.suggested_filename
     finally:
@@ -111,14 +111,10 @@ async def download(scope: StepScope, action: Download, out: StepOutcome) -> None
                 await started.delete()
 
 
-def _read_bounded(path: str | os.PathLike[str], limit: int) -> bytes:
-    size = os.path.getsize(path)
-    if size > limit:
-        raise StepRefused(
-            StepErrorKind.TOO_LARGE, f"the download is {size} bytes; the limit is {limit}"
-        )
+def _read_bounded(path: str, limit: int) -> bytes:
     with open(path, "rb") as f:
-        return f.read(limit)
+        data = f.read(limit + 1)
+    return check_size(data, limit)
 
 
 async def _check_pdf_pages(page: Page, limit: int) -> None:
@@ -135,15 +131,30 @@ async def _check_pdf_pages(page: Page, limit: int) -> None:
         )
 
 
-async def _check_pixels(page: Page, full_page: bool, limit: int) -> None:
-    """Refuse a screenshot larger than the bound before the browser renders it."""
+async def _bounded_clip(page: Page, full_page: bool, limit: int) -> FloatRect:
+    """The area a screenshot may capture, from the broker's own arithmetic: the viewport the
+    lease was given, or the page's size as measured in the page, refused over the bound. The
+    capture is clipped to it, so a page that lies about its size only gets a smaller image
+    (device scale factor 1: leases do not set another)."""
     if full_page:
-        width, height = await page.evaluate(PAGE_SIZE)
+        width, height = _pixels(await page.evaluate(PAGE_SIZE))
     else:
         size = page.viewport_size or {"width": 0, "height": 0}
         width, height = size["width"], size["height"]
+        if not width or not height:  # no fixed viewport: the window's
+            width, height = _pixels(await page.evaluate("() => [innerWidth, innerHeight]"))
     if width * height > limit:
         raise StepRefused(
             StepErrorKind.TOO_LARGE,
             f"the screenshot would be {width}x{height} pixels; the limit is {limit} pixels",
         )
+    return {"x": 0, "y": 0, "width": max(1, width), "height": max(1, height)}
+
+
+def _pixels(answer: object) -> tuple[int, int]:
+    """Two whole pixel counts from the page, which may answer anything."""
+    if isinstance(answer, list) and len(answer) == 2:
+        width, height = answer
+        if all(isinstance(v, int | float) and 0 <= v < 2**31 for v in (width, height)):
+            return math.ceil(width), math.ceil(height)
+    raise StepRefused(StepErrorKind.BROWSER, "the page's size could not be measured")
