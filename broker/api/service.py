@@ -93,7 +93,8 @@ class BrokerService(broker_pb2_grpc.BrowserBrokerServiceServicer):
         if remaining is not None:
             timeout_s = min(timeout_s, remaining)
         run = Run(self.leases, lease, options, timeout_s, self.settings.default_step_timeout_s)
-        run.start()
+        # This task streams the results: the Run ends it if it outstays the Run (unread).
+        run.start(reader=asyncio.current_task())
         finished = False
         try:
             async for outcome in run.results():
@@ -110,6 +111,7 @@ class BrokerService(broker_pb2_grpc.BrowserBrokerServiceServicer):
                     else CancelCause.CLIENT_CANCELLED
                 )
                 await run.cancel(cause)
+            run.close()  # read or not, the stream is over: its place in the Run limit frees
 
     @unary
     async def KeepAlive(

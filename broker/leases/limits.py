@@ -21,4 +21,7 @@ class Limits:
     tombstone_max: int = 10_000
     cleanup_timeout_s: float = 10.0
     max_runs_waiting: int = 4  # Runs that may wait behind the running one on a lease
+    # A Run's results not yet taken by its stream: the next step waits beyond either bound.
+    run_buffer_results: int = 4
+    run_buffer_bytes: int = 1024 * 1024
     open_timeout_s: float = 60.0  # opening a session, when the caller set no shorter deadline

@@ -1,7 +1,11 @@
 """Running steps on a lease: one Run at a time, bounded by the caller's deadline, stoppable.
 
 A Run executes in a task of its own, owned by its lease, and streams step outcomes through a
-queue. When the caller's deadline passes or it cancels, the Run's task is cancelled and, still
+small bounded buffer (backpressure.py): the next step waits until the reader has taken enough of
+the last results, and the Run counts against its lease's Run limit until its stream closes. A
+stream that still has not closed a little after its Run's deadline, or after its Run was cut
+short (lease ended, cancel), is ended by the broker: a reader that never reads holds nothing for
+long. When the caller's deadline passes or it cancels, the Run's task is cancelled and, still
 holding the lease's run lock, it stops the work *in the browser* (closing the page aborts its
 navigations and scripts) before the next Run may touch the session.
 """
@@ -12,8 +16,10 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from enum import StrEnum
+from typing import Any
 
 from broker.errors import Cancelled, DeadlineExceeded, LeaseEnded, SessionCrashed, Unavailable
+from broker.leases.backpressure import ResultBuffer
 from broker.leases.lease import Lease, ReleaseReason
 from broker.leases.table import LeaseTable
 from broker.model.steps.base import OnCancel, RunOptions, StepErrorKind, StepOutcome
@@ -23,6 +29,9 @@ log = logging.getLogger("broker.runs")
 # Playwright's own timeout for a step ends this much before the Run's deadline, so the browser
 # gives up first and the broker's backstop rarely has to.
 STEP_DEADLINE_MARGIN_S = 0.05
+# A stream gets this long past its Run's deadline (or the Run's early end) to send what is left
+# and close; then the broker ends it.
+READER_GRACE_S = 5.0
 
 
 class CancelCause(StrEnum):
@@ -30,15 +39,8 @@ class CancelCause(StrEnum):
     CLIENT_CANCELLED = "client_cancelled"
 
 
-class _End:
-    pass
-
-
 class _DeadlineReached(Exception):
     """A step timed out because the Run's deadline capped it."""
-
-
-_END = _End()
 
 
 class Run:
@@ -61,23 +63,56 @@ class Run:
         self._cut_short = False
         self._deadline = 0.0
         self._started = 0.0
-        self._queue: asyncio.Queue[StepOutcome | _End] = asyncio.Queue()
+        limits = leases.limits
+        self._buffer = ResultBuffer(limits.run_buffer_results, limits.run_buffer_bytes)
         self._task: asyncio.Task[None] | None = None
+        self._reader: asyncio.Task[Any] | None = None
+        self._closed = False
+        self._reader_timers: list[asyncio.TimerHandle] = []
 
-    def start(self) -> None:
+    def start(self, reader: asyncio.Task[Any] | None = None) -> None:
+        """Start the Run. `reader`: the task that streams its results (the RPC's), ended by the
+        broker if it stays open past the Run's deadline or end (READER_GRACE_S)."""
         # Run deadlines are the caller's real time (the event loop's clock), not the lease clock.
-        self._started = asyncio.get_running_loop().time()
+        loop = asyncio.get_running_loop()
+        self._started = loop.time()
         self._deadline = self._started + self.timeout_s
         self._task = self.leases.start_run(
             self.lease, self._execute(), len(self.options.steps), self._ended
         )
+        self._reader = reader
+        if reader is not None:
+            end_at = self._deadline + READER_GRACE_S
+            self._reader_timers.append(loop.call_at(end_at, self._end_reader))
+
+    def close(self) -> None:
+        """The Run's stream closed (or never will be read): its place in the Run limit frees."""
+        if self._closed or self._task is None:
+            return
+        self._closed = True
+        for timer in self._reader_timers:
+            timer.cancel()
+        self.leases.run_closed(self.lease)
+
+    def _end_reader(self) -> None:
+        """The stream outstayed its Run (a reader that does not read): end it."""
+        reader = self._reader
+        if self._closed or reader is None:
+            return
+        log.info("ending a Run's stream its reader left unread", extra={"lease_id": self.lease.id})
+        self.close()
+        if reader is not asyncio.current_task() and not reader.done():
+            reader.cancel()
 
     def _ended(self, task: asyncio.Task[None]) -> str:
-        """What ended the Run, for the lease's trace; results() sees the end of its queue."""
+        """What ended the Run, for the lease's trace; results() sees the end of its buffer."""
         lease = self.lease
-        self._queue.put_nowait(_END)
+        self._buffer.end()
         # Read here, so it counts as retrieved even when the caller left before results() did.
         failure = None if task.cancelled() else task.exception()
+        if self._reader is not None and (task.cancelled() or failure or self._cut_short):
+            timer = asyncio.get_running_loop().call_later(READER_GRACE_S, self._end_reader)
+            self._reader_timers.append(timer)
         if self.cause is not None:
             return self.cause.value
         if lease.released is not None and task.cancelled():
@@ -89,13 +124,13 @@ class Run:
     async def results(self) -> AsyncIterator[StepOutcome]:
         """Step outcomes as they complete; raises the Run's failure, mapped to a domain error."""
         assert self._task is not None, "start() first"
-        while True:
-            item = await self._queue.get()
-            if isinstance(item, _End):
-                break
-            yield item
-        await asyncio.wait({self._task})
-        self._raise_failure(self._task)
+        try:
+            while (outcome := await self._buffer.get()) is not None:
+                yield outcome
+            await asyncio.wait({self._task})
+            self._raise_failure(self._task)
+        finally:
+            self.close()
 
     async def cancel(self, cause: CancelCause) -> None:
         """The caller gave up: record why, stop the work in the browser, wait for that (bounded)."""
@@ -173,9 +208,13 @@ class Run:
             if lease.released is not None:
                 self._cut_short = True
                 return  # the session died under the step (or its reset); results() says why
-            self._queue.put_nowait(outcome)
+            await self._buffer.put(outcome, self._waiting_on_reader)
             if not outcome.ok and not self.options.continue_on_error:
                 return
+
+    def _waiting_on_reader(self, waiting: bool) -> None:
+        assert self._task is not None
+        self.leases.run_waiting_on_reader(self._task, waiting)
 
     async def _quiet_after_timeout(self, outcome: StepOutcome) -> None:
         lease = self.lease

@@ -29,6 +29,7 @@ from broker.errors import (
     Unavailable,
 )
 from broker.leases.closing import SessionCloser
+from broker.leases.endings import LOST_REASONS, ended_while_opening
 from broker.leases.estimates import Estimates
 from broker.leases.events import LeaseObserver, ObserverList
 from broker.leases.lease import Lease, LeaseSpec, ReleaseOutcome, ReleaseReason, token_digest
@@ -44,18 +45,6 @@ log = logging.getLogger("broker.leases")
 
 # The lease span gets an "expiring" event this long (or 10% of the TTL) before its TTL ends.
 EXPIRY_WARNING_S = 10.0
-
-_LOST_REASONS = {
-    LostCause.ENGINE_CRASHED: ReleaseReason.ENGINE_CRASHED,
-    LostCause.PAGE_CRASHED: ReleaseReason.PAGE_CRASHED,
-}
-
-
-def _ended_while_opening(reason: ReleaseReason) -> str:
-    if reason is ReleaseReason.SHUTDOWN:
-        return "broker is shutting down"
-    return f"the browser session died while it was being opened ({reason.value})"
-
 
 SessionSource = Callable[[LeaseSpec], Session | None]
 
@@ -84,6 +73,7 @@ class LeaseTable:
             self._cleanups, limits.cleanup_timeout_s, on_closed=self._grant_waiters
         )
         self._draining = False
+        self._waiting_on_reader: set[asyncio.Task[None]] = set()  # Runs backpressure holds
         self._warm_source: SessionSource | None = None
         self.estimates = Estimates()
 
@@ -109,8 +99,7 @@ class LeaseTable:
 
     @property
     def full(self) -> bool:
-        """A new Acquire would wait: no free slot, or others that could take one already waiting
-        (first come first; a waiter its tenant's quota holds back does not count)."""
+        """A new Acquire would wait: no free slot, or a waiter that could take one (FIFO)."""
         return self.used_count >= self.limits.capacity or self._queue.grantable(self._held) > 0
 
     @property
@@ -161,7 +150,7 @@ class LeaseTable:
         if lease.released is not None:
             # Drained, or its browser died, while the session was being opened: the release
             # path already closed the session.
-            raise Unavailable(_ended_while_opening(lease.released.reason))
+            raise Unavailable(ended_while_opening(lease.released.reason))
         return lease
 
     async def _admit(self, spec: LeaseSpec, timeout_s: float | None) -> Lease:
@@ -286,7 +275,8 @@ class LeaseTable:
     ) -> asyncio.Task[None]:
         """Admit a Run on `lease` (unless it would wait behind more than `max_runs_waiting`) and
         start `body` as its task, owned by the lease (the release path cancels it) until it ends,
-        however it ends; `on_end` then says what ended it ("" for success), for the trace."""
+        however it ends; `on_end` then says what ended it ("" for success), for the trace. The
+        Run counts against the limit until its stream closes (`run_closed`), read or not."""
         limit = self.limits.max_runs_waiting
         if lease.runs_in_flight > limit:
             body.close()
@@ -306,14 +296,22 @@ class LeaseTable:
 
         # A done-callback, not a `finally`: it runs even if the task is cancelled before it starts.
         def ended(task: asyncio.Task[None]) -> None:
-            lease.runs_in_flight -= 1
             lease.run_tasks.discard(task)
+            self._waiting_on_reader.discard(task)
             if lease.released is None:
                 self.touch(lease)
             self.observers.run_finished(lease, loop.time() - started, on_end(task))
 
         task.add_done_callback(ended)
         return task
+
+    def run_closed(self, lease: Lease) -> None:
+        """A Run's stream closed (once per started Run): its place in the Run limit frees."""
+        lease.runs_in_flight -= 1
+
+    def run_waiting_on_reader(self, task: asyncio.Task[None], waiting: bool) -> None:
+        """A Run waits for its reader to take a result: that wait is not activity on the lease."""
+        (self._waiting_on_reader.add if waiting else self._waiting_on_reader.discard)(task)
 
     def step_done(self, lease: Lease, outcome: StepOutcome) -> None:
         """A step of a Run ran. On a live lease its outcome is activity, and goes to the trace."""
@@ -359,17 +357,18 @@ class LeaseTable:
         if lease.released is not None:
             return
         idle_for = self.clock.now() - lease.last_activity
-        if lease.runs_in_flight == 0 and idle_for >= lease.spec.idle_timeout_s:
+        working = any(task not in self._waiting_on_reader for task in lease.run_tasks)
+        if not working and idle_for >= lease.spec.idle_timeout_s:
             self.release(lease, ReleaseReason.IDLE_TIMEOUT)
         else:
-            if lease.runs_in_flight:
+            if working:
                 lease.last_activity = self.clock.now()  # a running Run is activity
             self._arm_idle(lease)
 
     def _on_session_lost(self, session: Session, cause: LostCause) -> None:
         for lease in list(self._active.values()):
             if lease.session is session:
-                self.release(lease, _LOST_REASONS[cause])
+                self.release(lease, LOST_REASONS[cause])
 
     # -------------------------------------------------- the one release path
 

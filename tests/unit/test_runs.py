@@ -302,9 +302,11 @@ async def test_a_finished_run_is_not_reported_as_cut_short_by_a_later_release() 
     run = h.run(lease, "a", "b")
     for _ in range(5):
         await asyncio.sleep(0)
-    assert lease.runs_in_flight == 0  # done, its results not yet read by the caller
+    assert not lease.run_tasks  # done, its results not yet read by the caller
+    assert lease.runs_in_flight == 1  # its stream is open: it still counts against the lease
     h.leases.release(lease, ReleaseReason.CLIENT_RELEASE)
     assert [o.json for o in await results(run)] == ['"a"', '"b"']
+    assert lease.runs_in_flight == 0
     await h.finish()
 
 
@@ -321,10 +323,10 @@ async def test_a_run_whose_caller_left_leaves_no_unretrieved_error(
     # The deadline's cancel was recorded just as the Run failed on its own.
     run.cause = CancelCause.DEADLINE
     for _ in range(100):  # a few loop turns: the Run task runs and fails
-        if not lease.runs_in_flight:
+        if not lease.run_tasks:
             break
         await asyncio.sleep(0)
-    assert lease.runs_in_flight == 0
+    assert not lease.run_tasks
     del run
     gc.collect()
     assert "never retrieved" not in caplog.text
