@@ -62,6 +62,12 @@ EGRESS_PREFS: dict[str, str | float | bool] = {
     "network.dns.disablePrefetch": True,
     "network.prefetch-next": False,
     "network.http.speculative-parallel-limit": 0,
+    "network.predictor.enabled": False,  # preconnects and DNS lookups learned from pages
+    # No request for one host over a connection (a CONNECT tunnel) to another.
+    "network.http.originextension": False,
+    # The browser's own lookups and probes, which would not go through the proxy either.
+    "network.connectivity-service.enabled": False,
+    "network.captive-portal-service.enabled": False,
 }
 
 
