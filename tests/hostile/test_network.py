@@ -18,11 +18,13 @@ import socket
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 
 from broker.egress.policy import EgressPolicy
 from broker.egress.proxy import Blocked, EgressRoute
+from broker.engines.jail import Jail
 from broker.leases.events import LeaseObserver
 from broker.leases.lease import Lease
 from broker.model.options import EngineName
@@ -318,11 +320,14 @@ async def test_the_browser_resolves_no_name_itself(
     """Names go to the route, which resolves them; the browser asks no DNS server. Inside the
     jail the browser has no resolv.conf, so its resolver would ask 127.0.0.1:53, where a
     listener records every query naming this test's probe names."""
-    require(os.geteuid() == 0 and shutil.which("bwrap") is not None, "needs the browser jail")
+    require(os.geteuid() == 0 and shutil.which("bwrap") is not None, "needs root and bwrap")
+    # The proof needs the jail's resolver to be this listener: no resolv.conf inside.
+    assert "resolv.conf" not in Jail("bwrap", Path("/jail")).command("/bin/browser")
     try:
         dns = UdpRecorder(port=53, refuse_dns=True)
     except OSError as exc:
-        pytest.skip(f"cannot listen on 127.0.0.1:53 ({exc})")
+        require(False, f"cannot listen on 127.0.0.1:53 ({exc})")
+        raise
     tag = secrets.token_hex(6)
     try:
         running = await broker_factory(engines=BROKER_ENGINES, browser_jail="required")
