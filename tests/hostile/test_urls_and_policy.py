@@ -8,7 +8,10 @@ INVALID_ARGUMENT naming the field, on Chromium and Firefox, and nothing of the h
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
 from functools import cache
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -18,7 +21,7 @@ from hypothesis import strategies as st
 from broker.common.urls import CanonicalUrl, canonical
 from broker.model.steps.base import StepBounds
 from broker.model.steps.navigation import Goto
-from browserbroker import AsyncLease, InvalidArgumentError, steps
+from browserbroker import AsyncLease, ContextOptions, InvalidArgumentError, Proxy, steps
 from tests.conftest import BrokerFactory
 from tests.fixture_site import FixtureSite
 from tests.integration.test_engines import SDK_ENGINE, start
@@ -277,3 +280,104 @@ async def test_what_the_decoder_accepts_the_browser_reads_alike(
             if seen != (mine.scheme, host) or seen[0] not in ALLOWED or not blank:
                 disagreements.append((text, mine.scheme, mine.host, theirs))
     assert not disagreements, f"{len(disagreements)} of {len(accepted)}: {disagreements[:10]}"
+
+
+# ------------------------------------------------------------------ a client's proxy, the policy
+
+
+class Recorder:
+    """An HTTP server on a loopback address that records every request it gets."""
+
+    def __init__(self, host: str) -> None:
+        hits: list[str] = []
+        self.hits = hits
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                hits.append(self.path)
+                self.send_response(200)
+                self.send_header("Content-Length", "6")
+                self.end_headers()
+                self.wfile.write(b"secret")
+
+        self.server = ThreadingHTTPServer((host, 0), Handler)
+        self.port = int(self.server.server_address[1])
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def recorders() -> Iterator[dict[str, Recorder]]:
+    found = {host: Recorder(host) for host in ("127.0.0.1", "127.0.0.2", "127.0.0.3")}
+    yield found
+    for recorder in found.values():
+        recorder.close()
+
+
+@ENGINES
+async def test_a_client_proxy_is_judged_as_the_browser_reads_it(
+    broker_factory: BrokerFactory, recorders: dict[str, Recorder], engine: str
+) -> None:
+    """`http://127.0.0.3:P\\@127.0.0.1:P` was vetted as 127.0.0.1 (allowed) while the browser
+    used 127.0.0.3; a bypass list sent pages straight to hosts the policy denies."""
+    running = await start(broker_factory, engine, allow_client_proxies=True)
+    near, denied, far = (recorders[h] for h in ("127.0.0.1", "127.0.0.2", "127.0.0.3"))
+    tricks = [
+        ("context.proxy.server", Proxy(server=f"http://127.0.0.3:{far.port}\\@127.0.0.1:{near.port}")),
+        ("context.proxy.bypass", Proxy(server=f"http://127.0.0.1:{near.port}", bypass="127.0.0.2")),
+        ("context.proxy.bypass", Proxy(server=f"http://127.0.0.1:{near.port}", bypass="<-loopback>")),
+    ]  # fmt: skip
+    for field, proxy in tricks:
+        try:
+            lease = await running.client.acquire(
+                engine=SDK_ENGINE[engine], context=ContextOptions(proxy=proxy), ttl=60
+            )
+        except InvalidArgumentError as refused:
+            assert [v.field for v in refused.violations] == [field]
+            continue
+        try:
+            await lease.run(steps.goto(f"http://127.0.0.2:{denied.port}/page"), timeout=30)
+        finally:
+            await lease.release()
+    assert far.hits == [] and denied.hits == [], (far.hits, denied.hits)
+
+
+async def test_allow_hosts_does_not_open_loopback(
+    broker_factory: BrokerFactory, recorders: dict[str, Recorder]
+) -> None:
+    """A name on the allow list that resolves to loopback opens nothing without
+    egress_allow_loopback; with it, what the lists name opens."""
+    target = recorders["127.0.0.1"]
+    closed = await broker_factory(
+        egress_allow_cidrs=[], egress_allow_loopback=False, egress_allow_hosts=["localhost"]
+    )
+    async with closed.client.lease() as lease:
+        result = (await lease.run(steps.goto(f"http://localhost:{target.port}/"), timeout=30))[0]
+        assert result.error_kind == "blocked" and "'loopback'" in result.error_message, result
+    assert target.hits == []
+    opened = await broker_factory(
+        egress_allow_cidrs=[], egress_allow_loopback=True, egress_allow_hosts=["localhost"]
+    )
+    async with opened.client.lease() as lease:
+        result = (await lease.run(steps.goto(f"http://localhost:{target.port}/"), timeout=30))[0]
+        assert result.ok, result
+    assert target.hits == ["/"]
+
+
+async def test_deny_hosts_names_a_literal_however_spelt(
+    broker_factory: BrokerFactory, recorders: dict[str, Recorder]
+) -> None:
+    target = recorders["127.0.0.1"]
+    running = await broker_factory(egress_deny_hosts=["0x7f.1"])
+    async with running.client.lease() as lease:
+        for spelling in ("127.0.0.1", "2130706433", "[::ffff:127.0.0.1]"):
+            url = f"http://{spelling}:{target.port}/"
+            result = (await lease.run(steps.goto(url), timeout=30))[0]
+            assert result.error_kind == "blocked" and "deny_hosts" in result.error_message, url
+    assert target.hits == []
