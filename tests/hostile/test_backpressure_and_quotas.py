@@ -136,17 +136,21 @@ async def test_a_capped_waiter_ends_at_its_deadline(broker_factory: BrokerFactor
 
 # ------------------------------------------------------------- backpressure
 
-BIG_MB = 3  # under the client's 4 MiB message limit
-STEPS_PER_RUN = 15  # 15 x 3 MB per Run: what an unbounded queue would hold
+BIG_MB = 3  # under the client's 4 MiB message limit (for the test that reads)
+UNREAD_MB = 5
+STEPS_PER_RUN = 10
 UNREAD_RUNS = 4
-# Before the fix four unread Runs held about 4 x 45 MB of results (and their encodings). With
-# the bounded buffer each unread stream holds a few results at most; the bound keeps 2x headroom
-# over what was measured.
+# Before the fix four unread Runs held 4 x 10 x 5 MB of results (and their encodings). With the
+# bounded buffer each unread stream holds a result or two; the bound keeps 2x headroom over what
+# was measured.
 RSS_GROWTH_BOUND_MB = 120
+# The Runs are taken to have stopped for their reader once no step ran for this long (a step
+# takes up to about 5 s on a loaded machine).
+STALL_S = 20.0
 
 
-def _big_run(lease: AsyncLease) -> pb.RunRequest:
-    script = f"'x'.repeat({BIG_MB} * 1024 * 1024)"
+def _big_run(lease: AsyncLease, mb: int = BIG_MB) -> pb.RunRequest:
+    script = f"'x'.repeat({mb} * 1024 * 1024)"
     return pb.RunRequest(
         lease_id=lease.id,
         token=lease.grant.token,
@@ -160,24 +164,31 @@ def _rss_mb() -> float:
 
 
 async def test_unread_runs_do_not_pile_up_in_memory(broker_factory: BrokerFactory) -> None:
-    """Four Runs on one lease, each asking for 60 MB of results, none read. The Run waits for its
+    """Four Runs on one lease, each asking for 50 MB of results, none read. The Run waits for its
     reader: memory stays bounded, and the Run slots stay taken until the streams close."""
     running = await broker_factory(max_run_timeout_s=600)
-    lease = await running.client.acquire(ttl=300, idle_timeout=300)
+    lease = await running.client.acquire(ttl=600, idle_timeout=600)
     (held,) = running.broker.leases.active_leases()
     await lease.run(steps.evaluate("1"), timeout=30)  # the page is up before measuring
-    before = _rss_mb()
-    calls = [running.client.stub.Run(_big_run(lease), timeout=300) for _ in range(UNREAD_RUNS)]
+    before = peak = _rss_mb()
+    request = _big_run(lease, UNREAD_MB)
+    calls = [running.client.stub.Run(request, timeout=600) for _ in range(UNREAD_RUNS)]
     await eventually(lambda: held.runs_in_flight == UNREAD_RUNS)  # all there; nothing is read
-    started = time.monotonic()
-    peak = before
-    while time.monotonic() - started < 20:
+    # Until the Runs stall after their first results (or, unbounded, run past one Run's steps),
+    # however slow the machine is.
+    last_step, last_change = held.step_count, time.monotonic()
+    while held.step_count - 1 <= STEPS_PER_RUN and held.run_tasks:
+        if held.step_count >= 2 and time.monotonic() - last_change > STALL_S:
+            break
         peak = max(peak, _rss_mb())
         await asyncio.sleep(0.5)
+        if held.step_count != last_step:
+            last_step, last_change = held.step_count, time.monotonic()
+    peak = max(peak, _rss_mb())
     steps_run = held.step_count - 1
     print(f"RSS {before:.0f} MB -> peak {peak:.0f} MB; steps run {steps_run}")
-    assert peak - before < RSS_GROWTH_BOUND_MB, f"RSS grew {peak - before:.0f} MB"
     assert steps_run < STEPS_PER_RUN, "a Run ran ahead of its reader"
+    assert peak - before < RSS_GROWTH_BOUND_MB, f"RSS grew {peak - before:.0f} MB"
     assert held.runs_in_flight == UNREAD_RUNS  # unread streams hold their Run slots
     for call in calls:
         call.cancel()
@@ -185,8 +196,7 @@ async def test_unread_runs_do_not_pile_up_in_memory(broker_factory: BrokerFactor
     assert (await lease.run(steps.evaluate("1 + 1"), timeout=30))[0].value == 2
     await lease.release()
     await running.broker.leases.wait_all_closed()
-    after = _rss_mb()
-    print(f"RSS after release {after:.0f} MB")
+    print(f"RSS after release {_rss_mb():.0f} MB")
 
 
 async def test_a_slow_reader_gets_every_result(broker_factory: BrokerFactory) -> None:
