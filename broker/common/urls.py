@@ -117,3 +117,38 @@ def is_download_source(text: str) -> bool:
         return canonical(text).scheme in DOWNLOAD_SCHEMES
     except UrlError:
         return False
+
+
+_PROXY_PORTS = {"http": 80, "https": 443, "socks5": 1080}
+
+
+@dataclass(frozen=True)
+class ProxyServer:
+    scheme: str
+    host: str  # as `CanonicalUrl.host`
+    port: int
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.scheme}://{host}:{self.port}"
+
+
+def proxy_server(text: str) -> ProxyServer | None:
+    """A proxy server (`scheme://host[:port]`) in the one spelling the browser and the policy
+    read alike: the host as the browser parses it (`0x7f.1` is 127.0.0.1), and nothing two
+    parsers could disagree on (userinfo, a path, backslashes, percent signs, controls), or None."""
+    if text != clean(text) or any(ch in text for ch in "\\@?#%") or not text.isascii():
+        return None
+    scheme, sep, rest = text.partition("://")
+    scheme = scheme.lower()
+    authority = rest.removesuffix("/")
+    if not sep or scheme not in _PROXY_PORTS or not authority or "/" in authority:
+        return None
+    try:
+        parsed = canonical(f"http://{authority}/")
+    except UrlError:
+        return None
+    if parsed.has_credentials or not parsed.host or parsed.path != "/":
+        return None
+    return ProxyServer(scheme, parsed.host, parsed.port or _PROXY_PORTS[scheme])

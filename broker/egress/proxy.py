@@ -20,10 +20,9 @@ import logging
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 from broker.common.cleanup import TaskSet
-from broker.common.urls import UrlError, canonical, canonical_host
+from broker.common.urls import UrlError, canonical, canonical_host, proxy_server
 from broker.egress import plain_http
 from broker.egress.policy import (
     Decision,
@@ -314,12 +313,9 @@ class EgressGateway:
 
     async def vet_proxy(self, server: str, rules: EgressRules) -> Decision:
         """May a lease send its traffic through the proxy at `server` (scheme://host:port)?"""
-        url = urlsplit(server)
-        host = url.hostname or ""
-        try:
-            port = url.port or (1080 if url.scheme.startswith("socks") else 80)
-        except ValueError:
-            return Decision(False, UNRESOLVABLE, "the proxy port is not a number")
+        parsed = proxy_server(server)  # the host the browser will use, parsed as it parses
+        if parsed is None:
+            return Decision(False, "proxy_server", "the proxy is not scheme://host:port")
         route = EgressRoute(self.policy.with_rules(rules), self._resolver)
-        decision, _ = await route._decide(host, port)
+        decision, _ = await route._decide(parsed.host, parsed.port)
         return decision

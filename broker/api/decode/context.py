@@ -9,7 +9,7 @@ import math
 import re
 from typing import Any
 
-from broker.common.urls import HostType, UrlError, canonical, clean
+from broker.common.urls import proxy_server
 from broker.egress.policy import METADATA_HEADERS
 from broker.errors import FieldViolation
 from broker.model.options import ContextOptions, Geolocation, ProxySettings, Viewport
@@ -182,32 +182,8 @@ def _proxy(
                 "https or socks5",
             )
         )
-    return ProxySettings(server or "", msg.proxy.username, msg.proxy.password, "")
-
-
-_PROXY_PORTS = {"http": 80, "https": 443, "socks5": 1080}
-
-
-def proxy_server(text: str) -> str | None:
-    """A proxy server in the one spelling the browser and the policy both read alike,
-    `scheme://host:port`: the host as the browser parses it (`0x7f.1` is 127.0.0.1), nothing
-    the parsers could disagree on (userinfo, a path, backslashes, controls), or None."""
-    if text != clean(text) or any(ch in text for ch in "\\@?#%") or not text.isascii():
-        return None
-    scheme, sep, rest = text.partition("://")
-    if not sep or scheme.lower() not in _PROXY_PORTS:
-        return None
-    authority = rest.removesuffix("/")
-    if not authority or "/" in authority:
-        return None
-    try:
-        parsed = canonical(f"http://{authority}/")
-    except UrlError:
-        return None
-    if parsed.has_credentials or not parsed.host or parsed.path != "/":
-        return None
-    host = f"[{parsed.host}]" if parsed.host_type is HostType.IPV6 else parsed.host
-    return f"{scheme.lower()}://{host}:{parsed.port or _PROXY_PORTS[scheme.lower()]}"
+    url = server.url if server is not None else ""
+    return ProxySettings(url, msg.proxy.username, msg.proxy.password, "")
 
 
 def _check_blocking(msg: pb.ContextOptions, out: list[FieldViolation]) -> None:
