@@ -21,7 +21,7 @@ async def goto(scope: StepScope, action: Goto, out: StepOutcome) -> None:
         wait_until=action.wait_until,  # type: ignore[arg-type]
         timeout=scope.timeout_ms,
     )
-    _check_route_answer(action.url, response, out)
+    _check_route_answer(action.href, response, out)
 
 
 @handles(GoBack, GoForward, Reload)
