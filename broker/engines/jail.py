@@ -57,8 +57,10 @@ _CHROMIUM_BLOCKED = [
     "about:*",
 ]
 _CHROMIUM_ALLOWED = ["about:blank", "chrome://newtab", "chrome://new-tab-page"]
-# Firefox: file: and view-source: refused; the about: pages that expose the host blocked.
-_FIREFOX_BLOCKED = ["file:///*", "view-source:*"]
+# Firefox: file: refused (its WebsiteFilter takes no view-source: pattern; WebDriver BiDi
+# refuses view-source: and about: navigations itself); the about: pages that expose the host
+# blocked.
+_FIREFOX_BLOCKED = ["file:///*"]
 
 
 @dataclass(frozen=True)
@@ -152,11 +154,14 @@ def chromium_policy(allow_file_urls: bool) -> dict[str, object]:
         "URLBlocklist": blocked,
         "URLAllowlist": _CHROMIUM_ALLOWED,
         "DownloadRestrictions": 0,
+        # WebRTC without UDP, as the launch flag also says: a second hold, since Chromium once
+        # dropped the flag's old spelling without a word.
+        "WebRtcIPHandling": "disable_non_proxied_udp",
     }
 
 
 def firefox_policies(allow_file_urls: bool) -> dict[str, object]:
-    blocked = [p for p in _FIREFOX_BLOCKED if allow_file_urls is False or p != "file:///*"]
+    blocked = [] if allow_file_urls else list(_FIREFOX_BLOCKED)
     return {
         "policies": {
             "WebsiteFilter": {"Block": blocked},

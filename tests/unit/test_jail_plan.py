@@ -40,9 +40,9 @@ def test_the_policies_refuse_file_urls_unless_the_operator_allows_them() -> None
     assert "file://*" in jail.chromium_policy(False)["URLBlocklist"]  # type: ignore[operator]
     assert "file://*" not in jail.chromium_policy(True)["URLBlocklist"]  # type: ignore[operator]
     firefox = jail.firefox_policies(False)["policies"]
-    assert firefox["WebsiteFilter"]["Block"] == ["file:///*", "view-source:*"]  # type: ignore[index]
+    assert firefox["WebsiteFilter"]["Block"] == ["file:///*"]  # type: ignore[index]
     allowed = jail.firefox_policies(True)["policies"]
-    assert allowed["WebsiteFilter"]["Block"] == ["view-source:*"]  # type: ignore[index]
+    assert allowed["WebsiteFilter"]["Block"] == []  # type: ignore[index]
 
 
 def test_the_jail_binds_only_the_browsers_own_writable_folders() -> None:
