@@ -107,30 +107,32 @@ def parse_url(field_name: str, url: str, out: list[FieldViolation]) -> Canonical
 
     Leading spaces and controls, tabs and newlines inside the scheme, backslashes: all are read
     as the browser reads them, so the scheme and host judged here are the ones it uses."""
-    bad = validate_url(field_name, url)
+    bad, parsed = _judge_url(field_name, url)
     if bad is not None:
         out.append(bad)
-        return None
-    return canonical(url)
+    return parsed
 
 
 def validate_url(field_name: str, url: str) -> FieldViolation | None:
+    return _judge_url(field_name, url)[0]
+
+
+def _judge_url(field_name: str, url: str) -> tuple[FieldViolation | None, CanonicalUrl | None]:
     if not url:
-        return FieldViolation(field_name, "must not be empty")
+        return FieldViolation(field_name, "must not be empty"), None
     if len(url) > MAX_URL_CHARS:
-        return FieldViolation(field_name, f"longer than {MAX_URL_CHARS} characters")
+        return FieldViolation(field_name, f"longer than {MAX_URL_CHARS} characters"), None
     try:
         parsed = canonical(url)
     except UrlError:
-        return FieldViolation(field_name, f"{url[:200]!r} is not a valid absolute URL")
+        return FieldViolation(field_name, f"{url[:200]!r} is not a valid absolute URL"), None
     if parsed.scheme not in URL_SCHEMES:
-        return FieldViolation(
-            field_name,
-            f"{url[:200]!r} is not an absolute URL with a scheme in {sorted(URL_SCHEMES)}",
-        )
+        schemes = sorted(URL_SCHEMES)
+        why = f"{url[:200]!r} is not an absolute URL with a scheme in {schemes}"
+        return FieldViolation(field_name, why), None
     if parsed.scheme in {"http", "https"} and not parsed.host:
-        return FieldViolation(field_name, f"{url[:200]!r} has no host")
-    return None
+        return FieldViolation(field_name, f"{url[:200]!r} has no host"), None
+    return None, parsed
 
 
 def check_http_url(field_name: str, url: str, out: list[FieldViolation]) -> None:
