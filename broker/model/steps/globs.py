@@ -16,7 +16,7 @@ MAX_GLOB_CHARS = 8 * 1024  # a glob without wildcards: compared whole, like a UR
 MAX_WILDCARD_GLOB_CHARS = 256
 MAX_GLOB_WILDCARDS = 10  # a run of stars is one wildcard, each `?` another
 # A longer URL (a page's data: URL, say) matches a glob only by being equal to it. With the
-# bounds above, one match then costs at most a few milliseconds of RE2 (tests/unit/test_globs.py).
+# bounds above, one match then costs at most a few milliseconds of RE2.
 MAX_MATCHED_URL_CHARS = 8 * 1024
 # A longer URL is matched in a worker thread (RE2 releases the GIL while it matches).
 INLINE_URL_CHARS = 1024
