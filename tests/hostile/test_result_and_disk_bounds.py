@@ -66,26 +66,26 @@ async def test_results_stay_bounded_when_the_page_replaces_the_measuring_tools(
             steps.goto(fixture_server.url("form.html")),
             steps.evaluate(SABOTAGE),
             steps.evaluate("'x'.repeat(20_000_000)"),
-            steps.evaluate(
-                "(() => { const a = []; for (let i = 0; i < 9; i++) a.push('é'.repeat(500_000)); return a; })()"
-            ),
+            # Under the bound in characters, over it in bytes: the broker's own measure refuses.
+            steps.evaluate("'é'.repeat(700_000)"),
             steps.evaluate(
                 "(() => { const d = document.createElement('div'); d.id = 'huge';"
-                " d.style.display = 'none';"  # no layout of 30 MB of text
-                " d.textContent = 'y'.repeat(30_000_000); document.body.append(d); return 1; })()"
+                " d.style.display = 'none'; d.setAttribute('data-huge', 'z'.repeat(3_000_000));"
+                " d.textContent = 'y'.repeat(8_000_000); document.body.append(d); return 1; })()"
             ),
             steps.content(),
             steps.text("#huge"),
+            steps.attribute("#huge", "data-huge"),
             steps.evaluate("document.querySelectorAll('h1').length"),  # the lease is fine
             continue_on_error=True,
-            timeout=120,
+            timeout=240,
         )
         kinds = [r.error_kind for r in results]
-        assert kinds == ["", "", "too_large", "too_large", "", "too_large", "too_large", ""], (
-            _sizes(results)
-        )
+        expected = ["", "", "too_large", "too_large", "", "too_large", "too_large", "too_large", ""]
+        assert kinds == expected, _sizes(results)
         assert all(len(r.text) + len(r.json) + len(r.data) <= MIB for r in results)
         assert "limit is 1048576" in results[2].error_message
+        assert results[3].error_message == "the result is 1400002 bytes; the limit is 1048576"
 
 
 async def test_a_huge_result_never_reaches_the_brokers_memory(
@@ -175,17 +175,17 @@ async def test_a_trace_stops_at_its_bound_while_it_is_written(
 ) -> None:
     running = await broker_factory(data_dir=tmp_path, max_trace_bytes=MIB)
     lease = await running.client.acquire(context=ContextOptions(trace=True))
-    with _peak_tree(tmp_path) as on_disk:
+    with _peak_tree(tmp_path) as on_disk, _sampled(lambda: _trace_inputs(lease.id)) as written:
         work = [steps.goto(fixture_server.url("form.html"))]
         for _ in range(20):  # each snapshot carries ~0.6 MB of fresh, incompressible text
             work += [steps.evaluate(RANDOM_DOM), steps.click("body")]
         results = await lease.run(*work, continue_on_error=True, timeout=180)
         assert results.ok, _sizes(results)
-        written = _trace_inputs(lease.id)
         await lease.release()
     # While recording, what Playwright wrote for this trace stopped near its bound (it is
-    # measured every 250 ms); the final zip never landed in data_dir.
-    assert written <= 4 * MIB, f"{written / MIB:.1f} MiB written against 1 MiB"
+    # measured every 250 ms) and was deleted; the final zip never landed in data_dir.
+    assert 0 < written.peak <= 4 * MIB, f"{written.peak / MIB:.1f} MiB written against 1 MiB"
+    assert _trace_inputs(lease.id) == 0
     assert on_disk.peak <= MIB, f"{on_disk.peak / MIB:.1f} MiB in data_dir"
     assert list((tmp_path / "traces").iterdir()) == []
 

@@ -17,7 +17,7 @@ import glob
 import json
 import os
 from collections.abc import Awaitable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 from playwright.async_api import Download, Frame
 from playwright.async_api import Error as PlaywrightError
@@ -88,6 +88,14 @@ BOUNDED_TEXT = """(element, maxBytes) => {
     throw new Error(`__TOO_LARGE__ the text is over ${maxBytes} bytes; the limit is ${maxBytes}`);
   return text;
 }"""
+BOUNDED_ATTRIBUTE = """(element, [name, maxBytes]) => {
+  const value = element.getAttribute(name);
+  if (value === null) return null;
+  if (typeof value !== "string") throw new Error("the attribute is not text");
+  if (value.length > maxBytes)
+    throw new Error(`__TOO_LARGE__ the attribute is over ${maxBytes} bytes; the limit is ${maxBytes}`);
+  return value;
+}"""
 # A page can lie here: the broker clips the capture to the size it answers, so a lie only makes
 # the screenshot smaller.
 PAGE_SIZE = """() => {
@@ -109,7 +117,11 @@ def truncated(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[:limit]
 
 
-async def bounded_text(work: Awaitable[Any], limit: int) -> str:
+@overload
+async def bounded_text(work: Awaitable[Any], limit: int) -> str: ...
+@overload
+async def bounded_text(work: Awaitable[Any], limit: int, allow_none: bool) -> str | None: ...
+async def bounded_text(work: Awaitable[Any], limit: int, allow_none: bool = False) -> str | None:
     """A string computed in the page under a size bound, measured again as it arrived; over
     it, the step fails TOO_LARGE."""
     try:
@@ -119,6 +131,8 @@ async def bounded_text(work: Awaitable[Any], limit: int) -> str:
             detail = exc.message.split(_TOO_LARGE, 1)[1].strip().splitlines()[0]
             raise StepRefused(StepErrorKind.TOO_LARGE, detail) from None
         raise
+    if result is None and allow_none:
+        return None
     if not isinstance(result, str):
         raise StepRefused(StepErrorKind.SCRIPT_ERROR, "the page answered something not text")
     return check_size(result, limit)

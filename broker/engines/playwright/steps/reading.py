@@ -14,6 +14,7 @@ from playwright.async_api import FloatRect, Page
 
 from broker.common.urls import is_download_source
 from broker.engines.playwright.bounded_results import (
+    BOUNDED_ATTRIBUTE,
     BOUNDED_CONTENT,
     PAGE_SIZE,
     StepRefused,
@@ -62,9 +63,11 @@ async def get_text(scope: StepScope, action: GetText, out: StepOutcome) -> None:
 @handles(GetAttribute)
 async def get_attribute(scope: StepScope, action: GetAttribute, out: StepOutcome) -> None:
     first = scope.frame.locator(action.selector).first
-    attribute = await first.get_attribute(action.name, timeout=scope.timeout_ms)
+    limit = scope.limits.max_bytes
+    answer = first.evaluate(BOUNDED_ATTRIBUTE, [action.name, limit], timeout=scope.timeout_ms)
+    attribute = await bounded_text(answer, limit, allow_none=True)
     out.found = attribute is not None
-    out.text = check_size(attribute or "", scope.limits.max_bytes)
+    out.text = attribute or ""
 
 
 @handles(Screenshot)
@@ -122,7 +125,7 @@ async def _check_pdf_pages(page: Page, limit: int) -> None:
 
     An estimate: the page's height once reflowed to a Letter sheet's width (816 CSS
     pixels), over a sheet's height (1056 CSS pixels)."""
-    width, height = await page.evaluate(PAGE_SIZE)
+    width, height = _pixels(await page.evaluate(PAGE_SIZE))
     pages = math.ceil(height * max(1.0, width / 816) / 1056)
     if pages > limit:
         raise StepRefused(
