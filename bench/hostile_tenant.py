@@ -29,7 +29,15 @@ from typing import Any
 
 import grpc
 
-from browserbroker import AsyncBrokerClient, AsyncLease, BrokerError, Engine, RunResult, steps
+from browserbroker import (
+    AsyncBrokerClient,
+    AsyncLease,
+    BrokerError,
+    Engine,
+    LeaseEndedError,
+    RunResult,
+    steps,
+)
 from browserbroker.v1 import broker_pb2 as pb
 
 ENGINES = {"chromium": Engine.CHROMIUM, "firefox": Engine.FIREFOX}
@@ -120,7 +128,26 @@ def waiting(tally: Tally, lease: AsyncLease, site: str) -> Coroutine[Any, Any, N
     )
 
 
-def heavy(tally: Tally, lease: AsyncLease) -> list[Coroutine[Any, Any, None]]:
+class Renewed:
+    """A lease taken again when the broker ends it (a Run whose stop failed ends its lease)."""
+
+    def __init__(
+        self, client: AsyncBrokerClient, engine: Engine, site: str, lease: AsyncLease
+    ) -> None:
+        self.client, self.engine, self.site, self.lease = client, engine, site, lease
+
+    async def run(self, work: list[pb.Step]) -> RunResult:
+        lease = self.lease
+        try:
+            return await lease.run(*work, continue_on_error=True, timeout=60)
+        except LeaseEndedError:
+            if lease is self.lease:
+                self.lease = await self.client.acquire(engine=self.engine, ttl=3600, timeout=30)
+                await self.lease.run(steps.goto(self.site + "form.html"))
+            raise
+
+
+def heavy(tally: Tally, renewed: Renewed) -> list[Coroutine[Any, Any, None]]:
     script = "/*" + "x" * (MAX_SCRIPT_CHARS - 8) + "*/ 1"
     selector = "div " * (MAX_SELECTOR_CHARS // 4 - 1) + "p"
     runs = {
@@ -130,13 +157,9 @@ def heavy(tally: Tally, lease: AsyncLease) -> list[Coroutine[Any, Any, None]]:
         f"Runs of {MAX_STEPS} steps, 64-deep arg_json, 16 MiB": most_steps(),
     }
     return [
-        loop_forever(tally, name, functools.partial(run_all, lease, work))
+        loop_forever(tally, name, functools.partial(renewed.run, work))
         for name, work in runs.items()
     ]
-
-
-async def run_all(lease: AsyncLease, work: list[pb.Step]) -> RunResult:
-    return await lease.run(*work, continue_on_error=True, timeout=60)
 
 
 def floods(
@@ -185,13 +208,17 @@ async def attack(address: str, token: str, site: str, engine: Engine, leases: in
         work = [blocking(tally, held[0], site), *floods(tally, client, engine)]
         if leases > 1:
             work.append(waiting(tally, held[1], site))
-        work += heavy(tally, held[-1])
+        renewed = Renewed(client, engine, site, held[-1])
+        work += heavy(tally, renewed)
         tasks = [asyncio.create_task(w) for w in work]
         print("ready", flush=True)
         await stop.wait()
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if renewed.lease is not held[-1]:
+            with contextlib.suppress(BrokerError):
+                await renewed.lease.release()
     return tally
 
 

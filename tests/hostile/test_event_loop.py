@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Iterator
 import pytest
 
 from bench.canary import TOKENS, health_loop, percentile, run_conditions, start_broker
-from browserbroker import AsyncBrokerClient, BrokerError, steps
+from browserbroker import AsyncBrokerClient, BrokerError, RunResult, steps
 from browserbroker.v1 import broker_pb2 as pb
 from tests.fixture_site import FixtureSite
 from tests.support import BrokerProcess
@@ -149,3 +149,36 @@ async def test_canary_holds_under_every_attack(site: FixtureSite) -> None:
 
 def p99(values: list[float]) -> float:
     return percentile(values, 0.99)
+
+
+async def test_console_flood_is_muted_past_the_step_events(
+    broker: BrokerProcess, site: FixtureSite
+) -> None:
+    """A page that floods its console with large messages: the step keeps its 32 events and the
+    broker stops listening to the console until the next step (Playwright parses every message
+    on the event loop), which hears the console again."""
+    flood = (
+        "new Promise(r => { const end = Date.now() + 3000; (function f() {"
+        " for (let i = 0; i < 200; i++) console.error('x'.repeat(100000));"
+        " if (Date.now() < end) setTimeout(f, 0); else r(1); })(); })"
+    )
+    after = "console.error('after the flood'); 1"
+    results: list[RunResult] = []
+
+    async def attack() -> None:
+        async with client_for(broker, "hostile") as client, client.lease() as lease:
+            results.append(
+                await lease.run(
+                    steps.goto(site.url("form.html")),
+                    steps.evaluate(flood, timeout_s=30),
+                    steps.evaluate(after),
+                    timeout=60,
+                )
+            )
+
+    slowest = await while_health_checked(broker, attack())
+    (result,) = results
+    result.raise_for_failure()
+    assert len(result[1].page_events) == 32
+    assert [e.text for e in result[2].page_events] == ["after the flood"]
+    assert slowest < HEALTH_BOUND_S, f"health check took {slowest:.2f} s"

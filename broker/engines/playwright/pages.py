@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from playwright.async_api import ConsoleMessage, Download, Page
@@ -78,6 +80,11 @@ class LeasePages:
         self._cancels = TaskSet()
         self._events: list[PageEvent] = []
         self.events_dropped = 0
+        # Each page's console listener, and whether they are all detached for now: once a step
+        # has its EVENTS_KEPT events, a page's console flood is not even sent to the broker
+        # (Playwright parses every message on the event loop) until the next step.
+        self._console_listeners: dict[Page, Callable[[ConsoleMessage], None]] = {}
+        self._console_muted = False
 
     def known(self, page: Page) -> bool:
         return page in self._ids
@@ -92,7 +99,10 @@ class LeasePages:
         page.on("response", lambda response: self.responses.add(response.url, response.status))
         page.on("download", self._on_download)
         page.on("close", self._forget)
-        page.on("console", lambda message: self._console(page, message))
+        listener = functools.partial(self._console, page)
+        self._console_listeners[page] = listener
+        if not self._console_muted:
+            page.on("console", listener)
         page.on("pageerror", lambda error: self._event(page, "page.error", str(error)))
         return page_id
 
@@ -103,16 +113,31 @@ class LeasePages:
     def _event(self, page: Page, kind: str, text: str) -> None:
         if len(self._events) >= EVENTS_KEPT:
             self.events_dropped += 1
+            self._mute_console(True)
             return
         self._events.append(PageEvent(kind, text[:EVENT_TEXT_CHARS], self.id_of(page)))
 
     def take_events(self) -> list[PageEvent]:
         """The page events since the last call (at most EVENTS_KEPT of them)."""
         events, self._events = self._events, []
+        self._mute_console(False)
         return events
+
+    def _mute_console(self, muted: bool) -> None:
+        if muted == self._console_muted:
+            return
+        self._console_muted = muted
+        for page, listener in self._console_listeners.items():
+            if page.is_closed():
+                continue
+            if muted:
+                page.remove_listener("console", listener)
+            else:
+                page.on("console", listener)
 
     def _forget(self, page: Page) -> None:
         page_id = self._ids.pop(page, None)
+        self._console_listeners.pop(page, None)
         if page_id is not None:
             self._by_id.pop(page_id, None)
 
