@@ -357,7 +357,8 @@ class LeaseTable:
         if lease.released is not None:
             return
         idle_for = self.clock.now() - lease.last_activity
-        working = any(task not in self._waiting_on_reader for task in lease.run_tasks)
+        # The Run waiting for its reader holds the run lock: no other Run of the lease can work.
+        working = bool(lease.run_tasks) and self._waiting_on_reader.isdisjoint(lease.run_tasks)
         if not working and idle_for >= lease.spec.idle_timeout_s:
             self.release(lease, ReleaseReason.IDLE_TIMEOUT)
         else:

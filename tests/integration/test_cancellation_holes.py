@@ -26,8 +26,9 @@ pytestmark = pytest.mark.browser
 async def test_a_cancel_while_a_result_is_being_written_stops_the_browser_work(
     broker_factory: BrokerFactory, fixture_server: FixtureSite
 ) -> None:
-    """A caller that stops reading (a large result waits on flow control) and then cancels:
-    the stream ends while a write is pending, and the work must still stop in the browser."""
+    """A caller that stops reading (a large result waits on flow control, and the Run waits for
+    its reader while the page keeps working) and then cancels: the stream ends while a write is
+    pending, and the work must still stop in the browser."""
     running = await broker_factory()
     lease = await running.client.acquire(ttl=120)
     ping_id = uuid.uuid4().hex
@@ -35,10 +36,10 @@ async def test_a_cancel_while_a_result_is_being_written_stops_the_browser_work(
         lease_id=lease.id,
         token=lease.grant.token,
         steps=[
-            steps.goto(fixture_server.url("big?kb=3000")),
-            *[steps.content()] * 6,  # 6 x 3 MB: more than the stream's flow-control window
-            steps.goto(fixture_server.url(f"ping-loop.html?id={ping_id}")),
-            steps.evaluate("new Promise(() => {})"),  # pings for as long as the Run lasts
+            steps.goto(fixture_server.url(f"ping-loop.html?id={ping_id}")),  # pings on a timer
+            # 6 x 3 MB: more than the stream's flow-control window and the Run's result buffer
+            *[steps.evaluate("'x'.repeat(3 * 1024 * 1024)")] * 6,
+            steps.evaluate("new Promise(() => {})"),
         ],
     )
     call = running.client.stub.Run(request, timeout=60)  # read nothing: a slow reader
