@@ -254,11 +254,7 @@ class Settings(EgressLists, ClusterSettings, BaseSettings):
         description="when the daemon runs as root, browsers run as this unprivileged user",
     )
     browser_jail: Literal["auto", "required", "off"] = Field(
-        "auto",
-        description=(
-            "start each browser in a bubblewrap filesystem jail: auto (when bwrap works here, "
-            "else a warning), required (no browser starts without it), off"
-        ),
+        "auto", description="browsers in a bubblewrap jail: auto (if bwrap works), required, off"
     )
     max_concurrent_rpcs: int = Field(512, ge=1, description="RPCs served at once; more wait")
     max_runs_waiting_per_lease: int = Field(
