@@ -278,7 +278,9 @@ class Proxy(_message.Message):
     username: _builtins.str
     password: _builtins.str
     bypass: _builtins.str
-    """Comma-separated hosts that bypass the proxy."""
+    """Refused (INVALID_ARGUMENT on context.proxy.bypass): a host that bypasses the proxy could
+    resolve to any address at any time, so no bypass list can be vetted.
+    """
     def __init__(
         self,
         *,

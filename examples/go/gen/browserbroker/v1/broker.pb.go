@@ -438,7 +438,8 @@ type Proxy struct {
 	Server   string `protobuf:"bytes,1,opt,name=server,proto3" json:"server,omitempty"`
 	Username string `protobuf:"bytes,2,opt,name=username,proto3" json:"username,omitempty"`
 	Password string `protobuf:"bytes,3,opt,name=password,proto3" json:"password,omitempty"`
-	// Comma-separated hosts that bypass the proxy.
+	// Refused (INVALID_ARGUMENT on context.proxy.bypass): a host that bypasses the proxy could
+	// resolve to any address at any time, so no bypass list can be vetted.
 	Bypass        string `protobuf:"bytes,4,opt,name=bypass,proto3" json:"bypass,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
