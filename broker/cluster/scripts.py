@@ -96,7 +96,9 @@ local p, tenant, reservation, max = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 local key, count, now = held(p, tenant)
 if redis.call('SCARD', p .. ':tenant-leases:' .. tenant) + count >= max then return 'quota' end
 redis.call('ZADD', key, now + tonumber(ARGV[5]), reservation)
-redis.call('PEXPIRE', key, tonumber(ARGV[5]))
+-- The key lives as long as its longest-held slot: a short one never expires the others.
+local last = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
+redis.call('PEXPIREAT', key, tonumber(last[2]))
 return 'ok'
 """
 )

@@ -96,6 +96,18 @@ async def test_a_tenant_quota_holds_across_nodes(store: ClusterStore) -> None:
     await store.grant("lease-d", "n3", "t", "00" * 32, "chromium", "", 2)
 
 
+async def test_a_short_held_slot_never_shortens_the_longer_ones(store: ClusterStore) -> None:
+    # The held slots share one key: a reservation with a short deadline must not expire it
+    # (and with it a slot still held for an Acquire with a long one).
+    await store.reserve("t", "long", 2, 600_000)
+    await store.reserve("t", "short", 2, 50)
+    await asyncio.sleep(0.3)  # (6x the short one's deadline)
+    assert await store.redis.pttl(f"{store.prefix}:tenant-held:t") > 60_000
+    await store.reserve("t", "next", 2, 600_000)  # the short one lapsed; the long one holds
+    with pytest.raises(LimitExceeded):
+        await store.reserve("t", "over", 2, 600_000)
+
+
 async def test_an_ending_the_store_lost_is_written_back(store: ClusterStore) -> None:
     finished = await store.finish("lease-x", "ttl_expired", 42, 60, "n1", "t", "cd" * 32, "")
     assert finished.ended_now
