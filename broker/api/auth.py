@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,11 +38,14 @@ class Authenticator:
         cluster: bool = False,
         cluster_secret: str | None = None,
         previous_secrets: Sequence[str] = (),
+        node_id: Callable[[], str] = lambda: "",
     ) -> None:
         """`cluster_secret` signs and checks forwarded calls; `previous_secrets` are still
-        accepted from nodes that sign with them (a rotation window)."""
+        accepted from nodes that sign with them (a rotation window). `node_id` says this node's id
+        (it changes when a node rejoins): a forwarded call signed for another node is refused."""
         self._credentials = list(credentials)
         self._cluster = cluster
+        self._node_id = node_id
         self._signer = (
             CallSigner(cluster_secret, previous_secrets) if cluster_secret is not None else None
         )
@@ -51,12 +54,13 @@ class Authenticator:
     def enabled(self) -> bool:
         return bool(self._credentials)
 
-    def tenant_for(self, context: aio.ServicerContext[Any, Any]) -> Tenant:
-        """The calling tenant; Unauthenticated when authentication is on and nothing matches."""
+    def tenant_for(self, context: aio.ServicerContext[Any, Any], method: str) -> Tenant:
+        """The calling tenant of a call to `method` (the handler's own name); Unauthenticated
+        when authentication is on and nothing matches."""
         metadata = tuple(context.invocation_metadata() or ())
         forwarded = forwarded_call(metadata)
         if forwarded is not None:
-            return self._forwarded(forwarded)
+            return self._forwarded(forwarded, method)
         if not self._credentials:
             return OPERATOR
         token = _bearer_token(metadata)
@@ -73,9 +77,10 @@ class Authenticator:
             )
         return tenant
 
-    def _forwarded(self, call: ForwardedCall) -> Tenant:
+    def _forwarded(self, call: ForwardedCall, method: str) -> Tenant:
         """The tenant a node vouches for: only with the cluster's signature over this very call
-        (the edge binds method and request to it, `broker.api.forwarding`), once."""
+        to this very node (the edge binds the request bytes to it, `broker.api.forwarding`),
+        once."""
         if not self._cluster:
             raise Unauthenticated("forwarded calls are accepted only by cluster nodes")
         if self._signer is not None:
@@ -84,6 +89,14 @@ class Authenticator:
             self._signer.check(call.fields, call.signed_at_ms, call.nonce, call.signature)
         elif self._credentials:  # (the settings require a secret with tenants)
             raise Unauthenticated("forwarded calls need cluster_secret")
+        if call.to_node != self._node_id():  # (nonces are per node: no replay elsewhere)
+            raise Unauthenticated(
+                f"the forwarded call is signed for node {call.to_node!r}, not this node"
+            )
+        if call.method != method:
+            raise Unauthenticated(
+                f"the forwarded call is signed for {call.method!r}, not {method!r}"
+            )
         if call.hop != 1:
             raise Unauthenticated("a forwarded call is never forwarded again (hop must be 1)")
         if not self._credentials:

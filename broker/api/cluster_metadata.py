@@ -1,7 +1,7 @@
 """The metadata of calls between cluster nodes, all in one place.
 
 A call one node forwards to another says what it is (method, lease, a digest of the request
-bytes), the tenant the first node authenticated, that it was forwarded (its hop, so it is never
+bytes), the node it is for (so it is good at no other node), the tenant the first node authenticated, that it was forwarded (its hop, so it is never
 forwarded again) and, for an Acquire placed on another node, that it was placed; all of it is
 signed with the cluster's secret (`broker.cluster.signing`, checked by `broker.api.auth`, bound
 to the call itself by `broker.api.forwarding`). A full node answers a placed Acquire with a
@@ -21,6 +21,7 @@ FORWARDED_TENANT = "x-broker-forwarded-tenant"
 HOP = "x-broker-hop"  # a forwarded call: answered where it arrives, never forwarded again
 PLACED = "x-broker-placed"  # an Acquire another node placed here: serve it here or say no room
 METHOD = "x-broker-method"
+TO_NODE = "x-broker-to-node"  # the node the call is signed for: refused at any other
 LEASE = "x-broker-lease"
 REQUEST_SHA256 = "x-broker-request-sha256"
 SIGNED_AT = "x-broker-signed-at"  # ms since the epoch, by the signing node's clock
@@ -32,7 +33,7 @@ NO_ROOM = "x-broker-no-room"  # the answer of a full node to a placed Acquire
 # Any of these makes a call one that claims to come from a node.
 CLUSTER_HEADERS = frozenset(
     {FORWARDED_TENANT, HOP, PLACED, METHOD, LEASE, REQUEST_SHA256, SIGNED_AT, NONCE, SIGNATURE}
-    | {CLUSTER_SECRET}
+    | {TO_NODE, CLUSTER_SECRET}
 )
 
 
@@ -44,6 +45,7 @@ class ForwardedCall:
     method: str
     lease_id: str
     request_sha256: str
+    to_node: str
     placed: bool = False
     hop: int = 1
     signed_at_ms: int = 0
@@ -54,6 +56,7 @@ class ForwardedCall:
     def fields(self) -> tuple[str, ...]:
         """What the signature covers, besides its time and nonce."""
         return (
+            self.to_node,
             self.method,
             self.lease_id,
             self.tenant,
@@ -68,6 +71,7 @@ class ForwardedCall:
             (FORWARDED_TENANT, self.tenant),
             (HOP, str(self.hop)),
             (METHOD, self.method),
+            (TO_NODE, self.to_node),
             (LEASE, self.lease_id),
             (REQUEST_SHA256, self.request_sha256),
         ]
@@ -96,7 +100,9 @@ def forwarded_call(metadata: Iterable[tuple[str, Any]]) -> ForwardedCall | None:
             "are signed with it"
         )
     missing = [
-        key for key in (FORWARDED_TENANT, HOP, METHOD, LEASE, REQUEST_SHA256) if key not in found
+        key
+        for key in (FORWARDED_TENANT, HOP, METHOD, TO_NODE, LEASE, REQUEST_SHA256)
+        if key not in found
     ]
     if missing:
         raise Unauthenticated(f"the forwarded call lacks {', '.join(missing)}")
@@ -112,6 +118,7 @@ def forwarded_call(metadata: Iterable[tuple[str, Any]]) -> ForwardedCall | None:
         method=found[METHOD],
         lease_id=found[LEASE],
         request_sha256=found[REQUEST_SHA256],
+        to_node=found[TO_NODE],
         placed=PLACED in found,
         hop=hop,
         signed_at_ms=signed_at,

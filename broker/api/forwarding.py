@@ -123,7 +123,7 @@ class Forwarder:
                 return await acquire(
                     request,
                     timeout=context.time_remaining(),
-                    metadata=self._metadata("Acquire", request, tenant, placed=True),
+                    metadata=self._metadata("Acquire", request, tenant, node_id, placed=True),
                 )
             except aio.AioRpcError as error:
                 received: Any = error.trailing_metadata() or ()
@@ -148,7 +148,7 @@ class Forwarder:
         return stub
 
     def _metadata(
-        self, method: str, request: Any, tenant: Tenant, placed: bool
+        self, method: str, request: Any, tenant: Tenant, to_node: str, placed: bool
     ) -> list[tuple[str, str]]:
         carrier: dict[str, str] = {}
         propagate.inject(carrier)  # the forward span, child of this node's server span
@@ -157,6 +157,7 @@ class Forwarder:
             method=method,
             lease_id=getattr(request, "lease_id", ""),
             request_sha256=_digest(request),
+            to_node=to_node,
             placed=placed,
         )
         return [*call.metadata(self._signer), *carrier.items()]
@@ -195,7 +196,7 @@ class Forwarded:
             self._request,
             timeout=self._context.time_remaining(),
             metadata=self._forwarder._metadata(
-                self._method, self._request, self._tenant, placed=False
+                self._method, self._request, self._tenant, self._holder.node_id, placed=False
             ),
         )
 
@@ -223,8 +224,9 @@ class Forwarded:
 
 def _arrived(context: Context, method: str, request: Any) -> ForwardedCall | None:
     """The forwarded call this is, as its (signed) metadata describes it; None for a client's
-    call. The signature was checked with the tenant (`broker.api.auth`); here it is bound to
-    this call: another method or other request bytes under it are refused."""
+    call. The signature, its method and its node were checked with the tenant
+    (`broker.api.auth`); here it is bound to this call: other request bytes under it are
+    refused."""
     call = forwarded_call(context.invocation_metadata() or ())
     if call is None:
         return None

@@ -41,7 +41,7 @@ class BrokerService(broker_pb2_grpc.BrowserBrokerServiceServicer):
 
     @unary
     async def Acquire(self, request: pb.AcquireRequest, context: Context) -> pb.AcquireResponse:
-        tenant = self.auth.tenant_for(context)
+        tenant = self.auth.tenant_for(context, "Acquire")
         spec = decode.lease_spec(request, self.settings, tenant)
         if self.forwarder is not None:
             placed = await self.forwarder.place(request, spec.engine, tenant, context)
@@ -79,7 +79,7 @@ class BrokerService(broker_pb2_grpc.BrowserBrokerServiceServicer):
 
     @streaming
     async def Run(self, request: pb.RunRequest, context: Context) -> AsyncIterator[pb.RunResponse]:
-        tenant = self.auth.tenant_for(context)
+        tenant = self.auth.tenant_for(context, "Run")
         options = await decode.run_options_off_loop(request, self.settings)
         forwarded = await self._route("Run", request, tenant, context, Ended.REFUSED)
         if isinstance(forwarded, Forwarded):
@@ -117,7 +117,7 @@ class BrokerService(broker_pb2_grpc.BrowserBrokerServiceServicer):
     async def KeepAlive(
         self, request: pb.KeepAliveRequest, context: Context
     ) -> pb.KeepAliveResponse:
-        tenant = self.auth.tenant_for(context)
+        tenant = self.auth.tenant_for(context, "KeepAlive")
         decode.check_lease_ref(request.lease_id, request.token)
         forwarded = await self._route("KeepAlive", request, tenant, context, Ended.REFUSED)
         if isinstance(forwarded, Forwarded):
@@ -129,7 +129,7 @@ class BrokerService(broker_pb2_grpc.BrowserBrokerServiceServicer):
 
     @unary
     async def Release(self, request: pb.ReleaseRequest, context: Context) -> pb.ReleaseResponse:
-        tenant = self.auth.tenant_for(context)
+        tenant = self.auth.tenant_for(context, "Release")
         decode.check_lease_ref(request.lease_id, request.token)
         # The browser closes the session in the background; until it has, the session still
         # counts against capacity, so answering now never over-commits the browser.
@@ -148,7 +148,7 @@ class BrokerService(broker_pb2_grpc.BrowserBrokerServiceServicer):
     async def GetStatus(
         self, request: pb.GetStatusRequest, context: Context
     ) -> pb.GetStatusResponse:
-        tenant = self.auth.tenant_for(context)
+        tenant = self.auth.tenant_for(context, "GetStatus")
         self._rate_limit(tenant)
         censuses = await self.broker.engine_status()
         tenants = [tenant]
@@ -164,7 +164,7 @@ class BrokerService(broker_pb2_grpc.BrowserBrokerServiceServicer):
     async def GetTrace(
         self, request: pb.GetTraceRequest, context: Context
     ) -> AsyncIterator[pb.GetTraceResponse]:
-        tenant = self.auth.tenant_for(context)
+        tenant = self.auth.tenant_for(context, "GetTrace")
         decode.check_lease_ref(request.lease_id, request.token)
         forwarded = await self._route("GetTrace", request, tenant, context, Ended.SERVED)
         if isinstance(forwarded, Forwarded):

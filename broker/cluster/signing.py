@@ -3,14 +3,15 @@
 A forwarded call is signed with HMAC-SHA256 under the cluster's current secret, over what it
 is (method, lease, tenant, hop, placement, a digest of the request bytes), when it was signed
 and a random nonce. The receiving node accepts the current secret and the previous ones (a
-rotation window), a signature at most `MAX_SKEW_S` old or early, and each nonce once: the secret
-itself never travels, and a call seen on the wire can neither be replayed nor changed.
+rotation window), a signature at most `MAX_SKEW_S` old or early, and each nonce once (remembered
+until its signing time alone refuses it): the secret itself never travels, and a call seen on the
+wire can neither be replayed nor changed.
 """
 
 from __future__ import annotations
 
-import collections
 import hashlib
+import heapq
 import hmac
 import json
 import secrets
@@ -36,8 +37,8 @@ class CallSigner:
         self._current = current.encode()
         self._accepted = [self._current, *(p.encode() for p in previous if p)]
         self._clock = clock
-        self._seen: dict[str, int] = {}  # nonce -> when it may be forgotten (ms)
-        self._order: collections.deque[str] = collections.deque()
+        self._seen: set[str] = set()
+        self._expiry: list[tuple[int, str]] = []  # heap: (when it may be forgotten (ms), nonce)
 
     def sign(self, fields: Sequence[str]) -> tuple[int, str, str]:
         """(signed_at_ms, nonce, signature hex) for a call with these fields."""
@@ -66,12 +67,15 @@ class CallSigner:
             raise Unauthenticated("the forwarded call was replayed (its nonce was seen before)")
         if len(self._seen) >= MAX_NONCES:
             raise Unavailable("too many forwarded calls in the replay window; retry shortly")
-        self._seen[nonce] = signed_at_ms + skew_ms  # later, its time alone refuses it
-        self._order.append(nonce)
+        # Remembered until its signing time alone refuses it; forgotten in that order (a
+        # heap, not arrival order: the signers' clocks differ, and an entry must not wait
+        # behind an earlier arrival that expires later).
+        self._seen.add(nonce)
+        heapq.heappush(self._expiry, (signed_at_ms + skew_ms, nonce))
 
     def _forget(self, now_ms: int) -> None:
-        while self._order and self._seen.get(self._order[0], 0) < now_ms:
-            self._seen.pop(self._order.popleft(), None)
+        while self._expiry and self._expiry[0][0] < now_ms:
+            self._seen.discard(heapq.heappop(self._expiry)[1])
 
 
 def request_digest(serialized: bytes) -> str:

@@ -156,6 +156,7 @@ def build_edge(settings: Settings, broker: Broker) -> Edge:
         cluster=broker.cluster is not None,
         cluster_secret=cluster_secret,
         previous_secrets=[s.get_secret_value() for s in settings.cluster_previous_secrets],
+        node_id=_node_id(broker),
     )
     forwarder = None
     if broker.cluster is not None:
@@ -171,6 +172,12 @@ def build_edge(settings: Settings, broker: Broker) -> Edge:
             ),
         )
     return Edge(BrokerService(broker, auth, forwarder), forwarder)
+
+
+def _node_id(broker: Broker) -> Callable[[], str]:
+    """This node's id as it is now (a node declared dead rejoins under a new one)."""
+    cluster = broker.cluster
+    return (lambda: cluster.node_id) if cluster is not None else (lambda: "")
 
 
 def add_broker_service(service: BrokerService, server: aio.Server) -> None:

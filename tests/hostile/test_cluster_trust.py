@@ -149,8 +149,10 @@ async def test_a_forwarded_call_is_never_forwarded_again(cluster: Cluster) -> No
             metadata=_auth("scraper"),
         )
     print(f"two-node loop: {refused.value.code()}: {refused.value.details()}")
-    assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
-    assert "never forwarded again" in (refused.value.details() or "")
+    # B refuses it before routing: A signed it for 'ghost', not for B. (Were it signed for B,
+    # B's router would refuse to send it on: the unit tests cover that guard.)
+    assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert "signed for node 'ghost'" in (refused.value.details() or "")
 
 
 # ------------------------------------------------------------- finding 11: placement headers
@@ -216,22 +218,29 @@ async def listener() -> AsyncIterator[tuple[str, _Listener]]:
         await server.stop(None)
 
 
-async def _capture(cluster: Cluster, listener: tuple[str, _Listener], lease: Any) -> Any:
-    """Point a real lease's record at the listener, have B forward a KeepAlive, and return what
-    went over the wire; then the record points at its real node again."""
+async def _capture(
+    cluster: Cluster, listener: tuple[str, _Listener], lease: Any, for_owner: bool = True
+) -> Any:
+    """Have B forward a KeepAlive on a real lease with the listener on the wire, and return
+    what went over it: a call signed for the lease's owner (its address pointed at the
+    listener for the moment), or for a third node, 'listener'."""
     address, recorder = listener
     store = await _store(cluster)
     key = f"{cluster.prefix}:lease:{lease.lease_id}"
     try:
         real = await store.hget(key, "node")
-        await store.hset(f"{cluster.prefix}:node:listener", mapping={"address": address})
-        await store.hset(key, "node", "listener")
+        node = real if for_owner else "listener"
+        real_address = await store.hget(f"{cluster.prefix}:node:{node}", "address")
+        await store.hset(f"{cluster.prefix}:node:{node}", mapping={"address": address})
+        await store.hset(key, "node", node)
         await _stub(cluster, "b").KeepAlive(
             pb.KeepAliveRequest(lease_id=lease.lease_id, token=lease.token),
             timeout=20,
             metadata=_auth("scraper"),
         )
         await store.hset(key, "node", real)
+        if real_address is not None:
+            await store.hset(f"{cluster.prefix}:node:{node}", "address", real_address)
     finally:
         await store.aclose()
     return recorder.calls[-1]
@@ -254,6 +263,14 @@ async def test_the_cluster_secret_does_not_travel_and_a_forwarded_call_cannot_be
     print(f"replay: {replayed.value.code()}: {replayed.value.details()}")
     assert replayed.value.code() == grpc.StatusCode.UNAUTHENTICATED
 
+    # A call B sent to a third node, delivered to A instead (A has its own nonces): refused.
+    metadata, request = await _capture(cluster, listener, lease, for_owner=False)
+    with pytest.raises(aio.AioRpcError) as elsewhere:
+        await stub_a.KeepAlive(request, timeout=10, metadata=metadata)
+    print(f"to another node: {elsewhere.value.code()}: {elsewhere.value.details()}")
+    assert elsewhere.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert "signed for node 'listener'" in (elsewhere.value.details() or "")
+
     # A call seen on the wire (not yet delivered), turned into another one: another method,
     # another request, another tenant. Each is refused.
     metadata, request = await _capture(cluster, listener, lease)
@@ -263,6 +280,7 @@ async def test_the_cluster_secret_does_not_travel_and_a_forwarded_call_cannot_be
     attempts: list[tuple[Any, Any, Any]] = [
         (stub_a.Release, pb.ReleaseRequest(lease_id=lease.lease_id, token=lease.token), metadata),
         (stub_a.KeepAlive, longer, metadata),
+        (stub_a.GetStatus, pb.GetStatusRequest(), metadata),
         (stub_a.GetStatus, pb.GetStatusRequest(), as_admin),
         (stub_a.Acquire, pb.AcquireRequest(), as_admin),
     ]

@@ -13,7 +13,7 @@ import pytest
 from broker.api.auth import Authenticator, Credentials
 from broker.api.cluster_metadata import CLUSTER_SECRET, FORWARDED_TENANT, ForwardedCall
 from broker.cluster.signing import MAX_SKEW_S, CallSigner
-from broker.errors import Unauthenticated
+from broker.errors import Unauthenticated, Unavailable
 from broker.leases.tenants import OPERATOR, Tenant
 
 SCRAPER = Tenant("scraper")
@@ -33,7 +33,8 @@ class CallContext:
         return self.auth
 
 
-CALL = ForwardedCall("scraper", "KeepAlive", "lease-1", "ab" * 32)
+NODE = "node-b"
+CALL = ForwardedCall("scraper", "KeepAlive", "lease-1", "ab" * 32, to_node=NODE)
 
 
 def forwarded(secret: str | None, call: ForwardedCall = CALL, **signer: Any) -> Any:
@@ -45,37 +46,47 @@ def forwarded(secret: str | None, call: ForwardedCall = CALL, **signer: Any) -> 
 TENANTS = [Credentials(SCRAPER, (b"\0" * 32,))]
 
 
-def cluster_auth(*previous: str) -> Authenticator:
-    return Authenticator(TENANTS, cluster=True, cluster_secret=SECRET, previous_secrets=previous)
+def cluster_auth(*previous: str, node: str = NODE) -> Authenticator:
+    return Authenticator(
+        TENANTS,
+        cluster=True,
+        cluster_secret=SECRET,
+        previous_secrets=previous,
+        node_id=lambda: node,
+    )
+
+
+def node(**settings: Any) -> Authenticator:
+    return Authenticator(TENANTS, cluster=True, node_id=lambda: NODE, **settings)
 
 
 def test_a_node_with_the_secret_vouches_for_a_tenant() -> None:
-    assert cluster_auth().tenant_for(forwarded(SECRET)) == SCRAPER
+    assert cluster_auth().tenant_for(forwarded(SECRET), "KeepAlive") == SCRAPER
 
 
 def test_a_signature_is_good_once() -> None:
     auth, context = cluster_auth(), forwarded(SECRET)
-    assert auth.tenant_for(context) == SCRAPER
+    assert auth.tenant_for(context, "KeepAlive") == SCRAPER
     with pytest.raises(Unauthenticated, match="replayed"):
-        auth.tenant_for(context)
+        auth.tenant_for(context, "KeepAlive")
 
 
 def test_rotation_accepts_the_previous_secret_and_the_next() -> None:
     # Step 1 of a rotation: nodes still signing with SECRET accept NEXT already.
-    assert cluster_auth(NEXT).tenant_for(forwarded(NEXT)) == SCRAPER
+    assert cluster_auth(NEXT).tenant_for(forwarded(NEXT), "KeepAlive") == SCRAPER
     # Step 2: nodes signing with NEXT still accept SECRET.
-    rotated = Authenticator(TENANTS, cluster=True, cluster_secret=NEXT, previous_secrets=[SECRET])
-    assert rotated.tenant_for(forwarded(SECRET)) == SCRAPER
+    rotated = node(cluster_secret=NEXT, previous_secrets=[SECRET])
+    assert rotated.tenant_for(forwarded(SECRET), "KeepAlive") == SCRAPER
     # Step 3: SECRET dropped.
     with pytest.raises(Unauthenticated, match="signature"):
-        Authenticator(TENANTS, cluster=True, cluster_secret=NEXT).tenant_for(forwarded(SECRET))
+        node(cluster_secret=NEXT).tenant_for(forwarded(SECRET), "KeepAlive")
 
 
 @pytest.mark.parametrize("offset_s", [-MAX_SKEW_S - 5, MAX_SKEW_S + 5])
 def test_a_signature_outside_the_clock_skew_is_refused(offset_s: float) -> None:
     context = forwarded(SECRET, clock=lambda: time.time() + offset_s)
     with pytest.raises(Unauthenticated, match="signed"):
-        cluster_auth().tenant_for(context)
+        cluster_auth().tenant_for(context, "KeepAlive")
 
 
 def tampered(key: str, value: str) -> Any:
@@ -104,7 +115,7 @@ def tampered(key: str, value: str) -> Any:
             "never travels",
         ),
         (cluster_auth(), CallContext((("x-broker-placed", "1"),)), "lacks"),
-        (Authenticator(TENANTS, cluster=True), forwarded(None), "need cluster_secret"),
+        (node(), forwarded(None), "need cluster_secret"),
     ],
     ids=[
         "not-a-cluster",
@@ -124,12 +135,53 @@ def test_forwarded_calls_are_refused_without_proof(
     auth: Authenticator, context: Any, message: str
 ) -> None:
     with pytest.raises(Unauthenticated, match=message):
-        auth.tenant_for(context)
+        auth.tenant_for(context, "KeepAlive")
 
 
 def test_with_authentication_off_a_forwarded_call_is_the_operator() -> None:
-    assert Authenticator([], cluster=True).tenant_for(forwarded(None)) == OPERATOR
+    open_node = Authenticator([], cluster=True, node_id=lambda: NODE)
+    assert open_node.tenant_for(forwarded(None), "KeepAlive") == OPERATOR
     with pytest.raises(Unauthenticated):  # a cluster secret, when set, is still checked
-        Authenticator([], cluster=True, cluster_secret=SECRET).tenant_for(
-            forwarded("a-guessed-secret")
+        Authenticator([], cluster=True, cluster_secret=SECRET, node_id=lambda: NODE).tenant_for(
+            forwarded("a-guessed-secret"), "KeepAlive"
         )
+
+
+def test_a_signature_for_one_node_is_refused_at_another() -> None:
+    # Captured on its way to node B (no TLS between nodes), replayed to node C: C has its own
+    # nonces, so only the destination in the signature stops it.
+    context = forwarded(SECRET)
+    with pytest.raises(Unauthenticated, match="signed for node 'node-b', not this node"):
+        cluster_auth(node="node-c").tenant_for(context, "KeepAlive")
+    assert cluster_auth().tenant_for(context, "KeepAlive") == SCRAPER
+    with pytest.raises(Unauthenticated, match="signature"):  # and the destination is signed
+        cluster_auth(node="node-c").tenant_for(tampered("x-broker-to-node", "node-c"), "KeepAlive")
+
+
+def test_a_signature_for_one_method_is_refused_by_another_handler() -> None:
+    # GetStatus routes nothing, so only the authenticator binds the method there.
+    context = forwarded(SECRET, replace(CALL, method="Run"))
+    with pytest.raises(Unauthenticated, match="signed for 'Run', not 'GetStatus'"):
+        cluster_auth().tenant_for(context, "GetStatus")
+    assert cluster_auth().tenant_for(context, "Run") == SCRAPER
+
+
+def test_a_nonce_is_forgotten_when_its_time_refuses_it_whatever_arrived_before(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The signers' clocks differ by up to MAX_SKEW_S: a nonce signed late must not wait for one
+    # signed early that arrived before it, or the cap is reached by nonces already refused.
+    monkeypatch.setattr("broker.cluster.signing.MAX_NONCES", 2)
+    now = [1_000_000.0]
+    receiver = CallSigner(SECRET, clock=lambda: now[0])
+
+    def arrives(signer_offset_s: float) -> None:
+        signer = CallSigner(SECRET, clock=lambda: now[0] + signer_offset_s)
+        receiver.check(CALL.fields, *signer.sign(CALL.fields))
+
+    arrives(MAX_SKEW_S - 1)  # early: its time refuses it only 2 * MAX_SKEW_S - 1 s from now
+    arrives(-MAX_SKEW_S + 1)  # late: refused by its time alone 1 s from now
+    now[0] += 2
+    arrives(0)  # the late one is forgotten: room again
+    with pytest.raises(Unavailable, match="too many forwarded calls"):
+        arrives(0)
