@@ -161,6 +161,46 @@ async def test_page_controlled_strings_are_truncated(
         assert all(len(e.text) <= 8192 for e in events)
 
 
+# A thrown value of 2**27 characters (128 Mi), three ways: the tenant's own script, a rejected
+# promise, and a page whose title getter makes the broker's own script throw.
+HUGE_THROWS = [
+    "throw new Error('x'.repeat(2 ** 27))",
+    "Promise.reject('y'.repeat(2 ** 27))",
+    "(() => { Error = function () { return new RangeError('z'.repeat(2 ** 27)); }; return 1; })()",
+    "(() => { Object.defineProperty(Document.prototype, 'title',"
+    " {get() { throw new Error('t'.repeat(2 ** 27)); }}); return 1; })()",
+]
+
+
+async def test_a_huge_thrown_error_is_answered_with_a_bounded_message(
+    broker_factory: BrokerFactory, fixture_server: FixtureSite
+) -> None:
+    running = await broker_factory(max_result_bytes=MIB)
+    async with running.client.lease() as lease:
+        await lease.run(steps.goto(fixture_server.url("form.html")))
+        with _peak_rss() as peak:
+            results = await lease.run(
+                steps.evaluate(HUGE_THROWS[0]),
+                steps.evaluate(HUGE_THROWS[1]),
+                steps.evaluate(HUGE_THROWS[2]),  # the page's Error now makes huge errors
+                steps.evaluate("JSON.parse('[' + '['.repeat(100) + ']'.repeat(100) + ']')"),
+                steps.evaluate(HUGE_THROWS[3]),
+                steps.list_pages(),
+                steps.evaluate("document.querySelectorAll('h1').length"),  # the lease is fine
+                continue_on_error=True,
+                timeout=120,
+            )
+        kinds = [r.error_kind for r in results]
+        expected = ["script_error", "script_error", "", "script_error", "", "", ""]
+        assert kinds == expected, _sizes(results)
+        assert all(len(r.error_message) <= 1000 for r in results), _sizes(results)
+        assert "Error: xxx" in results[0].error_message, results[0].error_message[:80]
+        assert "nested deeper than 64" in results[3].error_message
+        assert [p.title for p in results[5].pages] == [""]
+        # Nothing of 128 Mi characters crossed to the broker (each would take over 128 MiB).
+        assert peak.grown < 64 * MIB, f"the broker grew by {peak.grown / MIB:.0f} MiB"
+
+
 RANDOM_DOM = """(() => {
   const bytes = new Uint8Array(600_000);
   for (let i = 0; i < bytes.length; i += 65536) crypto.getRandomValues(bytes.subarray(i, i + 65536));

@@ -7,6 +7,11 @@ string of N UTF-16 units is at least N UTF-8 bytes). A result over the bound is 
 page, so no more than 3x the bound (UTF-8) ever crosses to the broker; the broker then measures
 what arrived, in bytes, again. No handle to a result is built: a handle to a string carries the
 whole string to the broker.
+
+Errors are bounded the same way: a page can make any of these scripts throw (a getter it
+defines, a `toJSON`, its own `Error`), so each catches what was thrown and throws instead a
+primitive string of at most ERROR_CHARS, built by indexing and `+`, which a page cannot
+replace. The scripts' own errors are thrown as strings for the same reason.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from typing import Any, TypeVar, overload
 from playwright.async_api import Download, Frame
 from playwright.async_api import Error as PlaywrightError
 
+from broker.engines.playwright.driver import first_line
 from broker.model.steps.base import StepErrorKind
 
 S = TypeVar("S", str, bytes)
@@ -30,6 +36,8 @@ S = TypeVar("S", str, bytes)
 # are cut. Console text and page errors are cut to EVENT_TEXT_CHARS in pages.py.
 TITLE_CHARS = 1024
 URL_CHARS = 8192
+# The longest error message the broker keeps or returns (the first line of a browser error).
+ERROR_CHARS = 1000
 DOWNLOAD_POLL_S = 0.02  # how often a download's file is measured while it is written
 
 
@@ -43,78 +51,123 @@ class StepRefused(Exception):
 
 _TOO_LARGE = "__TOO_LARGE__"
 
+# What was thrown, as a string of at most ERROR_CHARS ("Name: message" for an error object).
+# Reading `name` and `message` may run the page's getters: whatever they do, the answer is cut
+# with primitive operations only.
+BOUNDED_ERROR = f"""(thrown) => {{
+  let text = "the script threw something that is not an error";
+  try {{
+    if (typeof thrown === "string") text = thrown;
+    else if (thrown !== null && typeof thrown === "object") {{
+      const name = thrown.name, message = thrown.message;
+      if (typeof message === "string")
+        text = (typeof name === "string" && name !== "" ? name + ": " : "") + message;
+    }}
+  }} catch (_) {{}}
+  if (typeof text !== "string") return "the script failed";
+  let cut = "";
+  const n = text.length < {ERROR_CHARS} ? text.length : {ERROR_CHARS};
+  for (let i = 0; i < n; i++) cut += text[i];
+  return cut;
+}}"""
+
+
+def _rethrowing_bounded(script: str) -> str:
+    """`script` (called with one or two arguments) throwing only a bounded string."""
+    return f"""(first, second) => {{
+  try {{ return ({script})(first, second); }}
+  catch (thrown) {{ throw ({BOUNDED_ERROR})(thrown); }}
+}}"""
+
+
 # The lease's expression, run as Playwright's own evaluate runs it (a function value is called
 # with the argument, a promise is awaited), then serialised and bounded in the same call.
 # JSON is refused for what it cannot hold (cycles, NaN, BigInt) and nesting deeper than 64.
-TO_BOUNDED_JSON = """(value, maxBytes) => {
+TO_BOUNDED_JSON = f"""(value, maxBytes) => {{
   const depths = new WeakMap();
-  const replacer = function (key, v) {
+  const replacer = function (key, v) {{
     if (typeof v === "number" && !Number.isFinite(v))
-      throw new Error(`the result holds ${v}, which JSON cannot represent`);
-    if (typeof v === "bigint") throw new Error("the result holds a BigInt, which JSON cannot represent");
-    if (v !== null && typeof v === "object") {
+      throw `the result holds ${{v}}, which JSON cannot represent`;
+    if (typeof v === "bigint") throw "the result holds a BigInt, which JSON cannot represent";
+    if (v !== null && typeof v === "object") {{
       const depth = (depths.get(this) || 0) + 1;
-      if (depth > 64) throw new Error("the result is nested deeper than 64 levels");
+      if (depth > 64) throw "the result is nested deeper than 64 levels";
       depths.set(v, depth);
-    }
+    }}
     return v;
-  };
+  }};
   let text;
-  try { text = JSON.stringify(value, replacer); }
-  catch (e) { throw new Error("cannot return the result: " + e.message); }
+  try {{ text = JSON.stringify(value, replacer); }}
+  catch (thrown) {{ throw "cannot return the result: " + ({BOUNDED_ERROR})(thrown); }}
   if (text === undefined) text = "null";
-  if (typeof text !== "string") throw new Error("cannot return the result: it has no JSON form");
+  if (typeof text !== "string") throw "cannot return the result: it has no JSON form";
   if (text.length > maxBytes)
-    throw new Error(`__TOO_LARGE__ the result is over ${maxBytes} bytes; the limit is ${maxBytes}`);
+    throw `__TOO_LARGE__ the result is over ${{maxBytes}} bytes; the limit is ${{maxBytes}}`;
   return text;
-}"""
-EVALUATE_BOUNDED = f"""async ([expression, hasArg, arg, maxBytes]) => {{
-  let value = globalThis.eval(expression);
-  if (typeof value === "function") value = hasArg ? value(arg) : value();
-  return ({TO_BOUNDED_JSON})(await value, maxBytes);
 }}"""
-BOUNDED_CONTENT = """(maxBytes) => {
+# What the expression throws, or a promise it gives rejects with, is cut in the page too.
+EVALUATE_BOUNDED = f"""async ([expression, hasArg, arg, maxBytes]) => {{
+  let value;
+  try {{
+    value = globalThis.eval(expression);
+    if (typeof value === "function") value = hasArg ? value(arg) : value();
+    value = await value;
+  }} catch (thrown) {{ throw ({BOUNDED_ERROR})(thrown); }}
+  return ({TO_BOUNDED_JSON})(value, maxBytes);
+}}"""
+BOUNDED_CONTENT = _rethrowing_bounded("""(maxBytes) => {
   let html = document.doctype ? new XMLSerializer().serializeToString(document.doctype) : "";
   if (document.documentElement) html += document.documentElement.outerHTML;
-  if (typeof html !== "string") throw new Error("the page's content is not text");
+  if (typeof html !== "string") throw "the page's content is not text";
   if (html.length > maxBytes)
-    throw new Error(`__TOO_LARGE__ the content is over ${maxBytes} bytes; the limit is ${maxBytes}`);
+    throw `__TOO_LARGE__ the content is over ${maxBytes} bytes; the limit is ${maxBytes}`;
   return html;
-}"""
-BOUNDED_TEXT = """(element, maxBytes) => {
+}""")
+BOUNDED_TEXT = _rethrowing_bounded("""(element, maxBytes) => {
   const text = element.innerText;
-  if (typeof text !== "string") throw new Error("the element's text is not text");
+  if (typeof text !== "string") throw "the element's text is not text";
   if (text.length > maxBytes)
-    throw new Error(`__TOO_LARGE__ the text is over ${maxBytes} bytes; the limit is ${maxBytes}`);
+    throw `__TOO_LARGE__ the text is over ${maxBytes} bytes; the limit is ${maxBytes}`;
   return text;
-}"""
-BOUNDED_ATTRIBUTE = """(element, [name, maxBytes]) => {
+}""")
+BOUNDED_ATTRIBUTE = _rethrowing_bounded("""(element, [name, maxBytes]) => {
   const value = element.getAttribute(name);
   if (value === null) return null;
-  if (typeof value !== "string") throw new Error("the attribute is not text");
+  if (typeof value !== "string") throw "the attribute is not text";
   if (value.length > maxBytes)
-    throw new Error(`__TOO_LARGE__ the attribute is over ${maxBytes} bytes; the limit is ${maxBytes}`);
+    throw `__TOO_LARGE__ the attribute is over ${maxBytes} bytes; the limit is ${maxBytes}`;
   return value;
-}"""
+}""")
 # A page can lie here: the broker clips the capture to the size it answers, so a lie only makes
 # the screenshot smaller.
-PAGE_SIZE = """() => {
+PAGE_SIZE = _rethrowing_bounded("""() => {
   const d = document.documentElement, b = document.body || d;
   return [Math.max(d.scrollWidth, b.scrollWidth, d.clientWidth),
           Math.max(d.scrollHeight, b.scrollHeight, d.clientHeight)];
-}"""
-BOUNDED_TITLE = """(maxChars) => {
+}""")
+BOUNDED_TITLE = _rethrowing_bounded("""(maxChars) => {
   const title = document.title;
   if (typeof title !== "string") return "";
   if (title.length <= maxChars) return title;
   const cut = title.slice(0, maxChars);
   return typeof cut === "string" && cut.length <= maxChars ? cut : "";
-}"""
+}""")
 
 
 def truncated(text: str, limit: int) -> str:
     """A page-controlled string cut to `limit` characters."""
     return text if len(text) <= limit else text[:limit]
+
+
+def error_text(message: str) -> str:
+    """A browser error's message as the broker keeps it: its first line, at most ERROR_CHARS.
+
+    The scripts above throw only bounded messages, but what a page throws outside them (an
+    uncaught error, a tenant's script run by another step) still crosses from the browser to
+    the broker once, parsed whole by Playwright before the broker sees it; it is cut here, the
+    moment it arrives, and only the cut text is looked at or kept.
+    """
+    return truncated(first_line(message[: 4 * ERROR_CHARS]), ERROR_CHARS)
 
 
 @overload
@@ -127,8 +180,9 @@ async def bounded_text(work: Awaitable[Any], limit: int, allow_none: bool = Fals
     try:
         result = await work
     except PlaywrightError as exc:
-        if _TOO_LARGE in exc.message:
-            detail = exc.message.split(_TOO_LARGE, 1)[1].strip().splitlines()[0]
+        message = error_text(exc.message)
+        if _TOO_LARGE in message:
+            detail = message.split(_TOO_LARGE, 1)[1].strip()
             raise StepRefused(StepErrorKind.TOO_LARGE, detail) from None
         raise
     if result is None and allow_none:

@@ -14,6 +14,7 @@ from playwright.async_api import ConsoleMessage, Download, Page
 from playwright.async_api import Error as PlaywrightError
 
 from broker.common.cleanup import TaskSet, bounded
+from broker.engines.playwright.bounded_results import URL_CHARS, truncated
 from broker.model.steps.base import PageEvent, PageInfo
 from broker.model.steps.globs import UrlGlob, matches_any, url_glob
 
@@ -27,8 +28,9 @@ EVENT_TEXT_CHARS = 1000
 @dataclass(frozen=True)
 class SeenResponse:
     seq: int
-    url: str
+    url: str  # at most URL_CHARS
     status: int
+    cut: bool = False  # the URL was longer; a glob matches it only whole, so never a cut one
 
 
 class ResponseLog:
@@ -41,7 +43,8 @@ class ResponseLog:
 
     def add(self, url: str, status: int) -> None:
         self._seq += 1
-        self._seen.append(SeenResponse(self._seq, url, status))
+        cut = len(url) > URL_CHARS
+        self._seen.append(SeenResponse(self._seq, truncated(url, URL_CHARS), status, cut))
         self._arrived.set()
 
     async def _take(self, glob: UrlGlob, after: int) -> tuple[SeenResponse | None, int]:
@@ -51,7 +54,7 @@ class ResponseLog:
             if seen.seq <= after:
                 continue
             last = seen.seq
-            if await matches_any([glob], seen.url) and seen in self._seen:
+            if not seen.cut and await matches_any([glob], seen.url) and seen in self._seen:
                 self._seen.remove(seen)
                 return seen, last
         return None, last
@@ -80,10 +83,10 @@ class LeasePages:
         self._cancels = TaskSet()
         self._events: list[PageEvent] = []
         self.events_dropped = 0
-        # Each page's console listener, and whether they are all detached for now: once a step
-        # has its EVENTS_KEPT events, a page's console flood is not even sent to the broker
-        # (Playwright parses every message on the event loop) until the next step.
-        self._console_listeners: dict[Page, Callable[[ConsoleMessage], None]] = {}
+        # Each page's console and page-error listeners, and whether they are all detached for
+        # now: once a step has its EVENTS_KEPT events, a page's flood of either is not even sent
+        # to the broker (Playwright parses every message on the event loop) until the next step.
+        self._event_listeners: dict[Page, dict[str, Callable[..., None]]] = {}
         self._console_muted = False
 
     def known(self, page: Page) -> bool:
@@ -99,16 +102,23 @@ class LeasePages:
         page.on("response", lambda response: self.responses.add(response.url, response.status))
         page.on("download", self._on_download)
         page.on("close", self._forget)
-        listener = functools.partial(self._console, page)
-        self._console_listeners[page] = listener
+        listeners: dict[str, Callable[..., None]] = {
+            "console": functools.partial(self._console, page),
+            "pageerror": functools.partial(self._page_error, page),
+        }
+        self._event_listeners[page] = listeners
         if not self._console_muted:
-            page.on("console", listener)
-        page.on("pageerror", lambda error: self._event(page, "page.error", str(error)))
+            for event, listener in listeners.items():
+                page.on(event, listener)  # type: ignore[call-overload]
         return page_id
 
     def _console(self, page: Page, message: ConsoleMessage) -> None:
         if message.type in ("error", "warning"):
             self._event(page, f"console.{message.type}", message.text)
+
+    def _page_error(self, page: Page, error: PlaywrightError) -> None:
+        # Parsed whole by Playwright before it gets here (a page can throw any size); cut now.
+        self._event(page, "page.error", error.message[:EVENT_TEXT_CHARS])
 
     def _event(self, page: Page, kind: str, text: str) -> None:
         if len(self._events) >= EVENTS_KEPT:
@@ -127,17 +137,18 @@ class LeasePages:
         if muted == self._console_muted:
             return
         self._console_muted = muted
-        for page, listener in self._console_listeners.items():
+        for page, listeners in self._event_listeners.items():
             if page.is_closed():
                 continue
-            if muted:
-                page.remove_listener("console", listener)
-            else:
-                page.on("console", listener)
+            for event, listener in listeners.items():
+                if muted:
+                    page.remove_listener(event, listener)
+                else:
+                    page.on(event, listener)  # type: ignore[call-overload]
 
     def _forget(self, page: Page) -> None:
         page_id = self._ids.pop(page, None)
-        self._console_listeners.pop(page, None)
+        self._event_listeners.pop(page, None)
         if page_id is not None:
             self._by_id.pop(page_id, None)
 

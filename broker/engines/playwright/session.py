@@ -22,10 +22,15 @@ from broker.common.cleanup import TaskSet, bounded
 from broker.egress.policy import EgressRules
 from broker.egress.proxy import BlockListener, EgressRoute
 from broker.engines.base import LostCallback, LostCause, ResultLimits
-from broker.engines.playwright.bounded_results import URL_CHARS, StepRefused, truncated
+from broker.engines.playwright.bounded_results import (
+    ERROR_CHARS,
+    URL_CHARS,
+    StepRefused,
+    error_text,
+    truncated,
+)
 from broker.engines.playwright.bounded_trace import BoundedTrace
 from broker.engines.playwright.context import shape_page
-from broker.engines.playwright.driver import first_line
 from broker.engines.playwright.pages import LeasePages
 from broker.engines.playwright.steps import StepScope, frame_of, perform
 from broker.errors import Unavailable
@@ -193,9 +198,10 @@ class PlaywrightSession:
             outcome.error_kind = StepErrorKind.TIMEOUT
             outcome.error_message = f"{step.name} did not finish within {timeout_s:.3f}s"
         except PlaywrightError as exc:
+            message = error_text(exc.message)  # a page's error can be any size; cut at once
             outcome.ok = False
             outcome.error_kind = _classify(step, exc)
-            outcome.error_message = first_line(exc.message)
+            outcome.error_message = message
             self._check_alive()
         except StepRefused as exc:
             outcome.ok = False
@@ -207,7 +213,7 @@ class PlaywrightSession:
             # Playwright fails every call with a plain Exception once its driver is gone.
             outcome.ok = False
             outcome.error_kind = StepErrorKind.BROWSER
-            outcome.error_message = f"browser engine lost: {exc}"
+            outcome.error_message = error_text(f"browser engine lost: {exc}")
             outcome.duration_s = time.perf_counter() - started
             return outcome
         outcome.duration_s = time.perf_counter() - started
@@ -377,10 +383,11 @@ async def _close_quietly(page: Page) -> None:
 # What a browser says when a navigation failed on the network (Chromium, Firefox, WebDriver
 # BiDi).
 NAVIGATION_FAILURES = ("net::", "NS_ERROR", "browsingContext.navigate")
+CLASSIFIED_CHARS = 4 * ERROR_CHARS
 
 
 def _classify(step: Step, exc: PlaywrightError) -> StepErrorKind:
-    message = exc.message
+    message = exc.message[:CLASSIFIED_CHARS]  # the head says what failed; a page's can be huge
     kind = step.kind
     if kind.runs_script:
         return StepErrorKind.SCRIPT_ERROR
