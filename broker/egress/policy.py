@@ -6,8 +6,8 @@ own ports on this host whatever the lists say. Operators widen or narrow this wi
 and CIDRs, for the whole broker and per tenant. An allow list never opens loopback (this host)
 or cloud metadata on its own: a name can resolve to anything, so that takes a setting of its own
 (`allow_loopback`, `allow_metadata`). An IPv6 address that carries an IPv4 one (mapped,
-compatible, NAT64, 6to4, Teredo) is judged by the address it carries, and an IP literal in a
-host list means that address however it is spelt.
+compatible, NAT64, 6to4, Teredo) is judged by the address it carries, and a host list entry
+means the host however it is written (Unicode names as punycode, IP literals in any spelling).
 """
 
 from __future__ import annotations
@@ -52,6 +52,34 @@ def _host_key(host: str) -> str:
     return host.strip().rstrip(".").lower()
 
 
+def host_pattern(text: str) -> str:
+    """A host-list entry spelt as the route sees hosts (`bücher.de` is `xn--bcher-kva.de`,
+    `0x7f.1` is `127.0.0.1`), a leading `.` (the domain and below) kept; ValueError when it
+    is not a host."""
+    entry = text.strip()
+    below = entry.startswith(".")
+    try:
+        host = canonical_host(entry[1:] if below else entry).rstrip(".")  # (as `_host_key`)
+    except UrlError:
+        host = ""
+    if not host:
+        raise ValueError(f"{text[:100]!r} is not a host name or IP address")
+    return f".{host}" if below else host
+
+
+def egress_list(field: str, entries: list[str]) -> list[str]:
+    """A settings list of hosts (`*_hosts`: spelt as the route sees them) or of CIDRs, checked;
+    ValueError naming the field and the entry."""
+    try:
+        if field.endswith("_cidrs"):
+            for entry in entries:
+                parse_cidr(entry)
+            return entries
+        return [host_pattern(entry) for entry in entries]
+    except ValueError as exc:
+        raise ValueError(f"{field}: {exc}") from None
+
+
 def host_matches(host: str, patterns: Iterable[str]) -> str | None:
     """The first pattern that names `host`: `example.com` exactly, `.example.com` and below."""
     name = _host_key(host)
@@ -78,6 +106,11 @@ class EgressRules:
     # May the allow lists reach loopback (this host) / cloud metadata and link-local addresses?
     allow_loopback: bool = False
     allow_metadata: bool = False
+
+    def __post_init__(self) -> None:
+        # Host patterns in the spelling the route compares against, however they were written.
+        for name in ("allow_hosts", "deny_hosts"):
+            object.__setattr__(self, name, tuple(host_pattern(p) for p in getattr(self, name)))
 
     def merged(self, other: EgressRules) -> EgressRules:
         """Both sets of lists; `allow_listed_only` if either says so."""
@@ -144,8 +177,8 @@ def address_class(address: IPAddress) -> str | None:
         return "unspecified"
     if address.is_multicast:
         return "multicast"
-    if address.is_private:
-        return "private"
+    if address.is_private or (isinstance(address, ipaddress.IPv6Address) and address.is_site_local):
+        return "private"  # (fec0::/10, deprecated site-local, is still routed privately)
     if not address.is_global or address.is_reserved:
         return "reserved"
     return None

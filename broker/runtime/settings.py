@@ -7,7 +7,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -16,7 +16,7 @@ from pydantic_settings import (
 )
 
 from broker.cluster.settings import ClusterSettings
-from broker.egress.policy import EgressRules, parse_cidr
+from broker.egress.policy import EgressRules, egress_list, parse_cidr
 from broker.engines.base import RecyclePolicy
 from broker.leases.limits import Limits
 from broker.leases.tenants import Tenant
@@ -52,12 +52,12 @@ class EgressLists(BaseModel):
         "still have to name them)",
     )
 
-    @field_validator("egress_allow_cidrs", "egress_deny_cidrs")
+    @field_validator(
+        "egress_allow_hosts", "egress_deny_hosts", "egress_allow_cidrs", "egress_deny_cidrs"
+    )
     @classmethod
-    def _cidrs(cls, value: list[str]) -> list[str]:
-        for cidr in value:
-            parse_cidr(cidr)  # raises ValueError naming the bad entry
-        return value
+    def _lists(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        return egress_list(str(info.field_name), value)  # hosts as the route spells them
 
     def egress_rules(self) -> EgressRules:
         return EgressRules(

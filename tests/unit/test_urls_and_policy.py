@@ -197,6 +197,33 @@ def test_deny_hosts_names_an_address_however_spelt(spelling: str) -> None:
     assert _rule(ipv6, "2606:2800:220:1::") == "deny_hosts"
 
 
+@pytest.mark.parametrize("written", ["bücher.de", "BÜCHER.de.", " xn--bcher-kva.de "])
+def test_a_host_list_entry_means_the_host_however_it_is_written(written: str) -> None:
+    # The route sees hosts as the browser sends them: punycode, lowercase.
+    exact = EgressPolicy(EgressRules(deny_hosts=(written,)))
+    assert exact.check_host("xn--bcher-kva.de") is not None
+    assert exact.check_host("shop.xn--bcher-kva.de") is None
+    below = EgressPolicy(EgressRules(deny_hosts=(f".{written.strip()}",)))
+    assert below.check_host("shop.xn--bcher-kva.de") is not None
+    assert below.check_host("xn--bcher-kva.de") is not None
+    assert below.check_host("xn--bcher-kva.de.example") is None
+    allowed = EgressPolicy(EgressRules(allow_hosts=(written,), allow_listed_only=True))
+    assert _rule(allowed, "93.184.216.34", "xn--bcher-kva.de") == "allow_hosts"
+    settings = Settings(egress_deny_hosts=[written])  # type: ignore[call-arg]
+    assert settings.egress_rules().deny_hosts == ("xn--bcher-kva.de",)
+
+
+@pytest.mark.parametrize("field", ["egress_allow_hosts", "egress_deny_hosts"])
+@pytest.mark.parametrize(
+    "entry", ["exa mple.com", "", ".", "..", "example.com/path", "user@example.com"]
+)
+def test_a_host_list_entry_that_is_not_a_host_is_refused_by_name(field: str, entry: str) -> None:
+    with pytest.raises(ValueError, match=f"{field}: .* is not a host name or IP address"):
+        Settings(**{field: ["example.com", entry]})  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="not a host name"):
+        EgressRules(deny_hosts=(entry,))
+
+
 def _teredo(client: str) -> str:
     obfuscated = ~int(ip(client)) & 0xFFFFFFFF
     return str(ipaddress.IPv6Address((0x20010000 << 96) | obfuscated))
@@ -217,6 +244,8 @@ def _teredo(client: str) -> str:
         (_teredo("8.8.8.8"), "private"),  # the tunnel's own range, not public
         ("::1", "loopback"),
         ("::", "unspecified"),
+        ("fec0::1", "private"),  # deprecated site-local
+        ("feff:ffff::1", "private"),
         ("::ffff:8.8.8.8", None),
         ("64:ff9b::808:808", None),
         ("2002:808:808::1", None),
