@@ -9,6 +9,20 @@ renamed into place only when it is within the bound too.
 
 Resources are shared by the traces of one browser: every resource written since this trace
 started counts against it, so the measure can only be too high, never too low.
+
+Left on disk: a trace's resources, and the files of its first chunk (`<guid>.trace`,
+`<guid>.network`: Playwright copies the network log when the chunk is renamed), stay in the
+browser's artifacts folder until that browser closes and Playwright removes the folder. Each
+trace adds at most about max_trace_bytes of them (past it the trace is dropped), but a tenant
+that keeps its shared browser open (one lease held) and traces lease after lease grows the
+temporary folder by that much per trace, without bound. They are not deleted here because
+Playwright shares a resource between the traces of a browser by its sha1: a trace skips
+writing one that exists and zips it by name when it stops, so deleting it while any other
+trace of that browser records breaks that trace; and a trace records before the broker knows
+of it (tracing starts as the context opens), while the first chunk's copied network log makes
+"no trace is recording" unreadable from the folder. Doing it safely needs the first chunk named
+after the lease (context.py) and a sweep of ended traces' resources while the folder holds no
+`.network` file of a live trace.
 """
 
 from __future__ import annotations
