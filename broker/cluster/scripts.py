@@ -82,8 +82,10 @@ HELD = """
 local function held(p, tenant)
   local key = p .. ':tenant-held:' .. tenant
   local t = redis.call('TIME')
-  redis.call('ZREMRANGEBYSCORE', key, '-inf', tonumber(t[1]) * 1000)
-  return key, redis.call('ZCARD', key), tonumber(t[1]) * 1000
+  -- To the ms: the key expires at its latest score, which must not be in the past.
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+  return key, redis.call('ZCARD', key), now
 end
 """
 
