@@ -52,17 +52,18 @@ async def _queued(running: InProcessBroker, count: int) -> None:
 async def test_queued_acquires_never_take_a_tenant_past_max_leases(
     broker_factory: BrokerFactory,
 ) -> None:
-    """Capacity 3, all held by another tenant; the capped tenant (max_leases 1) queues three
+    """(A tenant's first lease launches its own browser, cold: the waits leave room for a loaded
+    machine.) Capacity 3, all held by another tenant; the capped tenant (max_leases 1) queues three
     Acquires, then the three slots free at once. Before the fix it ended with three leases."""
     running = await broker_factory(capacity=3, tenants=TENANTS)
     capped, other = _client(running, "capped"), _client(running, "other")
     try:
         holding = [await other.acquire(ttl=120) for _ in range(3)]
-        waiting = [asyncio.create_task(capped.acquire(ttl=120, timeout=20)) for _ in range(3)]
+        waiting = [asyncio.create_task(capped.acquire(ttl=120, timeout=90)) for _ in range(3)]
         await _queued(running, 3)  # each one passed the quota check: it held nothing yet
         for lease in holding:
             await lease.release()
-        done, _ = await asyncio.wait(waiting, timeout=10, return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait(waiting, timeout=60, return_when=asyncio.FIRST_COMPLETED)
         assert len(done) == 1
         await asyncio.sleep(1.0)  # time for the freed slots to be (wrongly) granted
         assert _held(running, "capped") == 1, "a queued Acquire went past max_leases"
@@ -92,19 +93,19 @@ async def test_a_capped_waiter_does_not_block_the_queue_for_other_tenants(
     capped, other = _client(running, "capped"), _client(running, "other")
     try:
         holding = [await other.acquire(ttl=120) for _ in range(2)]
-        first = asyncio.create_task(capped.acquire(ttl=120, timeout=30))
+        first = asyncio.create_task(capped.acquire(ttl=120, timeout=90))
         await _queued(running, 1)
-        second = asyncio.create_task(capped.acquire(ttl=120, timeout=30))
+        second = asyncio.create_task(capped.acquire(ttl=120, timeout=90))
         await _queued(running, 2)
-        behind = asyncio.create_task(other.acquire(ttl=120, timeout=30))
+        behind = asyncio.create_task(other.acquire(ttl=120, timeout=90))
         await _queued(running, 3)
         await holding[0].release()
-        granted = await asyncio.wait_for(first, 20)
+        granted = await asyncio.wait_for(first, 60)
         await holding[1].release()
-        later = await asyncio.wait_for(behind, 20)  # passed the capped waiter ahead of it
+        later = await asyncio.wait_for(behind, 60)  # passed the capped waiter ahead of it
         assert not second.done() and running.broker.leases.queued_count == 1
         await granted.release()  # its quota frees: now the capped waiter gets the slot
-        last = await asyncio.wait_for(second, 20)
+        last = await asyncio.wait_for(second, 60)
         assert _held(running, "capped") == 1
         await last.release()
         await later.release()
@@ -119,12 +120,12 @@ async def test_a_capped_waiter_ends_at_its_deadline(broker_factory: BrokerFactor
     capped, other = _client(running, "capped"), _client(running, "other")
     try:
         holding = [await other.acquire(ttl=120) for _ in range(2)]
-        first = asyncio.create_task(capped.acquire(ttl=120, timeout=30))
+        first = asyncio.create_task(capped.acquire(ttl=120, timeout=90))
         second = asyncio.create_task(capped.acquire(ttl=120, timeout=4))
         await _queued(running, 2)
         for lease in holding:  # two slots free, but the capped tenant may hold one
             await lease.release()
-        mine = await asyncio.wait_for(first, 20)
+        mine = await asyncio.wait_for(first, 60)  # opens the tenant's own browser, cold
         with pytest.raises(DeadlineExceededError):
             await second
         await _queued(running, 0)  # the broker's side of the deadline, a moment later
