@@ -309,9 +309,11 @@ class Soak:
         for proc in psutil.Process(self.broker.proc.pid).children(recursive=True):  # type: ignore[union-attr]
             with contextlib.suppress(psutil.Error):
                 cmd = proc.cmdline()
+                # The browser itself, not its helpers: in the jail's PID namespace Chromium's
+                # crashpad handlers stay below the broker (they end with the jail).
                 if (
                     cmd
-                    and "chrom" in os.path.basename(cmd[0])
+                    and os.path.basename(cmd[0]) in _BROWSER_EXECUTABLES
                     and not any(a.startswith("--type=") for a in cmd)
                 ):
                     pids.append(proc.pid)
@@ -379,6 +381,7 @@ CHAOS_REASONS = {"engine_crashed", "page_crashed"}
 # Work that ends while a crash is injected elsewhere may see the crash: that is the contract
 # (ABORTED mid-Run, FAILED_PRECONDITION after the lease ended, UNAVAILABLE when the session being
 # opened for an Acquire dies with the browser or renderer the soak just killed).
+_BROWSER_EXECUTABLES = {"chromium", "chrome", "headless_shell", "chrome-headless-shell"}
 _CRASH_CODES = {"ABORTED", "FAILED_PRECONDITION", "UNAVAILABLE"}
 _EXPECTED = {
     name: _CRASH_CODES
