@@ -5,6 +5,7 @@ current secret or a previous one (rotation)."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -94,28 +95,37 @@ def tampered(key: str, value: str) -> Any:
     return CallContext(tuple((k, value if k == key else v) for k, v in metadata))
 
 
+# Each case is made when its test runs, not when the module is collected: a signature made at
+# collection would be older than the clocks' skew by the time a long suite reaches it.
 @pytest.mark.parametrize(
-    ("auth", "context", "message"),
+    ("make", "message"),
     [
-        (Authenticator(TENANTS), forwarded(SECRET), "only by cluster nodes"),
-        (cluster_auth(), forwarded("a-guessed-secret"), "signature of the forwarded call"),
-        (cluster_auth(), forwarded(None), "not signed"),
+        (lambda: (Authenticator(TENANTS), forwarded(SECRET)), "only by cluster nodes"),
         (
-            cluster_auth(),
-            forwarded(SECRET, replace(CALL, tenant="nobody")),
+            lambda: (cluster_auth(), forwarded("a-guessed-secret")),
+            "signature of the forwarded call",
+        ),
+        (lambda: (cluster_auth(), forwarded(None)), "not signed"),
+        (
+            lambda: (cluster_auth(), forwarded(SECRET, replace(CALL, tenant="nobody"))),
             "unknown tenant 'nobody'",
         ),
-        (cluster_auth(), tampered(FORWARDED_TENANT, "ops"), "signature"),
-        (cluster_auth(), tampered("x-broker-method", "Release"), "signature"),
-        (cluster_auth(), tampered("x-broker-signed-at", "12"), "signature"),
-        (cluster_auth(), forwarded(SECRET, replace(CALL, hop=2)), "never forwarded again"),
+        (lambda: (cluster_auth(), tampered(FORWARDED_TENANT, "ops")), "signature"),
+        (lambda: (cluster_auth(), tampered("x-broker-method", "Release")), "signature"),
+        (lambda: (cluster_auth(), tampered("x-broker-signed-at", "12")), "signature"),
         (
-            cluster_auth(),
-            CallContext(((FORWARDED_TENANT, "scraper"), (CLUSTER_SECRET, SECRET))),
+            lambda: (cluster_auth(), forwarded(SECRET, replace(CALL, hop=2))),
+            "never forwarded again",
+        ),
+        (
+            lambda: (
+                cluster_auth(),
+                CallContext(((FORWARDED_TENANT, "scraper"), (CLUSTER_SECRET, SECRET))),
+            ),
             "never travels",
         ),
-        (cluster_auth(), CallContext((("x-broker-placed", "1"),)), "lacks"),
-        (node(), forwarded(None), "need cluster_secret"),
+        (lambda: (cluster_auth(), CallContext((("x-broker-placed", "1"),))), "lacks"),
+        (lambda: (node(), forwarded(None)), "need cluster_secret"),
     ],
     ids=[
         "not-a-cluster",
@@ -132,8 +142,9 @@ def tampered(key: str, value: str) -> Any:
     ],
 )
 def test_forwarded_calls_are_refused_without_proof(
-    auth: Authenticator, context: Any, message: str
+    make: Callable[[], tuple[Authenticator, Any]], message: str
 ) -> None:
+    auth, context = make()
     with pytest.raises(Unauthenticated, match=message):
         auth.tenant_for(context, "KeepAlive")
 
