@@ -121,6 +121,7 @@ async def test_a_capped_waiter_ends_at_its_deadline(broker_factory: BrokerFactor
     try:
         holding = [await other.acquire(ttl=120) for _ in range(2)]
         first = asyncio.create_task(capped.acquire(ttl=120, timeout=90))
+        await _queued(running, 1)  # first in line: the short waiter must be the one passed over
         second = asyncio.create_task(capped.acquire(ttl=120, timeout=4))
         await _queued(running, 2)
         for lease in holding:  # two slots free, but the capped tenant may hold one
