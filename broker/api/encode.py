@@ -38,6 +38,7 @@ REASON_TO_PB = {
     ReleaseReason.ACQUIRE_FAILED: pb.RELEASE_REASON_ACQUIRE_FAILED,
     ReleaseReason.DRIFT_REPAIRED: pb.RELEASE_REASON_DRIFT_REPAIRED,
     ReleaseReason.NODE_LOST: pb.RELEASE_REASON_NODE_LOST,
+    ReleaseReason.DRAINED: pb.RELEASE_REASON_DRAINED,
 }
 ERROR_KIND_TO_PB = {
     StepErrorKind.TIMEOUT: pb.STEP_ERROR_KIND_TIMEOUT,
@@ -202,6 +203,7 @@ def cluster_status(view: ClusterView) -> pb.ClusterStatus:
             leases=node.leases,
             engines=[ENGINE_TO_PB[EngineName(e)] for e in node.engines if e in _ENGINE_NAMES],
             last_seen_ms=min(node.last_seen_ms, 2**32 - 1),
+            draining=node.draining,
         )
         for node in view.nodes
     ]

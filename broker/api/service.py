@@ -15,6 +15,7 @@ from broker.api.errors import streaming, unary
 from broker.api.forwarding import Forwarded, Forwarder
 from broker.cluster.routing import Ended, agreed
 from broker.errors import DeadlineExceeded, LimitExceeded
+from broker.leases.endings import Draining
 from broker.leases.lease import ReleaseOutcome, ReleaseReason
 from broker.leases.runs import CancelCause, Run
 from broker.leases.tenants import Tenant
@@ -43,19 +44,24 @@ class BrokerService(broker_pb2_grpc.BrowserBrokerServiceServicer):
     async def Acquire(self, request: pb.AcquireRequest, context: Context) -> pb.AcquireResponse:
         tenant = self.auth.tenant_for(context, "Acquire")
         spec = decode.lease_spec(request, self.settings, tenant)
-        if self.forwarder is not None:
-            placed = await self.forwarder.place(request, spec.engine, tenant, context)
-            if placed is not None:
-                return placed  # type: ignore[no-any-return]
-        reservation = None
-        if self.cluster is not None:  # the cluster-wide quota holds before a browser opens
-            reservation = await self.cluster.reserve(tenant, context.time_remaining())
-        try:
-            lease = await self.leases.acquire(spec, context.time_remaining())
-        except BaseException:
-            if self.cluster is not None:
-                self.cluster.unreserve(tenant, reservation)
-            raise
+        while True:
+            if self.forwarder is not None:
+                placed = await self.forwarder.place(request, spec.engine, tenant, context)
+                if placed is not None:
+                    return placed  # type: ignore[no-any-return]
+            reservation = None
+            if self.cluster is not None:  # the cluster-wide quota holds before a browser opens
+                reservation = await self.cluster.reserve(tenant, context.time_remaining())
+            try:
+                lease = await self.leases.acquire(spec, context.time_remaining())
+                break
+            except BaseException as error:
+                if self.cluster is not None:
+                    self.cluster.unreserve(tenant, reservation)
+                # A node that began to drain meanwhile (its queue was failed) places the
+                # Acquire again, elsewhere now; a single broker refuses it (UNAVAILABLE).
+                if not isinstance(error, Draining) or self.forwarder is None:
+                    raise
         if self.cluster is not None:
             try:
                 await self.cluster.record_grant(lease, reservation)

@@ -98,6 +98,10 @@ class ClusterNode(LeaseObserver):
         self._stopping = True
         self._wake.set()
 
+    def beat_now(self) -> None:
+        """Beat without waiting for the next heartbeat (the node began to drain)."""
+        self._wake.set()
+
     async def run_forever(self) -> None:
         while not self._stopping:
             try:
@@ -121,6 +125,7 @@ class ClusterNode(LeaseObserver):
                 self.leases.queued_count,
                 self.engines,
                 int(self.dead_after_s * 1000 * 2),
+                self.leases.draining,
             )
             if answer == "dead":
                 self._fence()
@@ -374,12 +379,14 @@ class ClusterNode(LeaseObserver):
         )
 
     def place(self, engine: EngineName) -> NodeRecord | None:
-        """Another live node with room for a lease of `engine`, the least loaded; None if none."""
+        """Another live node with room for a lease of `engine`, the least loaded; None if none.
+        A draining node has no room, whatever its numbers say."""
         fresh_ms = self.dead_after_s * 1000
         candidates = [
             node
             for node in self.nodes
             if node.node_id != self.node_id
+            and not node.draining
             and engine.value in node.engines
             and node.used + node.queued < node.capacity
             and node.last_seen_ms < fresh_ms

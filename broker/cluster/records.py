@@ -33,6 +33,7 @@ class NodeRecord:
     engines: tuple[str, ...]
     leases: int
     last_seen_ms: int  # since its last heartbeat, by Redis's clock
+    draining: bool = False  # stopping: no new leases, its leases finish until its deadline
 
 
 @dataclass(frozen=True)

@@ -67,7 +67,8 @@ class Router:
         return Holder(record.node, record.node_address)
 
     def room_here(self) -> bool:
-        return not self.leases.full
+        """A free slot here for a new lease (a draining node has none: it takes no new ones)."""
+        return not self.leases.full and not self.leases.draining
 
     async def placement(
         self, tenant: Tenant, engine: EngineName, timeout_s: float | None

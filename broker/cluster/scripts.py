@@ -28,7 +28,7 @@ local function now_us_string()  -- exact: Lua's tostring would round a number th
 end
 """
 
-# ARGV: prefix, node, address, capacity, used, queued, engines, expire_ms.
+# ARGV: prefix, node, address, capacity, used, queued, engines, expire_ms, draining ('1'/'0').
 # Returns 'dead' (declared dead: may not rejoin under this id), 'new' (unknown: first beat, or
 # the store lost its data) or 'ok'.
 BEAT = """
@@ -40,7 +40,7 @@ local known = redis.call('ZSCORE', p .. ':nodes', node)
 redis.call('ZADD', p .. ':nodes', now, node)
 local key = p .. ':node:' .. node
 redis.call('HSET', key, 'address', ARGV[3], 'capacity', ARGV[4], 'used', ARGV[5],
-  'queued', ARGV[6], 'engines', ARGV[7])
+  'queued', ARGV[6], 'engines', ARGV[7], 'draining', ARGV[9])
 redis.call('PEXPIRE', key, ARGV[8])
 if known then return 'ok' end
 return 'new'

@@ -6,7 +6,8 @@ gets that outcome back. Times in the records are Redis's own clock (`TIME`), so 
 need not agree. Keys (P is `cluster_name`):
 
     P:nodes               sorted set: node id -> last heartbeat (ms, Redis time)
-    P:node:<id>           hash: address, capacity, used, queued, engines (expires when silent)
+    P:node:<id>           hash: address, capacity, used, queued, engines, draining (expires
+                          when silent)
     P:dead:<id>           a node declared dead: it may not record anything again (kept a day)
     P:node-leases:<id>    set: the live leases a node holds
     P:tenant-leases:<t>   set: a tenant's live leases, cluster-wide (its quota)
@@ -75,10 +76,19 @@ class ClusterStore:
         queued: int,
         engines: list[str],
         expire_ms: int,
+        draining: bool = False,
     ) -> str:
         return str(
             await self._call(
-                self._beat, node, address, capacity, used, queued, ",".join(engines), expire_ms
+                self._beat,
+                node,
+                address,
+                capacity,
+                used,
+                queued,
+                ",".join(engines),
+                expire_ms,
+                "1" if draining else "0",
             )
         )
 
@@ -249,6 +259,7 @@ class ClusterStore:
                     tuple(e for e in info.get("engines", "").split(",") if e),
                     int(leases),
                     max(0, now_ms - int(beat)),
+                    info.get("draining") == "1",
                 )
             )
         return found

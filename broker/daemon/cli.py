@@ -27,6 +27,7 @@ def _serve(args: argparse.Namespace) -> int:
         "default_ttl_s": args.default_ttl,
         "max_ttl_s": args.max_ttl,
         "shutdown_grace_s": args.shutdown_grace,
+        "drain_timeout_s": args.drain_timeout,
         "prometheus_port": args.prometheus_port,
         "log_level": args.log_level,
         "log_format": args.log_format,
@@ -98,7 +99,16 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--default-engine", help="engine for requests that name none")
     serve.add_argument("--default-ttl", type=float, help="lease TTL in seconds when none is asked")
     serve.add_argument("--max-ttl", type=float, help="largest TTL a client may ask for, seconds")
-    serve.add_argument("--shutdown-grace", type=float, help="seconds running Runs get on SIGTERM")
+    serve.add_argument(
+        "--drain-timeout",
+        type=float,
+        help="on SIGTERM, seconds leases may go on before they end drained (0: no drain)",
+    )
+    serve.add_argument(
+        "--shutdown-grace",
+        type=float,
+        help="seconds Runs still running at the drain's deadline get to finish",
+    )
     serve.add_argument(
         "--prometheus-port", type=int, help="serve metrics on 127.0.0.1:PORT/metrics"
     )

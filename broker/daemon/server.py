@@ -116,10 +116,17 @@ async def serve(
         try:
             await stop.wait()
         finally:
-            log.info("shutting down", extra={"grace_s": settings.shutdown_grace_s})
-            # Health first, so load balancers stop sending; then drain leases; then the server.
+            log.info(
+                "shutting down",
+                extra={
+                    "drain_timeout_s": settings.drain_timeout_s,
+                    "grace_s": settings.shutdown_grace_s,
+                },
+            )
+            # Health first, so load balancers stop sending; then drain leases (the server goes
+            # on answering for them, and placing Acquires on other nodes); then the server.
             await health_servicer.enter_graceful_shutdown()
-            await running.shutdown(settings.shutdown_grace_s)
+            await running.shutdown(settings.shutdown_grace_s, settings.drain_timeout_s)
             await server.stop(grace=1.0)
             await edge.close()  # (no call is left that could use its channels)
             setup.shutdown()  # flushes spans and metrics still buffered

@@ -29,6 +29,7 @@ class ReleaseReason(StrEnum):
     ACQUIRE_FAILED = "acquire_failed"
     DRIFT_REPAIRED = "drift_repaired"
     NODE_LOST = "node_lost"  # cluster mode: the node holding it died or was cut off
+    DRAINED = "drained"  # its broker drained (SIGTERM) and the lease outlived drain_timeout_s
 
 
 @dataclass(frozen=True)

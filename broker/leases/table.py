@@ -26,10 +26,9 @@ from broker.errors import (
     LimitExceeded,
     PermissionDenied,
     QueueFull,
-    Unavailable,
 )
 from broker.leases.closing import SessionCloser
-from broker.leases.endings import LOST_REASONS, ended_while_opening
+from broker.leases.endings import LOST_REASONS, Draining, ended_while_opening, wait_drained
 from broker.leases.estimates import Estimates
 from broker.leases.events import LeaseObserver, ObserverList
 from broker.leases.lease import Lease, LeaseSpec, ReleaseOutcome, ReleaseReason, token_digest
@@ -72,7 +71,8 @@ class LeaseTable:
         self._closing = SessionCloser(
             self._cleanups, limits.cleanup_timeout_s, on_closed=self._grant_waiters
         )
-        self._draining = False
+        self.draining = False  # (read only: set once, by begin_drain)
+        self._emptied = asyncio.Event()  # the drain's: set when its last lease has ended
         self._waiting_on_reader: set[asyncio.Task[None]] = set()  # Runs backpressure holds
         self._warm_source: SessionSource | None = None
         self.estimates = Estimates()
@@ -102,10 +102,6 @@ class LeaseTable:
         """A new Acquire would wait: no free slot, or a waiter that could take one (FIFO)."""
         return self.used_count >= self.limits.capacity or self._queue.grantable(self._held) > 0
 
-    @property
-    def draining(self) -> bool:
-        return self._draining
-
     def active_leases(self) -> list[Lease]:
         return list(self._active.values())
 
@@ -128,8 +124,8 @@ class LeaseTable:
 
     async def acquire(self, spec: LeaseSpec, timeout_s: float | None) -> Lease:
         """Admit (maybe after queueing), then attach a session; bounded by the caller's deadline."""
-        if self._draining:
-            raise Unavailable("broker is shutting down")
+        if self.draining:
+            raise Draining()
         engine = engine_for(self.engines, spec)
         started = self.clock.now()
         requested_at = self.clock.wall()
@@ -137,7 +133,7 @@ class LeaseTable:
         lease = await self._admit(spec, timeout_s)
         if lease.released is not None:
             # Ended (drained) between being granted a slot and resuming here: open nothing.
-            raise Unavailable("broker is shutting down")
+            raise Draining()
         lease.requested_at = requested_at
         lease.queue_wait_s = self.clock.now() - started
         try:
@@ -150,7 +146,7 @@ class LeaseTable:
         if lease.released is not None:
             # Drained, or its browser died, while the session was being opened: the release
             # path already closed the session.
-            raise Unavailable(ended_while_opening(lease.released.reason))
+            raise ended_while_opening(lease.released.reason)
         return lease
 
     async def _admit(self, spec: LeaseSpec, timeout_s: float | None) -> Lease:
@@ -176,7 +172,7 @@ class LeaseTable:
         return lease
 
     def _grant_waiters(self) -> None:
-        if not self._draining:
+        if not self.draining:
             self._queue.grant(
                 self._new_lease, lambda: self.limits.capacity - self.used_count, self._held
             )
@@ -385,6 +381,8 @@ class LeaseTable:
         # Record why before cancelling anything, so whoever sees the cancellation knows the cause.
         lease.released = outcome
         self._active.pop(lease.id, None)
+        if self.draining and not self._active:
+            self._emptied.set()
         if lease.session is not None:  # a lease never handed to its caller leaves no record
             tomb = Tombstone(
                 lease.id,
@@ -431,15 +429,17 @@ class LeaseTable:
 
     # ------------------------------------------------------------ shutdown
 
-    async def drain(self, grace_s: float) -> None:
-        """Refuse new leases, let running Runs finish within `grace_s`, then end every lease."""
-        self._draining = True
-        self._queue.fail_all(Unavailable("broker is shutting down"))
-        running = [task for lease in self._active.values() for task in lease.run_tasks]
-        if running and grace_s > 0:
-            await asyncio.wait(running, timeout=grace_s)
+    def begin_drain(self) -> None:
+        """From now on take no new leases; queued Acquires fail `Draining`. Idempotent."""
+        self.draining = True
+        self._queue.fail_all(Draining())
+
+    async def drain(self, grace_s: float, deadline_s: float = 0.0) -> None:
+        """Take no new leases, wait (`endings.wait_drained`), then end every lease left."""
+        self.begin_drain()
+        reason = await wait_drained(self.active_leases, self._emptied, deadline_s, grace_s)
         for lease in list(self._active.values()):
-            self.release(lease, ReleaseReason.SHUTDOWN)
+            self.release(lease, reason)
         await self.wait_all_closed()
 
     async def wait_all_closed(self) -> None:

@@ -21,6 +21,7 @@ from broker.engines.base import RecyclePolicy
 from broker.leases.limits import Limits
 from broker.leases.tenants import Tenant
 from broker.model.options import EngineName, Isolation
+from broker.runtime.drain_settings import DrainSettings
 
 _CONFIG_FILE: ContextVar[Path | None] = ContextVar("broker_config_file", default=None)
 
@@ -151,7 +152,7 @@ class WarmPoolConfig(BaseModel):
         return self.size if self.max_size is None else self.max_size
 
 
-class Settings(EgressLists, ClusterSettings, BaseSettings):
+class Settings(EgressLists, ClusterSettings, DrainSettings, BaseSettings):
     model_config = SettingsConfigDict(env_prefix="BROKER_", extra="forbid")
 
     listen: str = Field("127.0.0.1:50051", description="host:port the gRPC server binds")
@@ -195,7 +196,6 @@ class Settings(EgressLists, ClusterSettings, BaseSettings):
         600.0, gt=0, description="bound for a Run sent without deadline"
     )
     max_steps_per_run: int = Field(100, ge=1, le=10_000)
-    shutdown_grace_s: float = Field(10.0, ge=0, description="time running Runs get on SIGTERM")
     reconcile_interval_s: float = Field(30.0, gt=0)
     tombstone_ttl_s: float = Field(600.0, gt=0, description="how long a late Release is answered")
     cleanup_timeout_s: float = Field(10.0, gt=0)

@@ -232,13 +232,21 @@ class Broker:
     ) -> None:
         await self.shutdown(grace_s=0.0)
 
-    async def shutdown(self, grace_s: float) -> None:
-        """Drain leases through the one release path, then close pools and browsers. Idempotent."""
+    async def shutdown(self, grace_s: float, drain_s: float = 0.0) -> None:
+        """Drain: take no new leases (a cluster node's heartbeat says so at once, and its
+        Acquires go to other nodes) and let the leases go on for up to `drain_s`, with `grace_s`
+        more for Runs still running; then end the leases left through the one release path,
+        and close pools and browsers. Idempotent."""
         if self._stopped:
             return
         self._stopped = True
         try:
-            await self.leases.drain(grace_s)
+            self.leases.begin_drain()
+            if self.cluster is not None:
+                self.cluster.beat_now()
+            if drain_s > 0:
+                await self.warm.close()  # no new lease can take a warm session: free them now
+            await self.leases.drain(grace_s, drain_s)
         finally:
             if self.cluster is not None:
                 self.cluster.stop()

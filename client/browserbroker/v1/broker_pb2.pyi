@@ -124,6 +124,10 @@ class _ReleaseReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Release
     """Cluster mode: the node holding the lease stopped answering (killed, or cut off from the
     cluster's store) and the other nodes ended its leases.
     """
+    RELEASE_REASON_DRAINED: _ReleaseReason.ValueType  # 11
+    """The broker holding the lease was stopped (SIGTERM) and drained: it took no new leases and
+    let this one go on for drain_timeout_s, which passed before the lease ended.
+    """
 
 class ReleaseReason(_ReleaseReason, metaclass=_ReleaseReasonEnumTypeWrapper):
     """Why a lease ended."""
@@ -150,6 +154,10 @@ RELEASE_REASON_DRIFT_REPAIRED: ReleaseReason.ValueType  # 9
 RELEASE_REASON_NODE_LOST: ReleaseReason.ValueType  # 10
 """Cluster mode: the node holding the lease stopped answering (killed, or cut off from the
 cluster's store) and the other nodes ended its leases.
+"""
+RELEASE_REASON_DRAINED: ReleaseReason.ValueType  # 11
+"""The broker holding the lease was stopped (SIGTERM) and drained: it took no new leases and
+let this one go on for drain_timeout_s, which passed before the lease ended.
 """
 Global___ReleaseReason: _TypeAlias = ReleaseReason  # noqa: Y015
 
@@ -2140,6 +2148,7 @@ class ClusterNode(_message.Message):
     LEASES_FIELD_NUMBER: _builtins.int
     ENGINES_FIELD_NUMBER: _builtins.int
     LAST_SEEN_MS_FIELD_NUMBER: _builtins.int
+    DRAINING_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     address: _builtins.str
     """Where the other nodes reach it."""
@@ -2151,6 +2160,10 @@ class ClusterNode(_message.Message):
     """Its leases as the cluster's store records them."""
     last_seen_ms: _builtins.int
     """Milliseconds since its last heartbeat."""
+    draining: _builtins.bool
+    """It is stopping: it takes no new leases (Acquires are placed elsewhere) while its leases
+    finish, until its drain deadline.
+    """
     @_builtins.property
     def engines(self) -> _containers.RepeatedScalarFieldContainer[Global___Engine.ValueType]: ...
     def __init__(
@@ -2164,10 +2177,11 @@ class ClusterNode(_message.Message):
         leases: _builtins.int = ...,
         engines: _abc.Iterable[Global___Engine.ValueType] | None = ...,
         last_seen_ms: _builtins.int = ...,
+        draining: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "capacity", b"capacity", "engines", b"engines", "id", b"id", "last_seen_ms", b"last_seen_ms", "leases", b"leases", "queued", b"queued", "used", b"used"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "capacity", b"capacity", "draining", b"draining", "engines", b"engines", "id", b"id", "last_seen_ms", b"last_seen_ms", "leases", b"leases", "queued", b"queued", "used", b"used"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -185,6 +185,9 @@ const (
 	// Cluster mode: the node holding the lease stopped answering (killed, or cut off from the
 	// cluster's store) and the other nodes ended its leases.
 	ReleaseReason_RELEASE_REASON_NODE_LOST ReleaseReason = 10
+	// The broker holding the lease was stopped (SIGTERM) and drained: it took no new leases and
+	// let this one go on for drain_timeout_s, which passed before the lease ended.
+	ReleaseReason_RELEASE_REASON_DRAINED ReleaseReason = 11
 )
 
 // Enum value maps for ReleaseReason.
@@ -201,6 +204,7 @@ var (
 		8:  "RELEASE_REASON_ACQUIRE_FAILED",
 		9:  "RELEASE_REASON_DRIFT_REPAIRED",
 		10: "RELEASE_REASON_NODE_LOST",
+		11: "RELEASE_REASON_DRAINED",
 	}
 	ReleaseReason_value = map[string]int32{
 		"RELEASE_REASON_UNSPECIFIED":    0,
@@ -214,6 +218,7 @@ var (
 		"RELEASE_REASON_ACQUIRE_FAILED": 8,
 		"RELEASE_REASON_DRIFT_REPAIRED": 9,
 		"RELEASE_REASON_NODE_LOST":      10,
+		"RELEASE_REASON_DRAINED":        11,
 	}
 )
 
@@ -4581,7 +4586,10 @@ type ClusterNode struct {
 	Leases  uint32   `protobuf:"varint,6,opt,name=leases,proto3" json:"leases,omitempty"`
 	Engines []Engine `protobuf:"varint,7,rep,packed,name=engines,proto3,enum=browserbroker.v1.Engine" json:"engines,omitempty"`
 	// Milliseconds since its last heartbeat.
-	LastSeenMs    uint32 `protobuf:"varint,8,opt,name=last_seen_ms,json=lastSeenMs,proto3" json:"last_seen_ms,omitempty"`
+	LastSeenMs uint32 `protobuf:"varint,8,opt,name=last_seen_ms,json=lastSeenMs,proto3" json:"last_seen_ms,omitempty"`
+	// It is stopping: it takes no new leases (Acquires are placed elsewhere) while its leases
+	// finish, until its drain deadline.
+	Draining      bool `protobuf:"varint,9,opt,name=draining,proto3" json:"draining,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4670,6 +4678,13 @@ func (x *ClusterNode) GetLastSeenMs() uint32 {
 		return x.LastSeenMs
 	}
 	return 0
+}
+
+func (x *ClusterNode) GetDraining() bool {
+	if x != nil {
+		return x.Draining
+	}
+	return false
 }
 
 // A warm pool: sessions of one engine and isolation opened ahead of demand.
@@ -5279,7 +5294,7 @@ const file_browserbroker_v1_broker_proto_rawDesc = "" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12'\n" +
 	"\x0fstore_reachable\x18\x02 \x01(\bR\x0estoreReachable\x123\n" +
 	"\x05nodes\x18\x03 \x03(\v2\x1d.browserbroker.v1.ClusterNodeR\x05nodes\x12#\n" +
-	"\ractive_leases\x18\x04 \x01(\rR\factiveLeases\"\xed\x01\n" +
+	"\ractive_leases\x18\x04 \x01(\rR\factiveLeases\"\x89\x02\n" +
 	"\vClusterNode\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x1a\n" +
@@ -5289,7 +5304,8 @@ const file_browserbroker_v1_broker_proto_rawDesc = "" +
 	"\x06leases\x18\x06 \x01(\rR\x06leases\x122\n" +
 	"\aengines\x18\a \x03(\x0e2\x18.browserbroker.v1.EngineR\aengines\x12 \n" +
 	"\flast_seen_ms\x18\b \x01(\rR\n" +
-	"lastSeenMs\"\xa3\x02\n" +
+	"lastSeenMs\x12\x1a\n" +
+	"\bdraining\x18\t \x01(\bR\bdraining\"\xa3\x02\n" +
 	"\n" +
 	"PoolStatus\x120\n" +
 	"\x06engine\x18\x01 \x01(\x0e2\x18.browserbroker.v1.EngineR\x06engine\x129\n" +
@@ -5322,7 +5338,7 @@ const file_browserbroker_v1_broker_proto_rawDesc = "" +
 	"\tIsolation\x12\x19\n" +
 	"\x15ISOLATION_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11ISOLATION_CONTEXT\x10\x01\x12\x15\n" +
-	"\x11ISOLATION_BROWSER\x10\x02*\xfa\x02\n" +
+	"\x11ISOLATION_BROWSER\x10\x02*\x96\x03\n" +
 	"\rReleaseReason\x12\x1e\n" +
 	"\x1aRELEASE_REASON_UNSPECIFIED\x10\x00\x12!\n" +
 	"\x1dRELEASE_REASON_CLIENT_RELEASE\x10\x01\x12\x1e\n" +
@@ -5335,7 +5351,8 @@ const file_browserbroker_v1_broker_proto_rawDesc = "" +
 	"\x1dRELEASE_REASON_ACQUIRE_FAILED\x10\b\x12!\n" +
 	"\x1dRELEASE_REASON_DRIFT_REPAIRED\x10\t\x12\x1c\n" +
 	"\x18RELEASE_REASON_NODE_LOST\x10\n" +
-	"*\\\n" +
+	"\x12\x1a\n" +
+	"\x16RELEASE_REASON_DRAINED\x10\v*\\\n" +
 	"\bOnCancel\x12\x19\n" +
 	"\x15ON_CANCEL_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14ON_CANCEL_KEEP_LEASE\x10\x01\x12\x1b\n" +
