@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -99,6 +100,13 @@ def test_the_profile_is_dockers_default_plus_what_the_sandboxes_need() -> None:
         for name in call["names"]
     }
     assert not unconditional & set(LEFT_OUT)
+
+
+def test_the_compose_file_uses_the_profile() -> None:
+    compose = ROOT / "deploy" / "cluster" / "compose.yaml"
+    options = re.findall(r"^\s*- seccomp[=:](\S+)", compose.read_text(), re.M)
+    # Compose resolves the path relative to the compose file.
+    assert [(compose.parent / path).resolve() for path in options] == [PROFILE.resolve()]
 
 
 def test_a_syscall_the_profile_leaves_out_is_refused() -> None:
