@@ -125,6 +125,7 @@ async def start_in_process(**overrides: object) -> InProcessBroker:
         "warm_pool_size": 0,
         "log_level": "WARNING",
         "status_requests_per_s": TEST_STATUS_RATE,
+        "drain_timeout_s": 0,
         **TEST_EGRESS,
     }
     values.update(overrides)
@@ -178,6 +179,7 @@ class BrokerProcess:
                 "BROKER_EGRESS_ALLOW_CIDRS": '["127.0.0.1/32"]',
                 "BROKER_EGRESS_ALLOW_LOOPBACK": "true",
                 "BROKER_STATUS_REQUESTS_PER_S": str(TEST_STATUS_RATE),
+                "BROKER_DRAIN_TIMEOUT_S": "0",  # stops at once; tests of the drain set it
                 **self.env,
             },
         )

@@ -93,6 +93,7 @@ async def start(redis: RedisServer, monkeypatch: pytest.MonkeyPatch) -> AsyncIte
                 "capacity": 2,
                 "engines": [EngineName.CHROMIUM],
                 "shutdown_grace_s": 0,
+                "drain_timeout_s": 0,
                 "cluster_url": redis.url,
                 "cluster_name": prefix,
                 # Beating all the time, so the shutdown lands in (or between) Redis calls.

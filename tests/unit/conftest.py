@@ -42,6 +42,7 @@ async def start() -> AsyncIterator[Callable[..., Any]]:
             "capacity": 4,
             "engines": [EngineName.CHROMIUM, EngineName.FIREFOX],
             "shutdown_grace_s": 0,
+            "drain_timeout_s": 0,
             **overrides,
         }
         settings = Settings.model_validate(values)

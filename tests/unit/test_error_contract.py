@@ -117,6 +117,7 @@ async def harness() -> AsyncIterator[Harness]:
             "max_ttl_s": MAX_TTL_S,
             "max_steps_per_run": MAX_STEPS,
             "shutdown_grace_s": 0,
+            "drain_timeout_s": 0,
         }
     )
     engine = FakeEngine()
