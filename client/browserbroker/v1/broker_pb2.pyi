@@ -128,6 +128,10 @@ class _ReleaseReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Release
     """The broker holding the lease was stopped (SIGTERM) and drained: it took no new leases and
     let this one go on for drain_timeout_s, which passed before the lease ended.
     """
+    RELEASE_REASON_CLIENT_DISCONNECTED: _ReleaseReason.ValueType  # 12
+    """The lease's last attached client disconnected, and it asked for
+    AttachOptions.on_disconnect = ON_DISCONNECT_END.
+    """
 
 class ReleaseReason(_ReleaseReason, metaclass=_ReleaseReasonEnumTypeWrapper):
     """Why a lease ended."""
@@ -159,7 +163,69 @@ RELEASE_REASON_DRAINED: ReleaseReason.ValueType  # 11
 """The broker holding the lease was stopped (SIGTERM) and drained: it took no new leases and
 let this one go on for drain_timeout_s, which passed before the lease ended.
 """
+RELEASE_REASON_CLIENT_DISCONNECTED: ReleaseReason.ValueType  # 12
+"""The lease's last attached client disconnected, and it asked for
+AttachOptions.on_disconnect = ON_DISCONNECT_END.
+"""
 Global___ReleaseReason: _TypeAlias = ReleaseReason  # noqa: Y015
+
+class _AttachProtocol:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _AttachProtocolEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AttachProtocol.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ATTACH_PROTOCOL_UNSPECIFIED: _AttachProtocol.ValueType  # 0
+    """No attached client: the lease is driven by Run only."""
+    ATTACH_PROTOCOL_CDP: _AttachProtocol.ValueType  # 1
+    """The Chrome DevTools Protocol: chromium.connect_over_cdp(url), puppeteer.connect(
+    {browserWSEndpoint: url}), chromedp's NewRemoteAllocator. ENGINE_CHROMIUM only, and
+    ISOLATION_BROWSER only (CDP's Target domain sees every context of a browser).
+    """
+    ATTACH_PROTOCOL_PLAYWRIGHT: _AttachProtocol.ValueType  # 2
+    """Playwright's own protocol (browser_type.connect): not served yet (INVALID_ARGUMENT)."""
+    ATTACH_PROTOCOL_BIDI: _AttachProtocol.ValueType  # 3
+    """WebDriver BiDi: not served yet (INVALID_ARGUMENT)."""
+
+class AttachProtocol(_AttachProtocol, metaclass=_AttachProtocolEnumTypeWrapper):
+    """The protocol an attached client speaks on the lease's connect URL."""
+
+ATTACH_PROTOCOL_UNSPECIFIED: AttachProtocol.ValueType  # 0
+"""No attached client: the lease is driven by Run only."""
+ATTACH_PROTOCOL_CDP: AttachProtocol.ValueType  # 1
+"""The Chrome DevTools Protocol: chromium.connect_over_cdp(url), puppeteer.connect(
+{browserWSEndpoint: url}), chromedp's NewRemoteAllocator. ENGINE_CHROMIUM only, and
+ISOLATION_BROWSER only (CDP's Target domain sees every context of a browser).
+"""
+ATTACH_PROTOCOL_PLAYWRIGHT: AttachProtocol.ValueType  # 2
+"""Playwright's own protocol (browser_type.connect): not served yet (INVALID_ARGUMENT)."""
+ATTACH_PROTOCOL_BIDI: AttachProtocol.ValueType  # 3
+"""WebDriver BiDi: not served yet (INVALID_ARGUMENT)."""
+Global___AttachProtocol: _TypeAlias = AttachProtocol  # noqa: Y015
+
+class _OnDisconnect:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _OnDisconnectEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_OnDisconnect.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ON_DISCONNECT_UNSPECIFIED: _OnDisconnect.ValueType  # 0
+    """Same as ON_DISCONNECT_KEEP."""
+    ON_DISCONNECT_KEEP: _OnDisconnect.ValueType  # 1
+    """The lease lives on until its TTL, idle timeout or Release; a client may connect again."""
+    ON_DISCONNECT_END: _OnDisconnect.ValueType  # 2
+    """The lease ends (RELEASE_REASON_CLIENT_DISCONNECTED) when its last client disconnects."""
+
+class OnDisconnect(_OnDisconnect, metaclass=_OnDisconnectEnumTypeWrapper):
+    """What happens to an attachable lease when its attached clients go away."""
+
+ON_DISCONNECT_UNSPECIFIED: OnDisconnect.ValueType  # 0
+"""Same as ON_DISCONNECT_KEEP."""
+ON_DISCONNECT_KEEP: OnDisconnect.ValueType  # 1
+"""The lease lives on until its TTL, idle timeout or Release; a client may connect again."""
+ON_DISCONNECT_END: OnDisconnect.ValueType  # 2
+"""The lease ends (RELEASE_REASON_CLIENT_DISCONNECTED) when its last client disconnects."""
+Global___OnDisconnect: _TypeAlias = OnDisconnect  # noqa: Y015
 
 class _OnCancel:
     ValueType = _typing.NewType("ValueType", _builtins.int)
@@ -249,6 +315,34 @@ STEP_ERROR_KIND_TOO_LARGE: StepErrorKind.ValueType  # 8
 max_screenshot_pixels for a screenshot); nothing was returned.
 """
 Global___StepErrorKind: _TypeAlias = StepErrorKind  # noqa: Y015
+
+@_typing.final
+class AttachOptions(_message.Message):
+    """An attachable lease: its grant carries a connect URL (AcquireResponse.connect_url) to a
+    socket that reaches the lease's browser and nothing else. Protocol messages count as activity
+    for the idle timeout; when the lease ends, however it ends, the socket is closed with code
+    4000 + the ReleaseReason's number and the reason "lease ended: <reason>".
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROTOCOL_FIELD_NUMBER: _builtins.int
+    ON_DISCONNECT_FIELD_NUMBER: _builtins.int
+    protocol: Global___AttachProtocol.ValueType
+    on_disconnect: Global___OnDisconnect.ValueType
+    def __init__(
+        self,
+        *,
+        protocol: Global___AttachProtocol.ValueType = ...,
+        on_disconnect: Global___OnDisconnect.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["on_disconnect", b"on_disconnect", "protocol", b"protocol"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AttachOptions: _TypeAlias = AttachOptions  # noqa: Y015
 
 @_typing.final
 class Viewport(_message.Message):
@@ -566,6 +660,7 @@ class AcquireRequest(_message.Message):
     CONTEXT_FIELD_NUMBER: _builtins.int
     LABELS_FIELD_NUMBER: _builtins.int
     CAMOUFOX_FIELD_NUMBER: _builtins.int
+    ATTACH_FIELD_NUMBER: _builtins.int
     engine: Global___Engine.ValueType
     isolation: Global___Isolation.ValueType
     @_builtins.property
@@ -594,6 +689,10 @@ class AcquireRequest(_message.Message):
         ISOLATION_BROWSER (see CamoufoxOptions).
         """
 
+    @_builtins.property
+    def attach(self) -> Global___AttachOptions:
+        """Ask for an attachable lease (see AttachOptions). Unset: Runs only."""
+
     def __init__(
         self,
         *,
@@ -604,10 +703,11 @@ class AcquireRequest(_message.Message):
         context: Global___ContextOptions | None = ...,
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         camoufox: Global___CamoufoxOptions | None = ...,
+        attach: Global___AttachOptions | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["camoufox", b"camoufox", "context", b"context", "idle_timeout", b"idle_timeout", "ttl", b"ttl"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["attach", b"attach", "camoufox", b"camoufox", "context", b"context", "idle_timeout", b"idle_timeout", "ttl", b"ttl"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["camoufox", b"camoufox", "context", b"context", "engine", b"engine", "idle_timeout", b"idle_timeout", "isolation", b"isolation", "labels", b"labels", "ttl", b"ttl"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attach", b"attach", "camoufox", b"camoufox", "context", b"context", "engine", b"engine", "idle_timeout", b"idle_timeout", "isolation", b"isolation", "labels", b"labels", "ttl", b"ttl"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -626,6 +726,7 @@ class AcquireResponse(_message.Message):
     IDLE_TIMEOUT_FIELD_NUMBER: _builtins.int
     WARM_FIELD_NUMBER: _builtins.int
     QUEUE_WAIT_FIELD_NUMBER: _builtins.int
+    CONNECT_URL_FIELD_NUMBER: _builtins.int
     lease_id: _builtins.str
     """Opaque, unguessable lease id."""
     token: _builtins.str
@@ -634,6 +735,11 @@ class AcquireResponse(_message.Message):
     isolation: Global___Isolation.ValueType
     warm: _builtins.bool
     """True when the session came from the warm pool."""
+    connect_url: _builtins.str
+    """Attachable leases: the URL an attached client connects to (ws://, or wss:// when the
+    broker serves TLS). It carries a secret of its own (not the lease token), valid for this
+    lease only and only while it lives: treat it as a credential.
+    """
     @_builtins.property
     def expires_at(self) -> _timestamp_pb2.Timestamp:
         """When the lease ends unless extended by KeepAlive."""
@@ -658,10 +764,11 @@ class AcquireResponse(_message.Message):
         idle_timeout: _duration_pb2.Duration | None = ...,
         warm: _builtins.bool = ...,
         queue_wait: _duration_pb2.Duration | None = ...,
+        connect_url: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at", "idle_timeout", b"idle_timeout", "queue_wait", b"queue_wait", "ttl", b"ttl"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["engine", b"engine", "expires_at", b"expires_at", "idle_timeout", b"idle_timeout", "isolation", b"isolation", "lease_id", b"lease_id", "queue_wait", b"queue_wait", "token", b"token", "ttl", b"ttl", "warm", b"warm"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["connect_url", b"connect_url", "engine", b"engine", "expires_at", b"expires_at", "idle_timeout", b"idle_timeout", "isolation", b"isolation", "lease_id", b"lease_id", "queue_wait", b"queue_wait", "token", b"token", "ttl", b"ttl", "warm", b"warm"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

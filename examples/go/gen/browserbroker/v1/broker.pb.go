@@ -188,6 +188,9 @@ const (
 	// The broker holding the lease was stopped (SIGTERM) and drained: it took no new leases and
 	// let this one go on for drain_timeout_s, which passed before the lease ended.
 	ReleaseReason_RELEASE_REASON_DRAINED ReleaseReason = 11
+	// The lease's last attached client disconnected, and it asked for
+	// AttachOptions.on_disconnect = ON_DISCONNECT_END.
+	ReleaseReason_RELEASE_REASON_CLIENT_DISCONNECTED ReleaseReason = 12
 )
 
 // Enum value maps for ReleaseReason.
@@ -205,20 +208,22 @@ var (
 		9:  "RELEASE_REASON_DRIFT_REPAIRED",
 		10: "RELEASE_REASON_NODE_LOST",
 		11: "RELEASE_REASON_DRAINED",
+		12: "RELEASE_REASON_CLIENT_DISCONNECTED",
 	}
 	ReleaseReason_value = map[string]int32{
-		"RELEASE_REASON_UNSPECIFIED":    0,
-		"RELEASE_REASON_CLIENT_RELEASE": 1,
-		"RELEASE_REASON_TTL_EXPIRED":    2,
-		"RELEASE_REASON_IDLE_TIMEOUT":   3,
-		"RELEASE_REASON_RUN_CANCELLED":  4,
-		"RELEASE_REASON_ENGINE_CRASHED": 5,
-		"RELEASE_REASON_PAGE_CRASHED":   6,
-		"RELEASE_REASON_SHUTDOWN":       7,
-		"RELEASE_REASON_ACQUIRE_FAILED": 8,
-		"RELEASE_REASON_DRIFT_REPAIRED": 9,
-		"RELEASE_REASON_NODE_LOST":      10,
-		"RELEASE_REASON_DRAINED":        11,
+		"RELEASE_REASON_UNSPECIFIED":         0,
+		"RELEASE_REASON_CLIENT_RELEASE":      1,
+		"RELEASE_REASON_TTL_EXPIRED":         2,
+		"RELEASE_REASON_IDLE_TIMEOUT":        3,
+		"RELEASE_REASON_RUN_CANCELLED":       4,
+		"RELEASE_REASON_ENGINE_CRASHED":      5,
+		"RELEASE_REASON_PAGE_CRASHED":        6,
+		"RELEASE_REASON_SHUTDOWN":            7,
+		"RELEASE_REASON_ACQUIRE_FAILED":      8,
+		"RELEASE_REASON_DRIFT_REPAIRED":      9,
+		"RELEASE_REASON_NODE_LOST":           10,
+		"RELEASE_REASON_DRAINED":             11,
+		"RELEASE_REASON_CLIENT_DISCONNECTED": 12,
 	}
 )
 
@@ -247,6 +252,118 @@ func (x ReleaseReason) Number() protoreflect.EnumNumber {
 // Deprecated: Use ReleaseReason.Descriptor instead.
 func (ReleaseReason) EnumDescriptor() ([]byte, []int) {
 	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{2}
+}
+
+// The protocol an attached client speaks on the lease's connect URL.
+type AttachProtocol int32
+
+const (
+	// No attached client: the lease is driven by Run only.
+	AttachProtocol_ATTACH_PROTOCOL_UNSPECIFIED AttachProtocol = 0
+	// The Chrome DevTools Protocol: chromium.connect_over_cdp(url), puppeteer.connect(
+	// {browserWSEndpoint: url}), chromedp's NewRemoteAllocator. ENGINE_CHROMIUM only, and
+	// ISOLATION_BROWSER only (CDP's Target domain sees every context of a browser).
+	AttachProtocol_ATTACH_PROTOCOL_CDP AttachProtocol = 1
+	// Playwright's own protocol (browser_type.connect): not served yet (INVALID_ARGUMENT).
+	AttachProtocol_ATTACH_PROTOCOL_PLAYWRIGHT AttachProtocol = 2
+	// WebDriver BiDi: not served yet (INVALID_ARGUMENT).
+	AttachProtocol_ATTACH_PROTOCOL_BIDI AttachProtocol = 3
+)
+
+// Enum value maps for AttachProtocol.
+var (
+	AttachProtocol_name = map[int32]string{
+		0: "ATTACH_PROTOCOL_UNSPECIFIED",
+		1: "ATTACH_PROTOCOL_CDP",
+		2: "ATTACH_PROTOCOL_PLAYWRIGHT",
+		3: "ATTACH_PROTOCOL_BIDI",
+	}
+	AttachProtocol_value = map[string]int32{
+		"ATTACH_PROTOCOL_UNSPECIFIED": 0,
+		"ATTACH_PROTOCOL_CDP":         1,
+		"ATTACH_PROTOCOL_PLAYWRIGHT":  2,
+		"ATTACH_PROTOCOL_BIDI":        3,
+	}
+)
+
+func (x AttachProtocol) Enum() *AttachProtocol {
+	p := new(AttachProtocol)
+	*p = x
+	return p
+}
+
+func (x AttachProtocol) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (AttachProtocol) Descriptor() protoreflect.EnumDescriptor {
+	return file_browserbroker_v1_broker_proto_enumTypes[3].Descriptor()
+}
+
+func (AttachProtocol) Type() protoreflect.EnumType {
+	return &file_browserbroker_v1_broker_proto_enumTypes[3]
+}
+
+func (x AttachProtocol) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use AttachProtocol.Descriptor instead.
+func (AttachProtocol) EnumDescriptor() ([]byte, []int) {
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{3}
+}
+
+// What happens to an attachable lease when its attached clients go away.
+type OnDisconnect int32
+
+const (
+	// Same as ON_DISCONNECT_KEEP.
+	OnDisconnect_ON_DISCONNECT_UNSPECIFIED OnDisconnect = 0
+	// The lease lives on until its TTL, idle timeout or Release; a client may connect again.
+	OnDisconnect_ON_DISCONNECT_KEEP OnDisconnect = 1
+	// The lease ends (RELEASE_REASON_CLIENT_DISCONNECTED) when its last client disconnects.
+	OnDisconnect_ON_DISCONNECT_END OnDisconnect = 2
+)
+
+// Enum value maps for OnDisconnect.
+var (
+	OnDisconnect_name = map[int32]string{
+		0: "ON_DISCONNECT_UNSPECIFIED",
+		1: "ON_DISCONNECT_KEEP",
+		2: "ON_DISCONNECT_END",
+	}
+	OnDisconnect_value = map[string]int32{
+		"ON_DISCONNECT_UNSPECIFIED": 0,
+		"ON_DISCONNECT_KEEP":        1,
+		"ON_DISCONNECT_END":         2,
+	}
+)
+
+func (x OnDisconnect) Enum() *OnDisconnect {
+	p := new(OnDisconnect)
+	*p = x
+	return p
+}
+
+func (x OnDisconnect) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (OnDisconnect) Descriptor() protoreflect.EnumDescriptor {
+	return file_browserbroker_v1_broker_proto_enumTypes[4].Descriptor()
+}
+
+func (OnDisconnect) Type() protoreflect.EnumType {
+	return &file_browserbroker_v1_broker_proto_enumTypes[4]
+}
+
+func (x OnDisconnect) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use OnDisconnect.Descriptor instead.
+func (OnDisconnect) EnumDescriptor() ([]byte, []int) {
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{4}
 }
 
 // What happens to the lease when a Run is cancelled or its deadline passes. A Run that was
@@ -289,11 +406,11 @@ func (x OnCancel) String() string {
 }
 
 func (OnCancel) Descriptor() protoreflect.EnumDescriptor {
-	return file_browserbroker_v1_broker_proto_enumTypes[3].Descriptor()
+	return file_browserbroker_v1_broker_proto_enumTypes[5].Descriptor()
 }
 
 func (OnCancel) Type() protoreflect.EnumType {
-	return &file_browserbroker_v1_broker_proto_enumTypes[3]
+	return &file_browserbroker_v1_broker_proto_enumTypes[5]
 }
 
 func (x OnCancel) Number() protoreflect.EnumNumber {
@@ -302,7 +419,7 @@ func (x OnCancel) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use OnCancel.Descriptor instead.
 func (OnCancel) EnumDescriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{3}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{5}
 }
 
 // Why a step failed.
@@ -368,11 +485,11 @@ func (x StepErrorKind) String() string {
 }
 
 func (StepErrorKind) Descriptor() protoreflect.EnumDescriptor {
-	return file_browserbroker_v1_broker_proto_enumTypes[4].Descriptor()
+	return file_browserbroker_v1_broker_proto_enumTypes[6].Descriptor()
 }
 
 func (StepErrorKind) Type() protoreflect.EnumType {
-	return &file_browserbroker_v1_broker_proto_enumTypes[4]
+	return &file_browserbroker_v1_broker_proto_enumTypes[6]
 }
 
 func (x StepErrorKind) Number() protoreflect.EnumNumber {
@@ -381,7 +498,63 @@ func (x StepErrorKind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use StepErrorKind.Descriptor instead.
 func (StepErrorKind) EnumDescriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{4}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{6}
+}
+
+// An attachable lease: its grant carries a connect URL (AcquireResponse.connect_url) to a
+// socket that reaches the lease's browser and nothing else. Protocol messages count as activity
+// for the idle timeout; when the lease ends, however it ends, the socket is closed with code
+// 4000 + the ReleaseReason's number and the reason "lease ended: <reason>".
+type AttachOptions struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Protocol      AttachProtocol         `protobuf:"varint,1,opt,name=protocol,proto3,enum=browserbroker.v1.AttachProtocol" json:"protocol,omitempty"`
+	OnDisconnect  OnDisconnect           `protobuf:"varint,2,opt,name=on_disconnect,json=onDisconnect,proto3,enum=browserbroker.v1.OnDisconnect" json:"on_disconnect,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AttachOptions) Reset() {
+	*x = AttachOptions{}
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AttachOptions) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AttachOptions) ProtoMessage() {}
+
+func (x *AttachOptions) ProtoReflect() protoreflect.Message {
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AttachOptions.ProtoReflect.Descriptor instead.
+func (*AttachOptions) Descriptor() ([]byte, []int) {
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *AttachOptions) GetProtocol() AttachProtocol {
+	if x != nil {
+		return x.Protocol
+	}
+	return AttachProtocol_ATTACH_PROTOCOL_UNSPECIFIED
+}
+
+func (x *AttachOptions) GetOnDisconnect() OnDisconnect {
+	if x != nil {
+		return x.OnDisconnect
+	}
+	return OnDisconnect_ON_DISCONNECT_UNSPECIFIED
 }
 
 type Viewport struct {
@@ -395,7 +568,7 @@ type Viewport struct {
 
 func (x *Viewport) Reset() {
 	*x = Viewport{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[0]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[1]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -407,7 +580,7 @@ func (x *Viewport) String() string {
 func (*Viewport) ProtoMessage() {}
 
 func (x *Viewport) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[0]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[1]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -420,7 +593,7 @@ func (x *Viewport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Viewport.ProtoReflect.Descriptor instead.
 func (*Viewport) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{0}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{1}
 }
 
 func (x *Viewport) GetWidth() uint32 {
@@ -452,7 +625,7 @@ type Proxy struct {
 
 func (x *Proxy) Reset() {
 	*x = Proxy{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[1]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -464,7 +637,7 @@ func (x *Proxy) String() string {
 func (*Proxy) ProtoMessage() {}
 
 func (x *Proxy) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[1]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -477,7 +650,7 @@ func (x *Proxy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Proxy.ProtoReflect.Descriptor instead.
 func (*Proxy) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{1}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *Proxy) GetServer() string {
@@ -551,7 +724,7 @@ type ContextOptions struct {
 
 func (x *ContextOptions) Reset() {
 	*x = ContextOptions{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[2]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -563,7 +736,7 @@ func (x *ContextOptions) String() string {
 func (*ContextOptions) ProtoMessage() {}
 
 func (x *ContextOptions) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[2]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -576,7 +749,7 @@ func (x *ContextOptions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContextOptions.ProtoReflect.Descriptor instead.
 func (*ContextOptions) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{2}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *ContextOptions) GetViewport() *Viewport {
@@ -704,7 +877,7 @@ type Geolocation struct {
 
 func (x *Geolocation) Reset() {
 	*x = Geolocation{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[3]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -716,7 +889,7 @@ func (x *Geolocation) String() string {
 func (*Geolocation) ProtoMessage() {}
 
 func (x *Geolocation) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[3]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -729,7 +902,7 @@ func (x *Geolocation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Geolocation.ProtoReflect.Descriptor instead.
 func (*Geolocation) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{3}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Geolocation) GetLatitude() float64 {
@@ -793,7 +966,7 @@ type CamoufoxOptions struct {
 
 func (x *CamoufoxOptions) Reset() {
 	*x = CamoufoxOptions{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[4]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -805,7 +978,7 @@ func (x *CamoufoxOptions) String() string {
 func (*CamoufoxOptions) ProtoMessage() {}
 
 func (x *CamoufoxOptions) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[4]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -818,7 +991,7 @@ func (x *CamoufoxOptions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CamoufoxOptions.ProtoReflect.Descriptor instead.
 func (*CamoufoxOptions) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{4}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *CamoufoxOptions) GetOs() []string {
@@ -900,14 +1073,16 @@ type AcquireRequest struct {
 	Labels map[string]string `protobuf:"bytes,6,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// Camoufox launch options; only with ENGINE_CAMOUFOX, and they imply
 	// ISOLATION_BROWSER (see CamoufoxOptions).
-	Camoufox      *CamoufoxOptions `protobuf:"bytes,7,opt,name=camoufox,proto3" json:"camoufox,omitempty"`
+	Camoufox *CamoufoxOptions `protobuf:"bytes,7,opt,name=camoufox,proto3" json:"camoufox,omitempty"`
+	// Ask for an attachable lease (see AttachOptions). Unset: Runs only.
+	Attach        *AttachOptions `protobuf:"bytes,8,opt,name=attach,proto3" json:"attach,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *AcquireRequest) Reset() {
 	*x = AcquireRequest{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[5]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -919,7 +1094,7 @@ func (x *AcquireRequest) String() string {
 func (*AcquireRequest) ProtoMessage() {}
 
 func (x *AcquireRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[5]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -932,7 +1107,7 @@ func (x *AcquireRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AcquireRequest.ProtoReflect.Descriptor instead.
 func (*AcquireRequest) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{5}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *AcquireRequest) GetEngine() Engine {
@@ -984,6 +1159,13 @@ func (x *AcquireRequest) GetCamoufox() *CamoufoxOptions {
 	return nil
 }
 
+func (x *AcquireRequest) GetAttach() *AttachOptions {
+	if x != nil {
+		return x.Attach
+	}
+	return nil
+}
+
 type AcquireResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Opaque, unguessable lease id.
@@ -999,14 +1181,18 @@ type AcquireResponse struct {
 	// True when the session came from the warm pool.
 	Warm bool `protobuf:"varint,8,opt,name=warm,proto3" json:"warm,omitempty"`
 	// Time spent waiting in the queue for capacity.
-	QueueWait     *durationpb.Duration `protobuf:"bytes,9,opt,name=queue_wait,json=queueWait,proto3" json:"queue_wait,omitempty"`
+	QueueWait *durationpb.Duration `protobuf:"bytes,9,opt,name=queue_wait,json=queueWait,proto3" json:"queue_wait,omitempty"`
+	// Attachable leases: the URL an attached client connects to (ws://, or wss:// when the
+	// broker serves TLS). It carries a secret of its own (not the lease token), valid for this
+	// lease only and only while it lives: treat it as a credential.
+	ConnectUrl    string `protobuf:"bytes,10,opt,name=connect_url,json=connectUrl,proto3" json:"connect_url,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *AcquireResponse) Reset() {
 	*x = AcquireResponse{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[6]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1018,7 +1204,7 @@ func (x *AcquireResponse) String() string {
 func (*AcquireResponse) ProtoMessage() {}
 
 func (x *AcquireResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[6]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1031,7 +1217,7 @@ func (x *AcquireResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AcquireResponse.ProtoReflect.Descriptor instead.
 func (*AcquireResponse) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{6}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *AcquireResponse) GetLeaseId() string {
@@ -1097,6 +1283,13 @@ func (x *AcquireResponse) GetQueueWait() *durationpb.Duration {
 	return nil
 }
 
+func (x *AcquireResponse) GetConnectUrl() string {
+	if x != nil {
+		return x.ConnectUrl
+	}
+	return ""
+}
+
 type Goto struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// An absolute http(s), data or about:blank URL (file: only where the broker allows it).
@@ -1109,7 +1302,7 @@ type Goto struct {
 
 func (x *Goto) Reset() {
 	*x = Goto{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[7]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1121,7 +1314,7 @@ func (x *Goto) String() string {
 func (*Goto) ProtoMessage() {}
 
 func (x *Goto) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[7]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1134,7 +1327,7 @@ func (x *Goto) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Goto.ProtoReflect.Descriptor instead.
 func (*Goto) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{7}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Goto) GetUrl() string {
@@ -1160,7 +1353,7 @@ type Click struct {
 
 func (x *Click) Reset() {
 	*x = Click{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[8]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1172,7 +1365,7 @@ func (x *Click) String() string {
 func (*Click) ProtoMessage() {}
 
 func (x *Click) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[8]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1185,7 +1378,7 @@ func (x *Click) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Click.ProtoReflect.Descriptor instead.
 func (*Click) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{8}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Click) GetSelector() string {
@@ -1205,7 +1398,7 @@ type Fill struct {
 
 func (x *Fill) Reset() {
 	*x = Fill{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[9]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1217,7 +1410,7 @@ func (x *Fill) String() string {
 func (*Fill) ProtoMessage() {}
 
 func (x *Fill) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[9]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1230,7 +1423,7 @@ func (x *Fill) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Fill.ProtoReflect.Descriptor instead.
 func (*Fill) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{9}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Fill) GetSelector() string {
@@ -1258,7 +1451,7 @@ type Press struct {
 
 func (x *Press) Reset() {
 	*x = Press{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[10]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1270,7 +1463,7 @@ func (x *Press) String() string {
 func (*Press) ProtoMessage() {}
 
 func (x *Press) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[10]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1283,7 +1476,7 @@ func (x *Press) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Press.ProtoReflect.Descriptor instead.
 func (*Press) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{10}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Press) GetSelector() string {
@@ -1311,7 +1504,7 @@ type WaitForSelector struct {
 
 func (x *WaitForSelector) Reset() {
 	*x = WaitForSelector{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[11]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1323,7 +1516,7 @@ func (x *WaitForSelector) String() string {
 func (*WaitForSelector) ProtoMessage() {}
 
 func (x *WaitForSelector) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[11]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1336,7 +1529,7 @@ func (x *WaitForSelector) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitForSelector.ProtoReflect.Descriptor instead.
 func (*WaitForSelector) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{11}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *WaitForSelector) GetSelector() string {
@@ -1363,7 +1556,7 @@ type WaitForLoadState struct {
 
 func (x *WaitForLoadState) Reset() {
 	*x = WaitForLoadState{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[12]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1375,7 +1568,7 @@ func (x *WaitForLoadState) String() string {
 func (*WaitForLoadState) ProtoMessage() {}
 
 func (x *WaitForLoadState) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[12]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1388,7 +1581,7 @@ func (x *WaitForLoadState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitForLoadState.ProtoReflect.Descriptor instead.
 func (*WaitForLoadState) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{12}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *WaitForLoadState) GetState() string {
@@ -1412,7 +1605,7 @@ type Evaluate struct {
 
 func (x *Evaluate) Reset() {
 	*x = Evaluate{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[13]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1424,7 +1617,7 @@ func (x *Evaluate) String() string {
 func (*Evaluate) ProtoMessage() {}
 
 func (x *Evaluate) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[13]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1437,7 +1630,7 @@ func (x *Evaluate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Evaluate.ProtoReflect.Descriptor instead.
 func (*Evaluate) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{13}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Evaluate) GetExpression() string {
@@ -1462,7 +1655,7 @@ type GetContent struct {
 
 func (x *GetContent) Reset() {
 	*x = GetContent{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[14]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1474,7 +1667,7 @@ func (x *GetContent) String() string {
 func (*GetContent) ProtoMessage() {}
 
 func (x *GetContent) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[14]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1487,7 +1680,7 @@ func (x *GetContent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetContent.ProtoReflect.Descriptor instead.
 func (*GetContent) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{14}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{15}
 }
 
 type GetText struct {
@@ -1499,7 +1692,7 @@ type GetText struct {
 
 func (x *GetText) Reset() {
 	*x = GetText{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[15]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1511,7 +1704,7 @@ func (x *GetText) String() string {
 func (*GetText) ProtoMessage() {}
 
 func (x *GetText) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[15]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1524,7 +1717,7 @@ func (x *GetText) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetText.ProtoReflect.Descriptor instead.
 func (*GetText) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{15}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *GetText) GetSelector() string {
@@ -1544,7 +1737,7 @@ type GetAttribute struct {
 
 func (x *GetAttribute) Reset() {
 	*x = GetAttribute{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[16]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1556,7 +1749,7 @@ func (x *GetAttribute) String() string {
 func (*GetAttribute) ProtoMessage() {}
 
 func (x *GetAttribute) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[16]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1569,7 +1762,7 @@ func (x *GetAttribute) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAttribute.ProtoReflect.Descriptor instead.
 func (*GetAttribute) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{16}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *GetAttribute) GetSelector() string {
@@ -1595,7 +1788,7 @@ type Screenshot struct {
 
 func (x *Screenshot) Reset() {
 	*x = Screenshot{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[17]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1607,7 +1800,7 @@ func (x *Screenshot) String() string {
 func (*Screenshot) ProtoMessage() {}
 
 func (x *Screenshot) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[17]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1620,7 +1813,7 @@ func (x *Screenshot) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Screenshot.ProtoReflect.Descriptor instead.
 func (*Screenshot) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{17}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Screenshot) GetFullPage() bool {
@@ -1638,7 +1831,7 @@ type Pdf struct {
 
 func (x *Pdf) Reset() {
 	*x = Pdf{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[18]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1650,7 +1843,7 @@ func (x *Pdf) String() string {
 func (*Pdf) ProtoMessage() {}
 
 func (x *Pdf) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[18]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1663,7 +1856,7 @@ func (x *Pdf) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Pdf.ProtoReflect.Descriptor instead.
 func (*Pdf) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{18}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{19}
 }
 
 type Hover struct {
@@ -1675,7 +1868,7 @@ type Hover struct {
 
 func (x *Hover) Reset() {
 	*x = Hover{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[19]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1687,7 +1880,7 @@ func (x *Hover) String() string {
 func (*Hover) ProtoMessage() {}
 
 func (x *Hover) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[19]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1700,7 +1893,7 @@ func (x *Hover) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Hover.ProtoReflect.Descriptor instead.
 func (*Hover) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{19}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Hover) GetSelector() string {
@@ -1719,7 +1912,7 @@ type Check struct {
 
 func (x *Check) Reset() {
 	*x = Check{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[20]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1731,7 +1924,7 @@ func (x *Check) String() string {
 func (*Check) ProtoMessage() {}
 
 func (x *Check) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[20]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1744,7 +1937,7 @@ func (x *Check) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Check.ProtoReflect.Descriptor instead.
 func (*Check) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{20}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Check) GetSelector() string {
@@ -1763,7 +1956,7 @@ type Uncheck struct {
 
 func (x *Uncheck) Reset() {
 	*x = Uncheck{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[21]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1775,7 +1968,7 @@ func (x *Uncheck) String() string {
 func (*Uncheck) ProtoMessage() {}
 
 func (x *Uncheck) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[21]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1788,7 +1981,7 @@ func (x *Uncheck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Uncheck.ProtoReflect.Descriptor instead.
 func (*Uncheck) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{21}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *Uncheck) GetSelector() string {
@@ -1810,7 +2003,7 @@ type SelectOption struct {
 
 func (x *SelectOption) Reset() {
 	*x = SelectOption{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[22]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1822,7 +2015,7 @@ func (x *SelectOption) String() string {
 func (*SelectOption) ProtoMessage() {}
 
 func (x *SelectOption) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[22]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1835,7 +2028,7 @@ func (x *SelectOption) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SelectOption.ProtoReflect.Descriptor instead.
 func (*SelectOption) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{22}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *SelectOption) GetSelector() string {
@@ -1865,7 +2058,7 @@ type Type struct {
 
 func (x *Type) Reset() {
 	*x = Type{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[23]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1877,7 +2070,7 @@ func (x *Type) String() string {
 func (*Type) ProtoMessage() {}
 
 func (x *Type) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[23]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1890,7 +2083,7 @@ func (x *Type) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Type.ProtoReflect.Descriptor instead.
 func (*Type) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{23}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *Type) GetSelector() string {
@@ -1927,7 +2120,7 @@ type Scroll struct {
 
 func (x *Scroll) Reset() {
 	*x = Scroll{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[24]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1939,7 +2132,7 @@ func (x *Scroll) String() string {
 func (*Scroll) ProtoMessage() {}
 
 func (x *Scroll) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[24]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1952,7 +2145,7 @@ func (x *Scroll) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Scroll.ProtoReflect.Descriptor instead.
 func (*Scroll) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{24}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *Scroll) GetSelector() string {
@@ -1986,7 +2179,7 @@ type GoBack struct {
 
 func (x *GoBack) Reset() {
 	*x = GoBack{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[25]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1998,7 +2191,7 @@ func (x *GoBack) String() string {
 func (*GoBack) ProtoMessage() {}
 
 func (x *GoBack) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[25]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2011,7 +2204,7 @@ func (x *GoBack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GoBack.ProtoReflect.Descriptor instead.
 func (*GoBack) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{25}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *GoBack) GetWaitUntil() string {
@@ -2030,7 +2223,7 @@ type GoForward struct {
 
 func (x *GoForward) Reset() {
 	*x = GoForward{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[26]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2042,7 +2235,7 @@ func (x *GoForward) String() string {
 func (*GoForward) ProtoMessage() {}
 
 func (x *GoForward) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[26]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2055,7 +2248,7 @@ func (x *GoForward) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GoForward.ProtoReflect.Descriptor instead.
 func (*GoForward) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{26}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *GoForward) GetWaitUntil() string {
@@ -2074,7 +2267,7 @@ type Reload struct {
 
 func (x *Reload) Reset() {
 	*x = Reload{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[27]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2086,7 +2279,7 @@ func (x *Reload) String() string {
 func (*Reload) ProtoMessage() {}
 
 func (x *Reload) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[27]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2099,7 +2292,7 @@ func (x *Reload) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Reload.ProtoReflect.Descriptor instead.
 func (*Reload) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{27}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *Reload) GetWaitUntil() string {
@@ -2121,7 +2314,7 @@ type WaitForUrl struct {
 
 func (x *WaitForUrl) Reset() {
 	*x = WaitForUrl{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[28]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2133,7 +2326,7 @@ func (x *WaitForUrl) String() string {
 func (*WaitForUrl) ProtoMessage() {}
 
 func (x *WaitForUrl) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[28]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2146,7 +2339,7 @@ func (x *WaitForUrl) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitForUrl.ProtoReflect.Descriptor instead.
 func (*WaitForUrl) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{28}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *WaitForUrl) GetUrl() string {
@@ -2176,7 +2369,7 @@ type WaitForResponse struct {
 
 func (x *WaitForResponse) Reset() {
 	*x = WaitForResponse{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[29]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2188,7 +2381,7 @@ func (x *WaitForResponse) String() string {
 func (*WaitForResponse) ProtoMessage() {}
 
 func (x *WaitForResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[29]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2201,7 +2394,7 @@ func (x *WaitForResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitForResponse.ProtoReflect.Descriptor instead.
 func (*WaitForResponse) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{29}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *WaitForResponse) GetUrl() string {
@@ -2224,7 +2417,7 @@ type WaitForFunction struct {
 
 func (x *WaitForFunction) Reset() {
 	*x = WaitForFunction{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[30]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2236,7 +2429,7 @@ func (x *WaitForFunction) String() string {
 func (*WaitForFunction) ProtoMessage() {}
 
 func (x *WaitForFunction) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[30]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2249,7 +2442,7 @@ func (x *WaitForFunction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitForFunction.ProtoReflect.Descriptor instead.
 func (*WaitForFunction) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{30}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *WaitForFunction) GetExpression() string {
@@ -2279,7 +2472,7 @@ type InputFile struct {
 
 func (x *InputFile) Reset() {
 	*x = InputFile{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[31]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2291,7 +2484,7 @@ func (x *InputFile) String() string {
 func (*InputFile) ProtoMessage() {}
 
 func (x *InputFile) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[31]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2304,7 +2497,7 @@ func (x *InputFile) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InputFile.ProtoReflect.Descriptor instead.
 func (*InputFile) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{31}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *InputFile) GetName() string {
@@ -2340,7 +2533,7 @@ type SetInputFiles struct {
 
 func (x *SetInputFiles) Reset() {
 	*x = SetInputFiles{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[32]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2352,7 +2545,7 @@ func (x *SetInputFiles) String() string {
 func (*SetInputFiles) ProtoMessage() {}
 
 func (x *SetInputFiles) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[32]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2365,7 +2558,7 @@ func (x *SetInputFiles) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetInputFiles.ProtoReflect.Descriptor instead.
 func (*SetInputFiles) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{32}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *SetInputFiles) GetSelector() string {
@@ -2394,7 +2587,7 @@ type Download struct {
 
 func (x *Download) Reset() {
 	*x = Download{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[33]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2406,7 +2599,7 @@ func (x *Download) String() string {
 func (*Download) ProtoMessage() {}
 
 func (x *Download) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[33]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2419,7 +2612,7 @@ func (x *Download) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Download.ProtoReflect.Descriptor instead.
 func (*Download) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{33}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *Download) GetSelector() string {
@@ -2437,7 +2630,7 @@ type ListPages struct {
 
 func (x *ListPages) Reset() {
 	*x = ListPages{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[34]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2449,7 +2642,7 @@ func (x *ListPages) String() string {
 func (*ListPages) ProtoMessage() {}
 
 func (x *ListPages) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[34]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2462,7 +2655,7 @@ func (x *ListPages) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPages.ProtoReflect.Descriptor instead.
 func (*ListPages) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{34}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{35}
 }
 
 type SwitchPage struct {
@@ -2478,7 +2671,7 @@ type SwitchPage struct {
 
 func (x *SwitchPage) Reset() {
 	*x = SwitchPage{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[35]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2490,7 +2683,7 @@ func (x *SwitchPage) String() string {
 func (*SwitchPage) ProtoMessage() {}
 
 func (x *SwitchPage) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[35]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2503,7 +2696,7 @@ func (x *SwitchPage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SwitchPage.ProtoReflect.Descriptor instead.
 func (*SwitchPage) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{35}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *SwitchPage) GetPageId() string {
@@ -2531,7 +2724,7 @@ type ClosePage struct {
 
 func (x *ClosePage) Reset() {
 	*x = ClosePage{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[36]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2543,7 +2736,7 @@ func (x *ClosePage) String() string {
 func (*ClosePage) ProtoMessage() {}
 
 func (x *ClosePage) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[36]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2556,7 +2749,7 @@ func (x *ClosePage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClosePage.ProtoReflect.Descriptor instead.
 func (*ClosePage) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{36}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ClosePage) GetPageId() string {
@@ -2577,7 +2770,7 @@ type BringToFront struct {
 
 func (x *BringToFront) Reset() {
 	*x = BringToFront{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[37]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2589,7 +2782,7 @@ func (x *BringToFront) String() string {
 func (*BringToFront) ProtoMessage() {}
 
 func (x *BringToFront) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[37]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2602,7 +2795,7 @@ func (x *BringToFront) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BringToFront.ProtoReflect.Descriptor instead.
 func (*BringToFront) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{37}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{38}
 }
 
 type StorageState struct {
@@ -2613,7 +2806,7 @@ type StorageState struct {
 
 func (x *StorageState) Reset() {
 	*x = StorageState{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[38]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2625,7 +2818,7 @@ func (x *StorageState) String() string {
 func (*StorageState) ProtoMessage() {}
 
 func (x *StorageState) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[38]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2638,7 +2831,7 @@ func (x *StorageState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StorageState.ProtoReflect.Descriptor instead.
 func (*StorageState) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{38}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{39}
 }
 
 type GetCookies struct {
@@ -2652,7 +2845,7 @@ type GetCookies struct {
 
 func (x *GetCookies) Reset() {
 	*x = GetCookies{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[39]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2664,7 +2857,7 @@ func (x *GetCookies) String() string {
 func (*GetCookies) ProtoMessage() {}
 
 func (x *GetCookies) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[39]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2677,7 +2870,7 @@ func (x *GetCookies) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCookies.ProtoReflect.Descriptor instead.
 func (*GetCookies) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{39}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *GetCookies) GetUrls() []string {
@@ -2707,7 +2900,7 @@ type Cookie struct {
 
 func (x *Cookie) Reset() {
 	*x = Cookie{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[40]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2719,7 +2912,7 @@ func (x *Cookie) String() string {
 func (*Cookie) ProtoMessage() {}
 
 func (x *Cookie) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[40]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2732,7 +2925,7 @@ func (x *Cookie) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Cookie.ProtoReflect.Descriptor instead.
 func (*Cookie) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{40}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *Cookie) GetName() string {
@@ -2808,7 +3001,7 @@ type AddCookies struct {
 
 func (x *AddCookies) Reset() {
 	*x = AddCookies{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[41]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2820,7 +3013,7 @@ func (x *AddCookies) String() string {
 func (*AddCookies) ProtoMessage() {}
 
 func (x *AddCookies) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[41]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2833,7 +3026,7 @@ func (x *AddCookies) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddCookies.ProtoReflect.Descriptor instead.
 func (*AddCookies) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{41}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *AddCookies) GetCookies() []*Cookie {
@@ -2851,7 +3044,7 @@ type ClearCookies struct {
 
 func (x *ClearCookies) Reset() {
 	*x = ClearCookies{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[42]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2863,7 +3056,7 @@ func (x *ClearCookies) String() string {
 func (*ClearCookies) ProtoMessage() {}
 
 func (x *ClearCookies) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[42]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2876,7 +3069,7 @@ func (x *ClearCookies) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClearCookies.ProtoReflect.Descriptor instead.
 func (*ClearCookies) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{42}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{43}
 }
 
 // One browser step. Exactly one action must be set.
@@ -2936,7 +3129,7 @@ type Step struct {
 
 func (x *Step) Reset() {
 	*x = Step{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[43]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2948,7 +3141,7 @@ func (x *Step) String() string {
 func (*Step) ProtoMessage() {}
 
 func (x *Step) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[43]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2961,7 +3154,7 @@ func (x *Step) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Step.ProtoReflect.Descriptor instead.
 func (*Step) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{43}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *Step) GetAction() isStep_Action {
@@ -3521,7 +3714,7 @@ type RunRequest struct {
 
 func (x *RunRequest) Reset() {
 	*x = RunRequest{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[44]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3533,7 +3726,7 @@ func (x *RunRequest) String() string {
 func (*RunRequest) ProtoMessage() {}
 
 func (x *RunRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[44]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3546,7 +3739,7 @@ func (x *RunRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunRequest.ProtoReflect.Descriptor instead.
 func (*RunRequest) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{44}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *RunRequest) GetLeaseId() string {
@@ -3594,7 +3787,7 @@ type StepError struct {
 
 func (x *StepError) Reset() {
 	*x = StepError{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[45]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3606,7 +3799,7 @@ func (x *StepError) String() string {
 func (*StepError) ProtoMessage() {}
 
 func (x *StepError) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[45]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3619,7 +3812,7 @@ func (x *StepError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StepError.ProtoReflect.Descriptor instead.
 func (*StepError) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{45}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *StepError) GetKind() StepErrorKind {
@@ -3670,7 +3863,7 @@ type StepResult struct {
 
 func (x *StepResult) Reset() {
 	*x = StepResult{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[46]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3682,7 +3875,7 @@ func (x *StepResult) String() string {
 func (*StepResult) ProtoMessage() {}
 
 func (x *StepResult) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[46]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3695,7 +3888,7 @@ func (x *StepResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StepResult.ProtoReflect.Descriptor instead.
 func (*StepResult) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{46}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *StepResult) GetIndex() uint32 {
@@ -3809,7 +4002,7 @@ type PageEvent struct {
 
 func (x *PageEvent) Reset() {
 	*x = PageEvent{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[47]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3821,7 +4014,7 @@ func (x *PageEvent) String() string {
 func (*PageEvent) ProtoMessage() {}
 
 func (x *PageEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[47]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3834,7 +4027,7 @@ func (x *PageEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PageEvent.ProtoReflect.Descriptor instead.
 func (*PageEvent) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{47}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *PageEvent) GetKind() string {
@@ -3873,7 +4066,7 @@ type PageInfo struct {
 
 func (x *PageInfo) Reset() {
 	*x = PageInfo{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[48]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3885,7 +4078,7 @@ func (x *PageInfo) String() string {
 func (*PageInfo) ProtoMessage() {}
 
 func (x *PageInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[48]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3898,7 +4091,7 @@ func (x *PageInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PageInfo.ProtoReflect.Descriptor instead.
 func (*PageInfo) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{48}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *PageInfo) GetId() string {
@@ -3947,7 +4140,7 @@ type RunResponse struct {
 
 func (x *RunResponse) Reset() {
 	*x = RunResponse{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[49]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3959,7 +4152,7 @@ func (x *RunResponse) String() string {
 func (*RunResponse) ProtoMessage() {}
 
 func (x *RunResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[49]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3972,7 +4165,7 @@ func (x *RunResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunResponse.ProtoReflect.Descriptor instead.
 func (*RunResponse) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{49}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *RunResponse) GetStep() *StepResult {
@@ -3994,7 +4187,7 @@ type KeepAliveRequest struct {
 
 func (x *KeepAliveRequest) Reset() {
 	*x = KeepAliveRequest{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[50]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4006,7 +4199,7 @@ func (x *KeepAliveRequest) String() string {
 func (*KeepAliveRequest) ProtoMessage() {}
 
 func (x *KeepAliveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[50]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4019,7 +4212,7 @@ func (x *KeepAliveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeepAliveRequest.ProtoReflect.Descriptor instead.
 func (*KeepAliveRequest) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{50}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *KeepAliveRequest) GetLeaseId() string {
@@ -4052,7 +4245,7 @@ type KeepAliveResponse struct {
 
 func (x *KeepAliveResponse) Reset() {
 	*x = KeepAliveResponse{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[51]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4064,7 +4257,7 @@ func (x *KeepAliveResponse) String() string {
 func (*KeepAliveResponse) ProtoMessage() {}
 
 func (x *KeepAliveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[51]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4077,7 +4270,7 @@ func (x *KeepAliveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeepAliveResponse.ProtoReflect.Descriptor instead.
 func (*KeepAliveResponse) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{51}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *KeepAliveResponse) GetExpiresAt() *timestamppb.Timestamp {
@@ -4097,7 +4290,7 @@ type ReleaseRequest struct {
 
 func (x *ReleaseRequest) Reset() {
 	*x = ReleaseRequest{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[52]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4109,7 +4302,7 @@ func (x *ReleaseRequest) String() string {
 func (*ReleaseRequest) ProtoMessage() {}
 
 func (x *ReleaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[52]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4122,7 +4315,7 @@ func (x *ReleaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseRequest.ProtoReflect.Descriptor instead.
 func (*ReleaseRequest) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{52}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *ReleaseRequest) GetLeaseId() string {
@@ -4152,7 +4345,7 @@ type ReleaseResponse struct {
 
 func (x *ReleaseResponse) Reset() {
 	*x = ReleaseResponse{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[53]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4164,7 +4357,7 @@ func (x *ReleaseResponse) String() string {
 func (*ReleaseResponse) ProtoMessage() {}
 
 func (x *ReleaseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[53]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4177,7 +4370,7 @@ func (x *ReleaseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseResponse.ProtoReflect.Descriptor instead.
 func (*ReleaseResponse) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{53}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *ReleaseResponse) GetReleasedNow() bool {
@@ -4209,7 +4402,7 @@ type GetStatusRequest struct {
 
 func (x *GetStatusRequest) Reset() {
 	*x = GetStatusRequest{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[54]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4221,7 +4414,7 @@ func (x *GetStatusRequest) String() string {
 func (*GetStatusRequest) ProtoMessage() {}
 
 func (x *GetStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[54]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4234,7 +4427,7 @@ func (x *GetStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetStatusRequest) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{54}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{55}
 }
 
 type EngineStatus struct {
@@ -4257,7 +4450,7 @@ type EngineStatus struct {
 
 func (x *EngineStatus) Reset() {
 	*x = EngineStatus{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[55]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4269,7 +4462,7 @@ func (x *EngineStatus) String() string {
 func (*EngineStatus) ProtoMessage() {}
 
 func (x *EngineStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[55]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4282,7 +4475,7 @@ func (x *EngineStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EngineStatus.ProtoReflect.Descriptor instead.
 func (*EngineStatus) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{55}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *EngineStatus) GetEngine() Engine {
@@ -4374,7 +4567,7 @@ type GetStatusResponse struct {
 
 func (x *GetStatusResponse) Reset() {
 	*x = GetStatusResponse{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[56]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4386,7 +4579,7 @@ func (x *GetStatusResponse) String() string {
 func (*GetStatusResponse) ProtoMessage() {}
 
 func (x *GetStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[56]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4399,7 +4592,7 @@ func (x *GetStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatusResponse.ProtoReflect.Descriptor instead.
 func (*GetStatusResponse) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{56}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *GetStatusResponse) GetCapacity() uint32 {
@@ -4517,7 +4710,7 @@ type ClusterStatus struct {
 
 func (x *ClusterStatus) Reset() {
 	*x = ClusterStatus{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[57]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4529,7 +4722,7 @@ func (x *ClusterStatus) String() string {
 func (*ClusterStatus) ProtoMessage() {}
 
 func (x *ClusterStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[57]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4542,7 +4735,7 @@ func (x *ClusterStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterStatus.ProtoReflect.Descriptor instead.
 func (*ClusterStatus) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{57}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *ClusterStatus) GetNodeId() string {
@@ -4596,7 +4789,7 @@ type ClusterNode struct {
 
 func (x *ClusterNode) Reset() {
 	*x = ClusterNode{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[58]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4608,7 +4801,7 @@ func (x *ClusterNode) String() string {
 func (*ClusterNode) ProtoMessage() {}
 
 func (x *ClusterNode) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[58]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4621,7 +4814,7 @@ func (x *ClusterNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterNode.ProtoReflect.Descriptor instead.
 func (*ClusterNode) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{58}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *ClusterNode) GetId() string {
@@ -4712,7 +4905,7 @@ type PoolStatus struct {
 
 func (x *PoolStatus) Reset() {
 	*x = PoolStatus{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[59]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4724,7 +4917,7 @@ func (x *PoolStatus) String() string {
 func (*PoolStatus) ProtoMessage() {}
 
 func (x *PoolStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[59]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4737,7 +4930,7 @@ func (x *PoolStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PoolStatus.ProtoReflect.Descriptor instead.
 func (*PoolStatus) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{59}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *PoolStatus) GetEngine() Engine {
@@ -4813,7 +5006,7 @@ type GetTraceRequest struct {
 
 func (x *GetTraceRequest) Reset() {
 	*x = GetTraceRequest{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[60]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4825,7 +5018,7 @@ func (x *GetTraceRequest) String() string {
 func (*GetTraceRequest) ProtoMessage() {}
 
 func (x *GetTraceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[60]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4838,7 +5031,7 @@ func (x *GetTraceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTraceRequest.ProtoReflect.Descriptor instead.
 func (*GetTraceRequest) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{60}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *GetTraceRequest) GetLeaseId() string {
@@ -4865,7 +5058,7 @@ type GetTraceResponse struct {
 
 func (x *GetTraceResponse) Reset() {
 	*x = GetTraceResponse{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[61]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4877,7 +5070,7 @@ func (x *GetTraceResponse) String() string {
 func (*GetTraceResponse) ProtoMessage() {}
 
 func (x *GetTraceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[61]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4890,7 +5083,7 @@ func (x *GetTraceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTraceResponse.ProtoReflect.Descriptor instead.
 func (*GetTraceResponse) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{61}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *GetTraceResponse) GetChunk() []byte {
@@ -4914,7 +5107,7 @@ type TenantStatus struct {
 
 func (x *TenantStatus) Reset() {
 	*x = TenantStatus{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[62]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4926,7 +5119,7 @@ func (x *TenantStatus) String() string {
 func (*TenantStatus) ProtoMessage() {}
 
 func (x *TenantStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[62]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4939,7 +5132,7 @@ func (x *TenantStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TenantStatus.ProtoReflect.Descriptor instead.
 func (*TenantStatus) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{62}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *TenantStatus) GetName() string {
@@ -4981,7 +5174,10 @@ var File_browserbroker_v1_broker_proto protoreflect.FileDescriptor
 
 const file_browserbroker_v1_broker_proto_rawDesc = "" +
 	"\n" +
-	"\x1dbrowserbroker/v1/broker.proto\x12\x10browserbroker.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"8\n" +
+	"\x1dbrowserbroker/v1/broker.proto\x12\x10browserbroker.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x92\x01\n" +
+	"\rAttachOptions\x12<\n" +
+	"\bprotocol\x18\x01 \x01(\x0e2 .browserbroker.v1.AttachProtocolR\bprotocol\x12C\n" +
+	"\ron_disconnect\x18\x02 \x01(\x0e2\x1e.browserbroker.v1.OnDisconnectR\fonDisconnect\"8\n" +
 	"\bViewport\x12\x14\n" +
 	"\x05width\x18\x01 \x01(\rR\x05width\x12\x16\n" +
 	"\x06height\x18\x02 \x01(\rR\x06height\"o\n" +
@@ -5027,7 +5223,7 @@ const file_browserbroker_v1_broker_proto_rawDesc = "" +
 	"blockWebgl\x12\x14\n" +
 	"\x05geoip\x18\a \x01(\bR\x05geoip\x12\x18\n" +
 	"\alocales\x18\b \x03(\tR\alocales\x122\n" +
-	"\x06window\x18\t \x01(\v2\x1a.browserbroker.v1.ViewportR\x06window\"\xe4\x03\n" +
+	"\x06window\x18\t \x01(\v2\x1a.browserbroker.v1.ViewportR\x06window\"\x9d\x04\n" +
 	"\x0eAcquireRequest\x120\n" +
 	"\x06engine\x18\x01 \x01(\x0e2\x18.browserbroker.v1.EngineR\x06engine\x129\n" +
 	"\tisolation\x18\x02 \x01(\x0e2\x1b.browserbroker.v1.IsolationR\tisolation\x12+\n" +
@@ -5035,10 +5231,11 @@ const file_browserbroker_v1_broker_proto_rawDesc = "" +
 	"\fidle_timeout\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\vidleTimeout\x12:\n" +
 	"\acontext\x18\x05 \x01(\v2 .browserbroker.v1.ContextOptionsR\acontext\x12D\n" +
 	"\x06labels\x18\x06 \x03(\v2,.browserbroker.v1.AcquireRequest.LabelsEntryR\x06labels\x12=\n" +
-	"\bcamoufox\x18\a \x01(\v2!.browserbroker.v1.CamoufoxOptionsR\bcamoufox\x1a9\n" +
+	"\bcamoufox\x18\a \x01(\v2!.browserbroker.v1.CamoufoxOptionsR\bcamoufox\x127\n" +
+	"\x06attach\x18\b \x01(\v2\x1f.browserbroker.v1.AttachOptionsR\x06attach\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xa3\x03\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xc4\x03\n" +
 	"\x0fAcquireResponse\x12\x19\n" +
 	"\blease_id\x18\x01 \x01(\tR\aleaseId\x12\x14\n" +
 	"\x05token\x18\x02 \x01(\tR\x05token\x129\n" +
@@ -5050,7 +5247,10 @@ const file_browserbroker_v1_broker_proto_rawDesc = "" +
 	"\fidle_timeout\x18\a \x01(\v2\x19.google.protobuf.DurationR\vidleTimeout\x12\x12\n" +
 	"\x04warm\x18\b \x01(\bR\x04warm\x128\n" +
 	"\n" +
-	"queue_wait\x18\t \x01(\v2\x19.google.protobuf.DurationR\tqueueWait\"7\n" +
+	"queue_wait\x18\t \x01(\v2\x19.google.protobuf.DurationR\tqueueWait\x12\x1f\n" +
+	"\vconnect_url\x18\n" +
+	" \x01(\tR\n" +
+	"connectUrl\"7\n" +
 	"\x04Goto\x12\x10\n" +
 	"\x03url\x18\x01 \x01(\tR\x03url\x12\x1d\n" +
 	"\n" +
@@ -5338,7 +5538,7 @@ const file_browserbroker_v1_broker_proto_rawDesc = "" +
 	"\tIsolation\x12\x19\n" +
 	"\x15ISOLATION_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11ISOLATION_CONTEXT\x10\x01\x12\x15\n" +
-	"\x11ISOLATION_BROWSER\x10\x02*\x96\x03\n" +
+	"\x11ISOLATION_BROWSER\x10\x02*\xbe\x03\n" +
 	"\rReleaseReason\x12\x1e\n" +
 	"\x1aRELEASE_REASON_UNSPECIFIED\x10\x00\x12!\n" +
 	"\x1dRELEASE_REASON_CLIENT_RELEASE\x10\x01\x12\x1e\n" +
@@ -5352,7 +5552,17 @@ const file_browserbroker_v1_broker_proto_rawDesc = "" +
 	"\x1dRELEASE_REASON_DRIFT_REPAIRED\x10\t\x12\x1c\n" +
 	"\x18RELEASE_REASON_NODE_LOST\x10\n" +
 	"\x12\x1a\n" +
-	"\x16RELEASE_REASON_DRAINED\x10\v*\\\n" +
+	"\x16RELEASE_REASON_DRAINED\x10\v\x12&\n" +
+	"\"RELEASE_REASON_CLIENT_DISCONNECTED\x10\f*\x84\x01\n" +
+	"\x0eAttachProtocol\x12\x1f\n" +
+	"\x1bATTACH_PROTOCOL_UNSPECIFIED\x10\x00\x12\x17\n" +
+	"\x13ATTACH_PROTOCOL_CDP\x10\x01\x12\x1e\n" +
+	"\x1aATTACH_PROTOCOL_PLAYWRIGHT\x10\x02\x12\x18\n" +
+	"\x14ATTACH_PROTOCOL_BIDI\x10\x03*\\\n" +
+	"\fOnDisconnect\x12\x1d\n" +
+	"\x19ON_DISCONNECT_UNSPECIFIED\x10\x00\x12\x16\n" +
+	"\x12ON_DISCONNECT_KEEP\x10\x01\x12\x15\n" +
+	"\x11ON_DISCONNECT_END\x10\x02*\\\n" +
 	"\bOnCancel\x12\x19\n" +
 	"\x15ON_CANCEL_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14ON_CANCEL_KEEP_LEASE\x10\x01\x12\x1b\n" +
@@ -5387,179 +5597,185 @@ func file_browserbroker_v1_broker_proto_rawDescGZIP() []byte {
 	return file_browserbroker_v1_broker_proto_rawDescData
 }
 
-var file_browserbroker_v1_broker_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_browserbroker_v1_broker_proto_msgTypes = make([]protoimpl.MessageInfo, 65)
+var file_browserbroker_v1_broker_proto_enumTypes = make([]protoimpl.EnumInfo, 7)
+var file_browserbroker_v1_broker_proto_msgTypes = make([]protoimpl.MessageInfo, 66)
 var file_browserbroker_v1_broker_proto_goTypes = []any{
 	(Engine)(0),                   // 0: browserbroker.v1.Engine
 	(Isolation)(0),                // 1: browserbroker.v1.Isolation
 	(ReleaseReason)(0),            // 2: browserbroker.v1.ReleaseReason
-	(OnCancel)(0),                 // 3: browserbroker.v1.OnCancel
-	(StepErrorKind)(0),            // 4: browserbroker.v1.StepErrorKind
-	(*Viewport)(nil),              // 5: browserbroker.v1.Viewport
-	(*Proxy)(nil),                 // 6: browserbroker.v1.Proxy
-	(*ContextOptions)(nil),        // 7: browserbroker.v1.ContextOptions
-	(*Geolocation)(nil),           // 8: browserbroker.v1.Geolocation
-	(*CamoufoxOptions)(nil),       // 9: browserbroker.v1.CamoufoxOptions
-	(*AcquireRequest)(nil),        // 10: browserbroker.v1.AcquireRequest
-	(*AcquireResponse)(nil),       // 11: browserbroker.v1.AcquireResponse
-	(*Goto)(nil),                  // 12: browserbroker.v1.Goto
-	(*Click)(nil),                 // 13: browserbroker.v1.Click
-	(*Fill)(nil),                  // 14: browserbroker.v1.Fill
-	(*Press)(nil),                 // 15: browserbroker.v1.Press
-	(*WaitForSelector)(nil),       // 16: browserbroker.v1.WaitForSelector
-	(*WaitForLoadState)(nil),      // 17: browserbroker.v1.WaitForLoadState
-	(*Evaluate)(nil),              // 18: browserbroker.v1.Evaluate
-	(*GetContent)(nil),            // 19: browserbroker.v1.GetContent
-	(*GetText)(nil),               // 20: browserbroker.v1.GetText
-	(*GetAttribute)(nil),          // 21: browserbroker.v1.GetAttribute
-	(*Screenshot)(nil),            // 22: browserbroker.v1.Screenshot
-	(*Pdf)(nil),                   // 23: browserbroker.v1.Pdf
-	(*Hover)(nil),                 // 24: browserbroker.v1.Hover
-	(*Check)(nil),                 // 25: browserbroker.v1.Check
-	(*Uncheck)(nil),               // 26: browserbroker.v1.Uncheck
-	(*SelectOption)(nil),          // 27: browserbroker.v1.SelectOption
-	(*Type)(nil),                  // 28: browserbroker.v1.Type
-	(*Scroll)(nil),                // 29: browserbroker.v1.Scroll
-	(*GoBack)(nil),                // 30: browserbroker.v1.GoBack
-	(*GoForward)(nil),             // 31: browserbroker.v1.GoForward
-	(*Reload)(nil),                // 32: browserbroker.v1.Reload
-	(*WaitForUrl)(nil),            // 33: browserbroker.v1.WaitForUrl
-	(*WaitForResponse)(nil),       // 34: browserbroker.v1.WaitForResponse
-	(*WaitForFunction)(nil),       // 35: browserbroker.v1.WaitForFunction
-	(*InputFile)(nil),             // 36: browserbroker.v1.InputFile
-	(*SetInputFiles)(nil),         // 37: browserbroker.v1.SetInputFiles
-	(*Download)(nil),              // 38: browserbroker.v1.Download
-	(*ListPages)(nil),             // 39: browserbroker.v1.ListPages
-	(*SwitchPage)(nil),            // 40: browserbroker.v1.SwitchPage
-	(*ClosePage)(nil),             // 41: browserbroker.v1.ClosePage
-	(*BringToFront)(nil),          // 42: browserbroker.v1.BringToFront
-	(*StorageState)(nil),          // 43: browserbroker.v1.StorageState
-	(*GetCookies)(nil),            // 44: browserbroker.v1.GetCookies
-	(*Cookie)(nil),                // 45: browserbroker.v1.Cookie
-	(*AddCookies)(nil),            // 46: browserbroker.v1.AddCookies
-	(*ClearCookies)(nil),          // 47: browserbroker.v1.ClearCookies
-	(*Step)(nil),                  // 48: browserbroker.v1.Step
-	(*RunRequest)(nil),            // 49: browserbroker.v1.RunRequest
-	(*StepError)(nil),             // 50: browserbroker.v1.StepError
-	(*StepResult)(nil),            // 51: browserbroker.v1.StepResult
-	(*PageEvent)(nil),             // 52: browserbroker.v1.PageEvent
-	(*PageInfo)(nil),              // 53: browserbroker.v1.PageInfo
-	(*RunResponse)(nil),           // 54: browserbroker.v1.RunResponse
-	(*KeepAliveRequest)(nil),      // 55: browserbroker.v1.KeepAliveRequest
-	(*KeepAliveResponse)(nil),     // 56: browserbroker.v1.KeepAliveResponse
-	(*ReleaseRequest)(nil),        // 57: browserbroker.v1.ReleaseRequest
-	(*ReleaseResponse)(nil),       // 58: browserbroker.v1.ReleaseResponse
-	(*GetStatusRequest)(nil),      // 59: browserbroker.v1.GetStatusRequest
-	(*EngineStatus)(nil),          // 60: browserbroker.v1.EngineStatus
-	(*GetStatusResponse)(nil),     // 61: browserbroker.v1.GetStatusResponse
-	(*ClusterStatus)(nil),         // 62: browserbroker.v1.ClusterStatus
-	(*ClusterNode)(nil),           // 63: browserbroker.v1.ClusterNode
-	(*PoolStatus)(nil),            // 64: browserbroker.v1.PoolStatus
-	(*GetTraceRequest)(nil),       // 65: browserbroker.v1.GetTraceRequest
-	(*GetTraceResponse)(nil),      // 66: browserbroker.v1.GetTraceResponse
-	(*TenantStatus)(nil),          // 67: browserbroker.v1.TenantStatus
-	nil,                           // 68: browserbroker.v1.ContextOptions.ExtraHttpHeadersEntry
-	nil,                           // 69: browserbroker.v1.AcquireRequest.LabelsEntry
-	(*durationpb.Duration)(nil),   // 70: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 71: google.protobuf.Timestamp
+	(AttachProtocol)(0),           // 3: browserbroker.v1.AttachProtocol
+	(OnDisconnect)(0),             // 4: browserbroker.v1.OnDisconnect
+	(OnCancel)(0),                 // 5: browserbroker.v1.OnCancel
+	(StepErrorKind)(0),            // 6: browserbroker.v1.StepErrorKind
+	(*AttachOptions)(nil),         // 7: browserbroker.v1.AttachOptions
+	(*Viewport)(nil),              // 8: browserbroker.v1.Viewport
+	(*Proxy)(nil),                 // 9: browserbroker.v1.Proxy
+	(*ContextOptions)(nil),        // 10: browserbroker.v1.ContextOptions
+	(*Geolocation)(nil),           // 11: browserbroker.v1.Geolocation
+	(*CamoufoxOptions)(nil),       // 12: browserbroker.v1.CamoufoxOptions
+	(*AcquireRequest)(nil),        // 13: browserbroker.v1.AcquireRequest
+	(*AcquireResponse)(nil),       // 14: browserbroker.v1.AcquireResponse
+	(*Goto)(nil),                  // 15: browserbroker.v1.Goto
+	(*Click)(nil),                 // 16: browserbroker.v1.Click
+	(*Fill)(nil),                  // 17: browserbroker.v1.Fill
+	(*Press)(nil),                 // 18: browserbroker.v1.Press
+	(*WaitForSelector)(nil),       // 19: browserbroker.v1.WaitForSelector
+	(*WaitForLoadState)(nil),      // 20: browserbroker.v1.WaitForLoadState
+	(*Evaluate)(nil),              // 21: browserbroker.v1.Evaluate
+	(*GetContent)(nil),            // 22: browserbroker.v1.GetContent
+	(*GetText)(nil),               // 23: browserbroker.v1.GetText
+	(*GetAttribute)(nil),          // 24: browserbroker.v1.GetAttribute
+	(*Screenshot)(nil),            // 25: browserbroker.v1.Screenshot
+	(*Pdf)(nil),                   // 26: browserbroker.v1.Pdf
+	(*Hover)(nil),                 // 27: browserbroker.v1.Hover
+	(*Check)(nil),                 // 28: browserbroker.v1.Check
+	(*Uncheck)(nil),               // 29: browserbroker.v1.Uncheck
+	(*SelectOption)(nil),          // 30: browserbroker.v1.SelectOption
+	(*Type)(nil),                  // 31: browserbroker.v1.Type
+	(*Scroll)(nil),                // 32: browserbroker.v1.Scroll
+	(*GoBack)(nil),                // 33: browserbroker.v1.GoBack
+	(*GoForward)(nil),             // 34: browserbroker.v1.GoForward
+	(*Reload)(nil),                // 35: browserbroker.v1.Reload
+	(*WaitForUrl)(nil),            // 36: browserbroker.v1.WaitForUrl
+	(*WaitForResponse)(nil),       // 37: browserbroker.v1.WaitForResponse
+	(*WaitForFunction)(nil),       // 38: browserbroker.v1.WaitForFunction
+	(*InputFile)(nil),             // 39: browserbroker.v1.InputFile
+	(*SetInputFiles)(nil),         // 40: browserbroker.v1.SetInputFiles
+	(*Download)(nil),              // 41: browserbroker.v1.Download
+	(*ListPages)(nil),             // 42: browserbroker.v1.ListPages
+	(*SwitchPage)(nil),            // 43: browserbroker.v1.SwitchPage
+	(*ClosePage)(nil),             // 44: browserbroker.v1.ClosePage
+	(*BringToFront)(nil),          // 45: browserbroker.v1.BringToFront
+	(*StorageState)(nil),          // 46: browserbroker.v1.StorageState
+	(*GetCookies)(nil),            // 47: browserbroker.v1.GetCookies
+	(*Cookie)(nil),                // 48: browserbroker.v1.Cookie
+	(*AddCookies)(nil),            // 49: browserbroker.v1.AddCookies
+	(*ClearCookies)(nil),          // 50: browserbroker.v1.ClearCookies
+	(*Step)(nil),                  // 51: browserbroker.v1.Step
+	(*RunRequest)(nil),            // 52: browserbroker.v1.RunRequest
+	(*StepError)(nil),             // 53: browserbroker.v1.StepError
+	(*StepResult)(nil),            // 54: browserbroker.v1.StepResult
+	(*PageEvent)(nil),             // 55: browserbroker.v1.PageEvent
+	(*PageInfo)(nil),              // 56: browserbroker.v1.PageInfo
+	(*RunResponse)(nil),           // 57: browserbroker.v1.RunResponse
+	(*KeepAliveRequest)(nil),      // 58: browserbroker.v1.KeepAliveRequest
+	(*KeepAliveResponse)(nil),     // 59: browserbroker.v1.KeepAliveResponse
+	(*ReleaseRequest)(nil),        // 60: browserbroker.v1.ReleaseRequest
+	(*ReleaseResponse)(nil),       // 61: browserbroker.v1.ReleaseResponse
+	(*GetStatusRequest)(nil),      // 62: browserbroker.v1.GetStatusRequest
+	(*EngineStatus)(nil),          // 63: browserbroker.v1.EngineStatus
+	(*GetStatusResponse)(nil),     // 64: browserbroker.v1.GetStatusResponse
+	(*ClusterStatus)(nil),         // 65: browserbroker.v1.ClusterStatus
+	(*ClusterNode)(nil),           // 66: browserbroker.v1.ClusterNode
+	(*PoolStatus)(nil),            // 67: browserbroker.v1.PoolStatus
+	(*GetTraceRequest)(nil),       // 68: browserbroker.v1.GetTraceRequest
+	(*GetTraceResponse)(nil),      // 69: browserbroker.v1.GetTraceResponse
+	(*TenantStatus)(nil),          // 70: browserbroker.v1.TenantStatus
+	nil,                           // 71: browserbroker.v1.ContextOptions.ExtraHttpHeadersEntry
+	nil,                           // 72: browserbroker.v1.AcquireRequest.LabelsEntry
+	(*durationpb.Duration)(nil),   // 73: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 74: google.protobuf.Timestamp
 }
 var file_browserbroker_v1_broker_proto_depIdxs = []int32{
-	5,  // 0: browserbroker.v1.ContextOptions.viewport:type_name -> browserbroker.v1.Viewport
-	68, // 1: browserbroker.v1.ContextOptions.extra_http_headers:type_name -> browserbroker.v1.ContextOptions.ExtraHttpHeadersEntry
-	6,  // 2: browserbroker.v1.ContextOptions.proxy:type_name -> browserbroker.v1.Proxy
-	8,  // 3: browserbroker.v1.ContextOptions.geolocation:type_name -> browserbroker.v1.Geolocation
-	70, // 4: browserbroker.v1.CamoufoxOptions.humanize_max:type_name -> google.protobuf.Duration
-	5,  // 5: browserbroker.v1.CamoufoxOptions.window:type_name -> browserbroker.v1.Viewport
-	0,  // 6: browserbroker.v1.AcquireRequest.engine:type_name -> browserbroker.v1.Engine
-	1,  // 7: browserbroker.v1.AcquireRequest.isolation:type_name -> browserbroker.v1.Isolation
-	70, // 8: browserbroker.v1.AcquireRequest.ttl:type_name -> google.protobuf.Duration
-	70, // 9: browserbroker.v1.AcquireRequest.idle_timeout:type_name -> google.protobuf.Duration
-	7,  // 10: browserbroker.v1.AcquireRequest.context:type_name -> browserbroker.v1.ContextOptions
-	69, // 11: browserbroker.v1.AcquireRequest.labels:type_name -> browserbroker.v1.AcquireRequest.LabelsEntry
-	9,  // 12: browserbroker.v1.AcquireRequest.camoufox:type_name -> browserbroker.v1.CamoufoxOptions
-	71, // 13: browserbroker.v1.AcquireResponse.expires_at:type_name -> google.protobuf.Timestamp
-	0,  // 14: browserbroker.v1.AcquireResponse.engine:type_name -> browserbroker.v1.Engine
-	1,  // 15: browserbroker.v1.AcquireResponse.isolation:type_name -> browserbroker.v1.Isolation
-	70, // 16: browserbroker.v1.AcquireResponse.ttl:type_name -> google.protobuf.Duration
-	70, // 17: browserbroker.v1.AcquireResponse.idle_timeout:type_name -> google.protobuf.Duration
-	70, // 18: browserbroker.v1.AcquireResponse.queue_wait:type_name -> google.protobuf.Duration
-	70, // 19: browserbroker.v1.Type.delay:type_name -> google.protobuf.Duration
-	36, // 20: browserbroker.v1.SetInputFiles.files:type_name -> browserbroker.v1.InputFile
-	45, // 21: browserbroker.v1.AddCookies.cookies:type_name -> browserbroker.v1.Cookie
-	12, // 22: browserbroker.v1.Step.goto:type_name -> browserbroker.v1.Goto
-	13, // 23: browserbroker.v1.Step.click:type_name -> browserbroker.v1.Click
-	14, // 24: browserbroker.v1.Step.fill:type_name -> browserbroker.v1.Fill
-	15, // 25: browserbroker.v1.Step.press:type_name -> browserbroker.v1.Press
-	16, // 26: browserbroker.v1.Step.wait_for_selector:type_name -> browserbroker.v1.WaitForSelector
-	17, // 27: browserbroker.v1.Step.wait_for_load_state:type_name -> browserbroker.v1.WaitForLoadState
-	18, // 28: browserbroker.v1.Step.evaluate:type_name -> browserbroker.v1.Evaluate
-	19, // 29: browserbroker.v1.Step.get_content:type_name -> browserbroker.v1.GetContent
-	20, // 30: browserbroker.v1.Step.get_text:type_name -> browserbroker.v1.GetText
-	21, // 31: browserbroker.v1.Step.get_attribute:type_name -> browserbroker.v1.GetAttribute
-	22, // 32: browserbroker.v1.Step.screenshot:type_name -> browserbroker.v1.Screenshot
-	23, // 33: browserbroker.v1.Step.pdf:type_name -> browserbroker.v1.Pdf
-	24, // 34: browserbroker.v1.Step.hover:type_name -> browserbroker.v1.Hover
-	25, // 35: browserbroker.v1.Step.check:type_name -> browserbroker.v1.Check
-	26, // 36: browserbroker.v1.Step.uncheck:type_name -> browserbroker.v1.Uncheck
-	27, // 37: browserbroker.v1.Step.select_option:type_name -> browserbroker.v1.SelectOption
-	28, // 38: browserbroker.v1.Step.type:type_name -> browserbroker.v1.Type
-	29, // 39: browserbroker.v1.Step.scroll:type_name -> browserbroker.v1.Scroll
-	30, // 40: browserbroker.v1.Step.go_back:type_name -> browserbroker.v1.GoBack
-	31, // 41: browserbroker.v1.Step.go_forward:type_name -> browserbroker.v1.GoForward
-	32, // 42: browserbroker.v1.Step.reload:type_name -> browserbroker.v1.Reload
-	33, // 43: browserbroker.v1.Step.wait_for_url:type_name -> browserbroker.v1.WaitForUrl
-	34, // 44: browserbroker.v1.Step.wait_for_response:type_name -> browserbroker.v1.WaitForResponse
-	35, // 45: browserbroker.v1.Step.wait_for_function:type_name -> browserbroker.v1.WaitForFunction
-	37, // 46: browserbroker.v1.Step.set_input_files:type_name -> browserbroker.v1.SetInputFiles
-	38, // 47: browserbroker.v1.Step.download:type_name -> browserbroker.v1.Download
-	39, // 48: browserbroker.v1.Step.list_pages:type_name -> browserbroker.v1.ListPages
-	40, // 49: browserbroker.v1.Step.switch_page:type_name -> browserbroker.v1.SwitchPage
-	41, // 50: browserbroker.v1.Step.close_page:type_name -> browserbroker.v1.ClosePage
-	43, // 51: browserbroker.v1.Step.storage_state:type_name -> browserbroker.v1.StorageState
-	44, // 52: browserbroker.v1.Step.get_cookies:type_name -> browserbroker.v1.GetCookies
-	46, // 53: browserbroker.v1.Step.add_cookies:type_name -> browserbroker.v1.AddCookies
-	47, // 54: browserbroker.v1.Step.clear_cookies:type_name -> browserbroker.v1.ClearCookies
-	42, // 55: browserbroker.v1.Step.bring_to_front:type_name -> browserbroker.v1.BringToFront
-	70, // 56: browserbroker.v1.Step.timeout:type_name -> google.protobuf.Duration
-	48, // 57: browserbroker.v1.RunRequest.steps:type_name -> browserbroker.v1.Step
-	3,  // 58: browserbroker.v1.RunRequest.on_cancel:type_name -> browserbroker.v1.OnCancel
-	4,  // 59: browserbroker.v1.StepError.kind:type_name -> browserbroker.v1.StepErrorKind
-	50, // 60: browserbroker.v1.StepResult.error:type_name -> browserbroker.v1.StepError
-	70, // 61: browserbroker.v1.StepResult.duration:type_name -> google.protobuf.Duration
-	53, // 62: browserbroker.v1.StepResult.pages:type_name -> browserbroker.v1.PageInfo
-	52, // 63: browserbroker.v1.StepResult.page_events:type_name -> browserbroker.v1.PageEvent
-	51, // 64: browserbroker.v1.RunResponse.step:type_name -> browserbroker.v1.StepResult
-	70, // 65: browserbroker.v1.KeepAliveRequest.ttl:type_name -> google.protobuf.Duration
-	71, // 66: browserbroker.v1.KeepAliveResponse.expires_at:type_name -> google.protobuf.Timestamp
-	2,  // 67: browserbroker.v1.ReleaseResponse.reason:type_name -> browserbroker.v1.ReleaseReason
-	71, // 68: browserbroker.v1.ReleaseResponse.released_at:type_name -> google.protobuf.Timestamp
-	0,  // 69: browserbroker.v1.EngineStatus.engine:type_name -> browserbroker.v1.Engine
-	60, // 70: browserbroker.v1.GetStatusResponse.engines:type_name -> browserbroker.v1.EngineStatus
-	0,  // 71: browserbroker.v1.GetStatusResponse.default_engine:type_name -> browserbroker.v1.Engine
-	67, // 72: browserbroker.v1.GetStatusResponse.tenants:type_name -> browserbroker.v1.TenantStatus
-	64, // 73: browserbroker.v1.GetStatusResponse.pools:type_name -> browserbroker.v1.PoolStatus
-	62, // 74: browserbroker.v1.GetStatusResponse.cluster:type_name -> browserbroker.v1.ClusterStatus
-	63, // 75: browserbroker.v1.ClusterStatus.nodes:type_name -> browserbroker.v1.ClusterNode
-	0,  // 76: browserbroker.v1.ClusterNode.engines:type_name -> browserbroker.v1.Engine
-	0,  // 77: browserbroker.v1.PoolStatus.engine:type_name -> browserbroker.v1.Engine
-	1,  // 78: browserbroker.v1.PoolStatus.isolation:type_name -> browserbroker.v1.Isolation
-	10, // 79: browserbroker.v1.BrowserBrokerService.Acquire:input_type -> browserbroker.v1.AcquireRequest
-	49, // 80: browserbroker.v1.BrowserBrokerService.Run:input_type -> browserbroker.v1.RunRequest
-	55, // 81: browserbroker.v1.BrowserBrokerService.KeepAlive:input_type -> browserbroker.v1.KeepAliveRequest
-	57, // 82: browserbroker.v1.BrowserBrokerService.Release:input_type -> browserbroker.v1.ReleaseRequest
-	59, // 83: browserbroker.v1.BrowserBrokerService.GetStatus:input_type -> browserbroker.v1.GetStatusRequest
-	65, // 84: browserbroker.v1.BrowserBrokerService.GetTrace:input_type -> browserbroker.v1.GetTraceRequest
-	11, // 85: browserbroker.v1.BrowserBrokerService.Acquire:output_type -> browserbroker.v1.AcquireResponse
-	54, // 86: browserbroker.v1.BrowserBrokerService.Run:output_type -> browserbroker.v1.RunResponse
-	56, // 87: browserbroker.v1.BrowserBrokerService.KeepAlive:output_type -> browserbroker.v1.KeepAliveResponse
-	58, // 88: browserbroker.v1.BrowserBrokerService.Release:output_type -> browserbroker.v1.ReleaseResponse
-	61, // 89: browserbroker.v1.BrowserBrokerService.GetStatus:output_type -> browserbroker.v1.GetStatusResponse
-	66, // 90: browserbroker.v1.BrowserBrokerService.GetTrace:output_type -> browserbroker.v1.GetTraceResponse
-	85, // [85:91] is the sub-list for method output_type
-	79, // [79:85] is the sub-list for method input_type
-	79, // [79:79] is the sub-list for extension type_name
-	79, // [79:79] is the sub-list for extension extendee
-	0,  // [0:79] is the sub-list for field type_name
+	3,  // 0: browserbroker.v1.AttachOptions.protocol:type_name -> browserbroker.v1.AttachProtocol
+	4,  // 1: browserbroker.v1.AttachOptions.on_disconnect:type_name -> browserbroker.v1.OnDisconnect
+	8,  // 2: browserbroker.v1.ContextOptions.viewport:type_name -> browserbroker.v1.Viewport
+	71, // 3: browserbroker.v1.ContextOptions.extra_http_headers:type_name -> browserbroker.v1.ContextOptions.ExtraHttpHeadersEntry
+	9,  // 4: browserbroker.v1.ContextOptions.proxy:type_name -> browserbroker.v1.Proxy
+	11, // 5: browserbroker.v1.ContextOptions.geolocation:type_name -> browserbroker.v1.Geolocation
+	73, // 6: browserbroker.v1.CamoufoxOptions.humanize_max:type_name -> google.protobuf.Duration
+	8,  // 7: browserbroker.v1.CamoufoxOptions.window:type_name -> browserbroker.v1.Viewport
+	0,  // 8: browserbroker.v1.AcquireRequest.engine:type_name -> browserbroker.v1.Engine
+	1,  // 9: browserbroker.v1.AcquireRequest.isolation:type_name -> browserbroker.v1.Isolation
+	73, // 10: browserbroker.v1.AcquireRequest.ttl:type_name -> google.protobuf.Duration
+	73, // 11: browserbroker.v1.AcquireRequest.idle_timeout:type_name -> google.protobuf.Duration
+	10, // 12: browserbroker.v1.AcquireRequest.context:type_name -> browserbroker.v1.ContextOptions
+	72, // 13: browserbroker.v1.AcquireRequest.labels:type_name -> browserbroker.v1.AcquireRequest.LabelsEntry
+	12, // 14: browserbroker.v1.AcquireRequest.camoufox:type_name -> browserbroker.v1.CamoufoxOptions
+	7,  // 15: browserbroker.v1.AcquireRequest.attach:type_name -> browserbroker.v1.AttachOptions
+	74, // 16: browserbroker.v1.AcquireResponse.expires_at:type_name -> google.protobuf.Timestamp
+	0,  // 17: browserbroker.v1.AcquireResponse.engine:type_name -> browserbroker.v1.Engine
+	1,  // 18: browserbroker.v1.AcquireResponse.isolation:type_name -> browserbroker.v1.Isolation
+	73, // 19: browserbroker.v1.AcquireResponse.ttl:type_name -> google.protobuf.Duration
+	73, // 20: browserbroker.v1.AcquireResponse.idle_timeout:type_name -> google.protobuf.Duration
+	73, // 21: browserbroker.v1.AcquireResponse.queue_wait:type_name -> google.protobuf.Duration
+	73, // 22: browserbroker.v1.Type.delay:type_name -> google.protobuf.Duration
+	39, // 23: browserbroker.v1.SetInputFiles.files:type_name -> browserbroker.v1.InputFile
+	48, // 24: browserbroker.v1.AddCookies.cookies:type_name -> browserbroker.v1.Cookie
+	15, // 25: browserbroker.v1.Step.goto:type_name -> browserbroker.v1.Goto
+	16, // 26: browserbroker.v1.Step.click:type_name -> browserbroker.v1.Click
+	17, // 27: browserbroker.v1.Step.fill:type_name -> browserbroker.v1.Fill
+	18, // 28: browserbroker.v1.Step.press:type_name -> browserbroker.v1.Press
+	19, // 29: browserbroker.v1.Step.wait_for_selector:type_name -> browserbroker.v1.WaitForSelector
+	20, // 30: browserbroker.v1.Step.wait_for_load_state:type_name -> browserbroker.v1.WaitForLoadState
+	21, // 31: browserbroker.v1.Step.evaluate:type_name -> browserbroker.v1.Evaluate
+	22, // 32: browserbroker.v1.Step.get_content:type_name -> browserbroker.v1.GetContent
+	23, // 33: browserbroker.v1.Step.get_text:type_name -> browserbroker.v1.GetText
+	24, // 34: browserbroker.v1.Step.get_attribute:type_name -> browserbroker.v1.GetAttribute
+	25, // 35: browserbroker.v1.Step.screenshot:type_name -> browserbroker.v1.Screenshot
+	26, // 36: browserbroker.v1.Step.pdf:type_name -> browserbroker.v1.Pdf
+	27, // 37: browserbroker.v1.Step.hover:type_name -> browserbroker.v1.Hover
+	28, // 38: browserbroker.v1.Step.check:type_name -> browserbroker.v1.Check
+	29, // 39: browserbroker.v1.Step.uncheck:type_name -> browserbroker.v1.Uncheck
+	30, // 40: browserbroker.v1.Step.select_option:type_name -> browserbroker.v1.SelectOption
+	31, // 41: browserbroker.v1.Step.type:type_name -> browserbroker.v1.Type
+	32, // 42: browserbroker.v1.Step.scroll:type_name -> browserbroker.v1.Scroll
+	33, // 43: browserbroker.v1.Step.go_back:type_name -> browserbroker.v1.GoBack
+	34, // 44: browserbroker.v1.Step.go_forward:type_name -> browserbroker.v1.GoForward
+	35, // 45: browserbroker.v1.Step.reload:type_name -> browserbroker.v1.Reload
+	36, // 46: browserbroker.v1.Step.wait_for_url:type_name -> browserbroker.v1.WaitForUrl
+	37, // 47: browserbroker.v1.Step.wait_for_response:type_name -> browserbroker.v1.WaitForResponse
+	38, // 48: browserbroker.v1.Step.wait_for_function:type_name -> browserbroker.v1.WaitForFunction
+	40, // 49: browserbroker.v1.Step.set_input_files:type_name -> browserbroker.v1.SetInputFiles
+	41, // 50: browserbroker.v1.Step.download:type_name -> browserbroker.v1.Download
+	42, // 51: browserbroker.v1.Step.list_pages:type_name -> browserbroker.v1.ListPages
+	43, // 52: browserbroker.v1.Step.switch_page:type_name -> browserbroker.v1.SwitchPage
+	44, // 53: browserbroker.v1.Step.close_page:type_name -> browserbroker.v1.ClosePage
+	46, // 54: browserbroker.v1.Step.storage_state:type_name -> browserbroker.v1.StorageState
+	47, // 55: browserbroker.v1.Step.get_cookies:type_name -> browserbroker.v1.GetCookies
+	49, // 56: browserbroker.v1.Step.add_cookies:type_name -> browserbroker.v1.AddCookies
+	50, // 57: browserbroker.v1.Step.clear_cookies:type_name -> browserbroker.v1.ClearCookies
+	45, // 58: browserbroker.v1.Step.bring_to_front:type_name -> browserbroker.v1.BringToFront
+	73, // 59: browserbroker.v1.Step.timeout:type_name -> google.protobuf.Duration
+	51, // 60: browserbroker.v1.RunRequest.steps:type_name -> browserbroker.v1.Step
+	5,  // 61: browserbroker.v1.RunRequest.on_cancel:type_name -> browserbroker.v1.OnCancel
+	6,  // 62: browserbroker.v1.StepError.kind:type_name -> browserbroker.v1.StepErrorKind
+	53, // 63: browserbroker.v1.StepResult.error:type_name -> browserbroker.v1.StepError
+	73, // 64: browserbroker.v1.StepResult.duration:type_name -> google.protobuf.Duration
+	56, // 65: browserbroker.v1.StepResult.pages:type_name -> browserbroker.v1.PageInfo
+	55, // 66: browserbroker.v1.StepResult.page_events:type_name -> browserbroker.v1.PageEvent
+	54, // 67: browserbroker.v1.RunResponse.step:type_name -> browserbroker.v1.StepResult
+	73, // 68: browserbroker.v1.KeepAliveRequest.ttl:type_name -> google.protobuf.Duration
+	74, // 69: browserbroker.v1.KeepAliveResponse.expires_at:type_name -> google.protobuf.Timestamp
+	2,  // 70: browserbroker.v1.ReleaseResponse.reason:type_name -> browserbroker.v1.ReleaseReason
+	74, // 71: browserbroker.v1.ReleaseResponse.released_at:type_name -> google.protobuf.Timestamp
+	0,  // 72: browserbroker.v1.EngineStatus.engine:type_name -> browserbroker.v1.Engine
+	63, // 73: browserbroker.v1.GetStatusResponse.engines:type_name -> browserbroker.v1.EngineStatus
+	0,  // 74: browserbroker.v1.GetStatusResponse.default_engine:type_name -> browserbroker.v1.Engine
+	70, // 75: browserbroker.v1.GetStatusResponse.tenants:type_name -> browserbroker.v1.TenantStatus
+	67, // 76: browserbroker.v1.GetStatusResponse.pools:type_name -> browserbroker.v1.PoolStatus
+	65, // 77: browserbroker.v1.GetStatusResponse.cluster:type_name -> browserbroker.v1.ClusterStatus
+	66, // 78: browserbroker.v1.ClusterStatus.nodes:type_name -> browserbroker.v1.ClusterNode
+	0,  // 79: browserbroker.v1.ClusterNode.engines:type_name -> browserbroker.v1.Engine
+	0,  // 80: browserbroker.v1.PoolStatus.engine:type_name -> browserbroker.v1.Engine
+	1,  // 81: browserbroker.v1.PoolStatus.isolation:type_name -> browserbroker.v1.Isolation
+	13, // 82: browserbroker.v1.BrowserBrokerService.Acquire:input_type -> browserbroker.v1.AcquireRequest
+	52, // 83: browserbroker.v1.BrowserBrokerService.Run:input_type -> browserbroker.v1.RunRequest
+	58, // 84: browserbroker.v1.BrowserBrokerService.KeepAlive:input_type -> browserbroker.v1.KeepAliveRequest
+	60, // 85: browserbroker.v1.BrowserBrokerService.Release:input_type -> browserbroker.v1.ReleaseRequest
+	62, // 86: browserbroker.v1.BrowserBrokerService.GetStatus:input_type -> browserbroker.v1.GetStatusRequest
+	68, // 87: browserbroker.v1.BrowserBrokerService.GetTrace:input_type -> browserbroker.v1.GetTraceRequest
+	14, // 88: browserbroker.v1.BrowserBrokerService.Acquire:output_type -> browserbroker.v1.AcquireResponse
+	57, // 89: browserbroker.v1.BrowserBrokerService.Run:output_type -> browserbroker.v1.RunResponse
+	59, // 90: browserbroker.v1.BrowserBrokerService.KeepAlive:output_type -> browserbroker.v1.KeepAliveResponse
+	61, // 91: browserbroker.v1.BrowserBrokerService.Release:output_type -> browserbroker.v1.ReleaseResponse
+	64, // 92: browserbroker.v1.BrowserBrokerService.GetStatus:output_type -> browserbroker.v1.GetStatusResponse
+	69, // 93: browserbroker.v1.BrowserBrokerService.GetTrace:output_type -> browserbroker.v1.GetTraceResponse
+	88, // [88:94] is the sub-list for method output_type
+	82, // [82:88] is the sub-list for method input_type
+	82, // [82:82] is the sub-list for extension type_name
+	82, // [82:82] is the sub-list for extension extendee
+	0,  // [0:82] is the sub-list for field type_name
 }
 
 func init() { file_browserbroker_v1_broker_proto_init() }
@@ -5567,7 +5783,7 @@ func file_browserbroker_v1_broker_proto_init() {
 	if File_browserbroker_v1_broker_proto != nil {
 		return
 	}
-	file_browserbroker_v1_broker_proto_msgTypes[43].OneofWrappers = []any{
+	file_browserbroker_v1_broker_proto_msgTypes[44].OneofWrappers = []any{
 		(*Step_Goto)(nil),
 		(*Step_Click)(nil),
 		(*Step_Fill)(nil),
@@ -5608,8 +5824,8 @@ func file_browserbroker_v1_broker_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_browserbroker_v1_broker_proto_rawDesc), len(file_browserbroker_v1_broker_proto_rawDesc)),
-			NumEnums:      5,
-			NumMessages:   65,
+			NumEnums:      7,
+			NumMessages:   66,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
