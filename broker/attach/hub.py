@@ -1,0 +1,282 @@
+"""One browser's pipe, shared by its clients: each client drives browser-target sessions of its
+own (`Target.attachToBrowserTarget`), owns the sessions it attaches and those attached under
+them, and hears only their events and the answers to its own commands (ids are remapped).
+
+The broker's own Playwright is a trusted client; a tenant's clients are judged by `rules` and
+bounded by `bounds`. The hub watches the browser's page targets itself, to bound how many are
+open at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from broker.attach.bounds import AttachLimits, TokenBucket
+from broker.attach.pipe import BrowserPipe
+from broker.attach.rules import ERROR_CODE, decode, judge
+
+log = logging.getLogger("broker.attach")
+
+CALL_TIMEOUT_S = 10.0
+CLOSE_TIMEOUT_S = 3.0  # Browser.close, then SIGKILL to the browser's process group
+_ATTACHING = ("Target.attachToTarget", "Target.attachToBrowserTarget")
+
+
+class HubError(RuntimeError):
+    """The browser refused the hub's own command, or is gone."""
+
+
+class Peer(Protocol):
+    def deliver(self, text: str) -> None:
+        """Queue one message for the client (never blocks)."""
+        ...
+
+
+@dataclass(eq=False)
+class HubClient:
+    peer: Peer
+    trusted: bool
+    bucket: TokenBucket | None
+    root: str = ""
+    sessions: set[str] = field(default_factory=set)
+    pending: int = 0
+    closed: bool = False
+    messages_in: int = 0
+    messages_out: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    refused: int = 0
+
+    def send(self, message: dict[str, Any]) -> None:
+        text = json.dumps(message, separators=(",", ":"))
+        self.messages_out += 1
+        self.bytes_out += len(text)
+        self.peer.deliver(text)
+
+
+class CdpHub:
+    def __init__(
+        self,
+        pipe: BrowserPipe,
+        downloads_folder: str,
+        limits: AttachLimits,
+        now: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.pipe = pipe
+        self.downloads_folder = downloads_folder
+        self.limits = limits
+        self._now = now
+        self._ids = itertools.count(1)
+        self._pending: dict[int, tuple[HubClient, int, str] | asyncio.Future[dict[str, Any]]] = {}
+        self._owner: dict[str, HubClient] = {}
+        self._pages: set[str] = set()
+        self.clients: set[HubClient] = set()
+        self.gone = asyncio.Event()  # the browser closed its end of the pipe
+        self._pump: asyncio.Task[None] | None = None
+
+    @property
+    def pages(self) -> int:
+        return len(self._pages)
+
+    def attached(self, trusted: bool) -> int:
+        return sum(1 for client in self.clients if client.trusted is trusted)
+
+    async def start(self) -> None:
+        self._pump = asyncio.get_running_loop().create_task(self._read_forever())
+        await self.call("Target.setDiscoverTargets", {"discover": True})
+
+    async def call(self, method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The hub's own command on the browser's root session; its result."""
+        if self.gone.is_set():
+            raise HubError("the browser is gone")
+        wire_id = next(self._ids)
+        answer: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._pending[wire_id] = answer
+        self.pipe.write(json.dumps({"id": wire_id, "method": method, "params": params or {}}))
+        try:
+            message = await asyncio.wait_for(answer, CALL_TIMEOUT_S)
+        finally:
+            self._pending.pop(wire_id, None)
+        if "error" in message:
+            raise HubError(f"{method}: {message['error'].get('message', 'failed')}")
+        result = message.get("result", {})
+        return result if isinstance(result, dict) else {}
+
+    async def attach(self, peer: Peer, trusted: bool) -> HubClient:
+        """A new client, on a browser-target session of its own."""
+        bucket = None
+        if not trusted:
+            bucket = TokenBucket(self.limits.messages_per_s, self.limits.burst, self._now())
+        client = HubClient(peer, trusted, bucket)
+        result = await self.call("Target.attachToBrowserTarget")
+        root = result.get("sessionId")
+        if not isinstance(root, str):
+            raise HubError("Target.attachToBrowserTarget gave no session")
+        client.root = root
+        self._own(root, client)
+        self.clients.add(client)
+        return client
+
+    def detach(self, client: HubClient) -> None:
+        """The client is gone: its sessions end (and with them the contexts it created)."""
+        if client.closed:
+            return
+        client.closed = True
+        self.clients.discard(client)
+        for session in client.sessions:
+            self._owner.pop(session, None)
+        client.sessions.clear()
+        if client.root and not self.gone.is_set():
+            self._send_own("Target.detachFromTarget", {"sessionId": client.root})
+
+    # ------------------------------------------------------------ client -> browser
+
+    def receive(self, client: HubClient, raw: str | bytes) -> None:
+        """One message from `client`: refused with a CDP error, or relayed. Raises BadMessage
+        for what is not a CDP command at all."""
+        client.messages_in += 1
+        client.bytes_in += len(raw)
+        command = decode(raw)
+        session = client.root if command.session_id is None else command.session_id
+        refusal = None
+        if session not in client.sessions:
+            refusal = "Session with given id not found."
+        elif not client.trusted:
+            refusal = self._bounds(client, command.method) or judge(command, self.downloads_folder)
+        if refusal is not None:
+            client.refused += 1
+            error: dict[str, Any] = {
+                "id": command.id,
+                "error": {"code": ERROR_CODE, "message": refusal},
+            }
+            if command.session_id is not None:
+                error["sessionId"] = command.session_id
+            client.send(error)
+            return
+        wire_id = next(self._ids)
+        self._pending[wire_id] = (client, command.id, command.method)
+        client.pending += 1
+        self.pipe.write(command.wire(wire_id, session))
+
+    def _bounds(self, client: HubClient, method: str) -> str | None:
+        limits = self.limits
+        if client.bucket is not None and not client.bucket.take(self._now()):
+            return (
+                f"{method} is refused: over {limits.messages_per_s:g} messages a second "
+                f"(burst {limits.burst})"
+            )
+        if client.pending >= limits.max_pending:
+            return f"{method} is refused: {limits.max_pending} commands are still unanswered"
+        if method == "Target.createTarget" and len(self._pages) >= limits.max_targets:
+            return f"{method} is refused: {limits.max_targets} pages are open (max_targets)"
+        return None
+
+    # ------------------------------------------------------------ browser -> clients
+
+    async def _read_forever(self) -> None:
+        try:
+            while (raw := await self.pipe.read()) is not None:
+                try:
+                    message = json.loads(raw)
+                except ValueError:
+                    log.warning("an undecodable message from the browser was dropped")
+                    continue
+                if isinstance(message, dict):
+                    self._dispatch(message)
+        except Exception:
+            log.exception("reading the browser's pipe failed")
+        finally:
+            self.gone.set()
+            for waiting in self._pending.values():
+                if isinstance(waiting, asyncio.Future) and not waiting.done():
+                    waiting.set_exception(HubError("the browser is gone"))
+            self._pending.clear()
+
+    def _dispatch(self, message: dict[str, Any]) -> None:
+        if "id" in message:
+            waiting = self._pending.pop(message["id"], None)
+            if isinstance(waiting, asyncio.Future):
+                if not waiting.done():
+                    waiting.set_result(message)
+            elif waiting is not None:
+                self._answer(message, *waiting)
+            return
+        session = message.get("sessionId")
+        if session is None:
+            self._own_event(message)
+            return
+        client = self._owner.get(session)
+        if client is None:
+            return
+        method, params = message.get("method"), message.get("params") or {}
+        if method == "Target.attachedToTarget" and isinstance(params.get("sessionId"), str):
+            self._own(params["sessionId"], client)
+        elif method == "Target.detachedFromTarget" and isinstance(params.get("sessionId"), str):
+            self._owner.pop(params["sessionId"], None)
+            client.sessions.discard(params["sessionId"])
+        if session == client.root:
+            del message["sessionId"]
+        client.send(message)
+
+    def _answer(self, message: dict[str, Any], client: HubClient, ident: int, method: str) -> None:
+        client.pending -= 1
+        if client.closed:
+            return
+        result = message.get("result")
+        if method in _ATTACHING and isinstance(result, dict):
+            session = result.get("sessionId")
+            if isinstance(session, str):
+                self._own(session, client)
+        message["id"] = ident
+        if message.get("sessionId") == client.root:
+            del message["sessionId"]
+        client.send(message)
+
+    def _own(self, session: str, client: HubClient) -> None:
+        self._owner[session] = client
+        client.sessions.add(session)
+
+    def _own_event(self, message: dict[str, Any]) -> None:
+        """Events of the hub's own root session: the browser's page targets."""
+        params = message.get("params") or {}
+        info = params.get("targetInfo") or {}
+        method = message.get("method")
+        if method == "Target.targetCreated" and info.get("type") == "page":
+            self._pages.add(info.get("targetId", ""))
+            if len(self._pages) > self.limits.max_targets:
+                log.info("a page over max_targets was closed")
+                self._send_own("Target.closeTarget", {"targetId": info.get("targetId", "")})
+        elif method == "Target.targetDestroyed":
+            self._pages.discard(params.get("targetId", ""))
+
+    def _send_own(self, method: str, params: dict[str, Any]) -> None:
+        """A command of the hub's whose answer nobody waits for."""
+        wire_id = next(self._ids)
+        self.pipe.write(json.dumps({"id": wire_id, "method": method, "params": params}))
+
+    # ------------------------------------------------------------------- the end
+
+    async def shutdown(self) -> None:
+        """Close the browser (Browser.close, then SIGKILL to its process group) and wait for it
+        to exit. Idempotent."""
+        if not self.pipe.exited.done():
+            if not self.gone.is_set():
+                self._send_own("Browser.close", {})
+            try:
+                await asyncio.wait_for(asyncio.shield(self.pipe.exited), CLOSE_TIMEOUT_S)
+            except TimeoutError:
+                log.warning("browser did not close; killed", extra={"pid": self.pipe.pid})
+                self.pipe.kill()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(self.pipe.exited), CLOSE_TIMEOUT_S)
+        self.pipe.close_pipes()
+        if self._pump is not None:
+            self._pump.cancel()

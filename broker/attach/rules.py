@@ -1,0 +1,168 @@
+"""Which CDP commands an attached client may send, judged as Chromium will read them.
+
+A client's message is parsed strictly (no duplicate keys at any depth, no NaN or Infinity, an
+object with an integer `id`, a string `method`, an object `params`, a string `sessionId`), and
+the browser is sent the broker's own serialization of what was judged, never the client's
+bytes: two parsers cannot read one message two ways.
+
+What is refused, and why (docs/security.md#attached-clients):
+
+- host files: `DOM.setFileInputFiles`, `Input.dispatchDragEvent` carrying files, the `PWA`
+  domain (it opens files in apps), `Network.loadNetworkResource` of anything but http(s);
+  navigations (`Page.navigate`, `Target.createTarget`) to any scheme but http, https, data and
+  about:blank (`file:`, `view-source:`, `chrome:`, `javascript:`, ...);
+- download folders a client names: `Browser.setDownloadBehavior` and `Page.setDownloadBehavior`
+  are rewritten to the lease's own folder;
+- the egress route: `Target.createBrowserContext` with its own `proxyServer` or
+  `proxyBypassList`;
+- the filter itself: non-flat sessions (`Target.sendMessageToTarget`, `flatten` other than
+  true), `Target.exposeDevToolsProtocol` (a page driving CDP), `Target.setRemoteLocations`,
+  `Tethering.*` (opens ports), `Extensions.*`, `Browser.executeBrowserCommand`,
+  `Target.openDevTools`, `Browser.getBrowserCommandLine`;
+- the lease's end: `Browser.close` and `Browser.crash`/`crashGpuProcess` (Release ends a lease;
+  a client disconnects).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from broker.common.urls import UrlError, canonical
+
+ERROR_CODE = -32000  # what Chromium answers a refused command with, too
+
+
+class BadMessage(ValueError):
+    """Not a CDP command (the socket is closed: nothing sane can be answered)."""
+
+
+@dataclass
+class Command:
+    id: int
+    method: str
+    params: dict[str, Any]
+    session_id: str | None
+
+    def wire(self, wire_id: int, session_id: str | None) -> str:
+        message: dict[str, Any] = {"id": wire_id, "method": self.method, "params": self.params}
+        if session_id is not None:
+            message["sessionId"] = session_id
+        return json.dumps(message, separators=(",", ":"))
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise BadMessage(f"duplicate key {key[:64]!r}")
+        out[key] = value
+    return out
+
+
+def _no_constant(name: str) -> Any:
+    raise BadMessage(f"{name} is not JSON")
+
+
+def decode(raw: str | bytes) -> Command:
+    try:
+        message = json.loads(raw, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+    except (ValueError, RecursionError) as exc:
+        raise BadMessage(f"not JSON: {str(exc)[:200]}") from None
+    if not isinstance(message, dict):
+        raise BadMessage("a message is a JSON object")
+    ident = message.get("id")
+    if type(ident) is not int or not 0 <= ident < 2**53:
+        raise BadMessage("id must be a non-negative integer")
+    method = message.get("method")
+    if not isinstance(method, str) or not method:
+        raise BadMessage("method must be a string")
+    params = message.get("params", {})
+    if not isinstance(params, dict):
+        raise BadMessage("params must be an object")
+    session = message.get("sessionId")
+    if session is not None and not isinstance(session, str):
+        raise BadMessage("sessionId must be a string")
+    extra = set(message) - {"id", "method", "params", "sessionId"}
+    if extra:
+        raise BadMessage(f"unknown member {sorted(extra)[0][:64]!r}")
+    return Command(ident, method, params, session)
+
+
+REFUSED_DOMAINS = {
+    "Tethering": "it opens ports on the host",
+    "Extensions": "extensions are not loaded into a leased browser",
+    "PWA": "it installs apps and opens files in them",
+}
+REFUSED_METHODS = {
+    "DOM.setFileInputFiles": "it hands host files to the page (send the file's bytes instead)",
+    "Target.exposeDevToolsProtocol": "it lets a page drive the browser around this relay",
+    "Target.setRemoteLocations": "it makes the browser connect to other hosts",
+    "Target.sendMessageToTarget": "only flat sessions are relayed (flatten: true)",
+    "Target.openDevTools": "no DevTools window in a leased browser",
+    "Browser.executeBrowserCommand": "browser commands are not for leased browsers",
+    "Browser.getBrowserCommandLine": "the command line is the broker's",
+    "Browser.close": "Release ends a lease; disconnect instead",
+    "Browser.crash": "Release ends a lease; disconnect instead",
+    "Browser.crashGpuProcess": "Release ends a lease; disconnect instead",
+}
+NAVIGATION_SCHEMES = frozenset({"http", "https", "data"})
+FLATTENED = ("Target.attachToTarget", "Target.setAutoAttach")
+
+
+def judge(command: Command, downloads_folder: str) -> str | None:
+    """Why `command` is refused (None: it may go, maybe rewritten in place)."""
+    method, params = command.method, command.params
+    domain = method.partition(".")[0]
+    if domain in REFUSED_DOMAINS:
+        return f"{method} is refused: {REFUSED_DOMAINS[domain]}"
+    if method in REFUSED_METHODS:
+        return f"{method} is refused: {REFUSED_METHODS[method]}"
+    if method in FLATTENED and params.get("flatten") is not True:
+        return f"{method} is refused without flatten: true (only flat sessions are relayed)"
+    if method == "Target.createBrowserContext":
+        for name in ("proxyServer", "proxyBypassList"):
+            if name in params:
+                return f"{method} is refused with {name}: every context uses the lease's route"
+    if method == "Input.dispatchDragEvent":
+        data = params.get("data")
+        if isinstance(data, dict) and data.get("files"):
+            return f"{method} is refused with files: it hands host files to the page"
+    if method in ("Page.navigate", "Target.createTarget"):
+        return _navigation(method, params.get("url"))
+    if method == "Network.loadNetworkResource":
+        return _fetch(method, params.get("url"))
+    if method in ("Browser.setDownloadBehavior", "Page.setDownloadBehavior"):
+        if params.get("behavior") in ("allow", "allowAndName"):
+            params["downloadPath"] = downloads_folder  # the lease's own folder, whatever it says
+        else:
+            params.pop("downloadPath", None)
+    return None
+
+
+def _navigation(method: str, url: object) -> str | None:
+    if url is None or (url == "" and method == "Target.createTarget"):
+        return None  # about:blank
+    if not isinstance(url, str):
+        return f"{method} is refused: url must be a string"
+    try:
+        parsed = canonical(url)
+    except UrlError:
+        return f"{method} is refused: url is not an absolute URL"
+    if parsed.scheme in NAVIGATION_SCHEMES or parsed.href == "about:blank":
+        return None
+    return (
+        f"{method} is refused: a {parsed.scheme}: URL (only http, https, data and about:blank "
+        "are opened)"
+    )
+
+
+def _fetch(method: str, url: object) -> str | None:
+    try:
+        scheme = canonical(url).scheme if isinstance(url, str) else ""
+    except UrlError:
+        scheme = ""
+    if scheme in ("http", "https"):
+        return None
+    return f"{method} is refused: only http and https resources are loaded"

@@ -1,0 +1,170 @@
+"""The attach edge: a WebSocket server where a tenant's client reaches its lease's browser.
+
+`/cdp/<lease id>?token=<attach token>` is checked before the upgrade: an unknown or ended lease
+is answered 404 and a wrong token 401, with no upgrade. What a lease id and token lead to is
+the resolver's business (the wiring's, which knows the lease table); this edge knows only hubs,
+bounds and sockets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import http
+import logging
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass
+from urllib.parse import parse_qs, urlsplit
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.http11 import Request, Response
+
+from broker.attach.bounds import AttachLimits
+from broker.attach.hub import CdpHub, HubError
+from broker.attach.relay import SocketPeer, relay
+
+log = logging.getLogger("broker.attach")
+
+CLOSE_BROWSER_GONE = 1011
+MAX_ID_CHARS = 128
+MAX_TOKEN_CHARS = 256
+
+
+@dataclass(frozen=True)
+class ConnectionInfo:
+    lease_id: str
+    protocol: str
+    user_agent: str
+    peer: str
+
+
+@dataclass(frozen=True)
+class ConnectionStats:
+    messages_in: int
+    messages_out: int
+    bytes_in: int
+    bytes_out: int
+    refused: int
+    cause: str  # why the socket closed
+
+
+@dataclass
+class AttachGrant:
+    """What a valid lease id and token lead to."""
+
+    hub: CdpHub
+    ended: asyncio.Future[tuple[int, str]]  # (close code, reason) once the lease has ended
+    touch: Callable[[], None]  # a message arrived: activity on the lease
+    opened: Callable[[ConnectionInfo], Callable[[ConnectionStats], None]]  # -> when it closes
+
+
+# (lease id, attach token) -> the grant, or the HTTP status to refuse the upgrade with.
+Resolver = Callable[[str, str], AttachGrant | http.HTTPStatus]
+
+
+class AttachServer:
+    def __init__(
+        self,
+        resolve: Resolver,
+        host: str,
+        port: int,
+        limits: AttachLimits,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        self._resolve = resolve
+        self._host = host
+        self._port = port
+        self._limits = limits
+        self._ssl = ssl_context
+        self._server: Server | None = None
+        self._grants: dict[ServerConnection, tuple[AttachGrant, ConnectionInfo]] = {}
+        self.port = 0
+
+    async def start(self) -> int:
+        self._server = await serve(
+            self._serve,
+            self._host,
+            self._port,
+            process_request=self._check,
+            compression=None,
+            max_size=self._limits.max_message_bytes,
+            max_queue=16,
+            ssl=self._ssl,
+            server_header=None,
+        )
+        self.port = next(iter(self._server.sockets)).getsockname()[1]
+        return self.port
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close(code=1001, reason="broker stopped")
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 5.0)
+
+    def _check(self, connection: ServerConnection, request: Request) -> Response | None:
+        url = urlsplit(request.path)
+        parts = url.path.split("/")
+        tokens = parse_qs(url.query).get("token", [])
+        if len(parts) != 3 or parts[:2] != ["", "cdp"] or len(tokens) != 1:
+            return connection.respond(http.HTTPStatus.NOT_FOUND, "not found\n")
+        lease_id, token = parts[2], tokens[0]
+        if not lease_id or len(lease_id) > MAX_ID_CHARS or len(token) > MAX_TOKEN_CHARS:
+            return connection.respond(http.HTTPStatus.NOT_FOUND, "not found\n")
+        grant = self._resolve(lease_id, token)
+        if isinstance(grant, http.HTTPStatus):
+            text = "no such attachable lease\n" if grant == 404 else "refused\n"
+            return connection.respond(grant, text)
+        if grant.hub.attached(trusted=False) >= self._limits.max_clients:
+            return connection.respond(
+                http.HTTPStatus.TOO_MANY_REQUESTS,
+                f"{self._limits.max_clients} clients are attached to this lease already\n",
+            )
+        agent = request.headers.get("User-Agent", "")[:200]
+        remote = connection.remote_address
+        peer = f"{remote[0]}:{remote[1]}" if remote else ""
+        self._grants[connection] = (grant, ConnectionInfo(lease_id, "cdp", agent, peer))
+        return None
+
+    async def _serve(self, socket: ServerConnection) -> None:
+        found = self._grants.pop(socket, None)
+        if found is None:
+            return
+        grant, info = found
+        if grant.ended.done():
+            await socket.close(*grant.ended.result())
+            return
+        peer = SocketPeer(socket)
+        try:
+            client = await grant.hub.attach(peer, trusted=False)
+        except (HubError, TimeoutError):
+            await socket.close(CLOSE_BROWSER_GONE, "the lease's browser is gone")
+            return
+        closed = grant.opened(info)
+        relaying = asyncio.ensure_future(relay(socket, grant.hub, client, peer, grant.touch))
+        try:
+            either: list[asyncio.Future[object]] = [relaying, grant.ended]  # type: ignore[list-item]
+            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            cause = "broker stopped"
+            if relaying.done() and not relaying.cancelled():
+                cause = relaying.result()
+            elif grant.ended.done():
+                code, cause = grant.ended.result()
+                with contextlib.suppress(Exception):
+                    await socket.close(code, cause)
+            if not relaying.done():
+                relaying.cancel()
+            with contextlib.suppress(BaseException):
+                await relaying
+            grant.hub.detach(client)
+            closed(
+                ConnectionStats(
+                    client.messages_in,
+                    client.messages_out,
+                    client.bytes_in,
+                    client.bytes_out,
+                    client.refused,
+                    cause,
+                )
+            )
