@@ -233,14 +233,18 @@ def create(headless: bool = True, sandbox: Sandbox | None = None) -> PlaywrightE
         }
         if from_options.get("executable_path"):
             from_options["executable_path"] = sandbox.executable(from_options["executable_path"])
-        if (downloads := sandbox.downloads_path()) is not None:
-            from_options["downloads_path"] = downloads
 
         async def launch(playwright: Playwright) -> Browser:
-            # AsyncNewBrowser, not firefox.launch: it adds the defaults Camoufox needs to
-            # every new context (no viewport while the window is spoofed, stock media features).
-            browser: Browser = await AsyncNewBrowser(playwright, from_options=from_options)
-            return browser
+            async def start(extra: dict[str, Any]) -> Browser:
+                options = {**from_options, **extra}
+                if "env" in extra and from_options.get("env"):  # Camoufox's fingerprint
+                    options["env"] = {**extra["env"], **from_options["env"]}
+                # AsyncNewBrowser, not firefox.launch: it adds the defaults Camoufox needs to
+                # every new context (no viewport while the window is spoofed, stock media).
+                browser: Browser = await AsyncNewBrowser(playwright, from_options=options)
+                return browser
+
+            return await sandbox.launch(start)
 
         return launch
 

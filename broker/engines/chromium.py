@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from playwright.async_api import Browser, BrowserContext, Page, Playwright
 from playwright.async_api import Error as PlaywrightError
 
@@ -78,13 +80,16 @@ def create(
     executable = sandbox.executable(exe.path)
 
     async def launch(playwright: Playwright) -> Browser:
-        return await playwright.chromium.launch(
-            executable_path=executable,
-            args=args,
-            headless=headless,
-            chromium_sandbox=sandbox.enabled,
-            downloads_path=sandbox.downloads_path(),
-        )
+        async def start(extra: dict[str, Any]) -> Browser:
+            return await playwright.chromium.launch(
+                executable_path=executable,
+                args=args,
+                headless=headless,
+                chromium_sandbox=sandbox.enabled,
+                **extra,  # this browser's own downloads folder
+            )
+
+        return await sandbox.launch(start)
 
     return ChromiumEngine(EngineName.CHROMIUM, launch, exe.path, Availability(True, exe.describe()))
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 from playwright.async_api import Browser, Playwright
 
@@ -103,20 +104,18 @@ def create(
     executable = sandbox.executable(exe.path)
 
     async def launch(playwright: Playwright) -> Browser:
-        if protocol == JUGGLER:
+        channel: dict[str, Any] = {} if protocol == JUGGLER else {"channel": "moz-firefox"}
+
+        async def start(extra: dict[str, Any]) -> Browser:
             return await playwright.firefox.launch(
                 executable_path=executable,
                 headless=headless,
                 firefox_user_prefs=EGRESS_PREFS,
-                downloads_path=sandbox.downloads_path(),
+                **channel,
+                **extra,  # this browser's own downloads folder
             )
-        return await playwright.firefox.launch(
-            channel="moz-firefox",
-            executable_path=executable,
-            headless=headless,
-            firefox_user_prefs=EGRESS_PREFS,
-            downloads_path=sandbox.downloads_path(),
-        )
+
+        return await sandbox.launch(start)
 
     engine = FirefoxEngine(
         EngineName.FIREFOX,

@@ -15,6 +15,7 @@ import os
 import shutil
 import socket
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,10 +24,10 @@ import pytest
 
 from broker.model.steps.base import StepBounds
 from broker.model.steps.navigation import Goto
-from browserbroker import AsyncLease, SessionCrashedError, steps
+from browserbroker import AsyncLease, BrokerClient, Isolation, SessionCrashedError, steps
 from tests.conftest import BrokerFactory, require
 from tests.integration.test_engines import SDK_ENGINE, engine_of, start
-from tests.support import InProcessBroker
+from tests.support import BrokerProcess, InProcessBroker
 
 pytestmark = pytest.mark.browser
 
@@ -204,3 +205,128 @@ async def test_no_jail_outlives_the_broker_and_no_secret_reaches_a_browser(
     await running.shutdown()
     _, alive = psutil.wait_procs(jails, timeout=10)
     assert not [p.pid for p in alive if p.status() != psutil.STATUS_ZOMBIE]
+
+
+# ------------------------------------------------------------ one downloads folder per browser
+
+
+def _writable_binds(pid: int) -> list[str]:
+    """The folders the jail of the browser `pid` binds read-write (from its bwrap's argv)."""
+    parent = psutil.Process(pid).parent()
+    assert parent is not None and parent.name() == "bwrap", "the browser is not jailed"
+    argv = parent.cmdline()
+    return [argv[i + 1] for i, word in enumerate(argv[:-1]) if word in ("--bind", "--bind-try")]
+
+
+def _downloads_of(pid: int) -> str:
+    """The downloads folder bound into the jail of browser `pid` (the bind that is not its
+    profile)."""
+    found = [path for path in _writable_binds(pid) if "playwright_" not in path]
+    assert len(found) == 1, found
+    return found[0]
+
+
+def _visible(pid: int, path: str) -> bool:
+    """`path` exists in the filesystem as the process `pid` (in its jail) sees it."""
+    return os.path.exists(f"/proc/{pid}/root{path}")
+
+
+async def _one_new_browser(running: InProcessBroker, engine: str, known: set[int]) -> int:
+    pids = set(engine_of(running, engine).census().browser_pids) - known
+    assert len(pids) == 1, pids
+    return pids.pop()
+
+
+@ENGINES
+async def test_a_browser_cannot_see_another_browsers_downloads(
+    broker_factory: BrokerFactory, engine: str
+) -> None:
+    """Two dedicated browsers (two tenants' leases, say): an in-flight download of browser B
+    is not there for browser A, neither to a `file:` navigation (file: URLs allowed, so only
+    the jail stands) nor in A's view of the filesystem."""
+    require(shutil.which("bwrap") is not None, "bubblewrap (bwrap) is not installed")
+    running = await start(broker_factory, engine, allow_file_urls=True)
+    isolated = {"engine": SDK_ENGINE[engine], "isolation": Isolation.BROWSER, "ttl": 120}
+    async with running.client.lease(**isolated) as a:  # type: ignore[arg-type]
+        assert (await a.run(steps.goto("about:blank"), timeout=30)).ok
+        pid_a = await _one_new_browser(running, engine, set())
+        async with running.client.lease(**isolated) as b:  # type: ignore[arg-type]
+            assert (await b.run(steps.goto("about:blank"), timeout=30)).ok
+            pid_b = await _one_new_browser(running, engine, {pid_a})
+            folder_a, folder_b = _downloads_of(pid_a), _downloads_of(pid_b)
+            # B is downloading a file (as a download step's file sits there while it is read).
+            in_flight = Path(folder_b) / "in-flight-download-of-b"
+            in_flight.write_text(SECRET)
+            try:
+                # B sees its own download (the attack would work if A could reach the folder)...
+                assert _visible(pid_b, str(in_flight))
+                assert in_flight.name in await _shown(b, f"file://{folder_b}/")
+                # ...and A sees nothing of it.
+                for url in (f"file://{folder_b}/", f"file://{in_flight}", f"file://{folder_a}/.."):
+                    shown = await _shown(a, url)
+                    assert SECRET not in shown and in_flight.name not in shown, (url, shown)
+                assert not _visible(pid_a, folder_b)
+                assert folder_a != folder_b
+                assert (await a.run(steps.goto("about:blank"), timeout=30)).ok
+            finally:
+                in_flight.unlink(missing_ok=True)
+
+
+def test_no_downloads_folder_outlives_its_browser_or_the_broker(tmp_path: Path) -> None:
+    """Census: each dedicated browser's downloads folder is gone once its lease ends, their
+    parent once the broker stops; nothing lands in the browser user's home."""
+    require(shutil.which("bwrap") is not None, "bubblewrap (bwrap) is not installed")
+    home = Path(tempfile.gettempdir()) / f"browser-broker-home-{_browser_uid()}"
+    before = _listing(home)
+    env = {"BROKER_DATA_DIR": str(tmp_path), "BROKER_WARM_POOL_SIZE": "0"}
+    process = BrokerProcess(env=env).start()
+    seen: list[str] = []
+    try:
+        with BrokerClient(process.address) as client:
+            for _ in range(2):
+                with client.lease(isolation=Isolation.BROWSER, ttl=120) as lease:
+                    assert lease.run(steps.goto("about:blank"), timeout=30).ok
+                    assert process.proc is not None
+                    browsers = _jailed_browsers(process.proc.pid)
+                    folders = sorted({_downloads_of(pid) for pid in browsers})
+                    assert len(folders) == 1 and os.path.isdir(folders[0]), folders
+                    seen += folders
+                assert _eventually(seen[-1]), seen[-1]
+            parents = {os.path.dirname(folder) for folder in seen}
+            assert len(set(seen)) == 2 and len(parents) == 1, seen
+            assert not any(folder.startswith(f"{home}/") for folder in seen)
+            assert _listing(Path(parents.pop())) == [".lock"]  # the broker's, outside jails
+    finally:
+        process.stop()
+    assert not any(os.path.exists(os.path.dirname(folder)) for folder in seen)
+    assert not [name for name in _listing(home) if name not in before and "download" in name]
+
+
+def _browser_uid() -> int:
+    import pwd
+
+    try:
+        return pwd.getpwnam("browser-broker").pw_uid if os.geteuid() == 0 else os.geteuid()
+    except KeyError:
+        return -1
+
+
+def _jailed_browsers(broker_pid: int) -> list[int]:
+    """The browsers below `broker_pid` that a bwrap started (the first process inside)."""
+    found = []
+    for process in psutil.Process(broker_pid).children(recursive=True):
+        if process.name() == "bwrap":
+            found += [p.pid for p in process.children() if p.name() != "bwrap"]
+    return found
+
+
+def _eventually(gone: str, timeout_s: float = 20) -> bool:
+    """True once `gone` does not exist."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and os.path.exists(gone):
+        time.sleep(0.1)
+    return not os.path.exists(gone)
+
+
+def _listing(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []

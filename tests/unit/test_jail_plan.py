@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
 import re
 import shutil
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
-from broker.engines import jail, sandbox
+from broker.engines import downloads, jail, sandbox
+from tests.conftest import require
 
 
 @pytest.fixture
@@ -51,3 +56,58 @@ def test_the_jail_binds_only_the_browsers_own_writable_folders() -> None:
     assert writable == ['"$profile"', '"$downloads"']
     for hidden in ("/root", "/home", "/etc/hostname", "/var/lib", "/work"):
         assert f" {hidden} " not in words
+
+
+def test_a_crashed_brokers_downloads_folders_are_swept_and_a_live_ones_kept(
+    tmp_path: Path,
+) -> None:
+    def parent(name: str, lock: bool = True) -> Path:
+        folder = tmp_path / f"{downloads.PREFIX}{name}"
+        (folder / "browser").mkdir(parents=True)
+        (folder / "browser" / "in-flight").write_text("x")
+        if lock:
+            (folder / downloads.LOCK).touch()
+        return folder
+
+    crashed, live, young = parent("crashed"), parent("live"), parent("young", False)
+    old = parent("old", False)
+    os.utime(old, (time.time() - 3600, time.time() - 3600))
+    other = tmp_path / "not-ours"
+    other.mkdir()
+    with open(live / downloads.LOCK) as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # its broker runs
+        removed = downloads.sweep_stale(str(tmp_path))
+    assert sorted(removed) == sorted([str(crashed), str(old)])
+    assert live.is_dir() and young.is_dir() and other.is_dir()
+    assert not crashed.exists() and not old.exists()
+
+
+def test_the_launcher_binds_only_a_downloads_folder_the_broker_made() -> None:
+    plan = sandbox.plan(True, "browser-broker", "auto")
+    require(plan.user is not None or plan.jail is not None, "browsers need no launcher here")
+    launcher = plan.executable("/bin/true")
+    for wrong in ("/etc", "/root/downloads", f"/tmp/{downloads.PREFIX}x/../../etc"):
+        done = subprocess.run(
+            [launcher],
+            env={"PATH": "/usr/bin:/bin", sandbox.DOWNLOADS_ENV: wrong},
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert done.returncode == 1 and "refusing downloads folder" in done.stderr, done
+    folder = downloads.new_folder(*((plan.user.uid, plan.user.gid) if plan.user else (None, None)))
+    try:
+        assert oct(folder.stat().st_mode & 0o777) == "0o700"
+        done = subprocess.run(
+            [launcher],
+            env={"PATH": "/usr/bin:/bin", sandbox.DOWNLOADS_ENV: str(folder)},
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+    finally:
+        downloads.remove(folder)
+    assert not folder.exists()
