@@ -6,6 +6,7 @@ profile leaves out is refused, which it is not without the profile."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -14,6 +15,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -63,6 +65,20 @@ EPERM = 1
 def _status(pid: int) -> dict[str, str]:
     with open(f"/proc/{pid}/status") as status:
         return {k: v.strip() for k, v in (line.split(":", 1) for line in status if ":" in line)}
+
+
+def _sandboxed_status(pid: int, filters: int) -> dict[str, str] | None:
+    """The renderer's status once it has `filters` filters (a renderer the browser has just
+    forked, a spare one, installs its own filter a moment after it starts); None: it exited."""
+    deadline = time.monotonic() + 10
+    try:
+        status = _status(pid)
+        while int(status["Seccomp_filters"]) < filters and time.monotonic() < deadline:
+            time.sleep(0.05)
+            status = _status(pid)
+    except FileNotFoundError:
+        return None
+    return status
 
 
 def _probe(*wrapper: str) -> dict[str, int]:
@@ -185,9 +201,12 @@ async def test_browsers_run_sandboxed_under_the_profile(
         own_user_ns = os.readlink("/proc/self/ns/user")
         for proc in browsers:
             # Every browser process is under the profile: the filter is inherited.
-            assert int(_status(proc.pid)["Seccomp_filters"]) >= base + 1, proc.cmdline()[:2]
+            with contextlib.suppress(FileNotFoundError):  # (one that has just exited)
+                assert int(_status(proc.pid)["Seccomp_filters"]) >= base + 1, proc.pid
         for proc in renderers:
-            status = _status(proc.pid)
+            status = _sandboxed_status(proc.pid, base + 2)
+            if status is None:
+                continue
             # The sandbox check: the browser's own filter on top of the profile's, no new
             # privileges, a user namespace of its own.
             assert status["Seccomp"] == "2", (proc.pid, status["Seccomp"])
