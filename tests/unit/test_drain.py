@@ -15,7 +15,7 @@ from broker.cluster.records import NodeRecord
 from broker.cluster.routing import Router
 from broker.cluster.store import ClusterStore
 from broker.common.clock import LoopClock
-from broker.errors import Unavailable
+from broker.errors import LeaseEnded, Unavailable
 from broker.leases.endings import Draining
 from broker.leases.lease import LeaseSpec, ReleaseReason
 from broker.leases.limits import Limits
@@ -159,7 +159,25 @@ def test_placement_skips_draining_nodes_and_a_draining_node_has_no_room_itself()
 
 
 def test_drain_timeout_is_a_setting_and_zero_turns_the_drain_off() -> None:
-    assert Settings().drain_timeout_s == 15.0 and Settings().shutdown_grace_s == 10.0
-    assert Settings(drain_timeout_s=0).drain_timeout_s == 0
+    defaults = Settings.model_validate({})
+    assert (defaults.drain_timeout_s, defaults.shutdown_grace_s) == (15.0, 10.0)
+    assert Settings.model_validate({"drain_timeout_s": 0}).drain_timeout_s == 0
     with pytest.raises(ValueError, match="drain_timeout_s"):
-        Settings(drain_timeout_s=-1)
+        Settings.model_validate({"drain_timeout_s": -1})
+
+
+async def test_a_run_cut_at_the_deadline_tells_its_client_the_lease_ended_drained() -> None:
+    leases, engine, recorder = table()
+    lease = await leases.acquire(SPEC, None)
+    engine.step_gate = asyncio.Event()  # (never set: the step runs until it is stopped)
+    run = Run(leases, lease, RunOptions(STEPS, OnCancel.KEEP_LEASE), 30, 30)
+    run.start()
+    await engine.step_started.wait()
+    await asyncio.wait_for(leases.drain(grace_s=0, deadline_s=0.2), 10)
+    with pytest.raises(LeaseEnded) as ended:
+        async for _ in run.results():
+            pass
+    run.close()
+    assert ended.value.reason == "drained"
+    assert recorder.released == [(lease.id, "drained")]
+    assert engine.open_sessions == set()
