@@ -50,7 +50,7 @@ async def serve(
     with contextlib.suppress(NotImplementedError, RuntimeError):
         loop.add_signal_handler(signal.SIGUSR1, diagnostics.log_tasks)
 
-    setup = otel.configure(settings.prometheus_port)
+    setup = otel.configure(settings.prometheus_port, settings.prometheus_host)
     async with broker or Broker(settings) as running:
         interceptors: list[aio.ServerInterceptor] = []  # type: ignore[type-arg]
         if setup.tracing or setup.metrics:

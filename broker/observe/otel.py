@@ -37,7 +37,9 @@ class TelemetrySetup:
     shutdown: Callable[[], None]
 
 
-def configure(prometheus_port: int | None = None) -> TelemetrySetup:
+def configure(
+    prometheus_port: int | None = None, prometheus_host: str = "127.0.0.1"
+) -> TelemetrySetup:
     """Install the SDK providers the environment asks for; returns how to flush them at exit."""
     from opentelemetry.sdk.resources import Resource
 
@@ -63,7 +65,7 @@ def configure(prometheus_port: int | None = None) -> TelemetrySetup:
         from opentelemetry.exporter.prometheus import PrometheusMetricReader
         from prometheus_client import start_http_server
 
-        start_http_server(prometheus_port, addr="127.0.0.1")
+        start_http_server(prometheus_port, addr=prometheus_host)
         readers.append(PrometheusMetricReader())
     if readers:
         from opentelemetry.sdk.metrics import MeterProvider

@@ -22,6 +22,7 @@ from broker.leases.limits import Limits
 from broker.leases.tenants import Tenant
 from broker.model.options import EngineName, Isolation
 from broker.runtime.drain_settings import DrainSettings
+from broker.runtime.metrics_settings import MetricsSettings
 
 _CONFIG_FILE: ContextVar[Path | None] = ContextVar("broker_config_file", default=None)
 
@@ -152,7 +153,7 @@ class WarmPoolConfig(BaseModel):
         return self.size if self.max_size is None else self.max_size
 
 
-class Settings(EgressLists, ClusterSettings, DrainSettings, BaseSettings):
+class Settings(EgressLists, ClusterSettings, DrainSettings, MetricsSettings, BaseSettings):
     model_config = SettingsConfigDict(env_prefix="BROKER_", extra="forbid")
 
     listen: str = Field("127.0.0.1:50051", description="host:port the gRPC server binds")
@@ -220,9 +221,6 @@ class Settings(EgressLists, ClusterSettings, DrainSettings, BaseSettings):
     chromium_args: list[str] = Field(default_factory=list)
     firefox_path: str | None = None
     headless: bool = True
-    prometheus_port: int | None = Field(
-        None, ge=1, le=65535, description="serve Prometheus metrics on 127.0.0.1:PORT/metrics"
-    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "text"] = "json"
 

@@ -187,3 +187,10 @@ def test_bad_cluster_settings_are_refused_clearly(overrides: dict[str, Any], mes
 def test_cli_cluster_flags(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["serve", "--cluster", "ftp://nope"]) == 2
     assert "cluster_url" in capsys.readouterr().err
+
+
+def test_metrics_stay_on_loopback_unless_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The metrics endpoint binds 127.0.0.1 by default; a pod's scraper needs prometheus_host."""
+    assert load_settings(prometheus_port=9464).prometheus_host == "127.0.0.1"
+    monkeypatch.setenv("BROKER_PROMETHEUS_HOST", "0.0.0.0")
+    assert load_settings(prometheus_port=9464).prometheus_host == "0.0.0.0"
