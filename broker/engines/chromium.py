@@ -10,6 +10,7 @@ from playwright.async_api import Error as PlaywrightError
 from broker.common.cleanup import bounded
 from broker.engines.base import Availability
 from broker.engines.discovery import BrowserNotFound, find_browser, playwright_managed
+from broker.engines.playwright import isolated
 from broker.engines.playwright.engine import PlaywrightEngine
 from broker.engines.playwright.session import Interrupter
 from broker.engines.sandbox import Sandbox
@@ -50,6 +51,8 @@ class ChromiumEngine(PlaywrightEngine):
             cdp = await bounded(context.new_cdp_session(page), INTERRUPTER_ATTACH_S)
         except (PlaywrightError, TimeoutError):
             return None
+
+        isolated.use_cdp_session(page, cdp)  # reads go through it too (see isolated.py)
 
         async def interrupt() -> object:
             return await cdp.send("Runtime.terminateExecution")

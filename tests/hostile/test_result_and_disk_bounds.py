@@ -196,7 +196,8 @@ async def test_a_huge_thrown_error_is_answered_with_a_bounded_message(
         assert all(len(r.error_message) <= 1000 for r in results), _sizes(results)
         assert "Error: xxx" in results[0].error_message, results[0].error_message[:80]
         assert "nested deeper than 64" in results[3].error_message
-        assert [p.title for p in results[5].pages] == [""]
+        # Chromium reads the title in an isolated world, where the page's getter is not.
+        assert [p.title for p in results[5].pages] == ["Fixture form"]
         # Nothing of 128 Mi characters crossed to the broker (each would take over 128 MiB).
         assert peak.grown < 64 * MIB, f"the broker grew by {peak.grown / MIB:.0f} MiB"
 

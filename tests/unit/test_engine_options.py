@@ -409,12 +409,11 @@ async def test_a_driver_that_does_not_start_is_bounded(monkeypatch: pytest.Monke
     from broker.engines.playwright import driver as playwright_driver
     from broker.errors import Unavailable
 
-    class Stuck:
-        async def start(self) -> object:
-            await asyncio.Event().wait()  # never starts
-            raise AssertionError
+    async def stuck() -> object:
+        await asyncio.Event().wait()  # never starts
+        raise AssertionError
 
-    monkeypatch.setattr(playwright_driver, "async_playwright", Stuck)
+    monkeypatch.setattr(playwright_driver, "start_driver", stuck)
     driver = playwright_driver.Driver(on_lost=lambda: None)
     with pytest.raises(Unavailable, match=r"did not start within 0\.05s"):
         await asyncio.wait_for(driver.ensure(0.05), 5)

@@ -180,16 +180,23 @@ async def bounded_text(work: Awaitable[Any], limit: int, allow_none: bool = Fals
     try:
         result = await work
     except PlaywrightError as exc:
-        message = error_text(exc.message)
-        if _TOO_LARGE in message:
-            detail = message.split(_TOO_LARGE, 1)[1].strip()
-            raise StepRefused(StepErrorKind.TOO_LARGE, detail) from None
+        refused = refusal(exc)
+        if refused is not None:
+            raise refused from None
         raise
     if result is None and allow_none:
         return None
     if not isinstance(result, str):
         raise StepRefused(StepErrorKind.SCRIPT_ERROR, "the page answered something not text")
     return check_size(result, limit)
+
+
+def refusal(exc: PlaywrightError) -> StepRefused | None:
+    """The TOO_LARGE refusal one of the broker's scripts threw, if `exc` is one."""
+    message = error_text(exc.message)
+    if _TOO_LARGE not in message:
+        return None
+    return StepRefused(StepErrorKind.TOO_LARGE, message.split(_TOO_LARGE, 1)[1].strip())
 
 
 async def evaluate_bounded(

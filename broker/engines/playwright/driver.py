@@ -17,10 +17,11 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import psutil
-from playwright.async_api import Browser, Playwright, async_playwright
+from playwright.async_api import Browser, Playwright
 from playwright.async_api import Error as PlaywrightError
 
 from broker.common.cleanup import abandon, bounded
+from broker.engines.playwright.measure_engine import start_driver
 from broker.errors import Unavailable
 
 log = logging.getLogger("broker.engines")
@@ -115,7 +116,7 @@ class Driver:
         goes on, and the next caller waits for the same one)."""
         if self._start is None:
             quiet_aborted_calls(asyncio.get_running_loop())
-            self._start = asyncio.ensure_future(async_playwright().start())
+            self._start = asyncio.ensure_future(start_driver())
             self._start.add_done_callback(self._watch)
         try:
             self.playwright = await bounded(asyncio.shield(self._start), timeout_s)

@@ -10,13 +10,8 @@ from playwright.async_api import Error as PlaywrightError
 from playwright.async_api import Page
 
 from broker.common.cleanup import bounded
-from broker.engines.playwright.bounded_results import (
-    BOUNDED_TITLE,
-    TITLE_CHARS,
-    URL_CHARS,
-    StepRefused,
-    truncated,
-)
+from broker.engines.playwright import isolated
+from broker.engines.playwright.bounded_results import URL_CHARS, StepRefused, truncated
 from broker.engines.playwright.pages import TITLE_TIMEOUT_S
 from broker.engines.playwright.steps.dispatch import StepScope, handles
 from broker.model.steps.base import PageInfo, StepErrorKind, StepOutcome
@@ -32,8 +27,7 @@ async def list_pages(scope: StepScope, action: ListPages, out: StepOutcome) -> N
         title = ""
         opener: Page | None = None
         with contextlib.suppress(PlaywrightError, TimeoutError):
-            answer = await bounded(page.evaluate(BOUNDED_TITLE, TITLE_CHARS), TITLE_TIMEOUT_S)
-            title = truncated(answer, TITLE_CHARS) if isinstance(answer, str) else ""
+            title = await bounded(isolated.title(page), TITLE_TIMEOUT_S)
             opener = await bounded(page.opener(), TITLE_TIMEOUT_S)
         out.pages.append(
             PageInfo(

@@ -13,16 +13,13 @@ from playwright.async_api import Error as PlaywrightError
 from playwright.async_api import FloatRect, Page
 
 from broker.common.urls import is_download_source
+from broker.engines.playwright import isolated
 from broker.engines.playwright.bounded_results import (
-    BOUNDED_ATTRIBUTE,
-    BOUNDED_CONTENT,
     PAGE_SIZE,
     StepRefused,
-    bounded_text,
     check_size,
     evaluate_bounded,
     finished_download,
-    text_of_first,
 )
 from broker.engines.playwright.steps.dispatch import StepScope, handles
 from broker.model.steps.base import StepErrorKind, StepOutcome
@@ -50,24 +47,23 @@ async def evaluate(scope: StepScope, action: Evaluate, out: StepOutcome) -> None
 @handles(GetContent)
 async def get_content(scope: StepScope, action: GetContent, out: StepOutcome) -> None:
     async with asyncio.timeout(scope.timeout_s):
-        limit = scope.limits.max_bytes
-        out.text = await bounded_text(scope.frame.evaluate(BOUNDED_CONTENT, limit), limit)
+        out.text = await isolated.content(scope.frame, scope.limits.max_bytes)
 
 
 @handles(GetText)
 async def get_text(scope: StepScope, action: GetText, out: StepOutcome) -> None:
     limit, ms = scope.limits.max_bytes, scope.timeout_ms
-    out.text = await text_of_first(scope.frame, action.selector, limit, ms)
+    async with asyncio.timeout(scope.timeout_s):  # measured, then read: two waits in one
+        out.text = await isolated.text(scope.frame, action.selector, limit, ms)
 
 
 @handles(GetAttribute)
 async def get_attribute(scope: StepScope, action: GetAttribute, out: StepOutcome) -> None:
-    first = scope.frame.locator(action.selector).first
-    limit = scope.limits.max_bytes
-    answer = first.evaluate(BOUNDED_ATTRIBUTE, [action.name, limit], timeout=scope.timeout_ms)
-    attribute = await bounded_text(answer, limit, allow_none=True)
-    out.found = attribute is not None
-    out.text = attribute or ""
+    limit, ms = scope.limits.max_bytes, scope.timeout_ms
+    async with asyncio.timeout(scope.timeout_s):
+        value = await isolated.attribute(scope.frame, action.selector, action.name, limit, ms)
+    out.found = value is not None
+    out.text = value or ""
 
 
 @handles(Screenshot)
