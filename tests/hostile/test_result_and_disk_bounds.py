@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import glob
+import io
 import os
 import re
 import signal
@@ -19,6 +20,7 @@ import struct
 import tempfile
 import threading
 import time
+import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, suppress
 from pathlib import Path
@@ -264,6 +266,105 @@ def test_data_dir_is_clean_after_a_crash_and_a_restart(
         assert _listing(tmp_path / "traces") == []
     finally:
         again.stop()
+
+
+async def test_traces_lease_after_lease_leave_nothing_in_the_browsers_folder(
+    broker_factory: BrokerFactory, fixture_server: FixtureSite, tmp_path: Path
+) -> None:
+    """A tenant keeps one lease open (its shared browser stays) and traces lease after lease,
+    each with fresh content, every other one past its bound (dropped): what the traces wrote
+    into the browser's artifacts folder does not pile up."""
+    running = await broker_factory(data_dir=tmp_path, max_trace_bytes=2 * MIB)
+    engine = running.broker.engines[EngineName.CHROMIUM]
+    sizes: list[int] = []
+    async with running.client.lease(ttl=600) as keeper:
+        assert (await keeper.run(steps.goto("about:blank"), timeout=30)).ok
+        folder = ""
+        for n in range(6):
+            dropped = n % 2 == 1  # ~3 MiB of snapshots against 2 MiB
+            lease = await running.client.acquire(context=ContextOptions(trace=True))
+            work = [steps.goto(fixture_server.url(f"form.html?lease={n}"))]
+            for _ in range(5 if dropped else 1):
+                work += [steps.evaluate(RANDOM_DOM), steps.click("body")]
+            assert (await lease.run(*work, timeout=120)).ok
+            folder = folder or _artifacts_folder(lease.id)
+            await lease.release()
+            await _closed_down_to(engine, pages=1)  # the keeper's
+            zip_path = tmp_path / "traces" / f"{lease.id}.zip"
+            for _ in range(300):  # written as the session closes, after the release
+                if zip_path.exists() or (dropped and _trace_inputs(lease.id) == 0):
+                    break
+                await asyncio.sleep(0.1)
+            assert zip_path.exists() != dropped
+            sizes.append(await _settled_size(Path(folder), below=MIB // 2))
+        assert folder in glob.glob(folder)  # the browser is still there
+    # Each trace wrote over 0.6 MiB there; none of it stays once the trace has ended.
+    assert max(sizes) < MIB // 2, [f"{size / MIB:.2f}" for size in sizes]
+
+
+async def test_two_traces_recording_at_once_in_one_browser_are_both_complete(
+    broker_factory: BrokerFactory, fixture_server: FixtureSite, tmp_path: Path
+) -> None:
+    """B records the resources A wrote first (Playwright shares them by sha1); A ends while B
+    still records: no resource of B's is swept from under it, and both zips are whole."""
+    running = await broker_factory(data_dir=tmp_path)
+    engine = running.broker.engines[EngineName.CHROMIUM]
+    page = fixture_server.url("form.html")
+    a = await running.client.acquire(context=ContextOptions(trace=True))
+    assert (await a.run(steps.goto(page), steps.click("#go"), timeout=60)).ok
+    b = await running.client.acquire(context=ContextOptions(trace=True))
+    assert (await b.run(steps.goto(page), steps.click("#go"), timeout=60)).ok
+    folder = _artifacts_folder(b.id)
+    assert folder == _artifacts_folder(a.id)  # one browser
+    await a.release()
+    await _closed_down_to(engine, pages=1)
+    assert (await b.run(steps.goto(page + "?again=1"), steps.click("#go"), timeout=60)).ok
+    await b.release()
+    await _closed_down_to(engine, pages=0)
+    for lease in (a, b):
+        _assert_whole_trace(await lease.trace(), page)
+
+
+async def _closed_down_to(engine: object, pages: int) -> None:
+    """Wait until only `pages` pages are open (a released lease's trace is written as its
+    session closes, after the release)."""
+    for _ in range(600):
+        if engine.census().pages <= pages:  # type: ignore[attr-defined]
+            break
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.3)  # (what follows the close: the sweep)
+
+
+async def _settled_size(folder: Path, below: int) -> int:
+    """The folder's size once it is below `below`, or after 5 s (a sweep runs after the
+    trace is written)."""
+    for _ in range(50):
+        size = _tree_size(folder)
+        if size < below:
+            return size
+        await asyncio.sleep(0.1)
+    return _tree_size(folder)
+
+
+def _artifacts_folder(lease_id: str) -> str:
+    """The artifacts folder of the browser recording this lease's trace."""
+    pattern = os.path.join(tempfile.gettempdir(), "playwright-artifacts-*", f"{lease_id}.trace")
+    found = glob.glob(pattern)
+    assert len(found) == 1, found
+    return os.path.dirname(found[0])
+
+
+def _assert_whole_trace(data: bytes, page: str) -> None:
+    """A valid zip holding every resource its events and network log refer to."""
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        assert archive.testzip() is None
+        names = set(archive.namelist())
+        events = archive.read("trace.trace").decode() + archive.read("trace.network").decode()
+    assert page in events
+    referred = set(re.findall(r'"_?sha1":"([^"]+)"', events))
+    assert referred, "the trace refers to no resource"
+    missing = {sha1 for sha1 in referred if f"resources/{sha1}" not in names}
+    assert not missing, missing
 
 
 @pytest.mark.parametrize("engine", ENGINES)

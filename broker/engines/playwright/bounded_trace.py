@@ -10,19 +10,11 @@ renamed into place only when it is within the bound too.
 Resources are shared by the traces of one browser: every resource written since this trace
 started counts against it, so the measure can only be too high, never too low.
 
-Left on disk: a trace's resources, and the files of its first chunk (`<guid>.trace`,
-`<guid>.network`: Playwright copies the network log when the chunk is renamed), stay in the
-browser's artifacts folder until that browser closes and Playwright removes the folder. Each
-trace adds at most about max_trace_bytes of them (past it the trace is dropped), but a tenant
-that keeps its shared browser open (one lease held) and traces lease after lease grows the
-temporary folder by that much per trace, without bound. They are not deleted here because
-Playwright shares a resource between the traces of a browser by its sha1: a trace skips
-writing one that exists and zips it by name when it stops, so deleting it while any other
-trace of that browser records breaks that trace; and a trace records before the broker knows
-of it (tracing starts as the context opens), while the first chunk's copied network log makes
-"no trace is recording" unreadable from the folder. Doing it safely needs the first chunk named
-after the lease (context.py) and a sweep of ended traces' resources while the folder holds no
-`.network` file of a live trace.
+Nothing stays behind: once the trace is written or dropped, its files (those of its first
+chunk, named by context.py, and those named after the lease) are deleted, and the browser's
+resources are swept as soon as no trace of that browser records (trace_sweep.py: a resource is
+shared by sha1 between the traces of a browser, so none goes while one records). A browser in
+which some trace is always recording keeps its resources until a gap, or until it closes.
 """
 
 from __future__ import annotations
@@ -38,6 +30,7 @@ from pathlib import Path
 from playwright.async_api import BrowserContext
 
 from broker.common.cleanup import TaskSet, bounded
+from broker.engines.playwright import trace_sweep
 
 log = logging.getLogger("broker.traces")
 
@@ -53,6 +46,7 @@ class BoundedTrace:
         self._path = path
         self._max_bytes = max_bytes
         self._name = Path(path).stem
+        self._first = trace_sweep.first_chunk(context)  # its files go too
         self._folder = ""  # Playwright's traces folder, once found
         self._known: set[str] = set()  # resources there before this trace started
         self._stopped = False
@@ -65,6 +59,7 @@ class BoundedTrace:
             # Renames the trace after the lease (its first chunk, before any step, is dropped).
             await bounded(self._context.tracing.start_chunk(name=self._name), FIND_TIMEOUT_S)
             self._folder = await asyncio.to_thread(_find_folder, self._name)
+            trace_sweep.found(self._context, self._folder)
             resources = os.path.join(self._folder, "resources")
             self._known = set(await asyncio.to_thread(_listing, resources))
             self._found.set()
@@ -95,13 +90,20 @@ class BoundedTrace:
         log.warning("a lease's trace was dropped", extra={"limit": self._max_bytes})
         with contextlib.suppress(Exception):
             await bounded(self._context.tracing.stop(), STOP_TIMEOUT_S)
+        await self._ended()
+
+    async def _ended(self) -> None:
+        """This trace's files go; the browser's resources once none of its traces records."""
         await asyncio.to_thread(self._remove_inputs)
+        trace_sweep.ended(self._context)
 
     def _remove_inputs(self) -> None:
         if self._folder:
-            for path in glob.glob(os.path.join(self._folder, f"{self._name}*")):
-                with contextlib.suppress(OSError):
-                    os.unlink(path)
+            names = [self._name, self._first] if self._first else [self._name]
+            for name in names:
+                for path in glob.glob(os.path.join(self._folder, f"{name}*")):
+                    with contextlib.suppress(OSError):
+                        os.unlink(path)
 
     async def save(self) -> None:
         """Stop the trace into its file; one over the bound is never written in full."""
@@ -121,7 +123,7 @@ class BoundedTrace:
         finally:
             with contextlib.suppress(OSError):
                 os.unlink(partial)
-            await asyncio.to_thread(self._remove_inputs)
+            await self._ended()
 
 
 def _find_folder(name: str) -> str:

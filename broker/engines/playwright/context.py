@@ -9,6 +9,7 @@ from typing import Any
 from playwright.async_api import BrowserContext, Page, Route
 
 from broker.egress.proxy import EgressRoute
+from broker.engines.playwright import trace_sweep
 from broker.model.options import ContextOptions
 from broker.model.steps.globs import matches_any, url_glob
 
@@ -61,7 +62,9 @@ async def open_first_page(context: BrowserContext, options: ContextOptions) -> P
         # Every URL, by a predicate: Playwright matches a glob with a backtracking regex.
         await context.route(_every_url, _blocker(options))
     if options.trace:
-        await context.tracing.start(screenshots=True, snapshots=True)
+        # Named, and known to the sweep before it records (see trace_sweep).
+        name = await trace_sweep.starting(context)
+        await context.tracing.start(name=name, screenshots=True, snapshots=True)
     return await context.new_page()
 
 
