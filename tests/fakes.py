@@ -21,6 +21,7 @@ from broker.engines.base import (
 )
 from broker.leases.events import LeaseObserver
 from broker.leases.lease import Lease, ReleaseOutcome
+from broker.model.attach import AttachOptions
 from broker.model.options import BrowserOptions, ContextOptions, EngineName, Isolation
 from broker.model.steps.base import Step, StepOutcome
 from broker.model.steps.reading import Evaluate
@@ -160,6 +161,7 @@ class FakeEngine:
         browser_options: BrowserOptions | None = None,
         *,
         tenant: str = "",
+        attach: AttachOptions | None = None,
     ) -> FakeSession:
         if self.open_gate is not None:
             await self.open_gate.wait()

@@ -39,6 +39,7 @@ REASON_TO_PB = {
     ReleaseReason.DRIFT_REPAIRED: pb.RELEASE_REASON_DRIFT_REPAIRED,
     ReleaseReason.NODE_LOST: pb.RELEASE_REASON_NODE_LOST,
     ReleaseReason.DRAINED: pb.RELEASE_REASON_DRAINED,
+    ReleaseReason.CLIENT_DISCONNECTED: pb.RELEASE_REASON_CLIENT_DISCONNECTED,
 }
 ERROR_KIND_TO_PB = {
     StepErrorKind.TIMEOUT: pb.STEP_ERROR_KIND_TIMEOUT,
@@ -64,7 +65,7 @@ def timestamp(value: datetime) -> Timestamp:
     return t
 
 
-def acquire_response(lease: Lease) -> pb.AcquireResponse:
+def acquire_response(lease: Lease, connect_url: str = "") -> pb.AcquireResponse:
     assert lease.expires_at_wall is not None
     return pb.AcquireResponse(
         lease_id=lease.id,
@@ -76,6 +77,7 @@ def acquire_response(lease: Lease) -> pb.AcquireResponse:
         idle_timeout=duration(lease.spec.idle_timeout_s),
         warm=lease.warm,
         queue_wait=duration(lease.queue_wait_s),
+        connect_url=connect_url,
     )
 
 

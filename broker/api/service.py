@@ -81,7 +81,7 @@ class BrokerService(broker_pb2_grpc.BrowserBrokerServiceServicer):
                 self.leases.release(lease, ReleaseReason.ACQUIRE_FAILED)
 
         context.add_done_callback(undelivered)  # type: ignore[arg-type]
-        return encode.acquire_response(lease)
+        return encode.acquire_response(lease, self.broker.attach.connect_url(lease))
 
     @streaming
     async def Run(self, request: pb.RunRequest, context: Context) -> AsyncIterator[pb.RunResponse]:

@@ -21,7 +21,7 @@ log = logging.getLogger("broker.attach")
 
 
 class TrustedEndpoint:
-    def __init__(self, hub: CdpHub, on_closed: Callable[[], None]) -> None:
+    def __init__(self, hub: CdpHub, on_closed: Callable[[], object]) -> None:
         self._hub = hub
         self._on_closed = on_closed
         self._path = "/devtools/browser/" + secrets.token_urlsafe(32)

@@ -22,8 +22,10 @@ from broker.api.forwarding import Forwarder, channel_credentials
 from broker.api.service import BrokerService
 from broker.cluster.routing import Router
 from broker.daemon import diagnostics
+from broker.daemon.attach_edge import start_attach_edge
 from broker.daemon.tls import CertificateFiles
 from broker.observe import otel
+from broker.observe.attach_telemetry import ConnectionSpans
 from broker.observe.lease_telemetry import LeaseTelemetry
 from broker.runtime.settings import Settings
 from broker.runtime.wiring import Broker
@@ -61,6 +63,7 @@ async def serve(
                 nodes=running.cluster_nodes,
             )
             running.observers.add(lease_telemetry)
+            running.attach.watch = ConnectionSpans(lease_telemetry.lease_span).opened
             if setup.tracing:
                 interceptors.append(rpc_tracing.TracingInterceptor(lease_telemetry))
         server = aio.server(
@@ -106,6 +109,7 @@ async def serve(
         if port == 0:
             raise OSError(f"could not bind {settings.listen}")
         await server.start()
+        attach_edge = await start_attach_edge(settings, running)
         await running.join_cluster(port)
         for name in ("", SERVICE_NAME):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -127,6 +131,8 @@ async def serve(
             # on answering for them, and placing Acquires on other nodes); then the server.
             await health_servicer.enter_graceful_shutdown()
             await running.shutdown(settings.shutdown_grace_s, settings.drain_timeout_s)
+            if attach_edge is not None:  # (every lease has ended: its sockets are closed)
+                await attach_edge.close()
             await server.stop(grace=1.0)
             await edge.close()  # (no call is left that could use its channels)
             setup.shutdown()  # flushes spans and metrics still buffered
@@ -177,6 +183,7 @@ def build_edge(settings: Settings, broker: Broker) -> Edge:
                 settings.cluster_client_cert_file,
                 settings.cluster_client_key_file,
             ),
+            settings.cluster_tls_server_name,
         )
     return Edge(BrokerService(broker, auth, forwarder), forwarder)
 

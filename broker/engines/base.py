@@ -10,6 +10,7 @@ from typing import Protocol
 from broker.egress.policy import EgressRules
 from broker.egress.proxy import BlockListener, EgressGateway
 from broker.errors import FieldViolation, InvalidArgument
+from broker.model.attach import AttachOptions
 from broker.model.options import BrowserOptions, ContextOptions, EngineName, Isolation
 from broker.model.steps.base import Step, StepOutcome
 
@@ -135,8 +136,12 @@ class Engine(Protocol):
         browser_options: BrowserOptions | None = None,
         *,
         tenant: str = "",
+        attach: AttachOptions | None = None,
     ) -> Session:
         """A new ready session; cleans up whatever it half-built if it fails or is cancelled.
+
+        `attach` (with ISOLATION_BROWSER only) asks for a browser attached clients can drive; an
+        engine that serves none refuses it with InvalidArgument.
 
         A context session opens in `tenant`'s shared browser, never in one another tenant's
         sessions use: a browser process holds state its contexts share (the clipboard).

@@ -11,6 +11,7 @@ from broker.common.cleanup import bounded
 from broker.engines.base import Availability
 from broker.engines.discovery import BrowserNotFound, find_browser, playwright_managed
 from broker.engines.playwright import isolated
+from broker.engines.playwright.attachable import AttachableEngine, AttachedBrowsers
 from broker.engines.playwright.engine import PlaywrightEngine
 from broker.engines.playwright.session import Interrupter
 from broker.engines.sandbox import Sandbox
@@ -40,7 +41,7 @@ SERVER_ARGS = [
 INTERRUPTER_ATTACH_S = 2.0
 
 
-class ChromiumEngine(PlaywrightEngine):
+class ChromiumEngine(AttachableEngine):
     supports_pdf = True
 
     async def page_interrupter(self, context: BrowserContext, page: Page) -> Interrupter | None:
@@ -94,7 +95,12 @@ def create(
 
         return await sandbox.launch(start)
 
-    return ChromiumEngine(EngineName.CHROMIUM, launch, exe.path, Availability(True, exe.describe()))
+    engine = ChromiumEngine(
+        EngineName.CHROMIUM, launch, exe.path, Availability(True, exe.describe())
+    )
+    # Attachable leases' browsers: launched by the broker itself on a pipe, with the same flags.
+    engine.serve_attached(AttachedBrowsers(executable, args, headless, sandbox.enabled))
+    return engine
 
 
 async def _unavailable(playwright: Playwright) -> Browser:

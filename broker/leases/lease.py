@@ -11,6 +11,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING
 
 from broker.leases.tenants import OPERATOR, Tenant
+from broker.model.attach import AttachOptions
 from broker.model.options import CamoufoxOptions, ContextOptions, EngineName, Isolation
 
 if TYPE_CHECKING:
@@ -30,6 +31,7 @@ class ReleaseReason(StrEnum):
     DRIFT_REPAIRED = "drift_repaired"
     NODE_LOST = "node_lost"  # cluster mode: the node holding it died or was cut off
     DRAINED = "drained"  # its broker drained (SIGTERM) and the lease outlived drain_timeout_s
+    CLIENT_DISCONNECTED = "client_disconnected"  # its last attached client left (on_disconnect END)
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,7 @@ class LeaseSpec:
     # Set only with engine camoufox and isolation browser (decode.lease_spec checks it).
     camoufox: CamoufoxOptions | None = None
     tenant: Tenant = OPERATOR  # who acquires the lease, and so owns it
+    attach: AttachOptions | None = None  # an attachable lease (Chromium, ISOLATION_BROWSER)
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,9 @@ class Lease:
     requested_at: datetime | None = None  # wall time Acquire began (before any queueing)
     id: str = field(default_factory=lambda: "lease-" + secrets.token_urlsafe(12))
     token: str = field(default_factory=lambda: secrets.token_urlsafe(24), repr=False)
+    # The secret in an attachable lease's connect URL: a capability of its own, so the URL never
+    # carries the lease token (which also Releases), and it dies with the lease.
+    attach_token: str = field(default_factory=lambda: secrets.token_urlsafe(24), repr=False)
     session: Session | None = None
     warm: bool = False
     queue_wait_s: float = 0.0
@@ -84,6 +90,9 @@ class Lease:
 
     def token_matches(self, token: str) -> bool:
         return secrets.compare_digest(self.token.encode(), token.encode())
+
+    def attach_token_matches(self, token: str) -> bool:
+        return secrets.compare_digest(self.attach_token.encode(), token.encode())
 
 
 def token_digest(token: str) -> bytes:

@@ -64,7 +64,11 @@ async def open_cold(
     try:
         async with asyncio.timeout(remaining if by_deadline else bound):
             session = await engine.open_session(
-                spec.isolation, spec.context, spec.camoufox, tenant=spec.tenant.name
+                spec.isolation,
+                spec.context,
+                spec.camoufox,
+                tenant=spec.tenant.name,
+                attach=spec.attach,
             )
     except TimeoutError:
         if by_deadline:

@@ -21,6 +21,7 @@ from broker.engines.base import RecyclePolicy
 from broker.leases.limits import Limits
 from broker.leases.tenants import Tenant
 from broker.model.options import EngineName, Isolation
+from broker.runtime.attach_settings import AttachSettings
 from broker.runtime.drain_settings import DrainSettings
 from broker.runtime.metrics_settings import MetricsSettings
 
@@ -113,8 +114,7 @@ class TenantConfig(EgressLists):
         )
 
 
-# Estimated memory of one session per engine/isolation, MiB (PSS per lease in docs/benchmarks.md,
-# rounded up; Camoufox above Firefox for its fingerprinting and addon).
+# Estimated MiB of one session per engine/isolation (PSS per lease in docs/benchmarks.md, rounded up).
 DEFAULT_SESSION_MEMORY_MB = {
     "chromium/context": 60.0,
     "chromium/browser": 170.0,
@@ -153,7 +153,9 @@ class WarmPoolConfig(BaseModel):
         return self.size if self.max_size is None else self.max_size
 
 
-class Settings(EgressLists, ClusterSettings, DrainSettings, MetricsSettings, BaseSettings):
+class Settings(
+    EgressLists, ClusterSettings, DrainSettings, AttachSettings, MetricsSettings, BaseSettings
+):
     model_config = SettingsConfigDict(env_prefix="BROKER_", extra="forbid")
 
     listen: str = Field("127.0.0.1:50051", description="host:port the gRPC server binds")
@@ -320,7 +322,7 @@ class Settings(EgressLists, ClusterSettings, DrainSettings, MetricsSettings, Bas
         if self.max_result_bytes > self.max_message_bytes - 64 * 1024:
             raise ValueError("max_result_bytes must leave 64 KiB of max_message_bytes for framing")
         self._check_warm_pools()
-        self.check_cluster(self.listen, bool(self.tenants))
+        self.check_cluster(self.listen, bool(self.tenants), self.tls_cert_file is not None)
         names = [t.name for t in self.tenants]
         if len(set(names)) != len(names):
             raise ValueError("tenant names must be unique")

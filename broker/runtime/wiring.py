@@ -15,11 +15,13 @@ from broker.common.clock import Clock, LoopClock
 from broker.egress.policy import EgressPolicy, local_addresses
 from broker.egress.proxy import EgressGateway
 from broker.engines.base import Engine, EngineCensus, ResultLimits
+from broker.engines.playwright.attachable import AttachableEngine
 from broker.leases.events import LeaseObserver, ObserverList
 from broker.leases.reconciler import Reconciler
 from broker.leases.table import LeaseTable
 from broker.model.options import EngineName, Isolation
 from broker.observe.trace_files import TraceStore
+from broker.runtime.attach_desk import AttachDesk
 from broker.runtime.settings import Settings
 from broker.warm.pool import PoolStatus, WarmPool
 from broker.warm.pools import Pools
@@ -83,6 +85,8 @@ class Broker:
                 settings.max_download_bytes,
             )
             engine.use_egress(self.egress)
+            if isinstance(engine, AttachableEngine) and engine.attached is not None:
+                engine.attached.limits = settings.attach_limits()
         self.observers = ObserverList(observers)
         self.traces = TraceStore(
             settings.data_dir / "traces", settings.trace_retention_s, settings.max_trace_bytes
@@ -121,6 +125,9 @@ class Broker:
                     settings.session_open_timeout_s,
                 )
         self.leases.set_warm_source(self.warm.take)
+        # Attachable leases: what their connect URLs reach (served by the daemon's attach edge).
+        self.attach = AttachDesk(self.leases, self.engines)
+        self.observers.add(self.attach)
         self.reconciler = Reconciler(
             self.leases, list(self.engines.values()), self.warm.sessions, self.observers
         )

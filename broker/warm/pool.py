@@ -134,8 +134,9 @@ class WarmPool:
 
     @staticmethod
     def fits(spec: LeaseSpec) -> bool:
-        """A pooled session was opened with default options: only such a lease may have it."""
-        return spec.context.is_default and spec.camoufox is None
+        """A pooled session was opened with default options: only such a lease may have it (an
+        attachable lease's browser is launched for it alone)."""
+        return spec.context.is_default and spec.camoufox is None and spec.attach is None
 
     def take(self, spec: LeaseSpec) -> Session | None:
         """A ready session for `spec`, or None; never waits. Counts a hit or a miss."""

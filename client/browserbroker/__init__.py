@@ -28,9 +28,11 @@ from browserbroker.errors import (
     UnavailableError,
 )
 from browserbroker.models import (
+    AttachProtocol,
     Engine,
     Isolation,
     OnCancel,
+    OnDisconnect,
     PageEvent,
     PageInfo,
     ReleaseResult,
@@ -54,6 +56,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AsyncBrokerClient",
     "AsyncLease",
+    "AttachProtocol",
     "BrokerClient",
     "BrokerError",
     "CamoufoxOptions",
@@ -74,6 +77,7 @@ __all__ = [
     "LeaseGrant",
     "LeaseNotFoundError",
     "OnCancel",
+    "OnDisconnect",
     "PageEvent",
     "PageInfo",
     "PermissionDeniedError",

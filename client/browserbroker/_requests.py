@@ -8,7 +8,7 @@ from datetime import datetime
 
 from google.protobuf.duration_pb2 import Duration
 
-from browserbroker.models import Engine, Isolation, OnCancel
+from browserbroker.models import AttachProtocol, Engine, Isolation, OnCancel, OnDisconnect
 from browserbroker.v1 import broker_pb2 as pb
 
 
@@ -29,6 +29,7 @@ class LeaseGrant:
     idle_timeout_s: float
     warm: bool
     queue_wait_s: float
+    connect_url: str = ""  # attachable leases: where an attached client connects (a secret)
 
     @classmethod
     def from_pb(cls, msg: pb.AcquireResponse) -> LeaseGrant:
@@ -42,6 +43,7 @@ class LeaseGrant:
             idle_timeout_s=msg.idle_timeout.ToNanoseconds() / 1e9,
             warm=msg.warm,
             queue_wait_s=msg.queue_wait.ToNanoseconds() / 1e9,
+            connect_url=msg.connect_url,
         )
 
 
@@ -53,6 +55,8 @@ def acquire_request(
     context: pb.ContextOptions | None,
     labels: Mapping[str, str] | None,
     camoufox: pb.CamoufoxOptions | None = None,
+    attach: AttachProtocol | str | None = None,
+    on_disconnect: OnDisconnect = OnDisconnect.KEEP,
 ) -> pb.AcquireRequest:
     request = pb.AcquireRequest(
         engine=engine.value, isolation=isolation.value, labels=dict(labels or {})
@@ -65,6 +69,10 @@ def acquire_request(
         request.context.CopyFrom(context)
     if camoufox is not None:
         request.camoufox.CopyFrom(camoufox)
+    if attach is not None:
+        protocol = AttachProtocol[attach.upper()] if isinstance(attach, str) else attach
+        request.attach.protocol = protocol.value
+        request.attach.on_disconnect = on_disconnect.value
     return request
 
 

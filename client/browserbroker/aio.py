@@ -16,7 +16,16 @@ from browserbroker import _requests as req
 from browserbroker._connection import Connection, PemSource
 from browserbroker._requests import LeaseGrant
 from browserbroker.errors import from_rpc_error
-from browserbroker.models import Engine, Isolation, OnCancel, ReleaseResult, RunResult, StepResult
+from browserbroker.models import (
+    AttachProtocol,
+    Engine,
+    Isolation,
+    OnCancel,
+    OnDisconnect,
+    ReleaseResult,
+    RunResult,
+    StepResult,
+)
 from browserbroker.v1 import broker_pb2 as pb
 from browserbroker.v1 import broker_pb2_grpc
 
@@ -41,6 +50,12 @@ class AsyncLease:
     @property
     def expires_at(self) -> datetime:
         return self.grant.expires_at
+
+    @property
+    def connect_url(self) -> str:
+        """An attachable lease's connect URL (empty otherwise): give it to
+        `chromium.connect_over_cdp`, `puppeteer.connect` or chromedp. It is a secret."""
+        return self.grant.connect_url
 
     async def stream(
         self,
@@ -167,11 +182,13 @@ class AsyncBrokerClient:
         context: pb.ContextOptions | None = None,
         labels: Mapping[str, str] | None = None,
         camoufox: pb.CamoufoxOptions | None = None,
+        attach: AttachProtocol | str | None = None,
+        on_disconnect: OnDisconnect = OnDisconnect.KEEP,
         timeout: float | None = 60.0,
     ) -> AsyncLease:
         """Acquire a lease; waits in the broker's queue for at most `timeout` seconds."""
         request = req.acquire_request(
-            engine, isolation, ttl, idle_timeout, context, labels, camoufox
+            engine, isolation, ttl, idle_timeout, context, labels, camoufox, attach, on_disconnect
         )
         response = await self._call(self.stub.Acquire, request, timeout)
         return AsyncLease(self, LeaseGrant.from_pb(response))
@@ -187,6 +204,8 @@ class AsyncBrokerClient:
         context: pb.ContextOptions | None = None,
         labels: Mapping[str, str] | None = None,
         camoufox: pb.CamoufoxOptions | None = None,
+        attach: AttachProtocol | str | None = None,
+        on_disconnect: OnDisconnect = OnDisconnect.KEEP,
         timeout: float | None = 60.0,
         keep_alive_every: float | None = None,
     ) -> AsyncIterator[AsyncLease]:
@@ -199,6 +218,8 @@ class AsyncBrokerClient:
             context=context,
             labels=labels,
             camoufox=camoufox,
+            attach=attach,
+            on_disconnect=on_disconnect,
             timeout=timeout,
         )
         keeper = None

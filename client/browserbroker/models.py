@@ -30,6 +30,21 @@ class OnCancel(IntEnum):
     RELEASE_LEASE = pb.ON_CANCEL_RELEASE_LEASE
 
 
+class AttachProtocol(IntEnum):
+    """The protocol of an attachable lease's connect URL (`client.lease(attach=...)`)."""
+
+    CDP = pb.ATTACH_PROTOCOL_CDP  # Chromium: connect_over_cdp, puppeteer.connect, chromedp
+    PLAYWRIGHT = pb.ATTACH_PROTOCOL_PLAYWRIGHT  # not served yet
+    BIDI = pb.ATTACH_PROTOCOL_BIDI  # not served yet
+
+
+class OnDisconnect(IntEnum):
+    """What an attachable lease does when its last attached client disconnects."""
+
+    KEEP = pb.ON_DISCONNECT_KEEP  # lives on until its TTL, idle timeout or Release
+    END = pb.ON_DISCONNECT_END  # ends (reason "client_disconnected")
+
+
 def reason_name(reason: int) -> str:
     """`RELEASE_REASON_TTL_EXPIRED` -> "ttl_expired"."""
     return pb.ReleaseReason.Name(reason).removeprefix("RELEASE_REASON_").lower()  # type: ignore[arg-type]

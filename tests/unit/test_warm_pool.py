@@ -17,6 +17,7 @@ import pytest
 from broker.engines.base import LostCallback, LostCause, Session
 from broker.leases.lease import LeaseSpec
 from broker.leases.tenants import OPERATOR, Tenant
+from broker.model.attach import AttachOptions
 from broker.model.options import (
     BrowserOptions,
     CamoufoxOptions,
@@ -71,6 +72,7 @@ class PoolEngine(FakeEngine):
         browser_options: BrowserOptions | None = None,
         *,
         tenant: str = "",
+        attach: AttachOptions | None = None,
     ) -> TrackedSession:
         self.attempts.append(asyncio.get_running_loop().time())
         self.requested.append((isolation, options, browser_options))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from typing import Any, TypeVar
 
+from broker.api.decode.attach import attach_options
 from broker.api.decode.camoufox import camoufox_options
 from broker.api.decode.context import context_options
 from broker.api.decode.durations import bounded_duration
@@ -68,6 +69,7 @@ def lease_spec(
                     "camoufox options need ISOLATION_BROWSER (a fingerprint belongs to a browser)",
                 )
             )
+    attach, isolation = attach_options(request, engine, isolation, settings, out)
     _check_labels(request, out)
     if out:
         raise InvalidArgument(out)
@@ -80,6 +82,7 @@ def lease_spec(
         labels=tuple(sorted(request.labels.items())),
         camoufox=camoufox,
         tenant=tenant,
+        attach=attach,
     )
 
 

@@ -220,11 +220,17 @@ class BrowserProcesses:
         self._executable = executable
         self._driver_pid = driver_pid
         self.pids: list[int] = []
+        # Launchers of browsers the broker started itself (attachable ones, on a pipe of its
+        # own): their browsers are below these, not below the driver.
+        self.roots: set[int] = set()
         self._walked_at = -1.0
         self._walk: asyncio.Task[list[int]] | None = None
 
     def walk(self) -> list[int]:
-        self.pids = browser_processes(self._executable, self._driver_pid())
+        pids = browser_processes(self._executable, self._driver_pid())
+        for root in list(self.roots):
+            pids += browser_processes(self._executable, root)
+        self.pids = pids
         with contextlib.suppress(RuntimeError):  # no running loop: a synchronous caller
             self._walked_at = asyncio.get_running_loop().time()
         return self.pids

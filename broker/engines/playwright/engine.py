@@ -18,12 +18,12 @@ from broker.common.cleanup import TaskSet, bounded
 from broker.egress.proxy import EgressGateway, EgressRoute
 from broker.engines.base import (
     Availability,
-    EngineCensus,
     LostCause,
     RecyclePolicy,
     ResultLimits,
     check_supported,
 )
+from broker.engines.playwright.census import EngineViews
 from broker.engines.playwright.context import context_kwargs, open_first_page, shape_page
 from broker.engines.playwright.driver import (
     BrowserProcesses,
@@ -37,7 +37,8 @@ from broker.engines.playwright.driver import (
 )
 from broker.engines.playwright.session import CLOSE_TIMEOUT_S, Interrupter, PlaywrightSession
 from broker.engines.playwright.shared import SharedBrowsers
-from broker.errors import Unavailable
+from broker.errors import InvalidArgument, Unavailable
+from broker.model.attach import AttachOptions
 from broker.model.options import BrowserOptions, ContextOptions, EngineName, Isolation
 
 log = logging.getLogger("broker.engines")
@@ -49,9 +50,9 @@ Launcher = Callable[[Playwright], Awaitable[Browser]]
 PrepareLauncher = Callable[[BrowserOptions | None, ContextOptions], Awaitable[Launcher]]
 
 
-class PlaywrightEngine:
+class PlaywrightEngine(EngineViews):
     """Browsers of one kind: a shared browser per tenant for context isolation (see
-    `playwright.shared`), and dedicated ones."""
+    `playwright.shared`), and dedicated ones (an attachable one: `attachable.py`)."""
 
     supports_pdf = False
 
@@ -168,7 +169,10 @@ class PlaywrightEngine:
         browser_options: BrowserOptions | None = None,
         *,
         tenant: str = "",
+        attach: AttachOptions | None = None,
     ) -> PlaywrightSession:
+        if attach is not None:  # (an engine that serves attached clients overrides this)
+            raise InvalidArgument.single("attach", f"{self.name.value} serves no attached clients")
         check_supported(
             self.name,
             self.unsupported_context,
@@ -186,7 +190,7 @@ class PlaywrightEngine:
             if self._egress is not None and options.proxy is None:
                 route = await self._egress.open_route()
             if isolation is Isolation.BROWSER:
-                browser = await self._launch(await self._prepare(browser_options, options))
+                browser = await self._launch(await self._prepare(browser_options, options, route))
             else:
                 browser = await self._shared.get_or_launch(tenant, self._launch)
                 shared = self._browsers.get(browser)
@@ -238,9 +242,12 @@ class PlaywrightEngine:
         return await call_while_connected(browser, gone, work, f"{self.name} browser", doing)
 
     async def _prepare(
-        self, browser_options: BrowserOptions | None, options: ContextOptions
+        self,
+        browser_options: BrowserOptions | None,
+        options: ContextOptions,
+        route: EgressRoute | None = None,
     ) -> Launcher | None:
-        """The launcher of a dedicated browser; None means the engine's plain launcher."""
+        """The launcher of a dedicated browser (behind `route`); None: the plain launcher."""
         if self._prepare_launcher is None:
             return None
         try:
@@ -418,33 +425,3 @@ class PlaywrightEngine:
             except (PlaywrightError, TimeoutError):
                 self._kill(browser)
         await self._driver.stop()
-
-    # ----------------------------------------------------------------- views
-
-    def live_sessions(self) -> list[PlaywrightSession]:
-        return [s for s in self.sessions if s.alive]
-
-    def census(self) -> EngineCensus:
-        return self._census(self._processes.walk())
-
-    async def census_async(self, max_age_s: float = 0.5) -> EngineCensus:
-        return self._census(await self._processes.recent(max_age_s))
-
-    def cached_census(self) -> EngineCensus:
-        return self._census(self._processes.pids)
-
-    def _census(self, pids: list[int]) -> EngineCensus:
-        browsers = set(self._shared.browsers())
-        browsers |= {s.browser for s in self.sessions}
-        connected = [b for b in browsers if b.is_connected()]
-        contexts = [c for b in connected for c in b.contexts]
-        pages = sum(len(c.pages) for c in contexts)
-        return EngineCensus(
-            browsers=len(pids),
-            contexts=len(contexts),
-            pages=pages,
-            browser_pids=pids,
-            retiring=sum(1 for record in self._browsers.values() if record.retiring),
-            recycled=self._recycled,
-            unclosed=len(self._unclosed),
-        )
