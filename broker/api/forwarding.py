@@ -55,14 +55,21 @@ class Forwarder:
         secret: str | None,
         max_message_bytes: int,
         credentials: grpc.ChannelCredentials | None = None,
+        server_name: str | None = None,
     ) -> None:
+        """`server_name`: over TLS, the name the other nodes' certificate must carry
+        (`cluster_tls_server_name`), checked instead of the address a node is dialled at."""
         self.router = router
         self._signer = CallSigner(secret) if secret is not None else None
         self._credentials = credentials
-        self._options = [
+        self._options: list[tuple[str, Any]] = [
             ("grpc.max_send_message_length", max_message_bytes),
             ("grpc.max_receive_message_length", max_message_bytes),
         ]
+        if credentials is not None and server_name is not None:
+            # Pods are dialled at their IPs, which no certificate names ahead of time: every
+            # node presents one certificate for a shared name, and that name is verified.
+            self._options.append(("grpc.ssl_target_name_override", server_name))
         self._stubs: dict[str, broker_pb2_grpc.BrowserBrokerServiceStub] = {}
         self._channels: list[aio.Channel] = []
         self._tracer = trace.get_tracer("browser-broker.forwarding")

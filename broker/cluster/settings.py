@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+
+# A host name as a certificate's DNS SAN names it (a leading "*." for a wildcard is not a name a
+# node is dialled by, so it is refused).
+_DNS_NAME = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?")
 
 
 class ClusterSettings(BaseModel):
@@ -50,6 +55,23 @@ class ClusterSettings(BaseModel):
     cluster_client_key_file: Path | None = Field(
         None, description="PEM private key of cluster_client_cert_file"
     )
+    cluster_tls_server_name: str | None = Field(
+        None,
+        max_length=253,
+        description="the name every node's certificate carries (e.g. a Service's DNS name), "
+        "checked on forwarded calls instead of the address a node is dialled at; unset: the "
+        "address",
+    )
+
+    @field_validator("cluster_tls_server_name")
+    @classmethod
+    def _server_name(cls, value: str | None) -> str | None:
+        if value is not None and not _DNS_NAME.fullmatch(value):
+            raise ValueError(
+                f"{value!r} is not a DNS name (letters, digits, '-' and '.', e.g. "
+                "browser-broker.browsers.svc)"
+            )
+        return value
 
     @field_validator("cluster_url")
     @classmethod
@@ -58,10 +80,17 @@ class ClusterSettings(BaseModel):
             raise ValueError(f"{value!r} is not a redis://, rediss:// or unix:// URL")
         return value
 
-    def check_cluster(self, listen: str, tenants: bool) -> None:
+    def check_cluster(self, listen: str, tenants: bool, tls: bool = False) -> None:
         """Raises ValueError naming what a cluster node is missing."""
         if self.cluster_url is None:
+            if self.cluster_tls_server_name is not None:
+                raise ValueError("cluster_tls_server_name is for cluster mode (cluster_url)")
             return
+        if self.cluster_tls_server_name is not None and not tls:
+            raise ValueError(
+                "cluster_tls_server_name names the nodes' certificate, but the nodes serve no "
+                "TLS (tls_cert_file), so forwarded calls would not check it"
+            )
         if self.cluster_dead_after_s < 2 * self.cluster_heartbeat_s:
             raise ValueError("cluster_dead_after_s must be at least twice cluster_heartbeat_s")
         address = self.advertised(listen)
