@@ -241,7 +241,7 @@ async def test_bounds_on_size_rate_and_pages(broker_factory: BrokerFactory) -> N
 
 
 async def test_acquire_refuses_what_cannot_be_attached(broker_factory: BrokerFactory) -> None:
-    from browserbroker import Engine, InvalidArgumentError, Isolation
+    from browserbroker import ContextOptions, Engine, InvalidArgumentError, Isolation, Proxy
 
     broker = await broker_factory()
     cases = [
@@ -249,6 +249,11 @@ async def test_acquire_refuses_what_cannot_be_attached(broker_factory: BrokerFac
         ({"attach": "bidi"}, "attach.protocol", "not supported yet"),
         ({"attach": "cdp", "engine": Engine.FIREFOX}, "engine", "chromium"),
         ({"attach": "cdp", "isolation": Isolation.CONTEXT}, "isolation", "ISOLATION_BROWSER"),
+        (
+            {"attach": "cdp", "context": ContextOptions(proxy=Proxy(server="http://1.2.3.4:3128"))},
+            "context.proxy",
+            "proxy of its own",
+        ),
     ]
     for kwargs, field, words in cases:
         with pytest.raises(InvalidArgumentError) as refused:

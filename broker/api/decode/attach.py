@@ -58,6 +58,13 @@ def attach_options(
         out.append(
             FieldViolation("engine", f"attach protocol cdp needs chromium, not {engine.value}")
         )
+    if request.context.HasField("proxy"):
+        # A context the client opens would have no proxy at all: only the route is a wall.
+        out.append(
+            FieldViolation(
+                "context.proxy", "an attachable lease cannot have a proxy of its own yet"
+            )
+        )
     if request.isolation == pb.ISOLATION_UNSPECIFIED:
         isolation = Isolation.BROWSER
     elif isolation is not Isolation.BROWSER:
