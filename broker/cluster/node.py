@@ -83,6 +83,7 @@ class ClusterNode(LeaseObserver):
         self.store_reachable = False
         self._reachable_since = 0.0
         self.nodes: tuple[NodeRecord, ...] = ()
+        self.queue_depth = 0  # Acquires waiting cluster-wide, as the last heartbeat read them
         self._recorded: dict[str, Lease] = {}  # leases the store holds as live, by id
         self._published: set[str] = set()  # every lease ever recorded (pruned to what is known)
         self._journal: dict[str, _Ending] = {}
@@ -145,6 +146,7 @@ class ClusterNode(LeaseObserver):
                     self._reaped(node, lease_id)
             await self._flush()
             self.nodes = tuple(await self.store.nodes())
+            self.queue_depth = await self.store.queue_depth()
         except Unavailable:
             if self.store_reachable:
                 log.error("cluster store unreachable: new leases are refused until it returns")
@@ -331,6 +333,7 @@ class ClusterNode(LeaseObserver):
             "broker.cluster.leases": sum(node.leases for node in self.nodes),
             "broker.cluster.store_reachable": float(self.store_reachable),
             "broker.cluster.pending_outcomes": len(self._journal),
+            "broker.cluster.queue.depth": self.queue_depth,
         }
 
     # ---------------------------------------------------------------- placement

@@ -216,6 +216,19 @@ return rank
 """
 )
 
+# ARGV: prefix. The Acquires waiting cluster-wide (the queue-depth gauge): one ZCARD while the
+# queue is empty; otherwise the expired tickets are swept first, so that the Acquires of a node
+# that died while they waited are not counted once their tickets expire, even if no one queues.
+QUEUE_DEPTH = (
+    SWEEP
+    + """
+local p = ARGV[1]
+if redis.call('ZCARD', p .. ':queue') == 0 then return 0 end
+sweep(p)
+return redis.call('ZCARD', p .. ':queue')
+"""
+)
+
 # ARGV: prefix, ticket. Leaves the queue (served, or given up).
 LEAVE = """
 local p, ticket = ARGV[1], ARGV[2]

@@ -57,6 +57,7 @@ class ClusterStore:
         self._enqueue = self.redis.register_script(scripts.ENQUEUE)
         self._place = self.redis.register_script(scripts.PLACE)
         self._leave_queue = self.redis.register_script(scripts.LEAVE)
+        self._queue_depth = self.redis.register_script(scripts.QUEUE_DEPTH)
 
     async def close(self) -> None:
         await self.redis.aclose()
@@ -197,6 +198,10 @@ class ClusterStore:
             return int(await self.redis.zcard(f"{self.prefix}:queue"))
         except RedisError as exc:
             raise StoreUnavailable(exc) from exc
+
+    async def queue_depth(self) -> int:
+        """The Acquires waiting in the cluster's queue, expired tickets left out."""
+        return int(await self._call(self._queue_depth))
 
     async def leave(self, node: str) -> None:
         """A node shutting down (its leases already ended): gone at once, not reaped later."""

@@ -85,6 +85,11 @@ class LeaseTelemetry(LeaseObserver):
             ("broker.cluster.leases", "cluster mode: live leases in the whole cluster"),
             ("broker.cluster.store_reachable", "cluster mode: 1 while Redis answers this node"),
             ("broker.cluster.pending_outcomes", "cluster mode: lease endings not yet in Redis"),
+            (
+                "broker.cluster.queue.depth",
+                "cluster mode: Acquires waiting in the cluster's queue (every node's, as this "
+                "node's last heartbeat read it)",
+            ),
         ):
             meter.create_observable_gauge(name, [observe(name)], description=description)
         self._pools = pools
