@@ -94,10 +94,41 @@ def test_default_and_full_renders_hold_what_the_chart_promises(helm: str) -> Non
     assert "fieldPath: status.podIP" in defaults  # cluster_advertise from the downward API
     assert "localhostProfile: profiles/browser-broker.json" in defaults
     assert "terminationGracePeriodSeconds: 345" in defaults  # 5 + 300 + 10 + 30
+    # The browser jail: required, in a pod whose user namespace lets its /proc be unmasked.
+    assert 'browser_jail = "required"' in defaults
+    assert "hostUsers: false" in defaults and "procMount: Unmasked" in defaults
     full = render(helm, CHART, "--values", str(CHART / "ci" / "full-values.yaml"))
     assert kinds(full) >= {"ScaledObject", "ServiceMonitor", "NetworkPolicy"}
+    # KEDA scales on the cluster's queue too (every pod exports the same depth: its max).
+    assert "+ max(broker_cluster_queue_depth{" in full
+    assert "localhostProfile: browser-broker" in full and "procMount: Unmasked" in full
     assert "kind: Deployment" in full and "replicas:" not in full.split("kind: Deployment")[1][:400]
     assert "terminationGracePeriodSeconds: 670" in full  # 10 + 600 + 15 + 45
+
+
+def test_tls_in_cluster_mode_verifies_one_name_on_every_pod(helm: str) -> None:
+    """Pods dial each other at their IPs: each presents the one certificate, whose name (and CA)
+    the pods verify on each other, and which the Certificate and the probes name too."""
+    rendered = render(helm, CHART, "--values", str(CHART / "ci" / "tls-values.yaml"))
+    toml = broker_toml(rendered)
+    assert 'cluster_tls_server_name = "nodes.browsers.internal"' in toml
+    assert 'cluster_ca_file = "/etc/browser-broker-tls/ca.crt"' in toml
+    assert 'cluster_client_cert_file = "/etc/browser-broker-tls/tls.crt"' in toml  # mutual TLS
+    certificate = rendered.split("kind: Certificate", 1)[1].split("\n---", 1)[0]
+    assert "    - nodes.browsers.internal\n" in certificate
+    assert '{name: PROBE_SERVER_NAME, value: "nodes.browsers.internal"}' in rendered
+    # By default the name is the Service's, which the Certificate already names (once).
+    default = render(
+        helm,
+        CHART,
+        "--values",
+        str(CHART / "ci" / "tls-values.yaml"),
+        "--set",
+        "tls.serverName=",
+    )
+    assert 'cluster_tls_server_name = "bb-browser-broker.browsers.svc"' in broker_toml(default)
+    certificate = default.split("kind: Certificate", 1)[1].split("\n---", 1)[0]
+    assert certificate.count("- bb-browser-broker.browsers.svc\n") == 1
 
 
 @pytest.mark.parametrize(
@@ -112,15 +143,22 @@ def test_default_and_full_renders_hold_what_the_chart_promises(helm: str) -> Non
             "the broker would refuse to start",
         ),
         (
-            ["--set", "tls.enabled=true", "--set", "tls.existingSecret=x"],
-            "tls.enabled with cluster.enabled",
+            ["--set", "browserJail.podUserNamespace=false"],
+            "browserJail.mode required needs browserJail.podUserNamespace",
         ),
+        (["--set", "browserJail.mode=sometimes"], 'browserJail.mode "sometimes": one of'),
         (
             ["--set", "cluster.enabled=false", "--set", "autoscaling.enabled=true"],
             "autoscaling.enabled needs cluster.enabled",
         ),
     ],
-    ids=["owned-setting", "insecure-off-without-tls", "tls-in-cluster", "autoscaling-alone"],
+    ids=[
+        "owned-setting",
+        "insecure-off-without-tls",
+        "jail-without-user-namespace",
+        "jail-mode",
+        "autoscaling-alone",
+    ],
 )
 def test_chart_refuses_what_would_not_run(helm: str, flags: list[str], message: str) -> None:
     """Values the broker would refuse at start (or that cannot work) fail at render, saying why."""
@@ -198,3 +236,5 @@ def test_the_broker_accepts_the_rendered_config(
     settings = load_settings(config, **pod_env)
     assert settings.listen == "0.0.0.0:50051"
     assert settings.drain_timeout_s >= 300
+    if settings.cluster_url is not None and settings.tls_cert_file is not None:
+        assert settings.cluster_tls_server_name and settings.cluster_ca_file is not None

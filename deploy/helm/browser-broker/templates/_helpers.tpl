@@ -63,6 +63,11 @@ app.kubernetes.io/component: redis
 {{- end -}}
 {{- end -}}
 
+{{/* The name every pod's certificate carries: verified by the probes, and on calls between pods. */}}
+{{- define "browser-broker.tlsServerName" -}}
+{{- default (printf "%s.%s.svc" (include "browser-broker.fullname" .) .Release.Namespace) .Values.tls.serverName -}}
+{{- end -}}
+
 {{- define "browser-broker.redisHost" -}}
 {{- printf "%s-redis" (include "browser-broker.fullname" .) -}}
 {{- end -}}
