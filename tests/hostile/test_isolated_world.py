@@ -141,8 +141,19 @@ async def test_a_result_within_the_bound_is_read_whole(
         steps.attribute("#big", "data-big"),
         steps.attribute("#big", "data-missing"),
         steps.content(),
+        # Measured once the element is there, as a locator waits.
+        steps.evaluate(
+            "(() => { setTimeout(() => { const p = document.createElement('p'); p.id = 'later';"
+            " p.textContent = 'late'; p.setAttribute('data-é:x', 'v'); document.body.append(p);"
+            " }, 300); return 1; })()"
+        ),
+        steps.text("#later"),
+        steps.attribute("#later", "data-é:x"),
+        steps.text("#never", timeout_s=1),
     )
-    assert [r.ok for r in results] == [True] * 6, _sizes(results)
+    assert [r.ok for r in results] == [True] * 9 + [False], _sizes(results)
+    assert [r.text for r in results[7:9]] == ["late", "v"]
+    assert results[9].error_kind == "timeout", _sizes(results)
     assert results[2].text == "w" * 400_000
     assert results[3].text == "é" * 250_000 and results[3].found
     assert not results[4].found

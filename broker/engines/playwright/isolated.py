@@ -28,10 +28,11 @@ from __future__ import annotations
 
 import contextlib
 import weakref
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 from urllib.parse import quote
 
-from playwright.async_api import CDPSession, Frame, Page
+from playwright.async_api import CDPSession, Frame, Locator, Page
 from playwright.async_api import Error as PlaywrightError
 
 from broker.engines.playwright.bounded_results import (
@@ -48,6 +49,8 @@ from broker.engines.playwright.bounded_results import (
 )
 from broker.engines.playwright.measure_engine import MEASURE, OVER
 from broker.model.steps.base import StepErrorKind
+
+T = TypeVar("T")
 
 WORLD = "__broker_results__"  # the CDP isolated world's name (one per frame, made on demand)
 
@@ -110,9 +113,8 @@ async def content(frame: Frame, limit: int) -> str:
 
 
 async def text(frame: Frame, selector: str, limit: int, timeout_ms: float) -> str:
-    first = frame.locator(selector).first
-    measure = first.locator(f"{MEASURE}=text:{limit}")
-    await _measured(measure.wait_for(state="attached", timeout=timeout_ms))
+    measure = frame.locator(selector).first.locator(f"{MEASURE}=text:{limit}")
+    await _measure(measure, timeout_ms)
     return await text_of_first(frame, selector, limit, timeout_ms)
 
 
@@ -120,8 +122,7 @@ async def attribute(
     frame: Frame, selector: str, name: str, limit: int, timeout_ms: float
 ) -> str | None:
     first = frame.locator(selector).first
-    measure = f"{MEASURE}=attribute:{limit}:{quote(name, safe='')}"
-    await _measured(first.locator(measure).wait_for(state="attached", timeout=timeout_ms))
+    await _measure(first.locator(f"{MEASURE}=attribute:{limit}:{quote(name, safe='')}"), timeout_ms)
     answer = first.evaluate(BOUNDED_ATTRIBUTE, [name, limit], timeout=timeout_ms)
     return await bounded_text(answer, limit, allow_none=True)
 
@@ -136,10 +137,18 @@ async def title(page: Page) -> str:
     return answer[:TITLE_CHARS] if isinstance(answer, str) else ""
 
 
-async def _measured(check: Any) -> None:
+async def _measure(measure: Locator, timeout_ms: float) -> None:
+    """Measure the element `measure` chains from, waiting for it as a locator does (up to
+    `timeout_ms`) when it is not there yet: one round trip when it is (counting is a single
+    query; waiting for it costs a poll on Firefox)."""
+    if await _measured(measure.count()) == 0:
+        await _measured(measure.wait_for(state="attached", timeout=timeout_ms))
+
+
+async def _measured(check: Awaitable[T]) -> T:
     """Await a measure in the utility world; its TOO_LARGE becomes the step's."""
     try:
-        await check
+        return await check
     except PlaywrightError as exc:
         refused = refusal(exc)
         if refused is not None:
