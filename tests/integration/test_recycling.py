@@ -34,6 +34,22 @@ async def until(condition: Callable[[], Awaitable[bool]], timeout_s: float = 30.
         await asyncio.sleep(0.05)
 
 
+async def browsers_settle(
+    running: InProcessBroker, engine: str, want: tuple[int, int, int], timeout_s: float = 10.0
+) -> None:
+    """Until the status reports `want` as (retiring, recycled, browsers). Its browser count comes
+    from a process walk reused for up to 0.5 s, and a closed browser leaves the engine's records
+    when Playwright reports its disconnect, which can come after its process is gone: right after
+    a browser exits, the status may still count it."""
+    seen: tuple[int, int, int] | None = None
+    deadline = time.monotonic() + timeout_s
+    while seen != want:
+        assert seen is None or time.monotonic() < deadline, f"status {seen}, expected {want}"
+        status = await engine_status(running, engine)
+        seen = (status.browsers_retiring, status.browsers_recycled, status.browsers)
+        await asyncio.sleep(0.05)
+
+
 async def mark(lease: AsyncLease, value: str) -> None:
     """Leave state in the lease's page, to show later that nothing replaced it."""
     (await lease.run(steps.evaluate(f"window.mark = {value!r}"), timeout=10)).raise_for_failure()
@@ -71,8 +87,7 @@ async def test_recycles_after_n_sessions_without_disturbing_leases(
 
     await first[2].release()
     assert await gone(old_pids), f"the retired browser outlived its last lease: {old_pids}"
-    status = await engine_status(running, engine)
-    assert (status.browsers_retiring, status.browsers_recycled, status.browsers) == (0, 1, 1)
+    await browsers_settle(running, engine, (0, 1, 1))
     await mark(fresh, "new")
     assert await read_mark(fresh) == "new"
     await fresh.release()
