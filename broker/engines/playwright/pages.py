@@ -15,7 +15,7 @@ from playwright.async_api import Error as PlaywrightError
 
 from broker.common.cleanup import TaskSet, bounded
 from broker.engines.playwright.bounded_results import URL_CHARS, truncated
-from broker.model.steps.base import PageEvent, PageInfo
+from broker.model.steps.base import PageEvent
 from broker.model.steps.globs import UrlGlob, matches_any, url_glob
 
 RESPONSES_KEPT = 256
@@ -174,25 +174,6 @@ class LeasePages:
                         return page
                     unmatched[page] = url
             await asyncio.sleep(POLL_S)
-
-    async def describe(self, current: Page) -> list[PageInfo]:
-        infos = []
-        for page in self.open_pages():
-            title = ""
-            opener: Page | None = None
-            with contextlib.suppress(PlaywrightError, TimeoutError):
-                title = await bounded(page.title(), TITLE_TIMEOUT_S)
-                opener = await bounded(page.opener(), TITLE_TIMEOUT_S)
-            infos.append(
-                PageInfo(
-                    id=self._ids[page],
-                    url=page.url,
-                    title=title,
-                    current=page is current,
-                    opener_id=self._ids.get(opener, "") if opener is not None else "",
-                )
-            )
-        return infos
 
     # ------------------------------------------------------------- downloads
 
