@@ -123,9 +123,24 @@ class PlaywrightEngine(EngineViews):
             session.mark_lost(LostCause.ENGINE_CRASHED)
 
     async def _launch(self, launcher: Launcher | None = None) -> Browser:
-        """Launch one browser and learn its PID (launches are serialized, so the new PID is it)."""
+        """Launch one browser. A caller cancelled meanwhile does not cancel the launch: Playwright
+        can finish it in its driver all the same, and that browser would be nobody's (a process
+        alive until the driver stops). The launch goes on, and its browser is closed."""
         if self._closed:
             raise Unavailable(f"{self.name.value} engine is closed")
+        launching = asyncio.ensure_future(self._launch_serialized(launcher))
+        try:
+            return await asyncio.shield(launching)
+        except asyncio.CancelledError:
+            self._browser_closers.spawn(self._close_launched(launching))
+            raise
+
+    async def _close_launched(self, launching: asyncio.Future[Browser]) -> None:
+        with contextlib.suppress(Exception):  # a failed launch left nothing to close
+            await self._close_browser(await launching)
+
+    async def _launch_serialized(self, launcher: Launcher | None) -> Browser:
+        """Launch one browser and learn its PID (launches are serialized, so the new PID is it)."""
         async with self._launch_lock:
             playwright = await self._driver.ensure(self._launch_timeout_s)
             drivers_lost = self._driver.generation

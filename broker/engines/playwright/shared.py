@@ -6,6 +6,12 @@ A tenant's shared browser left without a session is idle: it closes after `idle_
 `max_idle` browsers are idle at once (past that, the longest idle closes at once). A browser with
 a session counts against the broker's capacity through its lease, so the browsers alive at once
 are bounded by the capacity plus `max_idle`.
+
+A tenant's first sessions wait for one launch, their tenant's own: another tenant's launch never
+holds them up here. Cancelling a session that waits (its Acquire's deadline) does not cancel the
+launch: Playwright may finish a launch in its driver after its caller gave up, and that browser
+would be nobody's. The launch goes on, and its browser becomes the tenant's, idle until the
+tenant's next session (or closed after `idle_s`).
 """
 
 from __future__ import annotations
@@ -40,7 +46,8 @@ class SharedBrowsers:
         self.max_idle = max_idle
         self._by_tenant: dict[str, Browser] = {}
         self._idle: dict[Browser, asyncio.TimerHandle] = {}  # oldest first
-        self._launching = asyncio.Lock()
+        self._launching: dict[str, asyncio.Future[Browser]] = {}  # one launch per tenant at most
+        self._waiting: dict[str, int] = {}  # sessions waiting for their tenant's launch
 
     def get(self, tenant: str) -> Browser | None:
         """The tenant's shared browser, if it has one that is connected."""
@@ -51,13 +58,49 @@ class SharedBrowsers:
         """The tenant's shared browser, launched on its first context session; no longer idle."""
         browser = self.get(tenant)
         if browser is None:
-            async with self._launching:
-                browser = self.get(tenant)
-                if browser is None:
-                    browser = await launch()
-                    self._by_tenant[tenant] = browser
+            launching = self._launching.get(tenant)
+            if launching is None:
+                launching = asyncio.ensure_future(launch())
+                self._launching[tenant] = launching
+                launching.add_done_callback(lambda done: self._launched(tenant, done))
+            self._waiting[tenant] = self._waiting.get(tenant, 0) + 1
+            try:
+                browser = await asyncio.shield(launching)
+            except BaseException:
+                if self._stop_waiting(tenant) and launching.done():
+                    self._unclaimed(launching)  # launched, but its last waiter was cancelled
+                raise
+            self._stop_waiting(tenant)
         self.busy(browser)
         return browser
+
+    def _launched(self, tenant: str, launching: asyncio.Future[Browser]) -> None:
+        """A tenant's launch is over: its browser is the tenant's, idle if nobody waits for it
+        any more; a failure reaches the sessions that wait (if none does, it is dropped)."""
+        if self._launching.get(tenant) is not launching:
+            # Cleared meanwhile (the driver died, or the engine closes): nobody's browser.
+            if not launching.cancelled() and launching.exception() is None:
+                self._close(launching.result())
+            return
+        del self._launching[tenant]
+        if launching.cancelled() or launching.exception() is not None:
+            return
+        self._by_tenant[tenant] = launching.result()
+        if tenant not in self._waiting:
+            self._unclaimed(launching)
+
+    def _stop_waiting(self, tenant: str) -> bool:
+        """One session no longer waits for its tenant's launch; whether it was the last."""
+        self._waiting[tenant] -= 1
+        if self._waiting[tenant]:
+            return False
+        del self._waiting[tenant]
+        return True
+
+    def _unclaimed(self, launching: asyncio.Future[Browser]) -> None:
+        """A launched browser no session took: idle from now on."""
+        if not launching.cancelled() and launching.exception() is None:
+            self.idle(launching.result())
 
     def __contains__(self, browser: Browser) -> bool:
         return any(shared is browser for shared in self._by_tenant.values())
@@ -110,3 +153,4 @@ class SharedBrowsers:
             timer.cancel()
         self._idle.clear()
         self._by_tenant.clear()
+        self._launching.clear()  # a launch still going on closes its browser when it ends
