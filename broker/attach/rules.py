@@ -5,22 +5,23 @@ object with an integer `id`, a string `method`, an object `params`, a string `se
 the browser is sent the broker's own serialization of what was judged, never the client's
 bytes: two parsers cannot read one message two ways.
 
-What is refused, and why (docs/security.md#attached-clients):
+A command must be on the allow list (`allowed.py`: every command a client may send, domain by
+domain, and those refused on purpose with the reason); anything else is refused naming it. An
+allowed command may still be refused or rewritten by its parameters, here
+(docs/security.md#attached-clients):
 
-- host files: `DOM.setFileInputFiles`, `Input.dispatchDragEvent` carrying files, the `PWA`
-  domain (it opens files in apps), `Network.loadNetworkResource` of anything but http(s);
-  navigations (`Page.navigate`, `Target.createTarget`) to any scheme but http, https, data and
-  about:blank (`file:`, `view-source:`, `chrome:`, `javascript:`, ...);
+- host files: `Input.dispatchDragEvent` carrying files, `Network.loadNetworkResource` of
+  anything but http(s); navigations (`Page.navigate`, `Target.createTarget`) to any scheme but
+  http, https, data and about:blank (`file:`, `view-source:`, `chrome:`, `javascript:`, ...);
+  an intercepted request continued to a URL that is not http(s);
 - download folders a client names: `Browser.setDownloadBehavior` and `Page.setDownloadBehavior`
   are rewritten to the lease's own folder;
 - the egress route: `Target.createBrowserContext` with its own `proxyServer` or
-  `proxyBypassList`;
-- the filter itself: non-flat sessions (`Target.sendMessageToTarget`, `flatten` other than
-  true), `Target.exposeDevToolsProtocol` (a page driving CDP), `Target.setRemoteLocations`,
-  `Tethering.*` (opens ports), `Extensions.*`, `Browser.executeBrowserCommand`,
-  `Target.openDevTools`, `Browser.getBrowserCommandLine`;
-- the lease's end: `Browser.close` and `Browser.crash`/`crashGpuProcess` (Release ends a lease;
-  a client disconnects).
+  `proxyBypassList`; `Tracing.start` on the system backend or with a Perfetto configuration (a
+  host service, outputs it names);
+- the host's devices: permissions granted for cameras, microphones, screens, MIDI, NFC, smart
+  cards, printers, speakers and XR devices;
+- the relay itself: non-flat sessions (`flatten` other than true).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from broker.attach.allowed import refusal
 from broker.common.urls import UrlError, canonical
 
 ERROR_CODE = -32000  # what Chromium answers a refused command with, too
@@ -90,35 +92,36 @@ def decode(raw: str | bytes) -> Command:
     return Command(ident, method, params, session)
 
 
-REFUSED_DOMAINS = {
-    "Tethering": "it opens ports on the host",
-    "Extensions": "extensions are not loaded into a leased browser",
-    "PWA": "it installs apps and opens files in them",
-}
-REFUSED_METHODS = {
-    "DOM.setFileInputFiles": "it hands host files to the page (send the file's bytes instead)",
-    "Target.exposeDevToolsProtocol": "it lets a page drive the browser around this relay",
-    "Target.setRemoteLocations": "it makes the browser connect to other hosts",
-    "Target.sendMessageToTarget": "only flat sessions are relayed (flatten: true)",
-    "Target.openDevTools": "no DevTools window in a leased browser",
-    "Browser.executeBrowserCommand": "browser commands are not for leased browsers",
-    "Browser.getBrowserCommandLine": "the command line is the broker's",
-    "Browser.close": "Release ends a lease; disconnect instead",
-    "Browser.crash": "Release ends a lease; disconnect instead",
-    "Browser.crashGpuProcess": "Release ends a lease; disconnect instead",
-}
 NAVIGATION_SCHEMES = frozenset({"http", "https", "data"})
 FLATTENED = ("Target.attachToTarget", "Target.setAutoAttach")
+CONTINUED = ("Fetch.continueRequest", "Network.continueInterceptedRequest")
+# Permissions that hand a page one of the host's devices (CDP's PermissionType names).
+DEVICE_PERMISSIONS = frozenset(
+    {
+        "audioCapture",
+        "videoCapture",
+        "cameraPanTiltZoom",
+        "displayCapture",
+        "capturedSurfaceControl",
+        "speakerSelection",
+        "midi",
+        "midiSysex",
+        "nfc",
+        "smartCard",
+        "webPrinting",
+        "ar",
+        "vr",
+        "handTracking",
+    }
+)
 
 
 def judge(command: Command, downloads_folder: str) -> str | None:
     """Why `command` is refused (None: it may go, maybe rewritten in place)."""
     method, params = command.method, command.params
-    domain = method.partition(".")[0]
-    if domain in REFUSED_DOMAINS:
-        return f"{method} is refused: {REFUSED_DOMAINS[domain]}"
-    if method in REFUSED_METHODS:
-        return f"{method} is refused: {REFUSED_METHODS[method]}"
+    refused = refusal(method)
+    if refused is not None:
+        return refused
     if method in FLATTENED and params.get("flatten") is not True:
         return f"{method} is refused without flatten: true (only flat sessions are relayed)"
     if method == "Target.createBrowserContext":
@@ -133,6 +136,12 @@ def judge(command: Command, downloads_folder: str) -> str | None:
         return _navigation(method, params.get("url"))
     if method == "Network.loadNetworkResource":
         return _fetch(method, params.get("url"))
+    if method in CONTINUED and "url" in params:
+        return _fetch(method, params["url"])
+    if method == "Tracing.start":
+        return _tracing(method, params)
+    if method in ("Browser.grantPermissions", "Browser.setPermission"):
+        return _permissions(method, params)
     if method in ("Browser.setDownloadBehavior", "Page.setDownloadBehavior"):
         if params.get("behavior") in ("allow", "allowAndName"):
             params["downloadPath"] = downloads_folder  # the lease's own folder, whatever it says
@@ -166,3 +175,25 @@ def _fetch(method: str, url: object) -> str | None:
     if scheme in ("http", "https"):
         return None
     return f"{method} is refused: only http and https resources are loaded"
+
+
+def _tracing(method: str, params: dict[str, Any]) -> str | None:
+    if "perfettoConfig" in params:
+        return f"{method} is refused with perfettoConfig: it can name outputs and host services"
+    if params.get("tracingBackend") == "system":
+        return f"{method} is refused on the system backend: it is a service of the host"
+    return None
+
+
+def _permissions(method: str, params: dict[str, Any]) -> str | None:
+    if method == "Browser.setPermission":
+        descriptor = params.get("permission")
+        name = descriptor.get("name") if isinstance(descriptor, dict) else None
+        names = [name] if params.get("setting") == "granted" else []
+    else:
+        given = params.get("permissions")
+        names = given if isinstance(given, list) else []
+    for name in names:
+        if name in DEVICE_PERMISSIONS:
+            return f"{method} is refused for {name}: it hands a host device to pages"
+    return None
