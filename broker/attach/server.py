@@ -1,8 +1,9 @@
 """The attach edge: a WebSocket server where a tenant's client reaches its lease's browser.
 
 `/cdp/<lease id>?token=<attach token>` is checked before the upgrade: an unknown or ended lease
-is answered 404 and a wrong token 401, with no upgrade. What a lease id and token lead to is
-the resolver's business (the wiring's, which knows the lease table); this edge knows only hubs,
+is answered 404 and a wrong token 401, with no upgrade; once the broker drains, every new
+connection is answered 503 (the leases it holds go on, and their connected clients with them,
+until they end). What a lease id and token lead to is the resolver's business (the wiring's, which knows the lease table); this edge knows only hubs,
 bounds and sockets.
 """
 
@@ -71,8 +72,10 @@ class AttachServer:
         port: int,
         limits: AttachLimits,
         ssl_context: ssl.SSLContext | None = None,
+        draining: Callable[[], bool] = lambda: False,
     ) -> None:
         self._resolve = resolve
+        self._draining = draining
         self._host = host
         self._port = port
         self._limits = limits
@@ -103,6 +106,10 @@ class AttachServer:
                 await asyncio.wait_for(self._server.wait_closed(), 5.0)
 
     def _check(self, connection: ServerConnection, request: Request) -> Response | None:
+        if self._draining():
+            return connection.respond(
+                http.HTTPStatus.SERVICE_UNAVAILABLE, "the broker is draining: no new connections\n"
+            )
         url = urlsplit(request.path)
         parts = url.path.split("/")
         tokens = parse_qs(url.query).get("token", [])

@@ -32,6 +32,7 @@ async def start_attach_edge(settings: Settings, broker: Broker) -> AttachServer 
         int(port),
         settings.attach_limits(),
         context,
+        draining=lambda: broker.leases.draining,
     )
     bound = await server.start()
     if broker.egress is not None:
