@@ -28,6 +28,7 @@ log = logging.getLogger("broker.attach")
 CALL_TIMEOUT_S = 10.0
 CLOSE_TIMEOUT_S = 3.0  # Browser.close, then SIGKILL to the browser's process group
 _ATTACHING = ("Target.attachToTarget", "Target.attachToBrowserTarget")
+_TARGET_EVENTS = ("Target.targetCreated", "Target.targetInfoChanged")
 
 
 class HubError(RuntimeError):
@@ -47,6 +48,7 @@ class HubClient:
     bucket: TokenBucket | None
     root: str = ""
     sessions: set[str] = field(default_factory=set)
+    targets: dict[str, str] = field(default_factory=dict)  # its page sessions' targets
     pending: int = 0
     closed: bool = False
     messages_in: int = 0
@@ -60,6 +62,14 @@ class HubClient:
         self.messages_out += 1
         self.bytes_out += len(text)
         self.peer.deliver(text)
+
+
+def _attached_as_seen_by(client: HubClient, info: object) -> None:
+    """A target's `attached`, as the client would see it alone with the browser: whether it has
+    a session to it. The broker's own Playwright attaches to every page, and clients that wait
+    for a new, unattached target (chromedp's popups) would never see one."""
+    if isinstance(info, dict) and "attached" in info:
+        info["attached"] = info.get("targetId") in client.targets.values()
 
 
 class CdpHub:
@@ -219,9 +229,15 @@ class CdpHub:
         method, params = message.get("method"), message.get("params") or {}
         if method == "Target.attachedToTarget" and isinstance(params.get("sessionId"), str):
             self._own(params["sessionId"], client)
+            target = (params.get("targetInfo") or {}).get("targetId")
+            if isinstance(target, str):
+                client.targets[params["sessionId"]] = target
         elif method == "Target.detachedFromTarget" and isinstance(params.get("sessionId"), str):
             self._owner.pop(params["sessionId"], None)
             client.sessions.discard(params["sessionId"])
+            client.targets.pop(params["sessionId"], None)
+        if not client.trusted and method in _TARGET_EVENTS:
+            _attached_as_seen_by(client, params.get("targetInfo"))
         if session == client.root:
             del message["sessionId"]
         client.send(message)
@@ -235,6 +251,9 @@ class CdpHub:
             session = result.get("sessionId")
             if isinstance(session, str):
                 self._own(session, client)
+        if not client.trusted and isinstance(result, dict):
+            for info in [result.get("targetInfo"), *(result.get("targetInfos") or [])]:
+                _attached_as_seen_by(client, info)
         message["id"] = ident
         if message.get("sessionId") == client.root:
             del message["sessionId"]
