@@ -67,8 +67,9 @@ class HubClient:
 def _attached_as_seen_by(client: HubClient, info: object) -> None:
     """A target's `attached`, as the client would see it alone with the browser: whether it has
     a session to it. The broker's own Playwright attaches to every page, and clients that wait
-    for a new, unattached target (chromedp's popups) would never see one."""
-    if isinstance(info, dict) and "attached" in info:
+    for a new, unattached target (chromedp's popups) would never see one. The browser target
+    stays attached: every client is, through its root session (Puppeteer finds it so)."""
+    if isinstance(info, dict) and "attached" in info and info.get("type") != "browser":
         info["attached"] = info.get("targetId") in client.targets.values()
 
 

@@ -70,10 +70,13 @@ async def test_get_targets_answers_attached_as_seen_by_the_client() -> None:
     client, peer = _client(hub)
     hub.receive(client, json.dumps({"id": 7, "method": "Target.getTargets"}))
     wire = pipe.sent[-1]["id"]
-    infos = [_info("t1"), _info("t2", attached=False)]
+    browser = {"targetId": "b", "type": "browser", "attached": True}
+    infos = [_info("t1"), _info("t2", attached=False), browser]
     hub._dispatch({"id": wire, "result": {"targetInfos": infos}, "sessionId": client.root})
     assert peer.got[-1]["id"] == 7
-    assert [i["attached"] for i in peer.got[-1]["result"]["targetInfos"]] == [False, False]
+    # the browser target stays attached: the client is, through its root session
+    attached = [i["attached"] for i in peer.got[-1]["result"]["targetInfos"]]
+    assert attached == [False, False, True]
 
 
 async def test_the_trusted_client_sees_the_browser_as_it_is() -> None:
