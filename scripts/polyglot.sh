@@ -6,6 +6,8 @@
 #   grpcurl                           go install           (README examples)
 #   examples/node/node_modules        npm ci
 #   the Go example client             go build            ($BIN/browserbroker-go-example)
+#   examples/attach/node/node_modules npm ci               (Node Playwright, Puppeteer attached)
+#   the chromedp attached client      go build            ($BIN/browserbroker-attach-chromedp)
 #   jq, openssl                       apt-get, if missing  (documented examples)
 # Tools land in $BIN=${BROKER_CACHE_DIR:-$HOME/.cache/browser-broker}/bin: put it on PATH.
 set -euo pipefail
@@ -57,15 +59,22 @@ for tool in jq openssl; do  # the grpcurl examples use jq; the TLS docs make cer
   fi
 done
 
-# Node example: npm ci when package-lock.json changed or node_modules is gone.
-stamp=$CACHE/stamps/node-example-$(sha1sum examples/node/package-lock.json | cut -c1-16)
-if [ ! -f "$stamp" ] || [ ! -f examples/node/node_modules/.package-lock.json ]; then
-  log "npm ci in examples/node"
-  (cd examples/node && npm ci --silent --no-audit --no-fund)
-  mkdir -p "$CACHE/stamps" && touch "$stamp"
-fi
+# npm_ci DIR NAME: npm ci in DIR when its package-lock.json changed or node_modules is gone.
+npm_ci() {
+  local stamp
+  stamp=$CACHE/stamps/$2-$(sha1sum "$1/package-lock.json" | cut -c1-16)
+  if [ ! -f "$stamp" ] || [ ! -f "$1/node_modules/.package-lock.json" ]; then
+    log "npm ci in $1"
+    (cd "$1" && npm ci --silent --no-audit --no-fund)
+    mkdir -p "$CACHE/stamps" && touch "$stamp"
+  fi
+}
+npm_ci examples/node node-example
+npm_ci examples/attach/node attach-node  # playwright-core, puppeteer-core (tests/polyglot)
 
-# Go example: go build is incremental and fetches modules into Go's module cache.
+# Go programs: go build is incremental and fetches modules into Go's module cache.
 log "building examples/go"
 (cd examples/go && go build -o "$BIN/browserbroker-go-example" .)
+log "building examples/attach/go"
+(cd examples/attach/go && go build -o "$BIN/browserbroker-attach-chromedp" .)
 log "ready: $BIN"
