@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from broker.attach.bounds import AttachLimits, TokenBucket
-from broker.attach.pipe import BrowserPipe
+from broker.attach.envelope import ENVELOPE_BYTES, read_envelope, respliced
+from broker.attach.pipe import CHUNK_BYTES, MAX_BROWSER_MESSAGE_BYTES, BrowserPipe, Oversized
 from broker.attach.rules import ERROR_CODE, decode, judge
 
 log = logging.getLogger("broker.attach")
@@ -29,6 +30,10 @@ CALL_TIMEOUT_S = 10.0
 CLOSE_TIMEOUT_S = 3.0  # Browser.close, then SIGKILL to the browser's process group
 _ATTACHING = ("Target.attachToTarget", "Target.attachToBrowserTarget")
 _TARGET_EVENTS = ("Target.targetCreated", "Target.targetInfoChanged")
+# Answers the hub reads (and may rewrite) before a client has them; any other answer, and any
+# event outside the Target domain, may be relayed by its envelope alone.
+_READ_ANSWERS = (*_ATTACHING, "Target.getTargets", "Target.getTargetInfo")
+_LARGE_BYTES = 256 * 1024  # a message routed by its envelope, never parsed on the loop
 
 
 class HubError(RuntimeError):
@@ -36,8 +41,8 @@ class HubError(RuntimeError):
 
 
 class Peer(Protocol):
-    def deliver(self, text: str) -> None:
-        """Queue one message for the client (never blocks)."""
+    def deliver(self, text: str | bytes) -> None:
+        """Queue one message (JSON text, maybe as UTF-8 bytes) for the client; never blocks."""
         ...
 
 
@@ -57,11 +62,29 @@ class HubClient:
     bytes_out: int = 0
     refused: int = 0
 
-    def send(self, message: dict[str, Any]) -> None:
-        text = json.dumps(message, separators=(",", ":"))
+    def send(self, message: dict[str, Any] | bytes) -> None:
+        if isinstance(message, dict):
+            message = json.dumps(message, separators=(",", ":"), allow_nan=False).encode()
         self.messages_out += 1
-        self.bytes_out += len(text)
-        self.peer.deliver(text)
+        self.bytes_out += len(message)
+        self.peer.deliver(message)
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """A client's command the browser has not answered yet."""
+
+    client: HubClient
+    ident: int  # the client's own id
+    method: str
+    sent_at: float
+
+
+def _error(ident: int, session: str | None, message: str) -> dict[str, Any]:
+    error: dict[str, Any] = {"id": ident, "error": {"code": ERROR_CODE, "message": message}}
+    if session is not None:
+        error["sessionId"] = session
+    return error
 
 
 def _attached_as_seen_by(client: HubClient, info: object) -> None:
@@ -86,7 +109,7 @@ class CdpHub:
         self.limits = limits
         self._now = now
         self._ids = itertools.count(1)
-        self._pending: dict[int, tuple[HubClient, int, str] | asyncio.Future[dict[str, Any]]] = {}
+        self._pending: dict[int, Waiting | asyncio.Future[dict[str, Any]]] = {}
         self._owner: dict[str, HubClient] = {}
         self._pages: set[str] = set()
         self.clients: set[HubClient] = set()
@@ -145,6 +168,9 @@ class CdpHub:
         for session in client.sessions:
             self._owner.pop(session, None)
         client.sessions.clear()
+        for wire_id in [k for k, w in self._pending.items() if getattr(w, "client", 0) is client]:
+            del self._pending[wire_id]
+        client.pending = 0
         if client.root and not self.gone.is_set():
             self._send_own("Target.detachFromTarget", {"sessionId": client.root})
 
@@ -164,16 +190,10 @@ class CdpHub:
             refusal = self._bounds(client, command.method) or judge(command, self.downloads_folder)
         if refusal is not None:
             client.refused += 1
-            error: dict[str, Any] = {
-                "id": command.id,
-                "error": {"code": ERROR_CODE, "message": refusal},
-            }
-            if command.session_id is not None:
-                error["sessionId"] = command.session_id
-            client.send(error)
+            client.send(_error(command.id, command.session_id, refusal))
             return
         wire_id = next(self._ids)
-        self._pending[wire_id] = (client, command.id, command.method)
+        self._pending[wire_id] = Waiting(client, command.id, command.method, self._now())
         client.pending += 1
         self.pipe.write(command.wire(wire_id, session))
 
@@ -192,11 +212,30 @@ class CdpHub:
 
     # ------------------------------------------------------------ browser -> clients
 
+    def _bound(self, head: bytes) -> int:
+        """How much of a message starting with `head` is held: an answer to the broker's own
+        Playwright or the hub, up to MAX_BROWSER_MESSAGE_BYTES; anything else, the bound on
+        what an attached client is sent."""
+        envelope = read_envelope(head, b"}", len(head) + 1)
+        if envelope is not None and envelope.id is not None:
+            waiting = self._pending.get(envelope.id)
+            if not isinstance(waiting, Waiting) or waiting.client.trusted:
+                return MAX_BROWSER_MESSAGE_BYTES
+        return self.limits.max_browser_message_bytes
+
     async def _read_forever(self) -> None:
         try:
-            while (raw := await self.pipe.read()) is not None:
+            while (raw := await self.pipe.read(self._bound)) is not None:
+                if isinstance(raw, Oversized):
+                    self._oversized(raw)
+                    continue
+                if len(raw) > _LARGE_BYTES and self._relay_large(raw):
+                    continue
                 try:
-                    message = json.loads(raw)
+                    if len(raw) > CHUNK_BYTES:
+                        message = await asyncio.to_thread(json.loads, raw)
+                    else:
+                        message = json.loads(raw)
                 except ValueError:
                     log.warning("an undecodable message from the browser was dropped")
                     continue
@@ -218,7 +257,7 @@ class CdpHub:
                 if not waiting.done():
                     waiting.set_result(message)
             elif waiting is not None:
-                self._answer(message, *waiting)
+                self._answer(message, waiting.client, waiting.ident, waiting.method)
             return
         session = message.get("sessionId")
         if session is None:
@@ -259,6 +298,79 @@ class CdpHub:
         if message.get("sessionId") == client.root:
             del message["sessionId"]
         client.send(message)
+
+    def _relay_large(self, raw: bytes) -> bool:
+        """Relay a large message by its envelope, unparsed; False: it must be parsed."""
+        envelope = read_envelope(raw[:ENVELOPE_BYTES], raw[-ENVELOPE_BYTES:], len(raw))
+        if envelope is None:
+            return False
+        if envelope.id is not None:
+            waiting = self._pending.get(envelope.id)
+            if not isinstance(waiting, Waiting) or waiting.method in _READ_ANSWERS:
+                return False
+            del self._pending[envelope.id]
+            client, ident = waiting.client, waiting.ident
+            client.pending -= 1
+            if client.closed:
+                return True
+            if not client.trusted and len(raw) > self.limits.max_browser_message_bytes:
+                client.send(
+                    _error(
+                        ident,
+                        self._as_sent(client, envelope.session),
+                        self._too_large(waiting.method, len(raw)),
+                    )
+                )
+                return True
+        else:
+            if envelope.session is None or (envelope.method or "").startswith("Target."):
+                return False
+            owner = self._owner.get(envelope.session)
+            if owner is None:
+                return True
+            client, ident = owner, None
+            if not client.trusted and len(raw) > self.limits.max_browser_message_bytes:
+                log.info("an event over attach_max_browser_message_bytes was dropped")
+                return True
+        client.send(respliced(raw, envelope, ident, self._as_sent(client, envelope.session)))
+        return True
+
+    @staticmethod
+    def _as_sent(client: HubClient, session: str | None) -> str | None:
+        return None if session == client.root else session
+
+    def _too_large(self, method: str, size: int) -> str:
+        return (
+            f"{method}: the browser's answer is {size} bytes, over the "
+            f"{self.limits.max_browser_message_bytes} bytes an attached client is sent "
+            "(attach_max_browser_message_bytes)"
+        )
+
+    def _oversized(self, dropped: Oversized) -> None:
+        """A message over its bound was dropped as it was read: its command is answered with
+        an error naming its size (an event is gone)."""
+        envelope = read_envelope(dropped.head, dropped.tail, dropped.size)
+        waiting = (
+            None
+            if envelope is None or envelope.id is None
+            else self._pending.pop(envelope.id, None)
+        )
+        if isinstance(waiting, Waiting):
+            waiting.client.pending -= 1
+            if not waiting.client.closed:
+                session = self._as_sent(waiting.client, envelope.session if envelope else None)
+                if waiting.client.trusted:
+                    text = (
+                        f"{waiting.method}: the browser's answer is {dropped.size} bytes, "
+                        f"over {MAX_BROWSER_MESSAGE_BYTES}"
+                    )
+                else:
+                    text = self._too_large(waiting.method, dropped.size)
+                waiting.client.send(_error(waiting.ident, session, text))
+        elif isinstance(waiting, asyncio.Future) and not waiting.done():
+            waiting.set_exception(HubError(f"an answer of {dropped.size} bytes"))
+        else:
+            log.info("a message of %d bytes from the browser was dropped", dropped.size)
 
     def _own(self, session: str, client: HubClient) -> None:
         self._owner[session] = client

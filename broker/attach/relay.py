@@ -23,12 +23,12 @@ class SocketPeer:
     def __init__(self, socket: ServerConnection, max_unsent: int = MAX_UNSENT_BYTES) -> None:
         self._socket = socket
         self._max_unsent = max_unsent
-        self._queue: deque[str] = deque()
+        self._queue: deque[str | bytes] = deque()
         self._unsent = 0
         self._wake = asyncio.Event()
         self.overflowed = False
 
-    def deliver(self, text: str) -> None:
+    def deliver(self, text: str | bytes) -> None:
         if self.overflowed:
             return
         self._queue.append(text)
@@ -48,7 +48,7 @@ class SocketPeer:
             while self._queue:
                 text = self._queue.popleft()
                 self._unsent -= len(text)
-                await self._socket.send(text)
+                await self._socket.send(text, text=True)  # CDP is text, even as bytes
 
 
 async def relay(

@@ -28,6 +28,14 @@ class AttachSettings(BaseModel):
         16, ge=1, le=1000, description="pages open at once in an attachable lease's browser"
     )
     attach_max_clients: int = Field(4, ge=1, le=64, description="clients attached to one lease")
+    attach_max_browser_message_bytes: int = Field(
+        16 * 1024 * 1024,
+        ge=64 * 1024,
+        le=256 * 1024 * 1024,
+        description="the largest message from the browser an attached client is sent: a bigger "
+        "answer (a screenshot, a PDF, an evaluated value) is an error naming its size, a bigger "
+        "event is dropped; neither is held by the broker",
+    )
 
     @field_validator("attach_public_url")
     @classmethod
@@ -43,4 +51,5 @@ class AttachSettings(BaseModel):
             burst=self.attach_burst,
             max_targets=self.attach_max_targets,
             max_clients=self.attach_max_clients,
+            max_browser_message_bytes=self.attach_max_browser_message_bytes,
         )

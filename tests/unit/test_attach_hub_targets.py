@@ -22,7 +22,7 @@ class Peer:
     def __init__(self) -> None:
         self.got: list[dict[str, Any]] = []
 
-    def deliver(self, text: str) -> None:
+    def deliver(self, text: str | bytes) -> None:
         self.got.append(json.loads(text))
 
 
