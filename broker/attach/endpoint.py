@@ -50,11 +50,14 @@ class TrustedEndpoint:
     def _check(self, connection: ServerConnection, request: Request) -> Response | None:
         if self._taken or not secrets.compare_digest(request.path, self._path):
             return connection.respond(http.HTTPStatus.NOT_FOUND, "not found\n")
-        self._taken = True
-        return None
+        return None  # taken once upgraded: a request that never upgrades takes nothing
 
     async def _serve(self, socket: ServerConnection) -> None:
         assert self._server is not None
+        if self._taken:
+            await socket.close(1008, "taken")
+            return
+        self._taken = True
         self._server.close(close_connections=False)  # one connection, then no port at all
         peer = SocketPeer(socket, max_unsent=1 << 62)
         try:

@@ -14,6 +14,7 @@ import contextlib
 import http
 import logging
 import ssl
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
@@ -81,7 +82,11 @@ class AttachServer:
         self._limits = limits
         self._ssl = ssl_context
         self._server: Server | None = None
+        # Handshakes under way: what each connection's request was granted. An entry leaves when
+        # the connection is upgraded or closes (an HTTP request that never upgrades, a failed
+        # handshake); each holds one of its lease's max_clients until its client is attached.
         self._grants: dict[ServerConnection, tuple[AttachGrant, ConnectionInfo]] = {}
+        self._opening: Counter[CdpHub] = Counter()
         self.port = 0
 
     async def start(self) -> int:
@@ -90,6 +95,7 @@ class AttachServer:
             self._host,
             self._port,
             process_request=self._check,
+            process_response=self._checked,
             compression=None,
             max_size=self._limits.max_message_bytes,
             max_queue=16,
@@ -122,7 +128,7 @@ class AttachServer:
         if isinstance(grant, http.HTTPStatus):
             text = "no such attachable lease\n" if grant == 404 else "refused\n"
             return connection.respond(grant, text)
-        if grant.hub.attached(trusted=False) >= self._limits.max_clients:
+        if grant.hub.attached(trusted=False) + self._opening[grant.hub] >= self._limits.max_clients:
             return connection.respond(
                 http.HTTPStatus.TOO_MANY_REQUESTS,
                 f"{self._limits.max_clients} clients are attached to this lease already\n",
@@ -131,22 +137,44 @@ class AttachServer:
         remote = connection.remote_address
         peer = f"{remote[0]}:{remote[1]}" if remote else ""
         self._grants[connection] = (grant, ConnectionInfo(lease_id, "cdp", agent, peer))
+        self._opening[grant.hub] += 1
+        connection.connection_lost_waiter.add_done_callback(lambda _: self._forget(connection))
         return None
+
+    def _checked(
+        self, connection: ServerConnection, request: Request, response: Response
+    ) -> Response | None:
+        if response.status_code != http.HTTPStatus.SWITCHING_PROTOCOLS:
+            self._forget(connection)  # not a WebSocket handshake after all
+        return None
+
+    def _forget(self, connection: ServerConnection) -> None:
+        found = self._grants.pop(connection, None)
+        if found is not None:
+            self._release_slot(found[0].hub)
+
+    def _release_slot(self, hub: CdpHub) -> None:
+        self._opening[hub] -= 1
+        if self._opening[hub] <= 0:
+            del self._opening[hub]
 
     async def _serve(self, socket: ServerConnection) -> None:
         found = self._grants.pop(socket, None)
         if found is None:
             return
         grant, info = found
-        if grant.ended.done():
-            await socket.close(*grant.ended.result())
-            return
-        peer = SocketPeer(socket)
         try:
-            client = await grant.hub.attach(peer, trusted=False)
-        except (HubError, TimeoutError):
-            await socket.close(CLOSE_BROWSER_GONE, "the lease's browser is gone")
-            return
+            if grant.ended.done():
+                await socket.close(*grant.ended.result())
+                return
+            peer = SocketPeer(socket)
+            try:
+                client = await grant.hub.attach(peer, trusted=False)
+            except (HubError, TimeoutError):
+                await socket.close(CLOSE_BROWSER_GONE, "the lease's browser is gone")
+                return
+        finally:
+            self._release_slot(grant.hub)
         closed = grant.opened(info)
         relaying = asyncio.ensure_future(relay(socket, grant.hub, client, peer, grant.touch))
         try:

@@ -1,0 +1,114 @@
+"""The attach edge holds nothing for a request that never upgrades, and counts handshakes under
+way against attach_max_clients."""
+
+from __future__ import annotations
+
+import asyncio
+import http
+from typing import Any
+
+import websockets
+from websockets.exceptions import InvalidStatus
+
+from broker.attach.bounds import AttachLimits
+from broker.attach.hub import HubClient
+from broker.attach.server import AttachGrant, AttachServer, ConnectionInfo, ConnectionStats
+
+
+class FakeHub:
+    """Attaches a client after a while, as a browser's answer would."""
+
+    def __init__(self) -> None:
+        self.clients: set[HubClient] = set()
+
+    def attached(self, trusted: bool) -> int:
+        return len(self.clients)
+
+    async def attach(self, peer: Any, trusted: bool) -> HubClient:
+        await asyncio.sleep(0.3)
+        client = HubClient(peer, trusted, None, root="root")
+        self.clients.add(client)
+        return client
+
+    def detach(self, client: HubClient) -> None:
+        self.clients.discard(client)
+
+    def receive(self, client: HubClient, raw: str | bytes) -> None:
+        pass
+
+
+async def _server(max_clients: int = 4) -> tuple[AttachServer, FakeHub]:
+    hub = FakeHub()
+    ended: asyncio.Future[tuple[int, str]] = asyncio.get_running_loop().create_future()
+
+    def opened(info: ConnectionInfo) -> Any:
+        def closed(stats: ConnectionStats) -> None:
+            pass
+
+        return closed
+
+    grant = AttachGrant(hub, ended, lambda: None, opened)  # type: ignore[arg-type]
+
+    def resolve(lease_id: str, token: str) -> AttachGrant | http.HTTPStatus:
+        return grant if token == "good" else http.HTTPStatus.UNAUTHORIZED
+
+    server = AttachServer(resolve, "127.0.0.1", 0, AttachLimits(max_clients=max_clients))
+    await server.start()
+    return server, hub
+
+
+async def _plain_get(port: int) -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET /cdp/lease-1?token=good HTTP/1.1\r\nHost: x\r\n\r\n")
+    await writer.drain()
+    answer = await reader.read()
+    writer.close()
+    return answer
+
+
+async def test_requests_that_never_upgrade_leave_nothing_held() -> None:
+    server, _ = await _server()
+    try:
+        for _ in range(20):
+            answers = await asyncio.gather(*(_plain_get(server.port) for _ in range(25)))
+            assert all(b" 426 " in a.split(b"\r\n")[0] for a in answers), answers[0][:80]
+        for _ in range(50):
+            if len(server._grants) == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert len(server._grants) == 0
+        assert not server._opening
+        # and the lease's slots are all free: a client still connects
+        async with websockets.connect(f"ws://127.0.0.1:{server.port}/cdp/lease-1?token=good"):
+            pass
+    finally:
+        await server.close()
+
+
+async def test_simultaneous_upgrades_are_counted_against_max_clients() -> None:
+    server, hub = await _server(max_clients=4)
+    url = f"ws://127.0.0.1:{server.port}/cdp/lease-1?token=good"
+
+    async def attempt() -> int | websockets.ClientConnection:
+        try:
+            return await websockets.connect(url)
+        except InvalidStatus as refused:
+            return refused.response.status_code
+
+    try:
+        results = await asyncio.gather(*(attempt() for _ in range(12)))
+        opened = [r for r in results if not isinstance(r, int)]
+        assert len(opened) == 4, results
+        assert [r for r in results if isinstance(r, int)] == [429] * 8
+        for socket in opened:
+            await socket.close()
+        for _ in range(50):
+            if not hub.clients and not server._opening:
+                break
+            await asyncio.sleep(0.05)
+        assert not hub.clients and not server._opening and len(server._grants) == 0
+        again = await attempt()
+        assert not isinstance(again, int)
+        await again.close()
+    finally:
+        await server.close()
