@@ -13,6 +13,8 @@ class AttachLimits:
     max_targets: int = 16  # pages (tabs, popups) open at once in the lease's browser
     max_clients: int = 4  # clients attached to one lease at once
     max_pending: int = 1000  # a client's commands the browser has not answered yet
+    # a client's command unanswered this long is answered with an error and forgotten
+    command_timeout_s: float = 600.0
     # the largest message from the browser a client is sent (a bigger answer: an error)
     max_browser_message_bytes: int = 16 * 1024 * 1024
 

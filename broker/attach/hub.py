@@ -16,13 +16,13 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from broker.attach.bounds import AttachLimits, TokenBucket
+from broker.attach.clients import HubClient, Peer, Waiting, attached_as_seen_by, error
 from broker.attach.envelope import ENVELOPE_BYTES, read_envelope, respliced
 from broker.attach.pipe import CHUNK_BYTES, MAX_BROWSER_MESSAGE_BYTES, BrowserPipe, Oversized
-from broker.attach.rules import ERROR_CODE, decode, judge
+from broker.attach.rules import decode, judge
 
 log = logging.getLogger("broker.attach")
 
@@ -38,62 +38,6 @@ _LARGE_BYTES = 256 * 1024  # a message routed by its envelope, never parsed on t
 
 class HubError(RuntimeError):
     """The browser refused the hub's own command, or is gone."""
-
-
-class Peer(Protocol):
-    def deliver(self, text: str | bytes) -> None:
-        """Queue one message (JSON text, maybe as UTF-8 bytes) for the client; never blocks."""
-        ...
-
-
-@dataclass(eq=False)
-class HubClient:
-    peer: Peer
-    trusted: bool
-    bucket: TokenBucket | None
-    root: str = ""
-    sessions: set[str] = field(default_factory=set)
-    targets: dict[str, str] = field(default_factory=dict)  # its page sessions' targets
-    pending: int = 0
-    closed: bool = False
-    messages_in: int = 0
-    messages_out: int = 0
-    bytes_in: int = 0
-    bytes_out: int = 0
-    refused: int = 0
-
-    def send(self, message: dict[str, Any] | bytes) -> None:
-        if isinstance(message, dict):
-            message = json.dumps(message, separators=(",", ":"), allow_nan=False).encode()
-        self.messages_out += 1
-        self.bytes_out += len(message)
-        self.peer.deliver(message)
-
-
-@dataclass(frozen=True)
-class Waiting:
-    """A client's command the browser has not answered yet."""
-
-    client: HubClient
-    ident: int  # the client's own id
-    method: str
-    sent_at: float
-
-
-def _error(ident: int, session: str | None, message: str) -> dict[str, Any]:
-    error: dict[str, Any] = {"id": ident, "error": {"code": ERROR_CODE, "message": message}}
-    if session is not None:
-        error["sessionId"] = session
-    return error
-
-
-def _attached_as_seen_by(client: HubClient, info: object) -> None:
-    """A target's `attached`, as the client would see it alone with the browser: whether it has
-    a session to it. The broker's own Playwright attaches to every page, and clients that wait
-    for a new, unattached target (chromedp's popups) would never see one. The browser target
-    stays attached: every client is, through its root session (Puppeteer finds it so)."""
-    if isinstance(info, dict) and "attached" in info and info.get("type") != "browser":
-        info["attached"] = info.get("targetId") in client.targets.values()
 
 
 class CdpHub:
@@ -115,6 +59,7 @@ class CdpHub:
         self.clients: set[HubClient] = set()
         self.gone = asyncio.Event()  # the browser closed its end of the pipe
         self._pump: asyncio.Task[None] | None = None
+        self._sweep: asyncio.Task[None] | None = None
 
     @property
     def pages(self) -> int:
@@ -124,8 +69,29 @@ class CdpHub:
         return sum(1 for client in self.clients if client.trusted is trusted)
 
     async def start(self) -> None:
-        self._pump = asyncio.get_running_loop().create_task(self._read_forever())
+        loop = asyncio.get_running_loop()
+        self._pump = loop.create_task(self._read_forever())
+        self._sweep = loop.create_task(self._expire_forever())
         await self.call("Target.setDiscoverTargets", {"discover": True})
+
+    async def _expire_forever(self) -> None:
+        while not self.gone.is_set():
+            await asyncio.sleep(min(self.limits.command_timeout_s / 4, 15.0))
+            self.expire()
+
+    def expire(self) -> None:
+        """Answer and forget clients' commands the browser has not answered in
+        command_timeout_s (Chromium never answers what it cannot read)."""
+        timeout = self.limits.command_timeout_s
+        late = self._now() - timeout
+        for wire_id, waiting in list(self._pending.items()):
+            if not isinstance(waiting, Waiting) or waiting.client.trusted:
+                continue
+            if waiting.sent_at <= late:
+                del self._pending[wire_id]
+                waiting.client.pending -= 1
+                text = f"{waiting.method} got no answer from the browser in {timeout:g} s"
+                waiting.client.send(error(waiting.ident, waiting.session, text))
 
     async def call(self, method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
         """The hub's own command on the browser's root session; its result."""
@@ -190,10 +156,12 @@ class CdpHub:
             refusal = self._bounds(client, command.method) or judge(command, self.downloads_folder)
         if refusal is not None:
             client.refused += 1
-            client.send(_error(command.id, command.session_id, refusal))
+            client.send(error(command.id, command.session_id, refusal))
             return
         wire_id = next(self._ids)
-        self._pending[wire_id] = Waiting(client, command.id, command.method, self._now())
+        self._pending[wire_id] = Waiting(
+            client, command.id, command.method, self._now(), command.session_id
+        )
         client.pending += 1
         self.pipe.write(command.wire(wire_id, session))
 
@@ -277,7 +245,7 @@ class CdpHub:
             client.sessions.discard(params["sessionId"])
             client.targets.pop(params["sessionId"], None)
         if not client.trusted and method in _TARGET_EVENTS:
-            _attached_as_seen_by(client, params.get("targetInfo"))
+            attached_as_seen_by(client, params.get("targetInfo"))
         if session == client.root:
             del message["sessionId"]
         client.send(message)
@@ -293,7 +261,7 @@ class CdpHub:
                 self._own(session, client)
         if not client.trusted and isinstance(result, dict):
             for info in [result.get("targetInfo"), *(result.get("targetInfos") or [])]:
-                _attached_as_seen_by(client, info)
+                attached_as_seen_by(client, info)
         message["id"] = ident
         if message.get("sessionId") == client.root:
             del message["sessionId"]
@@ -315,7 +283,7 @@ class CdpHub:
                 return True
             if not client.trusted and len(raw) > self.limits.max_browser_message_bytes:
                 client.send(
-                    _error(
+                    error(
                         ident,
                         self._as_sent(client, envelope.session),
                         self._too_large(waiting.method, len(raw)),
@@ -366,7 +334,7 @@ class CdpHub:
                     )
                 else:
                     text = self._too_large(waiting.method, dropped.size)
-                waiting.client.send(_error(waiting.ident, session, text))
+                waiting.client.send(error(waiting.ident, session, text))
         elif isinstance(waiting, asyncio.Future) and not waiting.done():
             waiting.set_exception(HubError(f"an answer of {dropped.size} bytes"))
         else:
@@ -410,5 +378,6 @@ class CdpHub:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(asyncio.shield(self.pipe.exited), CLOSE_TIMEOUT_S)
         self.pipe.close_pipes()
-        if self._pump is not None:
-            self._pump.cancel()
+        for task in (self._pump, self._sweep):
+            if task is not None:
+                task.cancel()

@@ -11,7 +11,8 @@ from collections.abc import Callable
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
-from broker.attach.hub import CdpHub, HubClient
+from broker.attach.clients import HubClient
+from broker.attach.hub import CdpHub
 from broker.attach.rules import BadMessage
 
 MAX_UNSENT_BYTES = 64 * 1024 * 1024

@@ -1,6 +1,8 @@
 """Which CDP commands an attached client may send, judged as Chromium will read them.
 
-A client's message is parsed strictly (no duplicate keys at any depth, no NaN or Infinity, an
+A client's message is parsed strictly (no duplicate keys at any depth, no NaN or Infinity, no
+number that is not a finite double nor an integer beyond 2**53, no nesting deeper than
+MAX_DEPTH: Chromium never answers what it cannot read, and the command would wait for ever; an
 object with an integer `id`, a string `method`, an object `params`, a string `sessionId`), and
 the browser is sent the broker's own serialization of what was judged, never the client's
 bytes: two parsers cannot read one message two ways.
@@ -27,7 +29,10 @@ allowed command may still be refused or rewritten by its parameters, here
 from __future__ import annotations
 
 import json
+import math
+import re
 from dataclasses import dataclass
+from itertools import accumulate
 from typing import Any
 
 from broker.attach.allowed import refusal
@@ -51,7 +56,7 @@ class Command:
         message: dict[str, Any] = {"id": wire_id, "method": self.method, "params": self.params}
         if session_id is not None:
             message["sessionId"] = session_id
-        return json.dumps(message, separators=(",", ":"))
+        return json.dumps(message, separators=(",", ":"), allow_nan=False)
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -67,10 +72,49 @@ def _no_constant(name: str) -> Any:
     raise BadMessage(f"{name} is not JSON")
 
 
+MAX_DEPTH = 100  # arrays and objects within one another
+MAX_INT = 2**53  # beyond it, a JSON number is not an integer a double holds
+_STRINGS = re.compile(r'"(?:[^"\\]|\\.)*"')
+_NOT_BRACKETS = re.compile(r"[^\[\]{}]+")
+_DEPTH_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise BadMessage(f"{text[:32]} is not a finite number")
+    return value
+
+
+def _integer(text: str) -> int:
+    if len(text) > 17 or abs(value := int(text)) > MAX_INT:
+        raise BadMessage(f"{text[:32]}... is an integer beyond 2**53")
+    return value
+
+
+def _depth(text: str) -> int:
+    """How deep arrays and objects nest in `text` (JSON), at C speed where it can be."""
+    if text.count("[") + text.count("{") <= MAX_DEPTH:
+        return 0
+    brackets = _NOT_BRACKETS.sub("", _STRINGS.sub("", text))
+    return max(accumulate(map(_DEPTH_STEP.__getitem__, brackets)), default=0)
+
+
 def decode(raw: str | bytes) -> Command:
     try:
-        message = json.loads(raw, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+        text = raw.decode() if isinstance(raw, bytes) else raw
+        if _depth(text) > MAX_DEPTH:
+            raise BadMessage(f"nested deeper than {MAX_DEPTH}")
+        message = json.loads(
+            text,
+            object_pairs_hook=_no_duplicates,
+            parse_constant=_no_constant,
+            parse_float=_finite,
+            parse_int=_integer,
+        )
     except (ValueError, RecursionError) as exc:
+        if isinstance(exc, BadMessage):
+            raise
         raise BadMessage(f"not JSON: {str(exc)[:200]}") from None
     if not isinstance(message, dict):
         raise BadMessage("a message is a JSON object")

@@ -7,7 +7,8 @@ import json
 from typing import Any
 
 from broker.attach.bounds import AttachLimits
-from broker.attach.hub import CdpHub, HubClient
+from broker.attach.clients import HubClient
+from broker.attach.hub import CdpHub
 
 
 class Pipe:
@@ -85,3 +86,24 @@ async def test_the_trusted_client_sees_the_browser_as_it_is() -> None:
     created = {"method": "Target.targetCreated", "params": {"targetInfo": _info("t1")}}
     hub._dispatch({**created, "sessionId": client.root})
     assert peer.got[-1]["params"]["targetInfo"]["attached"] is True
+
+
+async def test_a_closed_clients_commands_are_forgotten_and_old_ones_time_out() -> None:
+    now = [0.0]
+    pipe = Pipe()
+    hub = CdpHub(pipe, "/downloads", AttachLimits(command_timeout_s=60), now=lambda: now[0])  # type: ignore[arg-type]
+    gone, _ = _client(hub)
+    for ident in range(50):
+        hub.receive(gone, json.dumps({"id": ident, "method": "Browser.getVersion"}))
+    hub.detach(gone)
+    assert hub._pending == {}
+    client, peer = _client(hub)
+    hub.receive(client, json.dumps({"id": 1, "method": "Runtime.evaluate", "sessionId": "root-0"}))
+    now[0] = 30.0
+    hub.expire()
+    assert len(hub._pending) == 1 and peer.got == []
+    now[0] = 61.0
+    hub.expire()
+    assert hub._pending == {} and client.pending == 0
+    assert peer.got[-1]["id"] == 1 and peer.got[-1]["sessionId"] == "root-0"
+    assert "no answer from the browser in 60 s" in peer.got[-1]["error"]["message"]

@@ -11,7 +11,7 @@ import websockets
 from websockets.exceptions import InvalidStatus
 
 from broker.attach.bounds import AttachLimits
-from broker.attach.hub import HubClient
+from broker.attach.clients import HubClient
 from broker.attach.server import AttachGrant, AttachServer, ConnectionInfo, ConnectionStats
 
 
