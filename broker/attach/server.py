@@ -29,6 +29,9 @@ from broker.attach.relay import SocketPeer, relay
 log = logging.getLogger("broker.attach")
 
 CLOSE_BROWSER_GONE = 1011
+# After the browser's pipe closes, how long the lease's own end (and its reason) may take to
+# come before the socket is closed anyway: a crash ends the lease, and this is the fallback.
+GONE_GRACE_S = 5.0
 MAX_ID_CHARS = 128
 MAX_TOKEN_CHARS = 256
 
@@ -74,7 +77,9 @@ class AttachServer:
         limits: AttachLimits,
         ssl_context: ssl.SSLContext | None = None,
         draining: Callable[[], bool] = lambda: False,
+        gone_grace_s: float = GONE_GRACE_S,
     ) -> None:
+        self._gone_grace_s = gone_grace_s
         self._resolve = resolve
         self._draining = draining
         self._host = host
@@ -158,6 +163,13 @@ class AttachServer:
         if self._opening[hub] <= 0:
             del self._opening[hub]
 
+    async def _browser_gone(self, grant: AttachGrant) -> None:
+        """Returns once the browser's pipe has closed and the lease has not ended within the
+        grace (it should have: a crash ends the lease, with its reason)."""
+        await grant.hub.gone.wait()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(grant.ended), self._gone_grace_s)
+
     async def _serve(self, socket: ServerConnection) -> None:
         found = self._grants.pop(socket, None)
         if found is None:
@@ -177,10 +189,12 @@ class AttachServer:
             self._release_slot(grant.hub)
         closed = grant.opened(info)
         relaying = asyncio.ensure_future(relay(socket, grant.hub, client, peer, grant.touch))
+        gone = asyncio.ensure_future(self._browser_gone(grant))
         try:
-            either: list[asyncio.Future[object]] = [relaying, grant.ended]  # type: ignore[list-item]
+            either: list[asyncio.Future[object]] = [relaying, grant.ended, gone]  # type: ignore[list-item]
             await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
         finally:
+            gone.cancel()
             cause = "broker stopped"
             if relaying.done() and not relaying.cancelled():
                 cause = relaying.result()
@@ -188,6 +202,11 @@ class AttachServer:
                 code, cause = grant.ended.result()
                 with contextlib.suppress(Exception):
                     await socket.close(code, cause)
+            elif gone.done() and not gone.cancelled():
+                cause = "the lease's browser is gone"
+                log.warning("a lease's browser went away and the lease did not end")
+                with contextlib.suppress(Exception):
+                    await socket.close(CLOSE_BROWSER_GONE, cause)
             if not relaying.done():
                 relaying.cancel()
             with contextlib.suppress(BaseException):
