@@ -15,6 +15,8 @@ class AttachLimits:
     max_pending: int = 1000  # a client's commands the browser has not answered yet
     # a client's command unanswered this long is answered with an error and forgotten
     command_timeout_s: float = 600.0
+    max_download_bytes: int = 8 * 1024 * 1024  # one file a client downloads (max_download_bytes)
+    max_downloads_bytes: int = 64 * 1024 * 1024  # all of a lease's downloads
     # the largest message from the browser a client is sent (a bigger answer: an error)
     max_browser_message_bytes: int = 16 * 1024 * 1024
 

@@ -20,6 +20,7 @@ from typing import Any
 
 from broker.attach.bounds import AttachLimits, TokenBucket
 from broker.attach.clients import HubClient, Peer, Waiting, attached_as_seen_by, error
+from broker.attach.downloads import DownloadWatch
 from broker.attach.envelope import ENVELOPE_BYTES, read_envelope, respliced
 from broker.attach.pipe import CHUNK_BYTES, MAX_BROWSER_MESSAGE_BYTES, BrowserPipe, Oversized
 from broker.attach.rules import decode, judge
@@ -38,6 +39,21 @@ _LARGE_BYTES = 256 * 1024  # a message routed by its envelope, never parsed on t
 
 class HubError(RuntimeError):
     """The browser refused the hub's own command, or is gone."""
+
+
+def _given_streams(client: HubClient, method: str, result: dict[str, Any]) -> None:
+    """IO stream handles an answer hands the client (Page.printToPDF, Fetch and Network bodies
+    as streams, IO.resolveBlob's blob); IO.read and IO.close take only those."""
+    if isinstance(result.get("stream"), str):
+        client.streams.add(result["stream"])
+    if method == "IO.resolveBlob" and isinstance(result.get("uuid"), str):
+        client.streams.add("blob:" + result["uuid"])
+
+
+def _stream_of_another(client: HubClient, method: str, params: dict[str, Any]) -> str | None:
+    if method in ("IO.read", "IO.close") and params.get("handle") not in client.streams:
+        return f"{method} is refused: that stream was not handed to this client"
+    return None
 
 
 class CdpHub:
@@ -60,6 +76,11 @@ class CdpHub:
         self.gone = asyncio.Event()  # the browser closed its end of the pipe
         self._pump: asyncio.Task[None] | None = None
         self._sweep: asyncio.Task[None] | None = None
+        self._contexts: set[str] = set()  # browser contexts seen (downloads are cancelled in)
+        self.downloads = DownloadWatch(
+            downloads_folder, limits.max_download_bytes, limits.max_downloads_bytes, self._cancel
+        )
+        self._poll: asyncio.Task[None] | None = None
 
     @property
     def pages(self) -> int:
@@ -72,6 +93,7 @@ class CdpHub:
         loop = asyncio.get_running_loop()
         self._pump = loop.create_task(self._read_forever())
         self._sweep = loop.create_task(self._expire_forever())
+        self._poll = loop.create_task(self.downloads.poll_forever())
         await self.call("Target.setDiscoverTargets", {"discover": True})
 
     async def _expire_forever(self) -> None:
@@ -153,7 +175,11 @@ class CdpHub:
         if session not in client.sessions:
             refusal = "Session with given id not found."
         elif not client.trusted:
-            refusal = self._bounds(client, command.method) or judge(command, self.downloads_folder)
+            refusal = (
+                self._bounds(client, command.method)
+                or _stream_of_another(client, command.method, command.params)
+                or judge(command, self.downloads_folder)
+            )
         if refusal is not None:
             client.refused += 1
             client.send(error(command.id, command.session_id, refusal))
@@ -235,6 +261,9 @@ class CdpHub:
         if client is None:
             return
         method, params = message.get("method"), message.get("params") or {}
+        self.downloads.event(method, params)
+        if method == "Tracing.tracingComplete" and isinstance(params.get("stream"), str):
+            client.streams.add(params["stream"])
         if method == "Target.attachedToTarget" and isinstance(params.get("sessionId"), str):
             self._own(params["sessionId"], client)
             target = (params.get("targetInfo") or {}).get("targetId")
@@ -259,6 +288,8 @@ class CdpHub:
             session = result.get("sessionId")
             if isinstance(session, str):
                 self._own(session, client)
+        if isinstance(result, dict):
+            _given_streams(client, method, result)
         if not client.trusted and isinstance(result, dict):
             for info in [result.get("targetInfo"), *(result.get("targetInfos") or [])]:
                 attached_as_seen_by(client, info)
@@ -349,6 +380,8 @@ class CdpHub:
         params = message.get("params") or {}
         info = params.get("targetInfo") or {}
         method = message.get("method")
+        if isinstance(info.get("browserContextId"), str):
+            self._contexts.add(info["browserContextId"])
         if method == "Target.targetCreated" and info.get("type") == "page":
             self._pages.add(info.get("targetId", ""))
             if len(self._pages) > self.limits.max_targets:
@@ -356,6 +389,13 @@ class CdpHub:
                 self._send_own("Target.closeTarget", {"targetId": info.get("targetId", "")})
         elif method == "Target.targetDestroyed":
             self._pages.discard(params.get("targetId", ""))
+
+    def _cancel(self, guid: str) -> None:
+        for context in (None, *self._contexts):
+            params = (
+                {"guid": guid} if context is None else {"guid": guid, "browserContextId": context}
+            )
+            self._send_own("Browser.cancelDownload", params)
 
     def _send_own(self, method: str, params: dict[str, Any]) -> None:
         """A command of the hub's whose answer nobody waits for."""
@@ -378,6 +418,6 @@ class CdpHub:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(asyncio.shield(self.pipe.exited), CLOSE_TIMEOUT_S)
         self.pipe.close_pipes()
-        for task in (self._pump, self._sweep):
+        for task in (self._pump, self._sweep, self._poll):
             if task is not None:
                 task.cancel()

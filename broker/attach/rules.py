@@ -189,6 +189,8 @@ def judge(command: Command, downloads_folder: str) -> str | None:
     if method in ("Browser.setDownloadBehavior", "Page.setDownloadBehavior"):
         if params.get("behavior") in ("allow", "allowAndName"):
             params["downloadPath"] = downloads_folder  # the lease's own folder, whatever it says
+            if method == "Browser.setDownloadBehavior":
+                params["eventsEnabled"] = True  # the hub bounds downloads by their progress
         else:
             params.pop("downloadPath", None)
     return None

@@ -37,6 +37,13 @@ class AttachSettings(BaseModel):
         "event is dropped; neither is held by the broker",
     )
 
+    attach_max_downloads_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=0,
+        description="all the files attached clients download on one lease; a file is also held "
+        "to max_download_bytes. A download past either is cancelled",
+    )
+
     @field_validator("attach_public_url")
     @classmethod
     def _public_url(cls, value: str) -> str:
@@ -44,8 +51,10 @@ class AttachSettings(BaseModel):
             raise ValueError("attach_public_url must start with ws:// or wss://")
         return value.rstrip("/")
 
-    def attach_limits(self) -> AttachLimits:
+    def attach_limits(self, max_download_bytes: int = 8 * 1024 * 1024) -> AttachLimits:
         return AttachLimits(
+            max_download_bytes=max_download_bytes,
+            max_downloads_bytes=self.attach_max_downloads_bytes,
             max_message_bytes=self.attach_max_message_bytes,
             messages_per_s=self.attach_messages_per_s,
             burst=self.attach_burst,

@@ -86,7 +86,7 @@ class Broker:
             )
             engine.use_egress(self.egress)
             if isinstance(engine, AttachableEngine) and engine.attached is not None:
-                engine.attached.limits = settings.attach_limits()
+                engine.attached.limits = settings.attach_limits(settings.max_download_bytes)
         self.observers = ObserverList(observers)
         self.traces = TraceStore(
             settings.data_dir / "traces", settings.trace_retention_s, settings.max_trace_bytes

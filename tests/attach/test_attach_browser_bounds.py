@@ -4,7 +4,10 @@ answer is refused by name while the broker's memory and event loop stay the othe
 from __future__ import annotations
 
 import asyncio
+import json
 import time
+from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -17,9 +20,10 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 MIB = 1024 * 1024
 
 
-async def _page_session(client: RawClient) -> str:
-    created = await client.call("Target.createTarget", {"url": "about:blank"})
-    target = created["result"]["targetId"]
+async def _page_session(client: RawClient, target: str = "") -> str:
+    if not target:
+        created = await client.call("Target.createTarget", {"url": "about:blank"})
+        target = created["result"]["targetId"]
     attached = await client.call("Target.attachToTarget", {"targetId": target, "flatten": True})
     return str(attached["result"]["sessionId"])
 
@@ -94,3 +98,79 @@ async def test_a_huge_answer_is_refused_by_name_and_the_broker_stays_small_and_l
             "Runtime.evaluate", {"expression": "1+1", "returnByValue": True}, session
         )
         assert again["result"]["result"]["value"] == 2
+
+
+async def _events_until(client: RawClient, method: str, done: Any) -> dict[str, Any]:
+    while True:
+        message = json.loads(await asyncio.wait_for(client.socket.recv(), 60))
+        if message.get("method") == method and done(message["params"]):
+            return message["params"]  # type: ignore[no-any-return]
+
+
+DOWNLOAD = """(() => {
+  const blob = new Blob([new Uint8Array(30 * 1024 * 1024)]);
+  const a = document.createElement('a');
+  a.href = URL.createObjectURL(blob); a.download = 'big.bin';
+  document.body.appendChild(a); a.click();
+})()"""
+
+
+async def test_a_clients_download_over_max_download_bytes_is_cancelled(
+    broker_factory: BrokerFactory, tmp_path: Path
+) -> None:
+    broker = await broker_factory(max_download_bytes=MIB)
+    async with (
+        broker.client.lease(attach="cdp", ttl=120) as lease,
+        raw(lease.connect_url) as client,
+    ):
+        session = await _page_session(client)
+        behaviour = {"behavior": "allow", "downloadPath": str(tmp_path), "eventsEnabled": False}
+        assert "error" not in await client.call("Browser.setDownloadBehavior", behaviour)
+        await client.call("Runtime.evaluate", {"expression": DOWNLOAD}, session)
+        ended = await _events_until(
+            client, "Browser.downloadProgress", lambda p: p["state"] != "inProgress"
+        )
+        assert ended["state"] == "canceled", ended
+        assert ended["receivedBytes"] < 30 * MIB
+        assert not await asyncio.to_thread(lambda: list(tmp_path.iterdir()))  # never used
+        hub = _hub_of(broker)
+        await asyncio.sleep(0.5)
+        assert hub.downloads.folder_bytes() <= 2 * MIB
+
+
+async def test_a_stream_handed_to_one_client_is_not_read_by_another(
+    broker_factory: BrokerFactory,
+) -> None:
+    broker = await broker_factory()
+    lease = await broker.client.acquire(attach="cdp", ttl=120)
+    try:
+        async with raw(lease.connect_url) as first, raw(lease.connect_url) as second:
+            session = await _page_session(first)
+            targets = await second.call("Target.getTargets")
+            page = next(t for t in targets["result"]["targetInfos"] if t["type"] == "page")
+            theirs = await _page_session(second, page["targetId"])  # the same page
+            printed = await first.call(
+                "Page.printToPDF", {"transferMode": "ReturnAsStream"}, session
+            )
+            handle = printed["result"]["stream"]
+            for method, params in (
+                ("IO.read", {"handle": handle}),
+                ("IO.close", {"handle": handle}),
+            ):
+                refused = await second.call(method, params, theirs)
+                assert refused["error"]["code"] == -32000, refused
+                assert "not handed to this client" in refused["error"]["message"]
+            read = await first.call("IO.read", {"handle": handle, "size": 16}, session)
+            assert read["result"]["data"], read
+            assert "error" not in await first.call("IO.close", {"handle": handle}, session)
+
+    finally:
+        await lease.release()
+
+
+def _hub_of(broker: Any) -> Any:
+    for engine in broker.broker.engines.values():
+        attached = getattr(engine, "attached", None)
+        if attached is not None and attached._hubs:
+            return next(iter(attached._hubs.values()))
+    raise AssertionError("no attachable browser")
