@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from google.protobuf.duration_pb2 import Duration
@@ -21,7 +21,7 @@ def duration(seconds: float) -> Duration:
 @dataclass(frozen=True)
 class LeaseGrant:
     lease_id: str
-    token: str
+    token: str = field(repr=False)  # a secret: never in a log line
     expires_at: datetime
     engine: Engine
     isolation: Isolation
@@ -29,7 +29,8 @@ class LeaseGrant:
     idle_timeout_s: float
     warm: bool
     queue_wait_s: float
-    connect_url: str = ""  # attachable leases: where an attached client connects (a secret)
+    # attachable leases: where an attached client connects (a secret: not in its repr)
+    connect_url: str = field(default="", repr=False)
 
     @classmethod
     def from_pb(cls, msg: pb.AcquireResponse) -> LeaseGrant:
