@@ -105,6 +105,7 @@ _ALLOWED: dict[str, str] = {
     "setEmulatedMedia setEmulatedVisionDeficiency setEmulatedOSTextScale "
     "setGeolocationOverride getOverriddenSensorInformation setSensorOverrideEnabled "
     "setSensorOverrideReadings setPressureSourceOverrideEnabled setPressureStateOverride "
+    "setPressureDataOverride "
     "setIdleOverride clearIdleOverride setNavigatorOverrides setPageScaleFactor "
     "setScriptExecutionDisabled setTouchEmulationEnabled setVirtualTimePolicy "
     "setLocaleOverride setTimezoneOverride setVisibleSize setDisabledImageTypes "
@@ -230,7 +231,7 @@ _ALLOWED: dict[str, str] = {
     "setInterestGroupAuctionTracking getSharedStorageMetadata getSharedStorageEntries "
     "setSharedStorageEntry deleteSharedStorageEntry clearSharedStorageEntries "
     "resetSharedStorageBudget setSharedStorageTracking getRelatedWebsiteSets "
-    "setProtectedAudienceKAnonymity",
+    "setProtectedAudienceKAnonymity getAffectedUrlsForThirdPartyCookieMetadata",
     # Targets of the lease's own browser, on flat sessions the hub gives the client (flatten,
     # contexts' proxies and navigations are judged: rules.py). The relay's bypasses and
     # DevTools windows are refused below.

@@ -109,6 +109,24 @@ def test_every_command_of_the_shipped_protocol_is_judged() -> None:
     assert not unjudged, f"commands neither allowed nor refused on purpose: {unjudged}"
 
 
+# Puppeteer's pinned copy of the protocol, where the attach examples installed it (npm ci).
+PUPPETEER_PROTOCOL = (
+    Path(__file__).parents[2] / "examples/attach/node/node_modules/devtools-protocol/json"
+)
+
+
+@pytest.mark.skipif(not PUPPETEER_PROTOCOL.is_dir(), reason="the Node examples are not installed")
+def test_every_command_of_puppeteers_protocol_is_judged() -> None:
+    commands = []
+    for name in ("browser_protocol.json", "js_protocol.json"):
+        protocol = json.loads((PUPPETEER_PROTOCOL / name).read_text())
+        commands += [
+            f"{d['domain']}.{c['name']}" for d in protocol["domains"] for c in d["commands"]
+        ]
+    unjudged = sorted(c for c in commands if not judged(c))
+    assert not unjudged, f"commands neither allowed nor refused on purpose: {unjudged}"
+
+
 def test_the_lists_do_not_overlap() -> None:
     assert not ALLOWED & set(REFUSED_METHODS)
     assert not {m for m in ALLOWED if m.partition(".")[0] in REFUSED_DOMAINS}
