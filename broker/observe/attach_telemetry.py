@@ -6,15 +6,17 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from opentelemetry import trace
-from opentelemetry.trace import Span, SpanKind
+from opentelemetry.trace import Span, SpanKind, Tracer
 
 from broker.attach.server import ConnectionInfo, ConnectionStats
 from broker.observe.otel import SCOPE
 
 
 class ConnectionSpans:
-    def __init__(self, lease_span: Callable[[str], Span | None]) -> None:
-        self._tracer = trace.get_tracer(SCOPE)
+    def __init__(
+        self, lease_span: Callable[[str], Span | None], tracer: Tracer | None = None
+    ) -> None:
+        self._tracer = tracer or trace.get_tracer(SCOPE)
         self._lease_span = lease_span
 
     def opened(self, info: ConnectionInfo) -> Callable[[ConnectionStats], None]:
