@@ -30,7 +30,7 @@ class DownloadWatch:
         self._cancel = cancel
         self.active: dict[str, int] = {}  # guid -> bytes received so far
         self.finished = 0  # bytes of completed downloads
-        self.cancelled: list[str] = []
+        self.cancelled: set[str] = set()  # asked once each: later events of theirs are ignored
 
     def event(self, method: object, params: dict[str, Any]) -> None:
         if method not in _PROGRESS:
@@ -38,6 +38,8 @@ class DownloadWatch:
         guid, state, received = params.get("guid"), params.get("state"), params.get("receivedBytes")
         if not isinstance(guid, str) or not isinstance(received, int | float):
             return
+        if guid in self.cancelled:
+            return  # progress that came before the browser acted on the cancel
         if state == "inProgress":
             self.active[guid] = int(received)
             total = self.finished + sum(self.active.values())
@@ -51,7 +53,7 @@ class DownloadWatch:
     def _stop(self, guid: str, why: str) -> None:
         log.info("an attached client's download was cancelled: %s", why)
         self.active.pop(guid, None)
-        self.cancelled.append(guid)
+        self.cancelled.add(guid)
         self._cancel(guid)
 
     def folder_bytes(self) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ import pytest
 
 from tests.attach.support import RawClient, raw
 from tests.conftest import BrokerFactory
+from tests.fixture_site import FixtureSite
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -136,6 +138,55 @@ async def test_a_clients_download_over_max_download_bytes_is_cancelled(
         hub = _hub_of(broker)
         await asyncio.sleep(0.5)
         assert hub.downloads.folder_bytes() <= 2 * MIB
+
+
+async def _download(client: RawClient, session: str, url: str) -> dict[str, Any]:
+    """Click a link to `url` in the page; the download's last progress event (its state)."""
+    click = f"""(() => {{
+      const a = document.createElement('a'); a.href = {json.dumps(url)};
+      document.documentElement.appendChild(a); a.click();
+    }})()"""
+    # Sent without waiting for the answer, so no event that comes before it is missed.
+    message = {"id": 10_000, "method": "Runtime.evaluate", "params": {"expression": click}}
+    await client.socket.send(json.dumps({**message, "sessionId": session}))
+    return await _events_until(
+        client, "Browser.downloadProgress", lambda p: p["state"] != "inProgress"
+    )
+
+
+async def test_downloads_over_the_leases_total_are_cancelled_and_leave_no_partial_file(
+    broker_factory: BrokerFactory, fixture_server: FixtureSite
+) -> None:
+    # Each file (15 MiB) is under max_download_bytes; the two together are over the total.
+    broker = await broker_factory(max_download_bytes=16 * MIB, attach_max_downloads_bytes=20 * MIB)
+    async with (
+        broker.client.lease(attach="cdp", ttl=120) as lease,
+        raw(lease.connect_url) as client,
+    ):
+        session = await _page_session(client)
+        behaviour = {"behavior": "allowAndName", "downloadPath": "/tmp"}
+        assert "error" not in await client.call("Browser.setDownloadBehavior", behaviour)
+        hub = _hub_of(broker)
+        asked: list[str] = []
+        cancel = hub.downloads._cancel
+
+        def counted(guid: str) -> None:
+            asked.append(guid)
+            cancel(guid)
+
+        hub.downloads._cancel = counted
+        first = await _download(client, session, fixture_server.url("file.bin?kb=15360&n=1"))
+        assert first["state"] == "completed", first
+        assert first["receivedBytes"] == 15 * MIB
+        # Cancelled once it takes the lease past 20 MiB: 5 MiB into its 15.
+        second = await _download(client, session, fixture_server.url("file.bin?kb=15360&n=2"))
+        assert second["state"] == "canceled", second
+        assert second["receivedBytes"] < 15 * MIB
+        assert asked == [second["guid"]]  # once, however many events came before it stopped
+        await asyncio.sleep(1.0)  # a few of the folder's measurements later
+        names = await asyncio.to_thread(os.listdir, hub.downloads_folder)
+        assert names == [first["guid"]], names  # no partial file left behind
+        assert hub.downloads.folder_bytes() == 15 * MIB
 
 
 async def test_a_stream_handed_to_one_client_is_not_read_by_another(
