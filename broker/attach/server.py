@@ -1,10 +1,11 @@
 """The attach edge: a WebSocket server where a tenant's client reaches its lease's browser.
 
-`/cdp/<lease id>?token=<attach token>` is checked before the upgrade: an unknown or ended lease
-is answered 404 and a wrong token 401, with no upgrade; once the broker drains, every new
-connection is answered 503 (the leases it holds go on, and their connected clients with them,
-until they end). What a lease id and token lead to is the resolver's business (the wiring's, which knows the lease table); this edge knows only hubs,
-bounds and sockets.
+`/cdp/<lease id>?token=<attach token>` (or `/devtools/browser/<lease id>?token=...`, checked the
+same way) is checked before the upgrade: an unknown or ended lease is answered 404 and a wrong
+token 401, with no upgrade; once the broker drains, every new connection is answered 503 (the
+leases it holds go on, and their connected clients with them, until they end). What a lease id
+and token lead to is the resolver's business (the wiring's, which knows the lease table); this
+edge knows only hubs, bounds and sockets.
 """
 
 from __future__ import annotations
@@ -34,6 +35,10 @@ CLOSE_BROWSER_GONE = 1011
 GONE_GRACE_S = 5.0
 MAX_ID_CHARS = 128
 MAX_TOKEN_CHARS = 256
+# What comes before the lease id: `/cdp/<id>`, the URL grants carry, and `/devtools/browser/<id>`,
+# the shape chromedp's remote allocator takes for a browser's socket as it is (any other URL it
+# turns into a `/json/version` request, which is not served). Both are checked alike.
+PATHS = (["", "cdp"], ["", "devtools", "browser"])
 
 
 @dataclass(frozen=True)
@@ -124,9 +129,9 @@ class AttachServer:
         url = urlsplit(request.path)
         parts = url.path.split("/")
         tokens = parse_qs(url.query).get("token", [])
-        if len(parts) != 3 or parts[:2] != ["", "cdp"] or len(tokens) != 1:
+        if parts[:-1] not in PATHS or len(tokens) != 1:
             return connection.respond(http.HTTPStatus.NOT_FOUND, "not found\n")
-        lease_id, token = parts[2], tokens[0]
+        lease_id, token = parts[-1], tokens[0]
         if not lease_id or len(lease_id) > MAX_ID_CHARS or len(token) > MAX_TOKEN_CHARS:
             return connection.respond(http.HTTPStatus.NOT_FOUND, "not found\n")
         grant = self._resolve(lease_id, token)

@@ -72,6 +72,31 @@ async def test_no_upgrade_without_the_lease_and_its_attach_token(
     await second.release()
 
 
+async def test_the_devtools_browser_path_is_the_same_door_with_the_same_lock(
+    broker_factory: BrokerFactory,
+) -> None:
+    """`/devtools/browser/<lease id>?token=...` (what chromedp connects to without a
+    /json/version request) reaches the lease's browser as `/cdp/...` does, with the same checks."""
+    broker = await broker_factory()
+    first = await broker.client.acquire(attach="cdp", ttl=60)
+    second = await broker.client.acquire(attach="cdp", ttl=60)
+    alias = first.connect_url.replace("/cdp/", "/devtools/browser/", 1)
+    async with raw(alias) as client:
+        version = await client.call("Browser.getVersion")
+        assert "Chrome" in version["result"]["product"], version
+        _refused(await client.call("Browser.close"), "Browser.close")
+    assert await _status(_with_token(alias, "forged")) == 401
+    assert await _status(_with_token(alias, first.grant.token)) == 401
+    assert await _status(_with_token(alias, second.connect_url.rpartition("?token=")[2])) == 401
+    base = first.connect_url.partition("/cdp/")[0]
+    plain = await broker.client.acquire(ttl=60)
+    assert await _status(f"{base}/devtools/browser/{plain.id}?token=x") == 404
+    await plain.release()
+    await first.release()
+    assert await _status(alias) == 404
+    await second.release()
+
+
 async def test_refused_commands_name_the_method_and_do_nothing(
     broker_factory: BrokerFactory, fixture_server: FixtureSite
 ) -> None:

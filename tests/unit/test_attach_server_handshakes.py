@@ -112,3 +112,50 @@ async def test_simultaneous_upgrades_are_counted_against_max_clients() -> None:
         await again.close()
     finally:
         await server.close()
+
+
+async def _status(port: int, path: str) -> int:
+    try:
+        socket = await websockets.connect(f"ws://127.0.0.1:{port}{path}")
+    except InvalidStatus as refused:
+        return refused.response.status_code
+    await socket.close()
+    return 101
+
+
+async def test_devtools_browser_path_is_checked_as_cdp_is() -> None:
+    """chromedp's remote allocator connects to a `/devtools/browser/` URL as it is."""
+    server, hub = await _server()
+    try:
+        statuses = {
+            path: await _status(server.port, path)
+            for path in (
+                "/devtools/browser/lease-1?token=good",
+                "/cdp/lease-1?token=good",
+                "/devtools/browser/lease-1?token=bad",
+                "/devtools/browser/lease-1",
+                "/devtools/browser/lease-1?token=good&token=good",
+                "/devtools/browser/?token=good",
+                "/devtools/browser/lease-1/x?token=good",
+                "/devtools/browser/../cdp/lease-1?token=good",
+                "/devtools/page/lease-1?token=good",
+                "/devtools/lease-1?token=good",
+                "/x/devtools/browser/lease-1?token=good",
+                "//devtools/browser/lease-1?token=good",
+                "/json/version?token=good",
+                "/devtools/browser/" + "a" * 129 + "?token=good",
+            )
+        }
+        assert statuses == {
+            "/devtools/browser/lease-1?token=good": 101,
+            "/cdp/lease-1?token=good": 101,
+            "/devtools/browser/lease-1?token=bad": 401,
+            **{path: 404 for path in list(statuses)[3:]},
+        }
+        for _ in range(50):
+            if not hub.clients and not server._opening and not server._grants:
+                break
+            await asyncio.sleep(0.05)
+        assert not hub.clients and not server._opening and not server._grants
+    finally:
+        await server.close()
