@@ -14,6 +14,7 @@ import pytest
 
 from broker.attach.allowed import ALLOWED, REFUSED_DOMAINS, REFUSED_METHODS, judged, refusal
 from broker.attach.rules import decode, judge
+from tests.conftest import require
 
 # What clients send through the relay. Python Playwright 1.62's connect_over_cdp (logged by
 # the relay while tests/attach ran a login, popup, route, download, file chooser, dialog,
@@ -115,8 +116,8 @@ PUPPETEER_PROTOCOL = (
 )
 
 
-@pytest.mark.skipif(not PUPPETEER_PROTOCOL.is_dir(), reason="the Node examples are not installed")
 def test_every_command_of_puppeteers_protocol_is_judged() -> None:
+    require(PUPPETEER_PROTOCOL.is_dir(), "the Node attach examples (scripts/polyglot.sh)")
     commands = []
     for name in ("browser_protocol.json", "js_protocol.json"):
         protocol = json.loads((PUPPETEER_PROTOCOL / name).read_text())
