@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 import time
 
 import psutil
@@ -52,6 +53,13 @@ async def run(cycles: int, clients: int, warmup: int) -> str:
                     if done >= next_sample:
                         next_sample += step
                         samples.append((done, daemon.memory_info().rss / MB))
+                        elapsed = time.monotonic() - started
+                        print(
+                            f"{done} cycles, {failures} failed, RSS {samples[-1][1]:.1f} MB, "
+                            f"{elapsed:.0f} s",
+                            file=sys.stderr,
+                            flush=True,
+                        )
 
             await asyncio.gather(*(loop() for _ in range(clients)))
     finally:
