@@ -154,7 +154,11 @@ class AttachedBrowsers:
 
     async def _launch(self, playwright: Playwright, route: EgressRoute | None) -> Browser:
         profile = Path(tempfile.mkdtemp(prefix=PROFILE_PREFIX))
-        (profile / "downloads").mkdir()
+        (profile / "downloads").mkdir()  # attached clients' downloads (the hub's folder)
+        # The broker's own Playwright's: a download step's file. Made before the launch, so it is
+        # handed to the browser user with the profile and is inside the jail's bind (Playwright
+        # would make one in the host's /tmp, which the jailed browser cannot see).
+        (profile / "artifacts").mkdir()
         argv = [
             "/bin/sh",
             "-c",
@@ -173,7 +177,9 @@ class AttachedBrowsers:
         endpoint = TrustedEndpoint(hub, lambda: self._stops.spawn(self._stop(hub, profile)))
         try:
             await hub.start()
-            browser = await playwright.chromium.connect_over_cdp(await endpoint.open())
+            browser = await playwright.chromium.connect_over_cdp(
+                await endpoint.open(), artifacts_dir=profile / "artifacts"
+            )
         except BaseException as exc:
             endpoint.close()
             pipe.kill()
