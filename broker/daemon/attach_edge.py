@@ -10,15 +10,16 @@ import logging
 import ssl
 
 from broker.attach.server import AttachServer
+from broker.common.hosts import WILDCARD_HOSTS
 from broker.runtime.settings import Settings
 from broker.runtime.wiring import Broker
 
 log = logging.getLogger("broker.server")
 
-_WILDCARDS = ("", "0.0.0.0", "::", "[::]")
-
 
 async def start_attach_edge(settings: Settings, broker: Broker) -> AttachServer | None:
+    if settings.attach_off_reason:
+        log.warning("attached clients are off: %s", settings.attach_off_reason)
     if not settings.attach_listen:
         return None
     host, _, port = settings.attach_listen.rpartition(":")
@@ -37,13 +38,14 @@ async def start_attach_edge(settings: Settings, broker: Broker) -> AttachServer 
     bound = await server.start()
     if broker.egress is not None:
         broker.egress.add_own_port(bound)  # pages never reach it
-    scheme = "wss" if context is not None else "ws"
-    named = "127.0.0.1" if host in _WILDCARDS else host
-    if host in _WILDCARDS and not settings.attach_public_url:
+    # In a cluster the URL names this node, the lease's holder, whichever node granted it.
+    advertise = settings.advertised(settings.listen) if settings.cluster_url else None
+    base = settings.connect_base(bound, context is not None, advertise)
+    if host in WILDCARD_HOSTS and not settings.attach_public_url and advertise is None:
         log.warning(
             "attach_listen binds every address but attach_public_url is empty: connect URLs "
             "name 127.0.0.1"
         )
-    broker.attach.base_url = settings.attach_public_url or f"{scheme}://{named}:{bound}"
+    broker.attach.base_url = base
     log.info("attach edge listening", extra={"port": bound, "tls": context is not None})
     return server

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
@@ -16,6 +15,7 @@ from pydantic_settings import (
 )
 
 from broker.cluster.settings import ClusterSettings
+from broker.common.hosts import host_of, is_loopback_host
 from broker.egress.policy import EgressRules, egress_list, parse_cidr
 from broker.engines.base import RecyclePolicy
 from broker.leases.limits import Limits
@@ -29,7 +29,6 @@ _CONFIG_FILE: ContextVar[Path | None] = ContextVar("broker_config_file", default
 
 
 _HEX_DIGEST = r"^[0-9a-f]{64}$"
-_LOOPBACK_HOSTS = ("localhost", "::1", "[::1]")
 
 
 class EgressLists(BaseModel):
@@ -323,6 +322,7 @@ class Settings(
             raise ValueError("max_result_bytes must leave 64 KiB of max_message_bytes for framing")
         self._check_warm_pools()
         self.check_cluster(self.listen, bool(self.tenants), self.tls_cert_file is not None)
+        self.check_attach_reach(self.advertised(self.listen) if self.cluster_url else None)
         names = [t.name for t in self.tenants]
         if len(set(names)) != len(names):
             raise ValueError("tenant names must be unique")
@@ -390,13 +390,7 @@ class Settings(
 
     @property
     def listens_on_loopback(self) -> bool:
-        host = self.listen.rpartition(":")[0]
-        if host in _LOOPBACK_HOSTS:
-            return True
-        try:
-            return ipaddress.ip_address(host.strip("[]")).is_loopback
-        except ValueError:
-            return False
+        return is_loopback_host(host_of(self.listen))
 
     @property
     def auth_enabled(self) -> bool:
