@@ -70,6 +70,10 @@ class Unavailable(BrokerError):
     """The broker is draining or an engine could not start a browser."""
 
 
+class AttachOnly(BrokerError):
+    """The lease's browser is driven by its attached client alone: it takes no Run."""
+
+
 class EngineNotInstalled(BrokerError):
     """The engine cannot run on this machine (for example its browser is not installed)."""
 

@@ -16,6 +16,7 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc import aio
 
 from broker.errors import (
+    AttachOnly,
     BrokerError,
     Cancelled,
     DeadlineExceeded,
@@ -42,6 +43,7 @@ STATUS_FOR: dict[type[BrokerError], grpc.StatusCode] = {
     PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
     LeaseEnded: grpc.StatusCode.FAILED_PRECONDITION,
     EngineNotInstalled: grpc.StatusCode.FAILED_PRECONDITION,
+    AttachOnly: grpc.StatusCode.FAILED_PRECONDITION,
     QueueFull: grpc.StatusCode.RESOURCE_EXHAUSTED,
     DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
     Cancelled: grpc.StatusCode.CANCELLED,

@@ -14,11 +14,12 @@ from broker.api.auth import Authenticator
 from broker.api.errors import streaming, unary
 from broker.api.forwarding import Forwarded, Forwarder
 from broker.cluster.routing import Ended, agreed
-from broker.errors import DeadlineExceeded, LimitExceeded
+from broker.errors import AttachOnly, DeadlineExceeded, LimitExceeded
 from broker.leases.endings import Draining
 from broker.leases.lease import ReleaseOutcome, ReleaseReason
 from broker.leases.runs import CancelCause, Run
 from broker.leases.tenants import Tenant
+from broker.model.attach import ATTACH_ONLY
 from broker.runtime.wiring import Broker
 from browserbroker.v1 import broker_pb2 as pb
 from browserbroker.v1 import broker_pb2_grpc
@@ -93,6 +94,8 @@ class BrokerService(broker_pb2_grpc.BrowserBrokerServiceServicer):
                 yield response
             return
         lease = self.leases.get(request.lease_id, request.token, tenant)
+        if lease.spec.attach is not None and lease.spec.attach.protocol in ATTACH_ONLY:
+            raise AttachOnly(ATTACH_ONLY[lease.spec.attach.protocol])
         remaining = context.time_remaining()
         # A Run never outlives max_run_timeout_s, whatever deadline the caller sent.
         timeout_s = self.settings.max_run_timeout_s

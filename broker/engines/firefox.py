@@ -14,16 +14,19 @@ from typing import Any
 
 from playwright.async_api import Browser, Playwright
 
-from broker.engines.base import Availability
+from broker.engines.base import Availability, Session
 from broker.engines.discovery import (
     BrowserExecutable,
     BrowserNotFound,
     find_browser,
     playwright_managed,
 )
+from broker.engines.playwright.attachable_firefox import BidiBrowsers, BidiSession
 from broker.engines.playwright.engine import PlaywrightEngine
 from broker.engines.sandbox import Sandbox
-from broker.model.options import EngineName
+from broker.errors import InvalidArgument
+from broker.model.attach import AttachOptions, AttachProtocol
+from broker.model.options import BrowserOptions, ContextOptions, EngineName, Isolation
 
 JUGGLER = "juggler"
 BIDI = "webdriver-bidi"
@@ -74,6 +77,46 @@ EGRESS_PREFS: dict[str, str | float | bool] = {
 
 class FirefoxEngine(PlaywrightEngine):
     protocol = ""  # JUGGLER or BIDI once a Firefox is found
+    bidi: BidiBrowsers | None = None  # attach-only leases' browsers (stock Firefox)
+
+    def serve_bidi(self, bidi: BidiBrowsers) -> None:
+        bidi.processes = self._processes
+        bidi.egress = lambda: self._egress
+        self.bidi = bidi
+
+    def attach_hub(self, session: Session) -> object | None:
+        """The BiDi hub of an attach-only session (None: not one, or gone)."""
+        return session.hub if isinstance(session, BidiSession) else None
+
+    async def open_session(  # type: ignore[override]  # an attach-only session is no Playwright one
+        self,
+        isolation: Isolation,
+        options: ContextOptions,
+        browser_options: BrowserOptions | None = None,
+        *,
+        tenant: str = "",
+        attach: AttachOptions | None = None,
+    ) -> Session:
+        if attach is None or attach.protocol is not AttachProtocol.BIDI:
+            return await super().open_session(
+                isolation, options, browser_options, tenant=tenant, attach=attach
+            )
+        if self.bidi is None:
+            raise InvalidArgument.single(
+                "engine", "attach protocol bidi needs a stock Firefox (this one speaks Juggler)"
+            )
+        if isolation is not Isolation.BROWSER:
+            raise InvalidArgument.single("isolation", "an attachable lease needs its own browser")
+        return await self.bidi.open()
+
+    def live_sessions(self) -> list[Session]:  # type: ignore[override]
+        bidi = [s for s in self.bidi.sessions if s.alive] if self.bidi is not None else []
+        return [*super().live_sessions(), *bidi]
+
+    async def close(self) -> None:
+        await super().close()
+        if self.bidi is not None:
+            await self.bidi.close()
 
 
 def protocol_for(exe: BrowserExecutable) -> str:
@@ -127,6 +170,8 @@ def create(
     engine.protocol = protocol
     # page.pdf() prints through BiDi's browsingContext.print; Juggler has no PDF at all.
     engine.supports_pdf = protocol == BIDI
+    if protocol == BIDI:  # attach-only leases over WebDriver BiDi
+        engine.serve_bidi(BidiBrowsers(executable, headless, EGRESS_PREFS))
     return engine
 
 

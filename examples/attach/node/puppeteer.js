@@ -9,6 +9,7 @@
 const puppeteer = require('puppeteer-core');
 const WebSocket = require('ws');
 const { connectUrl, site, print, watchClose, reportClose, fail } = require('./common');
+const { signInAndAuthorize } = require('./puppeteer_scenario');
 
 async function main() {
   const closed = watchClose(WebSocket);
@@ -16,27 +17,7 @@ async function main() {
   const context = await browser.createBrowserContext();
   const page = await context.newPage();
 
-  await page.goto(`${site}/login.html`);
-  await page.type('#user', 'ada');
-  await page.type('#password', 'secret');
-  await Promise.all([page.waitForNavigation(), page.click('#submit')]);
-  const text = (selector) => page.$eval(selector, (e) => e.textContent);
-  print('login', { who: await text('#who'), stored: await text('#stored') });
-
-  await page.goto(`${site}/app.html`);
-  const opened = new Promise((resolve) => page.once('popup', resolve));
-  await page.click('#oauth');
-  const popup = await opened;
-  await popup.waitForSelector('#approve');
-  print('popup', { url: popup.url(), title: await popup.title() });
-  // The popup closes itself as it is clicked: its target may go before the click returns.
-  await popup.click('#approve').catch((error) => {
-    if (error.name !== 'TargetCloseError') throw error;
-  });
-  await page.waitForFunction(() =>
-    document.getElementById('status').textContent.startsWith('connected'),
-  );
-  print('status', { text: await text('#status') });
+  await signInAndAuthorize(page, site, print);
 
   // Downloads are written in the lease's folder on the broker's host, whatever downloadPath
   // says: the browser's events tell the client the download's name, size and state.

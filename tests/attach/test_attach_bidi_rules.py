@@ -1,0 +1,140 @@
+"""The WebDriver BiDi filter, without a browser: what is refused, naming the command and why,
+and what a client leaves in the lease's one session to be undone when it goes."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from broker.attach.bidi_rules import ALLOWED, REFUSED, judge, undo
+from broker.attach.rules import BadMessage, Command, decode
+
+
+def _command(method: str, **params: Any) -> Command:
+    return decode(json.dumps({"id": 1, "method": method, "params": params}))
+
+
+def _refused(method: str, *words: str, pages: int = 0, **params: Any) -> None:
+    why = judge(_command(method, **params), 16, pages)
+    assert why is not None, (method, params)
+    assert why.startswith(method), why
+    for word in words:
+        assert word in why, why
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "file:///etc/passwd",
+        "view-source:http://127.0.0.1/",
+        "about:config",
+        "about:preferences",
+        "chrome://browser/content/browser.xhtml",
+        "resource:///modules/",
+        "moz-extension://x/",
+        "jar:file:///x.zip!/a",
+        "javascript:alert(1)",
+        "FILE:///etc/passwd",
+        " file:///etc/passwd",
+        "not a url",
+    ],
+)
+def test_navigations_leave_the_web_refused(url: str) -> None:
+    _refused("browsingContext.navigate", "refused", context="c", url=url)
+
+
+@pytest.mark.parametrize(
+    "url", ["http://example.com/", "https://example.com/a?b", "data:text/html,hi", "about:blank"]
+)
+def test_web_navigations_pass(url: str) -> None:
+    assert judge(_command("browsingContext.navigate", context="c", url=url), 16, 0) is None
+
+
+def test_each_refusal_names_the_command_and_why() -> None:
+    _refused(
+        "session.new", "proxy", capabilities={"alwaysMatch": {"proxy": {"proxyType": "direct"}}}
+    )
+    _refused(
+        "session.new",
+        "proxy",
+        capabilities={"firstMatch": [{}, {"proxy": {"proxyType": "manual", "httpProxy": "x:1"}}]},
+    )
+    _refused("browser.createUserContext", "proxy", proxy={"proxyType": "direct"})
+    _refused(
+        "browser.setDownloadBehavior",
+        "destinationFolder",
+        downloadBehavior={"type": "allowed", "destinationFolder": "/root"},
+    )
+    _refused("input.setFiles", "files", context="c", element={}, files=["/etc/passwd"])
+    _refused("webExtension.install", "extension", extensionData={"type": "path", "path": "/"})
+    _refused("browser.close", "Release")
+    _refused("browsingContext.create", "attach_max_targets", type="tab", pages=16)
+    _refused("network.continueRequest", "http", request="r", url="file:///etc/passwd")
+    _refused(
+        "permissions.setPermission",
+        "camera",
+        descriptor={"name": "camera"},
+        state="granted",
+        origin="http://x",
+    )
+    # Vendor extensions (Firefox's chrome scope) and unknown commands, until judged.
+    _refused("browsingContext.getTree", "moz:scope", **{"moz:scope": "chrome"})
+    _refused("goog:cdp.sendCommand", "not allowed")
+    _refused("browsingContext.setBypassCSP", "not allowed")
+
+
+def test_what_puppeteer_needs_passes() -> None:
+    puppeteer_new = {
+        "alwaysMatch": {
+            "acceptInsecureCerts": False,
+            "unhandledPromptBehavior": {"default": "ignore"},
+            "webSocketUrl": True,
+            "goog:prerenderingDisabled": True,
+        }
+    }
+    for method, params in [
+        ("session.new", {"capabilities": puppeteer_new}),
+        ("session.status", {}),
+        ("session.subscribe", {"events": ["browsingContext", "network", "log", "script"]}),
+        ("browser.createUserContext", {}),
+        ("browser.setDownloadBehavior", {"downloadBehavior": {"type": "denied"}}),
+        ("browser.setDownloadBehavior", {"downloadBehavior": None}),
+        ("input.setFiles", {"context": "c", "element": {}, "files": []}),
+        ("browsingContext.create", {"type": "tab"}),
+        ("network.addDataCollector", {"dataTypes": ["response"], "maxEncodedDataSize": 1}),
+    ]:
+        assert judge(_command(method, **params), 16, 0) is None, method
+
+
+def test_the_lists_do_not_overlap() -> None:
+    assert not ALLOWED & set(REFUSED)
+
+
+def test_a_session_id_is_no_bidi() -> None:
+    command = decode(json.dumps({"id": 1, "method": "session.status", "params": {}}))
+    assert command.session_id is None
+    with pytest.raises(BadMessage):
+        decode('{"id": 1, "method": "a.b", "params": {}, "params": {}}')
+
+
+def test_what_a_client_makes_is_undone() -> None:
+    assert undo("session.subscribe", {"subscription": "s"}) == (
+        "session.unsubscribe",
+        {"subscriptions": ["s"]},
+    )
+    assert undo("network.addIntercept", {"intercept": "i"}) == (
+        "network.removeIntercept",
+        {"intercept": "i"},
+    )
+    assert undo("script.addPreloadScript", {"script": "p"}) == (
+        "script.removePreloadScript",
+        {"script": "p"},
+    )
+    assert undo("network.addDataCollector", {"collector": "d"}) == (
+        "network.removeDataCollector",
+        {"collector": "d"},
+    )
+    assert undo("script.evaluate", {"realm": "r"}) is None
+    assert undo("session.subscribe", {"subscription": 5}) is None
