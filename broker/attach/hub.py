@@ -57,6 +57,8 @@ def _stream_of_another(client: HubClient, method: str, params: dict[str, Any]) -
 
 
 class CdpHub:
+    protocol = "cdp"
+
     def __init__(
         self,
         pipe: BrowserPipe,

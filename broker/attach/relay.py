@@ -12,7 +12,7 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
 from broker.attach.clients import HubClient
-from broker.attach.hub import CdpHub
+from broker.attach.hubs import AttachHub
 from broker.attach.rules import BadMessage
 
 MAX_UNSENT_BYTES = 64 * 1024 * 1024
@@ -28,6 +28,13 @@ class SocketPeer:
         self._unsent = 0
         self._wake = asyncio.Event()
         self.overflowed = False
+        self._closing: tuple[int, str] | None = None
+
+    def close(self, code: int, reason: str) -> None:
+        """Close the socket once what is queued has been sent (a hub whose client's way to
+        the browser went away)."""
+        self._closing = (code, reason)
+        self._wake.set()
 
     def deliver(self, text: str | bytes) -> None:
         if self.overflowed:
@@ -50,11 +57,14 @@ class SocketPeer:
                 text = self._queue.popleft()
                 self._unsent -= len(text)
                 await self._socket.send(text, text=True)  # CDP is text, even as bytes
+            if self._closing is not None:
+                await self._socket.close(*self._closing)
+                return
 
 
 async def relay(
     socket: ServerConnection,
-    hub: CdpHub,
+    hub: AttachHub,
     client: HubClient,
     peer: SocketPeer,
     on_message: Callable[[], None] | None = None,

@@ -100,7 +100,8 @@ def _depth(text: str) -> int:
     return max(accumulate(map(_DEPTH_STEP.__getitem__, brackets)), default=0)
 
 
-def decode(raw: str | bytes) -> Command:
+def strict_object(raw: str | bytes) -> dict[str, Any]:
+    """A client's message as a JSON object, parsed strictly (see above), or BadMessage."""
     try:
         text = raw.decode() if isinstance(raw, bytes) else raw
         if _depth(text) > MAX_DEPTH:
@@ -118,6 +119,11 @@ def decode(raw: str | bytes) -> Command:
         raise BadMessage(f"not JSON: {str(exc)[:200]}") from None
     if not isinstance(message, dict):
         raise BadMessage("a message is a JSON object")
+    return message
+
+
+def decode(raw: str | bytes) -> Command:
+    message = strict_object(raw)
     ident = message.get("id")
     if type(ident) is not int or not 0 <= ident < 2**53:
         raise BadMessage("id must be a non-negative integer")

@@ -1,11 +1,13 @@
 """The attach edge: a WebSocket server where a tenant's client reaches its lease's browser.
 
 `/cdp/<lease id>?token=<attach token>` (or `/devtools/browser/<lease id>?token=...`, checked the
-same way) is checked before the upgrade: an unknown or ended lease is answered 404 and a wrong
-token 401, with no upgrade; once the broker drains, every new connection is answered 503 (the
-leases it holds go on, and their connected clients with them, until they end). What a lease id
-and token lead to is the resolver's business (the wiring's, which knows the lease table); this
-edge knows only hubs, bounds and sockets.
+same way; `/playwright/<lease id>?token=...` for a lease served over Playwright's protocol, whose
+client must be of the server's Playwright version, 428 if not) is checked before the upgrade: an
+unknown or ended lease, or one of the other protocol, is answered 404 and a wrong token 401, with
+no upgrade; once the broker drains, every new connection is answered 503 (the leases it holds go
+on, and their connected clients with them, until they end). What a lease id and token lead to
+is the resolver's business (the wiring's, which knows the lease table); this edge knows only
+hubs, bounds and sockets.
 """
 
 from __future__ import annotations
@@ -24,7 +26,9 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
 from broker.attach.bounds import AttachLimits
-from broker.attach.hub import CdpHub, HubError
+from broker.attach.hub import HubError
+from broker.attach.hubs import AttachHub
+from broker.attach.playwright_hub import PlaywrightHub
 from broker.attach.relay import SocketPeer, relay
 
 log = logging.getLogger("broker.attach")
@@ -38,7 +42,11 @@ MAX_TOKEN_CHARS = 256
 # What comes before the lease id: `/cdp/<id>`, the URL grants carry, and `/devtools/browser/<id>`,
 # the shape chromedp's remote allocator takes for a browser's socket as it is (any other URL it
 # turns into a `/json/version` request, which is not served). Both are checked alike.
-PATHS = (["", "cdp"], ["", "devtools", "browser"])
+PATHS = {
+    ("", "cdp"): "cdp",
+    ("", "devtools", "browser"): "cdp",
+    ("", "playwright"): "playwright",  # a lease served over Playwright's own protocol
+}
 
 
 @dataclass(frozen=True)
@@ -63,7 +71,7 @@ class ConnectionStats:
 class AttachGrant:
     """What a valid lease id and token lead to."""
 
-    hub: CdpHub
+    hub: AttachHub
     ended: asyncio.Future[tuple[int, str]]  # (close code, reason) once the lease has ended
     touch: Callable[[], None]  # a message arrived: activity on the lease
     opened: Callable[[ConnectionInfo], Callable[[ConnectionStats], None]]  # -> when it closes
@@ -96,7 +104,7 @@ class AttachServer:
         # the connection is upgraded or closes (an HTTP request that never upgrades, a failed
         # handshake); each holds one of its lease's max_clients until its client is attached.
         self._grants: dict[ServerConnection, tuple[AttachGrant, ConnectionInfo]] = {}
-        self._opening: Counter[CdpHub] = Counter()
+        self._opening: Counter[AttachHub] = Counter()
         self.port = 0
 
     async def start(self) -> int:
@@ -129,7 +137,8 @@ class AttachServer:
         url = urlsplit(request.path)
         parts = url.path.split("/")
         tokens = parse_qs(url.query).get("token", [])
-        if parts[:-1] not in PATHS or len(tokens) != 1:
+        protocol = PATHS.get(tuple(parts[:-1]))
+        if protocol is None or len(tokens) != 1:
             return connection.respond(http.HTTPStatus.NOT_FOUND, "not found\n")
         lease_id, token = parts[-1], tokens[0]
         if not lease_id or len(lease_id) > MAX_ID_CHARS or len(token) > MAX_TOKEN_CHARS:
@@ -138,15 +147,19 @@ class AttachServer:
         if isinstance(grant, http.HTTPStatus):
             text = "no such attachable lease\n" if grant == 404 else "refused\n"
             return connection.respond(grant, text)
+        if grant.hub.protocol != protocol:
+            return connection.respond(http.HTTPStatus.NOT_FOUND, "no such attachable lease\n")
+        agent = request.headers.get("User-Agent", "")[:200]
+        if isinstance(grant.hub, PlaywrightHub) and (why := grant.hub.version_refusal(agent)):
+            return connection.respond(http.HTTPStatus.PRECONDITION_REQUIRED, why + "\n")
         if grant.hub.attached(trusted=False) + self._opening[grant.hub] >= self._limits.max_clients:
             return connection.respond(
                 http.HTTPStatus.TOO_MANY_REQUESTS,
                 f"{self._limits.max_clients} clients are attached to this lease already\n",
             )
-        agent = request.headers.get("User-Agent", "")[:200]
         remote = connection.remote_address
         peer = f"{remote[0]}:{remote[1]}" if remote else ""
-        self._grants[connection] = (grant, ConnectionInfo(lease_id, "cdp", agent, peer))
+        self._grants[connection] = (grant, ConnectionInfo(lease_id, protocol, agent, peer))
         self._opening[grant.hub] += 1
         connection.connection_lost_waiter.add_done_callback(lambda _: self._forget(connection))
         return None
@@ -163,7 +176,7 @@ class AttachServer:
         if found is not None:
             self._release_slot(found[0].hub)
 
-    def _release_slot(self, hub: CdpHub) -> None:
+    def _release_slot(self, hub: AttachHub) -> None:
         self._opening[hub] -= 1
         if self._opening[hub] <= 0:
             del self._opening[hub]

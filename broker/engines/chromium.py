@@ -13,6 +13,8 @@ from broker.engines.discovery import BrowserNotFound, find_browser, playwright_m
 from broker.engines.playwright import isolated
 from broker.engines.playwright.attachable import AttachableEngine, AttachedBrowsers
 from broker.engines.playwright.engine import PlaywrightEngine
+from broker.engines.playwright.served import ServedBrowsers
+from broker.engines.playwright.serving import ServingEngine
 from broker.engines.playwright.session import Interrupter
 from broker.engines.sandbox import Sandbox
 from broker.model.options import EngineName
@@ -41,7 +43,7 @@ SERVER_ARGS = [
 INTERRUPTER_ATTACH_S = 2.0
 
 
-class ChromiumEngine(AttachableEngine):
+class ChromiumEngine(ServingEngine, AttachableEngine):
     supports_pdf = True
 
     async def page_interrupter(self, context: BrowserContext, page: Page) -> Interrupter | None:
@@ -100,6 +102,9 @@ def create(
     )
     # Attachable leases' browsers: launched by the broker itself on a pipe, with the same flags.
     engine.serve_attached(AttachedBrowsers(executable, args, headless, sandbox.enabled))
+    # Leases attached over Playwright's protocol: a launchServer of their own (served.py).
+    served = {"args": args, "headless": headless, "chromiumSandbox": sandbox.enabled}
+    engine.serve_playwright(ServedBrowsers("chromium", executable, served, sandbox))
     return engine
 
 

@@ -13,14 +13,15 @@ import asyncio
 import http
 from collections.abc import Callable, Mapping
 
-from broker.attach.hub import CdpHub
+from broker.attach.hubs import AttachHub
 from broker.attach.server import AttachGrant, ConnectionInfo, ConnectionStats
 from broker.engines.base import Engine
 from broker.engines.playwright.attachable import AttachableEngine
+from broker.engines.playwright.serving import ServingEngine
 from broker.leases.events import LeaseObserver
 from broker.leases.lease import Lease, ReleaseOutcome, ReleaseReason
 from broker.leases.table import LeaseTable
-from broker.model.attach import OnDisconnect
+from broker.model.attach import AttachProtocol, OnDisconnect
 from broker.model.options import EngineName
 
 CLOSE_CODE_BASE = 4000
@@ -45,7 +46,8 @@ class AttachDesk(LeaseObserver):
     def connect_url(self, lease: Lease) -> str:
         if lease.spec.attach is None or not self.base_url:
             return ""
-        return f"{self.base_url}/cdp/{lease.id}?token={lease.attach_token}"
+        path = "playwright" if lease.spec.attach.protocol is AttachProtocol.PLAYWRIGHT else "cdp"
+        return f"{self.base_url}/{path}/{lease.id}?token={lease.attach_token}"
 
     # ------------------------------------------------------------------ lease events
 
@@ -79,9 +81,13 @@ class AttachDesk(LeaseObserver):
             lambda info: self._opened(lease, info),
         )
 
-    def _hub(self, lease: Lease) -> CdpHub | None:
+    def _hub(self, lease: Lease) -> AttachHub | None:
         engine = self._engines.get(lease.spec.engine)
-        if isinstance(engine, AttachableEngine) and lease.session is not None:
+        if lease.session is None:
+            return None
+        if isinstance(engine, ServingEngine) and (served := engine.served_hub(lease.session)):
+            return served
+        if isinstance(engine, AttachableEngine):
             return engine.attach_hub(lease.session)
         return None
 

@@ -19,7 +19,13 @@ ON_DISCONNECT_FROM_PB = {
     pb.ON_DISCONNECT_KEEP: OnDisconnect.KEEP,
     pb.ON_DISCONNECT_END: OnDisconnect.END,
 }
-NOT_YET = (AttachProtocol.PLAYWRIGHT, AttachProtocol.BIDI)
+NOT_YET = (AttachProtocol.BIDI,)
+# The engines each protocol is served on. Camoufox speaks Playwright's protocol too (Juggler),
+# but its launch (a fingerprint drawn per browser) is not served over launchServer: refused.
+ENGINES = {
+    AttachProtocol.CDP: (EngineName.CHROMIUM,),
+    AttachProtocol.PLAYWRIGHT: (EngineName.CHROMIUM, EngineName.FIREFOX),
+}
 
 
 def attach_options(
@@ -48,15 +54,19 @@ def attach_options(
         out.append(
             FieldViolation(
                 "attach.protocol",
-                f"{protocol.value} is not supported yet (only ATTACH_PROTOCOL_CDP is served)",
+                f"{protocol.value} is not supported yet (ATTACH_PROTOCOL_CDP and "
+                "ATTACH_PROTOCOL_PLAYWRIGHT are served)",
             )
         )
         return None, isolation
     if not settings.attach_listen:
         out.append(FieldViolation("attach", "attached clients are off on this broker"))
-    if engine is not EngineName.CHROMIUM:
+    if engine not in (served_on := ENGINES.get(protocol, ())):
+        names = " or ".join(e.value for e in served_on)
         out.append(
-            FieldViolation("engine", f"attach protocol cdp needs chromium, not {engine.value}")
+            FieldViolation(
+                "engine", f"attach protocol {protocol.value} needs {names}, not {engine.value}"
+            )
         )
     if request.context.HasField("proxy"):
         # A context the client opens would have no proxy at all: only the route is a wall.
@@ -72,7 +82,7 @@ def attach_options(
             FieldViolation(
                 "isolation",
                 "an attachable lease needs ISOLATION_BROWSER (CDP sees every context of its "
-                "browser)",
+                "browser; a Playwright server serves a browser of its own)",
             )
         )
     return AttachOptions(protocol, on_disconnect or OnDisconnect.KEEP), isolation
