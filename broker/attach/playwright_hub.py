@@ -55,7 +55,7 @@ class PlaywrightClient(HubClient):
 
 def error_answer(ident: int, message: str) -> dict[str, Any]:
     """A call's error, as Playwright's server words one (the client raises it as an Error)."""
-    return {"id": ident, "error": {"error": {"name": "Error", "message": message}}}
+    return {"id": ident, "error": {"error": {"name": "Error", "message": message, "stack": ""}}}
 
 
 class PlaywrightHub:
