@@ -106,6 +106,29 @@ def test_default_and_full_renders_hold_what_the_chart_promises(helm: str) -> Non
     assert "terminationGracePeriodSeconds: 670" in full  # 10 + 600 + 15 + 45
 
 
+def test_attached_clients_are_off_unless_each_pod_serves_its_own_port(helm: str) -> None:
+    """A connect URL names the pod that holds the lease (docs/cluster.md#attached-clients): the
+    chart either switches attached clients off, or opens the attach port on every pod and has
+    each pod name its own IP; the Service never carries it (it would pick any pod)."""
+    defaults = render(helm, CHART)
+    assert 'attach_listen = ""' in broker_toml(defaults)
+    assert "name: attach" not in defaults and "ATTACH" not in defaults
+    full = render(helm, CHART, "--values", str(CHART / "ci" / "full-values.yaml"))
+    assert 'attach_listen = "0.0.0.0:50052"' in broker_toml(full)
+    assert "- {name: attach, containerPort: 50052, protocol: TCP}" in full
+    assert 'name: BROKER_ATTACH_PUBLIC_URL\n              value: "wss://$(POD_IP):50052"' in full
+    service = full.split("kind: Service\n", 1)[1].split("\n---", 1)[0]
+    assert "50052" not in service and "attach" not in service
+    policy = full.split("kind: NetworkPolicy", 1)[1].split("\n---", 1)[0]
+    assert "- ports: [{port: attach, protocol: TCP}]" in policy
+    plain = render(helm, CHART, "--set", "attach.enabled=true", "--set", "attach.port=6000")
+    assert 'value: "ws://$(POD_IP):6000"' in plain
+    named = render(
+        helm, CHART, "--set", "attach.enabled=true", "--set", "attach.publicUrl=wss://n.example"
+    )
+    assert 'value: "wss://n.example"' in named
+
+
 def test_tls_in_cluster_mode_verifies_one_name_on_every_pod(helm: str) -> None:
     """Pods dial each other at their IPs: each presents the one certificate, whose name (and CA)
     the pods verify on each other, and which the Certificate and the probes name too."""
@@ -148,6 +171,10 @@ def test_tls_in_cluster_mode_verifies_one_name_on_every_pod(helm: str) -> None:
         ),
         (["--set", "browserJail.mode=sometimes"], 'browserJail.mode "sometimes": one of'),
         (
+            ["--set", "broker.extraConfig.attach_listen=0.0.0.0:1"],
+            "the chart sets attach_listen itself",
+        ),
+        (
             ["--set", "cluster.enabled=false", "--set", "autoscaling.enabled=true"],
             "autoscaling.enabled needs cluster.enabled",
         ),
@@ -157,6 +184,7 @@ def test_tls_in_cluster_mode_verifies_one_name_on_every_pod(helm: str) -> None:
         "insecure-off-without-tls",
         "jail-without-user-namespace",
         "jail-mode",
+        "owned-attach-setting",
         "autoscaling-alone",
     ],
 )
@@ -233,6 +261,8 @@ def test_the_broker_accepts_the_rendered_config(
             "cluster_advertise": "10.1.2.3:50051",
             "cluster_secret": "s" * 40,
         }
+    if 'attach_listen = "0.0.0.0:' in config.read_text():  # and the pod's own attach URL
+        pod_env["attach_public_url"] = "wss://10.1.2.3:50052"
     settings = load_settings(config, **pod_env)
     assert settings.listen == "0.0.0.0:50051"
     assert settings.drain_timeout_s >= 300
