@@ -1,36 +1,44 @@
-"""Peer benchmark: the broker beside direct Playwright, Playwright's run-server and Selenium Grid.
+"""Peer benchmark: the broker beside direct Playwright, Playwright's run-server, Selenium Grid and
+Browserless.
 
     scripts/selenium.sh build   # once: the Grid's jars and chromium-driver (scripts/test does it)
-    .venv/bin/python -m bench.peers [--out bench-results] [--clients 1,4,16] [--quick | --smoke]
+    scripts/polyglot.sh         # once: Browserless, pinned in peers/browserless (scripts/test too)
+    .venv/bin/python -m bench.peers [--out bench-results] [--levels 1,4,16,50] [--quick | --smoke]
 
 Every system does the same work per session (open an isolated session, go to a tiny page served
 over HTTP on loopback, read its h1, end the session) with the same Chromium, in one run:
 
 - the broker with a warm pool, through the Python SDK and through a raw gRPC stub;
+- the broker's attachable lease over CDP: Acquire(attach=cdp), connect_over_cdp, goto, read,
+  disconnect, Release (an "attach cycle");
 - Playwright in this process, a new context per session, and on a page opened beforehand;
 - `playwright run-server`, `connect` per session;
-- Selenium Grid 4 standalone (`scripts/selenium.sh build` fetches it first), Debian's ChromeDriver.
+- Selenium Grid 4 standalone (`scripts/selenium.sh build` fetches it first), Debian's ChromeDriver;
+- Browserless, through its REST API (POST /function) and over CDP (connect_over_cdp per session),
+  its CONCURRENT and QUEUED set to each level's client count.
 
-Sweeps: 1 client (sequential, with a pause so pools refill as they would between requests),
-then 4 and 16 clients looping. Systems run one after the other at each level, in an order that
+Levels: 1 client (sequential, with a pause so pools refill as they would between requests),
+then 4, 16 and 50 clients looping. The systems that launch a browser per session (run-server,
+the Grid, Browserless, the attach cycle) run only up to 16 clients: 50 browsers at once would not
+fit the machine beside the rest. Systems run one after the other at each level, in an order that
 rotates from level to level. Also measured against the broker: the gRPC health-check round trip
-and the warm Acquire beside it (1 client), the broker process's CPU seconds per lease cycle, and
-the browsers' PSS per concurrent lease at 1, 10 and 25 leases. Writes JSON and a markdown table
-(medians, p90, p99, the machine and the versions) to --out, and prints the table. A peer that
-cannot start fails the run.
+and the warm Acquire beside it (1 client); a CDP round trip through the attach socket beside the
+same command sent straight to a Chromium's DevTools port; the broker process's CPU seconds per
+lease cycle; and the browsers' PSS per concurrent lease at 1, 10 and 25 leases. Writes JSON and
+a markdown table (medians, p90, p99, the machine and the versions) to --out, and prints the
+table. A peer that cannot start fails the run.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import platform
-import statistics
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
 from importlib import metadata
 from pathlib import Path
 
@@ -39,6 +47,15 @@ from playwright.async_api import async_playwright
 
 from bench.engines import Bench as EngineBench
 from bench.engines import measure_memory
+from bench.peer_attach import BrokerAttachCdp, cdp_round_trips
+from bench.peer_browserless import (
+    BrowserlessCdp,
+    BrowserlessFunction,
+    BrowserlessServer,
+    Resizable,
+    browserless_version,
+)
+from bench.peer_report import LevelResult, markdown, summary, write_report
 from bench.peer_systems import (
     BrokerRawStub,
     BrokerSdk,
@@ -54,31 +71,23 @@ from tests.support import BrokerProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 POOL = 4
-CAPACITY = 32
+CAPACITY = 64  # the 50-client level's leases, with room for the warm pool
 PAUSE_S = 0.25  # between sequential sessions: the broker's pool refills, as between requests
-SESSIONS = {1: 40, 4: 60, 16: 96}  # per level, split evenly over the clients
-QUICK_SESSIONS = {1: 6, 4: 8, 16: 16}
+LEVELS = "1,4,16,50"
+SESSIONS = {1: 40, 4: 60, 16: 96, 50: 200}  # per level, split evenly over the clients
+QUICK_SESSIONS = {1: 6, 4: 8, 16: 16, 50: 50}
 # --smoke: does every peer start and give its rows? A session or two each, no figures to quote.
-SMOKE_SESSIONS = {1: 2, 4: 4, 16: 16}
-
-
-@dataclass
-class LevelResult:
-    clients: int
-    sessions: int
-    wall_s: float
-    times_s: list[float]
-    errors: list[str] = field(default_factory=list)
-    broker_cpu_s: float | None = None  # the broker's Python process, over the level
-
-    @property
-    def per_s(self) -> float:
-        return len(self.times_s) / self.wall_s if self.wall_s else 0.0
-
-
-def quantile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+SMOKE_SESSIONS = {1: 2, 4: 4, 16: 16, 50: 50}
+ROUND_TRIPS = {"default": 400, "quick": 100, "smoke": 10}  # CDP round trips, each way
+# Peers that launch a browser for every session (or lease) run only up to this many clients.
+BROWSER_PER_SESSION_MAX_CLIENTS = 16
+BROWSER_PER_SESSION = (
+    BrokerAttachCdp,
+    PlaywrightRunServer,
+    SeleniumGrid,
+    BrowserlessFunction,
+    BrowserlessCdp,
+)
 
 
 async def run_level(
@@ -154,6 +163,8 @@ def versions(chromium: str) -> dict[str, str]:
         "chromedriver": out(["chromedriver", "--version"]),
         "java": out(["java", "-version"]),
         "selenium-grid": "4.38.0",
+        "browserless": browserless_version(),
+        "node": out(["node", "--version"]),
     }
 
 
@@ -186,11 +197,19 @@ def grid_jars() -> Path:
 
 
 async def run(
-    levels: list[int], sessions: dict[int, int], out: Path, memory: bool, warmups: int
+    levels: list[int],
+    sessions: dict[int, int],
+    out: Path,
+    memory: bool,
+    warmups: int,
+    round_trips: int,
 ) -> str:
     executable = find_browser("chromium", None, playwright_managed("chromium")).path
     jars = grid_jars()
     info = {"machine": machine(), "versions": versions(executable)}
+    per_browser_max = min(max(levels), BROWSER_PER_SESSION_MAX_CLIENTS)
+    # Peers called from threads (the Grid, Browserless's REST API) get one thread per client.
+    asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max(levels) + 8))
     pages = PageServer().start()
     broker = BrokerProcess(
         args=["--warm-pool-size", str(POOL), "--capacity", str(CAPACITY)]
@@ -201,29 +220,37 @@ async def run(
     try:
         async with async_playwright() as playwright:
             sdk = BrokerSdk(broker, pages.url)
+            browserless = BrowserlessServer(executable)
             systems: list[System] = [
                 sdk,
                 BrokerRawStub(broker, pages.url),
+                BrokerAttachCdp(broker, playwright, pages.url),
                 DirectPlaywright(playwright, executable, pages.url, warm_page=False),
                 DirectPlaywright(playwright, executable, pages.url, warm_page=True),
                 PlaywrightRunServer(playwright, executable, pages.url),
-                SeleniumGrid(jars, executable, pages.url, max(levels)),
+                SeleniumGrid(jars, executable, pages.url, per_browser_max),
+                BrowserlessFunction(browserless, pages.url),
+                BrowserlessCdp(browserless, playwright, pages.url),
             ]
-            for system in systems:
-                await system.start()
+            brokers = systems[:3]
             try:
+                for system in systems:
+                    await system.start()
                 for system in systems:  # warm-up: first launches, first renders, JIT
-                    for _ in range(warmups):
-                        await system.prepare()
-                        await system.session()
+                    await warm_up(system, warmups)
                 for turn, clients in enumerate(levels):
                     order = systems[turn % len(systems) :] + systems[: turn % len(systems)]
                     for system in order:
-                        pid = broker.proc.pid if system in systems[:2] and broker.proc else None
+                        if clients > per_browser_max and isinstance(system, BROWSER_PER_SESSION):
+                            continue
+                        if isinstance(system, Resizable) and await system.resize(clients):
+                            await warm_up(system, warmups)  # restarted with this level's limits
+                        pid = broker.proc.pid if system in brokers and broker.proc else None
                         result = await run_level(system, clients, sessions[clients], pid)
                         results.setdefault(system.name, {})[clients] = result
                         print(f"  {system.name}, {clients} clients: {summary(result)}", flush=True)
                 floors = await floor_and_warm_acquire(sdk, sessions.get(1, 20))
+                floors |= await cdp_round_trips(broker, executable, round_trips)
                 if memory:
                     memory_rows = await broker_memory(broker)
             finally:
@@ -232,9 +259,15 @@ async def run(
     finally:
         broker.stop()
         pages.stop()
+    settings = {"pool": POOL, "capacity": CAPACITY, "pause_s": PAUSE_S, "sessions": sessions}
     report = {
         **info,
-        "settings": {"pool": POOL, "capacity": CAPACITY, "pause_s": PAUSE_S, "sessions": sessions},
+        "settings": settings
+        | {
+            "browser_per_session_max_clients": per_browser_max,
+            "browserless_concurrent_and_queued": "the level's client count",
+            "cdp_round_trips": round_trips,
+        },
         "results": {
             name: {str(c): asdict(r) | {"per_s": r.per_s} for c, r in by_level.items()}
             for name, by_level in results.items()
@@ -255,10 +288,11 @@ async def run(
     return table
 
 
-def write_report(out: Path, report: dict[str, object], table: str) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "peers.json").write_text(json.dumps(report, indent=2))
-    (out / "peers.md").write_text(table + "\n")
+async def warm_up(system: System, sessions: int) -> None:
+    """Untimed sessions: first launches, first renders, JIT."""
+    for _ in range(sessions):
+        await system.prepare()
+        await system.session()
 
 
 async def broker_memory(broker: BrokerProcess) -> dict[int, float]:
@@ -275,96 +309,6 @@ async def broker_memory(broker: BrokerProcess) -> dict[int, float]:
     return rows
 
 
-def summary(result: LevelResult) -> str:
-    if not result.times_s:
-        return f"no session completed; {result.errors[:1]}"
-    return (
-        f"p50 {statistics.median(result.times_s) * 1000:.0f} ms, "
-        f"{result.per_s:.2f} sessions/s, {len(result.errors)} errors"
-    )
-
-
-def markdown(
-    report: dict[str, object],
-    results: dict[str, dict[int, LevelResult]],
-    floors: dict[str, list[float]],
-    memory_rows: dict[int, float],
-    levels: list[int],
-) -> str:
-    ms = 1000.0
-    lines = [
-        "| system | clients | sessions | p50 ms | p90 ms | p99 ms | sessions/s |",
-        "|---|---:|---:|---:|---:|---:|---:|",
-    ]
-    for name, by_level in results.items():
-        for clients in levels:
-            r = by_level[clients]
-            if not r.times_s:
-                lines.append(f"| {name} | {clients} | 0 | | | | |")
-                continue
-            lines.append(
-                f"| {name} | {clients} | {len(r.times_s)} "
-                f"| {statistics.median(r.times_s) * ms:.0f} | {quantile(r.times_s, 0.9) * ms:.0f} "
-                f"| {quantile(r.times_s, 0.99) * ms:.0f} | {r.per_s:.2f} |"
-            )
-    sdk = results[BrokerSdk.name]
-    lines += ["", "| broker figure | value |", "|---|---:|"]
-    if floors:
-        health = statistics.median(floors["health_check"])
-        warm = statistics.median(floors["warm_acquire"])
-        lines.append(f"| health-check round trip p50 | {health * ms:.2f} ms |")
-        lines.append(f"| warm Acquire p50 | {warm * ms:.2f} ms ({warm / health:.2f}x the floor) |")
-    for clients in levels:
-        r = sdk[clients]
-        if r.broker_cpu_s is not None and r.times_s:
-            cpu_ms = r.broker_cpu_s / len(r.times_s) * ms
-            lines.append(f"| broker CPU per lease cycle, {clients} clients | {cpu_ms:.1f} ms |")
-    for level, mb in memory_rows.items():
-        lines.append(f"| browsers' PSS per Chromium context lease, {level} held | {mb:.1f} MB |")
-    lines += ["", *ratio_lines(results, levels)]
-    machine_info = report["machine"]
-    versions_info = report["versions"]
-    assert isinstance(machine_info, dict) and isinstance(versions_info, dict)
-    lines += [
-        "",
-        "Machine: " + ", ".join(f"{k} {v}" for k, v in machine_info.items()),
-        "",
-        "Versions: " + ", ".join(f"{k} {v}" for k, v in versions_info.items()),
-    ]
-    return "\n".join(lines)
-
-
-def ratio_lines(results: dict[str, dict[int, LevelResult]], levels: list[int]) -> list[str]:
-    """The issue's targets, as ratios of figures from this run."""
-    sdk = results[BrokerSdk.name]
-    new_context = results["Playwright, new context per session"]
-    warm_page = results["Playwright, warm page (opened beforehand)"]
-    run_server = results[PlaywrightRunServer.name]
-    grid = results[SeleniumGrid.name]
-
-    def p50(r: LevelResult) -> float:
-        return statistics.median(r.times_s) if r.times_s else float("nan")
-
-    lines = ["| comparison (this run) | ratio |", "|---|---:|"]
-    one = levels[0]
-    lines.append(
-        f"| broker cycle p50 / Playwright warm-page p50, {one} client "
-        f"| {p50(sdk[one]) / p50(warm_page[one]):.2f} |"
-    )
-    for clients in levels:
-        lines.append(
-            f"| broker sessions/s / Playwright new-context sessions/s, {clients} clients "
-            f"| {sdk[clients].per_s / new_context[clients].per_s:.2f} |"
-        )
-    lines.append(
-        f"| run-server p50 / broker p50, {one} client | {p50(run_server[one]) / p50(sdk[one]):.2f} |"
-    )
-    lines.append(
-        f"| Selenium Grid p50 / broker p50, {one} client | {p50(grid[one]) / p50(sdk[one]):.2f} |"
-    )
-    return lines
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         prog="python -m bench.peers",
@@ -372,18 +316,28 @@ def main() -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--out", type=Path, default=Path("bench-results"))
-    parser.add_argument("--clients", default="1,4,16", help="comma-separated client counts")
+    parser.add_argument(
+        "--levels",
+        "--clients",
+        dest="levels",
+        default=LEVELS,
+        help=f"comma-separated client counts (default {LEVELS})",
+    )
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help="few sessions: rough figures")
     size.add_argument("--smoke", action="store_true", help="a session or two: rows, no figures")
     parser.add_argument("--no-memory", action="store_true", help="skip the PSS levels")
     args = parser.parse_args()
-    levels = [int(c) for c in args.clients.split(",")]
-    base = SMOKE_SESSIONS if args.smoke else QUICK_SESSIONS if args.quick else SESSIONS
+    levels = [int(c) for c in args.levels.split(",")]
+    size_name = "smoke" if args.smoke else "quick" if args.quick else "default"
+    base = {"smoke": SMOKE_SESSIONS, "quick": QUICK_SESSIONS, "default": SESSIONS}[size_name]
     sessions = {c: base.get(c, 6 * c) for c in levels}
     warmups = 1 if args.smoke else 2
+    round_trips = ROUND_TRIPS[size_name]
     try:
-        print(asyncio.run(run(levels, sessions, args.out, not args.no_memory, warmups)))
+        print(
+            asyncio.run(run(levels, sessions, args.out, not args.no_memory, warmups, round_trips))
+        )
     except RuntimeError as exc:
         print(f"bench.peers failed: {exc}", file=sys.stderr)
         sys.exit(1)

@@ -31,6 +31,11 @@ const others = [
   BrowserlessFirefoxRoutes,
   BrowserlessWebKitRoutes,
 ];
+// As Browserless's own entry point (build/index.js) does: a rejection nobody handled (a page
+// closing under a browser that is closing, say) is logged, not the end of the process.
+process.on('unhandledRejection', (reason) => {
+  console.error('Unhandled Rejection:', reason);
+});
 const browserless = new Browserless();
 browserless.disableRoutes(...others.flatMap((routes) => Object.values(routes)));
 await browserless.start();
