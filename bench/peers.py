@@ -55,7 +55,11 @@ from bench.peer_browserless import (
     Resizable,
     browserless_version,
 )
-from bench.peer_report import LevelResult, markdown, summary, write_report
+
+# Re-exported: bench.ladder imports LevelResult and summary from here.
+from bench.peer_report import LevelResult as LevelResult
+from bench.peer_report import markdown, write_report
+from bench.peer_report import summary as summary
 from bench.peer_systems import (
     BrokerRawStub,
     BrokerSdk,
