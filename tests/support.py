@@ -108,7 +108,9 @@ class InProcessBroker:
             census = engine.census()
             if isinstance(engine, PlaywrightEngine):
                 mine = sum(len(p) for p in self.broker.pools if p.engine is engine)
-                assert census.contexts == mine, (
+                # A pooled attachable browser (connected over CDP) also shows its default context.
+                defaults = sum(len(p) for p in self.broker.pools if p.engine is engine and p.attach)
+                assert census.contexts == mine + defaults, (
                     f"{engine.name}: {census.contexts} contexts, pool {pooled}"
                 )
                 assert census.pages == mine, f"{engine.name}: {census.pages} pages, pool {pooled}"

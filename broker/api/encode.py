@@ -12,6 +12,7 @@ from broker.cluster.node import ClusterView
 from broker.engines.base import EngineCensus
 from broker.leases.lease import Lease, ReleaseOutcome, ReleaseReason
 from broker.leases.tenants import Tenant
+from broker.model.attach import AttachProtocol
 from broker.model.options import EngineName, Isolation
 from broker.model.steps.base import StepErrorKind, StepOutcome
 from broker.runtime.wiring import Broker
@@ -26,6 +27,11 @@ ENGINE_TO_PB = {
 ISOLATION_TO_PB = {
     Isolation.CONTEXT: pb.ISOLATION_CONTEXT,
     Isolation.BROWSER: pb.ISOLATION_BROWSER,
+}
+ATTACH_TO_PB = {
+    AttachProtocol.CDP: pb.ATTACH_PROTOCOL_CDP,
+    AttachProtocol.PLAYWRIGHT: pb.ATTACH_PROTOCOL_PLAYWRIGHT,
+    AttachProtocol.BIDI: pb.ATTACH_PROTOCOL_BIDI,
 }
 REASON_TO_PB = {
     ReleaseReason.CLIENT_RELEASE: pb.RELEASE_REASON_CLIENT_RELEASE,
@@ -128,6 +134,7 @@ def pool_status(status: PoolStatus) -> pb.PoolStatus:
         opening=status.opening,
         hits=status.hits,
         misses=status.misses,
+        attach=ATTACH_TO_PB[status.attach] if status.attach else pb.ATTACH_PROTOCOL_UNSPECIFIED,
     )
 
 

@@ -46,13 +46,17 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _warm_pool(spec: str) -> dict[str, object]:
-    """ENGINE/ISOLATION=SIZE[:MAX_SIZE], e.g. firefox/browser=2:8 (checked by the settings)."""
+    """ENGINE/ISOLATION[+ATTACH]=SIZE[:MAX_SIZE], e.g. firefox/browser=2:8 or
+    chromium/browser+cdp=1 (checked by the settings)."""
     pair, _, sizes = spec.partition("=")
+    pair, _, attach = pair.partition("+")
     engine, _, isolation = pair.partition("/")
     size, _, ceiling = sizes.partition(":")
     pool: dict[str, object] = {"engine": engine, "isolation": isolation or "context", "size": size}
     if ceiling:
         pool["max_size"] = ceiling
+    if attach:
+        pool["attach"] = attach
     return pool
 
 
@@ -87,8 +91,9 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument(
         "--warm-pool",
         action="append",
-        metavar="ENGINE/ISOLATION=SIZE[:MAX]",
-        help="a warm pool, e.g. firefox/browser=2:8 (repeatable; replaces warm_pools)",
+        metavar="ENGINE/ISOLATION[+ATTACH]=SIZE[:MAX]",
+        help="a warm pool, e.g. firefox/browser=2:8 or chromium/browser+cdp=1 (repeatable; "
+        "replaces warm_pools)",
     )
     serve.add_argument(
         "--memory-budget-mb", type=float, help="estimated MiB for leases and warm sessions"

@@ -25,7 +25,7 @@ from broker.leases.events import LeaseObserver
 from broker.leases.lease import Lease, ReleaseOutcome
 from broker.model.steps.base import StepOutcome
 from broker.observe.otel import SCOPE
-from broker.warm.pool import PoolStatus
+from broker.warm.pool import PoolStatus, pool_name
 
 log = logging.getLogger("broker.telemetry")
 
@@ -132,7 +132,11 @@ class LeaseTelemetry(LeaseObserver):
             return [
                 Observation(
                     getattr(status, field),
-                    {"engine": status.engine.value, "isolation": status.isolation.value},
+                    {
+                        "engine": status.engine.value,
+                        "isolation": status.isolation.value,
+                        **({"attach": status.attach.value} if status.attach else {}),
+                    },
                 )
                 for status in statuses
             ]
@@ -160,7 +164,7 @@ class LeaseTelemetry(LeaseObserver):
                 "lease.idle_timeout_s": lease.spec.idle_timeout_s,
                 "lease.queue_wait_ms": round(lease.queue_wait_s * 1000, 3),
                 "lease.warm": lease.warm,
-                # One pool per engine and isolation: a warm lease's pair names its pool.
+                # One pool per engine, isolation and attach protocol: they name a warm lease's.
                 **({"lease.pool": _pair(lease)} if lease.warm else {}),
                 **{f"lease.label.{k}": v for k, v in lease.spec.labels},
             },
@@ -251,7 +255,8 @@ class LeaseTelemetry(LeaseObserver):
 
 
 def _pair(lease: Lease) -> str:
-    return f"{lease.spec.engine.value}/{lease.spec.isolation.value}"
+    attach = lease.spec.attach
+    return pool_name(lease.spec.engine, lease.spec.isolation, attach.protocol if attach else None)
 
 
 def _same(text: str) -> str:

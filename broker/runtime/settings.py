@@ -24,6 +24,7 @@ from broker.model.options import EngineName, Isolation
 from broker.runtime.attach_settings import AttachSettings
 from broker.runtime.drain_settings import DrainSettings
 from broker.runtime.metrics_settings import MetricsSettings
+from broker.runtime.warm_settings import DEFAULT_SESSION_MEMORY_MB, WarmPoolConfig
 
 _CONFIG_FILE: ContextVar[Path | None] = ContextVar("broker_config_file", default=None)
 
@@ -111,45 +112,6 @@ class TenantConfig(EgressLists):
             isolations=frozenset(self.isolations) if self.isolations is not None else None,
             egress=self.egress_rules(),
         )
-
-
-# Estimated MiB of one session per engine/isolation (PSS per lease in docs/benchmarks.md, rounded up).
-DEFAULT_SESSION_MEMORY_MB = {
-    "chromium/context": 60.0,
-    "chromium/browser": 170.0,
-    "firefox/context": 60.0,
-    "firefox/browser": 330.0,
-    "camoufox/context": 80.0,
-    "camoufox/browser": 400.0,
-}
-
-
-class WarmPoolConfig(BaseModel):
-    """Ready sessions kept for one engine and isolation."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    engine: EngineName
-    isolation: Isolation = Isolation.CONTEXT
-    size: int = Field(ge=0, le=1_000, description="ready sessions kept (the floor)")
-    max_size: int | None = Field(
-        None, ge=0, le=1_000, description="follow demand up to this many; unset: size (fixed)"
-    )
-    max_age_s: float = Field(0.0, ge=0, description="replace a ready session this old; 0: never")
-
-    @model_validator(mode="after")
-    def _ceiling(self) -> WarmPoolConfig:
-        if self.max_size is not None and self.max_size < self.size:
-            raise ValueError(f"warm pool {self.pair}: max_size must not be below size")
-        return self
-
-    @property
-    def pair(self) -> str:
-        return f"{self.engine.value}/{self.isolation.value}"
-
-    @property
-    def ceiling(self) -> int:
-        return self.size if self.max_size is None else self.max_size
 
 
 class Settings(
@@ -370,7 +332,10 @@ class Settings(
         listed there."""
         pools = list(self.warm_pools)
         if not any(
-            p.engine is self.default_engine and p.isolation is self.default_isolation for p in pools
+            p.engine is self.default_engine
+            and p.isolation is self.default_isolation
+            and p.attach is None
+            for p in pools
         ):
             pools.insert(
                 0,
@@ -380,6 +345,7 @@ class Settings(
                     size=self.warm_pool_size,
                     max_size=None,
                     max_age_s=0.0,
+                    attach=None,
                 ),
             )
         return [p for p in pools if p.ceiling > 0]

@@ -15,6 +15,7 @@ from broker.common.clock import Clock, LoopClock
 from broker.egress.policy import EgressPolicy, local_addresses
 from broker.egress.proxy import EgressGateway
 from broker.engines.base import Engine, EngineCensus, ResultLimits
+from broker.engines.firefox import FirefoxEngine
 from broker.engines.playwright.attachable import AttachableEngine
 from broker.leases.events import LeaseObserver, ObserverList
 from broker.leases.reconciler import Reconciler
@@ -87,6 +88,8 @@ class Broker:
             engine.use_egress(self.egress)
             if isinstance(engine, AttachableEngine) and engine.attached is not None:
                 engine.attached.limits = settings.attach_limits(settings.max_download_bytes)
+            if isinstance(engine, FirefoxEngine) and engine.bidi is not None:
+                engine.bidi.limits = settings.attach_limits(settings.max_download_bytes)
         self.observers = ObserverList(observers)
         self.traces = TraceStore(
             settings.data_dir / "traces", settings.trace_retention_s, settings.max_trace_bytes
@@ -114,6 +117,10 @@ class Broker:
             elif pool.isolation is Isolation.CONTEXT and settings.auth_enabled:
                 # A warm context lives in one tenant's browser; tenants never share one.
                 log.info("warm pool %s left out: context pools serve no tenants", pool.pair)
+            elif pool.attach is not None and not (
+                settings.attach_listen and isinstance(pooled, AttachableEngine) and pooled.attached
+            ):
+                log.warning("warm pool %s left out: attached clients are off", pool.pair)
             else:
                 self.warm.add(
                     pooled,
@@ -123,6 +130,7 @@ class Broker:
                     pool.max_age_s,
                     settings.warm_launches_per_engine,
                     settings.session_open_timeout_s,
+                    pool.attach,
                 )
         self.leases.set_warm_source(self.warm.take)
         # Attachable leases: what their connect URLs reach (served by the daemon's attach edge).

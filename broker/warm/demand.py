@@ -1,4 +1,5 @@
-"""Recent demand per (engine, isolation): the most leases of a pair held at once in a window.
+"""Recent demand per pool (engine, isolation, attach protocol): the most leases of a pool's kind
+held at once in a window.
 
 A pool that follows demand sets its target to this peak (between its floor and ceiling), so after
 a burst of eight dedicated-Firefox leases it keeps eight ready for the next one, and sinks back to
@@ -9,11 +10,10 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 
-from broker.model.options import EngineName, Isolation
-
-Pair = tuple[EngineName, Isolation]
+# What a pool serves: (engine, isolation, attach protocol or None); any hashable key will do.
+Pair = Hashable
 
 
 class Demand:

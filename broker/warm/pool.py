@@ -10,6 +10,11 @@ broker's memory budget, and launches of one engine that put leases first, see `p
 A warm context session lives in its tenant's shared browser (tenants never share a browser
 process), so a context pool serves one tenant: the operator, with authentication off. A warm
 dedicated browser is nobody's until it is lent, so a browser pool serves every tenant.
+
+An attachable pool (`attach` set) holds dedicated browsers an attached client can connect to
+(Chromium on its own pipe and hub, the broker's Playwright connected: see
+`engines/playwright/attachable.py`) and serves only attachable leases of its protocol; a plain
+pool never serves one. Either way a pooled session is lent once: its lease's end closes it.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from broker.common.cleanup import TaskSet
 from broker.engines.base import Engine, LostCause, Session
 from broker.leases.lease import LeaseSpec
 from broker.leases.tenants import OPERATOR
+from broker.model.attach import AttachOptions, AttachProtocol
 from broker.model.options import ContextOptions, EngineName, Isolation
 
 log = logging.getLogger("broker.pool")
@@ -47,10 +53,16 @@ class PoolStatus:
     opening: int
     hits: int  # Acquires for the pool's pair served warm
     misses: int  # Acquires for the pool's pair that opened cold (none ready, or options differ)
+    attach: AttachProtocol | None = None  # an attachable pool's protocol
 
     @property
     def name(self) -> str:
-        return f"{self.engine.value}/{self.isolation.value}"
+        return pool_name(self.engine, self.isolation, self.attach)
+
+
+def pool_name(engine: EngineName, isolation: Isolation, attach: AttachProtocol | None) -> str:
+    """chromium/browser, or chromium/browser+cdp for an attachable pool."""
+    return f"{engine.value}/{isolation.value}" + (f"+{attach.value}" if attach else "")
 
 
 class WarmPool:
@@ -71,9 +83,11 @@ class WarmPool:
         now: Callable[[], float] = time.monotonic,
         refill_delay_s: float = 0.0,
         tenant: str = OPERATOR.name,
+        attach: AttachProtocol | None = None,
     ) -> None:
         self.engine = engine
         self.isolation = isolation
+        self.attach = attach  # set: the pool's browsers are attachable (for leases of it only)
         # Whose shared browser a context pool's sessions open in, and who alone may have them.
         self.tenant = tenant
         self.floor = size
@@ -104,7 +118,7 @@ class WarmPool:
 
     @property
     def name(self) -> str:
-        return f"{self.engine.name.value}/{self.isolation.value}"
+        return pool_name(self.engine.name, self.isolation, self.attach)
 
     def sessions(self) -> list[Session]:
         return list(self._ready)
@@ -123,20 +137,24 @@ class WarmPool:
             self.opening,
             self.hits,
             self.misses,
+            self.attach,
         )
 
     def serves(self, spec: LeaseSpec) -> bool:
-        """The lease asks for this pool's engine and isolation (whatever its options), and for
-        a context session, its tenant is the one whose browser the pool's sessions are in."""
+        """The lease asks for this pool's engine, isolation and attach protocol (whatever its
+        options), and for a context session, its tenant is the one whose browser the pool's
+        sessions are in."""
         if spec.engine is not self.engine.name or spec.isolation is not self.isolation:
+            return False
+        if attach_protocol(spec) is not self.attach:
             return False
         return self.isolation is Isolation.BROWSER or spec.tenant.name == self.tenant
 
     @staticmethod
     def fits(spec: LeaseSpec) -> bool:
-        """A pooled session was opened with default options: only such a lease may have it (an
-        attachable lease's browser is launched for it alone)."""
-        return spec.context.is_default and spec.camoufox is None and spec.attach is None
+        """A pooled session was opened with default options: only such a lease may have it.
+        (What an attachable lease's `on_disconnect` says is the lease's, not its browser's.)"""
+        return spec.context.is_default and spec.camoufox is None
 
     def take(self, spec: LeaseSpec) -> Session | None:
         """A ready session for `spec`, or None; never waits. Counts a hit or a miss."""
@@ -278,7 +296,14 @@ class WarmPool:
             try:
                 async with asyncio.timeout(self._open_timeout_s):
                     return await self.engine.open_session(
-                        self.isolation, ContextOptions(), tenant=self.tenant
+                        self.isolation,
+                        ContextOptions(),
+                        tenant=self.tenant,
+                        attach=AttachOptions(self.attach) if self.attach else None,
                     )
             finally:
                 self.opening -= 1
+
+
+def attach_protocol(spec: LeaseSpec) -> AttachProtocol | None:
+    return spec.attach.protocol if spec.attach is not None else None

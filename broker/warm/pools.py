@@ -1,5 +1,5 @@
-"""The broker's warm pools, one per (engine, isolation) configured, and what they share: the
-per-engine bound on background opens, demand sizing, and the memory budget.
+"""The broker's warm pools, one per (engine, isolation, attach protocol) configured, and what
+they share: the per-engine bound on background opens, demand sizing, and the memory budget.
 
 `take` is the lease table's warm source: it runs on every Acquire after admission, with the new
 lease already counted among the active ones. It records demand, hands out a warm session when a
@@ -12,6 +12,10 @@ dedicated browser can go to any tenant allowed its engine and isolation; a warm 
 only to the tenant whose shared browser it lives in (see `pool.py`). With authentication on, the
 broker keeps no context pools: a pool per tenant would keep a browser alive per tenant, idle or
 not, and multiply the warm memory by the number of tenants.
+
+Attachable pools (Chromium, dedicated browsers an attached client can connect to) are pools like
+the others: an attachable lease is admitted first (capacity, queue, the tenant's quotas), then
+takes a ready browser of the pool for its protocol, or has one launched for it.
 """
 
 from __future__ import annotations
@@ -25,9 +29,10 @@ from collections.abc import Callable, Iterable
 from broker.engines.base import Engine, Session
 from broker.errors import LimitExceeded
 from broker.leases.lease import Lease, LeaseSpec
+from broker.model.attach import AttachProtocol
 from broker.model.options import EngineName, Isolation
-from broker.warm.demand import Demand, Pair
-from broker.warm.pool import SWEEP_INTERVAL_S, PoolStatus, WarmPool
+from broker.warm.demand import Demand
+from broker.warm.pool import SWEEP_INTERVAL_S, PoolStatus, WarmPool, attach_protocol
 
 log = logging.getLogger("broker.pool")
 
@@ -38,6 +43,12 @@ QUIET_MAX_WAIT_S = 1.0
 QUIET_POLL_S = 0.01
 
 SessionMemory = Callable[[EngineName, Isolation], float]
+# What a pool serves: engine, isolation and attach protocol (None: not attachable).
+PoolKey = tuple[EngineName, Isolation, AttachProtocol | None]
+
+
+def key_of(spec: LeaseSpec) -> PoolKey:
+    return (spec.engine, spec.isolation, attach_protocol(spec))
 
 
 class Pools:
@@ -58,7 +69,7 @@ class Pools:
         self.demand = Demand(demand_window_s, now)
         self._now = now
         self.pools: list[WarmPool] = []
-        self._by_pair: dict[Pair, WarmPool] = {}
+        self._by_key: dict[PoolKey, WarmPool] = {}
         self._launches: dict[EngineName, asyncio.Semaphore] = {}
         self._task: asyncio.Task[None] | None = None
         self.memory_drops = 0  # warm sessions given up for a lease's memory
@@ -72,6 +83,7 @@ class Pools:
         max_age_s: float = 0.0,
         launches_per_engine: int = 1,
         open_timeout_s: float = 60.0,
+        attach: AttachProtocol | None = None,
     ) -> WarmPool:
         launches = self._launches.setdefault(engine.name, asyncio.Semaphore(launches_per_engine))
         pool = WarmPool(
@@ -87,9 +99,10 @@ class Pools:
             quiet=self._wait_quiet,
             now=self._now,
             refill_delay_s=REFILL_DELAY_S,
+            attach=attach,
         )
         self.pools.append(pool)
-        self._by_pair[(engine.name, isolation)] = pool
+        self._by_key[(engine.name, isolation, attach)] = pool
         return pool
 
     # ----------------------------------------------------------------- views
@@ -119,15 +132,13 @@ class Pools:
 
     def take(self, spec: LeaseSpec) -> Session | None:
         """The lease table's warm source (see the module's docstring)."""
-        pair = (spec.engine, spec.isolation)
-        # Demand a pool could serve: leases of the pair whose options a pooled session fits.
+        key = key_of(spec)
+        # Demand a pool could serve: leases of its kind whose options a pooled session fits.
         held = sum(
-            1
-            for lease in self._active()
-            if (lease.spec.engine, lease.spec.isolation) == pair and WarmPool.fits(lease.spec)
+            1 for lease in self._active() if key_of(lease.spec) == key and WarmPool.fits(lease.spec)
         )
-        self.demand.observe(pair, held)
-        pool = self._by_pair.get(pair)
+        self.demand.observe(key, held)
+        pool = self._by_key.get(key)
         if pool is not None:
             self._follow_demand(pool)
             session = pool.take(spec)
@@ -209,7 +220,7 @@ class Pools:
 
     def _follow_demand(self, pool: WarmPool) -> None:
         if pool.ceiling > pool.floor:
-            pool.set_target(self.demand.peak((pool.engine.name, pool.isolation)))
+            pool.set_target(self.demand.peak((pool.engine.name, pool.isolation, pool.attach)))
 
     # -------------------------------------------------------------- lifecycle
 

@@ -2309,6 +2309,7 @@ class PoolStatus(_message.Message):
     OPENING_FIELD_NUMBER: _builtins.int
     HITS_FIELD_NUMBER: _builtins.int
     MISSES_FIELD_NUMBER: _builtins.int
+    ATTACH_FIELD_NUMBER: _builtins.int
     engine: Global___Engine.ValueType
     isolation: Global___Isolation.ValueType
     target: _builtins.int
@@ -2327,6 +2328,10 @@ class PoolStatus(_message.Message):
     """Acquires of the pool's engine and isolation that opened a session (none ready, or
     options a pooled session does not have).
     """
+    attach: Global___AttachProtocol.ValueType
+    """An attachable pool's protocol: its browsers serve only attachable leases of it (hits and
+    misses count those). Unspecified: a plain pool, which never serves an attachable lease.
+    """
     def __init__(
         self,
         *,
@@ -2339,10 +2344,11 @@ class PoolStatus(_message.Message):
         opening: _builtins.int = ...,
         hits: _builtins.int = ...,
         misses: _builtins.int = ...,
+        attach: Global___AttachProtocol.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["engine", b"engine", "hits", b"hits", "isolation", b"isolation", "max_size", b"max_size", "min_size", b"min_size", "misses", b"misses", "opening", b"opening", "ready", b"ready", "target", b"target"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attach", b"attach", "engine", b"engine", "hits", b"hits", "isolation", b"isolation", "max_size", b"max_size", "min_size", b"min_size", "misses", b"misses", "opening", b"opening", "ready", b"ready", "target", b"target"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

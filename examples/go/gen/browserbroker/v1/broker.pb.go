@@ -4898,7 +4898,10 @@ type PoolStatus struct {
 	Hits uint64 `protobuf:"varint,8,opt,name=hits,proto3" json:"hits,omitempty"`
 	// Acquires of the pool's engine and isolation that opened a session (none ready, or
 	// options a pooled session does not have).
-	Misses        uint64 `protobuf:"varint,9,opt,name=misses,proto3" json:"misses,omitempty"`
+	Misses uint64 `protobuf:"varint,9,opt,name=misses,proto3" json:"misses,omitempty"`
+	// An attachable pool's protocol: its browsers serve only attachable leases of it (hits and
+	// misses count those). Unspecified: a plain pool, which never serves an attachable lease.
+	Attach        AttachProtocol `protobuf:"varint,10,opt,name=attach,proto3,enum=browserbroker.v1.AttachProtocol" json:"attach,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4994,6 +4997,13 @@ func (x *PoolStatus) GetMisses() uint64 {
 		return x.Misses
 	}
 	return 0
+}
+
+func (x *PoolStatus) GetAttach() AttachProtocol {
+	if x != nil {
+		return x.Attach
+	}
+	return AttachProtocol_ATTACH_PROTOCOL_UNSPECIFIED
 }
 
 type GetTraceRequest struct {
@@ -5505,7 +5515,7 @@ const file_browserbroker_v1_broker_proto_rawDesc = "" +
 	"\aengines\x18\a \x03(\x0e2\x18.browserbroker.v1.EngineR\aengines\x12 \n" +
 	"\flast_seen_ms\x18\b \x01(\rR\n" +
 	"lastSeenMs\x12\x1a\n" +
-	"\bdraining\x18\t \x01(\bR\bdraining\"\xa3\x02\n" +
+	"\bdraining\x18\t \x01(\bR\bdraining\"\xdd\x02\n" +
 	"\n" +
 	"PoolStatus\x120\n" +
 	"\x06engine\x18\x01 \x01(\x0e2\x18.browserbroker.v1.EngineR\x06engine\x129\n" +
@@ -5516,7 +5526,9 @@ const file_browserbroker_v1_broker_proto_rawDesc = "" +
 	"\x05ready\x18\x06 \x01(\rR\x05ready\x12\x18\n" +
 	"\aopening\x18\a \x01(\rR\aopening\x12\x12\n" +
 	"\x04hits\x18\b \x01(\x04R\x04hits\x12\x16\n" +
-	"\x06misses\x18\t \x01(\x04R\x06misses\"B\n" +
+	"\x06misses\x18\t \x01(\x04R\x06misses\x128\n" +
+	"\x06attach\x18\n" +
+	" \x01(\x0e2 .browserbroker.v1.AttachProtocolR\x06attach\"B\n" +
 	"\x0fGetTraceRequest\x12\x19\n" +
 	"\blease_id\x18\x01 \x01(\tR\aleaseId\x12\x14\n" +
 	"\x05token\x18\x02 \x01(\tR\x05token\"(\n" +
@@ -5759,23 +5771,24 @@ var file_browserbroker_v1_broker_proto_depIdxs = []int32{
 	0,  // 79: browserbroker.v1.ClusterNode.engines:type_name -> browserbroker.v1.Engine
 	0,  // 80: browserbroker.v1.PoolStatus.engine:type_name -> browserbroker.v1.Engine
 	1,  // 81: browserbroker.v1.PoolStatus.isolation:type_name -> browserbroker.v1.Isolation
-	13, // 82: browserbroker.v1.BrowserBrokerService.Acquire:input_type -> browserbroker.v1.AcquireRequest
-	52, // 83: browserbroker.v1.BrowserBrokerService.Run:input_type -> browserbroker.v1.RunRequest
-	58, // 84: browserbroker.v1.BrowserBrokerService.KeepAlive:input_type -> browserbroker.v1.KeepAliveRequest
-	60, // 85: browserbroker.v1.BrowserBrokerService.Release:input_type -> browserbroker.v1.ReleaseRequest
-	62, // 86: browserbroker.v1.BrowserBrokerService.GetStatus:input_type -> browserbroker.v1.GetStatusRequest
-	68, // 87: browserbroker.v1.BrowserBrokerService.GetTrace:input_type -> browserbroker.v1.GetTraceRequest
-	14, // 88: browserbroker.v1.BrowserBrokerService.Acquire:output_type -> browserbroker.v1.AcquireResponse
-	57, // 89: browserbroker.v1.BrowserBrokerService.Run:output_type -> browserbroker.v1.RunResponse
-	59, // 90: browserbroker.v1.BrowserBrokerService.KeepAlive:output_type -> browserbroker.v1.KeepAliveResponse
-	61, // 91: browserbroker.v1.BrowserBrokerService.Release:output_type -> browserbroker.v1.ReleaseResponse
-	64, // 92: browserbroker.v1.BrowserBrokerService.GetStatus:output_type -> browserbroker.v1.GetStatusResponse
-	69, // 93: browserbroker.v1.BrowserBrokerService.GetTrace:output_type -> browserbroker.v1.GetTraceResponse
-	88, // [88:94] is the sub-list for method output_type
-	82, // [82:88] is the sub-list for method input_type
-	82, // [82:82] is the sub-list for extension type_name
-	82, // [82:82] is the sub-list for extension extendee
-	0,  // [0:82] is the sub-list for field type_name
+	3,  // 82: browserbroker.v1.PoolStatus.attach:type_name -> browserbroker.v1.AttachProtocol
+	13, // 83: browserbroker.v1.BrowserBrokerService.Acquire:input_type -> browserbroker.v1.AcquireRequest
+	52, // 84: browserbroker.v1.BrowserBrokerService.Run:input_type -> browserbroker.v1.RunRequest
+	58, // 85: browserbroker.v1.BrowserBrokerService.KeepAlive:input_type -> browserbroker.v1.KeepAliveRequest
+	60, // 86: browserbroker.v1.BrowserBrokerService.Release:input_type -> browserbroker.v1.ReleaseRequest
+	62, // 87: browserbroker.v1.BrowserBrokerService.GetStatus:input_type -> browserbroker.v1.GetStatusRequest
+	68, // 88: browserbroker.v1.BrowserBrokerService.GetTrace:input_type -> browserbroker.v1.GetTraceRequest
+	14, // 89: browserbroker.v1.BrowserBrokerService.Acquire:output_type -> browserbroker.v1.AcquireResponse
+	57, // 90: browserbroker.v1.BrowserBrokerService.Run:output_type -> browserbroker.v1.RunResponse
+	59, // 91: browserbroker.v1.BrowserBrokerService.KeepAlive:output_type -> browserbroker.v1.KeepAliveResponse
+	61, // 92: browserbroker.v1.BrowserBrokerService.Release:output_type -> browserbroker.v1.ReleaseResponse
+	64, // 93: browserbroker.v1.BrowserBrokerService.GetStatus:output_type -> browserbroker.v1.GetStatusResponse
+	69, // 94: browserbroker.v1.BrowserBrokerService.GetTrace:output_type -> browserbroker.v1.GetTraceResponse
+	89, // [89:95] is the sub-list for method output_type
+	83, // [83:89] is the sub-list for method input_type
+	83, // [83:83] is the sub-list for extension type_name
+	83, // [83:83] is the sub-list for extension extendee
+	0,  // [0:83] is the sub-list for field type_name
 }
 
 func init() { file_browserbroker_v1_broker_proto_init() }
