@@ -207,6 +207,38 @@ async def test_a_node_killed_under_an_attached_client_ends_its_lease_once_leavin
         assert (await release(cluster, "a", survivor)).released_now
 
 
+async def test_a_node_declared_dead_while_alive_closes_its_sockets_with_node_lost() -> None:
+    """Frozen past cluster_dead_after_s (SIGSTOP: no heartbeat), node b is reaped by a; when it
+    runs again it learns it was declared dead and ends its leases node_lost itself: the socket
+    its client kept open all along closes with 4010, and its browser closes."""
+    async with two_nodes() as cluster:
+        lease = await acquire(cluster, "b")
+        b = cluster.nodes["b"]
+        async with raw(lease.connect_url) as attached:
+            assert "result" in await attached.call("Browser.getVersion")
+            browsers = b.process.browsers()
+            frozen_at = time.monotonic()
+            b.process.signal(signal.SIGSTOP)
+            try:  # (a call forwarded to a frozen node would wait: read the record instead)
+                while (await cluster.records())[lease.id].get("reason") != "node_lost":
+                    assert time.monotonic() - frozen_at < NODE_LOST_BOUND_S + SLACK_S
+                    await asyncio.sleep(0.1)
+                answer = await release(cluster, "a", lease)
+            finally:
+                b.process.signal(signal.SIGCONT)
+            assert answer.reason == pb.RELEASE_REASON_NODE_LOST and not answer.released_now
+            code = await closed_with(attached.socket)
+            assert code == (4000 + pb.RELEASE_REASON_NODE_LOST, "lease ended: node_lost")
+        assert cluster.reaped(lease.id) == 1
+        # A late Release answers node_lost on every node: the cluster's record, and on b its
+        # own ending (the same reason, at the moment b ended it, just after the reaper).
+        for name in ("a", "b"):
+            late = await release(cluster, name, lease)
+            assert late.reason == pb.RELEASE_REASON_NODE_LOST and not late.released_now
+        assert (await release(cluster, "a", lease)).released_at == answer.released_at
+        await eventually(lambda: not running(browsers), 30)
+
+
 async def _node_lost_answer(
     cluster: Cluster, lease: AsyncLease, killed_at: float
 ) -> pb.ReleaseResponse:
