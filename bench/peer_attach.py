@@ -2,7 +2,8 @@
 the broker's attach socket beside the same command sent straight to a Chromium's DevTools.
 
 An attach cycle: Acquire(attach=cdp), `connect_over_cdp(lease.connect_url)`, a new context and
-page, goto, read the h1, disconnect, Release. The round trip: `Runtime.evaluate("1")` on a page's
+page, goto, read the h1, disconnect, Release; the same with attach=playwright and
+`browser_type.connect`. The round trip: `Runtime.evaluate("1")` on a page's
 flat session, on one socket kept open each way, the two sockets alternated sample by sample.
 """
 
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import websockets
-from playwright.async_api import Playwright
+from playwright.async_api import Browser, Playwright
 
 from bench.peer_systems import (
     AS_ROOT_ARGS,
@@ -40,19 +41,21 @@ class BrokerAttachCdp(BrokerSdk):
     """The broker, an attachable lease driven over CDP by Playwright's connect_over_cdp."""
 
     name = "broker, attach cycle over CDP (connect_over_cdp)"
+    protocol = "cdp"
 
     def __init__(self, broker: BrokerProcess, playwright: Playwright, url: str) -> None:
         super().__init__(broker, url)
         self.playwright = playwright
 
+    async def connect(self, url: str) -> Browser:
+        return await self.playwright.chromium.connect_over_cdp(url, timeout=120_000)
+
     async def session(self) -> float:
         assert self.client is not None
         started = time.perf_counter()
-        lease = await self.client.acquire(attach="cdp", timeout=120)
+        lease = await self.client.acquire(attach=self.protocol, timeout=120)
         try:
-            browser = await self.playwright.chromium.connect_over_cdp(
-                lease.connect_url, timeout=120_000
-            )
+            browser = await self.connect(lease.connect_url)
             try:
                 context = await browser.new_context()
                 await visit(await context.new_page(), self.url, self.name)
@@ -61,6 +64,17 @@ class BrokerAttachCdp(BrokerSdk):
         finally:
             await lease.release()
         return time.perf_counter() - started
+
+
+class BrokerAttachPlaywright(BrokerAttachCdp):
+    """The same cycle over Playwright's own protocol: Acquire(attach=playwright),
+    browser_type.connect."""
+
+    name = "broker, attach cycle over Playwright's protocol (connect)"
+    protocol = "playwright"
+
+    async def connect(self, url: str) -> Browser:
+        return await self.playwright.chromium.connect(url, timeout=120_000)
 
 
 class CdpSocket:

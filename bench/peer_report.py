@@ -7,7 +7,7 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.peer_attach import BrokerAttachCdp
+from bench.peer_attach import BrokerAttachCdp, BrokerAttachPlaywright
 from bench.peer_browserless import BrowserlessCdp, BrowserlessFunction
 from bench.peer_systems import BrokerSdk, PlaywrightRunServer, SeleniumGrid
 
@@ -152,12 +152,18 @@ def ratio_lines(results: Results, levels: list[int], floors: dict[str, list[floa
             f"| {ratio(p50(results[peer].get(one)), p50(sdk[one]))} |"
         )
     attach = results[BrokerAttachCdp.name]
+    attach_playwright = results[BrokerAttachPlaywright.name]
     browserless_cdp = results[BrowserlessCdp.name]
     for clients in levels:
         if clients in attach and clients in browserless_cdp:
             lines.append(
-                f"| Browserless connect_over_cdp p50 / broker attach cycle p50, {clients} clients "
-                f"| {ratio(p50(browserless_cdp[clients]), p50(attach[clients]))} |"
+                f"| Browserless connect_over_cdp p50 / broker attach cycle (CDP) p50, "
+                f"{clients} clients | {ratio(p50(browserless_cdp[clients]), p50(attach[clients]))} |"
+            )
+        if clients in attach and clients in attach_playwright:
+            lines.append(
+                f"| broker attach cycle, Playwright's protocol p50 / CDP p50, {clients} clients "
+                f"| {ratio(p50(attach_playwright[clients]), p50(attach[clients]))} |"
             )
     if floors.get("broker_attach"):
         via = statistics.median(floors["broker_attach"])

@@ -10,7 +10,8 @@ over HTTP on loopback, read its h1, end the session) with the same Chromium, in 
 
 - the broker with a warm pool, through the Python SDK and through a raw gRPC stub;
 - the broker's attachable lease over CDP: Acquire(attach=cdp), connect_over_cdp, goto, read,
-  disconnect, Release (an "attach cycle");
+  disconnect, Release (an "attach cycle"); the same over Playwright's own protocol
+  (attach=playwright, browser_type.connect);
 - Playwright in this process, a new context per session, and on a page opened beforehand;
 - `playwright run-server`, `connect` per session;
 - Selenium Grid 4 standalone (`scripts/selenium.sh build` fetches it first), Debian's ChromeDriver;
@@ -19,7 +20,7 @@ over HTTP on loopback, read its h1, end the session) with the same Chromium, in 
 
 Levels: 1 client (sequential, with a pause so pools refill as they would between requests),
 then 4, 16 and 50 clients looping. The systems that launch a browser per session (run-server,
-the Grid, Browserless, the attach cycle) run only up to 16 clients: 50 browsers at once would not
+the Grid, Browserless, the attach cycles) run only up to 16 clients: 50 browsers at once would not
 fit the machine beside the rest. Systems run one after the other at each level, in an order that
 rotates from level to level. Also measured against the broker: the gRPC health-check round trip
 and the warm Acquire beside it (1 client); a CDP round trip through the attach socket beside the
@@ -47,7 +48,7 @@ from playwright.async_api import async_playwright
 
 from bench.engines import Bench as EngineBench
 from bench.engines import measure_memory
-from bench.peer_attach import BrokerAttachCdp, cdp_round_trips
+from bench.peer_attach import BrokerAttachCdp, BrokerAttachPlaywright, cdp_round_trips
 from bench.peer_browserless import (
     BrowserlessCdp,
     BrowserlessFunction,
@@ -229,6 +230,7 @@ async def run(
                 sdk,
                 BrokerRawStub(broker, pages.url),
                 BrokerAttachCdp(broker, playwright, pages.url),
+                BrokerAttachPlaywright(broker, playwright, pages.url),
                 DirectPlaywright(playwright, executable, pages.url, warm_page=False),
                 DirectPlaywright(playwright, executable, pages.url, warm_page=True),
                 PlaywrightRunServer(playwright, executable, pages.url),
@@ -236,7 +238,7 @@ async def run(
                 BrowserlessFunction(browserless, pages.url),
                 BrowserlessCdp(browserless, playwright, pages.url),
             ]
-            brokers = systems[:3]
+            brokers = systems[:4]
             try:
                 for system in systems:
                     await system.start()

@@ -19,6 +19,7 @@ PEERS = {
     "Playwright run-server (connect per session)",
     "Selenium Grid 4 standalone",
     "broker, attach cycle over CDP (connect_over_cdp)",
+    "broker, attach cycle over Playwright's protocol (connect)",
     "Browserless /function (REST)",
     "Browserless, connect_over_cdp per session",
 }
