@@ -2,12 +2,13 @@
 
 `/cdp/<lease id>?token=<attach token>` (or `/devtools/browser/<lease id>?token=...`, checked the
 same way; `/playwright/<lease id>?token=...` for a lease served over Playwright's protocol, whose
-client must be of the server's Playwright version, 428 if not) is checked before the upgrade: an
-unknown or ended lease, or one of the other protocol, is answered 404 and a wrong token 401, with
-no upgrade; once the broker drains, every new connection is answered 503 (the leases it holds go
-on, and their connected clients with them, until they end). What a lease id and token lead to
-is the resolver's business (the wiring's, which knows the lease table); this edge knows only
-hubs, bounds and sockets.
+client must be of the server's Playwright version, 428 if not; `/bidi/<lease id>?token=...` for
+an attach-only Firefox lease over WebDriver BiDi, one client at a time) is checked before the
+upgrade: an unknown or ended lease, or one of the other protocol, is answered 404 and a wrong
+token 401, with no upgrade; once the broker drains, every new connection is answered 503 (the
+leases it holds go on, and their connected clients with them, until they end). What a lease id
+and token lead to is the resolver's business (the wiring's, which knows the lease table); this
+edge knows only hubs, bounds and sockets.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from urllib.parse import parse_qs, urlsplit
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
+from broker.attach.bidi_hub import BidiHub
 from broker.attach.bounds import AttachLimits
 from broker.attach.hub import HubError
 from broker.attach.hubs import AttachHub
@@ -46,6 +48,7 @@ PATHS = {
     ("", "cdp"): "cdp",
     ("", "devtools", "browser"): "cdp",
     ("", "playwright"): "playwright",  # a lease served over Playwright's own protocol
+    ("", "bidi"): "bidi",  # an attach-only Firefox lease over WebDriver BiDi
 }
 
 
@@ -152,10 +155,13 @@ class AttachServer:
         agent = request.headers.get("User-Agent", "")[:200]
         if isinstance(grant.hub, PlaywrightHub) and (why := grant.hub.version_refusal(agent)):
             return connection.respond(http.HTTPStatus.PRECONDITION_REQUIRED, why + "\n")
-        if grant.hub.attached(trusted=False) + self._opening[grant.hub] >= self._limits.max_clients:
+        limit = self._limits.max_clients
+        if isinstance(grant.hub, BidiHub):
+            limit = min(limit, grant.hub.max_clients)  # one BiDi session, one client
+        if grant.hub.attached(trusted=False) + self._opening[grant.hub] >= limit:
             return connection.respond(
                 http.HTTPStatus.TOO_MANY_REQUESTS,
-                f"{self._limits.max_clients} clients are attached to this lease already\n",
+                f"{limit} clients are attached to this lease already\n",
             )
         remote = connection.remote_address
         peer = f"{remote[0]}:{remote[1]}" if remote else ""

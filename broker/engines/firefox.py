@@ -14,6 +14,7 @@ from typing import Any
 
 from playwright.async_api import Browser, Playwright
 
+from broker.attach.bidi_hub import BidiHub
 from broker.engines.base import Availability, Session
 from broker.engines.discovery import (
     BrowserExecutable,
@@ -84,7 +85,7 @@ class FirefoxEngine(PlaywrightEngine):
         bidi.egress = lambda: self._egress
         self.bidi = bidi
 
-    def attach_hub(self, session: Session) -> object | None:
+    def attach_hub(self, session: Session) -> BidiHub | None:
         """The BiDi hub of an attach-only session (None: not one, or gone)."""
         return session.hub if isinstance(session, BidiSession) else None
 

@@ -16,12 +16,13 @@ from collections.abc import Callable, Mapping
 from broker.attach.hubs import AttachHub
 from broker.attach.server import AttachGrant, ConnectionInfo, ConnectionStats
 from broker.engines.base import Engine
+from broker.engines.firefox import FirefoxEngine
 from broker.engines.playwright.attachable import AttachableEngine
 from broker.engines.playwright.serving import ServingEngine
 from broker.leases.events import LeaseObserver
 from broker.leases.lease import Lease, ReleaseOutcome, ReleaseReason
 from broker.leases.table import LeaseTable
-from broker.model.attach import AttachProtocol, OnDisconnect
+from broker.model.attach import OnDisconnect
 from broker.model.options import EngineName
 
 CLOSE_CODE_BASE = 4000
@@ -46,7 +47,7 @@ class AttachDesk(LeaseObserver):
     def connect_url(self, lease: Lease) -> str:
         if lease.spec.attach is None or not self.base_url:
             return ""
-        path = "playwright" if lease.spec.attach.protocol is AttachProtocol.PLAYWRIGHT else "cdp"
+        path = lease.spec.attach.protocol.value  # the edge's path names the protocol
         return f"{self.base_url}/{path}/{lease.id}?token={lease.attach_token}"
 
     # ------------------------------------------------------------------ lease events
@@ -88,6 +89,8 @@ class AttachDesk(LeaseObserver):
         if isinstance(engine, ServingEngine) and (served := engine.served_hub(lease.session)):
             return served
         if isinstance(engine, AttachableEngine):
+            return engine.attach_hub(lease.session)
+        if isinstance(engine, FirefoxEngine):
             return engine.attach_hub(lease.session)
         return None
 

@@ -35,7 +35,7 @@ class AttachProtocol(IntEnum):
 
     CDP = pb.ATTACH_PROTOCOL_CDP  # Chromium: connect_over_cdp, puppeteer.connect, chromedp
     PLAYWRIGHT = pb.ATTACH_PROTOCOL_PLAYWRIGHT  # not served yet
-    BIDI = pb.ATTACH_PROTOCOL_BIDI  # not served yet
+    BIDI = pb.ATTACH_PROTOCOL_BIDI  # stock Firefox, attach-only (a Run is refused)
 
 
 class OnDisconnect(IntEnum):

@@ -80,7 +80,8 @@ def test_each_refusal_names_the_command_and_why() -> None:
         origin="http://x",
     )
     # Vendor extensions (Firefox's chrome scope) and unknown commands, until judged.
-    _refused("browsingContext.getTree", "moz:scope", **{"moz:scope": "chrome"})
+    vendor: dict[str, Any] = {"moz:scope": "chrome"}
+    _refused("browsingContext.getTree", "moz:scope", **vendor)
     _refused("goog:cdp.sendCommand", "not allowed")
     _refused("browsingContext.setBypassCSP", "not allowed")
 
@@ -94,7 +95,7 @@ def test_what_puppeteer_needs_passes() -> None:
             "goog:prerenderingDisabled": True,
         }
     }
-    for method, params in [
+    passing: list[tuple[str, dict[str, Any]]] = [
         ("session.new", {"capabilities": puppeteer_new}),
         ("session.status", {}),
         ("session.subscribe", {"events": ["browsingContext", "network", "log", "script"]}),
@@ -104,7 +105,8 @@ def test_what_puppeteer_needs_passes() -> None:
         ("input.setFiles", {"context": "c", "element": {}, "files": []}),
         ("browsingContext.create", {"type": "tab"}),
         ("network.addDataCollector", {"dataTypes": ["response"], "maxEncodedDataSize": 1}),
-    ]:
+    ]
+    for method, params in passing:
         assert judge(_command(method, **params), 16, 0) is None, method
 
 

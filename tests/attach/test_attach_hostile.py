@@ -270,7 +270,7 @@ async def test_acquire_refuses_what_cannot_be_attached(broker_factory: BrokerFac
 
     broker = await broker_factory()
     cases = [
-        ({"attach": "bidi"}, "attach.protocol", "not supported yet"),
+        ({"attach": "bidi"}, "engine", "chromium-bidi"),
         ({"attach": "cdp", "engine": Engine.FIREFOX}, "engine", "chromium"),
         ({"attach": "cdp", "isolation": Isolation.CONTEXT}, "isolation", "ISOLATION_BROWSER"),
         (

@@ -19,12 +19,20 @@ ON_DISCONNECT_FROM_PB = {
     pb.ON_DISCONNECT_KEEP: OnDisconnect.KEEP,
     pb.ON_DISCONNECT_END: OnDisconnect.END,
 }
-NOT_YET = (AttachProtocol.BIDI,)
 # The engines each protocol is served on. Camoufox speaks Playwright's protocol too (Juggler),
 # but its launch (a fingerprint drawn per browser) is not served over launchServer: refused.
 ENGINES = {
     AttachProtocol.CDP: (EngineName.CHROMIUM,),
     AttachProtocol.PLAYWRIGHT: (EngineName.CHROMIUM, EngineName.FIREFOX),
+    AttachProtocol.BIDI: (EngineName.FIREFOX,),  # stock Firefox; attach-only (model.attach)
+}
+# Why an engine serves no WebDriver BiDi, for the answer that refuses it.
+NO_BIDI = {
+    EngineName.CHROMIUM: (
+        "Chromium here serves no WebDriver BiDi: Puppeteer's BiDi for Chromium is the "
+        "chromium-bidi mapper, run on the client's side over CDP (use ATTACH_PROTOCOL_CDP)"
+    ),
+    EngineName.CAMOUFOX: "Camoufox speaks Juggler, not WebDriver BiDi",
 }
 
 
@@ -50,22 +58,20 @@ def attach_options(
         why = "must be set" if attach.protocol == 0 else f"unknown value {attach.protocol}"
         out.append(FieldViolation("attach.protocol", why))
         return None, isolation
-    if protocol in NOT_YET:
-        out.append(
-            FieldViolation(
-                "attach.protocol",
-                f"{protocol.value} is not supported yet (ATTACH_PROTOCOL_CDP and "
-                "ATTACH_PROTOCOL_PLAYWRIGHT are served)",
-            )
-        )
-        return None, isolation
     if not settings.attach_listen:
         out.append(FieldViolation("attach", "attached clients are off on this broker"))
     if engine not in (served_on := ENGINES.get(protocol, ())):
         names = " or ".join(e.value for e in served_on)
+        why = f"attach protocol {protocol.value} needs {names}, not {engine.value}"
+        if protocol is AttachProtocol.BIDI and engine in NO_BIDI:
+            why += f" ({NO_BIDI[engine]})"
+        out.append(FieldViolation("engine", why))
+    if protocol is AttachProtocol.BIDI and request.HasField("context"):
         out.append(
             FieldViolation(
-                "engine", f"attach protocol {protocol.value} needs {names}, not {engine.value}"
+                "context",
+                "a bidi lease is attach-only: the broker opens no context in it, its client "
+                "creates its own (browser.createUserContext)",
             )
         )
     if request.context.HasField("proxy"):

@@ -21,7 +21,6 @@ import contextlib
 import json
 import logging
 import os
-import re
 import shutil
 import tempfile
 from collections.abc import Callable, Mapping
@@ -50,7 +49,7 @@ PROFILE_PREFIX = "playwright_attach_firefox-"
 LAUNCH_TIMEOUT_S = 30.0
 CLOSE_TIMEOUT_S = 5.0
 _PARENT = '"$@"; exit $?'  # the shell stays as the browser's parent (found below it)
-_LISTENING = re.compile(r"WebDriver BiDi listening on (ws://127\.0\.0\.1:(\d+))$")
+LOOPBACK = ("127.0.0.1", "localhost")  # where the remote agent may say it listens
 
 # What Playwright 1.62 writes into a moz-firefox profile that matters on a server: nothing of
 # the browser's own phones home, no first-run pages, no slow-script dialogs, no popup blocker.
@@ -128,8 +127,10 @@ class BidiSession:
         profile: Path,
         route: EgressRoute | None,
         closed: Callable[[BidiSession], object],
+        remote_port: int = 0,
     ) -> None:
         self.pipe = pipe
+        self.remote_port = remote_port  # the remote agent's, on loopback
         self.hub = hub
         self._profile = profile
         self._route = route
@@ -246,7 +247,7 @@ class BidiBrowsers:
         if self.processes is not None:
             self.processes.roots.add(pipe.pid)
         try:
-            url, port = await self._listening(pipe)
+            url, port = await self._listening(pipe, profile)
             if gateway is not None:
                 gateway.policy.own_ports.add(port)  # pages never reach the remote agent
             socket = await connect(
@@ -272,21 +273,25 @@ class BidiBrowsers:
                     "firefox failed to launch (the broker's log has the cause)"
                 ) from exc
             raise
-        session = BidiSession(pipe, hub, profile, route, self._closed(gateway, route, port))
+        closed = self._closed(gateway, route, port)
+        session = BidiSession(pipe, hub, profile, route, closed, port)
         self.sessions.add(session)
         return session
 
-    async def _listening(self, pipe: BrowserPipe) -> tuple[str, int]:
-        """The remote agent's address, from the line Firefox writes once it listens."""
+    async def _listening(self, pipe: BrowserPipe, profile: Path) -> tuple[str, int]:
+        """The remote agent's address, from the file Firefox writes in its profile once it
+        listens (its log line can scroll out of the tail kept of its stderr)."""
         loop = asyncio.get_running_loop()
         give_up = loop.time() + LAUNCH_TIMEOUT_S
+        found = profile / "WebDriverBiDiServer.json"
         while loop.time() < give_up and not pipe.exited.done():
-            for line in list(pipe.stderr_tail):
-                found = _LISTENING.search(line)
-                if found:
-                    return found.group(1), int(found.group(2))
+            with contextlib.suppress(OSError, ValueError):
+                server = json.loads(found.read_text())
+                host, port = server["ws_host"], server["ws_port"]
+                if host in LOOPBACK and type(port) is int and 0 < port < 65536:
+                    return f"ws://{host}:{port}", port
             await asyncio.sleep(0.05)
-        raise TimeoutError("Firefox's remote agent did not start listening")
+        raise TimeoutError("Firefox's remote agent did not start listening on loopback")
 
     def _forget(self, pipe: BrowserPipe, profile: Path) -> None:
         if self.processes is not None:

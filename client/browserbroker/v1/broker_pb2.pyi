@@ -185,7 +185,11 @@ class _AttachProtocolEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Attach
     ATTACH_PROTOCOL_PLAYWRIGHT: _AttachProtocol.ValueType  # 2
     """Playwright's own protocol (browser_type.connect): not served yet (INVALID_ARGUMENT)."""
     ATTACH_PROTOCOL_BIDI: _AttachProtocol.ValueType  # 3
-    """WebDriver BiDi: not served yet (INVALID_ARGUMENT)."""
+    """WebDriver BiDi: puppeteer.connect({browserWSEndpoint: url, protocol: 'webDriverBiDi'}).
+    ENGINE_FIREFOX (a stock Firefox) only, ISOLATION_BROWSER only, one client at a time, and
+    attach-only: Firefox serves one BiDi session at a time and the client's is it, so a Run on
+    the lease is FAILED_PRECONDITION.
+    """
 
 class AttachProtocol(_AttachProtocol, metaclass=_AttachProtocolEnumTypeWrapper):
     """The protocol an attached client speaks on the lease's connect URL."""
@@ -200,7 +204,11 @@ ISOLATION_BROWSER only (CDP's Target domain sees every context of a browser).
 ATTACH_PROTOCOL_PLAYWRIGHT: AttachProtocol.ValueType  # 2
 """Playwright's own protocol (browser_type.connect): not served yet (INVALID_ARGUMENT)."""
 ATTACH_PROTOCOL_BIDI: AttachProtocol.ValueType  # 3
-"""WebDriver BiDi: not served yet (INVALID_ARGUMENT)."""
+"""WebDriver BiDi: puppeteer.connect({browserWSEndpoint: url, protocol: 'webDriverBiDi'}).
+ENGINE_FIREFOX (a stock Firefox) only, ISOLATION_BROWSER only, one client at a time, and
+attach-only: Firefox serves one BiDi session at a time and the client's is it, so a Run on
+the lease is FAILED_PRECONDITION.
+"""
 Global___AttachProtocol: _TypeAlias = AttachProtocol  # noqa: Y015
 
 class _OnDisconnect:

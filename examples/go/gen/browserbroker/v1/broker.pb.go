@@ -266,7 +266,10 @@ const (
 	AttachProtocol_ATTACH_PROTOCOL_CDP AttachProtocol = 1
 	// Playwright's own protocol (browser_type.connect): not served yet (INVALID_ARGUMENT).
 	AttachProtocol_ATTACH_PROTOCOL_PLAYWRIGHT AttachProtocol = 2
-	// WebDriver BiDi: not served yet (INVALID_ARGUMENT).
+	// WebDriver BiDi: puppeteer.connect({browserWSEndpoint: url, protocol: 'webDriverBiDi'}).
+	// ENGINE_FIREFOX (a stock Firefox) only, ISOLATION_BROWSER only, one client at a time, and
+	// attach-only: Firefox serves one BiDi session at a time and the client's is it, so a Run on
+	// the lease is FAILED_PRECONDITION.
 	AttachProtocol_ATTACH_PROTOCOL_BIDI AttachProtocol = 3
 )
 
