@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
+import os
 import re
 import time
 from collections import deque
@@ -40,6 +42,8 @@ CLOSE_SERVER_GONE = 1011
 # the lease's end, which closes the socket with its reason) may take before the socket is closed.
 UPSTREAM_GRACE_S = 1.0
 _VERSION = re.compile(r"^Playwright/(\d+)\.(\d+)\.\d+")
+OWN_IDS = 2**31  # the hub's own calls (a client's ids are below: playwright_rules.decode_call)
+DOWNLOADS_POLL_S = 0.25  # how often the files of the clients' downloads are measured
 
 
 @dataclass(eq=False)
@@ -51,6 +55,7 @@ class PlaywrightClient(HubClient):
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     uploaded: int = 0  # bytes written to temporary files on the broker's host
+    artifacts: dict[str, str] = field(default_factory=dict)  # its downloads: guid -> file
 
 
 def error_answer(ident: int, message: str) -> dict[str, Any]:
@@ -71,6 +76,8 @@ class PlaywrightHub:
         self.gone = asyncio.Event()  # the browser's server has exited
         self._clients: set[PlaywrightClient] = set()
         self._closing = False
+        self._own_ids = itertools.count(OWN_IDS)
+        self._downloads: asyncio.Task[None] | None = None
 
     def attached(self, trusted: bool) -> int:
         return sum(1 for client in self._clients if client.trusted == trusted)
@@ -127,8 +134,42 @@ class PlaywrightHub:
         """The browser is being stopped: let every client go (their sockets close with the
         lease's reason, or once the browser is gone)."""
         self._closing = True
+        if self._downloads is not None:
+            self._downloads.cancel()
         for client in list(self._clients):
             self.detach(client)
+
+    # ------------------------------------------------------------ downloads
+
+    def watch_downloads(self, folder: str) -> None:
+        """Bound the clients' downloads, which the browser writes in `folder` on the broker's
+        host: measured every DOWNLOADS_POLL_S, a file over max_download_bytes, or every one of
+        the clients' downloads once the folder holds over max_downloads_bytes, is cancelled
+        (Artifact.cancel, sent by the hub on the client's own connection) and its file removed
+        (it may have completed between two measures)."""
+        self._downloads = asyncio.get_running_loop().create_task(self._measure_forever(folder))
+
+    async def _measure_forever(self, folder: str) -> None:
+        cancelled: set[str] = set()
+        while not self.gone.is_set():
+            await asyncio.sleep(DOWNLOADS_POLL_S)
+            if any(client.artifacts for client in self._clients):
+                self._measure(folder, cancelled)
+
+    def _measure(self, folder: str, cancelled: set[str]) -> None:
+        over_total = _folder_bytes(folder) > self.limits.max_downloads_bytes
+        for client in list(self._clients):
+            for guid, path in list(client.artifacts.items()):
+                if guid in cancelled:
+                    continue
+                if over_total or _file_bytes(path) > self.limits.max_download_bytes:
+                    cancelled.add(guid)
+                    log.warning("an attached client's download is over its bound: cancelled")
+                    message = {"id": next(self._own_ids), "guid": guid, "method": "cancel"}
+                    client.outbox.append(json.dumps({**message, "params": {}, "metadata": {}}))
+                    client.wake.set()
+                    with contextlib.suppress(OSError):  # (it may have completed meanwhile)
+                        os.unlink(path)
 
     # ------------------------------------------------------------ client -> server
 
@@ -195,7 +236,8 @@ class PlaywrightHub:
         try:
             async for message in client.upstream:
                 text = message if isinstance(message, str) else message.decode()
-                self._seen(client, text)
+                if not self._seen(client, text):
+                    continue
                 client.messages_out += 1
                 client.bytes_out += len(text)
                 client.peer.deliver(text)
@@ -214,29 +256,51 @@ class PlaywrightHub:
                 close(CLOSE_SERVER_GONE, why[:120])
 
     @staticmethod
-    def _seen(client: PlaywrightClient, text: str) -> None:
-        """Keep the types of the objects the server creates (calls are judged by them), and
-        which calls are answered."""
+    def _seen(client: PlaywrightClient, text: str) -> bool:
+        """Keep the types of the objects the server creates (calls are judged by them), the
+        files of its downloads, and which calls are answered; whether the client is sent it
+        (not an answer to the hub's own call)."""
         answer = _ANSWER.match(text)
         if answer is not None:
-            client.waiting.discard(int(answer[1]))
-            return
+            ident = int(answer[1])
+            client.waiting.discard(ident)
+            return ident < OWN_IDS
         head = text[:_HEAD]
         if '"method":"__create__"' in head or '"method":"__dispose__"' in head:
             try:
                 event = json.loads(text)
             except ValueError:
-                return
+                return True
             params = event.get("params") or {}
             if event.get("method") == "__dispose__":
                 client.types.pop(str(event.get("guid")), None)
+                client.artifacts.pop(str(event.get("guid")), None)
             elif isinstance(params.get("guid"), str) and isinstance(params.get("type"), str):
                 client.types[params["guid"]] = params["type"]
+                path = (params.get("initializer") or {}).get("absolutePath")
+                if params["type"] == "Artifact" and isinstance(path, str):
+                    client.artifacts[params["guid"]] = path
+        return True
 
 
 async def _close(upstream: ClientConnection) -> None:
     with contextlib.suppress(Exception):
         await asyncio.wait_for(upstream.close(), 5.0)
+
+
+def _file_bytes(path: str) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0
+
+
+def _folder_bytes(folder: str) -> int:
+    try:
+        with os.scandir(folder) as entries:
+            return sum(_file_bytes(entry.path) for entry in entries if entry.is_file())
+    except OSError:
+        return 0
 
 
 def _now() -> float:

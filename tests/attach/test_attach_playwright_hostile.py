@@ -4,7 +4,10 @@ route is refused by name, and nothing of the host reaches it."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import http
+from pathlib import Path
 
 import pytest
 import websockets
@@ -18,7 +21,21 @@ from tests.fixture_site import FixtureSite
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
+MIB = 1024 * 1024
 HOST_FILE = "/etc/passwd"
+# A 30 MiB file the page makes itself: downloaded at memory speed.
+DOWNLOAD = """() => {
+  const blob = new Blob([new Uint8Array(30 * 1024 * 1024)]);
+  const a = document.createElement('a');
+  a.href = URL.createObjectURL(blob); a.download = 'big.bin';
+  document.body.appendChild(a); a.click();
+}"""
+
+
+def folder_bytes(folder: Path) -> int:
+    return sum(f.stat().st_size for f in folder.iterdir() if f.is_file())
+
+
 HOST_WORDS = "root:x:0:0"
 
 
@@ -169,3 +186,38 @@ async def test_acquire_pairs_the_protocol_with_its_engines(broker_factory: Broke
             await broker.client.acquire(ttl=60, attach="playwright", **kwargs)  # type: ignore[arg-type]
         violations = refusal.value.violations
         assert any(v.field == field and words in v.description for v in violations), violations
+
+
+async def test_a_download_over_its_bound_is_cancelled_and_removed(
+    broker_factory: BrokerFactory, fixture_server: FixtureSite, tmp_path: Path
+) -> None:
+    from broker.attach.bounds import AttachLimits
+    from broker.engines.playwright.serving import ServingEngine
+
+    broker = await broker_factory()
+    engine = next(e for e in broker.broker.engines.values() if isinstance(e, ServingEngine))
+    assert engine.served is not None
+    engine.served.limits = AttachLimits(max_download_bytes=MIB, max_downloads_bytes=4 * MIB)
+    lease = await broker.client.acquire(attach=AttachProtocol.PLAYWRIGHT, ttl=120)
+    served = next(iter(engine.served._served.values()))
+    folder = served.folders[0]  # the browser's downloads folder
+    async with playwright() as p:
+        browser = await p.chromium.connect(lease.connect_url, timeout=30_000)
+        page = await browser.new_page()
+        await page.goto(fixture_server.url("download.html"))
+        async with page.expect_download() as small:
+            await page.click("#file")
+        assert await (await small.value).failure() is None
+        async with page.expect_download() as big:
+            await page.evaluate(DOWNLOAD)
+        download = await big.value
+        failure = await download.failure()
+        # Cancelled, or completed and then removed: the folder is measured every 0.25 s.
+        await asyncio.sleep(2.0)
+        assert folder_bytes(folder) <= MIB, (failure, folder_bytes(folder))
+        saved = tmp_path / "big.bin"
+        with contextlib.suppress(PlaywrightError):  # nothing of it is left to read
+            await download.save_as(saved)
+        assert not saved.exists() or saved.stat().st_size <= MIB
+        await browser.close()
+    await lease.release()

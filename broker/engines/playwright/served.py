@@ -139,6 +139,7 @@ class ServedBrowsers:
             served.hub = PlaywrightHub(
                 endpoint, route.server_url if route else "", self.limits, self._version
             )
+            served.hub.watch_downloads(str(folder))
             served.tasks.append(asyncio.ensure_future(self._watch(served)))
             browser_type = getattr(playwright, self._type)
             browser: Browser = await browser_type.connect(
