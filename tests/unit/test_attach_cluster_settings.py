@@ -4,10 +4,12 @@ refused at start, or attached clients are off when attach_listen was left at its
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
+from broker.daemon.attach_edge import start_attach_edge
 from broker.runtime.settings import Settings, load_settings
 
 REMOTE: dict[str, Any] = {
@@ -84,3 +86,33 @@ def test_nodes_on_one_machine_and_single_brokers_keep_loopback() -> None:
     assert single.attach_listen == "127.0.0.1:0" and single.attach_off_reason == ""
     wildcard = load_settings(attach_listen="0.0.0.0:0")
     assert wildcard.connect_base(4100, False, None) == "ws://127.0.0.1:4100"
+
+
+@pytest.mark.parametrize(
+    ("advertise", "expected"),
+    [("localhost:50051", "ws://localhost:"), (None, "ws://127.0.0.1:")],
+)
+async def test_the_edge_puts_the_advertised_host_in_grants(
+    advertise: str | None, expected: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The daemon's attach edge, bound to every address: a cluster node's URLs name the host
+    the other nodes reach it at; a single broker's name 127.0.0.1, with a warning."""
+    cluster = {"cluster_url": "redis://r", "cluster_advertise": advertise} if advertise else {}
+    settings = load_settings(None, listen="127.0.0.1:50051", attach_listen="0.0.0.0:0", **cluster)
+    desk = SimpleNamespace(resolve=lambda *_: None, base_url="")
+    broker: Any = SimpleNamespace(attach=desk, egress=None, leases=SimpleNamespace(draining=False))
+    server = await start_attach_edge(settings, broker)
+    assert server is not None
+    try:
+        assert desk.base_url.startswith(expected)
+        assert int(desk.base_url.rsplit(":", 1)[1]) > 0  # the port it bound
+        assert ("connect URLs name 127.0.0.1" in caplog.text) is (advertise is None)
+    finally:
+        await server.close()
+
+
+async def test_the_edge_says_why_attached_clients_are_off(caplog: pytest.LogCaptureFixture) -> None:
+    broker: Any = SimpleNamespace(attach=SimpleNamespace(base_url=""), egress=None)
+    assert await start_attach_edge(node(), broker) is None
+    assert "attached clients are off: attach_listen defaults to loopback" in caplog.text
+    assert broker.attach.base_url == ""
