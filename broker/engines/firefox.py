@@ -24,6 +24,8 @@ from broker.engines.discovery import (
 )
 from broker.engines.playwright.attachable_firefox import BidiBrowsers, BidiSession
 from broker.engines.playwright.engine import PlaywrightEngine
+from broker.engines.playwright.served import ServedBrowsers
+from broker.engines.playwright.serving import ServingEngine
 from broker.engines.sandbox import Sandbox
 from broker.errors import InvalidArgument
 from broker.model.attach import AttachOptions, AttachProtocol
@@ -76,7 +78,7 @@ EGRESS_PREFS: dict[str, str | float | bool] = {
 }
 
 
-class FirefoxEngine(PlaywrightEngine):
+class FirefoxEngine(ServingEngine):
     protocol = ""  # JUGGLER or BIDI once a Firefox is found
     bidi: BidiBrowsers | None = None  # attach-only leases' browsers (stock Firefox)
 
@@ -173,6 +175,11 @@ def create(
     engine.supports_pdf = protocol == BIDI
     if protocol == BIDI:  # attach-only leases over WebDriver BiDi
         engine.serve_bidi(BidiBrowsers(executable, headless, EGRESS_PREFS))
+    # Leases attached over Playwright's protocol: a launchServer of their own (served.py).
+    served: dict[str, Any] = {"headless": headless, "firefoxUserPrefs": EGRESS_PREFS}
+    if protocol == BIDI:
+        served["channel"] = "moz-firefox"
+    engine.serve_playwright(ServedBrowsers("firefox", executable, served, sandbox))
     return engine
 
 

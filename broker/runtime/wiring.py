@@ -17,6 +17,7 @@ from broker.egress.proxy import EgressGateway
 from broker.engines.base import Engine, EngineCensus, ResultLimits
 from broker.engines.firefox import FirefoxEngine
 from broker.engines.playwright.attachable import AttachableEngine
+from broker.engines.playwright.serving import ServingEngine
 from broker.leases.events import LeaseObserver, ObserverList
 from broker.leases.reconciler import Reconciler
 from broker.leases.table import LeaseTable
@@ -90,6 +91,8 @@ class Broker:
                 engine.attached.limits = settings.attach_limits(settings.max_download_bytes)
             if isinstance(engine, FirefoxEngine) and engine.bidi is not None:
                 engine.bidi.limits = settings.attach_limits(settings.max_download_bytes)
+            if isinstance(engine, ServingEngine) and engine.served is not None:
+                engine.served.limits = settings.attach_limits(settings.max_download_bytes)
         self.observers = ObserverList(observers)
         self.traces = TraceStore(
             settings.data_dir / "traces", settings.trace_retention_s, settings.max_trace_bytes

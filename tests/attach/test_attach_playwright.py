@@ -62,11 +62,11 @@ async def sign_in_scrape_popup_download(browser: Browser, site: FixtureSite, sav
     assert (saved / "report.txt").read_bytes() == REPORT
 
 
-@pytest.mark.parametrize("engine", ["chromium"])
+@pytest.mark.parametrize("engine", ["chromium", "firefox"])
 async def test_connect_signs_in_scrapes_and_a_run_shares_the_lease(
     broker_factory: BrokerFactory, fixture_server: FixtureSite, engine: str, tmp_path: Path
 ) -> None:
-    broker = await broker_factory()
+    broker = await broker_factory(engines=["chromium", "firefox"])
     async with broker.client.lease(
         attach="playwright", engine=Engine[engine.upper()], ttl=120
     ) as lease:
@@ -88,20 +88,24 @@ async def test_connect_signs_in_scrapes_and_a_run_shares_the_lease(
         assert again[0].value == 2
 
 
-@pytest.mark.parametrize("ending", ["release", "ttl"])
+@pytest.mark.parametrize(
+    ("ending", "engine"), [("release", "chromium"), ("ttl", "chromium"), ("release", "firefox")]
+)
 async def test_the_lease_ending_closes_the_socket_and_the_browser(
-    broker_factory: BrokerFactory, ending: str
+    broker_factory: BrokerFactory, ending: str, engine: str
 ) -> None:
-    broker = await broker_factory()
-    ttl = 6.0 if ending == "ttl" else 60.0
-    lease = await broker.client.acquire(attach=AttachProtocol.PLAYWRIGHT, ttl=ttl)
+    broker = await broker_factory(engines=["chromium", "firefox"])
+    ttl = 8.0 if ending == "ttl" else 60.0
+    lease = await broker.client.acquire(
+        attach=AttachProtocol.PLAYWRIGHT, engine=Engine[engine.upper()], ttl=ttl
+    )
     expected = {
         "release": (4001, "lease ended: client_release"),
         "ttl": (4002, "lease ended: ttl_expired"),
     }[ending]
     async with playwright() as p, raw_playwright(lease.connect_url) as watcher:
         await watcher.initialize()  # a second client, speaking the protocol itself
-        browser = await connect(p, lease.connect_url)
+        browser = await connect(p, lease.connect_url, engine)
         page = await browser.new_page()
         await page.goto("data:text/html,<h1>attached</h1>")
         closed = asyncio.get_running_loop().create_future()

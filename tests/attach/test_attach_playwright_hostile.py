@@ -119,17 +119,25 @@ async def test_python_playwright_sees_each_refusal_by_name(broker_factory: Broke
     await lease.release()
 
 
+@pytest.mark.parametrize("engine", ["chromium", "firefox"])
 async def test_the_route_is_the_only_way_out(
-    broker_factory: BrokerFactory, fixture_server: FixtureSite
+    broker_factory: BrokerFactory, fixture_server: FixtureSite, engine: str
 ) -> None:
     """A loopback or private address is not reached, neither by a page nor by the context's
     API requests (Playwright's server fetches them itself, through the context's proxy: the
     route)."""
-    broker = await broker_factory(egress_allow_cidrs=[], egress_allow_loopback=False)
-    lease = await broker.client.acquire(attach=AttachProtocol.PLAYWRIGHT, ttl=120)
+    from browserbroker import Engine
+
+    broker = await broker_factory(
+        engines=["chromium", "firefox"], egress_allow_cidrs=[], egress_allow_loopback=False
+    )
+    lease = await broker.client.acquire(
+        attach=AttachProtocol.PLAYWRIGHT, engine=Engine[engine.upper()], ttl=120
+    )
     secret = "quarterly report"  # the fixture site's /file.txt
     async with playwright() as p:
-        browser = await p.chromium.connect(lease.connect_url, timeout=30_000)
+        browser_type = p.firefox if engine == "firefox" else p.chromium
+        browser = await browser_type.connect(lease.connect_url, timeout=30_000)
         context = await browser.new_context()
         page = await context.new_page()
         for url in (fixture_server.url("file.txt"), "http://10.255.255.1/", "http://[::1]/"):

@@ -38,11 +38,11 @@ async def next_event(proc: asyncio.subprocess.Process, lines: list[str]) -> dict
         return event
 
 
-@pytest.mark.parametrize("engine", ["chromium"])
+@pytest.mark.parametrize("engine", ["chromium", "firefox"])
 async def test_node_playwright_connects_and_runs_the_scenario(
     broker_factory: BrokerFactory, fixture_server: FixtureSite, engine: str
 ) -> None:
-    broker = await broker_factory()
+    broker = await broker_factory(engines=["chromium", "firefox"])
     lease = await broker.client.acquire(
         attach=AttachProtocol.PLAYWRIGHT, engine=Engine[engine.upper()], ttl=180
     )
