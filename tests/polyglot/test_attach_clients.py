@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from browserbroker import AsyncBrokerClient
+from browserbroker import AsyncBrokerClient, AsyncLease
 from tests.fixture_site import FixtureSite
 from tests.support import BrokerProcess
 
@@ -104,26 +104,13 @@ async def test_attached_client_runs_the_scenario_and_release_closes_its_socket(
 ) -> None:
     async with AsyncBrokerClient(attach_broker.address) as broker:
         lease = await broker.acquire(attach="cdp", ttl=300)
-        proc = await asyncio.create_subprocess_exec(
-            *attach_client,
-            lease.connect_url,
-            fixture_server.url(""),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=tool_env(),
-        )
-        client = Client(proc)
+        client = await start_client(attach_client, lease.connect_url, fixture_server)
+        proc = client.proc
         try:
             seen = await client.until("ready")
             profile = lease_profile(attach_broker)
-            assert seen["login"]["who"] == "signed in as ada"
-            assert seen["login"]["stored"] == "ada"
-            assert seen["popup"]["url"] == fixture_server.url("oauth/authorize?client=app")
-            assert seen["popup"]["title"] == "Authorize"
-            assert seen["status"]["text"] == "connected: c0de"
+            scenario_reported(seen, fixture_server)
             download = seen["download"]
-            assert download["filename"] == "report.txt"
-            assert download["url"] == fixture_server.url("file.txt")
             assert download["state"] == "completed"
             # Written in the lease's folder on the broker's host, whatever path the client named.
             files = {p.name: p.read_bytes() for p in (profile / "downloads").iterdir()}
@@ -132,27 +119,55 @@ async def test_attached_client_runs_the_scenario_and_release_closes_its_socket(
                 assert download["bytes"] == len(REPORT)
                 assert list(files) == [download["guid"]]
 
-            assert (await lease.release()).released_now
-            closed = (await client.until("closed"))["closed"]
-            assert closed == {
-                "event": "closed",
-                "code": 4001,
-                "reason": "lease ended: client_release",
-            }
-            assert await asyncio.wait_for(proc.wait(), 30) == 0, await client.describe("exit")
+            await release_closes_the_socket(lease, client)
         finally:
             if proc.returncode is None:
                 proc.kill()
                 await proc.wait()
             await lease.release()
-        # Census: the lease's browser is gone (processes and the broker's count), and its
-        # profile with the downloaded file.
-        for _ in range(100):
-            status = await broker.status()
-            counted = sum(engine.browsers for engine in status.engines)
-            if not attach_broker.browsers() and not counted and not profile.exists():
-                break
-            await asyncio.sleep(0.1)
-        assert not attach_broker.browsers()
-        assert counted == 0, status
-        assert not profile.exists()
+        await nothing_is_left(broker, attach_broker, profile)
+
+
+async def start_client(command: list[str], connect_url: str, site: FixtureSite) -> Client:
+    proc = await asyncio.create_subprocess_exec(
+        *command,
+        connect_url,
+        site.url(""),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=tool_env(),
+    )
+    return Client(proc)
+
+
+def scenario_reported(seen: dict[str, dict[str, Any]], site: FixtureSite) -> None:
+    """The scenario's sign-in, scrape, OAuth popup and download, as every client reports them."""
+    assert seen["login"]["who"] == "signed in as ada"
+    assert seen["login"]["stored"] == "ada"
+    assert seen["popup"]["url"] == site.url("oauth/authorize?client=app")
+    assert seen["popup"]["title"] == "Authorize"
+    assert seen["status"]["text"] == "connected: c0de"
+    assert seen["download"]["filename"] == "report.txt"
+    assert seen["download"]["url"] == site.url("file.txt")
+
+
+async def release_closes_the_socket(lease: AsyncLease, client: Client) -> None:
+    """Release closes the client's socket with the lease-ended code, and the client exits."""
+    assert (await lease.release()).released_now
+    closed = (await client.until("closed"))["closed"]
+    assert closed == {"event": "closed", "code": 4001, "reason": "lease ended: client_release"}
+    assert await asyncio.wait_for(client.proc.wait(), 30) == 0, await client.describe("exit")
+
+
+async def nothing_is_left(broker: AsyncBrokerClient, process: BrokerProcess, profile: Path) -> None:
+    """Census: the lease's browser is gone (processes and the broker's count), and its profile
+    with the downloaded file."""
+    for _ in range(100):
+        status = await broker.status()
+        counted = sum(engine.browsers for engine in status.engines)
+        if not process.browsers() and not counted and not await asyncio.to_thread(profile.exists):
+            break
+        await asyncio.sleep(0.1)
+    assert not process.browsers()
+    assert counted == 0, status
+    assert not await asyncio.to_thread(profile.exists)
