@@ -204,7 +204,13 @@ class PlaywrightHub:
             )
         if len(client.waiting) >= limits.max_pending:
             return f"{call.method} is refused: {limits.max_pending} calls are still unanswered"
+        if call.method == "newPage" and self._pages() >= limits.max_targets:
+            return f"{call.method} is refused: {limits.max_targets} pages are open (max_targets)"
         return None
+
+    def _pages(self) -> int:
+        """Pages the clients' contexts hold (popups included), as the server announced them."""
+        return sum(kind == "Page" for c in self._clients for kind in c.types.values())
 
     def _upload_bound(self, client: PlaywrightClient, kind: str, call: Call) -> str | None:
         """Files a client uploads are written on the broker's host first: bounded in all."""

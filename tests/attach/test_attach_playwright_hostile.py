@@ -229,3 +229,23 @@ async def test_a_download_over_its_bound_is_cancelled_and_removed(
         assert not saved.exists() or saved.stat().st_size <= MIB
         await browser.close()
     await lease.release()
+
+
+async def test_new_pages_are_bounded(broker_factory: BrokerFactory) -> None:
+    from broker.attach.bounds import AttachLimits
+    from broker.engines.playwright.serving import ServingEngine
+
+    broker = await broker_factory()
+    engine = next(e for e in broker.broker.engines.values() if isinstance(e, ServingEngine))
+    assert engine.served is not None
+    engine.served.limits = AttachLimits(max_targets=2)
+    lease = await broker.client.acquire(attach=AttachProtocol.PLAYWRIGHT, ttl=120)
+    async with raw_playwright(lease.connect_url) as client:
+        browser = await client.initialize()
+        context, page, _ = await client.new_page(browser)
+        assert "result" in await client.call(context, "newPage", {})
+        refused(await client.call(context, "newPage", {}), "2 pages are open")
+        assert "error" not in await client.call(page, "close", {})
+        await asyncio.sleep(0.5)  # (the page's disposal follows its close)
+        assert "result" in await client.call(context, "newPage", {})
+    await lease.release()
