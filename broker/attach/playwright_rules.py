@@ -19,7 +19,8 @@ method) is refused naming it, as are these, by parameter:
   `Artifact.saveAs` (a path on the broker's host), `Artifact.pathAfterFinished`, tracing, HAR
   and video recording (files written on the broker's host), a screencast's `record`;
 - navigations to anything but http(s), data: and about:blank (`file:`, `view-source:`,
-  `chrome:`, `javascript:`...), and a route continued to such a URL.
+  `chrome:`, `javascript:`...), a route continued or redirected to such a URL, and an API
+  request (`context.request`) to anything but http(s).
 """
 
 from __future__ import annotations
@@ -213,6 +214,10 @@ def _by_params(kind: str, call: Call, route_url: str) -> str | None:
         return _navigation(params.get("url"))
     if kind == "Route" and call.method == "continue" and params.get("url") is not None:
         return _navigation(params.get("url"))
+    if kind == "Route" and call.method == "redirectNavigationRequest":
+        return _navigation(params.get("url"))
+    if kind == "APIRequestContext" and call.method == "fetch":
+        return _fetched(params.get("url"))
     if kind == "Page" and call.method == "screencastStart" and params.get("record"):
         return f"record: {_HOST_DISK}"
     if kind == "BrowserContext" and call.method == "createTempFiles":
@@ -234,6 +239,15 @@ def _navigation(url: object) -> str | None:
     if scheme not in NAVIGABLE:
         return f"a navigation to {scheme}: (only http, https, data: and about:blank)"
     return None
+
+
+def _fetched(url: object) -> str | None:
+    """What Playwright's server fetches itself (through the lease's route): http(s) only."""
+    try:
+        scheme = canonical(url).scheme if isinstance(url, str) else ""
+    except UrlError:
+        scheme = ""
+    return None if scheme in ("http", "https") else "url: only an http(s) URL is fetched"
 
 
 def _temp_files(params: dict[str, Any]) -> str | None:
