@@ -11,6 +11,7 @@ import contextlib
 import logging
 import os
 import signal
+import traceback
 import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -116,6 +117,7 @@ class Driver:
         goes on, and the next caller waits for the same one)."""
         if self._start is None:
             quiet_aborted_calls(asyncio.get_running_loop())
+            skip_call_stacks(asyncio.get_running_loop())
             self._start = asyncio.ensure_future(start_driver())
             self._start.add_done_callback(self._watch)
         try:
@@ -206,6 +208,37 @@ def quiet_aborted_calls(loop: asyncio.AbstractEventLoop) -> None:
             loop.default_exception_handler(context)
 
     loop.set_exception_handler(handler)
+
+
+# What Playwright attaches to a failed call's error in place of the caller's Python stack.
+CALL_STACK = traceback.StackSummary.from_list([("<broker>", 0, "browser call", "")])
+_STACKLESS_LOOPS: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
+
+
+def skip_call_stacks(loop: asyncio.AbstractEventLoop) -> None:
+    """Spare every Playwright call its Python stack capture.
+
+    For each message it sends its driver, Playwright's client records the calling task's
+    Python stack (`traceback.extract_stack`: ten frames, each with a source line read through
+    linecache and a stat of its file) unless the task carries one already, as its sync API's
+    tasks do; the stack is only ever used as the `stack` text of the error if the call fails,
+    which the broker never reads. Every task on the loop now carries a fixed one. (The call's
+    API name, which error messages start with, is still worked out per call.)
+    """
+    if loop in _STACKLESS_LOOPS:
+        return
+    _STACKLESS_LOOPS.add(loop)
+    previous = loop.get_task_factory()
+
+    def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Task[Any]:
+        if previous is not None:
+            task = previous(loop, coro, **kwargs)
+        else:
+            task = asyncio.Task(coro, loop=loop, **kwargs)
+        task.__pw_stack_trace__ = CALL_STACK  # type: ignore[attr-defined]
+        return task  # type: ignore[return-value]
+
+    loop.set_task_factory(factory)
 
 
 class BrowserProcesses:
