@@ -13,12 +13,20 @@ import websockets
 from websockets.exceptions import InvalidStatus
 
 from broker.model.options import EngineName
-from browserbroker import Engine, FailedPreconditionError, InvalidArgumentError, OnDisconnect, steps
+from browserbroker import (
+    AsyncBrokerClient,
+    Engine,
+    FailedPreconditionError,
+    InvalidArgumentError,
+    OnDisconnect,
+    steps,
+)
 from browserbroker.v1 import broker_pb2 as pb
 from tests.attach.bidi_support import bidi_lease, firefox_broker, first_context, no_browser_left
 from tests.attach.support import closed_with, raw
 from tests.conftest import BrokerFactory
 from tests.fixture_site import FixtureSite
+from tests.support import BrokerProcess
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -179,3 +187,30 @@ async def test_a_client_leaves_nothing_behind_for_the_next(
             await asyncio.wait_for(second.socket.recv(), 1.0)  # no event of the first's
     await lease.release()
     await no_browser_left()
+
+
+async def test_a_drain_refuses_new_clients_and_ends_the_lease_with_its_reason() -> None:
+    """SIGTERM: a new connection is answered 503, the connected client goes on until the drain
+    ends the lease (4011), and the lease's Firefox is gone with it."""
+    broker = BrokerProcess(
+        env={"BROKER_DRAIN_TIMEOUT_S": "3", "BROKER_ENGINES": '["chromium", "firefox"]'}
+    ).start()
+    try:
+        async with AsyncBrokerClient(broker.address) as client:
+            lease = await client.acquire(engine=Engine.FIREFOX, attach="bidi", ttl=120)
+            async with raw(lease.connect_url) as attached:
+                assert (await attached.call("session.status"))["type"] == "success"
+                browsers = broker.browsers()
+                assert browsers, "the lease's browser runs below the broker"
+                broker.signal(signal.SIGTERM)
+                await asyncio.sleep(0.5)
+                with pytest.raises(InvalidStatus) as refused:
+                    async with websockets.connect(lease.connect_url):
+                        pass
+                assert refused.value.response.status_code == 503
+                assert (await attached.call("session.status"))["type"] == "success"
+                assert await closed_with(attached.socket) == (4011, "lease ended: drained")
+        assert await asyncio.to_thread(broker.wait, 60) == 0, broker.log()
+        assert not [p.pid for p in browsers if p.is_running() and p.status() != "zombie"]
+    finally:
+        broker.stop()
