@@ -21,13 +21,14 @@ with loopback allowed for the page. `--tree DIR` (repeatable) runs a broker from
 (e.g. a `git worktree` of an older commit), side by side, batches interleaved, for an A/B figure
 under the same load; by default, one broker from this checkout.
 
-`--py-spy` then records each broker with py-spy (200 Hz, non-blocking: the broker is not paused;
-only samples holding the GIL, i.e. Python at work) over `--profile-cycles` more cycles at the
-highest client count, writes `cpu-<label>.speedscope.json` to `--out`
-(open it at https://www.speedscope.app), and prints the samples' shares by part of the broker:
-each sample counts once, for the innermost frame that belongs to a named part (so a protobuf
-call made by the gRPC layer counts as protobuf), and "inclusive" counts a sample for every part
-on its stack.
+Then, over `--profile-cycles` more cycles at the highest client count: `--cprofile` profiles each
+broker's event-loop thread in CPU time (cProfile with process_time, toggled by SIGUSR2 from a
+launcher), writes `cpu-<label>.pstats` to `--out` and prints self CPU by part of the broker (a C
+function's time goes to its callers' parts) and the inclusive CPU of its main entry points;
+`--py-spy` records each broker with py-spy (200 Hz, non-blocking, samples holding the GIL) to
+`cpu-<label>.speedscope.json` (https://www.speedscope.app) and prints the samples by part. On a
+loaded machine py-spy's GIL samples include time the thread was runnable but descheduled, which
+piles up after syscalls: read its shares with that in mind, and cProfile's for CPU.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ import argparse
 import asyncio
 import json
 import os
+import pstats
 import shutil
 import signal
 import statistics
@@ -45,6 +47,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -59,10 +62,13 @@ PARTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("egress route (broker/egress)", ("/broker/egress/",)),
     ("CDP interrupter", ("/broker/engines/chromium.py",)),
     ("steps and pages (broker/engines)", ("/broker/engines/",)),
-    ("lease table, runs, queue (broker/leases)", ("/broker/leases/", "/broker/warm/")),
+    (
+        "lease table, runs, warm pool (broker/leases, broker/warm)",
+        ("/broker/leases/", "/broker/warm/"),
+    ),
     ("gRPC service, decode, encode (broker/api)", ("/broker/api/",)),
     ("telemetry (broker/observe, opentelemetry)", ("/broker/observe/", "/opentelemetry/")),
-    ("other broker code", ("/broker/",)),
+    ("broker, other (common, runtime, warm pool)", ("/broker/common/", "/broker/runtime/")),
     ("protobuf", ("/google/protobuf/",)),
     ("gRPC (grpc.aio, Cython)", ("/grpc/", "grpc/_cython")),
     ("Playwright client (connection, channels)", ("/playwright/",)),
@@ -73,8 +79,9 @@ PARTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("traceback, linecache, inspect", ("/traceback.py", "/linecache.py", "/inspect.py")),
     ("psutil", ("/psutil/",)),
 )
-# Counted only when no part above is on the stack: the loop's own work.
-LOOP = ("event loop (asyncio, selectors)", ("/asyncio/", "/selectors.py"))
+# Counted only when no part above is on the stack: the loop's own work, and callbacks in C that
+# it runs (gRPC's server is Cython: its frames are invisible without --native).
+LOOP = ("event loop, C callbacks (gRPC's Cython)", ("/asyncio/", "/selectors.py"))
 
 
 @dataclass
@@ -83,16 +90,19 @@ class Broker:
 
     label: str
     tree: Path
+    cprofile: Path | None = None  # where SIGUSR2 toggles a CPU-time profile of the main thread
     process: BrokerProcess = field(init=False)
     sdk: BrokerSdk | None = None
 
     def start(self, url: str) -> None:
         args = ["--warm-pool-size", str(POOL), "--capacity", str(CAPACITY)]
-        if self.tree == ROOT:
+        if self.tree == ROOT and self.cprofile is None:
             self.process = BrokerProcess(args=args)
         else:  # the tree's own code, whatever the editable install points at
             path = os.pathsep.join([str(self.tree), str(self.tree / "client")])
-            self.process = TreeBrokerProcess(args=args, env={"PYTHONPATH": path}, tree=self.tree)
+            self.process = TreeBrokerProcess(
+                args=args, env={"PYTHONPATH": path}, tree=self.tree, cprofile=self.cprofile
+            )
         self.process.start()
         self.sdk = BrokerSdk(self.process, url)
 
@@ -122,6 +132,7 @@ class TreeBrokerProcess(BrokerProcess):
     install's finder, which comes after the path finder)."""
 
     tree: Path = ROOT
+    cprofile: Path | None = None
 
     def start(self, timeout_s: float = 60) -> BrokerProcess:
         import tests.support as support
@@ -130,7 +141,8 @@ class TreeBrokerProcess(BrokerProcess):
         launcher.write_text(
             f"#!{sys.executable}\nimport sys\n"
             f"sys.path[:0] = [{str(self.tree)!r}, {str(self.tree / 'client')!r}]\n"
-            "from broker.daemon.cli import main\nsys.exit(main())\n"
+            + (PROFILER.format(out=str(self.cprofile)) if self.cprofile else "")
+            + "from broker.daemon.cli import main\nsys.exit(main())\n"
         )
         launcher.chmod(0o755)
         saved = support.BROKER_BIN
@@ -139,6 +151,33 @@ class TreeBrokerProcess(BrokerProcess):
             return super().start(timeout_s)
         finally:
             support.BROKER_BIN = saved
+
+
+# The broker's main thread (its event loop) profiled in CPU time between two SIGUSR2s.
+PROFILER = """import cProfile, signal, time
+_profile, _on = cProfile.Profile(time.process_time), []
+def _toggle(*_):
+    if _on:
+        _profile.disable(); _profile.dump_stats({out!r}); _on.clear()
+    else:
+        _profile.enable(); _on.append(1)
+signal.signal(signal.SIGUSR2, _toggle)
+"""
+
+
+# Entry points whose CPU (with all they call) the cProfile table shows; they overlap.
+ENTRIES = (
+    ("Playwright: the driver's messages read and dispatched", "_impl/_transport.py", "run"),
+    ("Playwright: calls sent (wrap_api_call)", "_impl/_connection.py", "wrap_api_call"),
+    ("Playwright: listeners added (page.on)", "_impl/_async_base.py", "on"),
+    ("egress route: connections handled", "broker/egress/proxy.py", "_handle"),
+    ("egress route: routes opened", "broker/egress/proxy.py", "open_route"),
+    ("gRPC unary handlers (Acquire, Release, ...)", "broker/api/errors.py", "wrapper"),
+    ("session opened (engine)", "broker/engines/playwright/engine.py", "open_session"),
+    ("steps performed (engine)", "broker/engines/playwright/session.py", "_perform"),
+    ("warm pool refills", "broker/warm/pool.py", "_refill_forever"),
+    ("waiting in epoll (syscall)", "~", "<method 'poll' of 'select.epoll' objects>"),
+)
 
 
 @dataclass
@@ -175,14 +214,12 @@ async def batch(broker: Broker, clients: int, cycles: int) -> Batch:
     return Batch(clients, per_client * clients, after - before, driver_after - driver_before, wall)
 
 
-async def profile(broker: Broker, clients: int, cycles: int, out: Path, native: bool) -> Path:
+async def profile(broker: Broker, clients: int, cycles: int, out: Path) -> Path:
     """Records the broker with py-spy over one batch; returns the speedscope file."""
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     path = out / f"cpu-{broker.label}.speedscope.json"
     command = [spy, "record", "--pid", str(broker.pid), "--rate", "200", "--nonblocking"]
     command += ["--gil"]  # only samples holding the GIL: the broker's Python at work, not waits
-    if native:  # C and Cython frames too (gRPC's server, protobuf); py-spy then pauses the broker
-        command = [c for c in command if c != "--nonblocking"] + ["--native"]
     command += ["--format", "speedscope", "--output", str(path)]
     recorder = await asyncio.create_subprocess_exec(
         *command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
@@ -206,6 +243,54 @@ async def profile(broker: Broker, clients: int, cycles: int, out: Path, native: 
     return path
 
 
+async def cpu_profile(broker: Broker, clients: int, cycles: int) -> Path:
+    """Profiles the broker's event loop thread in CPU time over one batch; returns the stats."""
+    path = broker.cprofile
+    assert path is not None
+    await asyncio.to_thread(path.unlink, missing_ok=True)
+    os.kill(broker.pid, signal.SIGUSR2)
+    try:
+        await batch(broker, clients, cycles)
+    finally:
+        os.kill(broker.pid, signal.SIGUSR2)
+    for _ in range(600):  # written from the broker's main thread when it next runs Python
+        if await asyncio.to_thread(path.exists):
+            await asyncio.sleep(2.0)  # the dump finishes
+            return path
+        await asyncio.sleep(0.5)
+    raise RuntimeError(f"the broker wrote no profile to {path}")
+
+
+def cpu_table(path: Path, top: int) -> str:
+    """Self CPU time by part; a C function's time goes to its callers' parts, pro rata."""
+    stats: dict[Any, Any] = pstats.Stats(str(path)).stats  # type: ignore[attr-defined]
+    total = sum(entry[2] for entry in stats.values()) or 1.0
+    parts: dict[str, float] = {}
+    for (file, _, _), (_, _, own, _, callers) in stats.items():
+        if file != "~" or not callers:
+            name = part_of(file) or ("other (stdlib, C)" if file != "~" else LOOP[0])
+            parts[name] = parts.get(name, 0.0) + own
+            continue
+        weight = sum(c[2] + c[3] for c in callers.values()) or 1.0
+        for (caller_file, _, _), c in callers.items():
+            name = part_of(caller_file) or "other (stdlib, C)"
+            parts[name] = parts.get(name, 0.0) + own * (c[2] + c[3]) / weight
+    lines = [f"{path.name}: {total:.2f} s CPU on the event loop thread", "", "| part | share |"]
+    lines.append("|---|---:|")
+    for name, spent in sorted(parts.items(), key=lambda kv: -kv[1]):
+        lines.append(f"| {name} | {spent / total:.1%} |")
+    lines += ["", "| inclusive (overlapping) | share |", "|---|---:|"]
+    for label, suffix, func in ENTRIES:
+        spent = sum(v[3] for k, v in stats.items() if k[0].endswith(suffix) and k[2] == func)
+        lines.append(f"| {label} | {spent / total:.1%} |")
+    lines += ["", "| top functions (self CPU) | share |", "|---|---:|"]
+    ranked = sorted(stats.items(), key=lambda kv: -kv[1][2])[:top]
+    for (file, line, name), entry in ranked:
+        where = file.rsplit("site-packages/", 1)[-1].replace(str(ROOT) + "/", "")
+        lines.append(f"| `{name}` ({where}:{line}) | {entry[2] / total:.1%} |")
+    return "\n".join(lines)
+
+
 def part_of(file: str) -> str | None:
     for name, patterns in (*PARTS, LOOP):
         if any(p in file for p in patterns):
@@ -213,37 +298,23 @@ def part_of(file: str) -> str | None:
     return None
 
 
-def shares(path: Path) -> tuple[int, dict[str, int], dict[str, int], dict[str, int]]:
-    """(samples, exclusive samples by part, inclusive samples by part, samples by top function)."""
+def profile_table(path: Path) -> str:
+    """py-spy's samples by part: exclusive (the innermost part on the stack), and inclusive."""
     data = json.loads(path.read_text())
     frames = data["shared"]["frames"]
-    total = 0
     exclusive: dict[str, int] = {}
     inclusive: dict[str, int] = {}
-    functions: dict[str, int] = {}
-    for prof in data["profiles"]:
-        for stack in prof["samples"]:  # root first; each sample is one tick of --rate
-            n = 1
-            total += n
-            parts = [part_of(frames[i].get("file", "")) for i in stack]
-            named = [p for p in parts if p is not None]
-            owner = next((p for p in reversed(named) if p != LOOP[0]), None)
-            owner = owner or (named[-1] if named else "other (stdlib, threads)")
-            exclusive[owner] = exclusive.get(owner, 0) + n
-            for p in set(parts) - {None}:
-                assert p is not None
-                inclusive[p] = inclusive.get(p, 0) + n
-            if stack:
-                leaf = frames[stack[-1]]
-                key = f"{leaf['name']} ({leaf.get('file', '?').rsplit('site-packages/', 1)[-1]})"
-                functions[key] = functions.get(key, 0) + n
-    return total, exclusive, inclusive, functions
-
-
-def profile_table(path: Path, top: int) -> str:
-    total, exclusive, inclusive, functions = shares(path)
-    if total == 0:
+    stacks = [stack for prof in data["profiles"] for stack in prof["samples"]]  # root first
+    for stack in stacks:
+        named = [p for p in (part_of(frames[i].get("file", "")) for i in stack) if p is not None]
+        owner = next((p for p in reversed(named) if p != LOOP[0]), None)
+        owner = owner or (named[-1] if named else "other (stdlib, threads)")
+        exclusive[owner] = exclusive.get(owner, 0) + 1
+        for part in set(named):
+            inclusive[part] = inclusive.get(part, 0) + 1
+    if not stacks:
         return f"{path.name}: no samples"
+    total = len(stacks)
     lines = [
         f"{path.name}: {total} samples",
         "",
@@ -252,9 +323,6 @@ def profile_table(path: Path, top: int) -> str:
     ]
     for name, n in sorted(exclusive.items(), key=lambda kv: -kv[1]):
         lines.append(f"| {name} | {n / total:.0%} | {inclusive.get(name, n) / total:.0%} |")
-    lines += ["", "| top functions (self) | share |", "|---|---:|"]
-    for name, n in sorted(functions.items(), key=lambda kv: -kv[1])[:top]:
-        lines.append(f"| `{name}` | {n / total:.1%} |")
     return "\n".join(lines)
 
 
@@ -280,6 +348,8 @@ def table(results: dict[str, dict[int, list[Batch]]], levels: list[int]) -> str:
 async def run(args: argparse.Namespace, trees: list[Path], out: Path) -> str:
     levels = [int(c) for c in args.clients.split(",")]
     brokers = [Broker(label_of(t, trees), t) for t in trees]
+    for broker in brokers if args.cprofile else []:
+        broker.cprofile = out / f"cpu-{broker.label}.pstats"
     pages = PageServer().start()
     loads = [psutil.getloadavg()[0]]
     try:
@@ -304,10 +374,13 @@ async def run(args: argparse.Namespace, trees: list[Path], out: Path) -> str:
                     )
                 loads.append(psutil.getloadavg()[0])
         report = [table(results, levels)] if args.batches else []
+        for broker in brokers if args.cprofile else []:
+            path = await cpu_profile(broker, max(levels), args.profile_cycles)
+            report += ["", cpu_table(path, args.top)]
         if args.py_spy:
             for broker in brokers:
-                path = await profile(broker, max(levels), args.profile_cycles, out, args.native)
-                report += ["", profile_table(path, args.top)]
+                path = await profile(broker, max(levels), args.profile_cycles, out)
+                report += ["", profile_table(path)]
         info = ", ".join(f"{k} {v}" for k, v in machine().items())
         report += [
             "",
@@ -349,14 +422,17 @@ def main() -> None:
         "--tree", action="append", default=[], help="a source tree to run a broker from"
     )
     parser.add_argument("--py-spy", action="store_true", help="record each broker with py-spy")
-    parser.add_argument("--native", action="store_true", help="py-spy --native (pauses)")
+    parser.add_argument(
+        "--cprofile", action="store_true", help="profile each broker's loop in CPU time"
+    )
     parser.add_argument("--profile-cycles", type=int, default=100, help="cycles recorded")
     parser.add_argument("--out", default=str(ROOT / "bench-results"), help="py-spy's files")
     parser.add_argument("--top", type=int, default=15, help="top functions listed")
     args = parser.parse_args()
     trees = [Path(t).resolve() for t in args.tree] or [ROOT]
     out = Path(args.out)
-    if args.py_spy:
+    if args.py_spy or args.cprofile:
+        out = out.resolve()
         out.mkdir(parents=True, exist_ok=True)
     try:
         print(asyncio.run(run(args, trees, out)))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import traceback
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -60,3 +61,37 @@ async def test_every_task_carries_a_call_stack(monkeypatch: pytest.MonkeyPatch) 
     assert not walked
     assert made.count("earlier") >= 2
     assert "".join(CALL_STACK.format())  # a failed call's error still has a (short) stack
+
+
+def test_bench_cpu_shares_add_up(tmp_path: Path) -> None:
+    """bench.cpu's tables: a py-spy sample counts once, for its innermost named part; a cProfile
+    C function's time goes to its caller's part."""
+    import cProfile
+    import json
+    import time
+
+    from bench.cpu import cpu_table, profile_table
+
+    frames = [
+        {"name": "main", "file": "/x/broker/daemon/cli.py"},
+        {"name": "_run", "file": "/py/asyncio/events.py"},
+        {"name": "_handle", "file": "/x/broker/egress/proxy.py"},
+        {"name": "next_event", "file": "/venv/site-packages/h11/_connection.py"},
+    ]
+    samples = [[0, 1, 2, 3], [0, 1, 2], [0, 1], [0, 1, 2, 1]]
+    spy = tmp_path / "spy.json"
+    spy.write_text(json.dumps({"shared": {"frames": frames}, "profiles": [{"samples": samples}]}))
+    table = profile_table(spy)
+    assert "| h11 (HTTP framing) | 25% | 25% |" in table
+    assert "| egress route (broker/egress) | 50% | 75% |" in table
+    assert "| event loop, C callbacks (gRPC's Cython) | 25% | 100% |" in table
+
+    profile = cProfile.Profile(time.process_time)
+    profile.runcall(lambda: sorted(range(200_000), key=lambda n: -n))
+    stats = tmp_path / "cpu.pstats"
+    profile.dump_stats(stats)
+    lines = cpu_table(stats, 3).splitlines()
+    rows = lines[4 : lines.index("", 4)]  # the first table: self CPU by part
+    shares = {row.split(" | ")[0][2:]: float(row.split(" | ")[1].strip(" %|")) for row in rows}
+    assert abs(sum(shares.values()) - 100.0) < 0.5
+    assert shares["other (stdlib, C)"] > 90  # `sorted` (C) counts for its caller, this test
