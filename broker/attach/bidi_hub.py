@@ -91,6 +91,7 @@ class BidiHub:
         behavior = {"type": "allowed", "destinationFolder": self.downloads_folder}
         await self.call("browser.setDownloadBehavior", {"downloadBehavior": behavior})
         self._spawn(self._watch_downloads())
+        self._spawn(self._expire_forever())
 
     def _spawn(self, work: Any) -> None:
         task = asyncio.get_running_loop().create_task(work)
@@ -216,6 +217,23 @@ class BidiHub:
         if client.pending >= limits.max_pending:
             return f"{method} is refused: {limits.max_pending} commands are still unanswered"
         return None
+
+    async def _expire_forever(self) -> None:
+        while not self.gone.is_set():
+            await asyncio.sleep(min(self.limits.command_timeout_s / 4, 15.0))
+            self.expire()
+
+    def expire(self) -> None:
+        """Answer and forget a client's commands unanswered for command_timeout_s (a script
+        awaiting a promise that never settles), so they do not hold its pending bound."""
+        timeout = self.limits.command_timeout_s
+        late = self._now() - timeout
+        for wire_id, waiting in list(self._pending.items()):
+            if isinstance(waiting, Waiting) and waiting.sent_at <= late:
+                self._pending[wire_id] = None  # a late answer is dropped
+                waiting.client.pending -= 1
+                why = f"{waiting.method} got no answer from the browser in {timeout:g} s"
+                waiting.client.send(_error(waiting.ident, "unknown error", why))
 
     # ------------------------------------------------------------ browser -> client
 

@@ -1,14 +1,18 @@
-"""The WebDriver BiDi filter, without a browser: what is refused, naming the command and why,
-and what a client leaves in the lease's one session to be undone when it goes."""
+"""The WebDriver BiDi filter and hub, without a browser: what is refused, naming the command and
+why, what a client leaves in the lease's one session to be undone when it goes, and commands
+left unanswered."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
 import pytest
 
+from broker.attach.bidi_hub import BidiHub
 from broker.attach.bidi_rules import ALLOWED, REFUSED, judge, undo
+from broker.attach.bounds import AttachLimits
 from broker.attach.rules import BadMessage, Command, decode
 
 
@@ -140,3 +144,39 @@ def test_what_a_client_makes_is_undone() -> None:
     )
     assert undo("script.evaluate", {"realm": "r"}) is None
     assert undo("session.subscribe", {"subscription": 5}) is None
+
+
+async def test_a_command_unanswered_too_long_is_answered_and_forgotten() -> None:
+    """A script awaiting a promise that never settles does not hold the client's pending bound
+    for ever: after command_timeout_s it is answered with an error naming it."""
+
+    class Socket:
+        def __init__(self) -> None:
+            self.sent: list[str] = []
+
+        async def send(self, text: str) -> None:
+            self.sent.append(text)
+
+    class Peer:
+        def __init__(self) -> None:
+            self.got: list[dict[str, Any]] = []
+
+        def deliver(self, text: str | bytes) -> None:
+            self.got.append(json.loads(text))
+
+    now = [0.0]
+    hub = BidiHub(Socket(), "/nowhere", AttachLimits(command_timeout_s=60), lambda: now[0])  # type: ignore[arg-type]
+    peer = Peer()
+    client = await hub.attach(peer, trusted=False)
+    hub.receive(client, json.dumps({"id": 7, "method": "script.evaluate", "params": {}}))
+    await asyncio.sleep(0)
+    assert client.pending == 1
+    now[0] = 59.0
+    hub.expire()
+    assert peer.got == []
+    now[0] = 61.0
+    hub.expire()
+    assert client.pending == 0
+    assert peer.got[0]["id"] == 7 and "script.evaluate got no answer" in peer.got[0]["message"]
+    hub._dispatch({"type": "success", "id": 1, "result": {}})  # the late answer: dropped
+    assert len(peer.got) == 1
