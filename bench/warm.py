@@ -3,6 +3,7 @@ Firefox leases before and after demand sizing.
 
     .venv/bin/python -m bench.warm table [--samples 5]
     .venv/bin/python -m bench.warm burst [--burst 8] [--pool 4]
+    .venv/bin/python -m bench.warm attach [--samples 15]
 
 `table`: one broker (`--engines chromium,firefox,camoufox`, a warm pool of one session for every
 engine and isolation) serves every probe. Each cold and warm Acquire (released at once) is
@@ -14,6 +15,13 @@ no pooled session has. An engine that cannot run here is listed with the reason.
 fixed pool (`size = pool`); then with demand sizing (`size = pool, max_size = burst`), where a
 first burst teaches the pool the demand and, once it has refilled, a second burst is measured.
 For each burst: how many leases were warm, and the p50 / p99 wait of the Acquires.
+
+`attach`: attachable leases (CDP), cold and warm, against one broker with an attachable pool of
+one (`chromium/browser+cdp=1`). Each sample is an Acquire(attach=cdp) and Python Playwright's
+`connect_over_cdp` to its connect URL (the driver already running), measured apart and together,
+then Release; a cold one asks for a locale, which no pooled browser has. Warm and cold alternate,
+and each begins once the pool holds its browser and the last lease's browser has exited (no
+launch or close beside it). Medians of the samples.
 """
 
 from __future__ import annotations
@@ -25,14 +33,17 @@ import statistics
 import time
 
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from playwright.async_api import Playwright, async_playwright
 
 from bench.engines import label, timed
 from browserbroker import AsyncBrokerClient, AsyncLease, ContextOptions, Engine, Isolation
+from browserbroker.v1 import broker_pb2 as pb
 from tests.support import BrokerProcess
 
 PAIRS = [(engine, isolation) for engine in Engine if engine is not Engine.DEFAULT
          for isolation in Isolation if isolation is not Isolation.DEFAULT]  # fmt: skip
 COLD = ContextOptions(locale="en-US")  # a pooled session has default options: this opens cold
+CDP = pb.ATTACH_PROTOCOL_CDP  # an attachable pool's PoolStatus.attach
 
 
 def pool_flag(engine: Engine, isolation: Isolation, size: int, ceiling: int | None = None) -> str:
@@ -40,12 +51,15 @@ def pool_flag(engine: Engine, isolation: Isolation, size: int, ceiling: int | No
     return f"{spec}:{ceiling}" if ceiling is not None else spec
 
 
-async def pool_ready(client: AsyncBrokerClient, engine: Engine, isolation: Isolation) -> None:
-    """Waits until the pool of the pair holds its target (at most two minutes)."""
+async def pool_ready(
+    client: AsyncBrokerClient, engine: Engine, isolation: Isolation, attach: int = 0
+) -> None:
+    """Waits until the pool of the pair (an attachable one: `attach`, the protocol's number)
+    holds its target (at most two minutes)."""
     for _ in range(2400):
         for pool in (await client.status()).pools:
             same = (int(pool.engine), int(pool.isolation)) == (int(engine), int(isolation))
-            if same and pool.ready >= pool.target:
+            if same and int(pool.attach) == attach and pool.ready >= pool.target:
                 return
         await asyncio.sleep(0.05)
     raise RuntimeError(f"the {label(engine, isolation)} pool did not fill")
@@ -179,6 +193,69 @@ async def burst(n: int, size: int) -> str:
     return "\n".join(lines)
 
 
+async def attach_once(
+    client: AsyncBrokerClient, playwright: Playwright, warm: bool
+) -> tuple[float, float]:
+    """One attachable lease: (Acquire s, connect s)."""
+    started = time.perf_counter()
+    lease = await client.acquire(attach="cdp", context=None if warm else COLD, timeout=180)
+    granted = time.perf_counter()
+    try:
+        assert lease.grant.warm is warm, f"expected warm={warm}"
+        browser = await playwright.chromium.connect_over_cdp(lease.connect_url, timeout=60_000)
+        connected = time.perf_counter()
+        await browser.close()
+    finally:
+        await lease.release()
+    return granted - started, connected - granted
+
+
+async def browsers(client: AsyncBrokerClient) -> tuple[int, int]:
+    """Chromium's browser processes, and the sessions of ended leases still closing."""
+    status = await client.status()
+    (chromium,) = [e for e in status.engines if int(e.engine) == int(Engine.CHROMIUM)]
+    return chromium.browsers, status.closing_sessions
+
+
+async def attach(samples: int) -> str:
+    args = ["--warm-pool-size", "0", "--warm-pool=chromium/browser+cdp=1"]
+    broker = BrokerProcess(args=args).start()
+    client = AsyncBrokerClient(broker.address)
+    runs: dict[bool, list[tuple[float, float]]] = {True: [], False: []}
+    try:
+        async with async_playwright() as playwright:
+            await pool_ready(client, Engine.CHROMIUM, Isolation.BROWSER, CDP)
+            alone = await browsers(client)  # the pool's browser alone
+            for sample in range(samples + 1):  # the first round warms up
+                for warm in (True, False):
+                    await pool_ready(client, Engine.CHROMIUM, Isolation.BROWSER, CDP)
+                    for _ in range(1200):  # the last lease's browser has exited
+                        if await browsers(client) == alone:
+                            break
+                        await asyncio.sleep(0.05)
+                    measured = await attach_once(client, playwright, warm)
+                    if sample:
+                        runs[warm].append(measured)
+    finally:
+        await client.close()
+        broker.stop()
+    lines = [
+        f"attachable leases (CDP), {samples} samples each, medians",
+        "",
+        "| Acquire(attach=cdp) | Acquire ms | connect_over_cdp ms | Acquire + connect ms |",
+        "|---|---:|---:|---:|",
+    ]
+    for warm in (False, True):
+        acquire_s = statistics.median(a for a, _ in runs[warm])
+        connect_s = statistics.median(c for _, c in runs[warm])
+        both_s = statistics.median(a + c for a, c in runs[warm])
+        lines.append(
+            f"| {'warm (from the pool)' if warm else 'cold (launched for it)'} "
+            f"| {acquire_s * 1000:.1f} | {connect_s * 1000:.1f} | {both_s * 1000:.1f} |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         prog="python -m bench.warm",
@@ -190,10 +267,13 @@ def main() -> None:
     burst_args = sub.add_parser("burst")
     burst_args.add_argument("--burst", type=int, default=8)
     burst_args.add_argument("--pool", type=int, default=4)
+    sub.add_parser("attach").add_argument("--samples", type=int, default=15)
     args = parser.parse_args()
     started = time.perf_counter()
     if args.command == "table":
         print(asyncio.run(table(args.samples)))
+    elif args.command == "attach":
+        print(asyncio.run(attach(args.samples)))
     else:
         print(asyncio.run(burst(args.burst, args.pool)))
     print(f"\nwall time: {time.perf_counter() - started:.0f} s")

@@ -38,6 +38,9 @@ log = logging.getLogger("broker.pool")
 
 # A refill after a take waits this long: the reply lending the session goes out first.
 REFILL_DELAY_S = 0.02
+# An attachable pool's refill waits longer: the client's connect (the protocol handshake, which
+# comes right after the reply) goes first, rather than beside a browser launch.
+ATTACH_REFILL_DELAY_S = 1.0
 # A warm open waits (polling) while its engine is busy with a lease's work, at most this long.
 QUIET_MAX_WAIT_S = 1.0
 QUIET_POLL_S = 0.01
@@ -98,7 +101,7 @@ class Pools:
             keep=self._fits_budget,
             quiet=self._wait_quiet,
             now=self._now,
-            refill_delay_s=REFILL_DELAY_S,
+            refill_delay_s=ATTACH_REFILL_DELAY_S if attach else REFILL_DELAY_S,
             attach=attach,
         )
         self.pools.append(pool)
