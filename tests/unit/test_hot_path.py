@@ -44,6 +44,7 @@ async def test_every_task_carries_a_call_stack(monkeypatch: pytest.MonkeyPatch) 
 
     monkeypatch.setattr(traceback, "extract_stack", extract_stack)
     loop.set_task_factory(earlier)
+    already = asyncio.ensure_future(asyncio.sleep(60))  # started before the driver's loop setup
     try:
         skip_call_stacks(loop)
         skip_call_stacks(loop)  # idempotent: one factory, not a chain of them
@@ -57,7 +58,9 @@ async def test_every_task_carries_a_call_stack(monkeypatch: pytest.MonkeyPatch) 
         nested = await asyncio.ensure_future(asyncio.wait_for(work(), 5))
     finally:
         loop.set_task_factory(previous)
+        already.cancel()
     assert stack is CALL_STACK and nested is CALL_STACK
+    assert getattr(already, "__pw_stack_trace__", None) is CALL_STACK
     assert not walked
     assert made.count("earlier") >= 2
     assert "".join(CALL_STACK.format())  # a failed call's error still has a (short) stack

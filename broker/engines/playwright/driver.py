@@ -222,8 +222,9 @@ def skip_call_stacks(loop: asyncio.AbstractEventLoop) -> None:
     Python stack (`traceback.extract_stack`: ten frames, each with a source line read through
     linecache and a stat of its file) unless the task carries one already, as its sync API's
     tasks do; the stack is only ever used as the `stack` text of the error if the call fails,
-    which the broker never reads. Every task on the loop now carries a fixed one. (The call's
-    API name, which error messages start with, is still worked out per call.)
+    which the broker never reads. Every task on the loop now carries a fixed one, those already
+    running included. (The call's API name, which error messages start with, is still worked out
+    per call.)
     """
     if loop in _STACKLESS_LOOPS:
         return
@@ -239,6 +240,8 @@ def skip_call_stacks(loop: asyncio.AbstractEventLoop) -> None:
         return task  # type: ignore[return-value]
 
     loop.set_task_factory(factory)
+    for task in asyncio.all_tasks(loop):  # those started before the driver (the pool's refills)
+        task.__pw_stack_trace__ = CALL_STACK  # type: ignore[attr-defined]
 
 
 class BrowserProcesses:
