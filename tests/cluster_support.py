@@ -24,7 +24,11 @@ DEAD_AFTER_S = 2.0
 # A killed node's leases end node_lost within this bound (docs/cluster.md): silent for
 # DEAD_AFTER_S, then the next survivor's heartbeat reaps it.
 NODE_LOST_BOUND_S = DEAD_AFTER_S + HEARTBEAT_S
-NODE_MARK = "BROKER_TEST_CLUSTER_NODE"  # in every node's (and its browsers') environment
+# In every node's environment, and so in its Playwright driver's. A locale variable (LC_*) on
+# purpose: the browser launcher passes those on (broker/engines/sandbox.py), so the mark also
+# reaches each jailed browser's bwrap and main process; Chromium clears it for its zygotes and
+# their children, which are found as descendants of marked processes instead.
+NODE_MARK = "LC_BROKER_TEST_NODE"
 
 
 @dataclass
@@ -50,6 +54,8 @@ class Cluster:
     connect: Callable[[str], AsyncBrokerClient] = AsyncBrokerClient
     # Earlier processes of restarted nodes (`restart_node`), oldest first.
     retired: list[Node] = field(default_factory=list)
+    # Every process seen below each node (by mark), for `leftover_browsers`.
+    seen: dict[str, dict[tuple[int, float], psutil.Process]] = field(default_factory=dict)
 
     def start_node(self, name: str, **env: str) -> Node:
         process = self._launch(name, 0, env)
@@ -110,24 +116,42 @@ class Cluster:
         )
 
     def kill(self, name: str) -> None:
-        node = self.nodes[name]
-        node.process.signal(signal.SIGKILL)
-        node.process.wait(30)
+        self.signal(name, signal.SIGKILL)
+        self.nodes[name].process.wait(30)
+
+    def signal(self, name: str, sig: signal.Signals) -> None:
+        """Sends `sig` to node `name`, having looked at its processes just before (so that
+        `leftover_browsers` knows every one it had)."""
+        self.leftover_browsers(name)
+        self.nodes[name].process.signal(sig)
+
+    def check_browsers_counted(self, name: str) -> None:
+        """That node `name` runs browsers (below its process), and `leftover_browsers` counts
+        every one of them."""
+        browsers = self.nodes[name].process.browsers()
+        assert browsers, f"no browser runs below node {name}"
+        counted = {process.pid for process in self.leftover_browsers(name)}
+        missed = [process for process in browsers if process.pid not in counted]
+        # (A browser's short-lived helper may have ended in between.)
+        assert not still_running(missed), f"browsers of node {name} not counted: {missed}"
 
     def leftover_browsers(self, name: str, incarnation: int | None = None) -> list[psutil.Process]:
-        """Processes started for node `name` (found by the mark in their environment): for its
-        current process, or for the given incarnation of it."""
+        """Every process still running that was started for node `name` (its current process,
+        or the given incarnation of it), browsers and their helpers, jailed or not, orphaned or
+        not: those with the node's mark in their environment, their descendants, and any process
+        seen that way at an earlier look (the same process: pid and start time). Each look
+        remembers what it found, and `kill` and `signal` look just before signalling."""
         if incarnation is None:
             incarnation = self.nodes[name].incarnation if name in self.nodes else 0
-        mark = f"{NODE_MARK}={self.mark(name, incarnation)}"
-        found = []
-        for proc in psutil.process_iter():
+        mark = self.mark(name, incarnation)
+        seen = dict(self.seen.get(mark, {}))
+        for process in _marked_trees(f"{NODE_MARK}={mark}"):
             try:
-                if any(item == mark for item in _environ(proc)):
-                    found.append(proc)
-            except (psutil.Error, OSError):
+                seen.setdefault((process.pid, process.create_time()), process)
+            except psutil.Error:
                 continue
-        return found
+        self.seen[mark] = {key: process for key, process in seen.items() if _running(process)}
+        return list(self.seen[mark].values())
 
     def reaped(self, lease_id: str) -> int:
         """How many node logs say they ended `lease_id` as the lease of a dead node."""
@@ -159,6 +183,44 @@ class Cluster:
             node.process.stop()
 
 
-def _environ(proc: psutil.Process) -> list[str]:
-    with open(f"/proc/{proc.pid}/environ", "rb") as f:
+def still_running(processes: list[psutil.Process]) -> list[int]:
+    """The pids of those of `processes` still running (the same processes: psutil checks their
+    start time)."""
+    return [process.pid for process in processes if _running(process)]
+
+
+def _running(process: psutil.Process) -> bool:
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _marked_trees(mark: str) -> list[psutil.Process]:
+    """The processes with `mark` (NAME=value) in their environment, and their descendants."""
+    children: dict[int, list[psutil.Process]] = {}
+    found: list[psutil.Process] = []
+    for process in psutil.process_iter(["ppid"]):
+        children.setdefault(process.info["ppid"], []).append(process)
+        try:
+            if mark in _environ(process):
+                found.append(process)
+        except (psutil.Error, OSError):
+            continue
+    pids = {process.pid for process in found}
+    below = list(found)
+    while below:
+        below = [
+            child
+            for parent in below
+            for child in children.get(parent.pid, [])
+            if child.pid not in pids
+        ]
+        pids |= {child.pid for child in below}
+        found += below
+    return found
+
+
+def _environ(process: psutil.Process) -> list[str]:
+    with open(f"/proc/{process.pid}/environ", "rb") as f:
         return [item.decode(errors="replace") for item in f.read().split(b"\0")]

@@ -19,7 +19,6 @@ from contextlib import asynccontextmanager
 from urllib.parse import parse_qs, urlsplit
 
 import grpc
-import psutil
 import pytest
 import websockets
 from websockets.exceptions import InvalidStatus
@@ -28,7 +27,7 @@ from browserbroker import steps
 from browserbroker.aio import AsyncLease
 from browserbroker.v1 import broker_pb2 as pb
 from tests.attach.support import closed_with, connect, playwright, raw
-from tests.cluster_support import NODE_LOST_BOUND_S, Cluster
+from tests.cluster_support import NODE_LOST_BOUND_S, Cluster, still_running
 from tests.fixture_site import FixtureSite
 from tests.redis_server import RedisServer
 from tests.support import eventually
@@ -96,18 +95,6 @@ async def refused(url: str) -> int:
         async with websockets.connect(url, open_timeout=30):
             pass
     return no_upgrade.value.response.status_code
-
-
-def running(processes: list[psutil.Process]) -> list[int]:
-    """Those of `processes` still running (the same processes: psutil checks their start)."""
-    alive = []
-    for process in processes:
-        try:
-            if process.is_running() and process.status() != psutil.STATUS_ZOMBIE:
-                alive.append(process.pid)
-        except psutil.NoSuchProcess:
-            continue
-    return alive
 
 
 async def node_id(cluster: Cluster, name: str) -> str:
@@ -179,9 +166,7 @@ async def test_a_node_killed_under_an_attached_client_ends_its_lease_once_leavin
         assert urlsplit(lease.connect_url).port == ports["b"] != ports["a"]
         async with raw(lease.connect_url) as attached:
             assert "result" in await attached.call("Browser.getVersion")
-            # (By process tree: the browser jail clears the node's mark from their environment.)
-            browsers = cluster.nodes["b"].process.browsers()
-            assert browsers, "the lease's browser runs below node b"
+            cluster.check_browsers_counted("b")  # (jailed: their environment is not the node's)
             killed_at = time.monotonic()
             cluster.kill("b")
             # The client's socket is gone with its node (no close frame: the TCP connection).
@@ -195,7 +180,6 @@ async def test_a_node_killed_under_an_attached_client_ends_its_lease_once_leavin
         assert cluster.reaped(lease.id) == 1  # ended once, by one survivor
         assert (await cluster.records())[lease.id]["reason"] == "node_lost"
         # No browser of node b is left (its pipe closed with it); the URL opens nothing.
-        await eventually(lambda: not running(browsers), 30)
         await eventually(lambda: not cluster.leftover_browsers("b"), 30)  # nor its driver
         with pytest.raises(OSError):
             async with websockets.connect(lease.connect_url, open_timeout=10):
@@ -218,7 +202,7 @@ async def test_a_node_declared_dead_while_alive_closes_its_sockets_with_node_los
             assert "result" in await attached.call("Browser.getVersion")
             browsers = b.process.browsers()
             frozen_at = time.monotonic()
-            b.process.signal(signal.SIGSTOP)
+            cluster.signal("b", signal.SIGSTOP)
             try:  # (a call forwarded to a frozen node would wait: read the record instead)
                 while (await cluster.records())[lease.id].get("reason") != "node_lost":
                     assert time.monotonic() - frozen_at < NODE_LOST_BOUND_S + SLACK_S
@@ -236,7 +220,7 @@ async def test_a_node_declared_dead_while_alive_closes_its_sockets_with_node_los
             late = await release(cluster, name, lease)
             assert late.reason == pb.RELEASE_REASON_NODE_LOST and not late.released_now
         assert (await release(cluster, "a", lease)).released_at == answer.released_at
-        await eventually(lambda: not running(browsers), 30)
+        await eventually(lambda: not still_running(browsers), 30)
 
 
 async def _node_lost_answer(
@@ -263,7 +247,7 @@ async def test_a_draining_node_closes_its_attached_sockets_with_the_drain_s_reas
             assert "result" in await attached.call("Browser.getVersion")
             browsers = b.process.browsers()
             assert browsers, "the lease's browser runs below node b"
-            b.process.signal(signal.SIGTERM)
+            cluster.signal("b", signal.SIGTERM)
             await _until_draining(cluster, "b")
             assert await refused(lease.connect_url) == 503  # no new clients while draining
             assert "result" in await attached.call("Browser.getVersion")  # this one goes on
@@ -272,7 +256,7 @@ async def test_a_draining_node_closes_its_attached_sockets_with_the_drain_s_reas
         assert await asyncio.to_thread(b.process.wait, 60) == 0, b.process.log()
         late = await release(cluster, "a", lease)
         assert late.reason == pb.RELEASE_REASON_DRAINED and not late.released_now
-        assert not running(browsers)
+        assert not still_running(browsers)
 
 
 async def _until_draining(cluster: Cluster, name: str) -> None:

@@ -125,7 +125,8 @@ async def test_a_draining_node_keeps_its_leases_until_its_deadline_and_hands_on_
 
     await until(waiting, 30, "the Acquire sent to A waits in the cluster's queue")
 
-    a.process.signal(signal.SIGTERM)
+    cluster.check_browsers_counted("a")
+    cluster.signal("a", signal.SIGTERM)
     stopped_at = time.monotonic()
 
     # Readiness goes NOT_SERVING at once; A still answers for its leases.
