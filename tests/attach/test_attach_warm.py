@@ -1,8 +1,9 @@
 """Warm attachable leases, against a real broker and a real Chromium: a pool of attachable
 browsers (`attach = "cdp"`) serves Acquire(attach=cdp) warm, the client connects and works, the
 lease's end closes that browser, and the pool refills with another browser process. A pooled
-browser is lent once, so nothing of one lease reaches the next; tenants' quotas hold as for any
-lease; plain leases and leases with options of their own are not served from it."""
+browser is lent once, so nothing of one lease reaches the next; tenants' quotas and egress rules
+hold as for any lease; plain leases and leases with options of their own are not served from
+it."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import asyncio
 import hashlib
 
 import pytest
+from playwright.async_api import Error as PlaywrightError
 
 from broker.engines.playwright.engine import PlaywrightEngine
 from broker.warm.pool import WarmPool
@@ -30,6 +32,7 @@ TENANT = {
     "token_sha256": [hashlib.sha256(TOKEN.encode()).hexdigest()],
     "max_leases": 1,
     "max_queued": 0,
+    "egress_deny_cidrs": ["127.0.0.1/32"],  # the fixture site, allowed to the operator
 }
 
 
@@ -110,14 +113,26 @@ async def test_the_attachable_pool_serves_only_default_attachable_leases(
         await lease.release()
 
 
-async def test_a_tenants_quota_holds_with_a_warm_browser_ready(
-    broker_factory: BrokerFactory,
+async def test_a_tenants_quota_and_egress_rules_hold_on_a_warm_browser(
+    broker_factory: BrokerFactory, fixture_server: FixtureSite
 ) -> None:
+    """The pooled browser was launched before anyone's lease: the tenant's egress rules bind to
+    its route when it is lent, so what the tenant's client opens in it is refused."""
     running = await broker_factory(warm_pools=[ATTACH_POOL], tenants=[TENANT])
     await filled(running)
     async with AsyncBrokerClient(running.address, token=TOKEN) as alpha:
         first = await alpha.acquire(attach="cdp", ttl=60)
         assert first.grant.warm
+        async with playwright() as p:
+            browser = await connect(p, first.connect_url)
+            page = await (await browser.new_context()).new_page()
+            try:
+                response = await page.goto(fixture_server.url("form.html"), timeout=15_000)
+                assert response is None or response.status != 200
+            except PlaywrightError as exc:  # refused by the route: a network error is the answer
+                assert "ERR_" in str(exc), exc
+            assert "Fixture" not in await page.content()
+            await browser.close()
         await asyncio.wait_for(the_pool(running).filled.wait(), 120)
         with pytest.raises(ResourceExhaustedError, match="its maximum"):
             await alpha.acquire(attach="cdp", ttl=60, timeout=10)
