@@ -12,7 +12,8 @@ from typing import Any
 import psutil
 import websockets
 
-from tests.support import in_process_browsers
+from broker.engines.playwright.serving import ServingEngine
+from tests.support import InProcessBroker, in_process_browsers
 
 USER_AGENT = "Playwright/1.62.0 (tests) python/3"
 
@@ -85,3 +86,15 @@ async def no_browser_left() -> None:
         await asyncio.sleep(0.1)
     left = [p.pid for p in in_process_browsers() + launch_scripts()]
     raise AssertionError(f"processes left: {left}")
+
+
+def patient(running: InProcessBroker, launch_timeout_s: float = 120.0) -> InProcessBroker:
+    """Give the engines' launches more time than the 30 s default: a Firefox behind its
+    launchServer started in 10 s on an idle machine of this suite's, and took over 30 s under
+    the load of a shared one."""
+    for engine in running.broker.engines.values():
+        if isinstance(engine, ServingEngine):
+            engine._launch_timeout_s = launch_timeout_s
+            if engine.served is not None:
+                engine.served.launch_timeout_s = launch_timeout_s
+    return running

@@ -14,7 +14,7 @@ from playwright.async_api import Browser, Playwright
 from playwright.async_api import Error as PlaywrightError
 
 from browserbroker import AttachProtocol, Engine, steps
-from tests.attach.playwright_support import no_browser_left, raw_playwright
+from tests.attach.playwright_support import no_browser_left, patient, raw_playwright
 from tests.attach.support import closed_with, playwright
 from tests.conftest import BrokerFactory
 from tests.fixture_site import FixtureSite
@@ -66,7 +66,7 @@ async def sign_in_scrape_popup_download(browser: Browser, site: FixtureSite, sav
 async def test_connect_signs_in_scrapes_and_a_run_shares_the_lease(
     broker_factory: BrokerFactory, fixture_server: FixtureSite, engine: str, tmp_path: Path
 ) -> None:
-    broker = await broker_factory(engines=["chromium", "firefox"])
+    broker = patient(await broker_factory(engines=["chromium", "firefox"]))
     async with broker.client.lease(
         attach="playwright", engine=Engine[engine.upper()], ttl=120
     ) as lease:
@@ -94,8 +94,8 @@ async def test_connect_signs_in_scrapes_and_a_run_shares_the_lease(
 async def test_the_lease_ending_closes_the_socket_and_the_browser(
     broker_factory: BrokerFactory, ending: str, engine: str
 ) -> None:
-    broker = await broker_factory(engines=["chromium", "firefox"])
-    ttl = 8.0 if ending == "ttl" else 60.0
+    broker = patient(await broker_factory(engines=["chromium", "firefox"]))
+    ttl = 20.0 if ending == "ttl" else 60.0  # the TTL outlasts the setup under load
     lease = await broker.client.acquire(
         attach=AttachProtocol.PLAYWRIGHT, engine=Engine[engine.upper()], ttl=ttl
     )

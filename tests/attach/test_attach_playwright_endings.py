@@ -26,14 +26,14 @@ async def test_messages_keep_it_alive_then_the_idle_timeout_ends_it(
     running = await broker_factory()
     releases = count_releases(running)
     lease = await running.client.acquire(
-        attach=AttachProtocol.PLAYWRIGHT, ttl=120, idle_timeout=3.0
+        attach=AttachProtocol.PLAYWRIGHT, ttl=120, idle_timeout=5.0
     )
     async with raw_playwright(lease.connect_url) as client:
         browser = await client.initialize()
-        for _ in range(8):  # 6 s of protocol traffic, twice the idle timeout
+        for _ in range(14):  # 10 s of protocol traffic, twice the idle timeout
             assert "result" in await client.call(browser, "defaultUserAgentForTest")
             await asyncio.sleep(0.75)
-        assert await closed_with(client.socket) == (4003, "lease ended: idle_timeout")
+        assert await closed_with(client.socket, 60) == (4003, "lease ended: idle_timeout")
     await ended_once(running, releases, lease, "idle_timeout")
     await no_browser_left()
 

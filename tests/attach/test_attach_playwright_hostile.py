@@ -14,7 +14,7 @@ import websockets
 from playwright.async_api import Error as PlaywrightError
 
 from browserbroker import AttachProtocol
-from tests.attach.playwright_support import USER_AGENT, raw_playwright
+from tests.attach.playwright_support import USER_AGENT, patient, raw_playwright
 from tests.attach.support import closed_with, playwright
 from tests.conftest import BrokerFactory
 from tests.fixture_site import FixtureSite
@@ -128,8 +128,10 @@ async def test_the_route_is_the_only_way_out(
     route)."""
     from browserbroker import Engine
 
-    broker = await broker_factory(
-        engines=["chromium", "firefox"], egress_allow_cidrs=[], egress_allow_loopback=False
+    broker = patient(
+        await broker_factory(
+            engines=["chromium", "firefox"], egress_allow_cidrs=[], egress_allow_loopback=False
+        )
     )
     lease = await broker.client.acquire(
         attach=AttachProtocol.PLAYWRIGHT, engine=Engine[engine.upper()], ttl=120

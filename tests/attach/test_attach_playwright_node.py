@@ -14,7 +14,7 @@ import pytest
 
 from broker.engines.playwright.served import driver_package
 from browserbroker import AttachProtocol, Engine
-from tests.attach.playwright_support import no_browser_left
+from tests.attach.playwright_support import no_browser_left, patient
 from tests.conftest import BrokerFactory
 from tests.fixture_site import FixtureSite
 from tests.support import ROOT
@@ -42,7 +42,7 @@ async def next_event(proc: asyncio.subprocess.Process, lines: list[str]) -> dict
 async def test_node_playwright_connects_and_runs_the_scenario(
     broker_factory: BrokerFactory, fixture_server: FixtureSite, engine: str
 ) -> None:
-    broker = await broker_factory(engines=["chromium", "firefox"])
+    broker = patient(await broker_factory(engines=["chromium", "firefox"]))
     lease = await broker.client.acquire(
         attach=AttachProtocol.PLAYWRIGHT, engine=Engine[engine.upper()], ttl=180
     )

@@ -56,7 +56,7 @@ def test_refused_by_name(kind: str, method: str, params: dict[str, object], word
 
 
 def test_allowed_and_a_new_context_gets_the_route() -> None:
-    for kind, method, params in [
+    allowed: list[tuple[str, str, dict[str, object]]] = [
         ("Root", "initialize", {"sdkLanguage": "python"}),
         ("Frame", "goto", {"url": "https://example.com/"}),
         ("Frame", "goto", {"url": "about:blank"}),
@@ -66,7 +66,8 @@ def test_allowed_and_a_new_context_gets_the_route() -> None:
         ("Artifact", "saveAsStream", {}),
         ("APIRequestContext", "fetch", {"url": "https://example.com/"}),
         ("Page", "__waitInfo__", {}),
-    ]:
+    ]
+    for kind, method, params in allowed:
         assert judge(kind, call(method, **params), ROUTE) is None, (kind, method)
     context = call("newContext", viewport={"width": 1, "height": 1})
     assert judge("Browser", context, ROUTE) is None
