@@ -24,6 +24,7 @@ from playwright.async_api import Browser, Playwright
 
 from bench.peer_systems import (
     AS_ROOT_ARGS,
+    SESSION_TIMEOUT_S,
     BrokerSdk,
     free_port,
     stop_process,
@@ -48,12 +49,12 @@ class BrokerAttachCdp(BrokerSdk):
         self.playwright = playwright
 
     async def connect(self, url: str) -> Browser:
-        return await self.playwright.chromium.connect_over_cdp(url, timeout=120_000)
+        return await self.playwright.chromium.connect_over_cdp(url, timeout=SESSION_TIMEOUT_S * 1000)
 
     async def session(self) -> float:
         assert self.client is not None
         started = time.perf_counter()
-        lease = await self.client.acquire(attach=self.protocol, timeout=120)
+        lease = await self.client.acquire(attach=self.protocol, timeout=SESSION_TIMEOUT_S)
         try:
             browser = await self.connect(lease.connect_url)
             try:
@@ -74,7 +75,7 @@ class BrokerAttachPlaywright(BrokerAttachCdp):
     protocol = "playwright"
 
     async def connect(self, url: str) -> Browser:
-        return await self.playwright.chromium.connect(url, timeout=120_000)
+        return await self.playwright.chromium.connect(url, timeout=SESSION_TIMEOUT_S * 1000)
 
 
 class CdpSocket:

@@ -31,6 +31,7 @@ from playwright.async_api import Playwright
 from bench.peer_systems import (
     AS_ROOT_ARGS,
     EXPECTED,
+    SESSION_TIMEOUT_S,
     free_port,
     stop_process,
     visit,
@@ -41,10 +42,9 @@ from broker.engines.chromium import SERVER_ARGS
 ROOT = Path(__file__).resolve().parent.parent
 BROWSERLESS_DIR = ROOT / "peers" / "browserless"
 PACKAGE = BROWSERLESS_DIR / "node_modules" / "@browserless.io" / "browserless" / "package.json"
-SESSION_TIMEOUT_MS = 120_000  # Browserless's TIMEOUT: a queued session waits its turn, too
 FUNCTION_CODE = """
 export default async function ({ page, context }) {
-  await page.goto(context.url);
+  await page.goto(context.url, { timeout: context.timeoutMs });
   const h1 = await page.$eval('h1', (element) => element.textContent);
   return { data: h1, type: 'text/plain' };
 }
@@ -113,7 +113,7 @@ class BrowserlessServer:
             "TOKEN": self.token,
             "CONCURRENT": str(clients),
             "QUEUED": str(clients),
-            "TIMEOUT": str(SESSION_TIMEOUT_MS),
+            "TIMEOUT": str(int(SESSION_TIMEOUT_S * 1000)),  # a queued session waits, too
             "DATA_DIR": str(run / "data"),
             "DOWNLOAD_DIR": str(run / "downloads"),
             "METRICS_JSON_PATH": str(run / "metrics.json"),
@@ -174,9 +174,10 @@ class BrowserlessFunction(BrowserlessPeer):
     name = "Browserless /function (REST)"
 
     def _session(self) -> float:
-        body = json.dumps({"code": FUNCTION_CODE, "context": {"url": self.url}}).encode()
+        context = {"url": self.url, "timeoutMs": int(SESSION_TIMEOUT_S * 1000)}
+        body = json.dumps({"code": FUNCTION_CODE, "context": context}).encode()
         started = time.perf_counter()
-        conn = http.client.HTTPConnection("127.0.0.1", self.server.port, timeout=180)
+        conn = http.client.HTTPConnection("127.0.0.1", self.server.port, timeout=SESSION_TIMEOUT_S)
         try:
             conn.request(
                 "POST",
@@ -212,7 +213,9 @@ class BrowserlessCdp(BrowserlessPeer):
     async def session(self) -> float:
         endpoint = f"ws://127.0.0.1:{self.server.port}?{self.server.query()}"
         started = time.perf_counter()
-        browser = await self.playwright.chromium.connect_over_cdp(endpoint, timeout=180_000)
+        browser = await self.playwright.chromium.connect_over_cdp(
+            endpoint, timeout=SESSION_TIMEOUT_S * 1000
+        )
         try:
             context = await browser.new_context()
             await visit(await context.new_page(), self.url, self.name)

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import grpc
+from google.protobuf.duration_pb2 import Duration
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from playwright.async_api import Browser, BrowserContext, Page, Playwright
 
@@ -36,6 +37,9 @@ if TYPE_CHECKING:
     from browserbroker.v1.broker_pb2_grpc import BrowserBrokerServiceAsyncStub
 
 PAGE_HTML = b"<!doctype html><title>bench</title><h1>hello</h1>"
+# Every wait in a session (Acquire, the steps, a navigation, a connection): 50 sessions at once on
+# 2 busy cores take minutes, and every system gets the same bound.
+SESSION_TIMEOUT_S = 300.0
 EXPECTED = "hello"
 # Root cannot use Chromium's sandbox without a separate user; the peers run as the bench does.
 AS_ROOT_ARGS = ["--no-sandbox"] if os.geteuid() == 0 else []
@@ -125,8 +129,8 @@ Server(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
 
 async def visit(page: Page, url: str, who: str) -> None:
     """The Playwright peers' work: go to the page and read its h1."""
-    await page.goto(url)
-    value = await page.text_content("h1")
+    await page.goto(url, timeout=SESSION_TIMEOUT_S * 1000)
+    value = await page.text_content("h1", timeout=SESSION_TIMEOUT_S * 1000)
     if value != EXPECTED:
         raise RuntimeError(f"{who} read {value!r}")
 
@@ -159,9 +163,13 @@ class BrokerSdk:
     async def session(self) -> float:
         assert self.client is not None
         started = time.perf_counter()
-        lease = await self.client.acquire(timeout=60)
+        lease = await self.client.acquire(timeout=SESSION_TIMEOUT_S)
         try:
-            results = await lease.run(steps.goto(self.url), steps.text("h1"), timeout=60)
+            results = await lease.run(
+                steps.goto(self.url, timeout_s=SESSION_TIMEOUT_S),
+                steps.text("h1", timeout_s=SESSION_TIMEOUT_S),
+                timeout=SESSION_TIMEOUT_S,
+            )
         finally:
             await lease.release()
         elapsed = time.perf_counter() - started
@@ -202,18 +210,19 @@ class BrokerRawStub:
     async def session(self) -> float:
         assert self.stub is not None
         started = time.perf_counter()
-        grant = await self.stub.Acquire(pb.AcquireRequest(), timeout=60)
+        grant = await self.stub.Acquire(pb.AcquireRequest(), timeout=SESSION_TIMEOUT_S)
+        step_timeout = Duration(seconds=int(SESSION_TIMEOUT_S))
         try:
             run = pb.RunRequest(
                 lease_id=grant.lease_id,
                 token=grant.token,
                 steps=[
-                    pb.Step(goto=pb.Goto(url=self.url)),
-                    pb.Step(get_text=pb.GetText(selector="h1")),
+                    pb.Step(goto=pb.Goto(url=self.url), timeout=step_timeout),
+                    pb.Step(get_text=pb.GetText(selector="h1"), timeout=step_timeout),
                 ],
             )
             last = None
-            async for response in self.stub.Run(run, timeout=60):
+            async for response in self.stub.Run(run, timeout=SESSION_TIMEOUT_S):
                 last = response.step
         finally:
             await self.stub.Release(
@@ -384,7 +393,7 @@ class SeleniumGrid:
     def _call(
         self, conn: http.client.HTTPConnection | None, method: str, path: str, body: Any = None
     ) -> Any:
-        own = conn or http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
+        own = conn or http.client.HTTPConnection("127.0.0.1", self.port, timeout=SESSION_TIMEOUT_S)
         try:
             data = None if body is None else json.dumps(body).encode()
             headers = {"Content-Type": "application/json; charset=utf-8"}
@@ -402,7 +411,7 @@ class SeleniumGrid:
         conn = (
             self.connections.pop()
             if self.connections
-            else http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
+            else http.client.HTTPConnection("127.0.0.1", self.port, timeout=SESSION_TIMEOUT_S)
         )
         options = {
             "binary": self.executable,

@@ -138,7 +138,7 @@ async def floor_and_warm_acquire(sdk: BrokerSdk, samples: int) -> dict[str, list
     warm: list[float] = []
     for _ in range(samples):
         health.append(await sdk.health_check())
-        for _ in range(400):  # the pool refills after the previous lease
+        for _ in range(4800):  # the pool refills after the previous lease (a busy machine: 2 min)
             if (await client.status()).warm_pool_size >= POOL:
                 break
             await asyncio.sleep(0.025)
