@@ -6,19 +6,17 @@ group is killed) while the socket is closed with the reason."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
 import uuid
 from urllib.parse import quote
 
 import pytest
 
 from tests.attach.bidi_support import bidi_lease, firefox_broker, first_context
-from tests.attach.support import RawClient, closed_with, raw
+from tests.attach.support import RawClient, raw
+from tests.attach.test_attach_stop import end_and_see_it_stop
 from tests.conftest import BrokerFactory
 from tests.fixture_site import FixtureSite
-from tests.support import STOP_BOUND_S, eventually, last_ping_after
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -54,15 +52,4 @@ async def test_the_leases_end_stops_the_clients_work(
     ping_id = uuid.uuid4().hex
     async with raw(lease.connect_url) as client:
         await _start(client, fixture_server, kind, ping_id)
-        await eventually(lambda: len(fixture_server.pings.times(ping_id)) >= 3, 30)
-        if ending == "release":
-            ended_at = time.monotonic()
-            await lease.release()
-            expected = (4001, "lease ended: client_release")
-        else:
-            assert time.monotonic() < expires_at, "the work began after the TTL: raise TTL_S"
-            ended_at = expires_at
-            expected = (4002, "lease ended: ttl_expired")
-        assert await closed_with(client.socket) == expected
-    last = await asyncio.wait_for(last_ping_after(fixture_server, ping_id), 30)
-    assert last - ended_at < STOP_BOUND_S, f"{kind}: pings went on {last - ended_at:.2f}s"
+        await end_and_see_it_stop(lease, expires_at, client, fixture_server, ping_id, ending)

@@ -14,6 +14,7 @@ from urllib.parse import quote
 
 import pytest
 
+from browserbroker import AsyncLease
 from tests.attach.support import RawClient, closed_with, raw
 from tests.conftest import BrokerFactory
 from tests.fixture_site import FixtureSite
@@ -64,15 +65,28 @@ async def test_the_leases_end_stops_the_clients_work(
     ping_id = uuid.uuid4().hex
     async with raw(lease.connect_url) as client:
         await _start(client, fixture_server, kind, ping_id)
-        await eventually(lambda: len(fixture_server.pings.times(ping_id)) >= 3, 30)
-        if ending == "release":
-            ended_at = time.monotonic()
-            await lease.release()
-            expected = (4001, "lease ended: client_release")
-        else:
-            assert time.monotonic() < expires_at, "the work began after the TTL: raise TTL_S"
-            ended_at = expires_at
-            expected = (4002, "lease ended: ttl_expired")
-        assert await closed_with(client.socket) == expected
-    last = await asyncio.wait_for(last_ping_after(fixture_server, ping_id), 30)
-    assert last - ended_at < STOP_BOUND_S, f"{kind}: pings went on {last - ended_at:.2f}s"
+        await end_and_see_it_stop(lease, expires_at, client, fixture_server, ping_id, ending)
+
+
+async def end_and_see_it_stop(
+    lease: AsyncLease,
+    expires_at: float,
+    client: RawClient,
+    site: FixtureSite,
+    ping_id: str,
+    ending: str,
+) -> None:
+    """Once the client's page pings, end the lease (`release` or its `ttl`): the socket closes
+    with the reason, and the pings stop within STOP_BOUND_S of the end."""
+    await eventually(lambda: len(site.pings.times(ping_id)) >= 3, 30)
+    if ending == "release":
+        ended_at = time.monotonic()
+        await lease.release()
+        expected = (4001, "lease ended: client_release")
+    else:
+        assert time.monotonic() < expires_at, "the work began after the TTL: raise TTL_S"
+        ended_at = expires_at
+        expected = (4002, "lease ended: ttl_expired")
+    assert await closed_with(client.socket) == expected
+    last = await asyncio.wait_for(last_ping_after(site, ping_id), 30)
+    assert last - ended_at < STOP_BOUND_S, f"pings went on {last - ended_at:.2f}s"
