@@ -246,6 +246,7 @@ class BidiBrowsers:
         pipe = await BrowserPipe.spawn(argv, env)
         if self.processes is not None:
             self.processes.roots.add(pipe.pid)
+        port = 0
         try:
             url, port = await self._listening(pipe, profile)
             if gateway is not None:
@@ -263,6 +264,8 @@ class BidiBrowsers:
             pipe.kill()
             pipe.close_pipes()
             self._forget(pipe, profile)
+            if gateway is not None and port:
+                gateway.policy.own_ports.discard(port)
             if isinstance(exc, (OSError, TimeoutError, RuntimeError)):
                 log.error(
                     "attachable Firefox failed to start: %s; its last words: %s",
