@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from broker.attach.bidi_hub import BidiHub
-from broker.attach.bidi_rules import ALLOWED, REFUSED, judge, undo
+from broker.attach.bidi_rules import ALLOWED, REFUSED, judge, refusal, undo
 from broker.attach.bounds import AttachLimits
 from broker.attach.rules import BadMessage, Command, decode
 
@@ -180,3 +180,30 @@ async def test_a_command_unanswered_too_long_is_answered_and_forgotten() -> None
     assert peer.got[0]["id"] == 7 and "script.evaluate got no answer" in peer.got[0]["message"]
     hub._dispatch({"type": "success", "id": 1, "result": {}})  # the late answer: dropped
     assert len(peer.got) == 1
+
+
+# What Puppeteer 24.43.1 sent over BiDi while it ran examples/attach/node/puppeteer_bidi.js
+# (logged at the hub): every one of them passes the allow list.
+PUPPETEER_SENDS = (
+    "session.status",
+    "session.new",
+    "session.subscribe",
+    "browser.getUserContexts",
+    "browser.createUserContext",
+    "browsingContext.getTree",
+    "browsingContext.create",
+    "browsingContext.setViewport",
+    "browsingContext.navigate",
+    "emulation.setScreenOrientationOverride",
+    "network.addDataCollector",
+    "script.addPreloadScript",
+    "script.callFunction",
+    "script.evaluate",
+    "script.disown",
+    "input.performActions",
+)
+
+
+@pytest.mark.parametrize("method", PUPPETEER_SENDS)
+def test_what_puppeteer_sends_is_allowed(method: str) -> None:
+    assert refusal(method) is None
