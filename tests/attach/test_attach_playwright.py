@@ -60,6 +60,13 @@ async def sign_in_scrape_popup_download(browser: Browser, site: FixtureSite, sav
     # A remote client gets the file over the protocol (Artifact.saveAsStream), on its side.
     await download.save_as(saved / "report.txt")
     assert (saved / "report.txt").read_bytes() == REPORT
+    # A file of the client's is streamed to the broker's host, where the (jailed) browser
+    # reads it.
+    await page.goto(site.url("upload.html"))
+    (saved / "notes.txt").write_text("from the client")
+    await page.set_input_files("#file", saved / "notes.txt")
+    files = await page.evaluate("window.files()")
+    assert [(f["name"], f["text"]) for f in files] == [("notes.txt", "from the client")]
 
 
 @pytest.mark.parametrize("engine", ["chromium", "firefox"])

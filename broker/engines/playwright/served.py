@@ -25,7 +25,6 @@ import os
 import secrets
 import shutil
 import signal
-import tempfile
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,7 +46,6 @@ from broker.errors import Unavailable
 log = logging.getLogger("broker.engines")
 
 SCRIPT = Path(__file__).with_name("launch_server.js")
-ARTIFACTS_PREFIX = "browser-broker-served-"
 STOP_GRACE_S = 5.0  # after SIGTERM, before the script's process group is killed
 
 
@@ -103,7 +101,10 @@ class ServedBrowsers:
             self._version = server_version()
         user = self._sandbox.user
         folder = downloads.new_folder(user.uid if user else None, user.gid if user else None)
-        artifacts = Path(tempfile.mkdtemp(prefix=ARTIFACTS_PREFIX))
+        # Files a client uploads are written here by Playwright's server (createTempFiles) and
+        # read by the browser: inside the downloads folder, the one folder its jail binds.
+        artifacts = folder / "uploads"
+        artifacts.mkdir()
         options: dict[str, Any] = {
             **self._options,
             "executablePath": self._executable,
@@ -131,7 +132,7 @@ class ServedBrowsers:
             stderr=asyncio.subprocess.PIPE,
             start_new_session=True,  # its own process group: killed with everything it started
         )
-        served = Served(process, folders=[folder, artifacts])
+        served = Served(process, folders=[folder])
         if self.processes is not None:
             self.processes.roots.add(process.pid)
         try:
