@@ -1,15 +1,24 @@
 """The broker's own download step on an attachable lease: the browser (jailed, as the browser
 user) writes the file into a folder of its own profile, the one the jail binds, and the step's
-bound holds while the file is written, as on any other lease."""
+bound holds while the file is written, as on any other lease; the lease's trace is still
+recorded and kept."""
 
 from __future__ import annotations
 
+import glob
+import io
+import os
+import tempfile
+import zipfile
+
 import pytest
 
-from browserbroker import steps
+from broker.engines.playwright.attachable import ARTIFACTS_PREFIX
+from browserbroker import ContextOptions, steps
 from tests.attach.support import connect, playwright
 from tests.conftest import BrokerFactory
 from tests.fixture_site import FixtureSite
+from tests.support import eventually
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -17,8 +26,10 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 async def test_a_download_step_on_an_attachable_lease(
     broker_factory: BrokerFactory, fixture_server: FixtureSite
 ) -> None:
+    """Traced too: the trace's files go to the same artifacts folder, and are found there."""
     running = await broker_factory(max_download_bytes=32 * 1024)
-    async with running.client.lease(attach="cdp", ttl=120) as lease:
+    traced = ContextOptions(trace=True)
+    async with running.client.lease(attach="cdp", ttl=120, context=traced) as lease:
         result = await lease.run(
             steps.goto(fixture_server.url("download.html")),
             steps.download("#file"),
@@ -30,8 +41,14 @@ async def test_a_download_step_on_an_attachable_lease(
         bounded = await lease.run(
             steps.download("#big"), steps.download("#file"), continue_on_error=True, timeout=60
         )
-        assert bounded[0].error_kind == "too_large" and not bounded[0].data
-        assert "65536 bytes" in bounded[0].error_message
+        # Stopped either by the step's own measure (too_large, naming the size) or, first, by the
+        # lease's hub, which bounds every download in the browser to max_download_bytes too and
+        # cancels it (the step then fails on the cancelled download). No byte of it comes back.
+        too_large, kind, message = bounded[0], bounded[0].error_kind, bounded[0].error_message
+        assert not too_large.ok and not too_large.data
+        assert (kind, "65536 bytes" in message) == ("too_large", True) or (
+            kind == "browser" and "canceled" in message
+        ), (kind, message)
         assert bounded[1].ok and bounded[1].data == b"quarterly report\n"
         # An attached client is connected meanwhile: the step still works beside it.
         async with playwright() as p:
@@ -40,3 +57,13 @@ async def test_a_download_step_on_an_attachable_lease(
             again.raise_for_failure()
             assert again[0].data == b"quarterly report\n"
             await browser.close()
+    trace = await lease.trace()
+    with zipfile.ZipFile(io.BytesIO(trace)) as archive:
+        assert any(name.endswith(".trace") for name in archive.namelist())
+    await running.broker.leases.wait_all_closed()
+    await eventually(lambda: not _links(), 30)  # the link to the browser's artifacts goes too
+
+
+def _links() -> list[str]:
+    found = glob.glob(os.path.join(tempfile.gettempdir(), f"{ARTIFACTS_PREFIX}*"))
+    return [path for path in found if os.path.islink(path)]

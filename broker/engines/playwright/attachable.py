@@ -14,6 +14,7 @@ import contextlib
 import contextvars
 import logging
 import os
+import secrets
 import shutil
 import tempfile
 from collections.abc import Sequence
@@ -99,6 +100,8 @@ HEADLESS_SWITCHES = (
 )
 # Playwright's launcher checks a profile folder's name before handing it to the browser user.
 PROFILE_PREFIX = "playwright_attach_profile-"
+# Where the broker's traces look for a browser's artifacts folder (bounded_trace, trace_sweep).
+ARTIFACTS_PREFIX = "playwright-artifacts-"
 # The shell stays as the browser's parent (no tail exec), so the browser is found below it.
 _PARENT = '"$@"; exit $?'
 
@@ -155,10 +158,13 @@ class AttachedBrowsers:
     async def _launch(self, playwright: Playwright, route: EgressRoute | None) -> Browser:
         profile = Path(tempfile.mkdtemp(prefix=PROFILE_PREFIX))
         (profile / "downloads").mkdir()  # attached clients' downloads (the hub's folder)
-        # The broker's own Playwright's: a download step's file. Made before the launch, so it is
-        # handed to the browser user with the profile and is inside the jail's bind (Playwright
-        # would make one in the host's /tmp, which the jailed browser cannot see).
+        # The broker's own Playwright's artifacts (a download step's file, a trace's files). Made
+        # before the launch, so it is handed to the browser user with the profile and is inside
+        # the jail's bind (Playwright would make one in the host's /tmp, which the jailed browser
+        # cannot see); named in /tmp as Playwright's own are, where traces are looked for.
         (profile / "artifacts").mkdir()
+        link = os.path.join(tempfile.gettempdir(), f"{ARTIFACTS_PREFIX}{secrets.token_hex(8)}")
+        os.symlink(profile / "artifacts", link, target_is_directory=True)
         argv = [
             "/bin/sh",
             "-c",
@@ -174,7 +180,7 @@ class AttachedBrowsers:
         if self.processes is not None:
             self.processes.roots.add(pipe.pid)
         hub = CdpHub(pipe, str(profile / "downloads"), self.limits)
-        endpoint = TrustedEndpoint(hub, lambda: self._stops.spawn(self._stop(hub, profile)))
+        endpoint = TrustedEndpoint(hub, lambda: self._stops.spawn(self._stop(hub, profile, link)))
         try:
             await hub.start()
             browser = await playwright.chromium.connect_over_cdp(
@@ -183,7 +189,7 @@ class AttachedBrowsers:
         except BaseException as exc:
             endpoint.close()
             pipe.kill()
-            self._stops.spawn(self._stop(hub, profile))
+            self._stops.spawn(self._stop(hub, profile, link))
             if isinstance(exc, (HubError, OSError, TimeoutError)):
                 log.error(
                     "attachable browser failed to start: %s; its last words: %s",
@@ -202,14 +208,16 @@ class AttachedBrowsers:
         browser.on("disconnected", forget)
         return browser
 
-    async def _stop(self, hub: CdpHub, profile: Path) -> None:
+    async def _stop(self, hub: CdpHub, profile: Path, link: str) -> None:
         """After the broker's Playwright let go of the browser (or its start failed): close it,
-        kill what is left, and remove its profile."""
+        kill what is left, and remove its profile (and the link to its artifacts)."""
         try:
             await hub.shutdown()
         finally:
             if self.processes is not None:
                 self.processes.roots.discard(hub.pipe.pid)
+            with contextlib.suppress(OSError):
+                os.unlink(link)
             with contextlib.suppress(OSError):
                 shutil.rmtree(profile, ignore_errors=True)
 
