@@ -59,7 +59,9 @@ async def test_host_files_other_browsers_and_servers_are_refused(
             refused(await client.call(frame, "goto", {"url": url}), "Frame.goto")
         # A page's own navigation to file: is the browser's to refuse (not a web page's right).
         script = f"location.href = 'file://{HOST_FILE}'; 1"
-        await client.call(frame, "evaluateExpression", {"expression": script, "arg": {}})
+        no_arg = {"value": {"v": "undefined"}, "handles": []}
+        ran = await client.call(frame, "evaluateExpression", {"expression": script, "arg": no_arg})
+        assert "result" in ran, ran
         content = await client.call(frame, "content", {})
         assert HOST_WORDS not in str(content)
         # Files named by their path on the broker's host.
@@ -250,4 +252,37 @@ async def test_new_pages_are_bounded(broker_factory: BrokerFactory) -> None:
         assert "error" not in await client.call(page, "close", {})
         await asyncio.sleep(0.5)  # (the page's disposal follows its close)
         assert "result" in await client.call(context, "newPage", {})
+    await lease.release()
+
+
+async def test_a_message_from_the_browser_over_its_bound_closes_the_socket(
+    broker_factory: BrokerFactory,
+) -> None:
+    from broker.attach.bounds import AttachLimits
+    from broker.engines.playwright.serving import ServingEngine
+
+    broker = await broker_factory()
+    engine = next(e for e in broker.broker.engines.values() if isinstance(e, ServingEngine))
+    assert engine.served is not None
+    engine.served.limits = AttachLimits(max_browser_message_bytes=MIB)
+    lease = await broker.client.acquire(attach=AttachProtocol.PLAYWRIGHT, ttl=120)
+    async with raw_playwright(lease.connect_url) as client:
+        browser = await client.initialize()
+        _, _, frame = await client.new_page(browser)
+        small = {
+            "expression": "'x'.repeat(1000)",
+            "arg": {"value": {"v": "undefined"}, "handles": []},
+        }
+        assert "result" in await client.call(frame, "evaluateExpression", small)
+        big = {
+            "expression": "'x'.repeat(2 * 1024 * 1024)",
+            "arg": {"value": {"v": "undefined"}, "handles": []},
+        }
+        with contextlib.suppress(websockets.ConnectionClosed):
+            await client.call(frame, "evaluateExpression", big)
+        code, reason = await closed_with(client.socket)
+        assert code == 1011 and f"over {MIB}" in reason, (code, reason)
+    # The lease and its browser go on: another client is served.
+    async with raw_playwright(lease.connect_url) as again:
+        await again.initialize()
     await lease.release()
