@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import websockets
-from playwright.async_api import Browser, Playwright, async_playwright
+from playwright.async_api import Browser, Page, Playwright, async_playwright
+from playwright.async_api import Error as PlaywrightError
+
+from tests.fixture_site import FixtureSite
 
 
 @asynccontextmanager
@@ -55,3 +59,29 @@ async def closed_with(socket: websockets.ClientConnection, timeout: float = 30) 
     await asyncio.wait_for(socket.wait_closed(), timeout)
     assert socket.close_code is not None
     return socket.close_code, socket.close_reason or ""
+
+
+async def sign_in_and_approve_a_popup(page: Page, site: FixtureSite) -> None:
+    """The fixture site's scenario, as an attached client drives it: sign in and scrape the
+    account page, then complete the OAuth popup (the opener's status says it went through)."""
+    await page.goto(site.url("login.html"))
+    await page.fill("#user", "ada")
+    await page.fill("#password", "secret")
+    await page.click("#submit")
+    await page.wait_for_url("**/account")
+    assert await page.inner_text("#who") == "signed in as ada"
+    assert await page.inner_text("#stored") == "ada"
+    await page.goto(site.url("app.html"))
+    async with page.expect_popup() as popup_info:
+        await page.click("#oauth")
+    popup = await popup_info.value
+    await popup.wait_for_load_state()
+    assert "/oauth/authorize" in popup.url
+    # The button closes its own window: Playwright may see the page close before the click's
+    # own checks end (TargetClosedError); the opener's status below proves it.
+    with contextlib.suppress(PlaywrightError):
+        await popup.click("#approve")
+    await page.wait_for_function(
+        "document.getElementById('status').textContent.startsWith('connected')"
+    )
+    assert await page.inner_text("#status") == "connected: c0de"

@@ -5,14 +5,18 @@ and the lease's end closes the socket with its reason, leaving no browser behind
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 import pytest
-from playwright.async_api import Error as PlaywrightError
 
 from browserbroker import AttachProtocol, OnDisconnect, steps
 from tests.attach.endings import count_releases, ended_once
-from tests.attach.support import closed_with, connect, playwright, raw
+from tests.attach.support import (
+    closed_with,
+    connect,
+    playwright,
+    raw,
+    sign_in_and_approve_a_popup,
+)
 from tests.conftest import BrokerFactory
 from tests.fixture_site import FixtureSite
 
@@ -30,27 +34,7 @@ async def test_playwright_logs_in_and_scrapes_with_a_popup_and_a_run_shares_the_
             browser = await connect(p, lease.connect_url)
             context = await browser.new_context()
             page = await context.new_page()
-            await page.goto(fixture_server.url("login.html"))
-            await page.fill("#user", "ada")
-            await page.fill("#password", "secret")
-            await page.click("#submit")
-            await page.wait_for_url("**/account")
-            assert await page.inner_text("#who") == "signed in as ada"
-            assert await page.inner_text("#stored") == "ada"
-            await page.goto(fixture_server.url("app.html"))
-            async with page.expect_popup() as popup_info:
-                await page.click("#oauth")
-            popup = await popup_info.value
-            await popup.wait_for_load_state()
-            assert "/oauth/authorize" in popup.url
-            # The button closes its own window: Playwright may see the page close before the
-            # click's own checks end (TargetClosedError); the opener's status below proves it.
-            with contextlib.suppress(PlaywrightError):
-                await popup.click("#approve")
-            await page.wait_for_function(
-                "document.getElementById('status').textContent.startsWith('connected')"
-            )
-            assert await page.inner_text("#status") == "connected: c0de"
+            await sign_in_and_approve_a_popup(page, fixture_server)
             # The broker's own Runs drive the same browser at the same time.
             result = await lease.run(
                 steps.goto(fixture_server.url("form.html")), steps.text("h1"), timeout=30

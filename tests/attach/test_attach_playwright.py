@@ -6,7 +6,6 @@ with its reason and leaves no browser behind."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,7 @@ from playwright.async_api import Error as PlaywrightError
 
 from browserbroker import AttachProtocol, Engine, steps
 from tests.attach.playwright_support import no_browser_left, patient, raw_playwright
-from tests.attach.support import closed_with, playwright
+from tests.attach.support import closed_with, playwright, sign_in_and_approve_a_popup
 from tests.conftest import BrokerFactory
 from tests.fixture_site import FixtureSite
 
@@ -32,25 +31,7 @@ async def connect(p: Playwright, url: str, engine: str = "chromium") -> Browser:
 async def sign_in_scrape_popup_download(browser: Browser, site: FixtureSite, saved: Path) -> None:
     context = await browser.new_context()
     page = await context.new_page()
-    await page.goto(site.url("login.html"))
-    await page.fill("#user", "ada")
-    await page.fill("#password", "secret")
-    await page.click("#submit")
-    await page.wait_for_url("**/account")
-    assert await page.inner_text("#who") == "signed in as ada"
-    assert await page.inner_text("#stored") == "ada"
-    await page.goto(site.url("app.html"))
-    async with page.expect_popup() as popup_info:
-        await page.click("#oauth")
-    popup = await popup_info.value
-    await popup.wait_for_load_state()
-    assert "/oauth/authorize" in popup.url
-    with contextlib.suppress(PlaywrightError):  # the button closes its own window
-        await popup.click("#approve")
-    await page.wait_for_function(
-        "document.getElementById('status').textContent.startsWith('connected')"
-    )
-    assert await page.inner_text("#status") == "connected: c0de"
+    await sign_in_and_approve_a_popup(page, site)
     await page.goto(site.url("download.html"))
     async with page.expect_download() as download_info:
         await page.click("#file")
