@@ -1,24 +1,19 @@
 """The broker's own download step on an attachable lease: the browser (jailed, as the browser
 user) writes the file into a folder of its own profile, the one the jail binds, and the step's
-bound holds while the file is written, as on any other lease; the lease's trace is still
-recorded and kept."""
+bound holds while the file is written, as on any other lease. A traced lease keeps Playwright's
+own artifacts folder (a trace's files are no business of the browser's user), and its trace."""
 
 from __future__ import annotations
 
-import glob
 import io
-import os
-import tempfile
 import zipfile
 
 import pytest
 
-from broker.engines.playwright.attachable import ARTIFACTS_PREFIX
 from browserbroker import ContextOptions, steps
 from tests.attach.support import connect, playwright
 from tests.conftest import BrokerFactory
 from tests.fixture_site import FixtureSite
-from tests.support import eventually
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -26,10 +21,8 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 async def test_a_download_step_on_an_attachable_lease(
     broker_factory: BrokerFactory, fixture_server: FixtureSite
 ) -> None:
-    """Traced too: the trace's files go to the same artifacts folder, and are found there."""
     running = await broker_factory(max_download_bytes=32 * 1024)
-    traced = ContextOptions(trace=True)
-    async with running.client.lease(attach="cdp", ttl=120, context=traced) as lease:
+    async with running.client.lease(attach="cdp", ttl=120) as lease:
         result = await lease.run(
             steps.goto(fixture_server.url("download.html")),
             steps.download("#file"),
@@ -57,13 +50,16 @@ async def test_a_download_step_on_an_attachable_lease(
             again.raise_for_failure()
             assert again[0].data == b"quarterly report\n"
             await browser.close()
-    trace = await lease.trace()
-    with zipfile.ZipFile(io.BytesIO(trace)) as archive:
+
+
+async def test_a_traced_attachable_lease_keeps_its_trace(
+    broker_factory: BrokerFactory, fixture_server: FixtureSite
+) -> None:
+    """A traced lease's artifacts stay in Playwright's own folder, outside the browser's reach."""
+    running = await broker_factory()
+    traced = ContextOptions(trace=True)
+    async with running.client.lease(attach="cdp", ttl=120, context=traced) as lease:
+        result = await lease.run(steps.goto(fixture_server.url("form.html")), timeout=60)
+        result.raise_for_failure()
+    with zipfile.ZipFile(io.BytesIO(await lease.trace())) as archive:
         assert any(name.endswith(".trace") for name in archive.namelist())
-    await running.broker.leases.wait_all_closed()
-    await eventually(lambda: not _links(), 30)  # the link to the browser's artifacts goes too
-
-
-def _links() -> list[str]:
-    found = glob.glob(os.path.join(tempfile.gettempdir(), f"{ARTIFACTS_PREFIX}*"))
-    return [path for path in found if os.path.islink(path)]

@@ -14,7 +14,6 @@ import contextlib
 import contextvars
 import logging
 import os
-import secrets
 import shutil
 import tempfile
 from collections.abc import Sequence
@@ -100,8 +99,6 @@ HEADLESS_SWITCHES = (
 )
 # Playwright's launcher checks a profile folder's name before handing it to the browser user.
 PROFILE_PREFIX = "playwright_attach_profile-"
-# Where the broker's traces look for a browser's artifacts folder (bounded_trace, trace_sweep).
-ARTIFACTS_PREFIX = "playwright-artifacts-"
 # The shell stays as the browser's parent (no tail exec), so the browser is found below it.
 _PARENT = '"$@"; exit $?'
 
@@ -149,22 +146,26 @@ class AttachedBrowsers:
     def hub_of(self, browser: Browser) -> CdpHub | None:
         return self._hubs.get(browser)
 
-    def launcher(self, route: EgressRoute | None) -> Launcher:
+    def launcher(self, route: EgressRoute | None, traced: bool = False) -> Launcher:
         async def launch(playwright: Playwright) -> Browser:
-            return await self._launch(playwright, route)
+            return await self._launch(playwright, route, traced)
 
         return launch
 
-    async def _launch(self, playwright: Playwright, route: EgressRoute | None) -> Browser:
+    async def _launch(
+        self, playwright: Playwright, route: EgressRoute | None, traced: bool
+    ) -> Browser:
         profile = Path(tempfile.mkdtemp(prefix=PROFILE_PREFIX))
         (profile / "downloads").mkdir()  # attached clients' downloads (the hub's folder)
-        # The broker's own Playwright's artifacts (a download step's file, a trace's files). Made
-        # before the launch, so it is handed to the browser user with the profile and is inside
-        # the jail's bind (Playwright would make one in the host's /tmp, which the jailed browser
-        # cannot see); named in /tmp as Playwright's own are, where traces are looked for.
-        (profile / "artifacts").mkdir()
-        link = os.path.join(tempfile.gettempdir(), f"{ARTIFACTS_PREFIX}{secrets.token_hex(8)}")
-        os.symlink(profile / "artifacts", link, target_is_directory=True)
+        # The broker's own Playwright's artifacts folder, where a download step's file is
+        # written: made before the launch, so it is handed to the browser user with the profile
+        # and is inside the jail's bind (Playwright would make one in the host's /tmp, which the
+        # jailed browser cannot see). Not for a traced lease: Playwright writes a trace's files
+        # there too, as the daemon's user, and a folder the browser's user owns is no place for
+        # that (nor is it where the broker looks for them); its download step is not served.
+        artifacts = None if traced else profile / "artifacts"
+        if artifacts is not None:
+            artifacts.mkdir()
         argv = [
             "/bin/sh",
             "-c",
@@ -180,16 +181,16 @@ class AttachedBrowsers:
         if self.processes is not None:
             self.processes.roots.add(pipe.pid)
         hub = CdpHub(pipe, str(profile / "downloads"), self.limits)
-        endpoint = TrustedEndpoint(hub, lambda: self._stops.spawn(self._stop(hub, profile, link)))
+        endpoint = TrustedEndpoint(hub, lambda: self._stops.spawn(self._stop(hub, profile)))
         try:
             await hub.start()
             browser = await playwright.chromium.connect_over_cdp(
-                await endpoint.open(), artifacts_dir=profile / "artifacts"
+                await endpoint.open(), artifacts_dir=artifacts
             )
         except BaseException as exc:
             endpoint.close()
             pipe.kill()
-            self._stops.spawn(self._stop(hub, profile, link))
+            self._stops.spawn(self._stop(hub, profile))
             if isinstance(exc, (HubError, OSError, TimeoutError)):
                 log.error(
                     "attachable browser failed to start: %s; its last words: %s",
@@ -208,16 +209,14 @@ class AttachedBrowsers:
         browser.on("disconnected", forget)
         return browser
 
-    async def _stop(self, hub: CdpHub, profile: Path, link: str) -> None:
+    async def _stop(self, hub: CdpHub, profile: Path) -> None:
         """After the broker's Playwright let go of the browser (or its start failed): close it,
-        kill what is left, and remove its profile (and the link to its artifacts)."""
+        kill what is left, and remove its profile."""
         try:
             await hub.shutdown()
         finally:
             if self.processes is not None:
                 self.processes.roots.discard(hub.pipe.pid)
-            with contextlib.suppress(OSError):
-                os.unlink(link)
             with contextlib.suppress(OSError):
                 shutil.rmtree(profile, ignore_errors=True)
 
@@ -269,7 +268,7 @@ class AttachableEngine(PlaywrightEngine):
         route: EgressRoute | None = None,
     ) -> Launcher | None:
         if _ATTACHING.get() is not None and self.attached is not None:
-            return self.attached.launcher(route)
+            return self.attached.launcher(route, traced=options.trace)
         return await super()._prepare(browser_options, options, route)
 
     async def close(self) -> None:
