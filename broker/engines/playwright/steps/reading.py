@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import math
+import os
+import stat
 
 from playwright.async_api import Error as PlaywrightError
 from playwright.async_api import FloatRect, Page
@@ -111,7 +114,17 @@ async def download(scope: StepScope, action: Download, out: StepOutcome) -> None
 
 
 def _read_bounded(path: str, limit: int) -> bytes:
-    with open(path, "rb") as f:
+    """The browser's user owns the folder the file is in: it could put a link to a host file
+    where its download was, so the broker opens no link and reads only a regular file."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise StepRefused(StepErrorKind.BLOCKED, "the downloaded file is a link") from exc
+        raise
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            raise StepRefused(StepErrorKind.BLOCKED, "the downloaded file is not a regular file")
         data = f.read(limit + 1)
     return check_size(data, limit)
 
