@@ -18,6 +18,8 @@ from broker.attach.server import AttachGrant, AttachServer, ConnectionInfo, Conn
 class FakeHub:
     """Attaches a client after a while, as a browser's answer would."""
 
+    protocol = "cdp"  # the path it is reached on
+
     def __init__(self) -> None:
         self.clients: set[HubClient] = set()
 
