@@ -30,6 +30,8 @@ class FakeClient:
 class FakeHub:
     """A hub whose browser can go away."""
 
+    protocol = "cdp"  # the path it is reached on
+
     def __init__(self) -> None:
         self.gone = asyncio.Event()
         self.clients: set[FakeClient] = set()
