@@ -49,7 +49,9 @@ class BrokerAttachCdp(BrokerSdk):
         self.playwright = playwright
 
     async def connect(self, url: str) -> Browser:
-        return await self.playwright.chromium.connect_over_cdp(url, timeout=SESSION_TIMEOUT_S * 1000)
+        return await self.playwright.chromium.connect_over_cdp(
+            url, timeout=SESSION_TIMEOUT_S * 1000
+        )
 
     async def session(self) -> float:
         assert self.client is not None
