@@ -13,7 +13,8 @@ method) is refused naming it, as are these, by parameter:
 - other browsers and servers: every BrowserType, Android and Electron call, `Browser.startServer`;
 - raw CDP around these rules: `Browser.newBrowserCDPSession`, `BrowserContext.newCDPSession`;
 - the egress route: `Browser.newContext` with `proxy` or `clientCertificates` (Playwright's TLS
-  proxy would open the connection from the broker's host); every context gets the lease's route
+  proxy would open the connection from the broker's host), or with a `baseURL` that is not
+  http(s) (the server resolves URLs against it after they are judged); every context gets the lease's route
   as its proxy, so `context.request` fetches go through the route too;
 - the broker's files: `setInputFiles` and `drop` with `localPaths` or `localDirectory`,
   `Artifact.saveAs` (a path on the broker's host), `Artifact.pathAfterFinished`, tracing, HAR
@@ -204,6 +205,10 @@ def _by_params(kind: str, call: Call, route_url: str) -> str | None:
         for name, why in _NEW_CONTEXT_REFUSED.items():
             if params.get(name) is not None:
                 return f"{name}: {why}"
+        if params.get("baseURL") is not None and _fetched(params["baseURL"]) is not None:
+            # The server resolves a navigation's or a request's URL against it, after the
+            # judge: only an http(s) base keeps every URL so resolved http(s).
+            return "baseURL: only an http(s) URL is a context's base"
         if route_url:
             params["proxy"] = {"server": route_url}
         return None
@@ -217,7 +222,7 @@ def _by_params(kind: str, call: Call, route_url: str) -> str | None:
     if kind == "Route" and call.method == "redirectNavigationRequest":
         return _navigation(params.get("url"))
     if kind == "APIRequestContext" and call.method == "fetch":
-        return _fetched(params.get("url"))
+        return _fetched(params.get("url"), relative=True)
     if kind == "Page" and call.method == "screencastStart" and params.get("record"):
         return f"record: {_HOST_DISK}"
     if kind == "BrowserContext" and call.method == "createTempFiles":
@@ -235,18 +240,23 @@ def _navigation(url: object) -> str | None:
     try:
         scheme = canonical(url).scheme
     except UrlError:
-        return f"{url[:100]!r} is not an absolute URL"
+        # Not absolute: the server resolves it against the context's base (an http(s) URL,
+        # Browser.newContext), or the browser refuses it.
+        return None
     if scheme not in NAVIGABLE:
         return f"a navigation to {scheme}: (only http, https, data: and about:blank)"
     return None
 
 
-def _fetched(url: object) -> str | None:
-    """What Playwright's server fetches itself (through the lease's route): http(s) only."""
+def _fetched(url: object, relative: bool = False) -> str | None:
+    """What Playwright's server fetches itself (through the lease's route): http(s) only; a
+    `relative` URL is resolved against the context's base, http(s) too."""
+    if not isinstance(url, str):
+        return "url must be a string"
     try:
-        scheme = canonical(url).scheme if isinstance(url, str) else ""
+        scheme = canonical(url).scheme
     except UrlError:
-        scheme = ""
+        scheme = "" if not relative else "http"
     return None if scheme in ("http", "https") else "url: only an http(s) URL is fetched"
 
 

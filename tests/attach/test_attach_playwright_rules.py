@@ -30,7 +30,8 @@ def call(method: str, **params: object) -> Call:
         ("Frame", "goto", {"url": "FILE:///etc/passwd"}, "file:"),
         ("Frame", "goto", {"url": "view-source:https://a/"}, "view-source:"),
         ("Frame", "goto", {"url": "javascript:alert(1)"}, "javascript:"),
-        ("Frame", "goto", {"url": "relative/path"}, "not an absolute URL"),
+        ("Browser", "newContext", {"baseURL": "file:///etc/"}, "baseURL"),
+        ("Browser", "newContext", {"baseURL": "view-source:http://a/"}, "baseURL"),
         ("Route", "continue", {"url": "file:///etc/passwd"}, "file:"),
         ("Route", "redirectNavigationRequest", {"url": "chrome://version"}, "chrome:"),
         ("APIRequestContext", "fetch", {"url": "file:///etc/passwd"}, "http(s)"),
@@ -62,6 +63,9 @@ def test_allowed_and_a_new_context_gets_the_route() -> None:
         ("Frame", "goto", {"url": "about:blank"}),
         ("Frame", "goto", {"url": "data:text/html,x"}),
         ("Frame", "goto", {"url": "localhost:8080/"}),  # Playwright completes it with http://
+        ("Frame", "goto", {"url": "relative/path"}),  # resolved against an http(s) base
+        ("Browser", "newContext", {"baseURL": "https://example.com/app/"}),
+        ("APIRequestContext", "fetch", {"url": "/api/items"}),
         ("Frame", "setInputFiles", {"selector": "i", "payloads": []}),
         ("Artifact", "saveAsStream", {}),
         ("APIRequestContext", "fetch", {"url": "https://example.com/"}),
