@@ -211,7 +211,7 @@ def _by_params(kind: str, call: Call, route_url: str) -> str | None:
             return "baseURL: only an http(s) URL is a context's base"
         if route_url:
             params["proxy"] = {"server": route_url}
-        return None
+        return _storage_origins(params.get("storageState"))
     if call.method in ("setInputFiles", "drop"):
         named = [name for name in ("localPaths", "localDirectory") if params.get(name)]
         return f"{named[0]}: {_HOST_FILES}" if named else None
@@ -225,6 +225,8 @@ def _by_params(kind: str, call: Call, route_url: str) -> str | None:
         return _fetched(params.get("url"), relative=True)
     if kind == "Page" and call.method == "screencastStart" and params.get("record"):
         return f"record: {_HOST_DISK}"
+    if kind == "BrowserContext" and call.method == "setStorageState":
+        return _storage_origins(params.get("storageState"))
     if kind == "BrowserContext" and call.method == "createTempFiles":
         return _temp_files(params)
     return None
@@ -258,6 +260,16 @@ def _fetched(url: object, relative: bool = False) -> str | None:
     except UrlError:
         scheme = "" if not relative else "http"
     return None if scheme in ("http", "https") else "url: only an http(s) URL is fetched"
+
+
+def _storage_origins(state: object) -> str | None:
+    """A storage state's origins: the server opens a page at each to set its storage."""
+    origins = state.get("origins") if isinstance(state, dict) else None
+    for entry in origins if isinstance(origins, list) else []:
+        origin = entry.get("origin") if isinstance(entry, dict) else None
+        if _fetched(origin) is not None:
+            return f"storageState: origin {str(origin)[:100]!r} is not http(s)"
+    return None
 
 
 def _temp_files(params: dict[str, Any]) -> str | None:

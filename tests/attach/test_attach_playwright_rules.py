@@ -32,6 +32,18 @@ def call(method: str, **params: object) -> Call:
         ("Frame", "goto", {"url": "javascript:alert(1)"}, "javascript:"),
         ("Browser", "newContext", {"baseURL": "file:///etc/"}, "baseURL"),
         ("Browser", "newContext", {"baseURL": "view-source:http://a/"}, "baseURL"),
+        (
+            "Browser",
+            "newContext",
+            {"storageState": {"origins": [{"origin": "file://", "localStorage": []}]}},
+            "storageState",
+        ),
+        (
+            "BrowserContext",
+            "setStorageState",
+            {"storageState": {"origins": [{"origin": "chrome://settings"}]}},
+            "storageState",
+        ),
         ("Route", "continue", {"url": "file:///etc/passwd"}, "file:"),
         ("Route", "redirectNavigationRequest", {"url": "chrome://version"}, "chrome:"),
         ("APIRequestContext", "fetch", {"url": "file:///etc/passwd"}, "http(s)"),
@@ -66,6 +78,11 @@ def test_allowed_and_a_new_context_gets_the_route() -> None:
         ("Frame", "goto", {"url": "relative/path"}),  # resolved against an http(s) base
         ("Browser", "newContext", {"baseURL": "https://example.com/app/"}),
         ("APIRequestContext", "fetch", {"url": "/api/items"}),
+        (
+            "BrowserContext",
+            "setStorageState",
+            {"storageState": {"origins": [{"origin": "https://a"}]}},
+        ),
         ("Frame", "setInputFiles", {"selector": "i", "payloads": []}),
         ("Artifact", "saveAsStream", {}),
         ("APIRequestContext", "fetch", {"url": "https://example.com/"}),
