@@ -220,6 +220,7 @@ async def run(
         args=["--warm-pool-size", str(POOL), "--capacity", str(CAPACITY)]
     ).start()
     results: dict[str, dict[int, LevelResult]] = {}
+    later_error = ""
     floors: dict[str, list[float]] = {}
     memory_rows: dict[int, float] = {}
     try:
@@ -255,10 +256,13 @@ async def run(
                         result = await run_level(system, clients, sessions[clients], pid)
                         results.setdefault(system.name, {})[clients] = result
                         print(f"  {system.name}, {clients} clients: {summary(result)}", flush=True)
-                floors = await floor_and_warm_acquire(sdk, sessions.get(1, 20))
-                floors |= await cdp_round_trips(broker, executable, round_trips)
-                if memory:
-                    memory_rows = await broker_memory(broker)
+                try:  # a failure here still leaves the levels' figures written
+                    floors = await floor_and_warm_acquire(sdk, sessions.get(1, 20))
+                    floors |= await cdp_round_trips(broker, executable, round_trips)
+                    if memory:
+                        memory_rows = await broker_memory(broker)
+                except Exception as exc:  # reported below, and the run fails
+                    later_error = f"after the levels: {type(exc).__name__}: {exc}"[:500]
             finally:
                 for system in systems:
                     await system.stop()
@@ -279,6 +283,7 @@ async def run(
             for name, by_level in results.items()
         },
         "floor": floors,
+        "error_after_levels": later_error,
         "pss_per_lease_mb": memory_rows,
     }
     table = markdown(report, results, floors, memory_rows, levels)
@@ -288,7 +293,7 @@ async def run(
         for name, by_level in results.items()
         for c, r in by_level.items()
         if r.errors
-    ]
+    ] + ([later_error] if later_error else [])
     if failures:
         raise RuntimeError("sessions failed:\n" + "\n".join(failures))
     return table
