@@ -1,6 +1,6 @@
-"""Browserless (the npm package, pinned in peers/browserless) as a peer in bench.peers.
+"""Browserless (the npm package, pinned in bench/browserless) as a peer in bench.peers.
 
-One Browserless process on loopback, on the bench's Chromium (Debian's: `peers/browserless/
+One Browserless process on loopback, on the bench's Chromium (Debian's: `bench/browserless/
 serve.mjs` links the path Browserless launches to it; nothing is downloaded), with a token. Its
 own limits are set to each level's client count: CONCURRENT (sessions at once) and QUEUED
 (requests that may wait), so the process is restarted when the level changes. Two ways in:
@@ -39,8 +39,7 @@ from bench.peer_systems import (
 )
 from broker.engines.chromium import SERVER_ARGS
 
-ROOT = Path(__file__).resolve().parent.parent
-BROWSERLESS_DIR = ROOT / "peers" / "browserless"
+BROWSERLESS_DIR = Path(__file__).resolve().parent / "browserless"
 PACKAGE = BROWSERLESS_DIR / "node_modules" / "@browserless.io" / "browserless" / "package.json"
 FUNCTION_CODE = """
 export default async function ({ page, context }) {
@@ -76,7 +75,7 @@ def launch_args() -> list[str]:
 
 
 class BrowserlessServer:
-    """`node peers/browserless/serve.mjs` on loopback, restarted with each level's limits."""
+    """`node bench/browserless/serve.mjs` on loopback, restarted with each level's limits."""
 
     def __init__(self, executable: str) -> None:
         self.version = browserless_version()

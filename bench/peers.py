@@ -2,7 +2,7 @@
 Browserless.
 
     scripts/selenium.sh build   # once: the Grid's jars and chromium-driver (scripts/test does it)
-    scripts/polyglot.sh         # once: Browserless, pinned in peers/browserless (scripts/test too)
+    scripts/polyglot.sh         # once: Browserless, pinned in bench/browserless (scripts/test too)
     .venv/bin/python -m bench.peers [--out bench-results] [--levels 1,4,16,50] [--quick | --smoke]
 
 Every system does the same work per session (open an isolated session, go to a tiny page served

@@ -8,7 +8,7 @@
 #   the Go example client             go build            ($BIN/browserbroker-go-example)
 #   examples/attach/node/node_modules npm ci               (Node Playwright, Puppeteer attached)
 #   the chromedp attached client      go build            ($BIN/browserbroker-attach-chromedp)
-#   peers/browserless/node_modules    npm ci               (Browserless, a peer in bench.peers)
+#   bench/browserless/node_modules    npm ci               (Browserless, a peer in bench.peers)
 #   jq, openssl                       apt-get, if missing  (documented examples)
 # Tools land in $BIN=${BROKER_CACHE_DIR:-$HOME/.cache/browser-broker}/bin: put it on PATH.
 set -euo pipefail
@@ -72,7 +72,7 @@ npm_ci() {
 }
 npm_ci examples/node node-example
 npm_ci examples/attach/node attach-node  # playwright-core, puppeteer-core (tests/polyglot)
-npm_ci peers/browserless peer-browserless  # @browserless.io/browserless (bench.peers; no downloads)
+npm_ci bench/browserless peer-browserless  # @browserless.io/browserless (bench.peers; no downloads)
 
 # Go programs: go build is incremental and fetches modules into Go's module cache.
 log "building examples/go"
