@@ -138,15 +138,15 @@ def judge(command: Command, max_pages: int, pages: int) -> str | None:
         return _capabilities(method, params.get("capabilities"))
     if method == "browser.createUserContext" and params.get("proxy") is not None:
         return f"{method} is refused with proxy: every context uses the lease's route"
-    if method == "browser.setDownloadBehavior":
-        behavior = params.get("downloadBehavior")
-        if isinstance(behavior, dict) and (
-            "destinationFolder" in behavior or behavior.get("type") == "allowed"
-        ):
-            return (
-                f"{method} is refused with a destinationFolder: downloads land in the lease's "
-                "own folder on the broker's host"
-            )
+    # Only denying is the client's to choose: allowing, a folder, or null (Firefox's own
+    # default, the same folder) would undo the hub's denial once a bound is reached.
+    if method == "browser.setDownloadBehavior" and params.get("downloadBehavior") != {
+        "type": "denied"
+    }:
+        return (
+            f"{method} is refused unless it denies downloads (a destinationFolder, allowed "
+            "or null would undo the broker's bound): they land in the lease's own folder"
+        )
     if method == "input.setFiles" and params.get("files"):
         return f"{method} is refused with files: they would be read from the broker's host"
     if method == "browsingContext.navigate":

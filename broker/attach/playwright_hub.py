@@ -202,6 +202,8 @@ class PlaywrightHub:
                 f"{call.method} is refused: over {limits.messages_per_s:g} messages a second "
                 f"(burst {limits.burst})"
             )
+        if call.id in client.waiting:  # the set would count a reused id once
+            return f"{call.method} is refused: call id {call.id} is still unanswered"
         if len(client.waiting) >= limits.max_pending:
             return f"{call.method} is refused: {limits.max_pending} calls are still unanswered"
         if call.method == "newPage" and self._pages() >= limits.max_targets:

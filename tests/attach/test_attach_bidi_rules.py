@@ -71,6 +71,9 @@ def test_each_refusal_names_the_command_and_why() -> None:
         "destinationFolder",
         downloadBehavior={"type": "allowed", "destinationFolder": "/root"},
     )
+    # null is Firefox's own default (the same folder): it would undo the hub's denial
+    _refused("browser.setDownloadBehavior", "null", downloadBehavior=None)
+    _refused("browser.setDownloadBehavior", "allowed", downloadBehavior={"type": "allowed"})
     _refused("input.setFiles", "files", context="c", element={}, files=["/etc/passwd"])
     _refused("webExtension.install", "extension", extensionData={"type": "path", "path": "/"})
     _refused("browser.close", "Release")
@@ -105,7 +108,6 @@ def test_what_puppeteer_needs_passes() -> None:
         ("session.subscribe", {"events": ["browsingContext", "network", "log", "script"]}),
         ("browser.createUserContext", {}),
         ("browser.setDownloadBehavior", {"downloadBehavior": {"type": "denied"}}),
-        ("browser.setDownloadBehavior", {"downloadBehavior": None}),
         ("input.setFiles", {"context": "c", "element": {}, "files": []}),
         ("browsingContext.create", {"type": "tab"}),
         ("network.addDataCollector", {"dataTypes": ["response"], "maxEncodedDataSize": 1}),

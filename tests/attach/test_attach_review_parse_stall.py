@@ -30,7 +30,7 @@ def _numbers_message(ident: int) -> str:
 
 
 @pytest.mark.xfail(
-    strict=True,
+    strict=False,  # a fast idle machine may stay under the bound without the hole being closed
     reason="rules.strict_object parses a client's message on the event loop "
     "(relay.py: hub.receive), a hook call per number: a 4 MiB frame stalls the daemon ~1 s",
 )
