@@ -326,8 +326,9 @@ class Soak:
         for pid in self._browser_pids():
             with contextlib.suppress(psutil.Error):
                 for child in psutil.Process(pid).children(recursive=True):
-                    if "--type=renderer" in " ".join(child.cmdline()):
-                        renderers.append(child)
+                    with contextlib.suppress(psutil.Error):  # a zombie must not end the listing
+                        if "--type=renderer" in child.cmdline():
+                            renderers.append(child)
         if renderers:
             with contextlib.suppress(psutil.Error):
                 self.rng.choice(renderers).kill()

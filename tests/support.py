@@ -61,6 +61,15 @@ def browser_descendants(pid: int) -> list[psutil.Process]:
     return [p for p in children if _is_browser(p)]
 
 
+def command_line(proc: psutil.Process) -> list[str]:
+    """`proc`'s argv, or [] once it has exited: a child listed a moment ago may be a zombie
+    (exited, not yet reaped) or gone by the time it is read, more so on a loaded machine."""
+    try:
+        return proc.cmdline()
+    except psutil.Error:
+        return []
+
+
 def in_process_browsers() -> list[psutil.Process]:
     """Browser processes below this process, leaving out those of broker subprocesses (such as
     the session's `live_broker`), which are theirs to clean up."""

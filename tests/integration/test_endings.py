@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import time
@@ -24,7 +25,7 @@ from browserbroker import (
 )
 from tests.conftest import BrokerFactory
 from tests.fixture_site import FixtureSite
-from tests.support import BrokerProcess, InProcessBroker, eventually
+from tests.support import BrokerProcess, InProcessBroker, command_line, eventually
 
 pytestmark = pytest.mark.browser
 
@@ -203,11 +204,12 @@ async def test_renderer_crash_ends_the_lease(
     renderers = [
         p
         for p in psutil.Process(pid).children(recursive=True)
-        if "--type=renderer" in " ".join(p.cmdline())
+        if "--type=renderer" in command_line(p)
     ]
     assert renderers
     for renderer in renderers:
-        renderer.kill()
+        with contextlib.suppress(psutil.NoSuchProcess):  # one that exited on its own
+            renderer.kill()
     await eventually(lambda: bool(releases.of(lease.id)))
     assert releases.of(lease.id) == ["page_crashed"]
     with pytest.raises(LeaseEndedError) as ended:

@@ -41,6 +41,7 @@ from tests.support import (
     STOP_BOUND_S,
     STOP_KINDS,
     InProcessBroker,
+    command_line,
     eventually,
     last_ping_after,
     unhold_routes,
@@ -288,11 +289,12 @@ async def test_firefox_deadline_stops_the_work_in_the_browser(
 
 def content_processes(pid: int) -> list[psutil.Process]:
     """Firefox's per-tab content processes below its main process `pid`."""
-    return [
-        p
-        for p in psutil.Process(pid).children(recursive=True)
-        if "-contentproc" in p.cmdline() and p.cmdline()[-1] == "tab"
-    ]
+    found = []
+    for proc in psutil.Process(pid).children(recursive=True):
+        argv = command_line(proc)
+        if "-contentproc" in argv and argv[-1] == "tab":
+            found.append(proc)
+    return found
 
 
 @ISOLATIONS

@@ -13,7 +13,7 @@ from broker.model.options import EngineName
 from browserbroker import Engine, steps
 from tests.conftest import BrokerFactory
 from tests.fixture_site import FixtureSite
-from tests.support import in_process_browsers
+from tests.support import command_line, in_process_browsers
 
 
 def _status(pid: int) -> dict[str, str]:
@@ -22,7 +22,7 @@ def _status(pid: int) -> dict[str, str]:
 
 
 def _is_renderer(proc: psutil.Process) -> bool:
-    cmdline = proc.cmdline()
+    cmdline = command_line(proc)
     chromium = "--type=renderer" in cmdline
     firefox = "-contentproc" in cmdline and "-isForBrowser" in cmdline
     return chromium or firefox
@@ -37,7 +37,7 @@ async def test_renderers_are_sandboxed_and_nothing_runs_as_root(
         assert (await lease.run(steps.goto(fixture_server.url("form.html")), timeout=30)).ok
         browsers = in_process_browsers()
         renderers = [p for p in browsers if _is_renderer(p)]
-        assert renderers, [p.cmdline()[:2] for p in browsers]
+        assert renderers, [command_line(p)[:2] for p in browsers]
         own_user_ns = os.readlink("/proc/self/ns/user")
         for proc in renderers:
             status = _status(proc.pid)

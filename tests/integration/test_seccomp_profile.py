@@ -27,7 +27,7 @@ import tests.support
 from browserbroker import AsyncBrokerClient, Engine, steps
 from tests.conftest import require
 from tests.fixture_site import FixtureSite
-from tests.support import BROKER_BIN, ROOT, BrokerProcess
+from tests.support import BROKER_BIN, ROOT, BrokerProcess, command_line
 
 PROFILE = ROOT / "deploy" / "seccomp" / "browser-broker.json"
 SECCOMP_EXEC = ROOT / "scripts" / "seccomp_exec.py"
@@ -168,7 +168,7 @@ def confined_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker
 
 
 def _is_renderer(proc: psutil.Process) -> bool:
-    cmdline = proc.cmdline()
+    cmdline = command_line(proc)
     return "--type=renderer" in cmdline or (
         "-contentproc" in cmdline and "-isForBrowser" in cmdline
     )
@@ -197,7 +197,7 @@ async def test_browsers_run_sandboxed_under_the_profile(
         browsers = [p for p in confined_broker.browsers() if p.is_running()]
         assert any(p.name() == "bwrap" for p in browsers), "the browser is not in its jail"
         renderers = [p for p in browsers if _is_renderer(p)]
-        assert renderers, [p.cmdline()[:2] for p in browsers]
+        assert renderers, [command_line(p)[:2] for p in browsers]
         own_user_ns = os.readlink("/proc/self/ns/user")
         for proc in browsers:
             # Every browser process is under the profile: the filter is inherited.

@@ -20,7 +20,7 @@ import pytest
 
 from browserbroker import AsyncBrokerClient, AsyncLease
 from tests.fixture_site import FixtureSite
-from tests.support import BrokerProcess
+from tests.support import BrokerProcess, command_line
 
 from .polyglot_helpers import ROOT, missing, need_tool, tool_env
 
@@ -92,7 +92,7 @@ def lease_profile(broker: BrokerProcess) -> Path:
     """The profile folder of the one attachable browser below the broker (its --user-data-dir)."""
     folders = set()
     for proc in broker.browsers():
-        for arg in proc.cmdline():
+        for arg in command_line(proc):
             if arg.startswith("--user-data-dir=") and PROFILE_PREFIX in arg:
                 folders.add(Path(arg.partition("=")[2]))
     assert len(folders) == 1, folders

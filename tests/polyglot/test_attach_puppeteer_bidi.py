@@ -18,7 +18,7 @@ import pytest
 
 from browserbroker import AsyncBrokerClient, Engine, FailedPreconditionError, steps
 from tests.fixture_site import FixtureSite
-from tests.support import BrokerProcess
+from tests.support import BrokerProcess, command_line
 
 from .polyglot_helpers import ROOT, missing, need_tool
 from .test_attach_clients import (
@@ -48,7 +48,7 @@ def lease_profile(broker: BrokerProcess) -> Path:
     """The profile folder of the one attach-only Firefox below the broker (its --profile)."""
     folders = set()
     for proc in broker.browsers():
-        args = proc.cmdline()
+        args = command_line(proc)
         for flag, value in itertools.pairwise(args):
             if flag == "--profile" and PROFILE_PREFIX in value:
                 folders.add(Path(value))
