@@ -1,7 +1,9 @@
 """Structured logs: one JSON object per line (or plain text), with the `extra` fields included.
 
 URLs in log lines (messages, extra fields, tracebacks) lose their query strings, fragments and
-credentials unless the operator turns `redact_urls` off.
+credentials unless the operator turns `redact_urls` off. The `websockets` library never logs
+below INFO, whatever the level: its DEBUG lines carry attach request paths (`?token=`), the
+secret paths of served browsers, and every frame an attached client sends or receives.
 """
 
 from __future__ import annotations
@@ -59,3 +61,4 @@ def configure(level: str, fmt: str, redact_urls: bool = True) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    logging.getLogger("websockets").setLevel(max(logging.INFO, root.level))

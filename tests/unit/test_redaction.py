@@ -6,11 +6,12 @@ from __future__ import annotations
 import json
 import logging
 
+import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from broker.common.logs import JsonFormatter
+from broker.common.logs import JsonFormatter, configure
 from broker.common.redact import redact_text, redact_url
 from broker.leases.lease import Lease, LeaseSpec
 from broker.model.options import EngineName, Isolation
@@ -89,3 +90,21 @@ def test_page_events_land_on_the_lease_span_redacted() -> None:
     assert events[0][0] == "console.error" and events[0][1]["page.id"] == "p1"
     assert "s3cr3t" not in str(events[0][1]["text"]) and "shop.test" in str(events[0][1]["text"])
     assert events[1] == ("page.error", {"page.id": "p2", "text": "TypeError: x is undefined"})
+
+
+def test_websockets_debug_lines_never_reach_the_logs(capsys: pytest.CaptureFixture[str]) -> None:
+    """At DEBUG, websockets logs request lines with their query (an attach token), the paths of
+    served browsers (a secret) and frames (a client's page data): its logger stays at INFO."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        configure("DEBUG", "json")
+        logging.getLogger("websockets.client").debug("> GET %s HTTP/1.1", "/secret-path")
+        logging.getLogger("websockets.server").debug("< GET /cdp/l?token=%s", "t0ken")
+        logging.getLogger("broker.attach").debug("broker debug lines stay")
+        logging.getLogger("websockets.server").info("connection rejected (403 Forbidden)")
+    finally:
+        root.handlers[:], root.level = handlers, level
+    logged = capsys.readouterr().err
+    assert "secret-path" not in logged and "t0ken" not in logged
+    assert "broker debug lines stay" in logged and "connection rejected" in logged
