@@ -96,7 +96,12 @@ class ServedBrowsers:
         served = self._served.get(browser)
         return served.hub if served is not None else None
 
-    async def launch(self, playwright: Playwright, route: EgressRoute | None) -> Browser:
+    async def launch(
+        self,
+        playwright: Playwright,
+        route: EgressRoute | None,
+        own: dict[str, Any] | None = None,  # this browser's own launch options (Camoufox's)
+    ) -> Browser:
         if not self._version:
             self._version = server_version()
         user = self._sandbox.user
@@ -107,6 +112,7 @@ class ServedBrowsers:
         artifacts.mkdir()
         options: dict[str, Any] = {
             **self._options,
+            **(own or {}),
             "executablePath": self._executable,
             "wsPath": "/" + secrets.token_urlsafe(32),
             "host": "127.0.0.1",
@@ -121,7 +127,7 @@ class ServedBrowsers:
         if route is not None:
             options["proxy"] = {"server": route.server_url}
         if user is not None or self._sandbox.jail is not None:
-            options["env"] = {**os.environ, DOWNLOADS_ENV: str(folder)}
+            options["env"] = {**os.environ, **options.get("env", {}), DOWNLOADS_ENV: str(folder)}
         node, package = driver_package()
         process = await asyncio.create_subprocess_exec(
             node,

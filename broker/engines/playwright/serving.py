@@ -1,5 +1,5 @@
 """A Playwright engine that can also serve a lease's browser over Playwright's own protocol
-(`served.py`): Chromium and Firefox."""
+(`served.py`): Chromium, Firefox and Camoufox."""
 
 from __future__ import annotations
 
@@ -67,12 +67,23 @@ class ServingEngine(PlaywrightEngine):
     ) -> Launcher | None:
         served = self.served
         if _SERVING.get() and served is not None:
-
-            async def launch(playwright: Playwright) -> Browser:
-                return await served.launch(playwright, route)
-
-            return launch
+            return await self._serve(served, browser_options, options, route)
         return await super()._prepare(browser_options, options, route)
+
+    async def _serve(
+        self,
+        served: ServedBrowsers,
+        browser_options: BrowserOptions | None,
+        options: ContextOptions,
+        route: EgressRoute | None,
+    ) -> Launcher:
+        """The launcher of one served browser (an engine whose every browser is launched from
+        options of its own, Camoufox's, overrides this)."""
+
+        async def launch(playwright: Playwright) -> Browser:
+            return await served.launch(playwright, route)
+
+        return launch
 
     async def close(self) -> None:
         await super().close()
