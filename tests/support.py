@@ -22,6 +22,7 @@ import pytest
 from broker.daemon.server import serve
 from broker.egress.proxy import EgressRoute
 from broker.engines.playwright.engine import PlaywrightEngine
+from broker.model.attach import AttachProtocol
 from broker.runtime.settings import Settings
 from broker.runtime.wiring import Broker
 from browserbroker import AsyncBrokerClient, steps
@@ -117,8 +118,13 @@ class InProcessBroker:
             census = engine.census()
             if isinstance(engine, PlaywrightEngine):
                 mine = sum(len(p) for p in self.broker.pools if p.engine is engine)
-                # A pooled attachable browser (connected over CDP) also shows its default context.
-                defaults = sum(len(p) for p in self.broker.pools if p.engine is engine and p.attach)
+                # A pooled attachable browser connected over CDP also shows its default context
+                # (one connected to its own Playwright server has none).
+                defaults = sum(
+                    len(p)
+                    for p in self.broker.pools
+                    if p.engine is engine and p.attach is AttachProtocol.CDP
+                )
                 assert census.contexts == mine + defaults, (
                     f"{engine.name}: {census.contexts} contexts, pool {pooled}"
                 )

@@ -46,8 +46,8 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _warm_pool(spec: str) -> dict[str, object]:
-    """ENGINE/ISOLATION[+ATTACH]=SIZE[:MAX_SIZE], e.g. firefox/browser=2:8 or
-    chromium/browser+cdp=1 (checked by the settings)."""
+    """ENGINE/ISOLATION[+ATTACH]=SIZE[:MAX_SIZE], e.g. firefox/browser=2:8,
+    chromium/browser+cdp=1 or firefox/browser+playwright=1 (checked by the settings)."""
     pair, _, sizes = spec.partition("=")
     pair, _, attach = pair.partition("+")
     engine, _, isolation = pair.partition("/")
@@ -92,8 +92,9 @@ def main(argv: list[str] | None = None) -> int:
         "--warm-pool",
         action="append",
         metavar="ENGINE/ISOLATION[+ATTACH]=SIZE[:MAX]",
-        help="a warm pool, e.g. firefox/browser=2:8 or chromium/browser+cdp=1 (repeatable; "
-        "replaces warm_pools)",
+        help="a warm pool, e.g. firefox/browser=2:8; attachable browsers with +ATTACH: "
+        "chromium/browser+cdp=1, chromium/browser+playwright=1, firefox/browser+playwright=1, "
+        "firefox/browser+bidi=1 (repeatable; replaces warm_pools)",
     )
     serve.add_argument(
         "--memory-budget-mb", type=float, help="estimated MiB for leases and warm sessions"

@@ -8,6 +8,15 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from broker.model.attach import AttachProtocol
 from broker.model.options import EngineName, Isolation
 
+# The engines whose dedicated browsers each attach protocol can pool (docs/operations.md#warm-pools):
+# Chromium over CDP, Chromium and Firefox behind a Playwright server of their own, and a stock
+# Firefox over WebDriver BiDi. (Camoufox serves no attached clients.)
+ATTACHABLE_ENGINES: dict[AttachProtocol, tuple[EngineName, ...]] = {
+    AttachProtocol.CDP: (EngineName.CHROMIUM,),
+    AttachProtocol.PLAYWRIGHT: (EngineName.CHROMIUM, EngineName.FIREFOX),
+    AttachProtocol.BIDI: (EngineName.FIREFOX,),
+}
+
 # Estimated MiB of one session per engine/isolation (PSS per lease in docs/benchmarks.md, rounded up).
 DEFAULT_SESSION_MEMORY_MB = {
     "chromium/context": 60.0,
@@ -33,23 +42,32 @@ class WarmPoolConfig(BaseModel):
     max_age_s: float = Field(0.0, ge=0, description="replace a ready session this old; 0: never")
     attach: AttachProtocol | None = Field(
         None,
-        description="cdp: attachable browsers (chromium, isolation browser), for attachable "
-        "leases only; unset: plain sessions",
+        description="attachable browsers (isolation browser), for attachable leases of this "
+        "protocol only: cdp (chromium), playwright (chromium, firefox), bidi (firefox); unset: "
+        "plain sessions",
     )
 
     @model_validator(mode="after")
     def _ceiling(self) -> WarmPoolConfig:
         if self.max_size is not None and self.max_size < self.size:
             raise ValueError(f"warm pool {self.pair}: max_size must not be below size")
-        if self.attach is not None and (
-            self.attach is not AttachProtocol.CDP
-            or self.engine is not EngineName.CHROMIUM
-            or self.isolation is not Isolation.BROWSER
-        ):
-            raise ValueError(
-                f"warm pool {self.pair}: attachable pools are chromium/browser with attach = cdp"
-            )
+        if self.attach is not None:
+            self._check_attachable(self.attach)
         return self
+
+    def _check_attachable(self, attach: AttachProtocol) -> None:
+        engines = ATTACHABLE_ENGINES[attach]
+        if self.engine not in engines:
+            raise ValueError(
+                f"warm pool {self.pair}: engine {self.engine.value} serves no attach = "
+                f"{attach.value} clients; attach = {attach.value} pools are "
+                f"{' or '.join(engine.value for engine in engines)}"
+            )
+        if self.isolation is not Isolation.BROWSER:
+            raise ValueError(
+                f"warm pool {self.pair}: isolation must be browser with attach (an attachable "
+                "lease has a browser of its own)"
+            )
 
     @property
     def pair(self) -> str:

@@ -21,6 +21,7 @@ from broker.engines.playwright.serving import ServingEngine
 from broker.leases.events import LeaseObserver, ObserverList
 from broker.leases.reconciler import Reconciler
 from broker.leases.table import LeaseTable
+from broker.model.attach import AttachProtocol
 from broker.model.options import EngineName, Isolation
 from broker.observe.trace_files import TraceStore
 from broker.runtime.attach_desk import AttachDesk
@@ -58,6 +59,15 @@ def build_engines(settings: Settings) -> dict[EngineName, Engine]:
 
             engines[name] = camoufox.create(settings.headless, plan)
     return engines
+
+
+def serves_attached(engine: Engine, protocol: AttachProtocol) -> bool:
+    """Does `engine` serve attached clients of `protocol` (an attachable pool's browsers)?"""
+    if protocol is AttachProtocol.CDP:
+        return isinstance(engine, AttachableEngine) and engine.attached is not None
+    if protocol is AttachProtocol.PLAYWRIGHT:
+        return isinstance(engine, ServingEngine) and engine.served is not None
+    return isinstance(engine, FirefoxEngine) and engine.bidi is not None
 
 
 class Broker:
@@ -121,7 +131,7 @@ class Broker:
                 # A warm context lives in one tenant's browser; tenants never share one.
                 log.info("warm pool %s left out: context pools serve no tenants", pool.pair)
             elif pool.attach is not None and not (
-                settings.attach_listen and isinstance(pooled, AttachableEngine) and pooled.attached
+                settings.attach_listen and serves_attached(pooled, pool.attach)
             ):
                 log.warning("warm pool %s left out: attached clients are off", pool.pair)
             else:

@@ -8,16 +8,15 @@ it."""
 from __future__ import annotations
 
 import asyncio
-import hashlib
 
 import pytest
-from playwright.async_api import Error as PlaywrightError
 
 from broker.engines.playwright.engine import PlaywrightEngine
 from broker.warm.pool import WarmPool
-from browserbroker import AsyncBrokerClient, Isolation, ResourceExhaustedError, steps
+from browserbroker import AsyncBrokerClient, Isolation, ResourceExhaustedError
 from browserbroker.v1 import broker_pb2 as pb
 from tests.attach.support import connect, playwright
+from tests.attach.warm_support import leave_traces, no_traces, refused_the_site, tenant
 from tests.conftest import BrokerFactory
 from tests.fixture_site import FixtureSite
 from tests.integration.test_engines import gone
@@ -27,13 +26,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 ATTACH_POOL = {"engine": "chromium", "isolation": "browser", "size": 1, "attach": "cdp"}
 TOKEN = "warm-tenant-token"
-TENANT = {
-    "name": "alpha",
-    "token_sha256": [hashlib.sha256(TOKEN.encode()).hexdigest()],
-    "max_leases": 1,
-    "max_queued": 0,
-    "egress_deny_cidrs": ["127.0.0.1/32"],  # the fixture site, allowed to the operator
-}
+TENANT = tenant(TOKEN)
 
 
 def the_pool(running: InProcessBroker) -> WarmPool:
@@ -64,13 +57,7 @@ async def test_a_warm_attachable_lease_is_served_from_the_pool_and_never_comes_b
     assert lease.grant.warm and lease.connect_url
     async with playwright() as p:
         browser = await connect(p, lease.connect_url)
-        context = await browser.new_context()
-        page = await context.new_page()
-        await page.goto(fixture_server.url("form.html"))
-        await page.evaluate("localStorage.setItem('who', 'ada'); document.cookie = 'who=ada'")
-        assert await context.cookies()
-        result = await lease.run(steps.goto(fixture_server.url("form.html")), timeout=30)
-        assert result.raise_for_failure()[0].http_status == 200
+        await leave_traces(browser, lease, fixture_server)
         await browser.close()
     status = (await running.client.status()).pools
     assert [(s.attach, s.isolation, s.hits, s.misses) for s in status] == [
@@ -85,11 +72,7 @@ async def test_a_warm_attachable_lease_is_served_from_the_pool_and_never_comes_b
     assert second.grant.warm
     async with playwright() as p:
         browser = await connect(p, second.connect_url)
-        for context in browser.contexts:
-            assert not await context.cookies()
-        page = await (await browser.new_context()).new_page()
-        await page.goto(fixture_server.url("form.html"))
-        assert await page.evaluate("[localStorage.length, document.cookie]") == [0, ""]
+        await no_traces(browser, fixture_server)
         await browser.close()
     await second.release()
     await running.check_no_leftovers()
@@ -125,13 +108,7 @@ async def test_a_tenants_quota_and_egress_rules_hold_on_a_warm_browser(
         assert first.grant.warm
         async with playwright() as p:
             browser = await connect(p, first.connect_url)
-            page = await (await browser.new_context()).new_page()
-            try:
-                response = await page.goto(fixture_server.url("form.html"), timeout=15_000)
-                assert response is None or response.status != 200
-            except PlaywrightError as exc:  # refused by the route: a network error is the answer
-                assert "ERR_" in str(exc), exc
-            assert "Fixture" not in await page.content()
+            await refused_the_site(browser, fixture_server)
             await browser.close()
         await asyncio.wait_for(the_pool(running).filled.wait(), 120)
         with pytest.raises(ResourceExhaustedError, match="its maximum"):

@@ -1,5 +1,6 @@
-"""Attachable warm pools in the settings: `attach = "cdp"` on a chromium/browser pool, beside the
-plain pools; anything else is refused naming the pool, and the daemon leaves such a pool out
+"""Attachable warm pools in the settings: `attach = "cdp"` on a chromium/browser pool,
+`"playwright"` on a chromium or firefox one, `"bidi"` on a firefox one, beside the plain pools;
+any other pairing is refused naming the pool and the field, and the daemon leaves such a pool out
 when attached clients are off. The metrics tell such a pool from the plain one of its pair."""
 
 from __future__ import annotations
@@ -35,16 +36,32 @@ def test_an_attachable_pool_sits_beside_the_plain_ones() -> None:
 
 
 @pytest.mark.parametrize(
-    "pool",
+    ("pool", "refusal"),
     [
-        {**CDP_POOL, "isolation": "context"},
-        {**CDP_POOL, "engine": "firefox"},
-        {**CDP_POOL, "attach": "bidi"},
+        ({**CDP_POOL, "isolation": "context"}, "isolation must be browser"),
+        ({**CDP_POOL, "engine": "firefox"}, "engine firefox serves no attach = cdp"),
+        ({**CDP_POOL, "attach": "bidi"}, "engine chromium serves no attach = bidi"),
+        ({**CDP_POOL, "attach": "playwright", "engine": "camoufox"}, "engine camoufox serves no"),
+        ({**CDP_POOL, "attach": "bidi", "engine": "camoufox"}, "bidi pools are firefox"),
+        ({**CDP_POOL, "attach": "playwright", "isolation": "context"}, "isolation must be"),
     ],
 )
-def test_attachable_pools_are_chromium_browser_cdp(pool: dict[str, object]) -> None:
-    with pytest.raises(ValidationError, match=r"attachable pools are chromium/browser"):
-        load_settings(engines=["chromium", "firefox"], warm_pools=[pool])
+def test_an_impossible_attachable_pool_is_refused_naming_the_field(
+    pool: dict[str, object], refusal: str
+) -> None:
+    with pytest.raises(ValidationError, match=refusal):
+        load_settings(engines=["chromium", "firefox", "camoufox"], warm_pools=[pool])
+
+
+@pytest.mark.parametrize(
+    "spec",
+    ["chromium/browser+playwright=1", "firefox/browser+playwright=1:2", "firefox/browser+bidi=1"],
+)
+def test_playwright_and_bidi_pools_are_accepted(spec: str) -> None:
+    (pool,) = load_settings(
+        engines=["chromium", "firefox"], warm_pool_size=0, warm_pools=[_warm_pool(spec)]
+    ).pool_configs()
+    assert pool.pair == spec.partition("=")[0] and pool.attach is not None
 
 
 @pytest.mark.parametrize("attach", ["", "CDP ", "ws", "none"])
@@ -65,6 +82,9 @@ def test_with_attached_clients_off_the_pool_is_left_out() -> None:
     assert not Broker(off).pools
     # An engine that serves no attached clients has no attachable pool either.
     assert not Broker(on, engines={EngineName.CHROMIUM: FakeEngine()}).pools
+    served = load_settings(warm_pool_size=0, warm_pools=[{**CDP_POOL, "attach": "playwright"}])
+    assert [pool.name for pool in Broker(served).pools] == ["chromium/browser+playwright"]
+    assert not Broker(served, engines={EngineName.CHROMIUM: FakeEngine()}).pools
 
 
 def test_metrics_tell_an_attachable_pool_from_the_plain_one() -> None:
