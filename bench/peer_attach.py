@@ -32,7 +32,7 @@ from bench.peer_systems import (
     wait_for_port,
 )
 from broker.engines.chromium import SERVER_ARGS
-from browserbroker import AsyncBrokerClient
+from browserbroker import AsyncBrokerClient, AsyncLease
 from tests.support import BrokerProcess
 
 WARMUP_ROUND_TRIPS = 20
@@ -53,10 +53,13 @@ class BrokerAttachCdp(BrokerSdk):
             url, timeout=SESSION_TIMEOUT_S * 1000
         )
 
-    async def session(self) -> float:
+    async def acquire(self) -> AsyncLease:
         assert self.client is not None
+        return await self.client.acquire(attach=self.protocol, timeout=SESSION_TIMEOUT_S)
+
+    async def session(self) -> float:
         started = time.perf_counter()
-        lease = await self.client.acquire(attach=self.protocol, timeout=SESSION_TIMEOUT_S)
+        lease = await self.acquire()
         try:
             browser = await self.connect(lease.connect_url)
             try:

@@ -4,6 +4,7 @@ Browserless.
     scripts/selenium.sh build   # once: the Grid's jars and chromium-driver (scripts/test does it)
     scripts/polyglot.sh         # once: Browserless, pinned in bench/browserless (scripts/test too)
     .venv/bin/python -m bench.peers [--out bench-results] [--levels 1,4,16,50] [--quick | --smoke]
+        [--only all | attach | warm-attach | KEY,...]
 
 Every system does the same work per session (open an isolated session, go to a tiny page served
 over HTTP on loopback, read its h1, end the session) with the same Chromium, in one run:
@@ -11,7 +12,8 @@ over HTTP on loopback, read its h1, end the session) with the same Chromium, in 
 - the broker with a warm pool, through the Python SDK and through a raw gRPC stub;
 - the broker's attachable lease over CDP: Acquire(attach=cdp), connect_over_cdp, goto, read,
   disconnect, Release (an "attach cycle"); the same over Playwright's own protocol
-  (attach=playwright, browser_type.connect);
+  (attach=playwright, browser_type.connect); and the CDP cycle warm, on a broker of its own with
+  an attachable warm pool of the level's client count (bench/peer_warm_attach.py);
 - Playwright in this process, a new context per session, and on a page opened beforehand;
 - `playwright run-server`, `connect` per session;
 - Selenium Grid 4 standalone (`scripts/selenium.sh build` fetches it first), Debian's ChromeDriver;
@@ -27,7 +29,9 @@ and the warm Acquire beside it (1 client); a CDP round trip through the attach s
 same command sent straight to a Chromium's DevTools port; the broker process's CPU seconds per
 lease cycle; and the browsers' PSS per concurrent lease at 1, 10 and 25 leases. Writes JSON and
 a markdown table (medians, p90, p99, the machine and the versions) to --out, and prints the
-table. A peer that cannot start fails the run.
+table. A peer that cannot start fails the run. `--only` measures some rows (keys and groups in
+bench/peer_select.py; `--only warm-attach`: the warm attach cycle, run-server and Browserless
+over CDP, a few minutes with --quick); the broker figures need `sdk`.
 """
 
 from __future__ import annotations
@@ -38,13 +42,15 @@ import platform
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
+from functools import partial
 from importlib import metadata
 from pathlib import Path
 
 import psutil
-from playwright.async_api import async_playwright
+from playwright.async_api import Playwright, async_playwright
 
 from bench.engines import Bench as EngineBench
 from bench.engines import measure_memory
@@ -61,6 +67,7 @@ from bench.peer_browserless import (
 from bench.peer_report import LevelResult as LevelResult
 from bench.peer_report import markdown, write_report
 from bench.peer_report import summary as summary
+from bench.peer_select import KEYS, MAIN_BROKER, parse_only
 from bench.peer_systems import (
     BrokerRawStub,
     BrokerSdk,
@@ -70,6 +77,7 @@ from bench.peer_systems import (
     SeleniumGrid,
     System,
 )
+from bench.peer_warm_attach import WARM_PROTOCOLS, BrokerWarmAttach, Pooled
 from broker.engines.discovery import find_browser, playwright_managed
 from browserbroker import Engine, Isolation
 from tests.support import BrokerProcess
@@ -88,6 +96,7 @@ ROUND_TRIPS = {"default": 400, "quick": 100, "smoke": 10}  # CDP round trips, ea
 BROWSER_PER_SESSION_MAX_CLIENTS = 16
 BROWSER_PER_SESSION = (
     BrokerAttachCdp,
+    BrokerWarmAttach,
     PlaywrightRunServer,
     SeleniumGrid,
     BrowserlessFunction,
@@ -112,6 +121,7 @@ async def run_level(
             if clients == 1:
                 await asyncio.sleep(PAUSE_S)
 
+    warm_before = system.warm_leases if isinstance(system, Pooled) else None
     cpu_before = cpu_seconds(broker_pid)
     started = time.perf_counter()
     await asyncio.gather(*(client() for _ in range(clients)))
@@ -120,7 +130,10 @@ async def run_level(
         wall -= PAUSE_S * per_client  # the pause is not the system's time
     cpu_after = cpu_seconds(broker_pid)
     cpu = None if cpu_before is None or cpu_after is None else cpu_after - cpu_before
-    return LevelResult(clients, per_client * clients, wall, times, errors, cpu)
+    warm = None
+    if warm_before is not None and isinstance(system, Pooled):
+        warm = system.warm_leases - warm_before
+    return LevelResult(clients, per_client * clients, wall, times, errors, cpu, warm)
 
 
 def cpu_seconds(pid: int | None) -> float | None:
@@ -168,9 +181,16 @@ def versions(chromium: str) -> dict[str, str]:
         "chromedriver": out(["chromedriver", "--version"]),
         "java": out(["java", "-version"]),
         "selenium-grid": "4.38.0",
-        "browserless": browserless_version(),
+        "browserless": browserless_or_why(),
         "node": out(["node", "--version"]),
     }
+
+
+def browserless_or_why() -> str:
+    try:
+        return browserless_version()
+    except RuntimeError as exc:  # fails the run only if a Browserless row was chosen
+        return f"unavailable ({exc})"
 
 
 def machine() -> dict[str, str | int | float]:
@@ -201,6 +221,47 @@ def grid_jars() -> Path:
     return Path(done.stdout.strip().splitlines()[-1])
 
 
+def build_systems(
+    only: list[str],
+    broker: BrokerProcess,
+    playwright: Playwright,
+    executable: str,
+    url: str,
+    per_browser_max: int,
+) -> dict[str, System]:
+    """The chosen rows (keys of bench.peer_select), built only if chosen: a row's peer (the Grid's
+    jars, Browserless) is looked for only then."""
+    browserless: list[BrowserlessServer] = []  # one process for both of its rows
+
+    def server() -> BrowserlessServer:
+        if not browserless:
+            browserless.append(BrowserlessServer(executable))
+        return browserless[0]
+
+    build: dict[str, Callable[[], System]] = {
+        "sdk": lambda: BrokerSdk(broker, url),
+        "stub": lambda: BrokerRawStub(broker, url),
+        "attach-cdp": lambda: BrokerAttachCdp(broker, playwright, url),
+        "attach-playwright": lambda: BrokerAttachPlaywright(broker, playwright, url),
+        **{
+            f"warm-attach-{protocol}": partial(
+                BrokerWarmAttach, playwright, url, protocol, CAPACITY
+            )
+            for protocol in WARM_PROTOCOLS
+        },
+        "playwright": lambda: DirectPlaywright(playwright, executable, url, warm_page=False),
+        "playwright-warm-page": lambda: DirectPlaywright(
+            playwright, executable, url, warm_page=True
+        ),
+        "run-server": lambda: PlaywrightRunServer(playwright, executable, url),
+        "grid": lambda: SeleniumGrid(grid_jars(), executable, url, per_browser_max),
+        "browserless-function": lambda: BrowserlessFunction(server(), url),
+        "browserless-cdp": lambda: BrowserlessCdp(server(), playwright, url),
+    }
+    assert set(build) == set(KEYS)
+    return {key: build[key]() for key in only}
+
+
 async def run(
     levels: list[int],
     sessions: dict[int, int],
@@ -208,43 +269,33 @@ async def run(
     memory: bool,
     warmups: int,
     round_trips: int,
+    only: list[str],
 ) -> str:
     executable = find_browser("chromium", None, playwright_managed("chromium")).path
-    jars = grid_jars()
     info = {"machine": machine(), "versions": versions(executable)}
     per_browser_max = min(max(levels), BROWSER_PER_SESSION_MAX_CLIENTS)
     # Peers called from threads (the Grid, Browserless's REST API) get one thread per client.
     asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max(levels) + 8))
     pages = PageServer().start()
-    broker = BrokerProcess(
-        args=["--warm-pool-size", str(POOL), "--capacity", str(CAPACITY)]
-    ).start()
+    broker = BrokerProcess(args=["--warm-pool-size", str(POOL), "--capacity", str(CAPACITY)])
+    if MAIN_BROKER.intersection(only):
+        broker.start()
     results: dict[str, dict[int, LevelResult]] = {}
     later_error = ""
     floors: dict[str, list[float]] = {}
     memory_rows: dict[int, float] = {}
     try:
         async with async_playwright() as playwright:
-            sdk = BrokerSdk(broker, pages.url)
-            browserless = BrowserlessServer(executable)
-            systems: list[System] = [
-                sdk,
-                BrokerRawStub(broker, pages.url),
-                BrokerAttachCdp(broker, playwright, pages.url),
-                BrokerAttachPlaywright(broker, playwright, pages.url),
-                DirectPlaywright(playwright, executable, pages.url, warm_page=False),
-                DirectPlaywright(playwright, executable, pages.url, warm_page=True),
-                PlaywrightRunServer(playwright, executable, pages.url),
-                SeleniumGrid(jars, executable, pages.url, per_browser_max),
-                BrowserlessFunction(browserless, pages.url),
-                BrowserlessCdp(browserless, playwright, pages.url),
-            ]
-            brokers = systems[:4]
+            chosen = build_systems(only, broker, playwright, executable, pages.url, per_browser_max)
+            systems = list(chosen.values())
+            brokers = [chosen[key] for key in MAIN_BROKER.intersection(chosen)]
             try:
                 for system in systems:
                     await system.start()
                 for system in systems:  # warm-up: first launches, first renders, JIT
                     await warm_up(system, warmups)
+                    if isinstance(system, Pooled):
+                        await system.park()  # its browsers idle and refill beside no one
                 for turn, clients in enumerate(levels):
                     order = systems[turn % len(systems) :] + systems[: turn % len(systems)]
                     for system in order:
@@ -252,14 +303,22 @@ async def run(
                             continue
                         if isinstance(system, Resizable) and await system.resize(clients):
                             await warm_up(system, warmups)  # restarted with this level's limits
+                        if isinstance(system, Pooled):
+                            await system.settle()  # the level begins on a full pool
                         pid = broker.proc.pid if system in brokers and broker.proc else None
                         result = await run_level(system, clients, sessions[clients], pid)
+                        if isinstance(system, Pooled):
+                            await system.park()
                         results.setdefault(system.name, {})[clients] = result
                         print(f"  {system.name}, {clients} clients: {summary(result)}", flush=True)
                 try:  # a failure here still leaves the levels' figures written
-                    floors = await floor_and_warm_acquire(sdk, sessions.get(1, 20))
-                    floors |= await cdp_round_trips(broker, executable, round_trips)
-                    if memory:
+                    if "sdk" in chosen:
+                        sdk = chosen["sdk"]
+                        assert isinstance(sdk, BrokerSdk)
+                        floors = await floor_and_warm_acquire(sdk, sessions.get(1, 20))
+                    if {"sdk", "attach-cdp"} & set(chosen):
+                        floors |= await cdp_round_trips(broker, executable, round_trips)
+                    if memory and "sdk" in chosen:
                         memory_rows = await broker_memory(broker)
                 except Exception as exc:  # reported below, and the run fails
                     later_error = f"after the levels: {type(exc).__name__}: {exc}"[:500]
@@ -277,6 +336,8 @@ async def run(
             "browser_per_session_max_clients": per_browser_max,
             "browserless_concurrent_and_queued": "the level's client count",
             "cdp_round_trips": round_trips,
+            "only": only,
+            "warm_attach_pool": "chromium/browser+<protocol>, the level's client count",
         },
         "results": {
             name: {str(c): asdict(r) | {"per_s": r.per_s} for c, r in by_level.items()}
@@ -338,7 +399,17 @@ def main() -> None:
     size.add_argument("--quick", action="store_true", help="few sessions: rough figures")
     size.add_argument("--smoke", action="store_true", help="a session or two: rows, no figures")
     parser.add_argument("--no-memory", action="store_true", help="skip the PSS levels")
+    parser.add_argument(
+        "--only",
+        default="all",
+        help="comma-separated rows or groups to measure (default all; groups: attach, "
+        f"warm-attach; rows: {', '.join(KEYS)})",
+    )
     args = parser.parse_args()
+    try:
+        only = parse_only(args.only)
+    except ValueError as exc:
+        parser.error(str(exc))
     levels = [int(c) for c in args.levels.split(",")]
     size_name = "smoke" if args.smoke else "quick" if args.quick else "default"
     base = {"smoke": SMOKE_SESSIONS, "quick": QUICK_SESSIONS, "default": SESSIONS}[size_name]
@@ -347,7 +418,9 @@ def main() -> None:
     round_trips = ROUND_TRIPS[size_name]
     try:
         print(
-            asyncio.run(run(levels, sessions, args.out, not args.no_memory, warmups, round_trips))
+            asyncio.run(
+                run(levels, sessions, args.out, not args.no_memory, warmups, round_trips, only)
+            )
         )
     except RuntimeError as exc:
         print(f"bench.peers failed: {exc}", file=sys.stderr)

@@ -20,6 +20,7 @@ PEERS = {
     "Selenium Grid 4 standalone",
     "broker, attach cycle over CDP (connect_over_cdp)",
     "broker, attach cycle over Playwright's protocol (connect)",
+    "broker, warm attach cycle over CDP (connect_over_cdp)",
     "Browserless /function (REST)",
     "Browserless, connect_over_cdp per session",
 }
@@ -70,3 +71,6 @@ def test_peer_benchmark_gives_every_peers_row(tmp_path: Path) -> None:
     assert "warm Acquire p50" in table and "Versions:" in table
     assert "CDP round trip p50, attach socket / straight to DevTools" in table
     assert "browserless 2." in table
+    warm = report["results"]["broker, warm attach cycle over CDP (connect_over_cdp)"]
+    assert all(level["warm_leases"] is not None for level in warm.values())
+    assert "| broker, warm attach cycle over CDP (connect_over_cdp) | warm leases |" in table
