@@ -8,7 +8,9 @@ and, when something is missing, returns an engine that is unavailable with the c
 fix, so Acquire answers FAILED_PRECONDITION while the daemon stays healthy.
 
 Every dedicated browser (ISOLATION_BROWSER) is launched from fresh `camoufox.launch_options`,
-so it gets a fingerprint of its own; contexts in the shared browser share its fingerprint.
+so it gets a fingerprint of its own; contexts in the shared browser share its fingerprint. A
+`playwright` attachable lease's browser is launched from such options too, served over
+Playwright's protocol as Camoufox's own server mode serves one (camoufox_served.py).
 """
 
 from __future__ import annotations
@@ -22,9 +24,13 @@ from typing import Any
 
 from playwright.async_api import Browser, Playwright
 
+from broker.egress.proxy import EgressRoute
 from broker.engines.base import Availability
+from broker.engines.camoufox_served import served_options, with_camoufox_defaults
 from broker.engines.firefox import EGRESS_PREFS
 from broker.engines.playwright.engine import Launcher, PlaywrightEngine
+from broker.engines.playwright.served import ServedBrowsers
+from broker.engines.playwright.serving import ServingEngine
 from broker.engines.sandbox import Sandbox
 from broker.errors import EngineNotInstalled, FieldViolation, InvalidArgument, Unavailable
 from broker.model.options import CamoufoxOptions, ContextOptions, EngineName
@@ -52,9 +58,39 @@ class CamoufoxInstall:
     geoip: bool  # the geoip extra and its database are installed
 
 
-class CamoufoxEngine(PlaywrightEngine):
+class CamoufoxEngine(ServingEngine):
     supports_pdf = False  # Juggler has no page.pdf()
     install: CamoufoxInstall | None = None
+    headless = True
+
+    async def _serve(
+        self,
+        served: ServedBrowsers,
+        browser_options: CamoufoxOptions | None,
+        options: ContextOptions,
+        route: EgressRoute | None,
+    ) -> Launcher:
+        """A served browser's launcher: its launch options, and so its fingerprint, drawn
+        for it alone from the lease's options."""
+        install = self.install
+        if install is None:  # (an unavailable engine is never asked to serve)
+            raise Unavailable("Camoufox is not installed")
+        try:
+            async with asyncio.timeout(self._launch_timeout_s):
+                from_options = await launch_options(
+                    browser_options, options, self.headless, install
+                )
+        except TimeoutError as exc:
+            raise Unavailable(
+                f"camoufox launch preparation took over {self._launch_timeout_s:g}s"
+            ) from exc
+        own = served_options(from_options)
+
+        async def launch(playwright: Playwright) -> Browser:
+            browser = await served.launch(playwright, route, own)
+            return with_camoufox_defaults(browser, from_options)
+
+        return launch
 
 
 def detect() -> CamoufoxInstall:
@@ -150,6 +186,9 @@ def launch_kwargs(
     kwargs: dict[str, Any] = {
         "headless": headless,
         "executable_path": install.executable,  # never resolved (or downloaded) by the package
+        # Camoufox also applies these at startup (its CAMOU_PREFS), before any page or probe;
+        # Playwright's own firefoxUserPrefs reach a browser only once Juggler is up.
+        "firefox_user_prefs": dict(EGRESS_PREFS),
     }
     if not install.ublock:
         kwargs["exclude_addons"] = [DefaultAddons.UBO]  # else it is downloaded at launch
@@ -269,6 +308,12 @@ def create(headless: bool = True, sandbox: Sandbox | None = None) -> PlaywrightE
         unsupported_context=UNSUPPORTED_CONTEXT,
     )
     engine.install = install
+    engine.headless = headless
+    # Leases attached over Playwright's protocol: a launchServer of their own (served.py), with
+    # the firefox (Juggler) browser type, from launch options drawn per browser (_serve).
+    executable = sandbox.executable(install.executable)
+    served = ServedBrowsers("firefox", executable, {"headless": headless}, sandbox)
+    engine.serve_playwright(served)
     return engine
 
 

@@ -191,8 +191,8 @@ async def test_acquire_pairs_the_protocol_with_its_engines(broker_factory: Broke
 
     broker = await broker_factory()
     cases = [
-        ({"engine": Engine.CAMOUFOX}, "engine", "chromium or firefox"),
         ({"isolation": Isolation.CONTEXT}, "isolation", "ISOLATION_BROWSER"),
+        ({"engine": Engine.CAMOUFOX, "isolation": Isolation.CONTEXT}, "isolation", "BROWSER"),
     ]
     for kwargs, field, words in cases:
         with pytest.raises(InvalidArgumentError) as refusal:

@@ -19,11 +19,11 @@ ON_DISCONNECT_FROM_PB = {
     pb.ON_DISCONNECT_KEEP: OnDisconnect.KEEP,
     pb.ON_DISCONNECT_END: OnDisconnect.END,
 }
-# The engines each protocol is served on. Camoufox speaks Playwright's protocol too (Juggler),
-# but its launch (a fingerprint drawn per browser) is not served over launchServer: refused.
+# The engines each protocol is served on. Camoufox is served over Playwright's protocol as its
+# own server mode serves it: a launchServer of the firefox (Juggler) type, per-browser options.
 ENGINES = {
     AttachProtocol.CDP: (EngineName.CHROMIUM,),
-    AttachProtocol.PLAYWRIGHT: (EngineName.CHROMIUM, EngineName.FIREFOX),
+    AttachProtocol.PLAYWRIGHT: (EngineName.CHROMIUM, EngineName.FIREFOX, EngineName.CAMOUFOX),
     AttachProtocol.BIDI: (EngineName.FIREFOX,),  # stock Firefox; attach-only (model.attach)
 }
 # Why an engine serves no WebDriver BiDi, for the answer that refuses it.
