@@ -10,7 +10,8 @@ from broker.model.options import EngineName, Isolation
 
 # The engines whose dedicated browsers each attach protocol can pool (docs/operations.md#warm-pools):
 # Chromium over CDP, Chromium and Firefox behind a Playwright server of their own, and a stock
-# Firefox over WebDriver BiDi. (Camoufox serves no attached clients.)
+# Firefox over WebDriver BiDi. (No Camoufox: its browsers' fingerprints are drawn from each lease's
+# own options.)
 ATTACHABLE_ENGINES: dict[AttachProtocol, tuple[EngineName, ...]] = {
     AttachProtocol.CDP: (EngineName.CHROMIUM,),
     AttachProtocol.PLAYWRIGHT: (EngineName.CHROMIUM, EngineName.FIREFOX),
@@ -59,8 +60,8 @@ class WarmPoolConfig(BaseModel):
         engines = ATTACHABLE_ENGINES[attach]
         if self.engine not in engines:
             raise ValueError(
-                f"warm pool {self.pair}: engine {self.engine.value} serves no attach = "
-                f"{attach.value} clients; attach = {attach.value} pools are "
+                f"warm pool {self.pair}: engine {self.engine.value} has no attach = "
+                f"{attach.value} pool; attach = {attach.value} pools are "
                 f"{' or '.join(engine.value for engine in engines)}"
             )
         if self.isolation is not Isolation.BROWSER:

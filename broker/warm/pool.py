@@ -11,10 +11,13 @@ A warm context session lives in its tenant's shared browser (tenants never share
 process), so a context pool serves one tenant: the operator, with authentication off. A warm
 dedicated browser is nobody's until it is lent, so a browser pool serves every tenant.
 
-An attachable pool (`attach` set) holds dedicated browsers an attached client can connect to
-(Chromium on its own pipe and hub, the broker's Playwright connected: see
-`engines/playwright/attachable.py`) and serves only attachable leases of its protocol; a plain
-pool never serves one. Either way a pooled session is lent once: its lease's end closes it.
+An attachable pool (`attach` set) holds dedicated browsers an attached client can connect to, as
+the engine opens them for a cold attachable lease of that protocol: over CDP, Chromium on its own
+pipe and hub (`engines/playwright/attachable.py`); over Playwright's protocol, Chromium or Firefox
+behind a launchServer of its own (`engines/playwright/served.py`); over WebDriver BiDi, an
+attach-only stock Firefox (`engines/playwright/attachable_firefox.py`). Each is behind an egress
+route of its own, whose rules are bound when it is lent. It serves only attachable leases of its
+protocol; a plain pool never serves one. Either way a pooled session is lent once: its lease's end closes it.
 """
 
 from __future__ import annotations

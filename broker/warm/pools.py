@@ -13,8 +13,8 @@ only to the tenant whose shared browser it lives in (see `pool.py`). With authen
 broker keeps no context pools: a pool per tenant would keep a browser alive per tenant, idle or
 not, and multiply the warm memory by the number of tenants.
 
-Attachable pools (Chromium, dedicated browsers an attached client can connect to) are pools like
-the others: an attachable lease is admitted first (capacity, queue, the tenant's quotas), then
+Attachable pools (dedicated browsers an attached client can connect to, over CDP, Playwright's
+protocol or WebDriver BiDi) are pools like the others: an attachable lease is admitted first (capacity, queue, the tenant's quotas), then
 takes a ready browser of the pool for its protocol, or has one launched for it.
 """
 

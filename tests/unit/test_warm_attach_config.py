@@ -39,9 +39,9 @@ def test_an_attachable_pool_sits_beside_the_plain_ones() -> None:
     ("pool", "refusal"),
     [
         ({**CDP_POOL, "isolation": "context"}, "isolation must be browser"),
-        ({**CDP_POOL, "engine": "firefox"}, "engine firefox serves no attach = cdp"),
-        ({**CDP_POOL, "attach": "bidi"}, "engine chromium serves no attach = bidi"),
-        ({**CDP_POOL, "attach": "playwright", "engine": "camoufox"}, "engine camoufox serves no"),
+        ({**CDP_POOL, "engine": "firefox"}, "engine firefox has no attach = cdp"),
+        ({**CDP_POOL, "attach": "bidi"}, "engine chromium has no attach = bidi"),
+        ({**CDP_POOL, "attach": "playwright", "engine": "camoufox"}, "engine camoufox has no"),
         ({**CDP_POOL, "attach": "bidi", "engine": "camoufox"}, "bidi pools are firefox"),
         ({**CDP_POOL, "attach": "playwright", "isolation": "context"}, "isolation must be"),
     ],
