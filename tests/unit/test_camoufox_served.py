@@ -163,3 +163,29 @@ def test_an_unavailable_camoufox_serves_nothing(monkeypatch: pytest.MonkeyPatch)
     engine = camoufox_engine.create()
     assert not engine.availability().available
     assert isinstance(engine, camoufox_engine.CamoufoxEngine) and engine.served is None
+
+
+async def test_the_broker_contexts_in_a_served_camoufox_get_camoufox_defaults() -> None:
+    from broker.engines.camoufox_served import with_camoufox_defaults
+
+    class Browser:
+        def __init__(self) -> None:
+            self.asked: list[dict[str, Any]] = []
+
+        async def new_context(self, **kwargs: Any) -> None:
+            self.asked.append(kwargs)
+
+        async def new_page(self, **kwargs: Any) -> None:
+            self.asked.append(kwargs)
+
+    spoofed, plain = Browser(), Browser()
+    window = camoufox_answer(2)
+    window["env"]["CAMOU_CONFIG_1"] = '{"window.outerWidth": 1280}'
+    with_camoufox_defaults(spoofed, window)  # type: ignore[arg-type]
+    with_camoufox_defaults(plain, camoufox_answer(3))  # type: ignore[arg-type]
+    await spoofed.new_context(color_scheme="dark")
+    await plain.new_context()
+    # No viewport while the window is spoofed; the host's media features unless asked.
+    assert spoofed.asked[0]["no_viewport"] is True and spoofed.asked[0]["color_scheme"] == "dark"
+    assert "no_viewport" not in plain.asked[0]
+    assert plain.asked[0]["color_scheme"] == "no-override"
