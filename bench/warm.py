@@ -3,7 +3,7 @@ Firefox leases before and after demand sizing.
 
     .venv/bin/python -m bench.warm table [--samples 5]
     .venv/bin/python -m bench.warm burst [--burst 8] [--pool 4]
-    .venv/bin/python -m bench.warm attach [--samples 15]
+    .venv/bin/python -m bench.warm attach [--samples 15] [--cases cdp-chromium,playwright-firefox]
 
 `table`: one broker (`--engines chromium,firefox,camoufox`, a warm pool of one session for every
 engine and isolation) serves every probe. Each cold and warm Acquire (released at once) is
@@ -16,22 +16,30 @@ fixed pool (`size = pool`); then with demand sizing (`size = pool, max_size = bu
 first burst teaches the pool the demand and, once it has refilled, a second burst is measured.
 For each burst: how many leases were warm, and the p50 / p99 wait of the Acquires.
 
-`attach`: attachable leases (CDP), cold and warm, against one broker with an attachable pool of
-one (`chromium/browser+cdp=1`). Each sample is an Acquire(attach=cdp) and Python Playwright's
-`connect_over_cdp` to its connect URL (the driver already running), measured apart and together,
-then Release; a cold one asks for a locale, which no pooled browser has. Warm and cold alternate,
-and each begins once the pool holds its browser and the last lease's browser has exited (no
-launch or close beside it). Medians of the samples.
+`attach`: attachable leases, cold and warm, for each `--cases` pair (CDP on Chromium, Playwright's
+protocol on Chromium and Firefox, WebDriver BiDi on a stock Firefox), each against a broker of its
+own with an attachable pool of one (`chromium/browser+cdp=1`, `firefox/browser+playwright=1`...).
+Each sample is an Acquire(attach=...) and the client's connect to its connect URL, measured apart
+and together, then Release: Python Playwright's `connect_over_cdp` or `browser_type.connect` (the
+driver already running), or a raw BiDi client's `session.new`. A cold one asks for a locale, which
+no pooled browser has (a BiDi lease takes no context options: its cold ones come from a second
+broker without a pool). Warm and cold alternate, and each begins once the pool holds its browser
+and the last lease's browser has exited (no launch or close beside it). Medians of the samples,
+and the load average after the run.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import math
+import os
 import statistics
 import time
+from dataclasses import dataclass
 
+import websockets
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from playwright.async_api import Playwright, async_playwright
 
@@ -43,7 +51,6 @@ from tests.support import BrokerProcess
 PAIRS = [(engine, isolation) for engine in Engine if engine is not Engine.DEFAULT
          for isolation in Isolation if isolation is not Isolation.DEFAULT]  # fmt: skip
 COLD = ContextOptions(locale="en-US")  # a pooled session has default options: this opens cold
-CDP = pb.ATTACH_PROTOCOL_CDP  # an attachable pool's PoolStatus.attach
 
 
 def pool_flag(engine: Engine, isolation: Isolation, size: int, ceiling: int | None = None) -> str:
@@ -193,67 +200,147 @@ async def burst(n: int, size: int) -> str:
     return "\n".join(lines)
 
 
+@dataclass(frozen=True)
+class AttachCase:
+    """An attachable lease's protocol and engine, as `--cases` names it (e.g. playwright-firefox)."""
+
+    protocol: str  # cdp, playwright or bidi
+    engine: Engine
+
+    @property
+    def name(self) -> str:
+        return f"{self.protocol}-{self.engine.name.lower()}"
+
+    @property
+    def pool(self) -> str:
+        return f"{self.engine.name.lower()}/browser+{self.protocol}=1"
+
+    @property
+    def attach(self) -> int:  # the protocol's number in the API (PoolStatus.attach)
+        return int(getattr(pb, f"ATTACH_PROTOCOL_{self.protocol.upper()}"))
+
+    @property
+    def connect(self) -> str:
+        return {"cdp": "connect_over_cdp", "playwright": "connect", "bidi": "session.new"}[
+            self.protocol
+        ]
+
+
+ATTACH_CASES = {
+    case.name: case
+    for case in (
+        AttachCase("cdp", Engine.CHROMIUM),
+        AttachCase("playwright", Engine.CHROMIUM),
+        AttachCase("playwright", Engine.FIREFOX),
+        AttachCase("bidi", Engine.FIREFOX),
+    )
+}
+
+
+async def handshake(playwright: Playwright, case: AttachCase, url: str) -> None:
+    """The client's connect: the protocol's handshake, up to a browser it can drive."""
+    if case.protocol == "bidi":  # a raw WebDriver BiDi client: its session.new
+        async with websockets.connect(url, max_size=None) as socket:
+            await socket.send(json.dumps({"id": 1, "method": "session.new", "params": {}}))
+            answer = json.loads(await asyncio.wait_for(socket.recv(), 60))
+            assert answer.get("type") == "success", answer
+        return
+    browser_type = getattr(playwright, case.engine.name.lower())
+    if case.protocol == "cdp":
+        browser = await browser_type.connect_over_cdp(url, timeout=60_000)
+    else:
+        browser = await browser_type.connect(url, timeout=60_000)
+    await browser.close()
+
+
 async def attach_once(
-    client: AsyncBrokerClient, playwright: Playwright, warm: bool
+    client: AsyncBrokerClient, playwright: Playwright, case: AttachCase, warm: bool
 ) -> tuple[float, float]:
-    """One attachable lease: (Acquire s, connect s)."""
+    """One attachable lease: (Acquire s, connect s). A cold one asks for a locale (which no
+    pooled browser has); an attach-only BiDi lease takes no context options, so a cold one comes
+    from a broker without a pool."""
     started = time.perf_counter()
-    lease = await client.acquire(attach="cdp", context=None if warm else COLD, timeout=180)
+    shaped = None if warm or case.protocol == "bidi" else COLD
+    lease = await client.acquire(
+        attach=case.protocol, engine=case.engine, context=shaped, timeout=180
+    )
     granted = time.perf_counter()
     try:
         assert lease.grant.warm is warm, f"expected warm={warm}"
-        browser = await playwright.chromium.connect_over_cdp(lease.connect_url, timeout=60_000)
+        await handshake(playwright, case, lease.connect_url)
         connected = time.perf_counter()
-        await browser.close()
     finally:
         await lease.release()
     return granted - started, connected - granted
 
 
-async def browsers(client: AsyncBrokerClient) -> tuple[int, int]:
-    """Chromium's browser processes, and the sessions of ended leases still closing."""
+async def browsers(client: AsyncBrokerClient, engine: Engine) -> tuple[int, int]:
+    """The engine's browser processes, and the sessions of ended leases still closing."""
     status = await client.status()
-    (chromium,) = [e for e in status.engines if int(e.engine) == int(Engine.CHROMIUM)]
-    return chromium.browsers, status.closing_sessions
+    (found,) = [e for e in status.engines if int(e.engine) == int(engine)]
+    return found.browsers, status.closing_sessions
 
 
-async def attach(samples: int) -> str:
-    args = ["--warm-pool-size", "0", "--warm-pool=chromium/browser+cdp=1"]
-    broker = BrokerProcess(args=args).start()
+async def attach_samples(
+    case: AttachCase, samples: int, kinds: tuple[bool, ...], pool: bool
+) -> dict[bool, list[tuple[float, float]]]:
+    """`samples` leases of each kind (warm, cold), alternating, against one broker (with the
+    case's pool of one, or none), each begun once the pool holds its browser and the last
+    lease's browser has exited (no launch or close beside it)."""
+    args = ["--engines", "chromium,firefox", "--warm-pool-size", "0"]
+    broker = BrokerProcess(args=args + ([f"--warm-pool={case.pool}"] if pool else [])).start()
     client = AsyncBrokerClient(broker.address)
-    runs: dict[bool, list[tuple[float, float]]] = {True: [], False: []}
+    runs: dict[bool, list[tuple[float, float]]] = {kind: [] for kind in kinds}
+
+    async def quiet(alone: tuple[int, int]) -> None:
+        if pool:
+            await pool_ready(client, case.engine, Isolation.BROWSER, case.attach)
+        for _ in range(1200):
+            if await browsers(client, case.engine) == alone:
+                return
+            await asyncio.sleep(0.05)
+
     try:
         async with async_playwright() as playwright:
-            await pool_ready(client, Engine.CHROMIUM, Isolation.BROWSER, CDP)
-            alone = await browsers(client)  # the pool's browser alone
+            if pool:
+                await pool_ready(client, case.engine, Isolation.BROWSER, case.attach)
+            alone = await browsers(client, case.engine)  # the pool's browser alone
             for sample in range(samples + 1):  # the first round warms up
-                for warm in (True, False):
-                    await pool_ready(client, Engine.CHROMIUM, Isolation.BROWSER, CDP)
-                    for _ in range(1200):  # the last lease's browser has exited
-                        if await browsers(client) == alone:
-                            break
-                        await asyncio.sleep(0.05)
-                    measured = await attach_once(client, playwright, warm)
+                for warm in kinds:
+                    await quiet(alone)
+                    measured = await attach_once(client, playwright, case, warm)
                     if sample:
                         runs[warm].append(measured)
     finally:
         await client.close()
         broker.stop()
+    return runs
+
+
+async def attach(samples: int, cases: list[AttachCase]) -> str:
     lines = [
-        f"attachable leases (CDP), {samples} samples each, medians",
+        f"attachable leases, {samples} samples each, medians",
         "",
-        "| Acquire(attach=cdp) | Acquire ms | connect_over_cdp ms | Acquire + connect ms |",
-        "|---|---:|---:|---:|",
+        "| protocol / engine | Acquire | Acquire ms | connect ms | Acquire + connect ms |",
+        "|---|---|---:|---:|---:|",
     ]
-    for warm in (False, True):
-        acquire_s = statistics.median(a for a, _ in runs[warm])
-        connect_s = statistics.median(c for _, c in runs[warm])
-        both_s = statistics.median(a + c for a, c in runs[warm])
-        lines.append(
-            f"| {'warm (from the pool)' if warm else 'cold (launched for it)'} "
-            f"| {acquire_s * 1000:.1f} | {connect_s * 1000:.1f} | {both_s * 1000:.1f} |"
-        )
-    return "\n".join(lines)
+    for case in cases:
+        if case.protocol == "bidi":  # cold ones from a broker without a pool
+            runs = await attach_samples(case, samples, (True,), pool=True)
+            runs |= await attach_samples(case, samples, (False,), pool=False)
+        else:
+            runs = await attach_samples(case, samples, (True, False), pool=True)
+        for warm in (False, True):
+            acquire_s = statistics.median(a for a, _ in runs[warm])
+            connect_s = statistics.median(c for _, c in runs[warm])
+            both_s = statistics.median(a + c for a, c in runs[warm])
+            lines.append(
+                f"| {case.protocol} / {case.engine.name.lower()} ({case.connect}) "
+                f"| {'warm (from the pool)' if warm else 'cold (launched for it)'} "
+                f"| {acquire_s * 1000:.1f} | {connect_s * 1000:.1f} | {both_s * 1000:.1f} |"
+            )
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    return "\n".join([*lines, "", f"load average after the run: {load}"])
 
 
 def main() -> None:
@@ -267,13 +354,20 @@ def main() -> None:
     burst_args = sub.add_parser("burst")
     burst_args.add_argument("--burst", type=int, default=8)
     burst_args.add_argument("--pool", type=int, default=4)
-    sub.add_parser("attach").add_argument("--samples", type=int, default=15)
+    attach_args = sub.add_parser("attach")
+    attach_args.add_argument("--samples", type=int, default=15)
+    attach_args.add_argument(
+        "--cases",
+        default=",".join(ATTACH_CASES),
+        help=f"protocol-engine pairs, comma-separated: {', '.join(ATTACH_CASES)}",
+    )
     args = parser.parse_args()
     started = time.perf_counter()
     if args.command == "table":
         print(asyncio.run(table(args.samples)))
     elif args.command == "attach":
-        print(asyncio.run(attach(args.samples)))
+        cases = [ATTACH_CASES[name.strip()] for name in args.cases.split(",")]
+        print(asyncio.run(attach(args.samples, cases)))
     else:
         print(asyncio.run(burst(args.burst, args.pool)))
     print(f"\nwall time: {time.perf_counter() - started:.0f} s")
