@@ -183,7 +183,10 @@ class _AttachProtocolEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Attach
     ISOLATION_BROWSER only (CDP's Target domain sees every context of a browser).
     """
     ATTACH_PROTOCOL_PLAYWRIGHT: _AttachProtocol.ValueType  # 2
-    """Playwright's own protocol (browser_type.connect): not served yet (INVALID_ARGUMENT)."""
+    """Playwright's own protocol: browser_type.connect(url) of the lease's engine (p.chromium on
+    ENGINE_CHROMIUM; p.firefox on ENGINE_FIREFOX and ENGINE_CAMOUFOX), ISOLATION_BROWSER only,
+    from a Playwright of the broker's major.minor version (another is refused HTTP 428).
+    """
     ATTACH_PROTOCOL_BIDI: _AttachProtocol.ValueType  # 3
     """WebDriver BiDi: puppeteer.connect({browserWSEndpoint: url, protocol: 'webDriverBiDi'}).
     ENGINE_FIREFOX (a stock Firefox) only, ISOLATION_BROWSER only, one client at a time, and
@@ -202,7 +205,10 @@ ATTACH_PROTOCOL_CDP: AttachProtocol.ValueType  # 1
 ISOLATION_BROWSER only (CDP's Target domain sees every context of a browser).
 """
 ATTACH_PROTOCOL_PLAYWRIGHT: AttachProtocol.ValueType  # 2
-"""Playwright's own protocol (browser_type.connect): not served yet (INVALID_ARGUMENT)."""
+"""Playwright's own protocol: browser_type.connect(url) of the lease's engine (p.chromium on
+ENGINE_CHROMIUM; p.firefox on ENGINE_FIREFOX and ENGINE_CAMOUFOX), ISOLATION_BROWSER only,
+from a Playwright of the broker's major.minor version (another is refused HTTP 428).
+"""
 ATTACH_PROTOCOL_BIDI: AttachProtocol.ValueType  # 3
 """WebDriver BiDi: puppeteer.connect({browserWSEndpoint: url, protocol: 'webDriverBiDi'}).
 ENGINE_FIREFOX (a stock Firefox) only, ISOLATION_BROWSER only, one client at a time, and

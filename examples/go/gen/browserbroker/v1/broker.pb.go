@@ -264,7 +264,9 @@ const (
 	// {browserWSEndpoint: url}), chromedp's NewRemoteAllocator. ENGINE_CHROMIUM only, and
 	// ISOLATION_BROWSER only (CDP's Target domain sees every context of a browser).
 	AttachProtocol_ATTACH_PROTOCOL_CDP AttachProtocol = 1
-	// Playwright's own protocol (browser_type.connect): not served yet (INVALID_ARGUMENT).
+	// Playwright's own protocol: browser_type.connect(url) of the lease's engine (p.chromium on
+	// ENGINE_CHROMIUM; p.firefox on ENGINE_FIREFOX and ENGINE_CAMOUFOX), ISOLATION_BROWSER only,
+	// from a Playwright of the broker's major.minor version (another is refused HTTP 428).
 	AttachProtocol_ATTACH_PROTOCOL_PLAYWRIGHT AttachProtocol = 2
 	// WebDriver BiDi: puppeteer.connect({browserWSEndpoint: url, protocol: 'webDriverBiDi'}).
 	// ENGINE_FIREFOX (a stock Firefox) only, ISOLATION_BROWSER only, one client at a time, and
