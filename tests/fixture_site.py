@@ -63,6 +63,17 @@ EMBEDS = {
 }
 
 
+def popups_page(count: int) -> bytes:
+    """A page that opens `count` popups by script as it loads, by turns through window.open
+    and a target=_blank link (no opener)."""
+    script = (
+        f"for (let i = 0; i < {count}; i++) {{ if (i % 2) {{ const a = "
+        "document.createElement('a'); a.href = '/form.html?popup=' + i; a.target = '_blank'; "
+        "document.body.appendChild(a); a.click(); } else { window.open('/form.html?popup=' + i); } }"
+    )
+    return f"<!doctype html><body><h1>popups</h1><script>{script}</script></body>".encode()
+
+
 SIMPLE_PAGES = {
     "/login.html": pages.LOGIN,
     "/app.html": pages.APP,
@@ -203,6 +214,8 @@ class FixtureSite:
         elif parts.path == "/file.bin":
             blob = b"x" * (int(query.get("kb", "1")) * 1024)
             self._send(req, 200, blob, "application/octet-stream", "data.bin")
+        elif parts.path == "/popups":
+            self._send(req, 200, popups_page(min(int(query.get("n", "1")), 20)))
         elif parts.path in EMBEDS:
             target = html.escape(query["src"], quote=True)
             self._send(req, 200, EMBEDS[parts.path].format(src=target).encode())

@@ -26,6 +26,7 @@ from typing import Any
 
 from websockets.asyncio.client import ClientConnection
 
+from broker.attach.bidi_pages import WATCHED, PageCount, Subscriptions
 from broker.attach.bidi_rules import judge, undo
 from broker.attach.bounds import AttachLimits, TokenBucket
 from broker.attach.clients import HubClient, Peer, Waiting
@@ -77,6 +78,10 @@ class BidiHub:
         self.downloads_folder = downloads_folder
         self._tasks: set[asyncio.Task[Any]] = set()
         self._denied = False
+        self._pages = PageCount(limits.max_targets)
+        self._subscriptions: dict[HubClient, Subscriptions] = {}
+        self._own_subscriptions: set[str] = set()
+        self._asked: dict[int, dict[str, Any]] = {}  # a client's (un)subscribe, by wire id
 
     def attached(self, trusted: bool) -> int:
         return 0 if trusted else len(self.clients)
@@ -88,10 +93,27 @@ class BidiHub:
         self.session_id = str(result.get("sessionId", ""))
         capabilities = result.get("capabilities")
         self.capabilities = capabilities if isinstance(capabilities, dict) else {}
+        await self._watch_pages()
         behavior = {"type": "allowed", "destinationFolder": self.downloads_folder}
         await self.call("browser.setDownloadBehavior", {"downloadBehavior": behavior})
         self._spawn(self._watch_downloads())
         self._spawn(self._expire_forever())
+
+    async def _watch_pages(self) -> None:
+        """Subscribe the hub to the pages' creation (again after a client unsubscribed by
+        event names, which may have removed the hub's subscription) and count them anew."""
+        result = await self.call("session.subscribe", {"events": list(WATCHED)})
+        self._own_subscriptions.add(str(result.get("subscription")))
+        self._pages.recent.clear()
+        for context in self._pages.recounted(
+            await self.call("browsingContext.getTree", {"maxDepth": 0})
+        ):
+            log.info("a page over attach_max_targets was closed")
+            self._send_own("browsingContext.close", {"context": context})
+
+    async def _watch_pages_again(self) -> None:
+        with contextlib.suppress(BidiHubError, TimeoutError):
+            await self._watch_pages()
 
     def _spawn(self, work: Any) -> None:
         task = asyncio.get_running_loop().create_task(work)
@@ -142,6 +164,7 @@ class BidiHub:
         client = HubClient(peer, False, bucket)
         self.clients.add(client)
         self._made[client] = []
+        self._subscriptions[client] = Subscriptions()
         return client
 
     def detach(self, client: HubClient) -> None:
@@ -150,6 +173,7 @@ class BidiHub:
             return
         client.closed = True
         self.clients.discard(client)
+        self._subscriptions.pop(client, None)
         for wire_id in [k for k, w in self._pending.items() if getattr(w, "client", 0) is client]:
             self._pending[wire_id] = None  # its answer is dropped (and what it made undone)
         client.pending = 0
@@ -167,6 +191,7 @@ class BidiHub:
             raise BadMessage("unknown member 'sessionId'")
         method = command.method
         refusal = self._bounds(client, method) or judge(command, self.limits.max_targets, 0)
+        refusal = refusal or self._page_refusal(method, command.params)
         if refusal is not None:
             client.refused += 1
             client.send(_error(command.id, REFUSED_ERROR, refusal))
@@ -175,37 +200,27 @@ class BidiHub:
             client.send({"type": "success", "id": command.id, "result": result})
         elif method == "session.end":
             client.send({"type": "success", "id": command.id, "result": {}})
-        elif method == "browsingContext.create":
-            client.pending += 1
-            self._spawn(self._create(client, command.id, command.params))
         else:
-            self._relay(client, command.id, method, command.params)
+            wire_id = self._relay(client, command.id, method, command.params)
+            if method == "browsingContext.create":
+                self._pages.opening.add(wire_id)  # counted until its answer
+            elif method in ("session.subscribe", "session.unsubscribe"):
+                self._asked[wire_id] = command.params
 
-    def _relay(self, client: HubClient, ident: int, method: str, params: dict[str, Any]) -> None:
+    def _page_refusal(self, method: str, params: dict[str, Any]) -> str | None:
+        if method == "browsingContext.create" and self._pages.full():
+            return self._pages.refusal(method)
+        named = params.get("subscriptions") if method == "session.unsubscribe" else None
+        if isinstance(named, list) and self._own_subscriptions.intersection(map(str, named)):
+            return f"{method} is refused: a subscription named is the broker's own"
+        return None
+
+    def _relay(self, client: HubClient, ident: int, method: str, params: dict[str, Any]) -> int:
         wire_id = next(self._ids)
         self._pending[wire_id] = Waiting(client, ident, method, self._now())
         client.pending += 1
         self._send(wire_id, method, params)
-
-    async def _create(self, client: HubClient, ident: int, params: dict[str, Any]) -> None:
-        """browsingContext.create, once the pages open now are counted."""
-        try:
-            tree = await self.call("browsingContext.getTree", {"maxDepth": 0})
-        except (BidiHubError, TimeoutError):
-            tree = {}
-        client.pending -= 1
-        if client.closed:
-            return
-        pages = len(tree.get("contexts") or [])
-        if pages >= self.limits.max_targets:
-            client.refused += 1
-            why = (
-                f"browsingContext.create is refused: {pages} pages are open "
-                f"(attach_max_targets {self.limits.max_targets})"
-            )
-            client.send(_error(ident, REFUSED_ERROR, why))
-            return
-        self._relay(client, ident, "browsingContext.create", params)
+        return wire_id
 
     def _bounds(self, client: HubClient, method: str) -> str | None:
         limits = self.limits
@@ -231,6 +246,7 @@ class BidiHub:
         for wire_id, waiting in list(self._pending.items()):
             if isinstance(waiting, Waiting) and waiting.sent_at <= late:
                 self._pending[wire_id] = None  # a late answer is dropped
+                self._forget(wire_id)  # (a page it opens late is closed past the bound)
                 waiting.client.pending -= 1
                 why = f"{waiting.method} got no answer from the browser in {timeout:g} s"
                 waiting.client.send(_error(waiting.ident, "unknown error", why))
@@ -263,6 +279,8 @@ class BidiHub:
         """Too large for a client: its command is answered with an error, an event dropped."""
         found = _ID.search(raw[:256])
         waiting = self._pending.pop(int(found.group(1)), None) if found else None
+        if found:
+            self._forget(int(found.group(1)))
         if not isinstance(waiting, Waiting):
             return
         waiting.client.pending -= 1
@@ -270,19 +288,34 @@ class BidiHub:
         why = f"{waiting.method}: the answer is {len(raw)} bytes, over the bound of {bound}"
         waiting.client.send(_error(waiting.ident, REFUSED_ERROR, why))
 
+    def _forget(self, wire_id: int) -> None:
+        self._pages.opening.discard(wire_id)
+        self._asked.pop(wire_id, None)
+
     def _dispatch(self, message: dict[str, Any]) -> None:
         if message.get("type") == "event":
-            if message.get("method") == "browsingContext.downloadEnd":
+            method = str(message.get("method"))
+            if method == "browsingContext.downloadEnd":
                 params = message.get("params")
                 if isinstance(params, dict) and "filepath" in params:
                     params["filepath"] = None  # a path on the broker's host
+            elif method in WATCHED:
+                self._close_past_bound(self._pages.event(method, message.get("params")))
             for client in list(self.clients):
-                client.send(message)
+                if method not in WATCHED or self._subscriptions[client].wants(method):
+                    client.send(message)
             return
         ident = message.get("id")
         if not isinstance(ident, int):
             return
         waiting = self._pending.pop(ident, None)
+        asked = self._asked.get(ident)
+        if ident in self._pages.opening and message.get("type") == "success":
+            created = (message.get("result") or {}).get("context")
+            self._close_past_bound(created if self._pages.opened(created) else None)
+        self._forget(ident)
+        if asked is not None and isinstance(waiting, Waiting) and not waiting.client.closed:
+            self._subscribed(waiting, asked, message)
         if isinstance(waiting, asyncio.Future):
             if not waiting.done():
                 waiting.set_result(message)
@@ -290,6 +323,18 @@ class BidiHub:
             return
         else:
             self._answer(message, waiting)
+
+    def _close_past_bound(self, context: str | None) -> None:
+        if context is not None:
+            log.info("a page over attach_max_targets was closed")
+            self._send_own("browsingContext.close", {"context": context})
+
+    def _subscribed(self, waiting: Waiting, params: dict[str, Any], answer: dict[str, Any]) -> None:
+        if answer.get("type") != "success":
+            return
+        self._subscriptions[waiting.client].answered(waiting.method, params, answer.get("result"))
+        if waiting.method == "session.unsubscribe" and params.get("events"):
+            self._spawn(self._watch_pages_again())
 
     def _answer(self, message: dict[str, Any], waiting: Waiting) -> None:
         client = waiting.client

@@ -74,6 +74,7 @@ class CdpHub:
         self._pending: dict[int, Waiting | asyncio.Future[dict[str, Any]]] = {}
         self._owner: dict[str, HubClient] = {}
         self._pages: set[str] = set()
+        self._opening: set[int] = set()  # clients' createTarget not answered yet (wire ids)
         self.clients: set[HubClient] = set()
         self.gone = asyncio.Event()  # the browser closed its end of the pipe
         self._pump: asyncio.Task[None] | None = None
@@ -113,6 +114,7 @@ class CdpHub:
                 continue
             if waiting.sent_at <= late:
                 del self._pending[wire_id]
+                self._opening.discard(wire_id)  # (a page it opens late is closed past the bound)
                 waiting.client.pending -= 1
                 text = f"{waiting.method} got no answer from the browser in {timeout:g} s"
                 waiting.client.send(error(waiting.ident, waiting.session, text))
@@ -191,6 +193,8 @@ class CdpHub:
             client, command.id, command.method, self._now(), command.session_id
         )
         client.pending += 1
+        if command.method == "Target.createTarget" and not client.trusted:
+            self._opening.add(wire_id)  # counted as a page until its answer
         self.pipe.write(command.wire(wire_id, session))
 
     def _bounds(self, client: HubClient, method: str) -> str | None:
@@ -202,8 +206,12 @@ class CdpHub:
             )
         if client.pending >= limits.max_pending:
             return f"{method} is refused: {limits.max_pending} commands are still unanswered"
-        if method == "Target.createTarget" and len(self._pages) >= limits.max_targets:
-            return f"{method} is refused: {limits.max_targets} pages are open (max_targets)"
+        opening = len(self._pages) + len(self._opening)
+        if method == "Target.createTarget" and opening >= limits.max_targets:
+            return (
+                f"{method} is refused: {limits.max_targets} pages are open or being opened "
+                "(max_targets)"
+            )
         return None
 
     # ------------------------------------------------------------ browser -> clients
@@ -248,6 +256,7 @@ class CdpHub:
 
     def _dispatch(self, message: dict[str, Any]) -> None:
         if "id" in message:
+            self._opening.discard(message["id"])
             waiting = self._pending.pop(message["id"], None)
             if isinstance(waiting, asyncio.Future):
                 if not waiting.done():

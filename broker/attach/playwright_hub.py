@@ -51,6 +51,7 @@ class PlaywrightClient(HubClient):
     upstream: ClientConnection | None = None
     types: dict[str, str] = field(default_factory=lambda: {"": "Root"})  # guid -> its type
     waiting: set[int] = field(default_factory=set)  # call ids not answered yet
+    opening: set[int] = field(default_factory=set)  # its newPage calls not answered yet
     outbox: deque[str] = field(default_factory=deque)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -192,6 +193,8 @@ class PlaywrightHub:
             return
         if not call.method.startswith("__"):
             client.waiting.add(call.id)
+        if call.method == "newPage":
+            client.opening.add(call.id)  # counted as a page until its answer
         client.outbox.append(call.wire())
         client.wake.set()
 
@@ -206,13 +209,27 @@ class PlaywrightHub:
             return f"{call.method} is refused: call id {call.id} is still unanswered"
         if len(client.waiting) >= limits.max_pending:
             return f"{call.method} is refused: {limits.max_pending} calls are still unanswered"
-        if call.method == "newPage" and self._pages() >= limits.max_targets:
-            return f"{call.method} is refused: {limits.max_targets} pages are open (max_targets)"
+        opening = sum(len(c.opening) for c in self._clients)
+        if call.method == "newPage" and self._pages() + opening >= limits.max_targets:
+            return (
+                f"{call.method} is refused: {limits.max_targets} pages are open or being "
+                "opened (max_targets)"
+            )
         return None
 
     def _pages(self) -> int:
         """Pages the clients' contexts hold (popups included), as the server announced them."""
         return sum(kind == "Page" for c in self._clients for kind in c.types.values())
+
+    def _close_past_bound(self, client: PlaywrightClient, guid: str) -> None:
+        """A page the server made (a client's or a site's popup) past max_targets is closed
+        by the hub, on the client's own connection (its answer is the hub's)."""
+        if self._pages() <= self.limits.max_targets:
+            return
+        log.info("a page over max_targets was closed")
+        message = {"id": next(self._own_ids), "guid": guid, "method": "close"}
+        client.outbox.append(json.dumps({**message, "params": {}, "metadata": {}}))
+        client.wake.set()
 
     def _upload_bound(self, client: PlaywrightClient, kind: str, call: Call) -> str | None:
         """Files a client uploads are written on the broker's host first: bounded in all."""
@@ -263,8 +280,7 @@ class PlaywrightHub:
             if close is not None:
                 close(CLOSE_SERVER_GONE, why[:120])
 
-    @staticmethod
-    def _seen(client: PlaywrightClient, text: str) -> bool:
+    def _seen(self, client: PlaywrightClient, text: str) -> bool:
         """Keep the types of the objects the server creates (calls are judged by them), the
         files of its downloads, and which calls are answered; whether the client is sent it
         (not an answer to the hub's own call)."""
@@ -272,6 +288,7 @@ class PlaywrightHub:
         if answer is not None:
             ident = int(answer[1])
             client.waiting.discard(ident)
+            client.opening.discard(ident)
             return ident < OWN_IDS
         head = text[:_HEAD]
         if '"method":"__create__"' in head or '"method":"__dispose__"' in head:
@@ -285,6 +302,8 @@ class PlaywrightHub:
                 client.artifacts.pop(str(event.get("guid")), None)
             elif isinstance(params.get("guid"), str) and isinstance(params.get("type"), str):
                 client.types[params["guid"]] = params["type"]
+                if params["type"] == "Page":
+                    self._close_past_bound(client, params["guid"])
                 path = (params.get("initializer") or {}).get("absolutePath")
                 if params["type"] == "Artifact" and isinstance(path, str):
                     client.artifacts[params["guid"]] = path

@@ -1,0 +1,62 @@
+"""The BiDi hub's page count (attach_max_targets) and which page events a client is relayed."""
+
+from __future__ import annotations
+
+from broker.attach.bidi_pages import PageCount, Subscriptions
+
+CREATED = "browsingContext.contextCreated"
+DESTROYED = "browsingContext.contextDestroyed"
+
+
+def test_creates_being_answered_count_as_pages() -> None:
+    pages = PageCount(3)
+    pages.opened("first")
+    pages.opening.update({1, 2})
+    assert pages.full()
+    assert "1 pages are open and 2 being opened" in pages.refusal("browsingContext.create")
+    pages.opening.discard(1)  # refused by the browser: its slot is free again
+    assert not pages.full()
+
+
+def test_a_page_past_the_bound_is_named_to_close_and_frees_its_slot_when_gone() -> None:
+    pages = PageCount(2)
+    assert pages.event(CREATED, {"context": "a", "parent": None}) is None
+    assert pages.event(CREATED, {"context": "b", "parent": None}) is None
+    assert pages.event(CREATED, {"context": "frame", "parent": "a"}) is None  # not a page
+    assert pages.event(CREATED, {"context": "popup", "parent": None}) == "popup"
+    assert pages.event(CREATED, {"context": "popup", "parent": None}) is None  # seen once
+    pages.event(DESTROYED, {"context": "popup", "parent": None})
+    pages.event(DESTROYED, {"context": "b", "parent": None})
+    assert pages.open == {"a"} and not pages.full()
+    # The answer to a create and its event name one page, whichever comes first.
+    assert not pages.opened("c") and not pages.opened("c")
+    assert pages.event(CREATED, "not an object") is None
+
+
+def test_a_recount_keeps_what_opened_meanwhile_and_names_the_pages_past_the_bound() -> None:
+    pages = PageCount(2)
+    pages.recent.clear()
+    pages.opened("new")
+    tree = {"contexts": [{"context": "a"}, {"context": "b"}, {"context": 5}, "x"]}
+    assert pages.recounted(tree) == ["new"]
+    assert pages.open == {"a", "b", "new"}
+
+
+def test_a_client_is_relayed_page_events_only_while_it_subscribes_to_them() -> None:
+    subscriptions = Subscriptions()
+    assert not subscriptions.wants(CREATED)
+    subscriptions.answered(
+        "session.subscribe", {"events": ["browsingContext"]}, {"subscription": "s1"}
+    )
+    assert subscriptions.wants(CREATED) and subscriptions.wants(DESTROYED)
+    subscriptions.answered("session.unsubscribe", {"subscriptions": ["s1"]}, {})
+    assert not subscriptions.wants(CREATED)
+    subscriptions.answered(
+        "session.subscribe", {"events": [CREATED, "log"]}, {"subscription": "s2"}
+    )
+    assert subscriptions.wants(CREATED) and not subscriptions.wants(DESTROYED)
+    subscriptions.answered("session.unsubscribe", {"events": ["browsingContext"]}, {})
+    assert not subscriptions.wants(CREATED) and subscriptions.wants("log.entryAdded")
+    subscriptions.answered("session.subscribe", {"events": "x"}, {"subscription": "s3"})
+    subscriptions.answered("session.subscribe", {"events": [CREATED]}, {"subscription": 5})
+    assert not subscriptions.wants(CREATED)
