@@ -7,20 +7,23 @@ with another. A pooled browser is lent once; a tenant's egress rules bind to it 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
+import psutil
 import pytest
 from playwright.async_api import Browser, Playwright
 
 from broker.warm.pool import WarmPool
-from browserbroker import AsyncBrokerClient, Engine, steps
+from browserbroker import AsyncBrokerClient, Engine, OnDisconnect, steps
 from browserbroker.v1 import broker_pb2 as pb
+from tests.attach.endings import count_releases
 from tests.attach.playwright_support import launch_scripts, no_browser_left, patient
 from tests.attach.support import playwright
 from tests.attach.warm_support import leave_traces, no_traces, refused_the_site, tenant
 from tests.conftest import BrokerFactory
 from tests.fixture_site import FixtureSite
 from tests.integration.test_engines import gone
-from tests.support import InProcessBroker, in_process_browsers
+from tests.support import InProcessBroker, eventually, in_process_browsers
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -134,3 +137,52 @@ async def test_a_tenants_egress_rules_hold_on_a_warm_served_browser(
         denied = await lease.run(steps.goto(fixture_server.url("form.html")), timeout=60)
         assert not denied.ok  # the broker's own Runs go through the same route
         await lease.release()
+
+
+@pytest.mark.parametrize("ending", ["ttl_expired", "client_disconnected"])
+async def test_every_ending_of_a_warm_playwright_lease_stops_its_browser_once(
+    broker_factory: BrokerFactory, ending: str
+) -> None:
+    running = await start(broker_factory, "chromium")
+    releases = count_releases(running)
+    pooled = await filled(running, "chromium")
+    lease = await running.client.acquire(
+        attach="playwright",
+        ttl=15 if ending == "ttl_expired" else 120,  # the TTL outlasts the connect under load
+        on_disconnect=OnDisconnect.END if ending == "client_disconnected" else OnDisconnect.KEEP,
+    )
+    assert lease.grant.warm
+    async with playwright() as p:
+        browser = await connect(p, lease.connect_url, "chromium")
+        await (await browser.new_page()).goto("data:text/html,<h1>attached</h1>")
+        if ending == "client_disconnected":
+            await browser.close()  # the last client leaving ends the lease
+        await eventually(lambda: lease.id in releases.count, 60)
+    assert releases.count[lease.id] == 1 and releases.reason[lease.id] == ending
+    late = await lease.release()
+    assert (late.released_now, late.reason) == (False, ending)
+    assert await gone(pooled, 60), f"the warm lease's browser outlived it: {pooled}"
+    await filled(running, "chromium")
+
+
+async def test_a_pooled_browser_that_dies_is_replaced_and_its_script_ends(
+    broker_factory: BrokerFactory,
+) -> None:
+    """A served browser killed while it waits in the pool leaves it, its launch script exits
+    with it, and the pool refills with another; no lease ever saw it."""
+    running = await start(broker_factory, "chromium")
+    pooled = await filled(running, "chromium")
+    pool = the_pool(running, "chromium")
+    (victim,) = pool.sessions()
+    for proc in in_process_browsers():
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+    await eventually(lambda: victim not in pool.sessions(), 60)
+    assert await gone(pooled, 60), f"the dead browser's launch script outlived it: {pooled}"
+    fresh = await filled(running, "chromium")
+    assert fresh.isdisjoint(pooled) and len(launch_scripts()) == 1
+    lease = await running.client.acquire(attach="playwright", ttl=60)
+    assert lease.grant.warm  # the replacement, alive
+    result = await lease.run(steps.evaluate("1 + 1"), timeout=60)
+    assert result.raise_for_failure()[0].value == 2
+    await lease.release()
