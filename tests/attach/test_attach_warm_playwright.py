@@ -120,18 +120,19 @@ async def test_the_served_pool_serves_only_default_playwright_leases(
         await lease.release()
 
 
+@pytest.mark.parametrize("engine", ["chromium", "firefox"])
 async def test_a_tenants_egress_rules_hold_on_a_warm_served_browser(
-    broker_factory: BrokerFactory, fixture_server: FixtureSite
+    broker_factory: BrokerFactory, fixture_server: FixtureSite, engine: str
 ) -> None:
     """The served browser was launched, behind its route, before anyone's lease: the tenant's
     rules bind to that route when it is lent, so what the tenant's client opens is refused."""
-    running = await start(broker_factory, "chromium", tenants=[TENANT])
-    await filled(running, "chromium")
+    running = await start(broker_factory, engine, tenants=[TENANT])
+    await filled(running, engine)
     async with AsyncBrokerClient(running.address, token=TOKEN) as alpha:
-        lease = await alpha.acquire(attach="playwright", ttl=120)
+        lease = await alpha.acquire(attach="playwright", engine=Engine[engine.upper()], ttl=180)
         assert lease.grant.warm
         async with playwright() as p:
-            browser = await connect(p, lease.connect_url, "chromium")
+            browser = await connect(p, lease.connect_url, engine)
             await refused_the_site(browser, fixture_server)
             await browser.close()
         denied = await lease.run(steps.goto(fixture_server.url("form.html")), timeout=60)
