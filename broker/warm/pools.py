@@ -45,6 +45,17 @@ ATTACH_REFILL_DELAY_S = 1.0
 QUIET_MAX_WAIT_S = 1.0
 QUIET_POLL_S = 0.01
 
+# Estimated MiB a lease's browser costs beyond its session's estimate (`session_memory_mb`), by
+# attach protocol: a browser served over Playwright's protocol has a Node launch script
+# (launchServer) of its own, about 90 MiB PSS beside Chromium and Firefox alike (measured beside
+# a pooled one).
+ATTACH_MEMORY_MB = {AttachProtocol.PLAYWRIGHT: 90.0}
+
+
+def attach_memory_mb(protocol: AttachProtocol | None) -> float:
+    return ATTACH_MEMORY_MB.get(protocol, 0.0) if protocol is not None else 0.0
+
+
 SessionMemory = Callable[[EngineName, Isolation], float]
 # What a pool serves: engine, isolation and attach protocol (None: not attachable).
 PoolKey = tuple[EngineName, Isolation, AttachProtocol | None]
@@ -121,14 +132,14 @@ class Pools:
 
     def leases_mb(self) -> float:
         return sum(
-            self._memory(lease.spec.engine, lease.spec.isolation) for lease in self._active()
+            self._memory(lease.spec.engine, lease.spec.isolation)
+            + attach_memory_mb(attach_protocol(lease.spec))
+            for lease in self._active()
         )
 
     def warm_mb(self, opening: bool = True) -> float:
         return sum(
-            (len(pool) + (pool.opening if opening else 0))
-            * self._memory(pool.engine.name, pool.isolation)
-            for pool in self.pools
+            (len(pool) + (pool.opening if opening else 0)) * self._one(pool) for pool in self.pools
         )
 
     # ---------------------------------------------------------------- lending
@@ -201,6 +212,10 @@ class Pools:
         while self._busy(pool.engine.name) and loop.time() < give_up:  # noqa: ASYNC110
             await asyncio.sleep(QUIET_POLL_S)  # polled: a Run's end has no event to wait on
 
+    def _one(self, pool: WarmPool) -> float:
+        """The estimated memory of one of `pool`'s sessions (with its launch script, if any)."""
+        return self._memory(pool.engine.name, pool.isolation) + attach_memory_mb(pool.attach)
+
     def closing_mb(self) -> float:
         """Sessions of ended leases still closing: their memory is not free yet."""
         if self._owned is None:
@@ -218,7 +233,7 @@ class Pools:
         budget = self.memory_budget_mb
         if not budget:
             return True
-        one = self._memory(pool.engine.name, pool.isolation)
+        one = self._one(pool)
         return self.leases_mb() + self.closing_mb() + self.warm_mb() + one <= budget
 
     def _follow_demand(self, pool: WarmPool) -> None:
