@@ -14,7 +14,7 @@ import pytest
 from playwright.async_api import Browser, Playwright
 
 from broker.warm.pool import WarmPool
-from browserbroker import AsyncBrokerClient, Engine, OnDisconnect, steps
+from browserbroker import AsyncBrokerClient, Engine, OnDisconnect, ResourceExhaustedError, steps
 from browserbroker.v1 import broker_pb2 as pb
 from tests.attach.endings import count_releases
 from tests.attach.playwright_support import launch_scripts, no_browser_left, patient
@@ -125,7 +125,8 @@ async def test_a_tenants_egress_rules_hold_on_a_warm_served_browser(
     broker_factory: BrokerFactory, fixture_server: FixtureSite, engine: str
 ) -> None:
     """The served browser was launched, behind its route, before anyone's lease: the tenant's
-    rules bind to that route when it is lent, so what the tenant's client opens is refused."""
+    rules bind to that route when it is lent, so what the tenant's client opens is refused; and
+    its quota holds as for any lease."""
     running = await start(broker_factory, engine, tenants=[TENANT])
     await filled(running, engine)
     async with AsyncBrokerClient(running.address, token=TOKEN) as alpha:
@@ -137,6 +138,11 @@ async def test_a_tenants_egress_rules_hold_on_a_warm_served_browser(
             await browser.close()
         denied = await lease.run(steps.goto(fixture_server.url("form.html")), timeout=60)
         assert not denied.ok  # the broker's own Runs go through the same route
+        # The tenant's quota (one lease) holds before the pool is looked at.
+        await asyncio.wait_for(the_pool(running, engine).filled.wait(), 180)
+        with pytest.raises(ResourceExhaustedError, match="its maximum"):
+            await alpha.acquire(attach="playwright", engine=Engine[engine.upper()], timeout=10)
+        assert len(the_pool(running, engine)) == 1  # the refused Acquire took nothing
         await lease.release()
 
 
