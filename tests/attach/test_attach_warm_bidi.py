@@ -102,8 +102,9 @@ async def test_a_tenants_egress_rules_hold_on_a_warm_bidi_browser(
         assert lease.grant.warm
         async with raw(lease.connect_url) as client:
             went = await visit(client, fixture_server.url("form.html"))
-            if went["type"] == "success":  # Firefox shows its own error page
-                assert "Fixture" not in str(await evaluate(client, "document.body.innerText"))
+            if went["type"] == "success":  # the route's refusal, naming the tenant's rule
+                shown = str(await evaluate(client, "document.body.innerText"))
+                assert "Fixture" not in shown and "denied by egress rule 'deny_cidrs'" in shown
             else:
                 assert "NS_ERROR" in went.get("message", ""), went
         await lease.release()

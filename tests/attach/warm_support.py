@@ -50,6 +50,8 @@ async def refused_the_site(browser: Browser, site: FixtureSite) -> None:
     try:
         response = await page.goto(site.url("form.html"), timeout=30_000)
         assert response is None or response.status != 200
+        # The route's refusal, naming the tenant's rule.
+        assert "denied by egress rule 'deny_cidrs'" in await page.content()
     except PlaywrightError as exc:  # refused by the route: a network error is the answer
         assert "ERR_" in str(exc) or "NS_ERROR" in str(exc), exc
     assert "Fixture" not in await page.content()
