@@ -16,8 +16,8 @@ is the cycle alone; the waits for refills are in the level's wall time, so this 
 is bounded by the broker's refill launches (one at a time per engine, 1 s after a take): read its
 p50. Each level records how many of its leases were warm.
 
-A Playwright-protocol row is one more entry in WARM_PROTOCOLS, once the broker pools attach =
-playwright browsers.
+A row per protocol in WARM_PROTOCOLS (CDP with connect_over_cdp, Playwright's protocol with
+browser_type.connect): a protocol whose browsers the broker pools is one more entry.
 """
 
 from __future__ import annotations
@@ -35,7 +35,8 @@ from browserbroker import AsyncBrokerClient, AsyncLease
 from browserbroker.v1 import broker_pb2 as pb
 from tests.support import BrokerProcess
 
-WARM_PROTOCOLS = ("cdp",)  # the warm attach rows bench.peers runs (key: warm-attach-<protocol>)
+# The warm attach rows bench.peers runs (key: warm-attach-<protocol>).
+WARM_PROTOCOLS = ("cdp", "playwright")
 COLD_NAMES = {"cdp": BrokerAttachCdp.name, "playwright": BrokerAttachPlaywright.name}
 POLL_S = 0.05  # GetStatus, shared by every waiting client
 

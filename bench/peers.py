@@ -12,8 +12,8 @@ over HTTP on loopback, read its h1, end the session) with the same Chromium, in 
 - the broker with a warm pool, through the Python SDK and through a raw gRPC stub;
 - the broker's attachable lease over CDP: Acquire(attach=cdp), connect_over_cdp, goto, read,
   disconnect, Release (an "attach cycle"); the same over Playwright's own protocol
-  (attach=playwright, browser_type.connect); and the CDP cycle warm, on a broker of its own with
-  an attachable warm pool of the level's client count (bench/peer_warm_attach.py);
+  (attach=playwright, browser_type.connect); and both cycles warm, each on a broker of its own
+  with an attachable warm pool of the level's client count (bench/peer_warm_attach.py);
 - Playwright in this process, a new context per session, and on a page opened beforehand;
 - `playwright run-server`, `connect` per session;
 - Selenium Grid 4 standalone (`scripts/selenium.sh build` fetches it first), Debian's ChromeDriver;
@@ -30,7 +30,7 @@ same command sent straight to a Chromium's DevTools port; the broker process's C
 lease cycle; and the browsers' PSS per concurrent lease at 1, 10 and 25 leases. Writes JSON and
 a markdown table (medians, p90, p99, the machine and the versions) to --out, and prints the
 table. A peer that cannot start fails the run. `--only` measures some rows (keys and groups in
-bench/peer_select.py; `--only warm-attach`: the warm attach cycle, run-server and Browserless
+bench/peer_select.py; `--only warm-attach`: the warm attach cycles, run-server and Browserless
 over CDP, a few minutes with --quick); the broker figures need `sdk`.
 """
 

@@ -22,6 +22,7 @@ def test_only_expands_groups_in_the_runs_order() -> None:
     assert parse_only("all") == list(KEYS)
     assert parse_only("browserless-cdp,warm-attach") == [
         "warm-attach-cdp",
+        "warm-attach-playwright",
         "run-server",
         "browserless-cdp",
     ]
@@ -30,6 +31,7 @@ def test_only_expands_groups_in_the_runs_order() -> None:
         "attach-cdp",
         "attach-playwright",
         "warm-attach-cdp",
+        "warm-attach-playwright",
         "run-server",
         "browserless-cdp",
     ]
@@ -62,6 +64,12 @@ def test_only_builds_the_chosen_rows_and_nothing_else() -> None:
     assert warm.pool_flag(4) == "chromium/browser+cdp=4"
     assert (
         warm_name("playwright") == "broker, warm attach cycle over Playwright's protocol (connect)"
+    )
+    other = build_systems(
+        ["warm-attach-playwright"], BrokerProcess(), cast(Any, object()), "", "", 1
+    )
+    assert cast(BrokerWarmAttach, other["warm-attach-playwright"]).pool_flag(2) == (
+        "chromium/browser+playwright=2"
     )
 
 
