@@ -32,9 +32,18 @@ CLOSE_TIMEOUT_S = 3.0  # Browser.close, then SIGKILL to the browser's process gr
 _ATTACHING = ("Target.attachToTarget", "Target.attachToBrowserTarget")
 _TARGET_EVENTS = ("Target.targetCreated", "Target.targetInfoChanged")
 # Answers the hub reads (and may rewrite) before a client has them; any other answer, and any
-# event outside the Target domain, may be relayed by its envelope alone.
+# event outside the Target domain, may be relayed by its envelope alone, unparsed.
 _READ_ANSWERS = (*_ATTACHING, "Target.getTargets", "Target.getTargetInfo")
-_LARGE_BYTES = 256 * 1024  # a message routed by its envelope, never parsed on the loop
+# Read too when small: answers handing IO streams (`_given_streams`), and the events the hub
+# watches (downloads' progress, a trace's stream).
+_STREAM_ANSWERS = (
+    "Fetch.takeResponseBodyAsStream",
+    "IO.resolveBlob",
+    "Network.takeResponseBodyForInterceptionAsStream",
+    "Page.printToPDF",
+)
+_READ_EVENTS = ("Browser.downloadProgress", "Page.downloadProgress", "Tracing.tracingComplete")
+_LARGE_BYTES = 256 * 1024  # a message routed by its envelope whatever its method
 
 
 class HubError(RuntimeError):
@@ -233,7 +242,7 @@ class CdpHub:
                 if isinstance(raw, Oversized):
                     self._oversized(raw)
                     continue
-                if len(raw) > _LARGE_BYTES and self._relay_large(raw):
+                if self._relay_unparsed(raw):
                     continue
                 try:
                     if len(raw) > CHUNK_BYTES:
@@ -309,14 +318,20 @@ class CdpHub:
             del message["sessionId"]
         client.send(message)
 
-    def _relay_large(self, raw: bytes) -> bool:
-        """Relay a large message by its envelope, unparsed; False: it must be parsed."""
+    def _relay_unparsed(self, raw: bytes) -> bool:
+        """Relay a message by its envelope, unparsed (its id and session spliced); False: it
+        must be parsed (the hub reads it, or it is not written as Chromium writes them)."""
         envelope = read_envelope(raw[:ENVELOPE_BYTES], raw[-ENVELOPE_BYTES:], len(raw))
         if envelope is None:
             return False
+        small = len(raw) <= _LARGE_BYTES
         if envelope.id is not None:
             waiting = self._pending.get(envelope.id)
             if not isinstance(waiting, Waiting) or waiting.method in _READ_ANSWERS:
+                return False
+            if small and (
+                waiting.method in _STREAM_ANSWERS or waiting.method.startswith("Target.")
+            ):
                 return False
             del self._pending[envelope.id]
             client, ident = waiting.client, waiting.ident
@@ -333,7 +348,8 @@ class CdpHub:
                 )
                 return True
         else:
-            if envelope.session is None or (envelope.method or "").startswith("Target."):
+            method = envelope.method or ""
+            if envelope.session is None or method.startswith("Target.") or method in _READ_EVENTS:
                 return False
             owner = self._owner.get(envelope.session)
             if owner is None:

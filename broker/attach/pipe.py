@@ -153,10 +153,11 @@ class BrowserPipe:
                     return Oversized(head, tail, size)
                 return parts[0] if len(parts) == 1 else b"".join(parts)
 
-    def write(self, message: str) -> None:
+    def write(self, message: str | bytes) -> None:
         assert self._writer is not None
         if not self._writer.is_closing():
-            self._writer.write(message.encode() + b"\0")
+            data = message.encode() if isinstance(message, str) else message
+            self._writer.write(data + b"\0")
 
     def kill(self) -> None:
         """SIGKILL to the browser's whole process group (its helpers, its jail)."""

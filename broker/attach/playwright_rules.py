@@ -26,11 +26,11 @@ method) is refused naming it, as are these, by parameter:
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
 from broker.attach.rules import BadMessage, strict_object
+from broker.attach.strict_json import serialized
 from broker.common.urls import UrlError, canonical
 
 
@@ -162,7 +162,7 @@ class Call:
             "params": self.params,
             "metadata": self.metadata,
         }
-        return json.dumps(message, separators=(",", ":"), allow_nan=False)
+        return serialized(message).decode()
 
 
 def decode_call(raw: str | bytes) -> Call:

@@ -1,32 +1,48 @@
 """One WebSocket client of a hub: its messages in, the hub's answers and events out through a
-bounded send buffer (a client that does not read is disconnected, never buffered for ever)."""
+bounded send buffer (a client that does not read is disconnected, never buffered for ever).
+
+A tenant's client is read at most READ_BYTES_PER_S on average (READ_BURST_BYTES at once): past
+that, its reads pause (backpressure: the socket's buffer fills and TCP stops the sender), so
+the parse of its messages, at C speed, takes a bounded share of the broker's one event loop.
+After a large message the loop runs its other work before the next one is read, even when the
+next is already buffered."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections import deque
 from collections.abc import Callable
 
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
+from websockets.protocol import State
 
 from broker.attach.clients import HubClient
 from broker.attach.hubs import AttachHub
 from broker.attach.rules import BadMessage
 
 MAX_UNSENT_BYTES = 64 * 1024 * 1024
+READ_BYTES_PER_S = 4 * 1024 * 1024  # a tenant's client, on average (docs/security.md)
+READ_BURST_BYTES = 8 * 1024 * 1024  # two messages of the default attach_max_message_bytes
+YIELD_BYTES = 64 * 1024  # a message this large lets the loop run other work after it
 CLOSE_BAD_MESSAGE = 1007
 CLOSE_TOO_SLOW = 1008
 
 
 class SocketPeer:
+    """A message for the client is written to its socket at once when nothing waits before it
+    (the writer task idle, the socket's write buffer empty): one wake-up of a task less per
+    message. Otherwise it is queued for the writer task, which waits for the socket to drain."""
+
     def __init__(self, socket: ServerConnection, max_unsent: int = MAX_UNSENT_BYTES) -> None:
         self._socket = socket
         self._max_unsent = max_unsent
         self._queue: deque[str | bytes] = deque()
         self._unsent = 0
         self._wake = asyncio.Event()
+        self._sending = False  # the writer task is handing a message to the socket
         self.overflowed = False
         self._closing: tuple[int, str] | None = None
 
@@ -37,7 +53,7 @@ class SocketPeer:
         self._wake.set()
 
     def deliver(self, text: str | bytes) -> None:
-        if self.overflowed:
+        if self.overflowed or self._sent_now(text):
             return
         self._queue.append(text)
         self._unsent += len(text)
@@ -45,6 +61,23 @@ class SocketPeer:
             self.overflowed = True
             self._queue.clear()
         self._wake.set()
+
+    def _sent_now(self, text: str | bytes) -> bool:
+        """Write `text` as a text frame now if nothing waits before it (what websockets' own
+        `send` does when it need not wait for the socket to drain)."""
+        socket = self._socket
+        if (
+            self._queue
+            or self._sending
+            or self._closing is not None
+            or socket.send_in_progress is not None
+            or socket.protocol.state is not State.OPEN
+            or socket.transport.get_write_buffer_size()
+        ):
+            return False
+        socket.protocol.send_text(text.encode() if isinstance(text, str) else text)
+        socket.send_data()
+        return True
 
     async def write_forever(self) -> None:
         while True:
@@ -56,10 +89,30 @@ class SocketPeer:
             while self._queue:
                 text = self._queue.popleft()
                 self._unsent -= len(text)
-                await self._socket.send(text, text=True)  # CDP is text, even as bytes
+                self._sending = True
+                try:
+                    await self._socket.send(text, text=True)  # CDP is text, even as bytes
+                finally:
+                    self._sending = False
             if self._closing is not None:
                 await self._socket.close(*self._closing)
                 return
+
+
+class ReadBudget:
+    """Bytes a client may send: `rate` a second, at most `burst` saved. `spend` says how long
+    to pause reading so that what was read stays within them."""
+
+    def __init__(self, rate: float, burst: int, now: float) -> None:
+        self.rate = rate
+        self.burst = float(burst)
+        self.tokens = float(burst)
+        self.at = now
+
+    def spend(self, size: int, now: float) -> float:
+        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate) - size
+        self.at = now
+        return 0.0 if self.tokens >= 0 else -self.tokens / self.rate
 
 
 async def relay(
@@ -68,10 +121,13 @@ async def relay(
     client: HubClient,
     peer: SocketPeer,
     on_message: Callable[[], None] | None = None,
+    budget: ReadBudget | None = None,
 ) -> str:
     """Relay until the socket closes; why it closed ("client closed", "bad message: ...")."""
     writer = asyncio.get_running_loop().create_task(peer.write_forever())
     cause = "client closed"
+    if budget is None and not client.trusted:
+        budget = ReadBudget(READ_BYTES_PER_S, READ_BURST_BYTES, time.monotonic())
     try:
         async for raw in socket:
             try:
@@ -82,6 +138,9 @@ async def relay(
                 break
             if on_message is not None:
                 on_message()
+            pause = 0.0 if budget is None else budget.spend(len(raw), time.monotonic())
+            if pause > 0 or len(raw) >= YIELD_BYTES:
+                await asyncio.sleep(pause)
     except ConnectionClosed:
         pass
     finally:

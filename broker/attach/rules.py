@@ -1,11 +1,13 @@
 """Which CDP commands an attached client may send, judged as Chromium will read them.
 
-A client's message is parsed strictly (no duplicate keys at any depth, no NaN or Infinity, no
-number that is not a finite double nor an integer beyond 2**53, no nesting deeper than
-MAX_DEPTH: Chromium never answers what it cannot read, and the command would wait for ever; an
-object with an integer `id`, a string `method`, an object `params`, a string `sessionId`), and
-the browser is sent the broker's own serialization of what was judged, never the client's
-bytes: two parsers cannot read one message two ways.
+A client's message is parsed strictly, at C speed (orjson, RE2: `strict_object`), into what
+Chromium will read: no NaN or Infinity, no number that is not a finite double (`1e400`), no
+integer beyond 2**53 - 1, no nesting deeper than MAX_DEPTH (Chromium never answers what it
+cannot read, and the command would wait for ever); an object with an integer `id`, a string
+`method`, an object `params`, a string `sessionId`. The browser is sent the broker's own
+serialization of what was judged, never the client's bytes, so two parsers cannot read one
+message two ways: a key given twice counts once, with its last value, and only that value is
+judged and sent; a lone surrogate (`"\\ud800"`) is judged, and sent, as U+FFFD.
 
 A command must be on the allow list (`allowed.py`: every command a client may send, domain by
 domain, and those refused on purpose with the reason); anything else is refused naming it. An
@@ -28,21 +30,16 @@ allowed command may still be refused or rewritten by its parameters, here
 
 from __future__ import annotations
 
-import json
-import math
-import re
 from dataclasses import dataclass
-from itertools import accumulate
 from typing import Any
 
 from broker.attach.allowed import refusal
+from broker.attach.strict_json import MAX_DEPTH, BadMessage, serialized, strict_object
 from broker.common.urls import UrlError, canonical
 
+__all__ = ["MAX_DEPTH", "BadMessage", "Command", "decode", "judge", "strict_object"]
+
 ERROR_CODE = -32000  # what Chromium answers a refused command with, too
-
-
-class BadMessage(ValueError):
-    """Not a CDP command (the socket is closed: nothing sane can be answered)."""
 
 
 @dataclass
@@ -52,74 +49,11 @@ class Command:
     params: dict[str, Any]
     session_id: str | None
 
-    def wire(self, wire_id: int, session_id: str | None) -> str:
+    def wire(self, wire_id: int, session_id: str | None) -> bytes:
         message: dict[str, Any] = {"id": wire_id, "method": self.method, "params": self.params}
         if session_id is not None:
             message["sessionId"] = session_id
-        return json.dumps(message, separators=(",", ":"), allow_nan=False)
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise BadMessage(f"duplicate key {key[:64]!r}")
-        out[key] = value
-    return out
-
-
-def _no_constant(name: str) -> Any:
-    raise BadMessage(f"{name} is not JSON")
-
-
-MAX_DEPTH = 100  # arrays and objects within one another
-MAX_INT = 2**53  # beyond it, a JSON number is not an integer a double holds
-_STRINGS = re.compile(r'"(?:[^"\\]|\\.)*"')
-_NOT_BRACKETS = re.compile(r"[^\[\]{}]+")
-_DEPTH_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
-
-
-def _finite(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise BadMessage(f"{text[:32]} is not a finite number")
-    return value
-
-
-def _integer(text: str) -> int:
-    if len(text) > 17 or abs(value := int(text)) > MAX_INT:
-        raise BadMessage(f"{text[:32]}... is an integer beyond 2**53")
-    return value
-
-
-def _depth(text: str) -> int:
-    """How deep arrays and objects nest in `text` (JSON), at C speed where it can be."""
-    if text.count("[") + text.count("{") <= MAX_DEPTH:
-        return 0
-    brackets = _NOT_BRACKETS.sub("", _STRINGS.sub("", text))
-    return max(accumulate(map(_DEPTH_STEP.__getitem__, brackets)), default=0)
-
-
-def strict_object(raw: str | bytes) -> dict[str, Any]:
-    """A client's message as a JSON object, parsed strictly (see above), or BadMessage."""
-    try:
-        text = raw.decode() if isinstance(raw, bytes) else raw
-        if _depth(text) > MAX_DEPTH:
-            raise BadMessage(f"nested deeper than {MAX_DEPTH}")
-        message = json.loads(
-            text,
-            object_pairs_hook=_no_duplicates,
-            parse_constant=_no_constant,
-            parse_float=_finite,
-            parse_int=_integer,
-        )
-    except (ValueError, RecursionError) as exc:
-        if isinstance(exc, BadMessage):
-            raise
-        raise BadMessage(f"not JSON: {str(exc)[:200]}") from None
-    if not isinstance(message, dict):
-        raise BadMessage("a message is a JSON object")
-    return message
+        return serialized(message)
 
 
 def decode(raw: str | bytes) -> Command:

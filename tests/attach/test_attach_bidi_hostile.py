@@ -214,7 +214,11 @@ async def test_bounds_on_size_rate_and_pages(broker_factory: BrokerFactory) -> N
             await client.socket.recv()
         assert client.socket.close_code == 1009
     async with raw(lease.connect_url) as client:
-        await client.socket.send('{"id": 1, "id": 2, "method": "session.status", "params": {}}')
+        # A key given twice counts once, with its last value: only that reaches Firefox.
+        await client.socket.send('{"id": 1, "method": "session.status", "params": {}, "id": 2}')
+        answer = json.loads(await client.socket.recv())
+        assert answer["id"] == 2 and answer["type"] == "success", answer
+        await client.socket.send('{"id": 3, "method": "session.status", "params": {"a": 1e400}}')
         code, _ = await closed_with(client.socket)
         assert code == 1007
     async with raw(lease.connect_url) as client:

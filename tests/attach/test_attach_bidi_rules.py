@@ -124,7 +124,7 @@ def test_a_session_id_is_no_bidi() -> None:
     command = decode(json.dumps({"id": 1, "method": "session.status", "params": {}}))
     assert command.session_id is None
     with pytest.raises(BadMessage):
-        decode('{"id": 1, "method": "a.b", "params": {}, "params": {}}')
+        decode('{"id": 1, "method": "a.b", "params": {}, "params": []}')  # the last counts
 
 
 def test_what_a_client_makes_is_undone() -> None:

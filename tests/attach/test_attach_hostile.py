@@ -256,9 +256,13 @@ async def test_bounds_on_size_rate_and_pages(broker_factory: BrokerFactory) -> N
             await client.socket.recv()
         assert client.socket.close_code == 1009
     async with raw(lease.connect_url) as client:
-        await client.socket.send('{"id": 1, "id": 2, "method": "Browser.getVersion"}')
+        # A key given twice counts once, with its last value: the browser is sent only that.
+        await client.socket.send('{"id": 1, "method": "Browser.getVersion", "id": 2}')
+        answer = json.loads(await client.socket.recv())
+        assert answer["id"] == 2 and "product" in answer["result"]
+        await client.socket.send('{"id": 3, "method": "X.y", "params": {"a": 9007199254740992}}')
         code, reason = await closed_with(client.socket)
-        assert code == 1007 and "duplicate" in reason
+        assert code == 1007 and "53-bit" in reason
     async with raw(lease.connect_url) as client:
         await client.socket.send("not json")
         assert (await closed_with(client.socket))[0] == 1007

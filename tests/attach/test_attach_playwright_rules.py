@@ -100,7 +100,7 @@ def test_allowed_and_a_new_context_gets_the_route() -> None:
     [
         "not json",
         "[]",
-        '{"id": 1, "id": 2, "guid": "", "method": "x"}',
+        '{"id": 1, "guid": "", "method": "x", "id": -2}',  # the last of a key given twice
         '{"id": -1, "guid": "", "method": "x"}',
         f'{{"id": {2**31}, "guid": "", "method": "x"}}',  # the hub's own ids
         '{"id": 1, "guid": 5, "method": "x"}',
