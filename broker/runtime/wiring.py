@@ -130,10 +130,15 @@ class Broker:
             elif pool.isolation is Isolation.CONTEXT and settings.auth_enabled:
                 # A warm context lives in one tenant's browser; tenants never share one.
                 log.info("warm pool %s left out: context pools serve no tenants", pool.pair)
-            elif pool.attach is not None and not (
-                settings.attach_listen and serves_attached(pooled, pool.attach)
-            ):
+            elif pool.attach is not None and not settings.attach_listen:
                 log.warning("warm pool %s left out: attached clients are off", pool.pair)
+            elif pool.attach is not None and not serves_attached(pooled, pool.attach):
+                # E.g. bidi with a Playwright-built Firefox, which speaks Juggler.
+                log.warning(
+                    "warm pool %s left out: its engine serves no %s clients here",
+                    pool.pair,
+                    pool.attach.value,
+                )
             else:
                 self.warm.add(
                     pooled,

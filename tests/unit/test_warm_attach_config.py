@@ -99,3 +99,13 @@ def test_metrics_tell_an_attachable_pool_from_the_plain_one() -> None:
         (3, {"engine": "chromium", "isolation": "browser", "attach": "cdp"}),
     ]
     assert [s.name for s in statuses] == ["chromium/browser", "chromium/browser+cdp"]
+
+
+def test_a_pool_whose_engine_serves_no_clients_of_its_protocol_is_left_out_saying_so(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    bidi = {**CDP_POOL, "engine": "firefox", "attach": "bidi"}
+    settings = load_settings(engines=["chromium", "firefox"], warm_pool_size=0, warm_pools=[bidi])
+    with caplog.at_level("WARNING", logger="broker.app"):
+        assert not Broker(settings, engines={EngineName.FIREFOX: FakeEngine()}).pools
+    assert "firefox/browser+bidi left out: its engine serves no bidi clients" in caplog.text
