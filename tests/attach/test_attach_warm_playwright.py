@@ -13,6 +13,7 @@ import psutil
 import pytest
 from playwright.async_api import Browser, Playwright
 
+from broker.engines import downloads
 from broker.warm.pool import WarmPool
 from browserbroker import AsyncBrokerClient, Engine, OnDisconnect, ResourceExhaustedError, steps
 from browserbroker.v1 import broker_pb2 as pb
@@ -101,6 +102,10 @@ async def test_a_warm_playwright_lease_is_served_from_the_pool_and_never_comes_b
     await running.check_no_leftovers()
     await running.shutdown()
     await no_browser_left()  # the refill's browser and its script went with the pool
+    # Every served browser's downloads folder went with it, the pooled ones' too.
+    assert downloads._parent, "served browsers have downloads folders"
+    left = [f.name for parent in downloads._parent for f in parent.iterdir() if f.name != ".lock"]
+    assert not left, f"downloads folders left: {left}"
 
 
 async def test_the_served_pool_serves_only_default_playwright_leases(
