@@ -70,7 +70,7 @@ class SocketPeer:
             self._queue
             or self._sending
             or self._closing is not None
-            or socket.send_in_progress is not None
+            or getattr(socket, "send_in_progress", None)  # a fragmented send (websockets 17)
             or socket.protocol.state is not State.OPEN
             or socket.transport.get_write_buffer_size()
         ):

@@ -76,6 +76,14 @@ async def test_behind_a_full_socket_messages_queue_for_the_writer_in_order() -> 
     writer.cancel()
 
 
+async def test_nothing_is_written_at_once_during_a_fragmented_send() -> None:
+    socket = Socket()
+    socket.send_in_progress = asyncio.get_running_loop().create_future()
+    peer = SocketPeer(socket)  # type: ignore[arg-type]
+    peer.deliver(b"1")
+    assert socket.protocol.frames == [] and peer._wake.is_set()
+
+
 async def test_a_closing_socket_gets_nothing_written_at_once() -> None:
     socket = Socket()
     socket.protocol.state = State.CLOSING
