@@ -80,3 +80,37 @@ async def test_review2_a_text_frame_of_emoji_is_charged_its_bytes(
     frames: list[str | bytes] = [_frame(100 + i, "\U0001f600") for i in range(3)]
     charged, sent = await _charged(broker_factory, monkeypatch, frames)
     assert charged >= sent, f"{sent} bytes read, {charged} charged"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "relay.relay makes a ReadBudget per connection: a client that reconnects, or each of "
+        "a lease's attach_max_clients clients, starts with a fresh 8 MiB burst and 4 MiB/s, so "
+        "a tenant's reads are bounded per socket, not per client, lease or tenant"
+    ),
+)
+async def test_review2_a_reconnecting_client_keeps_its_read_budget(
+    broker_factory: BrokerFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    budgets: list[Any] = []  # held, so that no two are ever one address
+    spend = relay_module.ReadBudget.spend
+
+    def spy(self: Any, size: int, now: float) -> float:
+        budgets.append(self)
+        return spend(self, size, now)
+
+    monkeypatch.setattr(relay_module.ReadBudget, "spend", spy)
+    running = await broker_factory()
+    lease = await running.client.acquire(attach=AttachProtocol.PLAYWRIGHT, ttl=120)
+    try:
+        for _ in range(2):  # one client, connecting twice
+            async with raw_playwright(lease.connect_url) as client:
+                await client.initialize()
+                await client.socket.send(_frame(100, "x"))
+                await client.call("nobody", "close", {})
+    finally:
+        await lease.release()
+    await no_browser_left()
+    distinct = len({id(budget) for budget in budgets})
+    assert distinct == 1, f"{distinct} budgets for one lease's client"
