@@ -15,6 +15,38 @@ _METHOD = re.compile(rb'\{"method":"([A-Za-z]{1,64}\.[A-Za-z]{1,128})",')
 _SESSION = re.compile(rb',"sessionId":"([0-9A-Za-z_.-]{1,128})"\}\Z')
 
 
+# Answers the CDP hub reads (and may rewrite) before a client has them, whatever their size.
+_READ_ANSWERS = (
+    "Target.attachToTarget",
+    "Target.attachToBrowserTarget",
+    "Target.getTargets",
+    "Target.getTargetInfo",
+)
+# Read too when small: answers handing IO streams (hub.py `_given_streams`) and the events the
+# hub watches (downloads' progress, a trace's stream). A large message is relayed unread.
+_STREAM_ANSWERS = (
+    "Fetch.takeResponseBodyAsStream",
+    "IO.resolveBlob",
+    "Network.takeResponseBodyForInterceptionAsStream",
+    "Page.printToPDF",
+)
+_READ_EVENTS = ("Browser.downloadProgress", "Page.downloadProgress", "Tracing.tracingComplete")
+LARGE_BYTES = 256 * 1024
+
+
+def read_by_hub(method: str, answer: bool, size: int) -> bool:
+    """Whether the hub parses a `size`-byte answer to `method` (or event `method`) before a
+    client has it; anything else is relayed by its envelope alone, its id and session
+    spliced."""
+    if answer and method in _READ_ANSWERS:
+        return True
+    if method.startswith("Target."):
+        return answer is False or size <= LARGE_BYTES
+    if size > LARGE_BYTES:
+        return False
+    return method in (_STREAM_ANSWERS if answer else _READ_EVENTS)
+
+
 @dataclass(frozen=True)
 class Envelope:
     id: int | None  # an answer's

@@ -21,7 +21,7 @@ from typing import Any
 from broker.attach.bounds import AttachLimits, TokenBucket
 from broker.attach.clients import HubClient, Peer, Waiting, attached_as_seen_by, error
 from broker.attach.downloads import DownloadWatch
-from broker.attach.envelope import ENVELOPE_BYTES, read_envelope, respliced
+from broker.attach.envelope import ENVELOPE_BYTES, read_by_hub, read_envelope, respliced
 from broker.attach.pipe import CHUNK_BYTES, MAX_BROWSER_MESSAGE_BYTES, BrowserPipe, Oversized
 from broker.attach.rules import decode, judge
 
@@ -31,19 +31,14 @@ CALL_TIMEOUT_S = 10.0
 CLOSE_TIMEOUT_S = 3.0  # Browser.close, then SIGKILL to the browser's process group
 _ATTACHING = ("Target.attachToTarget", "Target.attachToBrowserTarget")
 _TARGET_EVENTS = ("Target.targetCreated", "Target.targetInfoChanged")
-# Answers the hub reads (and may rewrite) before a client has them; any other answer, and any
-# event outside the Target domain, may be relayed by its envelope alone, unparsed.
-_READ_ANSWERS = (*_ATTACHING, "Target.getTargets", "Target.getTargetInfo")
-# Read too when small: answers handing IO streams (`_given_streams`), and the events the hub
-# watches (downloads' progress, a trace's stream).
-_STREAM_ANSWERS = (
-    "Fetch.takeResponseBodyAsStream",
-    "IO.resolveBlob",
-    "Network.takeResponseBodyForInterceptionAsStream",
-    "Page.printToPDF",
-)
-_READ_EVENTS = ("Browser.downloadProgress", "Page.downloadProgress", "Tracing.tracingComplete")
-_LARGE_BYTES = 256 * 1024  # a message routed by its envelope whatever its method
+
+
+def _loads(raw: bytes) -> Any:
+    try:
+        return json.loads(raw)
+    except ValueError:
+        log.warning("an undecodable message from the browser was dropped")
+        return None
 
 
 class HubError(RuntimeError):
@@ -103,6 +98,7 @@ class CdpHub:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
+        self.pipe.handle_inline(self._handle, self._bound)
         self._pump = loop.create_task(self._read_forever())
         self._sweep = loop.create_task(self._expire_forever())
         self._poll = loop.create_task(self.downloads.poll_forever())
@@ -236,24 +232,23 @@ class CdpHub:
                 return MAX_BROWSER_MESSAGE_BYTES
         return self.limits.max_browser_message_bytes
 
+    def _handle(self, raw: bytes | Oversized) -> bool:
+        """One message from the browser, as it is read; False: it is parsed in a worker thread
+        first (by `_read_forever`, in order with what follows it)."""
+        if isinstance(raw, Oversized):
+            self._oversized(raw)
+        elif not self._relay_unparsed(raw):
+            if len(raw) > CHUNK_BYTES:
+                return False
+            self._dispatch(_loads(raw))
+        return True
+
     async def _read_forever(self) -> None:
         try:
             while (raw := await self.pipe.read(self._bound)) is not None:
-                if isinstance(raw, Oversized):
-                    self._oversized(raw)
-                    continue
-                if self._relay_unparsed(raw):
-                    continue
-                try:
-                    if len(raw) > CHUNK_BYTES:
-                        message = await asyncio.to_thread(json.loads, raw)
-                    else:
-                        message = json.loads(raw)
-                except ValueError:
-                    log.warning("an undecodable message from the browser was dropped")
-                    continue
-                if isinstance(message, dict):
-                    self._dispatch(message)
+                if not self._handle(raw):  # a large message the hub must read
+                    assert isinstance(raw, bytes)
+                    self._dispatch(await asyncio.to_thread(_loads, raw))
         except Exception:
             log.exception("reading the browser's pipe failed")
         finally:
@@ -263,7 +258,9 @@ class CdpHub:
                     waiting.set_exception(HubError("the browser is gone"))
             self._pending.clear()
 
-    def _dispatch(self, message: dict[str, Any]) -> None:
+    def _dispatch(self, message: object) -> None:
+        if not isinstance(message, dict):
+            return
         if "id" in message:
             self._opening.discard(message["id"])
             waiting = self._pending.pop(message["id"], None)
@@ -324,14 +321,9 @@ class CdpHub:
         envelope = read_envelope(raw[:ENVELOPE_BYTES], raw[-ENVELOPE_BYTES:], len(raw))
         if envelope is None:
             return False
-        small = len(raw) <= _LARGE_BYTES
         if envelope.id is not None:
             waiting = self._pending.get(envelope.id)
-            if not isinstance(waiting, Waiting) or waiting.method in _READ_ANSWERS:
-                return False
-            if small and (
-                waiting.method in _STREAM_ANSWERS or waiting.method.startswith("Target.")
-            ):
+            if not isinstance(waiting, Waiting) or read_by_hub(waiting.method, True, len(raw)):
                 return False
             del self._pending[envelope.id]
             client, ident = waiting.client, waiting.ident
@@ -348,8 +340,7 @@ class CdpHub:
                 )
                 return True
         else:
-            method = envelope.method or ""
-            if envelope.session is None or method.startswith("Target.") or method in _READ_EVENTS:
+            if envelope.session is None or read_by_hub(envelope.method or "", False, len(raw)):
                 return False
             owner = self._owner.get(envelope.session)
             if owner is None:

@@ -10,17 +10,20 @@ import fcntl
 import os
 import signal
 from collections import deque
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 
-from broker.attach.envelope import ENVELOPE_BYTES
+from broker.attach.pipe_messages import (
+    CHUNK_BYTES,
+    MAX_BROWSER_MESSAGE_BYTES,
+    Bound,
+    Inline,
+    Message,
+    Oversized,
+    PipeMessages,
+)
 
-# The largest message the broker reads whole: an answer to its own Playwright (a full-page
-# screenshot of max_screenshot_pixels, 25 Mpx, is at most ~134 MB of base64). A reader says,
-# from a message's first bytes, how much of it it will hold (`read`); past that, the message is
-# read on and dropped, never held.
-MAX_BROWSER_MESSAGE_BYTES = 256 * 1024 * 1024
-CHUNK_BYTES = 1024 * 1024  # read at once; a message bigger than this is measured against a bound
+__all__ = ["CHUNK_BYTES", "MAX_BROWSER_MESSAGE_BYTES", "BrowserPipe", "Oversized"]
+
 _HIGH_FD = 10  # the pipe ends are moved above 3 and 4 before being put there in the child
 
 
@@ -28,15 +31,6 @@ def _high(fd: int) -> int:
     moved = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, _HIGH_FD)
     os.close(fd)
     return moved
-
-
-@dataclass(frozen=True)
-class Oversized:
-    """A message over its bound, dropped as it was read: its first and last bytes, its size."""
-
-    head: bytes
-    tail: bytes
-    size: int
 
 
 class BrowserPipe:
@@ -48,7 +42,7 @@ class BrowserPipe:
         self._pidfd = pidfd
         self.exited: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self.stderr_tail: deque[str] = deque(maxlen=20)  # for the operator's log
-        self._reader: asyncio.StreamReader | None = None
+        self._messages = PipeMessages()
         self._writer: asyncio.WriteTransport | None = None
         self._stderr: asyncio.Task[None] | None = None
 
@@ -80,14 +74,11 @@ class BrowserPipe:
             os.close(fd)
         pipe = cls(pid, os.pidfd_open(pid))
         loop.add_reader(pipe._pidfd, pipe._reap)
-        reader = asyncio.StreamReader(limit=CHUNK_BYTES, loop=loop)
-        await loop.connect_read_pipe(
-            lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(from_browser_r, "rb", 0)
-        )
+        await loop.connect_read_pipe(lambda: pipe._messages, os.fdopen(from_browser_r, "rb", 0))
         writer, _ = await loop.connect_write_pipe(
             asyncio.Protocol, os.fdopen(to_browser_w, "wb", 0)
         )
-        pipe._reader, pipe._writer = reader, writer
+        pipe._writer = writer
         errors = asyncio.StreamReader(loop=loop)
         await loop.connect_read_pipe(
             lambda: asyncio.StreamReaderProtocol(errors), os.fdopen(err_r, "rb", 0)
@@ -117,41 +108,20 @@ class BrowserPipe:
         if not self.exited.done():
             self.exited.set_result(-1)
 
-    async def read(
-        self, bound: Callable[[bytes], int] = lambda head: MAX_BROWSER_MESSAGE_BYTES
-    ) -> bytes | Oversized | None:
+    def handle_inline(self, inline: Inline, bound: Bound) -> None:
+        """Hand each message to `inline` as it is read, while nothing waits before it
+        (pipe_messages.py); what it leaves comes back from `read`."""
+        self._messages.bound = bound
+        self._messages.inline = inline
+
+    async def read(self, bound: Bound = lambda head: MAX_BROWSER_MESSAGE_BYTES) -> Message | None:
         """The next message, or None once the browser has closed its end. A message longer than
         CHUNK_BYTES is held only up to `bound(its first bytes)` (at most
-        MAX_BROWSER_MESSAGE_BYTES): a longer one is read in chunks and dropped, and its
-        envelope and size come back as Oversized."""
-        reader = self._reader
-        assert reader is not None
-        parts: list[bytes] = []
-        size, limit = 0, -1
-        head = tail = b""
-        while True:
-            try:
-                chunk = (await reader.readuntil(b"\0"))[:-1]
-                ended = True
-            except asyncio.LimitOverrunError as exc:
-                chunk = await reader.readexactly(max(exc.consumed, 1))
-                ended = False
-            except asyncio.IncompleteReadError:
-                return None
-            if not head:
-                head = chunk[:ENVELOPE_BYTES]
-            size += len(chunk)
-            if limit < 0 and size > CHUNK_BYTES:
-                limit = min(bound(head), MAX_BROWSER_MESSAGE_BYTES)
-            if 0 <= limit < size:
-                parts.clear()
-                tail = (tail + chunk[-ENVELOPE_BYTES:])[-ENVELOPE_BYTES:]
-            else:
-                parts.append(chunk)
-            if ended:
-                if 0 <= limit < size:
-                    return Oversized(head, tail, size)
-                return parts[0] if len(parts) == 1 else b"".join(parts)
+        MAX_BROWSER_MESSAGE_BYTES): a longer one is read on and dropped, and its envelope and
+        size come back as Oversized."""
+        if self._messages.inline is None:
+            self._messages.bound = bound
+        return await self._messages.next()
 
     def write(self, message: str | bytes) -> None:
         assert self._writer is not None
