@@ -81,7 +81,8 @@ class BidiHub:
         self._pages = PageCount(limits.max_targets)
         self._subscriptions: dict[HubClient, Subscriptions] = {}
         self._own_subscriptions: set[str] = set()
-        self._asked: dict[int, dict[str, Any]] = {}  # a client's (un)subscribe, by wire id
+        # a client's (un)subscribe by wire id: its method and parameters
+        self._asked: dict[int, tuple[str, dict[str, Any]]] = {}
 
     def attached(self, trusted: bool) -> int:
         return 0 if trusted else len(self.clients)
@@ -205,7 +206,7 @@ class BidiHub:
             if method == "browsingContext.create":
                 self._pages.opening.add(wire_id)  # counted until its answer
             elif method in ("session.subscribe", "session.unsubscribe"):
-                self._asked[wire_id] = command.params
+                self._asked[wire_id] = (method, command.params)
 
     def _page_refusal(self, method: str, params: dict[str, Any]) -> str | None:
         if method == "browsingContext.create" and self._pages.full():
@@ -246,7 +247,9 @@ class BidiHub:
         for wire_id, waiting in list(self._pending.items()):
             if isinstance(waiting, Waiting) and waiting.sent_at <= late:
                 self._pending[wire_id] = None  # a late answer is dropped
-                self._forget(wire_id)  # (a page it opens late is closed past the bound)
+                asked = self._forget(wire_id)  # (a page it opens late is closed past the bound)
+                if asked is not None:
+                    self._subscribed(None, *asked, {})
                 waiting.client.pending -= 1
                 why = f"{waiting.method} got no answer from the browser in {timeout:g} s"
                 waiting.client.send(_error(waiting.ident, "unknown error", why))
@@ -288,9 +291,9 @@ class BidiHub:
         why = f"{waiting.method}: the answer is {len(raw)} bytes, over the bound of {bound}"
         waiting.client.send(_error(waiting.ident, REFUSED_ERROR, why))
 
-    def _forget(self, wire_id: int) -> None:
+    def _forget(self, wire_id: int) -> tuple[str, dict[str, Any]] | None:
         self._pages.opening.discard(wire_id)
-        self._asked.pop(wire_id, None)
+        return self._asked.pop(wire_id, None)
 
     def _dispatch(self, message: dict[str, Any]) -> None:
         if message.get("type") == "event":
@@ -309,13 +312,12 @@ class BidiHub:
         if not isinstance(ident, int):
             return
         waiting = self._pending.pop(ident, None)
-        asked = self._asked.get(ident)
         if ident in self._pages.opening and message.get("type") == "success":
             created = (message.get("result") or {}).get("context")
             self._close_past_bound(created if self._pages.opened(created) else None)
-        self._forget(ident)
-        if asked is not None and isinstance(waiting, Waiting) and not waiting.client.closed:
-            self._subscribed(waiting, asked, message)
+        asked = self._forget(ident)
+        if asked is not None:
+            self._subscribed(waiting, *asked, message)
         if isinstance(waiting, asyncio.Future):
             if not waiting.done():
                 waiting.set_result(message)
@@ -329,12 +331,18 @@ class BidiHub:
             log.info("a page over attach_max_targets was closed")
             self._send_own("browsingContext.close", {"context": context})
 
-    def _subscribed(self, waiting: Waiting, params: dict[str, Any], answer: dict[str, Any]) -> None:
-        if answer.get("type") != "success":
-            return
-        self._subscriptions[waiting.client].answered(waiting.method, params, answer.get("result"))
-        if waiting.method == "session.unsubscribe" and params.get("events"):
+    def _subscribed(
+        self, waiting: object, method: str, params: dict[str, Any], answer: dict[str, Any]
+    ) -> None:
+        """A client's (un)subscribe answered (or given up on). By event names, an unsubscribe
+        may remove the hub's subscription: the hub subscribes again whatever the answer, and
+        whether or not its client is still there to hear it."""
+        if method == "session.unsubscribe" and params.get("events"):
             self._spawn(self._watch_pages_again())
+        if answer.get("type") == "success" and isinstance(waiting, Waiting):
+            subscriptions = self._subscriptions.get(waiting.client)
+            if subscriptions is not None:
+                subscriptions.answered(method, params, answer.get("result"))
 
     def _answer(self, message: dict[str, Any], waiting: Waiting) -> None:
         client = waiting.client

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+from typing import Any
+
+from broker.attach.bidi_hub import BidiHub
 from broker.attach.bidi_pages import PageCount, Subscriptions
+from broker.attach.bounds import AttachLimits
 
 CREATED = "browsingContext.contextCreated"
 DESTROYED = "browsingContext.contextDestroyed"
@@ -60,3 +66,59 @@ def test_a_client_is_relayed_page_events_only_while_it_subscribes_to_them() -> N
     subscriptions.answered("session.subscribe", {"events": "x"}, {"subscription": "s3"})
     subscriptions.answered("session.subscribe", {"events": [CREATED]}, {"subscription": 5})
     assert not subscriptions.wants(CREATED)
+
+
+class Socket:
+    def __init__(self) -> None:
+        self.sent: list[dict[str, Any]] = []
+
+    async def send(self, text: str) -> None:
+        self.sent.append(json.loads(text))
+
+    def last(self, method: str) -> dict[str, Any]:
+        return next(m for m in reversed(self.sent) if m["method"] == method)
+
+
+class Peer:
+    def __init__(self) -> None:
+        self.got: list[dict[str, Any]] = []
+
+    def deliver(self, text: str | bytes) -> None:
+        self.got.append(json.loads(text))
+
+
+async def test_an_unsubscribe_by_names_has_the_hub_subscribe_again_though_its_client_left() -> None:
+    """Firefox removes the hub's own subscription on a client's session.unsubscribe by event
+    names: the hub subscribes again and recounts, whether or not the client stayed for the
+    answer, and closes what opened past the bound meanwhile."""
+    socket = Socket()
+    hub = BidiHub(socket, "/nowhere", AttachLimits(max_targets=3))  # type: ignore[arg-type]
+    client = await hub.attach(Peer(), trusted=False)
+    unsubscribe = {"events": [CREATED, DESTROYED]}
+    hub.receive(
+        client, json.dumps({"id": 7, "method": "session.unsubscribe", "params": unsubscribe})
+    )
+    await asyncio.sleep(0)
+    wire = socket.last("session.unsubscribe")["id"]
+    hub.detach(client)  # before its answer
+    hub._dispatch({"type": "success", "id": wire, "result": {}})
+    await asyncio.sleep(0.01)
+    again = socket.last("session.subscribe")
+    assert again["params"] == {"events": [CREATED, DESTROYED]}
+    hub._dispatch({"type": "success", "id": again["id"], "result": {"subscription": "hub2"}})
+    await asyncio.sleep(0.01)
+    tree = socket.last("browsingContext.getTree")
+    contexts = [{"context": name} for name in ("a", "b", "c", "popup")]
+    hub._dispatch({"type": "success", "id": tree["id"], "result": {"contexts": contexts}})
+    await asyncio.sleep(0.01)
+    assert socket.last("browsingContext.close")["params"] == {"context": "popup"}
+    # The hub's subscription is not the client's to remove, by its id.
+    other = await hub.attach(Peer(), trusted=False)
+    hub.receive(
+        other,
+        json.dumps(
+            {"id": 8, "method": "session.unsubscribe", "params": {"subscriptions": ["hub2"]}}
+        ),
+    )
+    assert "the broker's own" in other.peer.got[-1]["message"]  # type: ignore[attr-defined]
+    await hub.shutdown()
