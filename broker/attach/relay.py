@@ -1,9 +1,10 @@
 """One WebSocket client of a hub: its messages in, the hub's answers and events out through a
 bounded send buffer (a client that does not read is disconnected, never buffered for ever).
 
-A tenant's client is read at most READ_BYTES_PER_S on average (READ_BURST_BYTES at once): past
-that, its reads pause (backpressure: the socket's buffer fills and TCP stops the sender), so
-the parse of its messages, at C speed, takes a bounded share of the broker's one event loop.
+A lease's tenant clients are read at most READ_BYTES_PER_S on average between them
+(READ_BURST_BYTES at once), counted in bytes: past that, their reads pause (backpressure: the
+socket's buffer fills and TCP stops the sender), so the parse of their messages, at C speed,
+takes a bounded share of the broker's one event loop.
 After a large message the loop runs its other work before the next one is read, even when the
 next is already buffered."""
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable
 
@@ -115,6 +117,11 @@ class ReadBudget:
         return 0.0 if self.tokens >= 0 else -self.tokens / self.rate
 
 
+# One budget per lease (its hub), shared by all its tenant's clients: one that reconnects, or
+# opens attach_max_clients sockets, gets no fresh burst nor more bytes a second.
+_BUDGETS: weakref.WeakKeyDictionary[AttachHub, ReadBudget] = weakref.WeakKeyDictionary()
+
+
 async def relay(
     socket: ServerConnection,
     hub: AttachHub,
@@ -127,7 +134,11 @@ async def relay(
     writer = asyncio.get_running_loop().create_task(peer.write_forever())
     cause = "client closed"
     if budget is None and not client.trusted:
-        budget = ReadBudget(READ_BYTES_PER_S, READ_BURST_BYTES, time.monotonic())
+        budget = _BUDGETS.get(hub)
+        if budget is None:
+            budget = _BUDGETS[hub] = ReadBudget(
+                READ_BYTES_PER_S, READ_BURST_BYTES, time.monotonic()
+            )
     try:
         async for raw in socket:
             try:
@@ -138,8 +149,9 @@ async def relay(
                 break
             if on_message is not None:
                 on_message()
-            pause = 0.0 if budget is None else budget.spend(len(raw), time.monotonic())
-            if pause > 0 or len(raw) >= YIELD_BYTES:
+            size = len(raw) if isinstance(raw, bytes) or raw.isascii() else len(raw.encode())
+            pause = 0.0 if budget is None else budget.spend(size, time.monotonic())
+            if pause > 0 or size >= YIELD_BYTES:
                 await asyncio.sleep(pause)
     except ConnectionClosed:
         pass

@@ -5,12 +5,15 @@ UTF-8, a key given twice keeps its last value) with the cyclic garbage collector
 message of a million small arrays is not scanned again and again as it is built; one RE2 pass
 (linear time, no backtracking) bounds how deeply arrays and objects nest, run only when the
 message has more brackets than MAX_DEPTH; and `orjson.dumps` with OPT_STRICT_INTEGER refuses an
-integer beyond 2**53 - 1. Nothing here calls Python code per number, string or object.
+integer beyond 2**53 - 1. One beyond 2**64, which orjson reads as a double, is found in the text:
+a translate finds any run of 20 digits, and only then do two RE2 passes look for it outside the
+strings. Nothing here calls Python code per number, string or object.
 
 A message orjson refuses only for a lone surrogate (`"\\ud800"`, which Chromium and Firefox
 would keep as a lone UTF-16 unit) is read by the standard library's C parser instead, if it is
-at most MAX_SURROGATE_BYTES, with each lone surrogate turned into U+FFFD: what is judged is
-what the browser is sent, as the broker serializes it.
+at most MAX_SURROGATE_BYTES and nested at most MAX_DEPTH (that parser recurses), with each
+lone surrogate turned into U+FFFD: what is judged is what the browser is sent, as the broker
+serializes it.
 """
 
 from __future__ import annotations
@@ -72,16 +75,34 @@ def _no_surrogates(raw: str | bytes) -> str:
     """The message with each lone surrogate as U+FFFD, or BadMessage."""
     if len(raw) > MAX_SURROGATE_BYTES:
         raise BadMessage(f"a lone surrogate in a message over {MAX_SURROGATE_BYTES} bytes")
+    if _too_deep(raw):  # before the standard library's parser, which recurses per level
+        raise BadMessage(f"nested deeper than {MAX_DEPTH}")
     try:
         text = raw.decode() if isinstance(raw, bytes) else raw  # strict UTF-8, as orjson reads
         with _collector_paused():
             value = json.loads(text, parse_constant=_no_constant)
         text = json.dumps(value, ensure_ascii=False, allow_nan=False)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         if isinstance(exc, BadMessage):
             raise
         raise BadMessage(f"not JSON: {str(exc)[:200]}") from None
     return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+
+
+_DIGITS = bytes.maketrans(b"0123456789", b"0" * 10)
+_DIGIT_RUN = b"0" * 20  # an integer literal this long is beyond 2**64: orjson reads a double
+_STRING = re2.compile(r'"(?:[^"\\]|\\.)*"', _OPTIONS)
+_LONG_INTEGER = re2.compile(r"(?:^|[^0-9.eE+-])-?[0-9]{20,}(?:$|[^0-9.eE])", _OPTIONS)
+
+
+def _long_integer(raw: str | bytes) -> bool:
+    """Whether `raw` has an integer literal of 20 digits or more outside its strings: one
+    translate and one search at C speed, and only where such a run of digits is found, two RE2
+    passes (strings blanked out, then the literal searched for)."""
+    data = raw.encode() if isinstance(raw, str) else raw
+    if data.translate(_DIGITS).find(_DIGIT_RUN) < 0:
+        return False
+    return _LONG_INTEGER.search(_STRING.sub(b'""', data)) is not None
 
 
 def _no_constant(name: str) -> Any:
@@ -107,6 +128,8 @@ def strict_object(raw: str | bytes) -> dict[str, Any]:
         message = _read(raw, orjson.loads)
     if _too_deep(raw):
         raise BadMessage(f"nested deeper than {MAX_DEPTH}")
+    if _long_integer(raw):
+        raise BadMessage("an integer beyond 2**53 - 1 (a double does not hold it)")
     try:
         orjson.dumps(message, option=STRICT)
     except orjson.JSONEncodeError as exc:

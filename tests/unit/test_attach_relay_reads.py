@@ -106,3 +106,38 @@ async def test_a_client_past_its_budget_has_its_reads_paused(
 
 def test_a_tenants_client_gets_the_default_budget() -> None:
     assert relay_module.READ_BURST_BYTES >= 2 * 4 * 1024 * 1024  # two default-sized messages
+
+
+async def test_a_text_frame_is_charged_its_utf8_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
+    charged: list[int] = []
+
+    def spend(self: ReadBudget, size: int, now: float) -> float:
+        charged.append(size)
+        return 0.0
+
+    monkeypatch.setattr(ReadBudget, "spend", spend)
+    await _relay(["\U0001f600" * 10, "abc"], trusted=False, budget=ReadBudget(1.0, 1, 0.0))
+    assert charged == [40, 3]
+
+
+async def test_a_leases_clients_share_one_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A client that reconnects, or a second client of the lease, gets no fresh budget."""
+    budgets: list[ReadBudget] = []
+    real = ReadBudget.spend
+
+    def spend(self: ReadBudget, size: int, now: float) -> float:
+        budgets.append(self)
+        return real(self, size, now)
+
+    monkeypatch.setattr(ReadBudget, "spend", spend)
+    hub = FakeHub([0])
+    for _ in range(2):
+        socket = FakeSocket(["x"])
+        client = HubClient(peer=SocketPeer(socket), trusted=False, bucket=None)  # type: ignore[arg-type]
+        await relay(socket, hub, client, client.peer)  # type: ignore[arg-type]
+    assert len(budgets) == 2 and budgets[0] is budgets[1]
+    other = FakeHub([0])
+    socket = FakeSocket(["x"])
+    client = HubClient(peer=SocketPeer(socket), trusted=False, bucket=None)  # type: ignore[arg-type]
+    await relay(socket, other, client, client.peer)  # type: ignore[arg-type]
+    assert budgets[2] is not budgets[0]  # another lease's
