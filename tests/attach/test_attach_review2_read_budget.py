@@ -1,11 +1,12 @@
 """Second review of each client's read budget (`broker/attach/relay.py`: 4 MiB a second, 8 MiB
 at once, docs/security.md), attacked through a `playwright` lease's relay with raw frames.
 
-Hole (xfail, strict): the budget is charged `len(raw)`, and websockets hands a text frame over
-as `str`, so a frame is charged its code points, not its bytes: a text frame of 4-byte UTF-8
-characters (emoji) is charged a quarter of what was read and parsed, and a client reads about
-16 MiB a second past the documented 4. A binary frame (bytes) is charged in full, as is a text
-frame of ASCII (held).
+Holes found, now closed (their tests were xfail, strict): the budget was charged `len(raw)`, and
+websockets hands a text frame over as `str`, so a frame was charged its code points, not its
+bytes (a text frame of 4-byte UTF-8 characters was charged a quarter of what was read and
+parsed); and each connection had a budget of its own, so a client that reconnected got a fresh
+one. A text frame is now charged its UTF-8 bytes and a lease's clients share one budget. A
+binary frame (bytes) is charged in full, as is a text frame of ASCII (held).
 """
 
 from __future__ import annotations
@@ -67,13 +68,6 @@ async def test_review2_ascii_text_and_binary_frames_are_charged_their_bytes(
     assert charged == sent
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "relay.relay charges the read budget len(raw), and a text frame is a str: 4-byte "
-        "UTF-8 characters are charged a quarter of the bytes read (about 16 MiB/s, not 4)"
-    ),
-)
 async def test_review2_a_text_frame_of_emoji_is_charged_its_bytes(
     broker_factory: BrokerFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -82,14 +76,6 @@ async def test_review2_a_text_frame_of_emoji_is_charged_its_bytes(
     assert charged >= sent, f"{sent} bytes read, {charged} charged"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "relay.relay makes a ReadBudget per connection: a client that reconnects, or each of "
-        "a lease's attach_max_clients clients, starts with a fresh 8 MiB burst and 4 MiB/s, so "
-        "a tenant's reads are bounded per socket, not per client, lease or tenant"
-    ),
-)
 async def test_review2_a_reconnecting_client_keeps_its_read_budget(
     broker_factory: BrokerFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:

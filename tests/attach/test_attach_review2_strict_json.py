@@ -2,7 +2,7 @@
 through a `playwright` lease's relay with raw frames, since every relay parses a client's
 message with the same `strict_object`.
 
-Holes (xfail, strict):
+Holes found, now closed (their tests were xfail, strict):
 - a message orjson refuses for a lone surrogate is read again by the standard library's
   parser, which recurses per bracket: a lone surrogate followed by a few thousand nested
   arrays (10 KiB) raises RecursionError out of `strict_object`, past `relay()` and the attach
@@ -64,15 +64,6 @@ def _nested(depth: int) -> str:
     return "[" * depth + "]" * depth
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "strict_json._no_surrogates: json.loads raises RecursionError (not BadMessage) for a "
-        "lone surrogate followed by deep nesting; it escapes relay() and AttachServer._serve "
-        "(relaying.result() in its finally), so the socket closes 1011 and the connection's "
-        "closed hook never runs: an on_disconnect=END lease does not end"
-    ),
-)
 async def test_review2_a_lone_surrogate_before_deep_nesting_is_refused_and_ends_the_lease(
     broker_factory: BrokerFactory,
 ) -> None:
@@ -91,14 +82,6 @@ async def test_review2_a_lone_surrogate_before_deep_nesting_is_refused_and_ends_
     await no_browser_left()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "strict_json.strict_object: orjson reads an integer beyond 64 bits as a double, which "
-        "OPT_STRICT_INTEGER does not check, so 10**30 is relayed as 1e+30 instead of refused "
-        "1007 (docs/security.md: an integer beyond 2^53 - 1 is refused)"
-    ),
-)
 async def test_review2_an_integer_beyond_64_bits_is_refused(
     broker_factory: BrokerFactory,
 ) -> None:
