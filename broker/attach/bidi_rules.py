@@ -1,9 +1,10 @@
 """Which WebDriver BiDi commands an attached client may send, judged as Firefox will read them.
 
-A client's message is parsed as strictly as a CDP one (`rules.decode`: no duplicate keys, no
-NaN, no integer beyond 2**53, nesting at most 100 deep; an integer `id`, a string `method`, an
-object `params`, and no `sessionId`: BiDi has none), and Firefox is sent the broker's own
-serialization of what was judged, never the client's bytes.
+A client's message is parsed as strictly as a CDP one (`rules.decode`: no NaN, no integer
+beyond 2**53 - 1, nesting at most 100 deep; an integer `id`, a string `method`, an object
+`params`, and no `sessionId`: BiDi has none), and Firefox is sent the broker's own
+serialization of what was judged, never the client's bytes (so a key given twice counts once,
+with its last value).
 
 A command must be on the allow list below (each module judged for host files, egress, the
 lease's end and the relay itself; the reason is beside it); anything else, a command a later
