@@ -45,8 +45,9 @@ async def test_review2_failed_and_orphaned_creates_give_their_slot_back(
                 assert "error" in answer and "max_targets" not in json.dumps(answer), answer
         async with raw(lease.connect_url) as client:  # creates sent, the client gone
             for ident in (1, 2):
-                create = {"id": ident, "method": "Target.createTarget", "params": {}}
-                await client.socket.send(json.dumps({**create, "params": {"url": "about:blank"}}))
+                params = {"url": "about:blank"}
+                create = {"id": ident, "method": "Target.createTarget", "params": params}
+                await client.socket.send(json.dumps(create))
         async with raw(lease.connect_url) as client:
             for _ in range(100):  # their pages open, counted once each
                 if len(await _pages(client)) >= MAX_TARGETS:
