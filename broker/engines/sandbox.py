@@ -33,6 +33,9 @@ log = logging.getLogger("broker.engines")
 # Playwright creates each browser's profile directory as the daemon's user in the temporary
 # directory; the launcher hands it to the browser user before dropping privileges.
 _PROFILE_PREFIX = "playwright_"
+# The temporary directory of a served browser's launch script, where Playwright makes that
+# browser's profile (so the profile rule above covers it; see playwright/served.py).
+SERVED_TMP_PREFIX = _PROFILE_PREFIX + "served-"
 # How the launcher learns the downloads folder of the browser it starts (then unset).
 DOWNLOADS_ENV = "BROWSER_BROKER_DOWNLOADS"
 

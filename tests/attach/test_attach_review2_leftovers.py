@@ -42,15 +42,6 @@ def _existing(folders: set[str]) -> set[str]:
     return {f for f in folders if os.path.exists(f)}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "a served browser's profile folder (/tmp/playwright_*dev_profile-*: the tenant's "
-        "Cookies, Cache, History) outlives its lease: served.py stops launch_server.js, whose "
-        "exit on the server's 'close' event comes before launchServer removes its folders, "
-        "and served.py removes only the folders it made itself"
-    ),
-)
 @pytest.mark.parametrize("engine", ["chromium", "firefox"])
 async def test_review2_a_served_browsers_profile_is_removed_with_its_lease(
     broker_factory: BrokerFactory, fixture_server: FixtureSite, engine: str

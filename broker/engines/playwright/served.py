@@ -13,6 +13,11 @@ When the broker's Playwright lets go of the browser (the lease ended), the scrip
 stop (SIGTERM: it kills the browser's process group), then killed; the browser's exit ends the
 script, and with it the hub (`gone`). The script also kills the browser when its stdin closes,
 so a broker that dies leaves no browser behind.
+
+Playwright makes the browser's profile in the script's temporary directory and removes it only
+after it has told the script the browser closed, by when the script may have exited: each script
+gets a temporary directory of its own (TMPDIR), removed with the browser's other folders, so no
+profile (the tenant's cookies, cache, history) outlives its lease.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import os
 import secrets
 import shutil
 import signal
+import tempfile
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +46,7 @@ from broker.common.cleanup import TaskSet
 from broker.egress.proxy import EgressRoute
 from broker.engines import downloads
 from broker.engines.playwright.driver import BrowserProcesses
-from broker.engines.sandbox import DOWNLOADS_ENV, Sandbox
+from broker.engines.sandbox import DOWNLOADS_ENV, SERVED_TMP_PREFIX, Sandbox
 from broker.errors import Unavailable
 
 log = logging.getLogger("broker.engines")
@@ -128,17 +134,27 @@ class ServedBrowsers:
             options["proxy"] = {"server": route.server_url}
         if user is not None or self._sandbox.jail is not None:
             options["env"] = {**os.environ, **options.get("env", {}), DOWNLOADS_ENV: str(folder)}
+        # The browser's environment is the broker's, not the script's (whose TMPDIR is below).
+        options.setdefault("env", dict(os.environ))
+        scratch = Path(tempfile.mkdtemp(prefix=SERVED_TMP_PREFIX))
+        os.chmod(scratch, 0o711)  # the browser user reaches its profile inside, lists nothing
         node, package = driver_package()
-        process = await asyncio.create_subprocess_exec(
-            node,
-            str(SCRIPT),
-            str(package),
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            start_new_session=True,  # its own process group: killed with everything it started
-        )
-        served = Served(process, folders=[folder])
+        try:
+            process = await asyncio.create_subprocess_exec(
+                node,
+                str(SCRIPT),
+                str(package),
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                env={**os.environ, "TMPDIR": str(scratch)},
+                start_new_session=True,  # its own process group: killed with all it started
+            )
+        except BaseException:
+            for made in (folder, scratch):
+                shutil.rmtree(made, ignore_errors=True)
+            raise
+        served = Served(process, folders=[folder, scratch])
         if self.processes is not None:
             self.processes.roots.add(process.pid)
         try:
