@@ -20,6 +20,7 @@ from tests.attach.support import closed_with
 
 @dataclass(eq=False)
 class FakeClient:
+    trusted: bool = False
     messages_in: int = 0
     messages_out: int = 0
     bytes_in: int = 0
