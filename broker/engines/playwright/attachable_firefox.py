@@ -48,7 +48,11 @@ log = logging.getLogger("broker.engines")
 PROFILE_PREFIX = "playwright_attach_firefox-"
 LAUNCH_TIMEOUT_S = 30.0
 CLOSE_TIMEOUT_S = 5.0
-_PARENT = '"$@"; exit $?'  # the shell stays as the browser's parent (found below it)
+# The shell stays as the browser's parent (found below it). Nothing ends this Firefox when the
+# broker dies (it has no pipe to the broker, as Chromium has), so the shell gets SIGTERM when the
+# broker does (setpriv's parent-death signal) and kills the browser then.
+_PARENT = 'trap \'kill -KILL "$child" 2>/dev/null; exit 143\' TERM; "$@" & child=$!; wait "$child"'
+_DIES_WITH_BROKER = ["--pdeathsig", "TERM", "--"]
 LOOPBACK = ("127.0.0.1", "localhost")  # where the remote agent may say it listens
 
 # What Playwright 1.62 writes into a moz-firefox profile that matters on a server: nothing of
@@ -239,7 +243,9 @@ class BidiBrowsers:
         prefs = {**FIREFOX_PREFS, **self._prefs, **proxy_prefs(route)}
         prefs["browser.download.dir"] = str(downloads)
         write_prefs(profile, prefs)
-        argv = ["/bin/sh", "-c", _PARENT, "sh", self._executable, "--remote-debugging-port=0"]
+        setpriv = shutil.which("setpriv")
+        argv = [setpriv, *_DIES_WITH_BROKER] if setpriv else []
+        argv += ["/bin/sh", "-c", _PARENT, "sh", self._executable, "--remote-debugging-port=0"]
         argv += ["--headless"] if self._headless else ["--foreground"]
         argv += ["--profile", str(profile), "--no-remote"]
         env = {**os.environ, "MOZ_CRASHREPORTER_DISABLE": "1"}
