@@ -46,7 +46,11 @@ async def test_a_playwright_pool_fills_only_what_the_budget_holds() -> None:
     pools = pools_of([], 2 * SESSION_MB + 10)
     pool = pools.add(FakeEngine(), Isolation.BROWSER, 2, attach=AttachProtocol.PLAYWRIGHT)
     async with pools:
-        await asyncio.sleep(0.3)  # refills run; the second would not fit
+        for _ in range(100):  # the first refill opens...
+            if len(pool):
+                break
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(0.3)  # ...and the second, which would not fit, does not
         assert len(pool) == 1
         assert pools.warm_mb() == SESSION_MB + SCRIPT_MB
         with pytest.raises(LimitExceeded, match="memory_budget_mb"):
