@@ -22,6 +22,7 @@ class PageCount:
         self.open: set[str] = set()  # top-level contexts
         self.opening: set[int] = set()  # wire ids of clients' creates not answered yet
         self.recent: set[str] = set()  # opened since a recount's getTree was sent
+        self.closing: set[str] = set()  # closed past the bound by the hub, not destroyed yet
 
     def full(self) -> bool:
         return len(self.open) + len(self.opening) >= self.bound
@@ -38,7 +39,10 @@ class PageCount:
             return False
         self.open.add(context)
         self.recent.add(context)
-        return len(self.open) > self.bound
+        if len(self.open - self.closing) <= self.bound:
+            return False
+        self.closing.add(context)
+        return True
 
     def event(self, method: str, params: object) -> str | None:
         """A WATCHED event: the context to close, if it opened past the bound."""
@@ -48,17 +52,25 @@ class PageCount:
         if method == "browsingContext.contextDestroyed":
             self.open.discard(str(context))
             self.recent.discard(str(context))
+            self.closing.discard(str(context))
             return None
         return str(context) if self.opened(context) else None
 
     def recounted(self, tree: dict[str, Any]) -> list[str]:
         """The top-level contexts of a getTree (sent after `recent` was emptied): those past
-        the bound, newest last, to be closed."""
+        the bound, to be closed. The pages known open before are kept first (the tree's order
+        is not the order pages opened in), and one already being closed is not closed again."""
+        known = self.open - self.closing - self.recent  # (those opened meanwhile are new)
         found = [c.get("context") for c in tree.get("contexts") or [] if isinstance(c, dict)]
-        self.open = {c for c in found if isinstance(c, str)} | self.recent
         ordered = [c for c in found if isinstance(c, str)]
         ordered += [c for c in self.recent if c not in ordered]
-        return ordered[self.bound :]
+        self.open = set(ordered)
+        self.closing &= self.open
+        live = [c for c in ordered if c not in self.closing]
+        kept_first = [c for c in live if c in known] + [c for c in live if c not in known]
+        past = kept_first[self.bound :]
+        self.closing.update(past)
+        return past
 
 
 class Subscriptions:

@@ -48,6 +48,21 @@ def test_a_recount_keeps_what_opened_meanwhile_and_names_the_pages_past_the_boun
     assert pages.open == {"a", "b", "new"}
 
 
+def test_a_recount_closes_the_new_page_whatever_the_trees_order_and_each_page_once() -> None:
+    pages = PageCount(3)
+    for context in ("first", "a", "b"):
+        assert not pages.opened(context)
+    assert pages.opened("popup")  # past the bound: closed, and counted as closing
+    pages.recent.clear()  # a recount begins; the popup is not destroyed yet
+    tree = {"contexts": [{"context": c} for c in ("first", "popup", "late", "a", "b")]}
+    assert pages.recounted(tree) == ["late"]  # not "b": the pages known open are kept
+    assert pages.closing == {"popup", "late"}
+    pages.event(DESTROYED, {"context": "popup"})
+    pages.event(DESTROYED, {"context": "late"})
+    assert pages.open == {"first", "a", "b"} and not pages.closing
+    assert pages.full() and not pages.opened("b")
+
+
 def test_a_client_is_relayed_page_events_only_while_it_subscribes_to_them() -> None:
     subscriptions = Subscriptions()
     assert not subscriptions.wants(CREATED)
