@@ -52,6 +52,8 @@ def remove(folder: Path) -> None:
 def _own_parent(shared: bool) -> Path:
     """This process's parent folder, made (and locked) on first use."""
     if _parent and _parent[0].is_dir():
+        if shared:  # (made for a browser of the daemon's own user first, in this process)
+            _parent[0].chmod(0o711)
         return _parent[0]
     parent = Path(tempfile.mkdtemp(prefix=PREFIX))
     fd = os.open(parent / LOCK, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC, 0o600)

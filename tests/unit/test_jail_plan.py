@@ -111,3 +111,22 @@ def test_the_launcher_binds_only_a_downloads_folder_the_broker_made() -> None:
     finally:
         downloads.remove(folder)
     assert not folder.exists()
+
+
+def test_a_parent_first_made_for_the_daemons_own_browsers_opens_to_the_browser_user(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One process may make folders of both kinds (tests do): a parent made 0700 for a browser
+    of the daemon's own user opens to a browser user (0711) when it is handed a folder there."""
+    monkeypatch.setattr(downloads, "_parent", [])
+    monkeypatch.setattr(downloads, "_lock_fd", [])
+    mine = downloads.new_folder(None, None)
+    parent = mine.parent
+    try:
+        assert oct(parent.stat().st_mode & 0o777) == "0o700"
+        theirs = downloads.new_folder(os.getuid(), os.getgid())
+        assert theirs.parent == parent
+        assert oct(parent.stat().st_mode & 0o777) == "0o711"
+    finally:
+        os.close(downloads._lock_fd[0])
+        shutil.rmtree(parent, ignore_errors=True)
