@@ -47,8 +47,17 @@ class DownloadWatch:
                 self._stop(guid, f"{int(received)} bytes (max {self.max_file}, lease {total})")
         else:
             self.active.pop(guid, None)
-            if state == "completed":
-                self.finished += int(received)
+            if state != "completed":
+                return
+            total = self.finished + int(received)
+            if received > self.max_file or total > self.max_total:
+                # It finished before the cancel reached the browser (a blob is written in
+                # milliseconds): the file is not kept (`trim`), and the client is told so.
+                log.info("an attached client's download finished over its bound: removed")
+                self.cancelled.add(guid)
+                params["state"] = "canceled"
+            else:
+                self.finished = total
 
     def _stop(self, guid: str, why: str) -> None:
         log.info("an attached client's download was cancelled: %s", why)
@@ -69,6 +78,26 @@ class DownloadWatch:
         for guid in list(self.active):
             self._stop(guid, f"the lease's downloads are over {self.max_total} bytes")
 
+    def trim(self) -> bool:
+        """The folder made to hold the bounds whatever the events said: a file over max_file
+        is removed, and past max_total the newest finished files are too. True when the
+        folder was over max_total (downloads under way are then cancelled)."""
+        files: list[tuple[float, int, str]] = []
+        with contextlib.suppress(OSError), os.scandir(self.folder) as entries:
+            for entry in entries:
+                with contextlib.suppress(OSError):
+                    stat = entry.stat(follow_symlinks=False)
+                    files.append((stat.st_mtime, stat.st_size, entry.path))
+        kept, over_total = 0, False
+        for _, size, path in sorted(files):  # oldest first: the first downloads are kept
+            if size > self.max_file or kept + size > self.max_total:
+                over_total = over_total or kept + size > self.max_total
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+            else:
+                kept += size
+        return over_total
+
     def remove_partial(self) -> None:
         """Partial files are removed (Chromium fails a download whose file is gone)."""
         with contextlib.suppress(OSError), os.scandir(self.folder) as entries:
@@ -80,6 +109,6 @@ class DownloadWatch:
     async def poll_forever(self) -> None:
         while True:
             await asyncio.sleep(POLL_S)
-            if await asyncio.to_thread(self.folder_bytes) > self.max_total:
+            if await asyncio.to_thread(self.trim):
                 self.over_total()
                 await asyncio.to_thread(self.remove_partial)

@@ -16,6 +16,7 @@ import pytest
 from tests.attach.support import RawClient, raw
 from tests.conftest import BrokerFactory
 from tests.fixture_site import FixtureSite
+from tests.support import eventually
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -132,12 +133,12 @@ async def test_a_clients_download_over_max_download_bytes_is_cancelled(
         ended = await _events_until(
             client, "Browser.downloadProgress", lambda p: p["state"] != "inProgress"
         )
+        # Cancelled in flight, or (a blob is written in milliseconds, faster than a cancel on a
+        # busy machine) finished and then removed: either way the client is told "canceled".
         assert ended["state"] == "canceled", ended
-        assert ended["receivedBytes"] < 30 * MIB
         assert not await asyncio.to_thread(lambda: list(tmp_path.iterdir()))  # never used
         hub = _hub_of(broker)
-        await asyncio.sleep(0.5)
-        assert hub.downloads.folder_bytes() <= 2 * MIB
+        await eventually(lambda: hub.downloads.folder_bytes() <= MIB, 30)
 
 
 async def _download(client: RawClient, session: str, url: str) -> dict[str, Any]:
@@ -180,12 +181,14 @@ async def test_downloads_over_the_leases_total_are_cancelled_and_leave_no_partia
         assert first["receivedBytes"] == 15 * MIB
         # Cancelled once it takes the lease past 20 MiB: 5 MiB into its 15.
         second = await _download(client, session, fixture_server.url("file.bin?kb=15360&n=2"))
+        # (or, finished before the cancel reached the browser, removed and told "canceled")
         assert second["state"] == "canceled", second
-        assert second["receivedBytes"] < 15 * MIB
-        assert asked == [second["guid"]]  # once, however many events came before it stopped
-        await asyncio.sleep(1.0)  # a few of the folder's measurements later
-        names = await asyncio.to_thread(os.listdir, hub.downloads_folder)
-        assert names == [first["guid"]], names  # no partial file left behind
+        assert asked in ([second["guid"]], [])  # at most once, however many events came
+        folder = hub.downloads_folder
+        # no partial file, and no file past the total, is left behind
+        await eventually(lambda: os.listdir(folder) == [first["guid"]], 30)
+        await asyncio.sleep(1.0)  # a few of the folder's measurements later: the first stays
+        assert os.listdir(folder) == [first["guid"]]
         assert hub.downloads.folder_bytes() == 15 * MIB
 
 

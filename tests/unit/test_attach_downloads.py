@@ -1,6 +1,6 @@
 """The lease's downloads folder is measured as well as the browser's progress events: over the
 lease's total, every download under way is cancelled and partial files are removed, while
-completed files stay (they count; the lease's end deletes the folder)."""
+completed files under the bounds stay (they count; the lease's end deletes the folder)."""
 
 from __future__ import annotations
 
@@ -83,3 +83,31 @@ async def test_over_the_total_the_folder_check_cancels_and_removes_partial_files
     assert sorted(os.listdir(tmp_path)) == ["done", "link"]
     assert outside.read_bytes() == b"o" * 5000
     assert watch.folder_bytes() < 1000
+
+
+def test_a_download_that_finished_before_its_cancel_is_told_canceled_and_not_counted(
+    tmp_path: Path,
+) -> None:
+    asked: list[str] = []
+    watch = DownloadWatch(str(tmp_path), max_file=100, max_total=150, cancel=asked.append)
+    fast = _progress("fast", "completed", 5000)  # its first event is its last
+    watch.event("Browser.downloadProgress", fast)
+    assert fast["state"] == "canceled"  # the event the client is sent
+    kept = _progress("kept", "completed", 90)
+    watch.event("Browser.downloadProgress", kept)
+    assert kept["state"] == "completed" and watch.finished == 90
+    past_total = _progress("past", "completed", 90)  # 180 in all
+    watch.event("Browser.downloadProgress", past_total)
+    assert past_total["state"] == "canceled" and watch.finished == 90
+    watch.event("Browser.downloadProgress", _progress("fast", "inProgress", 6000))  # stale
+    assert asked == [] and watch.active == {}
+
+
+def test_the_folder_is_trimmed_to_the_bounds_whatever_the_events_said(tmp_path: Path) -> None:
+    watch = DownloadWatch(str(tmp_path), max_file=100, max_total=150, cancel=print)
+    for age, (name, size) in enumerate([("old", 90), ("huge", 500), ("newer", 50), ("new", 30)]):
+        (tmp_path / name).write_bytes(b"x" * size)
+        os.utime(tmp_path / name, (1000 + age, 1000 + age))
+    assert watch.trim() is True  # 90 + 50 kept; "new" would take it past 150
+    assert sorted(os.listdir(tmp_path)) == ["newer", "old"]
+    assert watch.trim() is False and watch.folder_bytes() == 140
