@@ -71,6 +71,14 @@ def command_line(proc: psutil.Process) -> list[str]:
         return []
 
 
+def alive(proc: psutil.Process) -> bool:
+    """Whether `proc` still runs (a zombie has exited: it only waits to be reaped)."""
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
 def in_process_browsers() -> list[psutil.Process]:
     """Browser processes below this process, leaving out those of broker subprocesses (such as
     the session's `live_broker`), which are theirs to clean up."""
