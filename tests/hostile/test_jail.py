@@ -27,7 +27,7 @@ from broker.model.steps.navigation import Goto
 from browserbroker import AsyncLease, BrokerClient, Isolation, SessionCrashedError, steps
 from tests.conftest import BrokerFactory, require
 from tests.integration.test_engines import SDK_ENGINE, engine_of, start
-from tests.support import BrokerProcess, InProcessBroker
+from tests.support import BrokerProcess, InProcessBroker, alive
 
 pytestmark = pytest.mark.browser
 
@@ -203,8 +203,8 @@ async def test_no_jail_outlives_the_broker_and_no_secret_reaches_a_browser(
     jails = [p for p in psutil.Process(mine).children(recursive=True) if p.name() == "bwrap"]
     assert jails, "no browser ran in a jail"
     await running.shutdown()
-    _, alive = psutil.wait_procs(jails, timeout=10)
-    assert not [p.pid for p in alive if p.status() != psutil.STATUS_ZOMBIE]
+    _, left = psutil.wait_procs(jails, timeout=10)
+    assert not [p.pid for p in left if alive(p)]
 
 
 # ------------------------------------------------------------ one downloads folder per browser

@@ -25,7 +25,7 @@ from browserbroker import (
 )
 from tests.conftest import BrokerFactory
 from tests.fixture_site import FixtureSite
-from tests.support import BrokerProcess, InProcessBroker, command_line, eventually
+from tests.support import BrokerProcess, InProcessBroker, alive, command_line, eventually
 
 pytestmark = pytest.mark.browser
 
@@ -278,8 +278,8 @@ def test_sigkill_of_broker_leaves_no_browser_behind() -> None:
         broker.signal(signal.SIGKILL)
         broker.wait(10)
         deadline = time.monotonic() + 10
-        while any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in orphans):
-            assert time.monotonic() < deadline, [p.pid for p in orphans if p.is_running()]
+        while any(alive(p) for p in orphans):
+            assert time.monotonic() < deadline, [p.pid for p in orphans if alive(p)]
             time.sleep(0.1)
     finally:
         broker.stop()
