@@ -15,7 +15,6 @@ import logging
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import cast
 
 from broker.attach.envelope import ENVELOPE_BYTES
 
@@ -67,8 +66,8 @@ class PipeMessages(asyncio.Protocol):
         self._limit = -1
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # (uvloop's pipe transports are not asyncio.ReadTransport subclasses)
-        self._transport = cast(asyncio.ReadTransport, transport)
+        assert isinstance(transport, asyncio.ReadTransport)
+        self._transport = transport
 
     def data_received(self, data: bytes) -> None:
         start = 0

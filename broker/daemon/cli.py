@@ -31,7 +31,6 @@ def _serve(args: argparse.Namespace) -> int:
         "prometheus_port": args.prometheus_port,
         "log_level": args.log_level,
         "log_format": args.log_format,
-        "event_loop": args.event_loop,
         "cluster_url": args.cluster,
         "cluster_advertise": args.advertise,
     }
@@ -42,12 +41,7 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     logs.configure(settings.log_level, settings.log_format, settings.redact_urls)
     on_ready = write_port_file(args.port_file) if args.port_file else None
-    if settings.event_loop == "uvloop":
-        import uvloop
-
-        uvloop.run(serve(settings, on_ready=on_ready))
-    else:
-        asyncio.run(serve(settings, on_ready=on_ready))
+    asyncio.run(serve(settings, on_ready=on_ready))
     return 0
 
 
@@ -126,7 +120,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     serve.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     serve.add_argument("--log-format", choices=["json", "text"])
-    serve.add_argument("--event-loop", choices=["uvloop", "asyncio"], help="default: uvloop")
     serve.add_argument("--cluster", metavar="REDIS_URL", help="run as a node of this cluster")
     serve.add_argument("--advertise", help="host:port other cluster nodes reach this one at")
     serve.add_argument("--port-file", type=Path, help="write the bound port here once serving")

@@ -114,10 +114,7 @@ async def serve(
         for name in ("", SERVICE_NAME):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
         host = settings.listen.rpartition(":")[0]
-        log.info(
-            "broker listening",
-            extra={"address": f"{host}:{port}", "port": port, "event_loop": _loop_name(loop)},
-        )
+        log.info("broker listening", extra={"address": f"{host}:{port}", "port": port})
         if on_ready is not None:
             on_ready(port)
         try:
@@ -227,7 +224,3 @@ def write_port_file(path: Path) -> Callable[[int], None]:
         tmp.replace(path)
 
     return write
-
-
-def _loop_name(loop: asyncio.AbstractEventLoop) -> str:
-    return "uvloop" if type(loop).__module__.startswith("uvloop") else "asyncio"

@@ -186,11 +186,6 @@ class Settings(
     headless: bool = True
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "text"] = "json"
-    event_loop: Literal["uvloop", "asyncio"] = Field(
-        "uvloop",
-        description="the daemon's event loop: uvloop (in C: less of the broker's CPU per lease) "
-        "or the standard library's",
-    )
 
     # ------------------------------------------------------------ security (docs/security.md)
     tls_cert_file: Path | None = Field(None, description="PEM certificate chain; enables TLS")
