@@ -72,11 +72,14 @@ def command_line(proc: psutil.Process) -> list[str]:
 
 
 def alive(proc: psutil.Process) -> bool:
-    """Whether `proc` still runs (a zombie has exited: it only waits to be reaped)."""
+    """Whether `proc` still runs (a zombie has exited: it only waits to be reaped). A process
+    that cannot be read is counted as running, so a check of "none left" cannot pass unseen."""
     try:
         return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
+    except psutil.NoSuchProcess:  # (ZombieProcess is one)
         return False
+    except psutil.AccessDenied:
+        return True
 
 
 def in_process_browsers() -> list[psutil.Process]:

@@ -18,7 +18,6 @@ import contextlib
 import itertools
 import json
 import logging
-import os
 import re
 import time
 from collections.abc import Callable
@@ -31,6 +30,7 @@ from broker.attach.bidi_rules import judge, undo
 from broker.attach.bounds import AttachLimits, TokenBucket
 from broker.attach.clients import HubClient, Peer, Waiting
 from broker.attach.downloads import POLL_S
+from broker.attach.held_folder import HeldFolder
 from broker.attach.hub import HubError
 from broker.attach.rules import BadMessage, decode
 
@@ -76,6 +76,7 @@ class BidiHub:
         self.session_id = ""
         self.capabilities: dict[str, Any] = {}
         self.downloads_folder = downloads_folder
+        self._folder = HeldFolder(downloads_folder)  # (never followed if swapped for a link)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._denied = False
         self._pages = PageCount(limits.max_targets)
@@ -363,10 +364,10 @@ class BidiHub:
     async def _watch_downloads(self) -> None:
         """Over the lease's total or a file over its bound: no more downloads for the lease,
         and the offending files (and partial ones) are removed."""
-        folder, limits = self.downloads_folder, self.limits
+        folder, limits = self._folder, self.limits
         while not self.gone.is_set():
             await asyncio.sleep(POLL_S)
-            sizes = await asyncio.to_thread(_sizes, folder)
+            sizes = {e.name: e.size for e in await asyncio.to_thread(folder.entries)}
             over = [name for name, size in sizes.items() if size > limits.max_download_bytes]
             if not over and sum(sizes.values()) <= limits.max_downloads_bytes:
                 continue
@@ -376,8 +377,7 @@ class BidiHub:
                 denied = {"downloadBehavior": {"type": "denied"}}
                 self._send_own("browser.setDownloadBehavior", denied)
             for name in over + [n for n in sizes if n.endswith(".part")]:
-                with contextlib.suppress(OSError):
-                    os.unlink(os.path.join(folder, name))
+                await asyncio.to_thread(folder.remove, name)
 
     async def shutdown(self) -> None:
         """Close the connection (the browser's process is the session's to end)."""
@@ -385,12 +385,4 @@ class BidiHub:
             await asyncio.wait_for(self.socket.close(), 2.0)
         for task in list(self._tasks):
             task.cancel()
-
-
-def _sizes(folder: str) -> dict[str, int]:
-    sizes: dict[str, int] = {}
-    with contextlib.suppress(OSError), os.scandir(folder) as entries:
-        for entry in entries:
-            with contextlib.suppress(OSError):
-                sizes[entry.name] = entry.stat(follow_symlinks=False).st_size
-    return sizes
+        self._folder.close()

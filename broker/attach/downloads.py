@@ -2,16 +2,23 @@
 max_download_bytes, or the lease's downloads over max_downloads_bytes in all, is cancelled
 (`Browser.cancelDownload`). The hub forces `eventsEnabled` on every `Browser.setDownloadBehavior`
 a client sends (rules.py) and shows this watch every `*.downloadProgress`; the lease's folder
-is also measured, for downloads no event was heard of (`Page.setDownloadBehavior`)."""
+is also measured, for downloads no event was heard of (`Page.setDownloadBehavior`).
+
+Chromium sends a download's events to every session that asked for them (the broker's own
+Playwright on the lease, each attached client), so each download is counted once, by its guid,
+and every copy of its events tells the same story: a download that finished over a bound before
+its cancel reached the browser (a blob is written in milliseconds) is removed and said to be
+`canceled` in each of them."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 from collections.abc import Callable
 from typing import Any
+
+from broker.attach.held_folder import HeldFolder
 
 log = logging.getLogger("broker.attach")
 
@@ -24,13 +31,20 @@ class DownloadWatch:
     def __init__(
         self, folder: str, max_file: int, max_total: int, cancel: Callable[[str], None]
     ) -> None:
-        self.folder = folder
+        self.folder = HeldFolder(folder)
         self.max_file = max_file
         self.max_total = max_total
         self._cancel = cancel
         self.active: dict[str, int] = {}  # guid -> bytes received so far
-        self.finished = 0  # bytes of completed downloads
-        self.cancelled: set[str] = set()  # asked once each: later events of theirs are ignored
+        self.completed: dict[str, int] = {}  # guid -> bytes, of downloads kept
+        self.cancelled: set[str] = set()  # asked once each: later progress of theirs is ignored
+        self.removed: set[str] = set()  # finished over a bound: every copy says "canceled"
+        self.doomed: set[str] = set()  # their files' names, removed at the next measure
+
+    @property
+    def finished(self) -> int:
+        """Bytes of the completed downloads kept."""
+        return sum(self.completed.values())
 
     def event(self, method: object, params: dict[str, Any]) -> None:
         if method not in _PROGRESS:
@@ -38,26 +52,38 @@ class DownloadWatch:
         guid, state, received = params.get("guid"), params.get("state"), params.get("receivedBytes")
         if not isinstance(guid, str) or not isinstance(received, int | float):
             return
-        if guid in self.cancelled:
-            return  # progress that came before the browser acted on the cancel
+        if guid in self.removed:
+            _told_canceled(params)
+            return
+        if guid in self.completed:
+            return  # another session's copy, counted already
         if state == "inProgress":
+            if guid in self.cancelled:
+                return  # progress that came before the browser acted on the cancel
             self.active[guid] = int(received)
             total = self.finished + sum(self.active.values())
             if received > self.max_file or total > self.max_total:
                 self._stop(guid, f"{int(received)} bytes (max {self.max_file}, lease {total})")
+            return
+        self.active.pop(guid, None)
+        if state != "completed":
+            return
+        over = received > self.max_file or self.finished + int(received) > self.max_total
+        if guid in self.cancelled or over:
+            self._remove(guid, params)
         else:
-            self.active.pop(guid, None)
-            if state != "completed":
-                return
-            total = self.finished + int(received)
-            if received > self.max_file or total > self.max_total:
-                # It finished before the cancel reached the browser (a blob is written in
-                # milliseconds): the file is not kept (`trim`), and the client is told so.
-                log.info("an attached client's download finished over its bound: removed")
-                self.cancelled.add(guid)
-                params["state"] = "canceled"
-            else:
-                self.finished = total
+            self.completed[guid] = int(received)
+
+    def _remove(self, guid: str, params: dict[str, Any]) -> None:
+        """It finished before its cancel reached the browser: not kept, and said so."""
+        log.info("an attached client's download finished over its bound: removed")
+        self.removed.add(guid)
+        path = params.get("filePath")
+        if isinstance(path, str) and os.path.dirname(path) == self.folder.path:
+            self.doomed.add(os.path.basename(path))  # ("allow": named as the site said)
+        else:
+            self.doomed.add(guid)  # ("allowAndName": named by its guid)
+        _told_canceled(params)
 
     def _stop(self, guid: str, why: str) -> None:
         log.info("an attached client's download was cancelled: %s", why)
@@ -66,45 +92,34 @@ class DownloadWatch:
         self._cancel(guid)
 
     def folder_bytes(self) -> int:
-        total = 0
-        with contextlib.suppress(OSError), os.scandir(self.folder) as entries:
-            for entry in entries:
-                with contextlib.suppress(OSError):
-                    total += entry.stat(follow_symlinks=False).st_size
-        return total
+        return self.folder.total_bytes()
+
+    def trim(self) -> bool:
+        """The folder made to hold the bounds whatever the events said: the files of downloads
+        removed go first, then a file over max_file, and past max_total the newest files. True
+        when the folder was over max_total (downloads under way are then cancelled)."""
+        doomed, self.doomed = self.doomed, set()
+        kept, over_total = 0, False
+        for entry in sorted(self.folder.entries(), key=lambda e: (e.mtime, e.name)):
+            if entry.name in doomed:
+                self.folder.remove(entry.name)
+            elif entry.size > self.max_file or kept + entry.size > self.max_total:
+                over_total = over_total or kept + entry.size > self.max_total
+                self.folder.remove(entry.name)
+            else:
+                kept += entry.size  # (the oldest are kept: the first downloads)
+        return over_total
 
     def over_total(self) -> None:
         """The folder is over the lease's total: every download under way is cancelled."""
         for guid in list(self.active):
             self._stop(guid, f"the lease's downloads are over {self.max_total} bytes")
 
-    def trim(self) -> bool:
-        """The folder made to hold the bounds whatever the events said: a file over max_file
-        is removed, and past max_total the newest finished files are too. True when the
-        folder was over max_total (downloads under way are then cancelled)."""
-        files: list[tuple[float, int, str]] = []
-        with contextlib.suppress(OSError), os.scandir(self.folder) as entries:
-            for entry in entries:
-                with contextlib.suppress(OSError):
-                    stat = entry.stat(follow_symlinks=False)
-                    files.append((stat.st_mtime, stat.st_size, entry.path))
-        kept, over_total = 0, False
-        for _, size, path in sorted(files):  # oldest first: the first downloads are kept
-            if size > self.max_file or kept + size > self.max_total:
-                over_total = over_total or kept + size > self.max_total
-                with contextlib.suppress(OSError):
-                    os.unlink(path)
-            else:
-                kept += size
-        return over_total
-
     def remove_partial(self) -> None:
         """Partial files are removed (Chromium fails a download whose file is gone)."""
-        with contextlib.suppress(OSError), os.scandir(self.folder) as entries:
-            for entry in entries:
-                if entry.name.endswith(PARTIAL_SUFFIX) or entry.name in self.cancelled:
-                    with contextlib.suppress(OSError):
-                        os.unlink(entry.path)
+        for entry in self.folder.entries():
+            if entry.name.endswith(PARTIAL_SUFFIX) or entry.name in self.cancelled:
+                self.folder.remove(entry.name)
 
     async def poll_forever(self) -> None:
         while True:
@@ -112,3 +127,11 @@ class DownloadWatch:
             if await asyncio.to_thread(self.trim):
                 self.over_total()
                 await asyncio.to_thread(self.remove_partial)
+
+    def close(self) -> None:
+        self.folder.close()
+
+
+def _told_canceled(params: dict[str, Any]) -> None:
+    params["state"] = "canceled"
+    params.pop("filePath", None)  # (no file is there)

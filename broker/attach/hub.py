@@ -439,3 +439,4 @@ class CdpHub:
         for task in (self._pump, self._sweep, self._poll):
             if task is not None:
                 task.cancel()
+        self.downloads.close()

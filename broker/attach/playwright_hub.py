@@ -29,6 +29,7 @@ from websockets.exceptions import ConnectionClosed
 
 from broker.attach.bounds import AttachLimits, TokenBucket
 from broker.attach.clients import HubClient, Peer
+from broker.attach.held_folder import HeldFolder
 from broker.attach.hub import HubError
 from broker.attach.playwright_rules import Call, decode_call, judge
 
@@ -150,27 +151,36 @@ class PlaywrightHub:
         (it may have completed between two measures)."""
         self._downloads = asyncio.get_running_loop().create_task(self._measure_forever(folder))
 
-    async def _measure_forever(self, folder: str) -> None:
+    async def _measure_forever(self, path: str) -> None:
+        folder = HeldFolder(path)  # (never followed if swapped for a link)
         cancelled: set[str] = set()
-        while not self.gone.is_set():
-            await asyncio.sleep(DOWNLOADS_POLL_S)
-            if any(client.artifacts for client in self._clients):
-                self._measure(folder, cancelled)
+        try:
+            while not self.gone.is_set():
+                await asyncio.sleep(DOWNLOADS_POLL_S)
+                if any(client.artifacts for client in self._clients):
+                    self._measure(folder, cancelled)
+        finally:
+            folder.close()
 
-    def _measure(self, folder: str, cancelled: set[str]) -> None:
-        over_total = _folder_bytes(folder) > self.limits.max_downloads_bytes
+    def _measure(self, folder: HeldFolder, cancelled: set[str]) -> None:
+        over_total = folder.total_bytes() > self.limits.max_downloads_bytes
         for client in list(self._clients):
             for guid, path in list(client.artifacts.items()):
                 if guid in cancelled:
                     continue
-                if over_total or _file_bytes(path) > self.limits.max_download_bytes:
+                inside, name = os.path.dirname(path) == folder.path, os.path.basename(path)
+                size = folder.size_of(name) if inside else _file_bytes(path)
+                if over_total or size > self.limits.max_download_bytes:
                     cancelled.add(guid)
                     log.warning("an attached client's download is over its bound: cancelled")
                     message = {"id": next(self._own_ids), "guid": guid, "method": "cancel"}
                     client.outbox.append(json.dumps({**message, "params": {}, "metadata": {}}))
                     client.wake.set()
-                    with contextlib.suppress(OSError):  # (it may have completed meanwhile)
-                        os.unlink(path)
+                    if inside:  # (it may have completed meanwhile)
+                        folder.remove(name)
+                    else:
+                        with contextlib.suppress(OSError):
+                            os.unlink(path)
 
     # ------------------------------------------------------------ client -> server
 
@@ -318,14 +328,6 @@ async def _close(upstream: ClientConnection) -> None:
 def _file_bytes(path: str) -> int:
     try:
         return os.stat(path).st_size
-    except OSError:
-        return 0
-
-
-def _folder_bytes(folder: str) -> int:
-    try:
-        with os.scandir(folder) as entries:
-            return sum(_file_bytes(entry.path) for entry in entries if entry.is_file())
     except OSError:
         return 0
 

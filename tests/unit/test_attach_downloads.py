@@ -111,3 +111,71 @@ def test_the_folder_is_trimmed_to_the_bounds_whatever_the_events_said(tmp_path: 
     assert watch.trim() is True  # 90 + 50 kept; "new" would take it past 150
     assert sorted(os.listdir(tmp_path)) == ["newer", "old"]
     assert watch.trim() is False and watch.folder_bytes() == 140
+
+
+def test_each_download_counts_once_however_many_sessions_hear_of_it(tmp_path: Path) -> None:
+    # Chromium sends a download's events to every session that asked for them: the broker's own
+    # Playwright on the lease and each attached client.
+    asked: list[str] = []
+    watch = DownloadWatch(str(tmp_path), max_file=100, max_total=150, cancel=asked.append)
+    copies = [_progress("a", "completed", 90) for _ in range(3)]
+    for copy in copies:
+        watch.event("Browser.downloadProgress", copy)
+    assert [c["state"] for c in copies] == ["completed"] * 3 and watch.finished == 90
+    over = [{**_progress("b", "completed", 500), "filePath": str(tmp_path / "b.bin")}] * 1
+    over.append(_progress("b", "completed", 500))
+    for copy in over:
+        watch.event("Page.downloadProgress", copy)
+    assert [c["state"] for c in over] == ["canceled", "canceled"]
+    assert "filePath" not in over[0] and watch.finished == 90
+    # cancelled in flight, and finished anyway: every copy says canceled
+    watch.event("Browser.downloadProgress", _progress("c", "inProgress", 101))
+    assert asked == ["c"]
+    late = [_progress("c", "completed", 120), _progress("c", "completed", 120)]
+    for copy in late:
+        watch.event("Browser.downloadProgress", copy)
+    assert [c["state"] for c in late] == ["canceled", "canceled"]
+    assert watch.doomed == {"b.bin", "c"}
+
+
+def test_the_files_said_canceled_go_first_whatever_their_age(tmp_path: Path) -> None:
+    watch = DownloadWatch(str(tmp_path), max_file=100, max_total=150, cancel=print)
+    (tmp_path / "kept.bin").write_bytes(b"k" * 90)
+    os.utime(tmp_path / "kept.bin", (2000, 2000))  # newer than the one removed
+    (tmp_path / "gone.bin").write_bytes(b"g" * 60)
+    os.utime(tmp_path / "gone.bin", (1000, 1000))
+    watch.event("Browser.downloadProgress", _progress("k", "completed", 90))
+    told = {**_progress("g", "completed", 90), "filePath": str(tmp_path / "gone.bin")}
+    watch.event("Browser.downloadProgress", told)  # 180 in all: over the total
+    assert told["state"] == "canceled"
+    assert watch.trim() is False
+    assert os.listdir(tmp_path) == ["kept.bin"]
+    (tmp_path / "gone.bin").write_bytes(b"n" * 10)  # a later download of the same name stays
+    assert watch.trim() is False and sorted(os.listdir(tmp_path)) == ["gone.bin", "kept.bin"]
+
+
+def test_a_folder_swapped_for_a_link_never_has_the_daemon_touch_what_it_names(
+    tmp_path: Path,
+) -> None:
+    # The browser's user owns the folder: a hostile browser can rename it and leave a symlink to
+    # a folder of the daemon's in its place.
+    folder, victim = tmp_path / "downloads", tmp_path / "daemon-state"
+    folder.mkdir()
+    victim.mkdir()
+    for name in ("big.db", "a.crdownload", "newest"):
+        (victim / name).write_bytes(b"v" * 500)
+    watch = DownloadWatch(str(folder), max_file=100, max_total=150, cancel=print)
+    watch.event("Browser.downloadProgress", _progress("a", "inProgress", 10))
+    (folder / "mine.bin").write_bytes(b"m" * 50)
+    folder.rename(tmp_path / "moved")
+    os.symlink(victim, folder)
+    watch.over_total()
+    assert watch.trim() is False and watch.folder_bytes() == 50  # the folder it made
+    watch.remove_partial()
+    assert sorted(os.listdir(victim)) == ["a.crdownload", "big.db", "newest"]
+    watch.close()
+    # made on a path that is a link already: nothing is measured or removed through it
+    linked = DownloadWatch(str(folder), max_file=100, max_total=150, cancel=print)
+    assert linked.trim() is False and linked.folder_bytes() == 0
+    linked.remove_partial()
+    assert sorted(os.listdir(victim)) == ["a.crdownload", "big.db", "newest"]
