@@ -4,11 +4,11 @@ max_download_bytes, or the lease's downloads over max_downloads_bytes in all, is
 a client sends (rules.py) and shows this watch every `*.downloadProgress`; the lease's folder
 is also measured, for downloads no event was heard of (`Page.setDownloadBehavior`).
 
-Chromium sends a download's events to every session that asked for them (the broker's own
-Playwright on the lease, each attached client), so each download is counted once, by its guid,
-and every copy of its events tells the same story: a download that finished over a bound before
-its cancel reached the browser (a blob is written in milliseconds) is removed and said to be
-`canceled` in each of them."""
+Chromium sends a download's events to every session that asked for them, so each download is
+counted once, by its guid, and every copy a client gets tells the same story: a download that
+finished over a bound before its cancel reached the browser (a blob is written in milliseconds)
+is removed from the folder and said to be `canceled` in each. The broker's own Playwright's
+copies are not read here: its download step bounds its own files."""
 
 from __future__ import annotations
 
@@ -37,14 +37,10 @@ class DownloadWatch:
         self._cancel = cancel
         self.active: dict[str, int] = {}  # guid -> bytes received so far
         self.completed: dict[str, int] = {}  # guid -> bytes, of downloads kept
+        self.finished = 0  # their sum
         self.cancelled: set[str] = set()  # asked once each: later progress of theirs is ignored
         self.removed: set[str] = set()  # finished over a bound: every copy says "canceled"
         self.doomed: set[str] = set()  # their files' names, removed at the next measure
-
-    @property
-    def finished(self) -> int:
-        """Bytes of the completed downloads kept."""
-        return sum(self.completed.values())
 
     def event(self, method: object, params: dict[str, Any]) -> None:
         if method not in _PROGRESS:
@@ -73,6 +69,7 @@ class DownloadWatch:
             self._remove(guid, params)
         else:
             self.completed[guid] = int(received)
+            self.finished += int(received)
 
     def _remove(self, guid: str, params: dict[str, Any]) -> None:
         """It finished before its cancel reached the browser: not kept, and said so."""

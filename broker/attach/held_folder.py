@@ -8,9 +8,12 @@ in the folder it made."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import threading
 from dataclasses import dataclass
+
+log = logging.getLogger("broker.attach")
 
 
 @dataclass(frozen=True)
@@ -25,8 +28,11 @@ class HeldFolder:
         self.path = path
         self._fd: int | None = None
         self._lock = threading.Lock()  # measured in a thread: never closed while in use
-        with contextlib.suppress(OSError):  # (gone or not a folder: nothing is measured)
+        self._closed = False
+        try:
             self._fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError as exc:  # (gone, or a link already: nothing is measured through it)
+            log.warning("a lease's downloads folder could not be held: %s", exc)
 
     def entries(self) -> list[Entry]:
         """What the folder holds (a symlink as itself, never followed)."""
@@ -34,6 +40,7 @@ class HeldFolder:
         with self._lock:
             if self._fd is not None:
                 self._list(self._fd, found)
+            self._close_if_asked()
         return found
 
     @staticmethod
@@ -55,6 +62,8 @@ class HeldFolder:
                 return os.stat(name, dir_fd=self._fd, follow_symlinks=False).st_size
             except OSError:
                 return 0
+            finally:
+                self._close_if_asked()
 
     def remove(self, name: str) -> None:
         """Unlink `name` in the folder (a symlink itself, not what it names)."""
@@ -62,12 +71,22 @@ class HeldFolder:
             if self._fd is not None and _plain(name):
                 with contextlib.suppress(OSError):
                     os.unlink(name, dir_fd=self._fd)
+            self._close_if_asked()
 
     def close(self) -> None:
-        with self._lock:
-            if self._fd is not None:
-                os.close(self._fd)
-                self._fd = None
+        """Closed now, or by the thread measuring it once it is done: the event loop never
+        waits for a measure of a folder a tenant may have filled with files."""
+        self._closed = True
+        if self._lock.acquire(blocking=False):
+            try:
+                self._close_if_asked()
+            finally:
+                self._lock.release()
+
+    def _close_if_asked(self) -> None:
+        if self._closed and self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 def _plain(name: str) -> bool:

@@ -278,7 +278,8 @@ class CdpHub:
         if client is None:
             return
         method, params = message.get("method"), message.get("params") or {}
-        self.downloads.event(method, params)
+        if not client.trusted:  # (the broker's own download step bounds its own files)
+            self.downloads.event(method, params)
         if method == "Tracing.tracingComplete" and isinstance(params.get("stream"), str):
             client.streams.add(params["stream"])
         if method == "Target.attachedToTarget" and isinstance(params.get("sessionId"), str):
@@ -425,18 +426,20 @@ class CdpHub:
     async def shutdown(self) -> None:
         """Close the browser (Browser.close, then SIGKILL to its process group) and wait for it
         to exit. Idempotent."""
-        if not self.pipe.exited.done():
-            if not self.gone.is_set():
-                self._send_own("Browser.close", {})
-            try:
-                await asyncio.wait_for(asyncio.shield(self.pipe.exited), CLOSE_TIMEOUT_S)
-            except TimeoutError:
-                log.warning("browser did not close; killed", extra={"pid": self.pipe.pid})
-                self.pipe.kill()
-                with contextlib.suppress(TimeoutError):
+        try:
+            if not self.pipe.exited.done():
+                if not self.gone.is_set():
+                    self._send_own("Browser.close", {})
+                try:
                     await asyncio.wait_for(asyncio.shield(self.pipe.exited), CLOSE_TIMEOUT_S)
-        self.pipe.close_pipes()
-        for task in (self._pump, self._sweep, self._poll):
-            if task is not None:
-                task.cancel()
-        self.downloads.close()
+                except TimeoutError:
+                    log.warning("browser did not close; killed", extra={"pid": self.pipe.pid})
+                    self.pipe.kill()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(asyncio.shield(self.pipe.exited), CLOSE_TIMEOUT_S)
+        finally:
+            self.pipe.close_pipes()
+            for task in (self._pump, self._sweep, self._poll):
+                if task is not None:
+                    task.cancel()
+            self.downloads.close()

@@ -168,8 +168,10 @@ class PlaywrightHub:
             for guid, path in list(client.artifacts.items()):
                 if guid in cancelled:
                     continue
+                # Only a file directly in the held folder is measured or removed: a path the
+                # browser named elsewhere (a subfolder it may swap for a link) never is.
                 inside, name = os.path.dirname(path) == folder.path, os.path.basename(path)
-                size = folder.size_of(name) if inside else _file_bytes(path)
+                size = folder.size_of(name) if inside else 0
                 if over_total or size > self.limits.max_download_bytes:
                     cancelled.add(guid)
                     log.warning("an attached client's download is over its bound: cancelled")
@@ -178,9 +180,6 @@ class PlaywrightHub:
                     client.wake.set()
                     if inside:  # (it may have completed meanwhile)
                         folder.remove(name)
-                    else:
-                        with contextlib.suppress(OSError):
-                            os.unlink(path)
 
     # ------------------------------------------------------------ client -> server
 
@@ -323,13 +322,6 @@ class PlaywrightHub:
 async def _close(upstream: ClientConnection) -> None:
     with contextlib.suppress(Exception):
         await asyncio.wait_for(upstream.close(), 5.0)
-
-
-def _file_bytes(path: str) -> int:
-    try:
-        return os.stat(path).st_size
-    except OSError:
-        return 0
 
 
 def _now() -> float:

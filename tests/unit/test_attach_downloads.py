@@ -13,6 +13,7 @@ import pytest
 
 from broker.attach import downloads
 from broker.attach.downloads import DownloadWatch
+from broker.attach.held_folder import HeldFolder
 
 
 def _progress(guid: object, state: str, received: object) -> dict[str, object]:
@@ -72,7 +73,7 @@ async def test_over_the_total_the_folder_check_cancels_and_removes_partial_files
         assert asked == []  # under the total: nothing happens
         (tmp_path / "more.crdownload").write_bytes(b"m" * 200)  # now over
         for _ in range(500):
-            if asked and not (tmp_path / "more.crdownload").exists():
+            if asked and sorted(os.listdir(tmp_path)) == ["done", "link"]:
                 break
             await asyncio.sleep(0.01)
     finally:
@@ -122,8 +123,10 @@ def test_each_download_counts_once_however_many_sessions_hear_of_it(tmp_path: Pa
     for copy in copies:
         watch.event("Browser.downloadProgress", copy)
     assert [c["state"] for c in copies] == ["completed"] * 3 and watch.finished == 90
-    over = [{**_progress("b", "completed", 500), "filePath": str(tmp_path / "b.bin")}] * 1
-    over.append(_progress("b", "completed", 500))
+    over = [
+        {**_progress("b", "completed", 500), "filePath": str(tmp_path / "b.bin")},
+        _progress("b", "completed", 500),
+    ]
     for copy in over:
         watch.event("Page.downloadProgress", copy)
     assert [c["state"] for c in over] == ["canceled", "canceled"]
@@ -179,3 +182,19 @@ def test_a_folder_swapped_for_a_link_never_has_the_daemon_touch_what_it_names(
     assert linked.trim() is False and linked.folder_bytes() == 0
     linked.remove_partial()
     assert sorted(os.listdir(victim)) == ["a.crdownload", "big.db", "newest"]
+
+
+def test_a_folder_closed_while_a_thread_measures_it_is_closed_by_that_thread(
+    tmp_path: Path,
+) -> None:
+    folder = HeldFolder(str(tmp_path))
+    (tmp_path / "a").write_bytes(b"a" * 10)
+    with folder._lock:  # a worker thread mid-measure
+        folder.close()  # the event loop does not wait for it
+        assert folder._fd is not None
+    assert folder.total_bytes() == 10  # a measure under way ends...
+    assert folder._fd is None  # ...and closes the folder as it lets go
+    assert folder.total_bytes() == 0
+    folder.remove("a")
+    assert (tmp_path / "a").exists()
+    assert HeldFolder(str(tmp_path / "missing")).entries() == []

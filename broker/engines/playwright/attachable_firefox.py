@@ -253,6 +253,7 @@ class BidiBrowsers:
         if self.processes is not None:
             self.processes.roots.add(pipe.pid)
         port = 0
+        hub: BidiHub | None = None
         try:
             url, port = await self._listening(pipe, profile)
             if gateway is not None:
@@ -267,6 +268,8 @@ class BidiBrowsers:
             hub = BidiHub(socket, str(downloads), self.limits)
             await hub.start()
         except BaseException as exc:
+            if hub is not None:  # (its socket, tasks and downloads folder)
+                await asyncio.shield(hub.shutdown())
             pipe.kill()
             pipe.close_pipes()
             self._forget(pipe, profile)
