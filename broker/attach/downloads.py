@@ -36,8 +36,8 @@ class DownloadWatch:
         self.max_total = max_total
         self._cancel = cancel
         self.active: dict[str, int] = {}  # guid -> bytes received so far
-        self.completed: dict[str, int] = {}  # guid -> bytes, of downloads kept
-        self.finished = 0  # their sum
+        self.completed: set[str] = set()  # guids of the downloads kept
+        self.finished = 0  # their bytes
         self.cancelled: set[str] = set()  # asked once each: later progress of theirs is ignored
         self.removed: set[str] = set()  # finished over a bound: every copy says "canceled"
         self.doomed: set[str] = set()  # their files' names, removed at the next measure
@@ -68,7 +68,7 @@ class DownloadWatch:
         if guid in self.cancelled or over:
             self._remove(guid, params)
         else:
-            self.completed[guid] = int(received)
+            self.completed.add(guid)
             self.finished += int(received)
 
     def _remove(self, guid: str, params: dict[str, Any]) -> None:
