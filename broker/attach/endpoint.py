@@ -15,6 +15,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
 from broker.attach.hub import CdpHub
+from broker.attach.inbox import RelayConnection
 from broker.attach.relay import SocketPeer, relay
 
 log = logging.getLogger("broker.attach")
@@ -36,6 +37,7 @@ class TrustedEndpoint:
             0,
             process_request=self._check,
             compression=None,
+            create_connection=RelayConnection,
             max_size=None,  # the broker's own Playwright
             ping_interval=None,
         )
@@ -53,6 +55,7 @@ class TrustedEndpoint:
         return None  # taken once upgraded: a request that never upgrades takes nothing
 
     async def _serve(self, socket: ServerConnection) -> None:
+        assert isinstance(socket, RelayConnection)
         assert self._server is not None
         if self._taken:
             await socket.close(1008, "taken")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 import weakref
 from collections import deque
@@ -23,7 +24,10 @@ from websockets.protocol import State
 
 from broker.attach.clients import HubClient
 from broker.attach.hubs import AttachHub
+from broker.attach.inbox import RelayConnection
 from broker.attach.rules import BadMessage
+
+log = logging.getLogger(__name__)
 
 MAX_UNSENT_BYTES = 64 * 1024 * 1024
 READ_BYTES_PER_S = 4 * 1024 * 1024  # a tenant's client, on average (docs/security.md)
@@ -31,6 +35,7 @@ READ_BURST_BYTES = 8 * 1024 * 1024  # two messages of the default attach_max_mes
 YIELD_BYTES = 64 * 1024  # a message this large lets the loop run other work after it
 CLOSE_BAD_MESSAGE = 1007
 CLOSE_TOO_SLOW = 1008
+CLOSE_INTERNAL_ERROR = 1011
 
 
 class SocketPeer:
@@ -123,14 +128,15 @@ _BUDGETS: weakref.WeakKeyDictionary[AttachHub, ReadBudget] = weakref.WeakKeyDict
 
 
 async def relay(
-    socket: ServerConnection,
+    socket: RelayConnection,
     hub: AttachHub,
     client: HubClient,
     peer: SocketPeer,
     on_message: Callable[[], None] | None = None,
     budget: ReadBudget | None = None,
 ) -> str:
-    """Relay until the socket closes; why it closed ("client closed", "bad message: ...")."""
+    """Relay until the socket closes; why it closed ("client closed", "bad message: ...").
+    Each message goes to the hub in the callback that read it (`broker/attach/inbox.py`)."""
     writer = asyncio.get_running_loop().create_task(peer.write_forever())
     cause = "client closed"
     if budget is None and not client.trusted:
@@ -139,27 +145,37 @@ async def relay(
             budget = _BUDGETS[hub] = ReadBudget(
                 READ_BYTES_PER_S, READ_BURST_BYTES, time.monotonic()
             )
+
+    def handle(raw: str | bytes) -> float | None:
+        nonlocal cause
+        try:
+            hub.receive(client, raw)
+        except BadMessage as exc:
+            cause = f"bad message: {exc}"
+            socket.inbox.refuse(CLOSE_BAD_MESSAGE, str(exc)[:120])
+            return None
+        except Exception:  # a fault of the broker's, never the client's: logged, not relayed
+            log.exception("the attach hub failed on a client's message")
+            cause = "internal error"
+            socket.inbox.refuse(CLOSE_INTERNAL_ERROR, cause)
+            return None
+        if on_message is not None:
+            on_message()
+        size = len(raw) if isinstance(raw, bytes) or raw.isascii() else len(raw.encode())
+        pause = 0.0 if budget is None else budget.spend(size, time.monotonic())
+        return pause if pause > 0 or size >= YIELD_BYTES else None
+
     try:
-        async for raw in socket:
-            try:
-                hub.receive(client, raw)
-            except BadMessage as exc:
-                cause = f"bad message: {exc}"
-                await socket.close(CLOSE_BAD_MESSAGE, str(exc)[:120])
-                break
-            if on_message is not None:
-                on_message()
-            size = len(raw) if isinstance(raw, bytes) or raw.isascii() else len(raw.encode())
-            pause = 0.0 if budget is None else budget.spend(size, time.monotonic())
-            if pause > 0 or size >= YIELD_BYTES:
-                await asyncio.sleep(pause)
-    except ConnectionClosed:
-        pass
+        socket.inbox.start(handle)
+        await socket.wait_closed()
     finally:
+        socket.inbox.stop()
         hub.detach(client)
         writer.cancel()
         with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
             await writer
     if peer.overflowed:
         cause = "client did not read"
+    elif cause == "client closed" and socket.inbox.refusal:  # refused before the hub saw it
+        cause = f"bad message: {socket.inbox.refusal}"
     return cause

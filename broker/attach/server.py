@@ -30,6 +30,7 @@ from broker.attach.bidi_hub import BidiHub
 from broker.attach.bounds import AttachLimits
 from broker.attach.hub import HubError
 from broker.attach.hubs import AttachHub
+from broker.attach.inbox import RelayConnection
 from broker.attach.playwright_hub import PlaywrightHub
 from broker.attach.relay import SocketPeer, relay
 
@@ -118,8 +119,8 @@ class AttachServer:
             process_request=self._check,
             process_response=self._checked,
             compression=None,
+            create_connection=RelayConnection,
             max_size=self._limits.max_message_bytes,
-            max_queue=16,
             ssl=self._ssl,
             server_header=None,
         )
@@ -195,18 +196,21 @@ class AttachServer:
             await asyncio.wait_for(asyncio.shield(grant.ended), self._gone_grace_s)
 
     async def _serve(self, socket: ServerConnection) -> None:
+        assert isinstance(socket, RelayConnection)
         found = self._grants.pop(socket, None)
         if found is None:
             return
         grant, info = found
         try:
             if grant.ended.done():
+                socket.inbox.stop()  # (so that the closing handshake is read)
                 await socket.close(*grant.ended.result())
                 return
             peer = SocketPeer(socket)
             try:
                 client = await grant.hub.attach(peer, trusted=False)
             except (HubError, TimeoutError):
+                socket.inbox.stop()
                 await socket.close(CLOSE_BROWSER_GONE, "the lease's browser is gone")
                 return
         finally:
