@@ -11,6 +11,11 @@ list it) and holds a lock file this process keeps locked while it runs.
 A browser's folder is removed when it disconnects (or its launch fails), the parent when the
 process exits; after a crash, the next broker to start removes every parent whose lock no live
 process holds.
+
+The profile of an attachable browser, and the temporary directory of a served browser's
+Playwright server (`new_claimed`), live in the temporary directory beside the parent, where the
+launcher accepts a profile; each one's name is recorded in the parent's `claimed` folder until
+the broker removes it, so the sweep of a crashed broker's parent removes them too.
 """
 
 from __future__ import annotations
@@ -20,7 +25,6 @@ import contextlib
 import fcntl
 import logging
 import os
-import shutil
 import stat
 import tempfile
 import time
@@ -32,6 +36,9 @@ PREFIX = "browser-broker-downloads-"
 LOCK = ".lock"
 # A parent without its lock file yet is being made: left alone while this young.
 UNLOCKED_GRACE_S = 60.0
+CLAIMED = "claimed"
+# The only names a claim may give the sweep: the folders of attachable and served browsers.
+CLAIMABLE_PREFIXES = ("playwright_attach_", "playwright_served-")
 
 _parent: list[Path] = []
 _lock_fd: list[int] = []
@@ -46,7 +53,77 @@ def new_folder(uid: int | None, gid: int | None) -> Path:
 
 
 def remove(folder: Path) -> None:
-    shutil.rmtree(folder, ignore_errors=True)
+    remove_tree(folder)
+
+
+# A folder opened to be emptied: never through a link, never waiting on a FIFO or a device.
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+MAX_DEPTH = 128  # a tree nested deeper is left (no browser's folder comes near it)
+
+
+def remove_tree(path: Path | str) -> None:
+    """`rm -rf path`, errors ignored. The trees the daemon removes belong to the browser's
+    user, who may swap any folder in them for a link (to the daemon's files, a FIFO, a device)
+    while they are removed: every entry is unlinked or opened relative to its parent's
+    descriptor, and a folder is opened without following a link or blocking on what it is
+    (shutil.rmtree opens each folder with neither guard, then checks)."""
+    parent, name = os.path.split(os.fspath(path))
+    try:
+        parent_fd = os.open(parent or ".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        _remove_entry(parent_fd, name, 0)
+    finally:
+        os.close(parent_fd)
+
+
+def _remove_entry(dir_fd: int, name: str, depth: int) -> None:
+    try:
+        os.unlink(name, dir_fd=dir_fd)  # a file, a link, a FIFO: removed, never opened
+        return
+    except IsADirectoryError:
+        pass
+    except OSError:
+        return
+    if depth >= MAX_DEPTH:
+        return
+    try:
+        fd = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
+    except OSError:  # swapped for a link or a file since: not followed
+        with contextlib.suppress(OSError):
+            os.unlink(name, dir_fd=dir_fd)
+        return
+    try:
+        with os.scandir(fd) as entries:
+            names = [entry.name for entry in entries]
+        for entry in names:
+            _remove_entry(fd, entry, depth + 1)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+    with contextlib.suppress(OSError):
+        os.rmdir(name, dir_fd=dir_fd)
+
+
+def new_claimed(prefix: str) -> Path:
+    """A fresh folder in the temporary directory, claimed in this process's parent until
+    `remove_claimed`."""
+    if not prefix.startswith(CLAIMABLE_PREFIXES):
+        raise ValueError(f"a claimed folder's prefix is one of {CLAIMABLE_PREFIXES}: {prefix!r}")
+    claims = _own_parent(shared=False) / CLAIMED
+    claims.mkdir(mode=0o700, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    (claims / folder.name).touch(mode=0o600)
+    return folder
+
+
+def remove_claimed(folder: Path) -> None:
+    remove_tree(folder)
+    if _parent:
+        with contextlib.suppress(OSError):
+            (_parent[0] / CLAIMED / folder.name).unlink()
 
 
 def _own_parent(shared: bool) -> Path:
@@ -62,8 +139,14 @@ def _own_parent(shared: bool) -> Path:
     parent.chmod(0o711 if shared else 0o700)
     _parent[:] = [parent]
     _lock_fd[:] = [fd]
-    atexit.register(shutil.rmtree, parent, True)
+    atexit.register(_remove_parent, str(parent))
     return parent
+
+
+def _remove_parent(parent: str) -> None:
+    """The parent, and what it still claims (a browser whose stop did not run)."""
+    _sweep_claims(parent, os.path.dirname(parent))
+    remove_tree(parent)
 
 
 def sweep_stale(root: str | None = None) -> list[str]:
@@ -76,10 +159,26 @@ def sweep_stale(root: str | None = None) -> list[str]:
             continue
         with contextlib.suppress(OSError):
             if _stale(entry.path):
-                shutil.rmtree(entry.path, ignore_errors=True)
+                removed += _sweep_claims(entry.path, root)
+                remove_tree(entry.path)
                 removed.append(entry.path)
     if removed:
         log.info("removed %d downloads folder(s) of brokers that are gone", len(removed))
+    return removed
+
+
+def _sweep_claims(parent: str, root: str) -> list[str]:
+    """The folders a gone broker's `parent` claims, removed (a link is never followed)."""
+    removed = []
+    with contextlib.suppress(OSError):
+        for name in os.listdir(os.path.join(parent, CLAIMED)):
+            if not name.startswith(CLAIMABLE_PREFIXES) or os.sep in name:
+                continue
+            path = os.path.join(root, name)
+            with contextlib.suppress(OSError):
+                if stat.S_ISDIR(os.lstat(path).st_mode):
+                    remove_tree(path)
+                    removed.append(path)
     return removed
 
 

@@ -137,7 +137,7 @@ def plan(
     sandbox = _plan_user(enabled, user_name)
     downloads.sweep_stale()  # what a broker that crashed left
     if sandbox.user is not None:  # the one folder all browsers shared in earlier versions
-        shutil.rmtree(sandbox.user.home / "downloads", ignore_errors=True)
+        downloads.remove_tree(sandbox.user.home / "downloads")
     if sandbox.problem or jail_mode == "off":
         if jail_mode == "off":
             log.warning(

@@ -104,8 +104,13 @@ async def test_a_warm_playwright_lease_is_served_from_the_pool_and_never_comes_b
     await no_browser_left()  # the refill's browser and its script went with the pool
     # Every served browser's downloads folder went with it, the pooled ones' too.
     assert downloads._parent, "served browsers have downloads folders"
-    left = [f.name for parent in downloads._parent for f in parent.iterdir() if f.name != ".lock"]
+    kept = (downloads.LOCK, downloads.CLAIMED)
+    left = [f.name for parent in downloads._parent for f in parent.iterdir() if f.name not in kept]
+    claims = [
+        f.name for parent in downloads._parent for f in (parent / downloads.CLAIMED).iterdir()
+    ]
     assert not left, f"downloads folders left: {left}"
+    assert not claims, f"served browsers' folders still claimed: {claims}"
 
 
 async def test_the_served_pool_serves_only_default_playwright_leases(

@@ -10,12 +10,10 @@ route is its `--proxy-server`, so every context it opens, whoever opens it, goes
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
 import contextvars
 import logging
 import os
-import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -27,6 +25,7 @@ from broker.attach.hub import CdpHub, HubError
 from broker.attach.pipe import BrowserPipe
 from broker.common.cleanup import TaskSet
 from broker.egress.proxy import EgressRoute
+from broker.engines import downloads
 from broker.engines.base import Session
 from broker.engines.playwright.driver import BrowserProcesses
 from broker.engines.playwright.engine import Launcher, PlaywrightEngine
@@ -155,7 +154,7 @@ class AttachedBrowsers:
     async def _launch(
         self, playwright: Playwright, route: EgressRoute | None, traced: bool
     ) -> Browser:
-        profile = Path(tempfile.mkdtemp(prefix=PROFILE_PREFIX))
+        profile = downloads.new_claimed(PROFILE_PREFIX)
         (profile / "downloads").mkdir()  # attached clients' downloads (the hub's folder)
         # The broker's own Playwright's artifacts folder, where a download step's file is
         # written: made before the launch, so it is handed to the browser user with the profile
@@ -217,8 +216,7 @@ class AttachedBrowsers:
         finally:
             if self.processes is not None:
                 self.processes.roots.discard(hub.pipe.pid)
-            with contextlib.suppress(OSError):
-                shutil.rmtree(profile, ignore_errors=True)
+            await asyncio.to_thread(downloads.remove_claimed, profile)
 
     async def stopped(self) -> None:
         """Every attachable browser closed has exited (for the engine's close)."""

@@ -22,7 +22,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -35,6 +34,7 @@ from broker.attach.pipe import MAX_BROWSER_MESSAGE_BYTES, BrowserPipe
 from broker.common.cleanup import TaskSet
 from broker.egress.policy import EgressRules
 from broker.egress.proxy import BlockListener, EgressGateway, EgressRoute
+from broker.engines import downloads
 from broker.engines.base import LostCallback, LostCause
 from broker.engines.playwright.driver import BrowserProcesses
 from broker.errors import AttachOnly, Unavailable
@@ -205,7 +205,7 @@ class BidiSession:
         finally:
             self._watch.cancel()
             with contextlib.suppress(OSError):
-                await asyncio.to_thread(shutil.rmtree, self._profile, True)
+                await asyncio.to_thread(downloads.remove_claimed, self._profile)
             self._closed_callback(self)
 
 
@@ -237,11 +237,11 @@ class BidiBrowsers:
     async def _launch(
         self, route: EgressRoute | None, gateway: EgressGateway | None
     ) -> BidiSession:
-        profile = Path(tempfile.mkdtemp(prefix=PROFILE_PREFIX))
-        downloads = profile / "downloads"
-        downloads.mkdir()
+        profile = downloads.new_claimed(PROFILE_PREFIX)
+        folder = profile / "downloads"
+        folder.mkdir()
         prefs = {**FIREFOX_PREFS, **self._prefs, **proxy_prefs(route)}
-        prefs["browser.download.dir"] = str(downloads)
+        prefs["browser.download.dir"] = str(folder)
         write_prefs(profile, prefs)
         setpriv = shutil.which("setpriv")
         argv = [setpriv, *_DIES_WITH_BROKER] if setpriv else []
@@ -265,7 +265,7 @@ class BidiBrowsers:
                 ping_interval=None,
                 open_timeout=LAUNCH_TIMEOUT_S,
             )
-            hub = BidiHub(socket, str(downloads), self.limits)
+            hub = BidiHub(socket, str(folder), self.limits)
             await hub.start()
         except BaseException as exc:
             if hub is not None:  # (its socket, tasks and downloads folder)
@@ -308,7 +308,7 @@ class BidiBrowsers:
     def _forget(self, pipe: BrowserPipe, profile: Path) -> None:
         if self.processes is not None:
             self.processes.roots.discard(pipe.pid)
-        shutil.rmtree(profile, ignore_errors=True)
+        downloads.remove_claimed(profile)
 
     def _closed(
         self, gateway: EgressGateway | None, route: EgressRoute | None, port: int

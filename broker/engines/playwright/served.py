@@ -28,9 +28,7 @@ import json
 import logging
 import os
 import secrets
-import shutil
 import signal
-import tempfile
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -136,7 +134,7 @@ class ServedBrowsers:
             options["env"] = {**os.environ, **options.get("env", {}), DOWNLOADS_ENV: str(folder)}
         # The browser's environment is the broker's, not the script's (whose TMPDIR is below).
         options.setdefault("env", dict(os.environ))
-        scratch = Path(tempfile.mkdtemp(prefix=SERVED_TMP_PREFIX))
+        scratch = downloads.new_claimed(SERVED_TMP_PREFIX)  # (swept after a crash)
         os.chmod(scratch, 0o711)  # the browser user reaches its profile inside, lists nothing
         node, package = driver_package()
         try:
@@ -152,7 +150,7 @@ class ServedBrowsers:
             )
         except BaseException:
             for made in (folder, scratch):
-                shutil.rmtree(made, ignore_errors=True)
+                downloads.remove_claimed(made)
             raise
         served = Served(process, folders=[folder, scratch])
         if self.processes is not None:
@@ -240,7 +238,7 @@ class ServedBrowsers:
             if self.processes is not None:
                 self.processes.roots.discard(process.pid)
             for folder in served.folders:
-                shutil.rmtree(folder, ignore_errors=True)
+                await asyncio.to_thread(downloads.remove_claimed, folder)
 
     async def stopped(self) -> None:
         """Every served browser let go of has exited (for the engine's close)."""
