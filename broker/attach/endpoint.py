@@ -58,14 +58,17 @@ class TrustedEndpoint:
         assert isinstance(socket, RelayConnection)
         assert self._server is not None
         if self._taken:
+            socket.inbox.stop()
             await socket.close(1008, "taken")
             return
         self._taken = True
         self._server.close(close_connections=False)  # one connection, then no port at all
         peer = SocketPeer(socket, max_unsent=1 << 62)
+        socket.max_unsent_on_ping = 1 << 62  # the broker's own Playwright
         try:
             client = await self._hub.attach(peer, trusted=True)
         except Exception:
+            socket.inbox.stop()
             log.exception("the broker's own client could not attach")
             self._on_closed()
             return

@@ -61,6 +61,7 @@ class Inbox:
         self._refused = False  # a refusal is queued or made: no frame is taken after it
         self._closing: asyncio.Task[None] | None = None
         self.refusal = ""  # why the inbox closed the connection, if it did
+        self.unread = False  # the connection was dropped: its client did not read its pongs
 
     def frame(self, frame: Frame) -> None:
         if self._stopped or self._refused:
@@ -105,6 +106,7 @@ class Inbox:
         self._stopped = True
         self._handler = None
         self._waiting.clear()
+        self._parts = []
         self._paused = False
         self._connection.transport.resume_reading()  # (a no-op unless paused, or once closed)
 
@@ -151,6 +153,7 @@ class RelayConnection(ServerConnection):
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.inbox = Inbox(self)
+        self.max_unsent_on_ping = MAX_UNSENT_ON_PING  # (the relay's bound on its messages)
 
     def process_event(self, event: Event) -> None:
         if isinstance(event, Frame) and event.opcode in (Opcode.TEXT, Opcode.BINARY, Opcode.CONT):
@@ -159,9 +162,10 @@ class RelayConnection(ServerConnection):
         if (
             isinstance(event, Frame)
             and event.opcode is Opcode.PING
-            and self.transport.get_write_buffer_size() > MAX_UNSENT_ON_PING
+            and self.transport.get_write_buffer_size() > self.max_unsent_on_ping
         ):
             self.inbox.stop()
+            self.inbox.unread = True
             self.transport.abort()  # its pongs were already queued: nothing else bounds them
             return
         super().process_event(event)

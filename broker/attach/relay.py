@@ -174,7 +174,7 @@ async def relay(
         writer.cancel()
         with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
             await writer
-    if peer.overflowed:
+    if peer.overflowed or socket.inbox.unread:
         cause = "client did not read"
     elif cause == "client closed" and socket.inbox.refusal:  # refused before the hub saw it
         cause = f"bad message: {socket.inbox.refusal}"

@@ -199,6 +199,7 @@ class AttachServer:
         assert isinstance(socket, RelayConnection)
         found = self._grants.pop(socket, None)
         if found is None:
+            socket.inbox.stop()
             return
         grant, info = found
         try:
@@ -213,6 +214,9 @@ class AttachServer:
                 socket.inbox.stop()
                 await socket.close(CLOSE_BROWSER_GONE, "the lease's browser is gone")
                 return
+            except BaseException:
+                socket.inbox.stop()
+                raise
         finally:
             self._release_slot(grant.hub)
         closed = grant.opened(info)

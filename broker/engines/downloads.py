@@ -25,6 +25,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import secrets
 import stat
 import tempfile
 import time
@@ -58,7 +59,10 @@ def remove(folder: Path) -> None:
 
 # A folder opened to be emptied: never through a link, never waiting on a FIFO or a device.
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-MAX_DEPTH = 128  # a tree nested deeper is left (no browser's folder comes near it)
+# Deeper than this, a folder is moved up into the tree's top folder and removed on a later pass
+# (so descriptors and recursion stay bounded); at most MAX_PASSES passes.
+MAX_DEPTH = 64
+MAX_PASSES = 64
 
 
 def remove_tree(path: Path | str) -> None:
@@ -67,18 +71,25 @@ def remove_tree(path: Path | str) -> None:
     while they are removed: every entry is unlinked or opened relative to its parent's
     descriptor, and a folder is opened without following a link or blocking on what it is
     (shutil.rmtree opens each folder with neither guard, then checks)."""
-    parent, name = os.path.split(os.fspath(path))
+    parent, name = os.path.split(os.fspath(path).rstrip(os.sep))
+    if not name:
+        return
     try:
         parent_fd = os.open(parent or ".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError:
         return
     try:
-        _remove_entry(parent_fd, name, 0)
+        for _ in range(MAX_PASSES):
+            _remove_entry(parent_fd, name, 0, -1)
+            try:
+                os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
+            except OSError:
+                return
     finally:
         os.close(parent_fd)
 
 
-def _remove_entry(dir_fd: int, name: str, depth: int) -> None:
+def _remove_entry(dir_fd: int, name: str, depth: int, top_fd: int) -> None:
     try:
         os.unlink(name, dir_fd=dir_fd)  # a file, a link, a FIFO: removed, never opened
         return
@@ -86,7 +97,10 @@ def _remove_entry(dir_fd: int, name: str, depth: int) -> None:
         pass
     except OSError:
         return
-    if depth >= MAX_DEPTH:
+    if depth >= MAX_DEPTH:  # (rename moves the entry itself, never what a link names)
+        with contextlib.suppress(OSError):
+            fresh = f".deep-{secrets.token_hex(8)}"
+            os.rename(name, fresh, src_dir_fd=dir_fd, dst_dir_fd=top_fd)
         return
     try:
         fd = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
@@ -98,7 +112,7 @@ def _remove_entry(dir_fd: int, name: str, depth: int) -> None:
         with os.scandir(fd) as entries:
             names = [entry.name for entry in entries]
         for entry in names:
-            _remove_entry(fd, entry, depth + 1)
+            _remove_entry(fd, entry, depth + 1, fd if depth == 0 else top_fd)
     except OSError:
         pass
     finally:
@@ -121,6 +135,8 @@ def new_claimed(prefix: str) -> Path:
 
 def remove_claimed(folder: Path) -> None:
     remove_tree(folder)
+    if os.path.lexists(folder):
+        return  # (still claimed: the sweep after this broker tries again)
     if _parent:
         with contextlib.suppress(OSError):
             (_parent[0] / CLAIMED / folder.name).unlink()

@@ -242,3 +242,16 @@ def test_remove_tree_removes_what_it_can_reach_and_never_follows_a_link(tmp_path
     downloads.remove_tree(tree)
     assert not tree.exists() and (victim / "keep").exists()
     downloads.remove_tree(tmp_path / "absent")  # nothing to do, no error
+
+
+def test_remove_tree_removes_a_tree_nested_deeper_than_its_bound(tmp_path: Path) -> None:
+    tree = tmp_path / "tree"
+    deepest = tree.joinpath(*["d"] * (downloads.MAX_DEPTH * 3 + 5))
+    deepest.mkdir(parents=True)
+    (deepest / "file").write_text("x")
+    downloads.remove_tree(tree)
+    assert not tree.exists()
+    trailing = tmp_path / "trailing"
+    (trailing / "sub").mkdir(parents=True)
+    downloads.remove_tree(f"{trailing}/")  # a trailing slash names the same folder
+    assert not trailing.exists()
