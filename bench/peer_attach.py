@@ -164,6 +164,28 @@ class DevToolsChromium:
         shutil.rmtree(self.profile, ignore_errors=True)
 
 
+async def alternated_round_trips(
+    first_url: str, second_url: str, samples: int
+) -> tuple[list[float], list[float]]:
+    """`Runtime.evaluate("1")` on a page of each of two CDP endpoints, alternated sample by
+    sample after a few untimed each: the seconds of each."""
+    async with (
+        websockets.connect(first_url, max_size=None) as first,
+        websockets.connect(second_url, max_size=None) as second,
+    ):
+        sockets = (CdpSocket(first), CdpSocket(second))
+        for sock in sockets:
+            await sock.attach_to_page()
+            for _ in range(WARMUP_ROUND_TRIPS):
+                await sock.round_trip()
+        first_s: list[float] = []
+        second_s: list[float] = []
+        for _ in range(samples):
+            first_s.append(await sockets[0].round_trip())
+            second_s.append(await sockets[1].round_trip())
+    return first_s, second_s
+
+
 async def cdp_round_trips(
     broker: BrokerProcess, executable: str, samples: int
 ) -> dict[str, list[float]]:
@@ -175,20 +197,9 @@ async def cdp_round_trips(
         async with AsyncBrokerClient(broker.address) as client:
             lease = await client.acquire(attach="cdp", timeout=120)
             try:
-                async with (
-                    websockets.connect(lease.connect_url, max_size=None) as via_broker,
-                    websockets.connect(direct_url, max_size=None) as straight,
-                ):
-                    sockets = (CdpSocket(via_broker), CdpSocket(straight))
-                    for sock in sockets:
-                        await sock.attach_to_page()
-                        for _ in range(WARMUP_ROUND_TRIPS):
-                            await sock.round_trip()
-                    broker_s: list[float] = []
-                    direct_s: list[float] = []
-                    for _ in range(samples):
-                        broker_s.append(await sockets[0].round_trip())
-                        direct_s.append(await sockets[1].round_trip())
+                broker_s, direct_s = await alternated_round_trips(
+                    lease.connect_url, direct_url, samples
+                )
             finally:
                 await lease.release()
     finally:
